@@ -1,0 +1,114 @@
+# mongolb: build, test, demo and benchmark.
+#
+#   make          build/mongolb (the daemon) and build/mongosim (the cluster simulator)
+#   make check    every test: unit suites (plain and under ASan+UBSan), format and docs checks,
+#                 integration tests with PyMongo, the Node.js driver and mongosh
+#   make demo     a simulated cluster, the proxy in front of it, and a workload through it
+#   make bench    direct-versus-proxied benchmarks
+#
+# check, demo and bench first run scripts/install-deps.sh, so each works on a fresh Debian machine.
+
+CC      ?= cc
+PKGS    := libuv libbson-1.0 inih openssl
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+CHECK_CFLAGS := $(shell pkg-config --cflags check 2>/dev/null)
+CHECK_LIBS   := $(shell pkg-config --libs check 2>/dev/null)
+
+VERSION := 0.1.0
+WARN    := -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter -Wstrict-prototypes
+CFLAGS  ?= -O2 -g
+ALL_CFLAGS = -std=gnu11 $(WARN) $(CFLAGS) -D_GNU_SOURCE -DMONGOLB_VERSION='"$(VERSION)"' \
+             -Isrc -Itests/sim $(PKG_CFLAGS)
+
+SAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+
+B ?= build
+
+DAEMON_SRCS := $(wildcard src/*.c)
+LIB_SRCS    := $(filter-out src/main.c,$(DAEMON_SRCS))
+SIM_SRCS    := $(wildcard tests/sim/*.c)
+SIMLIB_SRCS := $(filter-out tests/sim/mongosim.c,$(SIM_SRCS))
+BENCH_SRCS  := $(wildcard tests/bench/*.c)
+UNIT_SRCS   := $(wildcard tests/unit/check_*.c)
+
+LIB_OBJS    := $(LIB_SRCS:%.c=$(B)/obj/%.o)
+SIMLIB_OBJS := $(SIMLIB_SRCS:%.c=$(B)/obj/%.o)
+UNIT_BINS   := $(UNIT_SRCS:tests/unit/%.c=$(B)/tests/%)
+
+.PHONY: all check unit unit-asan format-check docs-check integration demo bench deps clean format
+
+all: $(B)/mongolb $(B)/mongosim $(if $(BENCH_SRCS),$(B)/mlbench)
+
+$(B)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -MMD -MP -c $< -o $@
+
+$(B)/libmongolb.a: $(LIB_OBJS)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(B)/libmongosim.a: $(SIMLIB_OBJS)
+	@rm -f $@
+	ar rcs $@ $(if $^,$^,)
+
+$(B)/mongolb: $(B)/obj/src/main.o $(B)/libmongolb.a
+	$(CC) $(ALL_CFLAGS) -o $@ $^ $(PKG_LIBS) -lm
+
+$(B)/mongosim: $(B)/obj/tests/sim/mongosim.o $(B)/libmongosim.a $(B)/libmongolb.a
+	$(CC) $(ALL_CFLAGS) -o $@ $^ $(PKG_LIBS) -lm
+
+$(B)/mlbench: $(BENCH_SRCS:%.c=$(B)/obj/%.o) $(B)/libmongolb.a
+	$(CC) $(ALL_CFLAGS) -o $@ $^ $(PKG_LIBS) -lm
+
+# One Check binary per suite file; each check_*.c has its own main (tests/unit/check_main.h).
+$(B)/tests/%: $(B)/obj/tests/unit/%.o $(B)/libmongosim.a $(B)/libmongolb.a
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $(CHECK_CFLAGS) -o $@ $^ $(CHECK_LIBS) $(PKG_LIBS) -lm
+
+$(B)/obj/tests/unit/%.o: tests/unit/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $(CHECK_CFLAGS) -MMD -MP -c $< -o $@
+
+-include $(shell find $(B)/obj -name '*.d' 2>/dev/null)
+
+deps:
+	@./scripts/install-deps.sh
+
+unit: $(UNIT_BINS)
+	@./scripts/run-unit.sh $(UNIT_BINS)
+
+# The same suites, built with AddressSanitizer and UndefinedBehaviorSanitizer in their own tree.
+unit-asan:
+	@$(MAKE) --no-print-directory B=build/asan CC=clang CFLAGS="-O1 -g $(SAN_FLAGS)" \
+		LDFLAGS="$(SAN_FLAGS)" unit
+
+format-check:
+	@./scripts/format-check.sh
+
+docs-check:
+	@./scripts/check-config-docs.sh
+
+integration: all
+	@./scripts/run-integration.sh
+
+check: deps
+	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory format-check docs-check
+	@$(MAKE) --no-print-directory unit
+	@$(MAKE) --no-print-directory unit-asan
+	@$(MAKE) --no-print-directory integration
+
+demo: deps
+	@$(MAKE) --no-print-directory all
+	@./scripts/demo.sh
+
+bench: deps
+	@$(MAKE) --no-print-directory all
+	@./scripts/bench.sh
+
+format:
+	clang-format -i $(wildcard src/*.[ch] tests/sim/*.[ch] tests/unit/*.[ch] tests/bench/*.[ch])
+
+clean:
+	rm -rf build

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Runs every Check suite binary given on the command line and prints one closing line with the
+# totals. Exits non-zero if any suite failed.
+set -u
+pass=0; fail=0; bad=()
+for t in "$@"; do
+  out=$(CK_FORK=yes "$t" 2>&1); rc=$?
+  printf '%s\n' "$out" | sed "s|^|  $(basename "$t"): |"
+  line=$(printf '%s\n' "$out" | grep -E '^[0-9]+%: Checks: ' | tail -n1)
+  n=$(printf '%s' "$line" | sed -E 's/.*Checks: ([0-9]+).*/\1/')
+  f=$(printf '%s' "$line" | sed -E 's/.*Failures: ([0-9]+), Errors: ([0-9]+).*/\1+\2/')
+  [ -n "$n" ] || n=0
+  [ -n "$f" ] || f=0
+  f=$((f)); pass=$((pass + n - f)); fail=$((fail + f))
+  if [ $rc -ne 0 ]; then bad+=("$(basename "$t")"); [ "$f" -gt 0 ] || fail=$((fail + 1)); fi
+done
+echo "unit: $pass passed, $fail failed"
+[ ${#bad[@]} -eq 0 ] || { echo "failing suites: ${bad[*]}"; exit 1; }
