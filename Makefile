@@ -36,7 +36,7 @@ LIB_OBJS    := $(LIB_SRCS:%.c=$(B)/obj/%.o)
 SIMLIB_OBJS := $(SIMLIB_SRCS:%.c=$(B)/obj/%.o)
 UNIT_BINS   := $(UNIT_SRCS:tests/unit/%.c=$(B)/tests/%)
 
-.PHONY: all check unit unit-asan format-check docs-check integration demo bench deps clean format
+.PHONY: all check unit unit-asan format-check integration demo bench deps clean format
 
 all: $(B)/mongolb $(B)/mongosim $(if $(BENCH_SRCS),$(B)/mlbench)
 
@@ -50,19 +50,21 @@ $(B)/libmongolb.a: $(LIB_OBJS)
 
 $(B)/libmongosim.a: $(SIMLIB_OBJS)
 	@rm -f $@
-	ar rcs $@ $(if $^,$^,)
+	ar rcs $@ $^
+
+SIMLIB := $(if $(SIMLIB_OBJS),$(B)/libmongosim.a)
 
 $(B)/mongolb: $(B)/obj/src/main.o $(B)/libmongolb.a
 	$(CC) $(ALL_CFLAGS) -o $@ $^ $(PKG_LIBS) -lm
 
-$(B)/mongosim: $(B)/obj/tests/sim/mongosim.o $(B)/libmongosim.a $(B)/libmongolb.a
+$(B)/mongosim: $(B)/obj/tests/sim/mongosim.o $(SIMLIB) $(B)/libmongolb.a
 	$(CC) $(ALL_CFLAGS) -o $@ $^ $(PKG_LIBS) -lm
 
 $(B)/mlbench: $(BENCH_SRCS:%.c=$(B)/obj/%.o) $(B)/libmongolb.a
 	$(CC) $(ALL_CFLAGS) -o $@ $^ $(PKG_LIBS) -lm
 
 # One Check binary per suite file; each check_*.c has its own main (tests/unit/check_main.h).
-$(B)/tests/%: $(B)/obj/tests/unit/%.o $(B)/libmongosim.a $(B)/libmongolb.a
+$(B)/tests/%: $(B)/obj/tests/unit/%.o $(SIMLIB) $(B)/libmongolb.a
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) $(CHECK_CFLAGS) -o $@ $^ $(CHECK_LIBS) $(PKG_LIBS) -lm
 
@@ -86,15 +88,12 @@ unit-asan:
 format-check:
 	@./scripts/format-check.sh
 
-docs-check:
-	@./scripts/check-config-docs.sh
-
 integration: all
 	@./scripts/run-integration.sh
 
 check: deps
 	@$(MAKE) --no-print-directory all
-	@$(MAKE) --no-print-directory format-check docs-check
+	@$(MAKE) --no-print-directory format-check
 	@$(MAKE) --no-print-directory unit
 	@$(MAKE) --no-print-directory unit-asan
 	@$(MAKE) --no-print-directory integration

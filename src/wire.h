@@ -41,7 +41,8 @@ enum wire_opcode {
 #define WIRE_MSG_EXHAUST_ALLOWED  0x10000u
 /* Bits 0-15 a receiver must understand; any other bit set among them is an error. */
 #define WIRE_MSG_REQUIRED_MASK 0xffffu
-#define WIRE_MSG_KNOWN_MASK    (WIRE_MSG_CHECKSUM_PRESENT | WIRE_MSG_MORE_TO_COME | WIRE_MSG_EXHAUST_ALLOWED)
+#define WIRE_MSG_KNOWN_MASK                                                                        \
+    (WIRE_MSG_CHECKSUM_PRESENT | WIRE_MSG_MORE_TO_COME | WIRE_MSG_EXHAUST_ALLOWED)
 
 /* OP_QUERY flag bits. */
 #define WIRE_QUERY_SECONDARY_OK 0x4
@@ -126,8 +127,8 @@ static inline int32_t wire_get_i32(const uint8_t *p)
 
 static inline int64_t wire_get_i64(const uint8_t *p)
 {
-    return (int64_t)((uint64_t)(uint32_t)wire_get_i32(p) |
-                     (uint64_t)(uint32_t)wire_get_i32(p + 4) << 32);
+    return (int64_t)((uint64_t)(uint32_t)wire_get_i32(p) | (uint64_t)(uint32_t)wire_get_i32(p + 4)
+                                                               << 32);
 }
 
 static inline void wire_put_i32(uint8_t *p, int32_t v)
@@ -177,8 +178,8 @@ int wire_reply_parse(const uint8_t *frame, size_t len, struct wire_reply *r);
 int wire_get_more_parse(const uint8_t *frame, size_t len, struct wire_get_more *g);
 int wire_kill_cursors_parse(const uint8_t *frame, size_t len, struct wire_kill_cursors *k);
 
-/* Iterates the documents of a kind-1 section: *off starts at 0; returns 1 with *doc/*doc_len set,
- * 0 at the end, -EPROTO on a malformed document. */
+/* Iterates the documents of a kind-1 section: *off starts at 0; returns 1 with *doc and *doc_len
+ * set, 0 at the end, -EPROTO on a malformed document. */
 int wire_doc_seq_next(const struct wire_doc_seq *s, uint32_t *off, const uint8_t **doc,
                       uint32_t *doc_len);
 
@@ -210,9 +211,9 @@ int wire_append_msg(struct wire_buf *b, int32_t request_id, int32_t response_to,
                     const bson_t *body);
 
 /* Appends an OP_MSG with a body and one kind-1 sequence of n documents. */
-int wire_append_msg_seq(struct wire_buf *b, int32_t request_id, int32_t response_to,
-                        uint32_t flags, const bson_t *body, const char *identifier,
-                        const bson_t *const *docs, int n);
+int wire_append_msg_seq(struct wire_buf *b, int32_t request_id, int32_t response_to, uint32_t flags,
+                        const bson_t *body, const char *identifier, const bson_t *const *docs,
+                        int n);
 
 /* Appends an OP_REPLY carrying n documents (n may be 0). */
 int wire_append_reply(struct wire_buf *b, int32_t request_id, int32_t response_to, int32_t flags,
