@@ -38,8 +38,8 @@ void log_write(enum log_level l, const char *prefix, const char *fmt, ...)
     gettimeofday(&tv, NULL);
     gmtime_r(&tv.tv_sec, &tm);
     int n = snprintf(line, sizeof(line), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ %-5s ",
-                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
-                     tm.tm_sec, (int)(tv.tv_usec / 1000), log_level_name(l));
+                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                     (int)(tv.tv_usec / 1000), log_level_name(l));
     if (prefix && n < (int)sizeof(line))
         n += snprintf(line + n, sizeof(line) - (size_t)n, "[%s] ", prefix);
     if (n < (int)sizeof(line)) {

@@ -1,7 +1,7 @@
 /*
  * check_main.h: the main() every Check suite binary shares. A suite file defines
- * `Suite *NAME_suite(void)` and ends with CHECK_MAIN(NAME_suite); the Makefile builds one binary per
- * tests/unit/check_*.c, so adding a suite never touches a shared list.
+ * `Suite *NAME_suite(void)` and ends with CHECK_MAIN(NAME_suite); the Makefile builds one binary
+ * per tests/unit/check_*.c, so adding a suite never touches a shared list.
  */
 #ifndef MONGOLB_CHECK_MAIN_H
 #define MONGOLB_CHECK_MAIN_H
