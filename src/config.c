@@ -1,0 +1,1283 @@
+/*
+ * config.c: the key table, the ini parser built on inih, validation, dump and reload check.
+ * See config.h.
+ *
+ * How a file is read: inih pulls lines through read_line(), which keeps the whole physical line in
+ * the load context, counts it (Debian's inih is built without INI_HANDLER_LINENO), classifies it
+ * the way inih will (blank, comment, section, key, continuation, syntax error), and hands inih a
+ * copy cut to inih's buffer. inih then calls on_key() with the section and key name; on_key()
+ * takes the value from the full line, so a value longer than inih's 200-byte line buffer is not
+ * lost, and a key flagged CONFIG_RAW keeps its ';' characters instead of losing them to inih's
+ * inline-comment rule. A value is parsed when the next non-continuation line arrives, because
+ * list values may go on over indented lines.
+ *
+ * Errors are collected with their line numbers and sorted before they are written out, so the
+ * caller sees them in file order however they were found.
+ */
+#include "config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <ini.h>
+
+struct config_enum {
+    const char *name;
+    int value;
+};
+
+/*
+ * How one type of value is handled. parse() reads a trimmed value into the field, replacing (and
+ * freeing) what was there, or writes why it cannot into why and returns a negative errno code.
+ * print() writes the field back as the text parse() reads. list_sep is the item separator of
+ * list types, whose values may continue on indented lines; 0 for single values.
+ */
+struct config_type {
+    int (*parse)(const struct config_key *k, const char *value, void *field, char *why,
+                 size_t why_len);
+    void (*print)(const struct config_key *k, const void *field, FILE *f);
+    void (*free)(void *field);
+    char list_sep;
+};
+
+/* ---- small string helpers ---- */
+
+/* Returns s without leading white space. */
+static const char *skip_space(const char *s)
+{
+    while (*s && isspace((unsigned char)*s))
+        s++;
+    return s;
+}
+
+/* Cuts trailing white space off s in place and returns s. */
+static char *trim_end(char *s)
+{
+    size_t n = strlen(s);
+    while (n > 0 && isspace((unsigned char)s[n - 1]))
+        s[--n] = '\0';
+    return s;
+}
+
+/*
+ * Returns the first character of s that is in chars (may be NULL), or the start of an inline
+ * comment (a ';' after white space), or the terminating NUL: the same scan inih makes, so that
+ * this file and inih agree about every line.
+ */
+static const char *find_chars_or_comment(const char *s, const char *chars)
+{
+    bool was_space = false;
+    while (*s && (!chars || !strchr(chars, *s)) && !(was_space && *s == ';')) {
+        was_space = isspace((unsigned char)*s);
+        s++;
+    }
+    return s;
+}
+
+/*
+ * Splits the next sep-separated item off *p and trims it. Returns false when *p is used up.
+ * An empty string yields one empty item; a trailing separator yields a final empty item.
+ */
+static bool next_item(const char **p, char sep, const char **item, size_t *len)
+{
+    const char *s = *p;
+    if (!s)
+        return false;
+    const char *e = strchr(s, sep);
+    const char *end = e ? e : s + strlen(s);
+    *p = e ? e + 1 : NULL;
+    s = skip_space(s);
+    if (s > end)
+        s = end;
+    while (end > s && isspace((unsigned char)end[-1]))
+        end--;
+    *item = s;
+    *len = (size_t)(end - s);
+    return true;
+}
+
+/* Parses an optional '-' and decimal digits, nothing else. Returns 0, -EINVAL or -ERANGE. */
+static int parse_whole(const char *s, long long *out)
+{
+    const char *d = s[0] == '-' ? s + 1 : s;
+    if (!*d)
+        return -EINVAL;
+    for (const char *q = d; *q; q++)
+        if (!isdigit((unsigned char)*q))
+            return -EINVAL;
+    errno = 0;
+    long long n = strtoll(s, NULL, 10);
+    if (errno == ERANGE)
+        return -ERANGE;
+    *out = n;
+    return 0;
+}
+
+/* ---- addresses ---- */
+
+static bool is_name_char(char ch)
+{
+    return isalnum((unsigned char)ch) || ch == '.' || ch == '-' || ch == '_';
+}
+
+/* True if s (length n) is an IPv6 literal as written inside brackets, with an optional %zone. */
+static bool is_v6_literal(const char *s, size_t n)
+{
+    size_t i = 0;
+    bool colon = false;
+    for (; i < n && s[i] != '%'; i++) {
+        if (s[i] == ':')
+            colon = true;
+        else if (!isxdigit((unsigned char)s[i]) && s[i] != '.')
+            return false;
+    }
+    if (!colon)
+        return false;
+    if (i < n) {
+        if (++i == n)
+            return false;
+        for (; i < n; i++)
+            if (!is_name_char(s[i]))
+                return false;
+    }
+    return true;
+}
+
+/* Parses a decimal port 1-65535 from s (length n). Returns 0 or -EINVAL. */
+static int parse_port(const char *s, size_t n, int *port)
+{
+    if (n == 0 || n > 5)
+        return -EINVAL;
+    int v = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!isdigit((unsigned char)s[i]))
+            return -EINVAL;
+        v = v * 10 + (s[i] - '0');
+    }
+    if (v < 1 || v > 65535)
+        return -EINVAL;
+    *port = v;
+    return 0;
+}
+
+/* config_parse_hostport() with a reason for the failure written to why. */
+static int hostport(const char *s, int default_port, char *host, size_t host_len, int *port,
+                    char *why, size_t why_len)
+{
+    const char *h, *rest;
+    size_t hn;
+    if (s[0] == '[') {
+        const char *close = strchr(s, ']');
+        if (!close) {
+            snprintf(why, why_len, "'%s' has no closing ']'", s);
+            return -EINVAL;
+        }
+        h = s + 1;
+        hn = (size_t)(close - h);
+        rest = close + 1;
+        if (!is_v6_literal(h, hn)) {
+            snprintf(why, why_len, "'%s' is not an IPv6 address in brackets", s);
+            return -EINVAL;
+        }
+        if (*rest && *rest != ':') {
+            snprintf(why, why_len, "'%s' has text after ']' that is not ':port'", s);
+            return -EINVAL;
+        }
+    } else {
+        const char *colon = strchr(s, ':');
+        if (colon && strchr(colon + 1, ':')) {
+            snprintf(why, why_len, "'%s': an IPv6 address needs brackets, as in [::1]:27017", s);
+            return -EINVAL;
+        }
+        h = s;
+        hn = colon ? (size_t)(colon - s) : strlen(s);
+        rest = s + hn;
+        bool ok = hn > 0;
+        for (size_t i = 0; i < hn && ok; i++)
+            ok = is_name_char(h[i]);
+        if (!ok) {
+            snprintf(why, why_len, "'%s' is not a valid host name or address", s);
+            return -EINVAL;
+        }
+    }
+    if (hn >= host_len) {
+        snprintf(why, why_len, "'%s': the host name is too long", s);
+        return -ENAMETOOLONG;
+    }
+    int p = default_port;
+    if (*rest == ':') {
+        if (parse_port(rest + 1, strlen(rest + 1), &p) < 0) {
+            snprintf(why, why_len, "'%s' has a bad port; a port is a whole number from 1 to 65535",
+                     s);
+            return -EINVAL;
+        }
+    } else if (default_port < 0) {
+        snprintf(why, why_len, "'%s' has no port; write host:port", s);
+        return -EINVAL;
+    }
+    memcpy(host, h, hn);
+    host[hn] = '\0';
+    *port = p;
+    return 0;
+}
+
+int config_parse_hostport(const char *s, int default_port, char *host, size_t host_len, int *port)
+{
+    char why[1];
+    return hostport(s, default_port, host, host_len, port, why, sizeof(why));
+}
+
+/* Writes host:port, bracketing an IPv6 literal. */
+static void print_hostport(const char *host, int port, FILE *f)
+{
+    fprintf(f, strchr(host, ':') ? "[%s]:%d" : "%s:%d", host, port);
+}
+
+/* ---- value types ---- */
+
+/* Whole numbers in [k->min, k->max], stored in an int. */
+static int parse_int(const struct config_key *k, const char *v, void *field, char *why,
+                     size_t why_len)
+{
+    long long n = 0;
+    int r = parse_whole(v, &n);
+    if (r == -EINVAL) {
+        snprintf(why, why_len, "'%s' is not a whole number", v);
+        return r;
+    }
+    if (r < 0 || n < k->min || n > k->max) {
+        snprintf(why, why_len, "'%s' is out of range (%lld to %lld)", v, k->min, k->max);
+        return -ERANGE;
+    }
+    *(int *)field = (int)n;
+    return 0;
+}
+
+static void print_int(const struct config_key *k, const void *field, FILE *f)
+{
+    fprintf(f, "%d", *(const int *)field);
+}
+
+static const struct config_type type_int = {parse_int, print_int, NULL, 0};
+
+/* One of the names in k->enums, stored as its value in an enum field. */
+static int parse_enum(const struct config_key *k, const char *v, void *field, char *why,
+                      size_t why_len)
+{
+    for (const struct config_enum *e = k->enums; e->name; e++) {
+        if (strcmp(v, e->name) == 0) {
+            *(int *)field = e->value;
+            return 0;
+        }
+    }
+    int n = snprintf(why, why_len, "'%s' is not one of:", v);
+    for (const struct config_enum *e = k->enums; e->name && n >= 0 && (size_t)n < why_len; e++)
+        n += snprintf(why + n, why_len - (size_t)n, "%s %s", e == k->enums ? "" : ",", e->name);
+    return -EINVAL;
+}
+
+static void print_enum(const struct config_key *k, const void *field, FILE *f)
+{
+    for (const struct config_enum *e = k->enums; e->name; e++) {
+        if (e->value == *(const int *)field) {
+            fputs(e->name, f);
+            return;
+        }
+    }
+}
+
+static const struct config_type type_enum = {parse_enum, print_enum, NULL, 0};
+
+/* A log level, through log.h so the names stay those the logger knows. */
+static int parse_log_level(const struct config_key *k, const char *v, void *field, char *why,
+                           size_t why_len)
+{
+    if (log_level_parse(v, (enum log_level *)field) < 0) {
+        snprintf(why, why_len, "'%s' is not one of: error, warn, info, debug", v);
+        return -EINVAL;
+    }
+    return 0;
+}
+
+static void print_log_level(const struct config_key *k, const void *field, FILE *f)
+{
+    fputs(log_level_name(*(const enum log_level *)field), f);
+}
+
+static const struct config_type type_log_level = {parse_log_level, print_log_level, NULL, 0};
+
+/* A string in a char array of k->max bytes. */
+static int parse_string(const struct config_key *k, const char *v, void *field, char *why,
+                        size_t why_len)
+{
+    size_t n = strlen(v);
+    if (n >= (size_t)k->max) {
+        snprintf(why, why_len, "'%s' is longer than %lld characters", v, k->max - 1);
+        return -ENAMETOOLONG;
+    }
+    memcpy(field, v, n + 1);
+    return 0;
+}
+
+static void print_string(const struct config_key *k, const void *field, FILE *f)
+{
+    fputs((const char *)field, f);
+}
+
+static const struct config_type type_string = {parse_string, print_string, NULL, 0};
+
+/* Copies item (length n) into buf as a string; false if it does not fit. */
+static bool copy_item(char *buf, size_t buf_len, const char *item, size_t n)
+{
+    if (n >= buf_len)
+        return false;
+    memcpy(buf, item, n);
+    buf[n] = '\0';
+    return true;
+}
+
+/* Listening addresses: host:port, [v6]:port or unix:/path, comma-separated. */
+static int parse_listen(const struct config_key *k, const char *v, void *field, char *why,
+                        size_t why_len)
+{
+    struct mlb_listen_list tmp;
+    memset(&tmp, 0, sizeof(tmp));
+    const char *p = v, *item;
+    size_t n;
+    char buf[MLB_HOST_MAX + 16];
+    while (next_item(&p, ',', &item, &n)) {
+        if (n == 0)
+            continue;
+        if (!copy_item(buf, sizeof(buf), item, n)) {
+            snprintf(why, why_len, "'%.*s' is too long", (int)n, item);
+            return -ENAMETOOLONG;
+        }
+        if (tmp.count == MLB_MAX_LISTEN) {
+            snprintf(why, why_len, "more than %d addresses", MLB_MAX_LISTEN);
+            return -E2BIG;
+        }
+        struct mlb_listen_addr *a = &tmp.addr[tmp.count];
+        if (strncmp(buf, "unix:", 5) == 0) {
+            const char *path = buf + 5;
+            if (path[0] != '/') {
+                snprintf(why, why_len, "'%s': a unix socket path must be absolute", buf);
+                return -EINVAL;
+            }
+            if (strlen(path) >= sizeof(a->path)) {
+                snprintf(why, why_len, "'%s': a unix socket path has at most %zu characters", buf,
+                         sizeof(a->path) - 1);
+                return -ENAMETOOLONG;
+            }
+            a->kind = MLB_LISTEN_UNIX;
+            strcpy(a->path, path);
+        } else {
+            int r = hostport(buf, -1, a->host, sizeof(a->host), &a->port, why, why_len);
+            if (r < 0)
+                return r;
+            a->kind = MLB_LISTEN_TCP;
+        }
+        for (size_t i = 0; i < tmp.count; i++) {
+            const struct mlb_listen_addr *b = &tmp.addr[i];
+            if (b->kind == a->kind && strcmp(b->host, a->host) == 0 && b->port == a->port &&
+                strcmp(b->path, a->path) == 0) {
+                snprintf(why, why_len, "'%s' is listed twice", buf);
+                return -EINVAL;
+            }
+        }
+        tmp.count++;
+    }
+    if (tmp.count == 0) {
+        snprintf(why, why_len, "no address given");
+        return -EINVAL;
+    }
+    *(struct mlb_listen_list *)field = tmp;
+    return 0;
+}
+
+static void print_listen(const struct config_key *k, const void *field, FILE *f)
+{
+    const struct mlb_listen_list *l = field;
+    for (size_t i = 0; i < l->count; i++) {
+        if (i)
+            fputc(',', f);
+        if (l->addr[i].kind == MLB_LISTEN_UNIX)
+            fprintf(f, "unix:%s", l->addr[i].path);
+        else
+            print_hostport(l->addr[i].host, l->addr[i].port, f);
+    }
+}
+
+static const struct config_type type_listen = {parse_listen, print_listen, NULL, ','};
+
+/* Servers: host[:port] or [v6][:port], comma-separated, port 27017 when left out. */
+static int parse_seeds(const struct config_key *k, const char *v, void *field, char *why,
+                       size_t why_len)
+{
+    /* The list is large (64 host names), so it is built in place of a heap copy. */
+    struct mlb_seed_list *tmp = calloc(1, sizeof(*tmp));
+    if (!tmp)
+        return -ENOMEM;
+    const char *p = v, *item;
+    size_t n;
+    char buf[MLB_HOST_MAX + 16];
+    int r = 0;
+    while (r == 0 && next_item(&p, ',', &item, &n)) {
+        if (n == 0)
+            continue;
+        if (!copy_item(buf, sizeof(buf), item, n)) {
+            snprintf(why, why_len, "'%.*s' is too long", (int)n, item);
+            r = -ENAMETOOLONG;
+        } else if (tmp->count == MLB_MAX_SEEDS) {
+            snprintf(why, why_len, "more than %d servers", MLB_MAX_SEEDS);
+            r = -E2BIG;
+        } else {
+            struct mlb_hostport *h = &tmp->host[tmp->count];
+            r = hostport(buf, MLB_DEFAULT_PORT, h->host, sizeof(h->host), &h->port, why, why_len);
+            for (size_t i = 0; r == 0 && i < tmp->count; i++) {
+                if (strcmp(tmp->host[i].host, h->host) == 0 && tmp->host[i].port == h->port) {
+                    snprintf(why, why_len, "'%s' is listed twice", buf);
+                    r = -EINVAL;
+                }
+            }
+            if (r == 0)
+                tmp->count++;
+        }
+    }
+    if (r == 0 && tmp->count == 0) {
+        snprintf(why, why_len, "no server given");
+        r = -EINVAL;
+    }
+    if (r == 0)
+        *(struct mlb_seed_list *)field = *tmp;
+    free(tmp);
+    return r;
+}
+
+static void print_seeds(const struct config_key *k, const void *field, FILE *f)
+{
+    const struct mlb_seed_list *l = field;
+    for (size_t i = 0; i < l->count; i++) {
+        if (i)
+            fputc(',', f);
+        print_hostport(l->host[i].host, l->host[i].port, f);
+    }
+}
+
+static const struct config_type type_seeds = {parse_seeds, print_seeds, NULL, ','};
+
+/* Frees the tag sets in *field and empties it. */
+static void free_tags(void *field)
+{
+    struct mlb_tag_sets *ts = field;
+    for (size_t i = 0; i < ts->count; i++) {
+        for (size_t j = 0; j < ts->set[i].count; j++) {
+            free(ts->set[i].tag[j].name);
+            free(ts->set[i].tag[j].value);
+        }
+        free(ts->set[i].tag);
+    }
+    free(ts->set);
+    ts->set = NULL;
+    ts->count = 0;
+}
+
+/* Parses one tag set, "name:value,name:value", into set (which starts empty). */
+static int parse_tag_set(const char *text, size_t len, struct mlb_tag_set *set, char *why,
+                         size_t why_len)
+{
+    char *copy = strndup(text, len);
+    if (!copy)
+        return -ENOMEM;
+    const char *p = copy, *item;
+    size_t n;
+    int r = 0;
+    while (r == 0 && next_item(&p, ',', &item, &n)) {
+        if (n == 0)
+            continue;
+        const char *colon = memchr(item, ':', n);
+        const char *name = item, *value = colon ? colon + 1 : NULL;
+        size_t name_len = colon ? (size_t)(colon - item) : 0;
+        size_t value_len = colon ? n - name_len - 1 : 0;
+        while (name_len > 0 && isspace((unsigned char)name[name_len - 1]))
+            name_len--;
+        while (value_len > 0 && isspace((unsigned char)*value)) {
+            value++;
+            value_len--;
+        }
+        if (name_len == 0 || value_len == 0) {
+            snprintf(why, why_len, "'%.*s' is not a name:value tag", (int)n, item);
+            r = -EINVAL;
+            break;
+        }
+        for (size_t i = 0; i < set->count; i++) {
+            if (strlen(set->tag[i].name) == name_len &&
+                memcmp(set->tag[i].name, name, name_len) == 0) {
+                snprintf(why, why_len, "tag '%.*s' appears twice in one tag set", (int)name_len,
+                         name);
+                r = -EINVAL;
+            }
+        }
+        if (r < 0)
+            break;
+        struct mlb_tag *grown = realloc(set->tag, (set->count + 1) * sizeof(*grown));
+        if (!grown) {
+            r = -ENOMEM;
+            break;
+        }
+        set->tag = grown;
+        struct mlb_tag *t = &set->tag[set->count];
+        t->name = strndup(name, name_len);
+        t->value = strndup(value, value_len);
+        set->count++;
+        if (!t->name || !t->value)
+            r = -ENOMEM;
+    }
+    free(copy);
+    return r;
+}
+
+/* Tag sets: ';' between sets, ',' between tags, ':' between a tag's name and value. */
+static int parse_tags(const struct config_key *k, const char *v, void *field, char *why,
+                      size_t why_len)
+{
+    struct mlb_tag_sets tmp = {NULL, 0};
+    const char *p = *v ? v : NULL, *piece;
+    size_t n;
+    int r = 0;
+    while (r == 0 && next_item(&p, ';', &piece, &n)) {
+        struct mlb_tag_set *grown = realloc(tmp.set, (tmp.count + 1) * sizeof(*grown));
+        if (!grown) {
+            r = -ENOMEM;
+            break;
+        }
+        tmp.set = grown;
+        tmp.set[tmp.count].tag = NULL;
+        tmp.set[tmp.count].count = 0;
+        tmp.count++;
+        r = parse_tag_set(piece, n, &tmp.set[tmp.count - 1], why, why_len);
+    }
+    for (size_t i = 0; r == 0 && i + 1 < tmp.count; i++) {
+        if (tmp.set[i].count == 0) {
+            snprintf(why, why_len,
+                     "tag set %zu is empty; an empty set matches every server, so only the last "
+                     "set may be empty",
+                     i + 1);
+            r = -EINVAL;
+        }
+    }
+    if (r == -ENOMEM)
+        snprintf(why, why_len, "out of memory");
+    if (r < 0) {
+        free_tags(&tmp);
+        return r;
+    }
+    free_tags(field);
+    *(struct mlb_tag_sets *)field = tmp;
+    return 0;
+}
+
+static void print_tags(const struct config_key *k, const void *field, FILE *f)
+{
+    const struct mlb_tag_sets *ts = field;
+    for (size_t i = 0; i < ts->count; i++) {
+        if (i)
+            fputc(';', f);
+        for (size_t j = 0; j < ts->set[i].count; j++)
+            fprintf(f, "%s%s:%s", j ? "," : "", ts->set[i].tag[j].name, ts->set[i].tag[j].value);
+    }
+}
+
+static const struct config_type type_tags = {parse_tags, print_tags, free_tags, ';'};
+
+/* ---- the key table ---- */
+
+static const struct config_enum mode_names[] = {
+    {"mongos", MLB_MODE_MONGOS},
+    {"replicaset", MLB_MODE_REPLICASET},
+    {NULL, 0},
+};
+
+static const struct config_enum read_pref_names[] = {
+    {"primary", MLB_READ_PRIMARY},     {"primaryPreferred", MLB_READ_PRIMARY_PREFERRED},
+    {"secondary", MLB_READ_SECONDARY}, {"secondaryPreferred", MLB_READ_SECONDARY_PREFERRED},
+    {"nearest", MLB_READ_NEAREST},     {NULL, 0},
+};
+
+/* A row whose key name is the name of its struct mlb_config field. */
+#define ROW(section, field, type, def, flags, min, max, enums, doc)                                \
+    {                                                                                              \
+        section, #field, &type, offsetof(struct mlb_config, field), def, flags, min, max, enums,   \
+            doc                                                                                    \
+    }
+
+#define RELOAD CONFIG_RELOADABLE
+
+/* Grouped by section, alphabetical inside each section (a test checks the order). */
+static const struct config_key keys[] = {
+    ROW("mongolb", listen, type_listen, "127.0.0.1:27016", 0, 0, 0, NULL,
+        "Addresses to accept client connections on, comma-separated (at most 16): host:port, "
+        "[ipv6]:port or unix:/path.sock."),
+    ROW("mongolb", log_level, type_log_level, "info", RELOAD, 0, 0, NULL,
+        "The least severe messages logged: error, warn, info or debug."),
+    ROW("mongolb", max_clients, type_int, "10000", RELOAD, 1, INT_MAX, NULL,
+        "Client connections accepted at once; further ones are refused with a log line."),
+    ROW("mongolb", shutdown_timeout_ms, type_int, "10000", RELOAD, 0, INT_MAX, NULL,
+        "On SIGTERM, how long requests in flight may take before mongolb exits."),
+
+    ROW("upstream", connect_timeout_ms, type_int, "5000", RELOAD, 1, INT_MAX, NULL,
+        "How long opening a connection to a server may take."),
+    ROW("upstream", heartbeat_interval_ms, type_int, "1000", 0, 500, INT_MAX, NULL,
+        "How often each server is checked (at least 500)."),
+    ROW("upstream", local_threshold_ms, type_int, "15", RELOAD, 0, INT_MAX, NULL,
+        "Servers whose round-trip time is within this of the fastest one's share the load."),
+    ROW("upstream", max_pool_size, type_int, "100", 0, 1, INT_MAX, NULL,
+        "Connections to each server at most."),
+    ROW("upstream", max_staleness_seconds, type_int, "-1", RELOAD, -1, INT_MAX, NULL,
+        "Secondaries lagging further behind are not read from: -1 for no limit, else at least 90 "
+        "and at least heartbeat_interval_ms/1000 + 10; not with read_preference = primary."),
+    ROW("upstream", mode, type_enum, "mongos", 0, 0, 0, mode_names,
+        "What the seeds are: mongos (routers of a sharded cluster) or replicaset (members of one "
+        "replica set)."),
+    ROW("upstream", read_preference, type_enum, "primary", RELOAD, 0, 0, read_pref_names,
+        "Which members serve reads in replicaset mode: primary, primaryPreferred, secondary, "
+        "secondaryPreferred or nearest."),
+    ROW("upstream", read_preference_tags, type_tags, "", RELOAD | CONFIG_RAW, 0, 0, NULL,
+        "Tag sets tried in order: ';' between sets, ',' between tags, name:value (e.g. "
+        "dc:ny,rack:1;dc:ny;); an empty last set matches any server; not with primary."),
+    ROW("upstream", replica_set, type_string, "", 0, 0, MLB_REPLSET_MAX, NULL,
+        "The replica set's name: required with mode = replicaset, not allowed with mode = "
+        "mongos."),
+    ROW("upstream", seeds, type_seeds, "", CONFIG_REQUIRED, 0, 0, NULL,
+        "Required. The servers to route to, comma-separated (at most 64): host:port or "
+        "[ipv6]:port, port 27017 when left out."),
+    ROW("upstream", server_selection_timeout_ms, type_int, "30000", RELOAD, 1, INT_MAX, NULL,
+        "How long a request waits for a suitable server before it fails."),
+
+    ROW("cursors", idle_timeout_ms, type_int, "600000", RELOAD, 1000, INT_MAX, NULL,
+        "Cursors left unused this long are forgotten (at least 1000)."),
+    ROW("cursors", max_cursors, type_int, "1000000", RELOAD, 1, INT_MAX, NULL,
+        "Open cursors tracked at once at most."),
+};
+
+#define KEY_COUNT (sizeof(keys) / sizeof(keys[0]))
+
+size_t config_key_count(void)
+{
+    return KEY_COUNT;
+}
+
+const struct config_key *config_key_at(size_t i)
+{
+    return i < KEY_COUNT ? &keys[i] : NULL;
+}
+
+const char *config_mode_name(enum mlb_mode m)
+{
+    for (const struct config_enum *e = mode_names; e->name; e++)
+        if (e->value == (int)m)
+            return e->name;
+    return "?";
+}
+
+const char *config_read_pref_name(enum mlb_read_pref r)
+{
+    for (const struct config_enum *e = read_pref_names; e->name; e++)
+        if (e->value == (int)r)
+            return e->name;
+    return "?";
+}
+
+/* Returns the address of k's value in c. */
+static void *field_of(struct mlb_config *c, const struct config_key *k)
+{
+    return (char *)c + k->offset;
+}
+
+static const void *cfield_of(const struct mlb_config *c, const struct config_key *k)
+{
+    return (const char *)c + k->offset;
+}
+
+/* Returns the index of [section] name in the table, or -1. section may be unterminated. */
+static int find_key(const char *section, const char *name)
+{
+    for (size_t i = 0; i < KEY_COUNT; i++)
+        if (strcmp(keys[i].section, section) == 0 && strcmp(keys[i].name, name) == 0)
+            return (int)i;
+    return -1;
+}
+
+/* True if some key lives in the section named by the n bytes at s. */
+static bool section_exists(const char *s, size_t n)
+{
+    for (size_t i = 0; i < KEY_COUNT; i++)
+        if (strlen(keys[i].section) == n && memcmp(keys[i].section, s, n) == 0)
+            return true;
+    return false;
+}
+
+void config_defaults(struct mlb_config *c)
+{
+    memset(c, 0, sizeof(*c));
+    for (size_t i = 0; i < KEY_COUNT; i++) {
+        const struct config_key *k = &keys[i];
+        char why[256];
+        /* An empty default leaves the zeroed field: no listener, no seed, no tags, no name. */
+        if (k->default_value[0] &&
+            k->type->parse(k, k->default_value, field_of(c, k), why, sizeof(why)) < 0) {
+            /* A bad default is a bug in the table above, and the unit tests catch it. */
+            fprintf(stderr, "config: default of [%s] %s: %s\n", k->section, k->name, why);
+            abort();
+        }
+    }
+}
+
+void config_free(struct mlb_config *c)
+{
+    for (size_t i = 0; i < KEY_COUNT; i++)
+        if (keys[i].type->free)
+            keys[i].type->free(field_of(c, &keys[i]));
+}
+
+/* ---- loading ---- */
+
+struct load_error {
+    int line; /* 0 for errors about the whole file, which sort last */
+    char *text;
+};
+
+struct load_ctx {
+    const char *name; /* the file's name in messages */
+    FILE *file;       /* the source: a file ... */
+    const char *text; /* ... or the rest of a string */
+    int read_errno;
+
+    char *line; /* the current physical line, whole */
+    size_t line_cap;
+    int lineno;
+    bool continuation; /* the line continues the previous key's value (an indented line) */
+    bool have_prev_key;
+
+    struct mlb_config *c;
+    int seen_line[KEY_COUNT]; /* where each key was set, 0 if not */
+    bool failed[KEY_COUNT];   /* its value was rejected, so cross-checks skip it */
+
+    int pending; /* the key whose value is being collected, or -1 to ignore continuations */
+    int pending_line;
+    char *pending_value;
+    size_t pending_cap;
+
+    struct load_error *errors;
+    size_t error_count, error_cap;
+    bool out_of_memory;
+};
+
+/* Records an error at line (0: none) as "NAME:LINE: text". */
+static void add_error(struct load_ctx *x, int line, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void add_error(struct load_ctx *x, int line, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    char *text = NULL;
+    int n = line > 0 ? asprintf(&text, "%s:%d: %s", x->name, line, msg)
+                     : asprintf(&text, "%s: %s", x->name, msg);
+    if (n < 0) {
+        x->out_of_memory = true;
+        return;
+    }
+    if (x->error_count == x->error_cap) {
+        size_t cap = x->error_cap ? x->error_cap * 2 : 8;
+        struct load_error *grown = realloc(x->errors, cap * sizeof(*grown));
+        if (!grown) {
+            free(text);
+            x->out_of_memory = true;
+            return;
+        }
+        x->errors = grown;
+        x->error_cap = cap;
+    }
+    x->errors[x->error_count].line = line;
+    x->errors[x->error_count].text = text;
+    x->error_count++;
+}
+
+/* Records an error about key i at line, prefixed "[section] key: ". */
+static void key_error(struct load_ctx *x, int line, int i, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static void key_error(struct load_ctx *x, int line, int i, const char *fmt, ...)
+{
+    char msg[900];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    add_error(x, line, "[%s] %s: %s", keys[i].section, keys[i].name, msg);
+    x->failed[i] = true;
+}
+
+/* Parses the collected value of the pending key, if any, into the configuration. */
+static void flush_pending(struct load_ctx *x)
+{
+    if (x->pending < 0)
+        return;
+    int i = x->pending;
+    x->pending = -1;
+    char why[768];
+    const char *v = x->pending_value ? x->pending_value : "";
+    if (keys[i].type->parse(&keys[i], v, field_of(x->c, &keys[i]), why, sizeof(why)) < 0)
+        key_error(x, x->pending_line, i, "%s", why);
+}
+
+/*
+ * Sets the pending value to v (append false) or continues it with v (append true), joining list
+ * items with the list's separator unless one is already at the seam. Returns 0 or -ENOMEM.
+ */
+static int collect_value(struct load_ctx *x, const char *v, bool append, char sep)
+{
+    size_t old = append && x->pending_value ? strlen(x->pending_value) : 0;
+    size_t need = old + strlen(v) + 3;
+    if (need > x->pending_cap) {
+        char *grown = realloc(x->pending_value, need);
+        if (!grown) {
+            x->out_of_memory = true;
+            return -ENOMEM;
+        }
+        x->pending_value = grown;
+        x->pending_cap = need;
+    }
+    char *d = x->pending_value + old;
+    if (append && old > 0) {
+        bool seam = x->pending_value[old - 1] == sep || v[0] == sep;
+        *d++ = seam ? ' ' : sep;
+    }
+    strcpy(d, v);
+    return 0;
+}
+
+/*
+ * Decides what the current line is, the way inih will, so that section headers and syntax errors
+ * are reported with their line (inih itself reports only the first bad line), and so that on_key()
+ * can tell a continuation line from a key line. A line that starts something new ends the value of
+ * the key before it.
+ */
+static void classify_line(struct load_ctx *x)
+{
+    char *s = x->line;
+    if (x->lineno == 1 && (unsigned char)s[0] == 0xEF && (unsigned char)s[1] == 0xBB &&
+        (unsigned char)s[2] == 0xBF)
+        s += 3;
+    const char *start = skip_space(s);
+    x->continuation = false;
+    if (*start == '\0' || *start == ';' || *start == '#')
+        return;
+    if (x->have_prev_key && start > x->line) {
+        x->continuation = true;
+        return;
+    }
+    flush_pending(x);
+    if (*start == '[') {
+        const char *end = find_chars_or_comment(start + 1, "]");
+        if (*end != ']') {
+            add_error(x, x->lineno, "'%s' is not a section header: ']' is missing",
+                      trim_end((char *)start));
+        } else if (!section_exists(start + 1, (size_t)(end - start - 1))) {
+            add_error(x, x->lineno,
+                      "unknown section [%.*s]; the sections are [mongolb], "
+                      "[upstream] and [cursors]",
+                      (int)(end - start - 1), start + 1);
+        }
+        x->have_prev_key = false;
+        return;
+    }
+    const char *end = find_chars_or_comment(start, "=:");
+    if (*end != '=' && *end != ':') {
+        add_error(x, x->lineno, "'%s' is not 'key = value', a [section] header or a comment",
+                  trim_end((char *)start));
+        return;
+    }
+    x->have_prev_key = true;
+}
+
+/* inih's reader: reads one physical line into x->line and gives inih a copy that fits num. */
+static char *read_line(char *str, int num, void *stream)
+{
+    struct load_ctx *x = stream;
+    size_t n;
+    if (x->file) {
+        ssize_t got = getline(&x->line, &x->line_cap, x->file);
+        if (got < 0) {
+            if (ferror(x->file))
+                x->read_errno = errno ? errno : EIO;
+            return NULL;
+        }
+        n = (size_t)got;
+    } else {
+        if (!*x->text)
+            return NULL;
+        const char *nl = strchr(x->text, '\n');
+        n = nl ? (size_t)(nl - x->text) + 1 : strlen(x->text);
+        if (n + 1 > x->line_cap) {
+            char *grown = realloc(x->line, n + 1);
+            if (!grown) {
+                x->out_of_memory = true;
+                return NULL;
+            }
+            x->line = grown;
+            x->line_cap = n + 1;
+        }
+        memcpy(x->line, x->text, n);
+        x->line[n] = '\0';
+        x->text += n;
+    }
+    /*
+     * A line longer than inih's buffer would reach inih in pieces, each counted as a line of its
+     * own. Cutting it keeps inih's count equal to ours; on_key() reads the value from x->line.
+     */
+    size_t cap = (size_t)num - 2;
+    if (n <= cap + 1) {
+        memcpy(str, x->line, n + 1);
+    } else {
+        memcpy(str, x->line, cap);
+        str[cap] = '\n';
+        str[cap + 1] = '\0';
+    }
+    x->lineno++;
+    classify_line(x);
+    return str;
+}
+
+/*
+ * Returns the value on the current line, from the full line: after the first '=' or ':' on a key
+ * line, the whole line on a continuation line; trimmed, and without an inline comment unless raw.
+ * Modifies x->line.
+ */
+static const char *line_value(struct load_ctx *x, bool raw)
+{
+    char *v = (char *)skip_space(x->line);
+    if (!x->continuation)
+        v = (char *)find_chars_or_comment(v, "=:") + 1;
+    if (!raw)
+        *(char *)find_chars_or_comment(v, NULL) = '\0';
+    return trim_end((char *)skip_space(v));
+}
+
+/* Handles a continuation line of the pending key. Returns inih's 1 (fine) or 0 (error). */
+static int on_continuation(struct load_ctx *x)
+{
+    if (x->pending < 0)
+        return 1; /* it continues an unknown or repeated key, which was reported already */
+    int i = x->pending;
+    const struct config_key *k = &keys[i];
+    const char *v = line_value(x, (k->flags & CONFIG_RAW) != 0);
+    if (strchr(v, '=')) {
+        key_error(x, x->lineno, i,
+                  "the indented line '%s' looks like a key; remove its indentation (an indented "
+                  "line continues the value above it)",
+                  v);
+        x->pending = -1;
+        return 0;
+    }
+    if (!k->type->list_sep) {
+        key_error(x, x->lineno, i, "takes one value, but the indented line '%s' continues it", v);
+        x->pending = -1;
+        return 0;
+    }
+    return collect_value(x, v, true, k->type->list_sep) == 0;
+}
+
+/* inih's handler: one call per key line and per continuation line. Returns 1, or 0 on error. */
+static int on_key(void *user, const char *section, const char *name, const char *value)
+{
+    struct load_ctx *x = user;
+    (void)value; /* taken from the full line instead; see line_value() */
+    if (x->continuation)
+        return on_continuation(x);
+    x->pending = -1;
+    if (!section[0]) {
+        const char *home = NULL;
+        for (size_t i = 0; i < KEY_COUNT && !home; i++)
+            if (strcmp(keys[i].name, name) == 0)
+                home = keys[i].section;
+        if (home)
+            add_error(x, x->lineno, "%s: key outside any section; put it under [%s]", name, home);
+        else
+            add_error(x, x->lineno, "%s: key outside any section", name);
+        return 0;
+    }
+    if (!section_exists(section, strlen(section)))
+        return 1; /* its section was reported; one error for the section is enough */
+    int i = find_key(section, name);
+    if (i < 0) {
+        add_error(x, x->lineno, "[%s] %s: unknown key", section, name);
+        return 0;
+    }
+    if (x->seen_line[i]) {
+        key_error(x, x->lineno, i, "duplicate key (first set on line %d)", x->seen_line[i]);
+        return 0;
+    }
+    x->seen_line[i] = x->lineno;
+    x->pending = i;
+    x->pending_line = x->lineno;
+    return collect_value(x, line_value(x, (keys[i].flags & CONFIG_RAW) != 0), false, 0) == 0;
+}
+
+/* ---- cross-field validation, after parsing ---- */
+
+/* True if the named key parsed cleanly (set or not), so rules that involve it may be checked. */
+static bool usable(const struct load_ctx *x, const char *section, const char *name)
+{
+    int i = find_key(section, name);
+    return i >= 0 && !x->failed[i];
+}
+
+/* Every CONFIG_REQUIRED key must be set. */
+static void validate_required(struct load_ctx *x)
+{
+    for (size_t i = 0; i < KEY_COUNT; i++)
+        if ((keys[i].flags & CONFIG_REQUIRED) && !x->seen_line[i] && !x->failed[i])
+            key_error(x, 0, (int)i, "required key is missing");
+}
+
+/* replica_set is needed with mode = replicaset and makes no sense with mode = mongos. */
+static void validate_replica_set(struct load_ctx *x)
+{
+    int i = find_key("upstream", "replica_set");
+    if (!usable(x, "upstream", "mode") || x->failed[i])
+        return;
+    const struct mlb_config *c = x->c;
+    if (c->mode == MLB_MODE_REPLICASET && !c->replica_set[0]) {
+        if (x->seen_line[i])
+            key_error(x, x->seen_line[i], i, "is empty, but mode = replicaset needs the name");
+        else
+            key_error(x, 0, i, "required key is missing (mode = replicaset needs the name)");
+    } else if (c->mode == MLB_MODE_MONGOS && c->replica_set[0]) {
+        key_error(x, x->seen_line[i], i,
+                  "'%s' is set, but mode = mongos; remove it or set mode = replicaset",
+                  c->replica_set);
+    }
+}
+
+/* Tag sets and a staleness limit select secondaries, so read_preference = primary excludes them. */
+static void validate_read_preference(struct load_ctx *x)
+{
+    if (!usable(x, "upstream", "read_preference") || x->c->read_preference != MLB_READ_PRIMARY)
+        return;
+    int t = find_key("upstream", "read_preference_tags");
+    if (!x->failed[t] && x->c->read_preference_tags.count > 0)
+        key_error(x, x->seen_line[t], t, "tag sets cannot be used with read_preference = primary");
+    int s = find_key("upstream", "max_staleness_seconds");
+    if (!x->failed[s] && x->c->max_staleness_seconds != MLB_NO_MAX_STALENESS)
+        key_error(x, x->seen_line[s], s, "cannot be used with read_preference = primary");
+}
+
+/*
+ * The server selection specification's floor for maxStalenessSeconds: 90, and the heartbeat
+ * interval plus the 10-second idle write period, since staleness is only known that precisely.
+ */
+static void validate_staleness(struct load_ctx *x)
+{
+    int s = find_key("upstream", "max_staleness_seconds");
+    long long v = x->c->max_staleness_seconds;
+    if (x->failed[s] || v == MLB_NO_MAX_STALENESS ||
+        !usable(x, "upstream", "heartbeat_interval_ms"))
+        return;
+    long long hb = x->c->heartbeat_interval_ms;
+    long long floor_hb = (hb + 10000 + 999) / 1000;
+    if (v < 90)
+        key_error(x, x->seen_line[s], s,
+                  "%lld is too small: it must be -1 (no limit) or at least 90", v);
+    else if (v < floor_hb)
+        key_error(x, x->seen_line[s], s,
+                  "%lld is too small: with heartbeat_interval_ms = %lld it must be at least %lld "
+                  "(heartbeat_interval_ms/1000 + 10)",
+                  v, hb, floor_hb);
+}
+
+/* Writes line into err after *used bytes, newline-separated. Returns false if it did not fit. */
+static bool append_line(char *err, size_t err_len, size_t *used, const char *line)
+{
+    size_t sep = *used > 0 ? 1 : 0;
+    size_t n = strlen(line);
+    if (*used + sep + n + 1 > err_len)
+        return false;
+    if (sep)
+        err[(*used)++] = '\n';
+    memcpy(err + *used, line, n + 1);
+    *used += n;
+    return true;
+}
+
+/* Sorts the errors by line (file-wide ones last, stable) and writes as many as fit into err. */
+static void write_errors(struct load_ctx *x, char *err, size_t err_len)
+{
+    for (size_t i = 1; i < x->error_count; i++) {
+        struct load_error e = x->errors[i];
+        unsigned key = e.line > 0 ? (unsigned)e.line : UINT_MAX;
+        size_t j = i;
+        for (; j > 0; j--) {
+            int l = x->errors[j - 1].line;
+            if ((l > 0 ? (unsigned)l : UINT_MAX) <= key)
+                break;
+            x->errors[j] = x->errors[j - 1];
+        }
+        x->errors[j] = e;
+    }
+    if (err_len == 0)
+        return;
+    err[0] = '\0';
+    size_t used = 0;
+    for (size_t i = 0; i < x->error_count; i++) {
+        if (!append_line(err, err_len, &used, x->errors[i].text)) {
+            char more[64];
+            snprintf(more, sizeof(more), "(%zu more errors)", x->error_count - i);
+            append_line(err, err_len, &used, more);
+            break;
+        }
+    }
+}
+
+/* Runs inih over the source in x and validates the result. Returns 0 or a negative errno code. */
+static int load(struct load_ctx *x, struct mlb_config *c, char *err, size_t err_len)
+{
+    config_defaults(c);
+    x->c = c;
+    x->pending = -1;
+    int r = ini_parse_stream(read_line, x, on_key, x);
+    flush_pending(x);
+    if (r > 0 && x->error_count == 0)
+        add_error(x, r, "syntax error"); /* inih saw a problem that classify_line() did not */
+    int ret = 0;
+    if (x->read_errno) {
+        ret = -x->read_errno;
+        add_error(x, 0, "read error: %s", strerror(x->read_errno));
+    } else {
+        validate_required(x);
+        validate_replica_set(x);
+        validate_read_preference(x);
+        validate_staleness(x);
+    }
+    if (x->out_of_memory) {
+        ret = -ENOMEM;
+        add_error(x, 0, "out of memory");
+    }
+    if (x->error_count > 0 && ret == 0)
+        ret = -EINVAL;
+    write_errors(x, err, err_len);
+    for (size_t i = 0; i < x->error_count; i++)
+        free(x->errors[i].text);
+    free(x->errors);
+    free(x->line);
+    free(x->pending_value);
+    if (ret < 0) {
+        config_free(c);
+        config_defaults(c);
+    }
+    return ret;
+}
+
+int config_load_file(const char *path, struct mlb_config *c, char *err, size_t err_len)
+{
+    if (err_len > 0)
+        err[0] = '\0';
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        int e = errno;
+        if (err_len > 0)
+            snprintf(err, err_len, "cannot open %s: %s", path, strerror(e));
+        config_defaults(c);
+        return -e;
+    }
+    struct load_ctx x;
+    memset(&x, 0, sizeof(x));
+    x.name = path;
+    x.file = f;
+    int r = load(&x, c, err, err_len);
+    fclose(f);
+    return r;
+}
+
+int config_load_string(const char *text, const char *name_for_errors, struct mlb_config *c,
+                       char *err, size_t err_len)
+{
+    if (err_len > 0)
+        err[0] = '\0';
+    struct load_ctx x;
+    memset(&x, 0, sizeof(x));
+    x.name = name_for_errors;
+    x.text = text;
+    return load(&x, c, err, err_len);
+}
+
+/* ---- dump and reload ---- */
+
+void config_dump(const struct mlb_config *c, FILE *f)
+{
+    const char *section = NULL;
+    for (size_t i = 0; i < KEY_COUNT; i++) {
+        const struct config_key *k = &keys[i];
+        if (!section || strcmp(section, k->section) != 0) {
+            fprintf(f, "%s[%s]\n", section ? "\n" : "", k->section);
+            section = k->section;
+        }
+        fprintf(f, "%s = ", k->name);
+        k->type->print(k, cfield_of(c, k), f);
+        fputc('\n', f);
+    }
+}
+
+/* Returns k's value in c as text, in a string the caller frees, or NULL without memory. */
+static char *value_text(const struct config_key *k, const struct mlb_config *c)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    if (!f)
+        return NULL;
+    k->type->print(k, cfield_of(c, k), f);
+    if (fclose(f) != 0) {
+        free(buf);
+        return NULL;
+    }
+    return buf;
+}
+
+int config_check_reload(const struct mlb_config *running, const struct mlb_config *loaded,
+                        char *err, size_t err_len)
+{
+    if (err_len > 0)
+        err[0] = '\0';
+    size_t used = 0;
+    int ret = 0;
+    for (size_t i = 0; i < KEY_COUNT; i++) {
+        const struct config_key *k = &keys[i];
+        if (k->flags & CONFIG_RELOADABLE)
+            continue;
+        char *a = value_text(k, running), *b = value_text(k, loaded);
+        if (!a || !b) {
+            ret = -ENOMEM;
+        } else if (strcmp(a, b) != 0) {
+            char line[1024];
+            snprintf(line, sizeof(line),
+                     "[%s] %s: changed from '%s' to '%s', which needs a restart", k->section,
+                     k->name, a, b);
+            append_line(err, err_len, &used, line);
+            if (ret == 0)
+                ret = -EINVAL;
+        }
+        free(a);
+        free(b);
+    }
+    return ret;
+}

@@ -1,0 +1,177 @@
+/*
+ * config.h: mongolb's configuration: the ini file's keys, their parsed values, and validation.
+ *
+ * One table (config.c) describes every key: its section, name, type, where its value lives in
+ * struct mlb_config, its default, whether a reload may change it, and a one-line description.
+ * Parsing, defaults, the dump, the reload check and the documentation tests all walk that table,
+ * so a key is added in exactly one place.
+ *
+ * Functions return 0 or a negative errno code. Error texts name the file, the line and the key,
+ * one error per line, e.g.
+ *   mongolb.ini:12: [upstream] local_threshold_ms: 'abc' is not a whole number
+ */
+#ifndef MONGOLB_CONFIG_H
+#define MONGOLB_CONFIG_H
+
+#include <stddef.h>
+#include <stdio.h>
+
+#include "log.h"
+
+#define MLB_MAX_LISTEN       16  /* addresses in [mongolb] listen */
+#define MLB_MAX_SEEDS        64  /* servers in [upstream] seeds */
+#define MLB_HOST_MAX         256 /* a host name or IP literal (without brackets) and its NUL */
+#define MLB_UNIX_PATH_MAX    108 /* sizeof(sun_path) on Linux, NUL included */
+#define MLB_REPLSET_MAX      128 /* a replica set name and its NUL */
+#define MLB_DEFAULT_PORT     27017
+#define MLB_NO_MAX_STALENESS (-1)
+
+enum mlb_listen_kind {
+    MLB_LISTEN_TCP,
+    MLB_LISTEN_UNIX,
+};
+
+/* One listening address: TCP uses host and port, UNIX uses path. */
+struct mlb_listen_addr {
+    enum mlb_listen_kind kind;
+    char host[MLB_HOST_MAX]; /* IPv6 literals are stored without brackets */
+    int port;
+    char path[MLB_UNIX_PATH_MAX];
+};
+
+struct mlb_listen_list {
+    struct mlb_listen_addr addr[MLB_MAX_LISTEN];
+    size_t count;
+};
+
+struct mlb_hostport {
+    char host[MLB_HOST_MAX]; /* IPv6 literals are stored without brackets */
+    int port;
+};
+
+struct mlb_seed_list {
+    struct mlb_hostport host[MLB_MAX_SEEDS];
+    size_t count;
+};
+
+enum mlb_mode {
+    MLB_MODE_MONGOS,     /* the seeds are mongos routers; any healthy one will do */
+    MLB_MODE_REPLICASET, /* the seeds are members of one replica set */
+};
+
+enum mlb_read_pref {
+    MLB_READ_PRIMARY,
+    MLB_READ_PRIMARY_PREFERRED,
+    MLB_READ_SECONDARY,
+    MLB_READ_SECONDARY_PREFERRED,
+    MLB_READ_NEAREST,
+};
+
+struct mlb_tag {
+    char *name;
+    char *value;
+};
+
+/* A tag set matches a server that has every one of its tags; an empty set matches any server. */
+struct mlb_tag_set {
+    struct mlb_tag *tag;
+    size_t count;
+};
+
+/* Tag sets in the order they are tried; count 0 means no tag filtering at all. */
+struct mlb_tag_sets {
+    struct mlb_tag_set *set;
+    size_t count;
+};
+
+struct mlb_config {
+    /* [mongolb] */
+    struct mlb_listen_list listen;
+    enum log_level log_level;
+    int max_clients;
+    int shutdown_timeout_ms;
+
+    /* [upstream] */
+    int connect_timeout_ms;
+    int heartbeat_interval_ms;
+    int local_threshold_ms;
+    int max_pool_size;
+    int max_staleness_seconds; /* MLB_NO_MAX_STALENESS (-1) or >= 90 */
+    enum mlb_mode mode;
+    enum mlb_read_pref read_preference;
+    struct mlb_tag_sets read_preference_tags; /* allocated; freed by config_free */
+    char replica_set[MLB_REPLSET_MAX];        /* "" when not set */
+    struct mlb_seed_list seeds;
+    int server_selection_timeout_ms;
+
+    /* [cursors] */
+    int idle_timeout_ms;
+    int max_cursors;
+};
+
+/* config_key.flags */
+#define CONFIG_RELOADABLE 0x1u /* a reload (SIGHUP) may change it without a restart */
+#define CONFIG_REQUIRED   0x2u /* the file must set it */
+#define CONFIG_RAW        0x4u /* ';' is part of the value, so the line takes no inline comment */
+
+struct config_type;
+struct config_enum;
+
+/* One row of the key table. type, offset, min, max and enums are for config.c's own use. */
+struct config_key {
+    const char *section;
+    const char *name;
+    const struct config_type *type;
+    size_t offset; /* into struct mlb_config */
+    const char *default_value;
+    unsigned flags;
+    long long min, max; /* whole-number keys: the accepted range */
+    const struct config_enum *enums;
+    const char *doc;
+};
+
+/* Fills c with every key's default. Allocates nothing, so config_free(c) is optional after it. */
+void config_defaults(struct mlb_config *c);
+
+/*
+ * Parses the ini file at path into c (starting from the defaults; c's previous contents are
+ * overwritten, not freed). Returns 0, or a negative errno code with every error found written to
+ * err, one per line, without a trailing newline, as many as fit in err_len: -EINVAL for bad
+ * content, -ENOENT and friends ("cannot open FILE: No such file or directory") when the file
+ * cannot be read. On error c holds the defaults and owns nothing.
+ */
+int config_load_file(const char *path, struct mlb_config *c, char *err, size_t err_len);
+
+/* Same as config_load_file() for ini text in memory; errors name it name_for_errors. */
+int config_load_string(const char *text, const char *name_for_errors, struct mlb_config *c,
+                       char *err, size_t err_len);
+
+/* Frees what parsing allocated and leaves c empty but safe to free again. */
+void config_free(struct mlb_config *c);
+
+/* Writes the effective configuration to f as ini text: every key, in table order. */
+void config_dump(const struct mlb_config *c, FILE *f);
+
+/*
+ * Compares a running configuration with a newly loaded one for a reload. Returns 0 if every key
+ * that differs is reloadable, else -EINVAL with one line per key that needs a restart in err.
+ */
+int config_check_reload(const struct mlb_config *running, const struct mlb_config *loaded,
+                        char *err, size_t err_len);
+
+/* The key table, for documentation and tests. config_key_at returns NULL past the end. */
+size_t config_key_count(void);
+const struct config_key *config_key_at(size_t i);
+
+/*
+ * Parses "host", "host:port", "[v6]" or "[v6]:port" into host (brackets removed) and port. A
+ * missing port takes default_port; a negative default_port makes the port required. Returns 0,
+ * -EINVAL for a malformed address, or -ENAMETOOLONG if the host does not fit in host_len.
+ */
+int config_parse_hostport(const char *s, int default_port, char *host, size_t host_len, int *port);
+
+/* Names of enum values, for logs: "mongos", "replicaset"; "primary", "secondaryPreferred", ... */
+const char *config_mode_name(enum mlb_mode m);
+const char *config_read_pref_name(enum mlb_read_pref r);
+
+#endif
