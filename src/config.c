@@ -1005,11 +1005,11 @@ static int on_key(void *user, const char *section, const char *name, const char 
     if (x->continuation)
         return on_continuation(x);
     x->pending = -1;
+    const char *home = NULL; /* the section a misplaced key belongs in */
+    for (size_t i = 0; i < KEY_COUNT && !home; i++)
+        if (strcmp(keys[i].name, name) == 0)
+            home = keys[i].section;
     if (!section[0]) {
-        const char *home = NULL;
-        for (size_t i = 0; i < KEY_COUNT && !home; i++)
-            if (strcmp(keys[i].name, name) == 0)
-                home = keys[i].section;
         if (home)
             add_error(x, x->lineno, "%s: key outside any section; put it under [%s]", name, home);
         else
@@ -1020,7 +1020,11 @@ static int on_key(void *user, const char *section, const char *name, const char 
         return 1; /* its section was reported; one error for the section is enough */
     int i = find_key(section, name);
     if (i < 0) {
-        add_error(x, x->lineno, "[%s] %s: unknown key", section, name);
+        if (home)
+            add_error(x, x->lineno, "[%s] %s: unknown key; it belongs under [%s]", section, name,
+                      home);
+        else
+            add_error(x, x->lineno, "[%s] %s: unknown key", section, name);
         return 0;
     }
     if (x->seen_line[i]) {

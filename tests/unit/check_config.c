@@ -335,7 +335,8 @@ START_TEST(test_structure_errors)
                  "[cursors]");
     expect_error(MINIMAL "max_conns = 5\n", "t.ini:3: [upstream] max_conns: unknown key");
     /* Keys of the right name in the wrong section are unknown there. */
-    expect_error("[mongolb]\nmode = mongos\n" MINIMAL, "t.ini:2: [mongolb] mode: unknown key");
+    expect_error("[mongolb]\nmode = mongos\n" MINIMAL,
+                 "t.ini:2: [mongolb] mode: unknown key; it belongs under [upstream]");
 }
 END_TEST
 
