@@ -1,0 +1,326 @@
+/*
+ * mongosim: a fast MongoDB cluster simulator, the backend of mongolb's integration tests, demo and
+ * benchmarks.
+ *
+ * One process is one deployment (N mongos routers, a replica set of N members, or a standalone)
+ * listening on consecutive loopback ports and sharing one in-memory store. Once every port
+ * listens it prints one JSON line on stdout, {"ready":true,"servers":[...]}, so that scripts can
+ * wait for it. SIGTERM and SIGINT stop it cleanly. See sim.h for the one simplification of
+ * replication, and sim_cmds.c for the control commands (simStepDown, simKill, ...).
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "sim.h"
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: mongosim (--mongos N | --replset NAME --members N | --standalone) [options]\n"
+            "  --port P               first port; the others follow (0: ephemeral ports)\n"
+            "  --host H               address to listen on (default 127.0.0.1)\n"
+            "  --latency MS[,MS...]   extra delay added to every reply, per server\n"
+            "  --tags 'k=v,k=v;...'   replica-set member tags, ';' between members\n"
+            "  --lag-ms N             replication lag reported by secondaries\n"
+            "  --max-wire-version N   default 21 (MongoDB 7.0)\n"
+            "  --cursor-timeout-ms N  idle cursor timeout (default 600000)\n"
+            "  --verbose              log connections and bad input on stderr\n");
+}
+
+static int parse_int(const char *s, long lo, long hi, long *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi)
+        return -EINVAL;
+    *out = v;
+    return 0;
+}
+
+static int parse_args(int argc, char **argv, struct sim_options *o)
+{
+    enum {
+        O_MONGOS = 256,
+        O_REPLSET,
+        O_MEMBERS,
+        O_STANDALONE,
+        O_PORT,
+        O_HOST,
+        O_LATENCY,
+        O_TAGS,
+        O_LAG,
+        O_WIRE,
+        O_CURSOR_TIMEOUT,
+        O_VERBOSE,
+        O_HELP,
+    };
+    static const struct option opts[] = {
+        {"mongos", required_argument, NULL, O_MONGOS},
+        {"replset", required_argument, NULL, O_REPLSET},
+        {"members", required_argument, NULL, O_MEMBERS},
+        {"standalone", no_argument, NULL, O_STANDALONE},
+        {"port", required_argument, NULL, O_PORT},
+        {"host", required_argument, NULL, O_HOST},
+        {"latency", required_argument, NULL, O_LATENCY},
+        {"tags", required_argument, NULL, O_TAGS},
+        {"lag-ms", required_argument, NULL, O_LAG},
+        {"max-wire-version", required_argument, NULL, O_WIRE},
+        {"cursor-timeout-ms", required_argument, NULL, O_CURSOR_TIMEOUT},
+        {"verbose", no_argument, NULL, O_VERBOSE},
+        {"help", no_argument, NULL, O_HELP},
+        {NULL, 0, NULL, 0},
+    };
+    memset(o, 0, sizeof(*o));
+    o->mode = SIM_MODE_STANDALONE;
+    o->nservers = 1;
+    o->port = 27017;
+    snprintf(o->host, sizeof(o->host), "127.0.0.1");
+    o->max_wire_version = 21;
+    o->cursor_timeout_ms = 600000;
+    int members = 3, modes = 0, c;
+    long v;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (c) {
+        case O_MONGOS:
+            if (parse_int(optarg, 1, SIM_MAX_SERVERS, &v) < 0)
+                return -EINVAL;
+            o->mode = SIM_MODE_MONGOS;
+            o->nservers = (int)v;
+            modes++;
+            break;
+        case O_REPLSET:
+            o->mode = SIM_MODE_REPLSET;
+            snprintf(o->set_name, sizeof(o->set_name), "%s", optarg);
+            modes++;
+            break;
+        case O_MEMBERS:
+            if (parse_int(optarg, 1, SIM_MAX_SERVERS, &v) < 0)
+                return -EINVAL;
+            members = (int)v;
+            break;
+        case O_STANDALONE:
+            o->mode = SIM_MODE_STANDALONE;
+            modes++;
+            break;
+        case O_PORT:
+            if (parse_int(optarg, 0, 65535, &v) < 0)
+                return -EINVAL;
+            o->port = (int)v;
+            break;
+        case O_HOST:
+            snprintf(o->host, sizeof(o->host), "%s", optarg);
+            break;
+        case O_LATENCY:
+            snprintf(o->latency, sizeof(o->latency), "%s", optarg);
+            break;
+        case O_TAGS:
+            snprintf(o->tags, sizeof(o->tags), "%s", optarg);
+            break;
+        case O_LAG:
+            if (parse_int(optarg, 0, 86400000, &v) < 0)
+                return -EINVAL;
+            o->lag_ms = (uint64_t)v;
+            break;
+        case O_WIRE:
+            if (parse_int(optarg, 0, 100, &v) < 0)
+                return -EINVAL;
+            o->max_wire_version = (int)v;
+            break;
+        case O_CURSOR_TIMEOUT:
+            if (parse_int(optarg, 1, 86400000L * 7, &v) < 0)
+                return -EINVAL;
+            o->cursor_timeout_ms = (uint64_t)v;
+            break;
+        case O_VERBOSE:
+            o->verbose = true;
+            break;
+        case O_HELP:
+            usage(stdout);
+            exit(0);
+        default:
+            return -EINVAL;
+        }
+    }
+    if (optind < argc || modes > 1)
+        return -EINVAL;
+    if (o->mode == SIM_MODE_REPLSET)
+        o->nservers = members;
+    if (o->port > 0 && o->port + o->nservers - 1 > 65535)
+        return -EINVAL;
+    return 0;
+}
+
+/* Applies --latency: one value for all servers, or one per server (missing ones are 0). */
+static int apply_latency(struct sim *s)
+{
+    if (!s->opt.latency[0])
+        return 0;
+    char buf[256];
+    snprintf(buf, sizeof(buf), "%s", s->opt.latency);
+    int n = 0;
+    long vals[SIM_MAX_SERVERS];
+    char *save, *tok = strtok_r(buf, ",", &save);
+    while (tok) {
+        if (n >= SIM_MAX_SERVERS || parse_int(tok, 0, 3600000, &vals[n]) < 0)
+            return -EINVAL;
+        n++;
+        tok = strtok_r(NULL, ",", &save);
+    }
+    for (int i = 0; i < s->nservers; i++)
+        s->servers[i].latency_ms = (uint64_t)(n == 1 ? vals[0] : (i < n ? vals[i] : 0));
+    return 0;
+}
+
+/* Applies --tags 'dc=ny;dc=ny,rack=2;dc=sf': ';' between members, ',' between pairs. */
+static int apply_tags(struct sim *s)
+{
+    char buf[1024];
+    int i = 0;
+    /* Members are split by hand rather than with strtok_r, which would skip an empty member and
+     * shift the tags of the following ones. */
+    snprintf(buf, sizeof(buf), "%s", s->opt.tags);
+    char *p = buf;
+    while (p && i < s->nservers && s->opt.tags[0]) {
+        char *semi = strchr(p, ';');
+        if (semi)
+            *semi = '\0';
+        char *psave, *pair = strtok_r(p, ",", &psave);
+        while (pair) {
+            char *eq = strchr(pair, '=');
+            if (!eq || eq == pair)
+                return -EINVAL;
+            *eq = '\0';
+            BSON_APPEND_UTF8(&s->servers[i].tags, pair, eq + 1);
+            pair = strtok_r(NULL, ",", &psave);
+        }
+        i++;
+        p = semi ? semi + 1 : NULL;
+    }
+    return 0;
+}
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+    struct sim *s = h->data;
+    log_info(NULL, "signal %d: stopping", signum);
+    sim_stop(s);
+}
+
+static void on_sweep(uv_timer_t *t)
+{
+    struct sim *s = t->data;
+    uint64_t now = sim_now_ms(s);
+    for (int i = 0; i < s->nservers; i++)
+        sim_cursor_sweep(&s->servers[i], now, s->opt.cursor_timeout_ms);
+}
+
+static void seed_rng(struct sim *s)
+{
+    if (getrandom(s->rng, sizeof(s->rng), 0) != (ssize_t)sizeof(s->rng)) {
+        /* Not fatal: ids only need to differ between servers and runs. */
+        uint64_t x = (uint64_t)getpid() ^ (uint64_t)time(NULL) * 0x9e3779b97f4a7c15ull;
+        for (int i = 0; i < 4; i++) {
+            x += 0x9e3779b97f4a7c15ull;
+            uint64_t z = x;
+            z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+            z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+            s->rng[i] = z ^ (z >> 31);
+        }
+    }
+    if (!(s->rng[0] | s->rng[1] | s->rng[2] | s->rng[3]))
+        s->rng[0] = 1;
+}
+
+int main(int argc, char **argv)
+{
+    static struct sim sim;
+    struct sim *s = &sim;
+    if (parse_args(argc, argv, &s->opt) < 0) {
+        usage(stderr);
+        return 2;
+    }
+    log_current_level = s->opt.verbose ? LOG_DEBUG : LOG_WARN;
+    signal(SIGPIPE, SIG_IGN);
+    seed_rng(s);
+    s->loop = uv_default_loop();
+    s->store = store_new();
+    if (!s->store) {
+        fprintf(stderr, "mongosim: out of memory\n");
+        return 1;
+    }
+    bson_init(&s->scratch);
+    s->nservers = s->opt.nservers;
+    for (int i = 0; i < s->nservers; i++) {
+        struct sim_server *srv = &s->servers[i];
+        srv->sim = s;
+        srv->index = i;
+        memcpy(srv->host, s->opt.host, sizeof(srv->host));
+        srv->port = s->opt.port ? s->opt.port + i : 0;
+        bson_init(&srv->tags);
+        bson_oid_init(&srv->process_id, NULL);
+    }
+    if (apply_latency(s) < 0 || apply_tags(s) < 0) {
+        fprintf(stderr, "mongosim: bad --latency or --tags\n");
+        return 2;
+    }
+    s->start_ms = sim_now_ms(s);
+    for (int i = 0; i < s->nservers; i++) {
+        int rc = sim_server_listen(&s->servers[i]);
+        if (rc < 0) {
+            fprintf(stderr, "mongosim: cannot listen on %s:%d: %s\n", s->servers[i].host,
+                    s->servers[i].port, uv_strerror(rc));
+            return 1;
+        }
+    }
+    if (s->opt.mode == SIM_MODE_REPLSET) {
+        s->servers[0].primary = true;
+        s->term = 1;
+    }
+
+    uv_signal_init(s->loop, &s->sig_term);
+    uv_signal_init(s->loop, &s->sig_int);
+    s->sig_term.data = s->sig_int.data = s;
+    uv_signal_start(&s->sig_term, on_signal, SIGTERM);
+    uv_signal_start(&s->sig_int, on_signal, SIGINT);
+    uv_timer_init(s->loop, &s->sweep_timer);
+    s->sweep_timer.data = s;
+    uint64_t every = s->opt.cursor_timeout_ms / 4;
+    if (every < 10)
+        every = 10;
+    if (every > 1000)
+        every = 1000;
+    uv_timer_start(&s->sweep_timer, on_sweep, every, every);
+
+    const char *mode = s->opt.mode == SIM_MODE_MONGOS    ? "mongos"
+                       : s->opt.mode == SIM_MODE_REPLSET ? "replset"
+                                                         : "standalone";
+    printf("{\"ready\":true,\"mode\":\"%s\",", mode);
+    if (s->opt.mode == SIM_MODE_REPLSET)
+        printf("\"setName\":\"%s\",", s->opt.set_name);
+    printf("\"pid\":%d,\"servers\":[", (int)getpid());
+    for (int i = 0; i < s->nservers; i++)
+        printf("%s\"%s\"", i ? "," : "", s->servers[i].host_port);
+    printf("]}\n");
+    fflush(stdout);
+
+    uv_run(s->loop, UV_RUN_DEFAULT);
+
+    for (int i = 0; i < s->nservers; i++)
+        sim_free_server_state(&s->servers[i]);
+    sim_free_retries(s);
+    store_free(s->store);
+    bson_destroy(&s->scratch);
+    free(s->seq_views);
+    free(s->seq_ptrs);
+    uv_loop_close(s->loop);
+    return 0;
+}

@@ -1,0 +1,280 @@
+/*
+ * sim.h: the structures shared by mongosim's server side (tests/sim/sim_*.c).
+ *
+ * One process simulates one deployment: a few servers (mongos routers, replica-set members or one
+ * standalone) on consecutive loopback ports, all sharing one in-memory store (store.h). Everything
+ * runs on one libuv loop in one thread, so nothing here is locked.
+ *
+ * Simplification worth knowing: a replica set's data is shared and immediately visible on every
+ * member. Replication lag (--lag-ms) is only reflected in the secondaries' lastWrite.lastWriteDate,
+ * which is what drivers use for maxStalenessSeconds; reads on a secondary never see stale data.
+ */
+#ifndef MONGOSIM_SIM_H
+#define MONGOSIM_SIM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <bson/bson.h>
+#include <uv.h>
+
+#include "store.h"
+#include "wire.h"
+
+#define SIM_MAX_SERVERS     16
+#define SIM_CURSOR_BUCKETS  256
+#define SIM_TXN_BUCKETS     64
+#define SIM_RETRY_BUCKETS   1024
+#define SIM_MAX_CMD_NAMES   96
+#define SIM_TXN_LOG_MAX     10000
+#define SIM_DEFAULT_BATCH   101
+#define SIM_MAX_BATCH_BYTES (16 * 1024 * 1024)
+
+enum sim_mode {
+    SIM_MODE_STANDALONE = 0,
+    SIM_MODE_MONGOS = 1,
+    SIM_MODE_REPLSET = 2,
+};
+
+/* A server-side cursor: the whole result set the store produced, and how far it has been read. */
+struct sim_cursor {
+    struct sim_cursor *next; /* bucket chain */
+    int64_t id;
+    char ns[256];
+    struct store_results res;
+    size_t pos;
+    uint64_t last_used_ms;
+};
+
+/* A multi-document transaction a server holds, keyed by lsid.id and txnNumber. */
+enum sim_txn_state {
+    SIM_TXN_ACTIVE = 0,
+    SIM_TXN_COMMITTED = 1,
+    SIM_TXN_ABORTED = 2,
+};
+
+struct sim_txn {
+    struct sim_txn *next;
+    uint8_t lsid[16];
+    int64_t txn_number;
+    enum sim_txn_state state;
+    struct store_txn *undo; /* NULL once committed or aborted */
+};
+
+/* A saved reply of a retryable write, shared by all servers of the deployment. */
+struct sim_retry {
+    struct sim_retry *next;
+    uint8_t lsid[16];
+    int64_t txn_number;
+    bson_t *reply;
+};
+
+/* One line of the per-server log of commands that carried a txnNumber. */
+struct sim_txn_log_entry {
+    uint8_t lsid[16];
+    int64_t txn_number;
+    char cmd[32];
+    bool in_txn;
+};
+
+enum sim_fp_mode {
+    SIM_FP_OFF = 0,
+    SIM_FP_ALWAYS = 1,
+    SIM_FP_TIMES = 2,
+};
+
+/* The failCommand failpoint of one server. */
+struct sim_failpoint {
+    enum sim_fp_mode mode;
+    int64_t times; /* remaining, for SIM_FP_TIMES */
+    int64_t skip;  /* matching commands still to let through before failing */
+    bson_t *fail_commands;
+    bool has_error_code;
+    int32_t error_code;
+    bson_t *error_labels; /* an array, or NULL */
+    bool close_connection;
+    bool block_connection;
+    int64_t block_ms;
+    bson_t *write_concern_error; /* a document, or NULL */
+    char app_name[128];          /* empty: any client */
+};
+
+struct sim_cmd_count {
+    char name[40];
+    uint64_t count;
+};
+
+struct sim;
+struct sim_conn;
+
+struct sim_server {
+    struct sim *sim;
+    int index;
+    char host[64];
+    int port;
+    char host_port[96];
+
+    uv_tcp_t listener;
+    bool listening;        /* false after simKill */
+    bool listener_closing; /* uv_close issued, close callback not yet run */
+
+    uint64_t latency_ms;
+    bson_t tags; /* replica-set member tags, an empty document otherwise */
+
+    /* topologyVersion */
+    bson_oid_t process_id;
+    int64_t topology_counter;
+
+    bool primary; /* replica sets: this member is the primary */
+
+    struct sim_conn *conns; /* doubly linked list of open connections */
+    uint64_t conns_current;
+    uint64_t conns_total;
+
+    struct sim_cursor *cursors[SIM_CURSOR_BUCKETS];
+    uint64_t cursors_open;
+    uint64_t cursors_timed_out;
+
+    struct sim_txn *txns[SIM_TXN_BUCKETS];
+
+    struct sim_failpoint fp;
+
+    struct sim_cmd_count cmd_counts[SIM_MAX_CMD_NAMES];
+    int n_cmd_counts;
+    struct {
+        uint64_t insert, query, update, del, getmore, command;
+    } opcounters;
+    uint64_t txn_commands;
+
+    struct sim_txn_log_entry *txn_log;
+    size_t txn_log_len;
+};
+
+struct sim_options {
+    enum sim_mode mode;
+    int nservers;
+    char set_name[64];
+    char host[64];
+    int port;
+    char latency[256];
+    char tags[1024];
+    uint64_t lag_ms;
+    int max_wire_version;
+    uint64_t cursor_timeout_ms;
+    bool verbose;
+};
+
+struct sim {
+    uv_loop_t *loop;
+    struct sim_options opt;
+    struct store *store;
+    int nservers;
+    struct sim_server servers[SIM_MAX_SERVERS];
+
+    int64_t term; /* replica sets: the election term, in electionId and opTime.t */
+    uint64_t start_ms;
+
+    uint64_t next_conn_id;
+    uint64_t rng[4];
+
+    struct sim_retry *retries[SIM_RETRY_BUCKETS];
+    uint64_t retries_deduplicated;
+
+    uv_timer_t sweep_timer;
+    uv_signal_t sig_term;
+    uv_signal_t sig_int;
+    bool stopping;
+
+    /* Scratch space reused by every request, so the hot path does not allocate: the reply
+     * document and the views of a kind-1 document sequence. */
+    bson_t scratch;
+    bson_t *seq_views;
+    const bson_t **seq_ptrs;
+    size_t seq_cap;
+};
+
+/* How a request reached the server, for reply framing and legacy rules. */
+enum sim_req_kind {
+    SIM_REQ_MSG = 0,
+    SIM_REQ_QUERY = 1,
+};
+
+/* A command request handed from the connection layer to the dispatcher. */
+struct sim_request {
+    enum sim_req_kind kind;
+    int32_t request_id;
+    uint32_t msg_flags;  /* OP_MSG flags */
+    int32_t query_flags; /* OP_QUERY flags */
+    const char *db;      /* database name; for OP_QUERY a copy made by the caller */
+    bson_t cmd;          /* read-only view of the command document */
+    const bson_t *const *seq_docs;
+    size_t n_seq;
+    const char *seq_id; /* identifier of the first kind-1 section, or NULL */
+};
+
+/* --- sim_server.c -------------------------------------------------------------------------- */
+
+uint64_t sim_now_ms(const struct sim *s);
+uint64_t sim_random64(struct sim *s);
+int sim_server_listen(struct sim_server *srv);
+/* Stops listening and drops every connection; keep is a connection (the one that asked) that is
+ * closed only after its pending replies are written, or NULL. */
+void sim_server_kill(struct sim_server *srv, struct sim_conn *keep);
+int sim_server_revive(struct sim_server *srv);
+/* Wakes connections that wait in an awaitable hello: the server's topologyVersion changed. */
+void sim_server_topology_changed(struct sim_server *srv);
+void sim_stop(struct sim *s);
+
+/* What the dispatcher may ask of the connection that sent a request. */
+const char *sim_conn_app_name(const struct sim_conn *c);
+uint64_t sim_conn_id(const struct sim_conn *c);
+void sim_conn_set_app_name(struct sim_conn *c, const char *name);
+/* Closes the connection right after this request, without a reply (failCommand closeConnection). */
+void sim_conn_drop(struct sim_conn *c);
+/* Delays the reply to the current request by ms (failCommand blockConnection). */
+void sim_conn_block(struct sim_conn *c, uint64_t ms);
+/* Arms an awaitable hello: reply after max_await_ms unless the topology changes first. */
+void sim_conn_await_hello(struct sim_conn *c, uint64_t max_await_ms, bool exhaust, bool hello_ok,
+                          bool legacy);
+/* Streams the remaining batches of a cursor as moreToCome replies (OP_MSG exhaust getMore). */
+void sim_conn_set_exhaust(struct sim_conn *c, int64_t cursor_id, int64_t batch_size);
+
+/* --- sim_cursor.c -------------------------------------------------------------------------- */
+
+/* Takes ownership of res. Returns the new cursor or NULL on allocation failure. */
+struct sim_cursor *sim_cursor_open(struct sim_server *srv, const char *ns,
+                                   struct store_results *res);
+struct sim_cursor *sim_cursor_find(struct sim_server *srv, int64_t id);
+void sim_cursor_close(struct sim_server *srv, struct sim_cursor *c);
+void sim_cursor_close_all(struct sim_server *srv);
+void sim_cursor_sweep(struct sim_server *srv, uint64_t now_ms, uint64_t timeout_ms);
+/* Appends up to max_docs documents (0: no count limit) and at most SIM_MAX_BATCH_BYTES, starting
+ * at the cursor's position, to the array being built in arr. Returns how many were appended. */
+size_t sim_cursor_fill(struct sim_cursor *c, bson_t *arr, int64_t max_docs);
+/* The same for a plain array of documents (store results that do not need a cursor). */
+size_t sim_batch_fill(const struct store_results *res, size_t *pos, bson_t *arr, int64_t max_docs);
+bool sim_cursor_exhausted(const struct sim_cursor *c);
+
+/* --- sim_cmds.c ---------------------------------------------------------------------------- */
+
+/*
+ * Runs one command. Builds the reply into *reply (already initialised, empty). Returns true when a
+ * reply should be sent, false when the connection layer must send nothing (the command asked for
+ * the connection to be dropped, or an awaitable hello will answer later).
+ */
+bool sim_dispatch(struct sim_server *srv, struct sim_conn *conn, const struct sim_request *req,
+                  bson_t *reply);
+/* Builds the hello/isMaster reply of srv. */
+void sim_build_hello(struct sim_server *srv, struct sim_conn *conn, bool legacy, bool hello_ok,
+                     bson_t *reply);
+/* Builds {ok:0, errmsg, code, codeName}. */
+void sim_error(bson_t *reply, int32_t code, const char *code_name, const char *errmsg);
+/* Aborts every active transaction srv holds (step-down, kill). */
+void sim_abort_txns(struct sim_server *srv);
+void sim_free_server_state(struct sim_server *srv);
+void sim_free_retries(struct sim *s);
+/* Sets roles after start: member 0 primary. */
+void sim_elect(struct sim *s, int index);
+
+#endif

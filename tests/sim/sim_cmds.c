@@ -1,0 +1,1338 @@
+/*
+ * sim_cmds.c: what a simulated server answers. The handshake (hello/isMaster, awaitable), cursors
+ * (getMore, killCursors and the first batch of every cursor command), replica-set role checks,
+ * sessions, transactions, retryable writes, the failCommand failpoint and the sim* control
+ * commands. Everything about data is delegated to the store (store_exec).
+ *
+ * The rules copy MongoDB's observable behaviour where the proxy depends on it: error documents
+ * {ok:0, errmsg, code, codeName, errorLabels}, per-server cursors and transactions (so a request
+ * that reaches the wrong server fails as it would on a real cluster), and one deployment-wide
+ * record of retryable writes (so a retry that lands elsewhere still returns the first result).
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "sim.h"
+
+/* --- small helpers ----------------------------------------------------------------------- */
+
+struct code_name {
+    int32_t code;
+    const char *name;
+};
+
+static const struct code_name code_names[] = {
+    {1, "InternalError"},
+    {2, "BadValue"},
+    {6, "HostUnreachable"},
+    {7, "HostNotFound"},
+    {9, "FailedToParse"},
+    {11, "UserNotFound"},
+    {13, "Unauthorized"},
+    {14, "TypeMismatch"},
+    {18, "AuthenticationFailed"},
+    {20, "IllegalOperation"},
+    {24, "LockTimeout"},
+    {26, "NamespaceNotFound"},
+    {43, "CursorNotFound"},
+    {50, "MaxTimeMSExpired"},
+    {59, "CommandNotFound"},
+    {63, "StaleShardVersion"},
+    {89, "NetworkTimeout"},
+    {91, "ShutdownInProgress"},
+    {112, "WriteConflict"},
+    {133, "FailedToSatisfyReadPreference"},
+    {134, "ReadConcernMajorityNotAvailableYet"},
+    {150, "StaleEpoch"},
+    {189, "PrimarySteppedDown"},
+    {225, "TransactionTooOld"},
+    {251, "NoSuchTransaction"},
+    {256, "TransactionCommitted"},
+    {262, "ExceededTimeLimit"},
+    {263, "OperationNotSupportedInTransaction"},
+    {352, "UnsupportedOpQueryCommand"},
+    {9001, "SocketException"},
+    {10107, "NotWritablePrimary"},
+    {11000, "DuplicateKey"},
+    {11600, "InterruptedAtShutdown"},
+    {11602, "InterruptedDueToReplStateChange"},
+    {13388, "StaleConfig"},
+    {13435, "NotPrimaryNoSecondaryOk"},
+    {13436, "NotPrimaryOrSecondary"},
+};
+
+static const char *code_name_of(int32_t code)
+{
+    for (size_t i = 0; i < sizeof(code_names) / sizeof(code_names[0]); i++)
+        if (code_names[i].code == code)
+            return code_names[i].name;
+    return "UnknownError";
+}
+
+/* The codes after which the server labels a retryable write's error RetryableWriteError. */
+static bool code_is_retryable(int32_t code)
+{
+    switch (code) {
+    case 6:
+    case 7:
+    case 89:
+    case 91:
+    case 189:
+    case 262:
+    case 9001:
+    case 10107:
+    case 11600:
+    case 11602:
+    case 13435:
+    case 13436:
+        return true;
+    default:
+        return false;
+    }
+}
+
+void sim_error(bson_t *reply, int32_t code, const char *code_name, const char *errmsg)
+{
+    bson_reinit(reply);
+    BSON_APPEND_DOUBLE(reply, "ok", 0.0);
+    BSON_APPEND_UTF8(reply, "errmsg", errmsg);
+    BSON_APPEND_INT32(reply, "code", code);
+    BSON_APPEND_UTF8(reply, "codeName", code_name ? code_name : code_name_of(code));
+}
+
+static void append_label(bson_t *reply, const char *label)
+{
+    bson_t arr;
+    BSON_APPEND_ARRAY_BEGIN(reply, "errorLabels", &arr);
+    BSON_APPEND_UTF8(&arr, "0", label);
+    bson_append_array_end(reply, &arr);
+}
+
+static int64_t wall_ms(void)
+{
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
+}
+
+static const char *version_of(int wire)
+{
+    if (wire >= 25)
+        return "8.0.0";
+    if (wire >= 21)
+        return "7.0.0";
+    if (wire >= 17)
+        return "6.0.0";
+    if (wire >= 13)
+        return "5.0.0";
+    if (wire >= 9)
+        return "4.4.0";
+    if (wire >= 8)
+        return "4.2.0";
+    return "4.0.0";
+}
+
+static bool iter_int64(const bson_iter_t *it, int64_t *out)
+{
+    if (BSON_ITER_HOLDS_INT64(it) || BSON_ITER_HOLDS_INT32(it) || BSON_ITER_HOLDS_DOUBLE(it)) {
+        *out = bson_iter_as_int64(it);
+        return true;
+    }
+    return false;
+}
+
+static bool get_int64(const bson_t *doc, const char *key, int64_t *out)
+{
+    bson_iter_t it;
+    return bson_iter_init_find(&it, doc, key) && iter_int64(&it, out);
+}
+
+static bool get_bool(const bson_t *doc, const char *key)
+{
+    bson_iter_t it;
+    return bson_iter_init_find(&it, doc, key) && bson_iter_as_bool(&it);
+}
+
+static void count_command(struct sim_server *srv, const char *name)
+{
+    for (int i = 0; i < srv->n_cmd_counts; i++) {
+        if (strcmp(srv->cmd_counts[i].name, name) == 0) {
+            srv->cmd_counts[i].count++;
+            return;
+        }
+    }
+    if (srv->n_cmd_counts < SIM_MAX_CMD_NAMES) {
+        struct sim_cmd_count *cc = &srv->cmd_counts[srv->n_cmd_counts++];
+        snprintf(cc->name, sizeof(cc->name), "%s", name);
+        cc->count = 1;
+    }
+}
+
+static void hex16(const uint8_t *b, char *out)
+{
+    static const char digits[] = "0123456789abcdef";
+    for (int i = 0; i < 16; i++) {
+        out[2 * i] = digits[b[i] >> 4];
+        out[2 * i + 1] = digits[b[i] & 15];
+    }
+    out[32] = '\0';
+}
+
+/* --- hello ------------------------------------------------------------------------------- */
+
+static int primary_index(const struct sim *s)
+{
+    for (int i = 0; i < s->nservers; i++)
+        if (s->servers[i].primary)
+            return i;
+    return -1;
+}
+
+static void election_id(const struct sim *s, bson_oid_t *oid)
+{
+    /* Like a real replica set's: 7fffffff then the term, so that a later election compares
+     * greater. */
+    uint8_t b[12] = {0x7f, 0xff, 0xff, 0xff};
+    uint64_t t = (uint64_t)s->term;
+    for (int i = 0; i < 8; i++)
+        b[4 + i] = (uint8_t)(t >> (56 - 8 * i));
+    bson_oid_init_from_data(oid, b);
+}
+
+void sim_build_hello(struct sim_server *srv, struct sim_conn *conn, bool legacy, bool hello_ok,
+                     bson_t *reply)
+{
+    struct sim *s = srv->sim;
+    bool replset = s->opt.mode == SIM_MODE_REPLSET;
+    bool writable = !replset || srv->primary;
+    int64_t now = wall_ms();
+    bson_t sub;
+
+    BSON_APPEND_BOOL(reply, legacy ? "ismaster" : "isWritablePrimary", writable);
+    if (s->opt.mode == SIM_MODE_MONGOS)
+        BSON_APPEND_UTF8(reply, "msg", "isdbgrid");
+    BSON_APPEND_DOCUMENT_BEGIN(reply, "topologyVersion", &sub);
+    BSON_APPEND_OID(&sub, "processId", &srv->process_id);
+    BSON_APPEND_INT64(&sub, "counter", srv->topology_counter);
+    bson_append_document_end(reply, &sub);
+    if (replset) {
+        BSON_APPEND_UTF8(reply, "setName", s->opt.set_name);
+        BSON_APPEND_INT32(reply, "setVersion", 1);
+        BSON_APPEND_BOOL(reply, "secondary", !srv->primary);
+        BSON_APPEND_ARRAY_BEGIN(reply, "hosts", &sub);
+        char key[16];
+        for (int i = 0; i < s->nservers; i++) {
+            const char *k;
+            bson_uint32_to_string((uint32_t)i, &k, key, sizeof(key));
+            BSON_APPEND_UTF8(&sub, k, s->servers[i].host_port);
+        }
+        bson_append_array_end(reply, &sub);
+        int p = primary_index(s);
+        if (p >= 0)
+            BSON_APPEND_UTF8(reply, "primary", s->servers[p].host_port);
+        BSON_APPEND_UTF8(reply, "me", srv->host_port);
+        if (srv->primary) {
+            bson_oid_t eid;
+            election_id(s, &eid);
+            BSON_APPEND_OID(reply, "electionId", &eid);
+        }
+        /* The primary writes continuously (MongoDB's periodic no-op writer), so its lastWriteDate
+         * is now; secondaries trail it by the configured lag. */
+        int64_t lw = srv->primary ? now : now - (int64_t)s->opt.lag_ms;
+        bson_t ot;
+        BSON_APPEND_DOCUMENT_BEGIN(reply, "lastWrite", &sub);
+        BSON_APPEND_DOCUMENT_BEGIN(&sub, "opTime", &ot);
+        BSON_APPEND_TIMESTAMP(&ot, "ts", (uint32_t)(lw / 1000), 1);
+        BSON_APPEND_INT64(&ot, "t", s->term);
+        bson_append_document_end(&sub, &ot);
+        BSON_APPEND_DATE_TIME(&sub, "lastWriteDate", lw);
+        BSON_APPEND_DOCUMENT_BEGIN(&sub, "majorityOpTime", &ot);
+        BSON_APPEND_TIMESTAMP(&ot, "ts", (uint32_t)(lw / 1000), 1);
+        BSON_APPEND_INT64(&ot, "t", s->term);
+        bson_append_document_end(&sub, &ot);
+        BSON_APPEND_DATE_TIME(&sub, "majorityWriteDate", lw);
+        bson_append_document_end(reply, &sub);
+        if (!bson_empty(&srv->tags))
+            BSON_APPEND_DOCUMENT(reply, "tags", &srv->tags);
+    }
+    BSON_APPEND_INT32(reply, "maxBsonObjectSize", WIRE_MAX_BSON_SIZE);
+    BSON_APPEND_INT32(reply, "maxMessageSizeBytes", WIRE_MAX_MESSAGE_SIZE);
+    BSON_APPEND_INT32(reply, "maxWriteBatchSize", WIRE_MAX_WRITE_BATCH);
+    BSON_APPEND_DATE_TIME(reply, "localTime", now);
+    BSON_APPEND_INT32(reply, "logicalSessionTimeoutMinutes", 30);
+    BSON_APPEND_INT32(reply, "connectionId", (int32_t)sim_conn_id(conn));
+    BSON_APPEND_INT32(reply, "minWireVersion", 0);
+    BSON_APPEND_INT32(reply, "maxWireVersion", s->opt.max_wire_version);
+    BSON_APPEND_BOOL(reply, "readOnly", false);
+    if (hello_ok)
+        BSON_APPEND_BOOL(reply, "helloOk", true);
+    BSON_APPEND_DOUBLE(reply, "ok", 1.0);
+}
+
+static bool handle_hello(struct sim_server *srv, struct sim_conn *conn,
+                         const struct sim_request *req, bool legacy, bson_t *reply)
+{
+    bool hello_ok = get_bool(&req->cmd, "helloOk");
+    bson_iter_t it, sub;
+    if (bson_iter_init(&it, &req->cmd) &&
+        bson_iter_find_descendant(&it, "client.application.name", &sub) &&
+        BSON_ITER_HOLDS_UTF8(&sub))
+        sim_conn_set_app_name(conn, bson_iter_utf8(&sub, NULL));
+
+    int64_t max_await;
+    if (req->kind == SIM_REQ_MSG && get_int64(&req->cmd, "maxAwaitTimeMS", &max_await) &&
+        bson_iter_init_find(&it, &req->cmd, "topologyVersion") && BSON_ITER_HOLDS_DOCUMENT(&it)) {
+        /* An awaitable hello: answer when the topology changes or after maxAwaitTimeMS, unless the
+         * client's topologyVersion is already stale, in which case answer at once. */
+        bool exhaust = (req->msg_flags & WIRE_MSG_EXHAUST_ALLOWED) != 0;
+        bool same = false;
+        bson_iter_t tv;
+        if (bson_iter_recurse(&it, &tv) && bson_iter_find(&tv, "processId") &&
+            BSON_ITER_HOLDS_OID(&tv) && bson_oid_equal(bson_iter_oid(&tv), &srv->process_id)) {
+            bson_iter_recurse(&it, &tv);
+            int64_t counter;
+            same = bson_iter_find(&tv, "counter") && iter_int64(&tv, &counter) &&
+                   counter == srv->topology_counter;
+        }
+        if (max_await < 0)
+            max_await = 0;
+        if (same) {
+            sim_conn_await_hello(conn, (uint64_t)max_await, exhaust, hello_ok, legacy);
+            return false;
+        }
+        if (exhaust)
+            sim_conn_await_hello(conn, (uint64_t)max_await, exhaust, hello_ok, legacy);
+    }
+    sim_build_hello(srv, conn, legacy, hello_ok, reply);
+    return true;
+}
+
+/* --- transactions and retryable writes --------------------------------------------------- */
+
+static size_t lsid_hash(const uint8_t *lsid)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (int i = 0; i < 16; i++)
+        h = (h ^ lsid[i]) * 1099511628211ull;
+    return (size_t)h;
+}
+
+static struct sim_txn *txn_find(struct sim_server *srv, const uint8_t *lsid)
+{
+    for (struct sim_txn *t = srv->txns[lsid_hash(lsid) % SIM_TXN_BUCKETS]; t; t = t->next)
+        if (memcmp(t->lsid, lsid, 16) == 0)
+            return t;
+    return NULL;
+}
+
+static struct sim_txn *txn_create(struct sim_server *srv, const uint8_t *lsid, int64_t number)
+{
+    struct sim_txn *t = txn_find(srv, lsid);
+    if (t) {
+        /* A newer transaction on the session replaces the old one, aborting it if still open. */
+        if (t->state == SIM_TXN_ACTIVE)
+            store_txn_abort(srv->sim->store, t->undo);
+    } else {
+        t = calloc(1, sizeof(*t));
+        if (!t)
+            return NULL;
+        memcpy(t->lsid, lsid, 16);
+        size_t b = lsid_hash(lsid) % SIM_TXN_BUCKETS;
+        t->next = srv->txns[b];
+        srv->txns[b] = t;
+    }
+    t->undo = store_txn_new();
+    t->txn_number = number;
+    t->state = SIM_TXN_ACTIVE;
+    return t;
+}
+
+void sim_abort_txns(struct sim_server *srv)
+{
+    for (size_t b = 0; b < SIM_TXN_BUCKETS; b++) {
+        for (struct sim_txn *t = srv->txns[b]; t; t = t->next) {
+            if (t->state == SIM_TXN_ACTIVE) {
+                store_txn_abort(srv->sim->store, t->undo);
+                t->undo = NULL;
+                t->state = SIM_TXN_ABORTED;
+            }
+        }
+    }
+}
+
+static struct sim_retry *retry_find(struct sim *s, const uint8_t *lsid, int64_t number)
+{
+    for (struct sim_retry *r = s->retries[lsid_hash(lsid) % SIM_RETRY_BUCKETS]; r; r = r->next)
+        if (r->txn_number == number && memcmp(r->lsid, lsid, 16) == 0)
+            return r;
+    return NULL;
+}
+
+static void retry_save(struct sim *s, const uint8_t *lsid, int64_t number, const bson_t *reply)
+{
+    struct sim_retry *r = calloc(1, sizeof(*r));
+    if (!r)
+        return;
+    memcpy(r->lsid, lsid, 16);
+    r->txn_number = number;
+    r->reply = bson_copy(reply);
+    size_t b = lsid_hash(lsid) % SIM_RETRY_BUCKETS;
+    r->next = s->retries[b];
+    s->retries[b] = r;
+}
+
+void sim_free_retries(struct sim *s)
+{
+    for (size_t b = 0; b < SIM_RETRY_BUCKETS; b++) {
+        struct sim_retry *r = s->retries[b];
+        while (r) {
+            struct sim_retry *n = r->next;
+            bson_destroy(r->reply);
+            free(r);
+            r = n;
+        }
+        s->retries[b] = NULL;
+    }
+}
+
+void sim_free_server_state(struct sim_server *srv)
+{
+    sim_cursor_close_all(srv);
+    for (size_t b = 0; b < SIM_TXN_BUCKETS; b++) {
+        struct sim_txn *t = srv->txns[b];
+        while (t) {
+            struct sim_txn *n = t->next;
+            if (t->state == SIM_TXN_ACTIVE)
+                store_txn_abort(srv->sim->store, t->undo);
+            free(t);
+            t = n;
+        }
+        srv->txns[b] = NULL;
+    }
+    struct sim_failpoint *fp = &srv->fp;
+    if (fp->fail_commands)
+        bson_destroy(fp->fail_commands);
+    if (fp->error_labels)
+        bson_destroy(fp->error_labels);
+    if (fp->write_concern_error)
+        bson_destroy(fp->write_concern_error);
+    memset(fp, 0, sizeof(*fp));
+    free(srv->txn_log);
+    srv->txn_log = NULL;
+    bson_destroy(&srv->tags);
+}
+
+static void txn_log_add(struct sim_server *srv, const uint8_t *lsid, int64_t number,
+                        const char *cmd, bool in_txn)
+{
+    if (srv->txn_log_len >= SIM_TXN_LOG_MAX)
+        return;
+    if (!srv->txn_log) {
+        srv->txn_log = calloc(SIM_TXN_LOG_MAX, sizeof(*srv->txn_log));
+        if (!srv->txn_log)
+            return;
+    }
+    struct sim_txn_log_entry *e = &srv->txn_log[srv->txn_log_len++];
+    memcpy(e->lsid, lsid, 16);
+    e->txn_number = number;
+    snprintf(e->cmd, sizeof(e->cmd), "%s", cmd);
+    e->in_txn = in_txn;
+}
+
+/* --- elections --------------------------------------------------------------------------- */
+
+void sim_elect(struct sim *s, int index)
+{
+    for (int i = 0; i < s->nservers; i++)
+        s->servers[i].primary = false;
+    if (index >= 0) {
+        s->servers[index].primary = true;
+        s->term++;
+    }
+    /* Every member's hello changed (primary, electionId), so every topologyVersion moves on and
+     * awaiting monitors are answered at once, as after a real election. */
+    for (int i = 0; i < s->nservers; i++) {
+        s->servers[i].topology_counter++;
+        sim_server_topology_changed(&s->servers[i]);
+    }
+}
+
+/* --- failpoints -------------------------------------------------------------------------- */
+
+static void fp_clear(struct sim_failpoint *fp)
+{
+    if (fp->fail_commands)
+        bson_destroy(fp->fail_commands);
+    if (fp->error_labels)
+        bson_destroy(fp->error_labels);
+    if (fp->write_concern_error)
+        bson_destroy(fp->write_concern_error);
+    memset(fp, 0, sizeof(*fp));
+}
+
+static bool configure_fail_point(struct sim_server *srv, const bson_t *cmd, bson_t *reply)
+{
+    bson_iter_t it;
+    if (!bson_iter_init_find(&it, cmd, "configureFailPoint") || !BSON_ITER_HOLDS_UTF8(&it)) {
+        sim_error(reply, 9, NULL, "configureFailPoint needs a failpoint name");
+        return true;
+    }
+    if (strcmp(bson_iter_utf8(&it, NULL), "failCommand") != 0) {
+        sim_error(reply, 2, NULL, "mongosim only implements the failCommand failpoint");
+        return true;
+    }
+    struct sim_failpoint fp;
+    memset(&fp, 0, sizeof(fp));
+    if (!bson_iter_init_find(&it, cmd, "mode")) {
+        sim_error(reply, 9, NULL, "configureFailPoint needs a mode");
+        return true;
+    }
+    if (BSON_ITER_HOLDS_UTF8(&it)) {
+        const char *m = bson_iter_utf8(&it, NULL);
+        if (strcmp(m, "alwaysOn") == 0)
+            fp.mode = SIM_FP_ALWAYS;
+        else if (strcmp(m, "off") == 0)
+            fp.mode = SIM_FP_OFF;
+        else {
+            sim_error(reply, 2, NULL, "unknown failpoint mode");
+            return true;
+        }
+    } else if (BSON_ITER_HOLDS_DOCUMENT(&it)) {
+        bson_iter_t m;
+        fp.mode = SIM_FP_ALWAYS;
+        bson_iter_recurse(&it, &m);
+        while (bson_iter_next(&m)) {
+            int64_t v = 0;
+            iter_int64(&m, &v);
+            if (strcmp(bson_iter_key(&m), "times") == 0) {
+                fp.mode = SIM_FP_TIMES;
+                fp.times = v;
+            } else if (strcmp(bson_iter_key(&m), "skip") == 0) {
+                fp.skip = v;
+            }
+        }
+        if (fp.mode == SIM_FP_TIMES && fp.times <= 0)
+            fp.mode = SIM_FP_OFF;
+    } else {
+        sim_error(reply, 14, NULL, "mode must be a string or a document");
+        return true;
+    }
+    if (bson_iter_init_find(&it, cmd, "data") && BSON_ITER_HOLDS_DOCUMENT(&it)) {
+        bson_iter_t d;
+        bson_iter_recurse(&it, &d);
+        while (bson_iter_next(&d)) {
+            const char *k = bson_iter_key(&d);
+            uint32_t len;
+            const uint8_t *data;
+            if (strcmp(k, "failCommands") == 0 && BSON_ITER_HOLDS_ARRAY(&d)) {
+                bson_iter_array(&d, &len, &data);
+                fp.fail_commands = bson_new_from_data(data, len);
+            } else if (strcmp(k, "errorCode") == 0) {
+                int64_t v = 0;
+                iter_int64(&d, &v);
+                fp.has_error_code = true;
+                fp.error_code = (int32_t)v;
+            } else if (strcmp(k, "errorLabels") == 0 && BSON_ITER_HOLDS_ARRAY(&d)) {
+                bson_iter_array(&d, &len, &data);
+                fp.error_labels = bson_new_from_data(data, len);
+            } else if (strcmp(k, "closeConnection") == 0) {
+                fp.close_connection = bson_iter_as_bool(&d);
+            } else if (strcmp(k, "blockConnection") == 0) {
+                fp.block_connection = bson_iter_as_bool(&d);
+            } else if (strcmp(k, "blockTimeMS") == 0) {
+                iter_int64(&d, &fp.block_ms);
+            } else if (strcmp(k, "writeConcernError") == 0 && BSON_ITER_HOLDS_DOCUMENT(&d)) {
+                bson_iter_document(&d, &len, &data);
+                fp.write_concern_error = bson_new_from_data(data, len);
+            } else if (strcmp(k, "appName") == 0 && BSON_ITER_HOLDS_UTF8(&d)) {
+                snprintf(fp.app_name, sizeof(fp.app_name), "%s", bson_iter_utf8(&d, NULL));
+            }
+        }
+    }
+    if (fp.mode != SIM_FP_OFF && !fp.fail_commands) {
+        fp_clear(&fp);
+        sim_error(reply, 9, NULL, "failCommand needs data.failCommands");
+        return true;
+    }
+    fp_clear(&srv->fp);
+    srv->fp = fp;
+    bson_reinit(reply);
+    BSON_APPEND_INT32(reply, "count", 0);
+    BSON_APPEND_DOUBLE(reply, "ok", 1.0);
+    return true;
+}
+
+/* Whether the failpoint fires for this command; consumes one of its times/skip when it matches. */
+static bool fp_fires(struct sim_server *srv, struct sim_conn *conn, const char *name)
+{
+    struct sim_failpoint *fp = &srv->fp;
+    if (fp->mode == SIM_FP_OFF)
+        return false;
+    if (fp->app_name[0] && strcmp(fp->app_name, sim_conn_app_name(conn)) != 0)
+        return false;
+    bson_iter_t it;
+    bool listed = false;
+    if (bson_iter_init(&it, fp->fail_commands)) {
+        while (bson_iter_next(&it)) {
+            if (BSON_ITER_HOLDS_UTF8(&it) && strcmp(bson_iter_utf8(&it, NULL), name) == 0) {
+                listed = true;
+                break;
+            }
+        }
+    }
+    if (!listed)
+        return false;
+    if (fp->skip > 0) {
+        fp->skip--;
+        return false;
+    }
+    if (fp->mode == SIM_FP_TIMES && --fp->times <= 0) {
+        /* Keep the data until this command is failed with it; mode off stops later matches. */
+        fp->mode = SIM_FP_OFF;
+    }
+    return true;
+}
+
+/* --- control commands -------------------------------------------------------------------- */
+
+static int server_arg(struct sim *s, const bson_t *cmd, const char *key, bson_t *reply)
+{
+    int64_t i;
+    if (!get_int64(cmd, key, &i) || i < 0 || i >= s->nservers) {
+        sim_error(reply, 2, NULL, "expected a server index");
+        return -1;
+    }
+    return (int)i;
+}
+
+static void append_stats(struct sim_server *srv, bson_t *doc)
+{
+    bson_t sub;
+    BSON_APPEND_INT32(doc, "index", srv->index);
+    BSON_APPEND_UTF8(doc, "host", srv->host_port);
+    const char *role = "standalone";
+    if (srv->sim->opt.mode == SIM_MODE_MONGOS)
+        role = "mongos";
+    else if (srv->sim->opt.mode == SIM_MODE_REPLSET)
+        role = srv->primary ? "primary" : "secondary";
+    BSON_APPEND_UTF8(doc, "role", role);
+    BSON_APPEND_BOOL(doc, "alive", srv->listening);
+    BSON_APPEND_INT64(doc, "latencyMs", (int64_t)srv->latency_ms);
+    BSON_APPEND_DOCUMENT_BEGIN(doc, "commands", &sub);
+    for (int i = 0; i < srv->n_cmd_counts; i++)
+        BSON_APPEND_INT64(&sub, srv->cmd_counts[i].name, (int64_t)srv->cmd_counts[i].count);
+    bson_append_document_end(doc, &sub);
+    BSON_APPEND_DOCUMENT_BEGIN(doc, "opcounters", &sub);
+    BSON_APPEND_INT64(&sub, "insert", (int64_t)srv->opcounters.insert);
+    BSON_APPEND_INT64(&sub, "query", (int64_t)srv->opcounters.query);
+    BSON_APPEND_INT64(&sub, "update", (int64_t)srv->opcounters.update);
+    BSON_APPEND_INT64(&sub, "delete", (int64_t)srv->opcounters.del);
+    BSON_APPEND_INT64(&sub, "getmore", (int64_t)srv->opcounters.getmore);
+    BSON_APPEND_INT64(&sub, "command", (int64_t)srv->opcounters.command);
+    bson_append_document_end(doc, &sub);
+    BSON_APPEND_INT64(doc, "cursorsOpen", (int64_t)srv->cursors_open);
+    BSON_APPEND_INT64(doc, "cursorsTimedOut", (int64_t)srv->cursors_timed_out);
+    BSON_APPEND_INT64(doc, "connections", (int64_t)srv->conns_current);
+    BSON_APPEND_INT64(doc, "connectionsTotal", (int64_t)srv->conns_total);
+    BSON_APPEND_INT64(doc, "txnCommands", (int64_t)srv->txn_commands);
+}
+
+static void reset_stats(struct sim_server *srv)
+{
+    srv->n_cmd_counts = 0;
+    memset(&srv->opcounters, 0, sizeof(srv->opcounters));
+    srv->txn_commands = 0;
+    srv->txn_log_len = 0;
+    srv->cursors_timed_out = 0;
+}
+
+static bool handle_sim(struct sim_server *srv, struct sim_conn *conn, const char *name,
+                       const bson_t *cmd, bson_t *reply)
+{
+    struct sim *s = srv->sim;
+    char key[16];
+    bson_t arr, doc;
+    if (strcmp(name, "simStats") == 0 || strcmp(name, "simTxnLog") == 0) {
+        bool log = strcmp(name, "simTxnLog") == 0;
+        BSON_APPEND_ARRAY_BEGIN(reply, "servers", &arr);
+        for (int i = 0; i < s->nservers; i++) {
+            const char *k;
+            bson_uint32_to_string((uint32_t)i, &k, key, sizeof(key));
+            BSON_APPEND_DOCUMENT_BEGIN(&arr, k, &doc);
+            struct sim_server *x = &s->servers[i];
+            if (!log) {
+                append_stats(x, &doc);
+            } else {
+                bson_t entries, e;
+                BSON_APPEND_INT32(&doc, "index", i);
+                BSON_APPEND_UTF8(&doc, "host", x->host_port);
+                BSON_APPEND_ARRAY_BEGIN(&doc, "entries", &entries);
+                for (size_t j = 0; j < x->txn_log_len; j++) {
+                    char ekey[16], hex[33];
+                    const char *ek;
+                    bson_uint32_to_string((uint32_t)j, &ek, ekey, sizeof(ekey));
+                    BSON_APPEND_DOCUMENT_BEGIN(&entries, ek, &e);
+                    hex16(x->txn_log[j].lsid, hex);
+                    BSON_APPEND_UTF8(&e, "lsid", hex);
+                    BSON_APPEND_INT64(&e, "txnNumber", x->txn_log[j].txn_number);
+                    BSON_APPEND_UTF8(&e, "cmd", x->txn_log[j].cmd);
+                    BSON_APPEND_BOOL(&e, "inTxn", x->txn_log[j].in_txn);
+                    bson_append_document_end(&entries, &e);
+                }
+                bson_append_array_end(&doc, &entries);
+            }
+            bson_append_document_end(&arr, &doc);
+        }
+        bson_append_array_end(reply, &arr);
+        if (!log)
+            BSON_APPEND_INT64(reply, "retriedWritesDeduplicated", (int64_t)s->retries_deduplicated);
+        if (get_bool(cmd, "reset")) {
+            for (int i = 0; i < s->nservers; i++)
+                reset_stats(&s->servers[i]);
+            s->retries_deduplicated = 0;
+        }
+        BSON_APPEND_DOUBLE(reply, "ok", 1.0);
+        return true;
+    }
+    if (strcmp(name, "simStepDown") == 0) {
+        if (s->opt.mode != SIM_MODE_REPLSET) {
+            sim_error(reply, 20, NULL, "simStepDown needs a replica set");
+            return true;
+        }
+        int old = primary_index(s), next = -1;
+        bson_iter_t it, to;
+        int64_t want;
+        if (bson_iter_init_find(&it, cmd, "simStepDown") && BSON_ITER_HOLDS_DOCUMENT(&it) &&
+            bson_iter_recurse(&it, &to) && bson_iter_find(&to, "to") && iter_int64(&to, &want)) {
+            if (want < 0 || want >= s->nservers || !s->servers[want].listening) {
+                sim_error(reply, 2, NULL, "simStepDown: 'to' must name a live member");
+                return true;
+            }
+            next = (int)want;
+        } else {
+            for (int d = 1; d <= s->nservers; d++) {
+                int j = ((old < 0 ? -1 : old) + d + s->nservers) % s->nservers;
+                if (j != old && s->servers[j].listening) {
+                    next = j;
+                    break;
+                }
+            }
+        }
+        if (old >= 0)
+            sim_abort_txns(&s->servers[old]);
+        sim_elect(s, next);
+        log_info(NULL, "simStepDown: primary %d -> %d (term %lld)", old, next, (long long)s->term);
+        if (next >= 0)
+            BSON_APPEND_UTF8(reply, "primary", s->servers[next].host_port);
+        else
+            BSON_APPEND_NULL(reply, "primary");
+        BSON_APPEND_INT64(reply, "term", s->term);
+        BSON_APPEND_DOUBLE(reply, "ok", 1.0);
+        return true;
+    }
+    if (strcmp(name, "simKill") == 0) {
+        int i = server_arg(s, cmd, "simKill", reply);
+        if (i < 0)
+            return true;
+        sim_server_kill(&s->servers[i], i == srv->index ? conn : NULL);
+        log_info(NULL, "simKill: server %d is down", i);
+        BSON_APPEND_DOUBLE(reply, "ok", 1.0);
+        return true;
+    }
+    if (strcmp(name, "simRevive") == 0) {
+        int i = server_arg(s, cmd, "simRevive", reply);
+        if (i < 0)
+            return true;
+        int rc = sim_server_revive(&s->servers[i]);
+        if (rc < 0) {
+            sim_error(reply, 6, NULL, "simRevive: could not listen again (retry shortly)");
+            return true;
+        }
+        log_info(NULL, "simRevive: server %d is back on port %d", i, s->servers[i].port);
+        BSON_APPEND_DOUBLE(reply, "ok", 1.0);
+        return true;
+    }
+    if (strcmp(name, "simSetLatency") == 0) {
+        bson_iter_t it;
+        const bson_t *args = cmd;
+        bson_t sub;
+        if (bson_iter_init_find(&it, cmd, "simSetLatency") && BSON_ITER_HOLDS_DOCUMENT(&it)) {
+            uint32_t len;
+            const uint8_t *data;
+            bson_iter_document(&it, &len, &data);
+            bson_init_static(&sub, data, len);
+            args = &sub;
+        }
+        int64_t ms;
+        int i = server_arg(s, args, "server", reply);
+        if (i < 0)
+            return true;
+        if (!get_int64(args, "ms", &ms) || ms < 0) {
+            sim_error(reply, 2, NULL, "simSetLatency needs ms >= 0");
+            return true;
+        }
+        s->servers[i].latency_ms = (uint64_t)ms;
+        BSON_APPEND_DOUBLE(reply, "ok", 1.0);
+        return true;
+    }
+    char msg[128];
+    snprintf(msg, sizeof(msg), "no such command: '%s'", name);
+    sim_error(reply, 59, "CommandNotFound", msg);
+    return true;
+}
+
+/* --- cursors ----------------------------------------------------------------------------- */
+
+static void build_first_batch(struct sim_server *srv, const char *ns, struct store_results *res,
+                              int64_t batch, bool single, bson_t *reply)
+{
+    bson_t cdoc, arr;
+    size_t pos = 0;
+    bson_reinit(reply);
+    BSON_APPEND_DOCUMENT_BEGIN(reply, "cursor", &cdoc);
+    BSON_APPEND_ARRAY_BEGIN(&cdoc, "firstBatch", &arr);
+    sim_batch_fill(res, &pos, &arr, batch > 0 ? batch : SIM_DEFAULT_BATCH);
+    bson_append_array_end(&cdoc, &arr);
+    int64_t id = 0;
+    if (pos < res->n && !single) {
+        /* The cursor keeps the documents not yet returned; the ones already sent are freed with
+         * it later, which costs nothing more than freeing them now. */
+        struct sim_cursor *c = sim_cursor_open(srv, ns, res);
+        if (c) {
+            c->pos = pos;
+            id = c->id;
+        }
+    }
+    BSON_APPEND_INT64(&cdoc, "id", id);
+    BSON_APPEND_UTF8(&cdoc, "ns", ns);
+    bson_append_document_end(reply, &cdoc);
+    BSON_APPEND_DOUBLE(reply, "ok", 1.0);
+    store_results_free(res);
+}
+
+static bool handle_get_more(struct sim_server *srv, struct sim_conn *conn,
+                            const struct sim_request *req, bson_t *reply)
+{
+    bson_iter_t it;
+    srv->opcounters.getmore++;
+    if (!bson_iter_init_find(&it, &req->cmd, "getMore") || !BSON_ITER_HOLDS_INT64(&it)) {
+        sim_error(reply, 14, NULL, "getMore: cursor id must be a 64-bit integer");
+        return true;
+    }
+    int64_t id = bson_iter_int64(&it);
+    struct sim_cursor *c = sim_cursor_find(srv, id);
+    char msg[512];
+    if (!c) {
+        snprintf(msg, sizeof(msg), "cursor id %lld not found", (long long)id);
+        sim_error(reply, 43, "CursorNotFound", msg);
+        return true;
+    }
+    const char *coll = "";
+    if (bson_iter_init_find(&it, &req->cmd, "collection") && BSON_ITER_HOLDS_UTF8(&it))
+        coll = bson_iter_utf8(&it, NULL);
+    char ns[300];
+    snprintf(ns, sizeof(ns), "%s.%s", req->db, coll);
+    if (strcmp(ns, c->ns) != 0) {
+        snprintf(msg, sizeof(msg),
+                 "Requested getMore on namespace '%s', but cursor belongs to a different "
+                 "namespace %s",
+                 ns, c->ns);
+        sim_error(reply, 13, "Unauthorized", msg);
+        return true;
+    }
+    int64_t batch = 0;
+    get_int64(&req->cmd, "batchSize", &batch);
+    bson_t cdoc, arr;
+    BSON_APPEND_DOCUMENT_BEGIN(reply, "cursor", &cdoc);
+    BSON_APPEND_ARRAY_BEGIN(&cdoc, "nextBatch", &arr);
+    sim_cursor_fill(c, &arr, batch);
+    bson_append_array_end(&cdoc, &arr);
+    bool done = sim_cursor_exhausted(c);
+    BSON_APPEND_INT64(&cdoc, "id", done ? 0 : c->id);
+    BSON_APPEND_UTF8(&cdoc, "ns", c->ns);
+    bson_append_document_end(reply, &cdoc);
+    BSON_APPEND_DOUBLE(reply, "ok", 1.0);
+    c->last_used_ms = sim_now_ms(srv->sim);
+    if (done)
+        sim_cursor_close(srv, c);
+    else if (req->kind == SIM_REQ_MSG && (req->msg_flags & WIRE_MSG_EXHAUST_ALLOWED))
+        sim_conn_set_exhaust(conn, id, batch);
+    return true;
+}
+
+static bool handle_kill_cursors(struct sim_server *srv, const struct sim_request *req,
+                                bson_t *reply)
+{
+    bson_iter_t it, ids;
+    if (!bson_iter_init_find(&it, &req->cmd, "cursors") || !BSON_ITER_HOLDS_ARRAY(&it)) {
+        sim_error(reply, 9, NULL, "killCursors needs a cursors array");
+        return true;
+    }
+    bson_t killed, notfound, empty;
+    bson_init(&killed);
+    bson_init(&notfound);
+    uint32_t nk = 0, nn = 0;
+    char key[16];
+    const char *k;
+    int64_t first_missing = 0;
+    bson_iter_recurse(&it, &ids);
+    while (bson_iter_next(&ids)) {
+        int64_t id;
+        if (!iter_int64(&ids, &id))
+            continue;
+        struct sim_cursor *c = sim_cursor_find(srv, id);
+        if (c) {
+            sim_cursor_close(srv, c);
+            bson_uint32_to_string(nk++, &k, key, sizeof(key));
+            BSON_APPEND_INT64(&killed, k, id);
+        } else {
+            if (nn == 0)
+                first_missing = id;
+            bson_uint32_to_string(nn++, &k, key, sizeof(key));
+            BSON_APPEND_INT64(&notfound, k, id);
+        }
+    }
+    if (nn > 0) {
+        /* The issue asks that a killCursors naming a cursor this server never opened fail as a
+         * misrouted getMore does, so a proxy's routing mistakes are visible to tests. */
+        char msg[128];
+        snprintf(msg, sizeof(msg), "cursor id %lld not found", (long long)first_missing);
+        sim_error(reply, 43, "CursorNotFound", msg);
+    } else {
+        bson_init(&empty);
+        BSON_APPEND_ARRAY(reply, "cursorsKilled", &killed);
+        BSON_APPEND_ARRAY(reply, "cursorsNotFound", &notfound);
+        BSON_APPEND_ARRAY(reply, "cursorsAlive", &empty);
+        BSON_APPEND_ARRAY(reply, "cursorsUnknown", &empty);
+        BSON_APPEND_DOUBLE(reply, "ok", 1.0);
+        bson_destroy(&empty);
+    }
+    bson_destroy(&killed);
+    bson_destroy(&notfound);
+    return true;
+}
+
+/* --- dispatch ---------------------------------------------------------------------------- */
+
+static bool is_write_command(const char *n)
+{
+    return strcmp(n, "insert") == 0 || strcmp(n, "update") == 0 || strcmp(n, "delete") == 0 ||
+           strcmp(n, "findAndModify") == 0 || strcmp(n, "findandmodify") == 0;
+}
+
+static bool needs_primary(const char *n)
+{
+    return is_write_command(n) || strcmp(n, "create") == 0 || strcmp(n, "drop") == 0 ||
+           strcmp(n, "dropDatabase") == 0 || strcmp(n, "createIndexes") == 0 ||
+           strcmp(n, "dropIndexes") == 0 || strcmp(n, "commitTransaction") == 0 ||
+           strcmp(n, "abortTransaction") == 0;
+}
+
+static bool is_read_command(const char *n)
+{
+    return strcmp(n, "find") == 0 || strcmp(n, "aggregate") == 0 || strcmp(n, "count") == 0 ||
+           strcmp(n, "distinct") == 0 || strcmp(n, "listCollections") == 0 ||
+           strcmp(n, "listIndexes") == 0 || strcmp(n, "listDatabases") == 0 ||
+           strcmp(n, "dbStats") == 0 || strcmp(n, "collStats") == 0;
+}
+
+static bool secondary_ok(const struct sim_request *req)
+{
+    if (req->kind == SIM_REQ_QUERY)
+        return (req->query_flags & WIRE_QUERY_SECONDARY_OK) != 0;
+    bson_iter_t it, mode;
+    if (bson_iter_init_find(&it, &req->cmd, "$readPreference") && bson_iter_recurse(&it, &mode) &&
+        bson_iter_find(&mode, "mode") && BSON_ITER_HOLDS_UTF8(&mode))
+        return strcmp(bson_iter_utf8(&mode, NULL), "primary") != 0;
+    return false;
+}
+
+/* The session fields of a command. */
+struct session_info {
+    bool has_lsid;
+    uint8_t lsid[16];
+    bool has_txn_number;
+    int64_t txn_number;
+    bool in_txn; /* autocommit:false */
+    bool start;  /* startTransaction:true */
+};
+
+static void parse_session(const bson_t *cmd, struct session_info *si)
+{
+    memset(si, 0, sizeof(*si));
+    bson_iter_t it;
+    if (!bson_iter_init(&it, cmd))
+        return;
+    bool first = true;
+    while (bson_iter_next(&it)) {
+        if (first) {
+            first = false;
+            continue;
+        }
+        const char *k = bson_iter_key(&it);
+        if (strcmp(k, "lsid") == 0 && BSON_ITER_HOLDS_DOCUMENT(&it)) {
+            bson_iter_t l;
+            bson_subtype_t st;
+            uint32_t len;
+            const uint8_t *bin;
+            if (bson_iter_recurse(&it, &l) && bson_iter_find(&l, "id") &&
+                BSON_ITER_HOLDS_BINARY(&l)) {
+                bson_iter_binary(&l, &st, &len, &bin);
+                if (len == 16) {
+                    memcpy(si->lsid, bin, 16);
+                    si->has_lsid = true;
+                }
+            }
+        } else if (strcmp(k, "txnNumber") == 0) {
+            si->has_txn_number = iter_int64(&it, &si->txn_number);
+        } else if (strcmp(k, "autocommit") == 0) {
+            si->in_txn = BSON_ITER_HOLDS_BOOL(&it) && !bson_iter_bool(&it);
+        } else if (strcmp(k, "startTransaction") == 0) {
+            si->start = bson_iter_as_bool(&it);
+        }
+    }
+}
+
+static void no_such_txn(bson_t *reply, const struct session_info *si)
+{
+    char msg[160];
+    snprintf(msg, sizeof(msg), "Transaction with { txnNumber: %lld } has been aborted.",
+             (long long)si->txn_number);
+    sim_error(reply, 251, "NoSuchTransaction", msg);
+    append_label(reply, "TransientTransactionError");
+}
+
+static bool finish_txn(struct sim_server *srv, const char *name, const struct session_info *si,
+                       bson_t *reply)
+{
+    struct sim_txn *t = si->has_lsid ? txn_find(srv, si->lsid) : NULL;
+    bool commit = strcmp(name, "commitTransaction") == 0;
+    if (!t || !si->has_txn_number || t->txn_number != si->txn_number) {
+        no_such_txn(reply, si);
+        return true;
+    }
+    if (t->state == SIM_TXN_ACTIVE) {
+        if (commit)
+            store_txn_commit(srv->sim->store, t->undo);
+        else
+            store_txn_abort(srv->sim->store, t->undo);
+        t->undo = NULL;
+        t->state = commit ? SIM_TXN_COMMITTED : SIM_TXN_ABORTED;
+    } else if (t->state == SIM_TXN_COMMITTED && !commit) {
+        sim_error(reply, 256, "TransactionCommitted",
+                  "Transaction has been committed and cannot be aborted");
+        return true;
+    } else if (t->state == SIM_TXN_ABORTED && commit) {
+        no_such_txn(reply, si);
+        return true;
+    } else if (t->state == SIM_TXN_ABORTED && !commit) {
+        no_such_txn(reply, si);
+        return true;
+    }
+    /* A repeated commitTransaction after a successful commit succeeds again, as in MongoDB. */
+    BSON_APPEND_DOUBLE(reply, "ok", 1.0);
+    return true;
+}
+
+static void simple_ok(bson_t *reply)
+{
+    BSON_APPEND_DOUBLE(reply, "ok", 1.0);
+}
+
+static bool builtin(struct sim_server *srv, struct sim_conn *conn, const char *name,
+                    const struct sim_request *req, bson_t *reply)
+{
+    struct sim *s = srv->sim;
+    bson_t sub;
+    if (strcmp(name, "ping") == 0 || strcmp(name, "endSessions") == 0 ||
+        strcmp(name, "refreshSessions") == 0) {
+        simple_ok(reply);
+        return true;
+    }
+    if (strcmp(name, "buildInfo") == 0 || strcmp(name, "buildinfo") == 0) {
+        const char *v = version_of(s->opt.max_wire_version);
+        int a = 0, b = 0, c = 0;
+        sscanf(v, "%d.%d.%d", &a, &b, &c);
+        BSON_APPEND_UTF8(reply, "version", v);
+        BSON_APPEND_UTF8(reply, "gitVersion", "mongosim");
+        BSON_APPEND_ARRAY_BEGIN(reply, "versionArray", &sub);
+        BSON_APPEND_INT32(&sub, "0", a);
+        BSON_APPEND_INT32(&sub, "1", b);
+        BSON_APPEND_INT32(&sub, "2", c);
+        BSON_APPEND_INT32(&sub, "3", 0);
+        bson_append_array_end(reply, &sub);
+        BSON_APPEND_INT32(reply, "bits", 64);
+        BSON_APPEND_BOOL(reply, "debug", false);
+        BSON_APPEND_INT32(reply, "maxBsonObjectSize", WIRE_MAX_BSON_SIZE);
+        BSON_APPEND_ARRAY_BEGIN(reply, "storageEngines", &sub);
+        BSON_APPEND_UTF8(&sub, "0", "mongosim");
+        bson_append_array_end(reply, &sub);
+        simple_ok(reply);
+        return true;
+    }
+    if (strcmp(name, "serverStatus") == 0) {
+        uint64_t up = sim_now_ms(s) - s->start_ms;
+        BSON_APPEND_UTF8(reply, "host", srv->host_port);
+        BSON_APPEND_UTF8(reply, "version", version_of(s->opt.max_wire_version));
+        BSON_APPEND_UTF8(reply, "process", s->opt.mode == SIM_MODE_MONGOS ? "mongos" : "mongod");
+        BSON_APPEND_INT64(reply, "pid", (int64_t)getpid());
+        BSON_APPEND_INT64(reply, "uptime", (int64_t)(up / 1000));
+        BSON_APPEND_INT64(reply, "uptimeMillis", (int64_t)up);
+        BSON_APPEND_DATE_TIME(reply, "localTime", wall_ms());
+        BSON_APPEND_DOCUMENT_BEGIN(reply, "connections", &sub);
+        BSON_APPEND_INT32(&sub, "current", (int32_t)srv->conns_current);
+        BSON_APPEND_INT32(&sub, "available", 838860);
+        BSON_APPEND_INT32(&sub, "totalCreated", (int32_t)srv->conns_total);
+        bson_append_document_end(reply, &sub);
+        BSON_APPEND_DOCUMENT_BEGIN(reply, "opcounters", &sub);
+        BSON_APPEND_INT64(&sub, "insert", (int64_t)srv->opcounters.insert);
+        BSON_APPEND_INT64(&sub, "query", (int64_t)srv->opcounters.query);
+        BSON_APPEND_INT64(&sub, "update", (int64_t)srv->opcounters.update);
+        BSON_APPEND_INT64(&sub, "delete", (int64_t)srv->opcounters.del);
+        BSON_APPEND_INT64(&sub, "getmore", (int64_t)srv->opcounters.getmore);
+        BSON_APPEND_INT64(&sub, "command", (int64_t)srv->opcounters.command);
+        bson_append_document_end(reply, &sub);
+        simple_ok(reply);
+        return true;
+    }
+    if (strcmp(name, "connectionStatus") == 0) {
+        bson_t ai, e;
+        BSON_APPEND_DOCUMENT_BEGIN(reply, "authInfo", &ai);
+        BSON_APPEND_ARRAY_BEGIN(&ai, "authenticatedUsers", &e);
+        bson_append_array_end(&ai, &e);
+        BSON_APPEND_ARRAY_BEGIN(&ai, "authenticatedUserRoles", &e);
+        bson_append_array_end(&ai, &e);
+        bson_append_document_end(reply, &ai);
+        simple_ok(reply);
+        return true;
+    }
+    if (strcmp(name, "whatsmyuri") == 0) {
+        BSON_APPEND_UTF8(reply, "you", "127.0.0.1:0");
+        simple_ok(reply);
+        return true;
+    }
+    if (strcmp(name, "getCmdLineOpts") == 0) {
+        BSON_APPEND_ARRAY_BEGIN(reply, "argv", &sub);
+        BSON_APPEND_UTF8(&sub, "0", "mongosim");
+        bson_append_array_end(reply, &sub);
+        BSON_APPEND_DOCUMENT_BEGIN(reply, "parsed", &sub);
+        bson_append_document_end(reply, &sub);
+        simple_ok(reply);
+        return true;
+    }
+    if (strcmp(name, "getLog") == 0) {
+        BSON_APPEND_INT32(reply, "totalLinesWritten", 0);
+        BSON_APPEND_ARRAY_BEGIN(reply, "log", &sub);
+        bson_append_array_end(reply, &sub);
+        simple_ok(reply);
+        return true;
+    }
+    if (strcmp(name, "getParameter") == 0) {
+        BSON_APPEND_DOCUMENT_BEGIN(reply, "featureCompatibilityVersion", &sub);
+        char v[8];
+        snprintf(v, sizeof(v), "%.3s", version_of(s->opt.max_wire_version));
+        BSON_APPEND_UTF8(&sub, "version", v);
+        bson_append_document_end(reply, &sub);
+        simple_ok(reply);
+        return true;
+    }
+    (void)conn;
+    (void)req;
+    return false;
+}
+
+bool sim_dispatch(struct sim_server *srv, struct sim_conn *conn, const struct sim_request *req,
+                  bson_t *reply)
+{
+    struct sim *s = srv->sim;
+    const char *name = wire_command_name(&req->cmd);
+    if (!name) {
+        sim_error(reply, 9, "FailedToParse", "empty command document");
+        return true;
+    }
+    count_command(srv, name);
+
+    /* Control commands and configureFailPoint are never failed by the failpoint. */
+    if (strncmp(name, "sim", 3) == 0)
+        return handle_sim(srv, conn, name, &req->cmd, reply);
+    if (strcmp(name, "configureFailPoint") == 0)
+        return configure_fail_point(srv, &req->cmd, reply);
+
+    bool legacy_hello = strcmp(name, "isMaster") == 0 || strcmp(name, "ismaster") == 0;
+    bool hello = legacy_hello || strcmp(name, "hello") == 0;
+
+    struct session_info si;
+    parse_session(&req->cmd, &si);
+    bool retryable = si.has_lsid && si.has_txn_number && !si.in_txn && is_write_command(name);
+    bool commit_or_abort =
+        strcmp(name, "commitTransaction") == 0 || strcmp(name, "abortTransaction") == 0;
+    bool wce = false;
+
+    if (fp_fires(srv, conn, name)) {
+        struct sim_failpoint *fp = &srv->fp;
+        if (fp->close_connection) {
+            sim_conn_drop(conn);
+            return false;
+        }
+        if (fp->block_connection && fp->block_ms > 0)
+            sim_conn_block(conn, (uint64_t)fp->block_ms);
+        if (fp->has_error_code) {
+            sim_error(reply, fp->error_code, NULL, "Failing command via 'failCommand' failpoint");
+            if (fp->error_labels)
+                BSON_APPEND_ARRAY(reply, "errorLabels", fp->error_labels);
+            else if ((retryable || commit_or_abort) && code_is_retryable(fp->error_code))
+                append_label(reply, "RetryableWriteError");
+            else if (si.in_txn && !commit_or_abort && fp->error_code == 251)
+                append_label(reply, "TransientTransactionError");
+            if (fp->mode == SIM_FP_OFF)
+                fp_clear(fp);
+            return true;
+        }
+        wce = fp->write_concern_error != NULL;
+    }
+
+    if (hello)
+        return handle_hello(srv, conn, req, legacy_hello, reply);
+
+    if (!req->db) {
+        sim_error(reply, 40571, "Location40571", "OP_MSG requests require a $db argument");
+        return true;
+    }
+
+    if (strcmp(name, "getMore") == 0)
+        return handle_get_more(srv, conn, req, reply);
+    srv->opcounters.command += strcmp(name, "find") != 0 && !is_write_command(name);
+    if (strcmp(name, "killCursors") == 0)
+        return handle_kill_cursors(srv, req, reply);
+    if (builtin(srv, conn, name, req, reply))
+        return true;
+
+    if (s->opt.mode == SIM_MODE_REPLSET && !srv->primary) {
+        if (needs_primary(name)) {
+            sim_error(reply, 10107, "NotWritablePrimary", "not primary");
+            if (retryable || commit_or_abort)
+                append_label(reply, "RetryableWriteError");
+            return true;
+        }
+        if (is_read_command(name) && !secondary_ok(req)) {
+            sim_error(reply, 13435, "NotPrimaryNoSecondaryOk", "not primary and secondaryOk=false");
+            return true;
+        }
+    }
+
+    if (si.has_lsid && si.has_txn_number) {
+        txn_log_add(srv, si.lsid, si.txn_number, name, si.in_txn || commit_or_abort);
+        if (si.in_txn || commit_or_abort)
+            srv->txn_commands++;
+    }
+
+    if (commit_or_abort) {
+        finish_txn(srv, name, &si, reply);
+        if (s->opt.mode == SIM_MODE_MONGOS && bson_has_field(reply, "ok") &&
+            !bson_has_field(reply, "code")) {
+            bson_t rt;
+            BSON_APPEND_DOCUMENT_BEGIN(reply, "recoveryToken", &rt);
+            BSON_APPEND_UTF8(&rt, "recoveryShardId", "mongosim");
+            bson_append_document_end(reply, &rt);
+        }
+        return true;
+    }
+
+    struct store_txn *undo = NULL;
+    if (si.in_txn) {
+        if (!si.has_lsid || !si.has_txn_number) {
+            sim_error(reply, 50768, "Location50768",
+                      "txnNumber and lsid are required for transactions");
+            return true;
+        }
+        struct sim_txn *t;
+        if (si.start) {
+            t = txn_create(srv, si.lsid, si.txn_number);
+            if (!t) {
+                sim_error(reply, 1, NULL, "out of memory");
+                return true;
+            }
+        } else {
+            t = txn_find(srv, si.lsid);
+            if (!t || t->txn_number != si.txn_number || t->state != SIM_TXN_ACTIVE) {
+                no_such_txn(reply, &si);
+                return true;
+            }
+        }
+        undo = t->undo;
+    } else if (retryable) {
+        struct sim_retry *r = retry_find(s, si.lsid, si.txn_number);
+        if (r) {
+            /* Already executed (here or on another server of the deployment): answer as the
+             * first execution did, without applying the write again. */
+            s->retries_deduplicated++;
+            bson_concat(reply, r->reply);
+            return true;
+        }
+    }
+
+    struct store_results res = {0};
+    struct store_error err;
+    bool is_cursor = false;
+    char ns[256];
+    ns[0] = '\0';
+    memset(&err, 0, sizeof(err));
+    int rc = store_exec(s->store, req->db, &req->cmd, req->seq_docs, req->n_seq, reply, &res,
+                        &is_cursor, ns, sizeof(ns), undo, &err);
+    if (rc < 0) {
+        store_results_free(&res);
+        sim_error(reply, err.code ? err.code : 1, err.code_name[0] ? err.code_name : NULL,
+                  err.errmsg[0] ? err.errmsg : "store error");
+        if (si.in_txn && err.code != 59) {
+            /* MongoDB aborts a transaction when one of its statements fails. */
+            struct sim_txn *t = txn_find(srv, si.lsid);
+            if (t && t->state == SIM_TXN_ACTIVE) {
+                store_txn_abort(s->store, t->undo);
+                t->undo = NULL;
+                t->state = SIM_TXN_ABORTED;
+            }
+        }
+        return true;
+    }
+
+    if (strcmp(name, "find") == 0) {
+        srv->opcounters.query++;
+    } else if (strcmp(name, "insert") == 0) {
+        int64_t n = 0;
+        get_int64(reply, "n", &n);
+        srv->opcounters.insert += (uint64_t)n;
+    } else if (strcmp(name, "update") == 0) {
+        srv->opcounters.update++;
+    } else if (strcmp(name, "delete") == 0) {
+        srv->opcounters.del++;
+    }
+
+    if (is_cursor) {
+        int64_t batch = 0;
+        bool single = get_bool(&req->cmd, "singleBatch");
+        if (!get_int64(&req->cmd, "batchSize", &batch)) {
+            bson_iter_t it, b;
+            if (bson_iter_init_find(&it, &req->cmd, "cursor") && bson_iter_recurse(&it, &b) &&
+                bson_iter_find(&b, "batchSize"))
+                iter_int64(&b, &batch);
+        }
+        build_first_batch(srv, ns, &res, batch, single, reply);
+    }
+
+    if (retryable)
+        retry_save(s, si.lsid, si.txn_number, reply);
+    if (wce && srv->fp.write_concern_error)
+        BSON_APPEND_DOCUMENT(reply, "writeConcernError", srv->fp.write_concern_error);
+    if (si.in_txn && s->opt.mode == SIM_MODE_MONGOS) {
+        bson_t rt;
+        BSON_APPEND_DOCUMENT_BEGIN(reply, "recoveryToken", &rt);
+        BSON_APPEND_UTF8(&rt, "recoveryShardId", "mongosim");
+        bson_append_document_end(reply, &rt);
+    }
+    return true;
+}

@@ -1,0 +1,937 @@
+/*
+ * sim_server.c: mongosim's network side. Listeners, connections, framing, reply writing, reply
+ * delays (latency and blockConnection), awaitable hello, exhaust streams, and the legacy opcodes.
+ *
+ * Each connection reads into its own growable buffer and frames messages in place; replies for all
+ * the requests of one read are appended to one reused output buffer and written with a single
+ * uv_try_write/uv_write, so pipelined clients cost no allocation per request on the hot path.
+ *
+ * A connection has one teardown path (conn_close): it unlinks the connection and closes its three
+ * handles; memory is freed only in the last close callback, never inside a running callback.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+#include "log.h"
+#include "sim.h"
+
+enum conn_state {
+    CONN_OPEN = 0,
+    CONN_CLOSING = 1,
+};
+
+/* A reply held back until its due time (server latency or failCommand blockConnection). */
+struct delayed {
+    struct delayed *next;
+    uint64_t due_ms;
+    size_t len;
+    uint8_t data[];
+};
+
+struct sim_conn {
+    uv_tcp_t tcp;
+    uv_timer_t delay_timer;
+    uv_timer_t hello_timer;
+    uv_write_t wreq;
+
+    struct sim_server *srv;
+    struct sim_conn *prev, *next;
+    enum conn_state state;
+    int pending_closes;
+
+    uint64_t id;
+    char prefix[48];
+    char app_name[128];
+
+    uint8_t *rbuf;
+    size_t rlen, rcap;
+
+    struct wire_buf out;     /* replies not yet handed to the kernel */
+    struct wire_buf writing; /* the buffer of the write in flight */
+    bool write_in_flight;
+    bool close_after_flush;
+
+    struct delayed *dq_head, *dq_tail;
+
+    /* Set by the dispatcher for the request being processed. */
+    bool req_drop;
+    uint64_t req_block_ms;
+    bool exhaust_pending;
+    int64_t exhaust_cursor;
+    int64_t exhaust_batch;
+    bool hello_arm;
+    bool hello_replied_now;
+
+    /* An awaitable hello in progress. */
+    bool hello_waiting;
+    bool hello_exhaust, hello_ok, hello_legacy;
+    uint64_t hello_await_ms;
+    int32_t hello_response_to;
+};
+
+static int32_t request_counter;
+
+static int32_t next_request_id(void)
+{
+    request_counter = (int32_t)(((uint32_t)request_counter + 1) & 0x7fffffff);
+    if (request_counter == 0)
+        request_counter = 1;
+    return request_counter;
+}
+
+uint64_t sim_now_ms(const struct sim *s)
+{
+    return uv_now(s->loop);
+}
+
+static uint64_t rotl(uint64_t x, int k)
+{
+    return (x << k) | (x >> (64 - k));
+}
+
+/* xoshiro256**, seeded from getrandom() in main. */
+uint64_t sim_random64(struct sim *s)
+{
+    uint64_t *st = s->rng;
+    uint64_t result = rotl(st[1] * 5, 7) * 9;
+    uint64_t t = st[1] << 17;
+    st[2] ^= st[0];
+    st[3] ^= st[1];
+    st[1] ^= st[2];
+    st[0] ^= st[3];
+    st[2] ^= t;
+    st[3] = rotl(st[3], 45);
+    return result;
+}
+
+const char *sim_conn_app_name(const struct sim_conn *c)
+{
+    return c->app_name;
+}
+
+uint64_t sim_conn_id(const struct sim_conn *c)
+{
+    return c->id;
+}
+
+void sim_conn_set_app_name(struct sim_conn *c, const char *name)
+{
+    snprintf(c->app_name, sizeof(c->app_name), "%s", name);
+}
+
+void sim_conn_drop(struct sim_conn *c)
+{
+    c->req_drop = true;
+}
+
+void sim_conn_block(struct sim_conn *c, uint64_t ms)
+{
+    c->req_block_ms += ms;
+}
+
+void sim_conn_set_exhaust(struct sim_conn *c, int64_t cursor_id, int64_t batch_size)
+{
+    c->exhaust_pending = true;
+    c->exhaust_cursor = cursor_id;
+    c->exhaust_batch = batch_size;
+}
+
+void sim_conn_await_hello(struct sim_conn *c, uint64_t max_await_ms, bool exhaust, bool hello_ok,
+                          bool legacy)
+{
+    c->hello_arm = true;
+    c->hello_await_ms = max_await_ms;
+    c->hello_exhaust = exhaust;
+    c->hello_ok = hello_ok;
+    c->hello_legacy = legacy;
+}
+
+/* --- teardown ---------------------------------------------------------------------------- */
+
+static void conn_free(struct sim_conn *c)
+{
+    struct delayed *d = c->dq_head;
+    while (d) {
+        struct delayed *n = d->next;
+        free(d);
+        d = n;
+    }
+    wire_buf_free(&c->out);
+    wire_buf_free(&c->writing);
+    free(c->rbuf);
+    free(c);
+}
+
+static void on_conn_handle_closed(uv_handle_t *h)
+{
+    struct sim_conn *c = h->data;
+    if (--c->pending_closes == 0)
+        conn_free(c);
+}
+
+static void conn_close(struct sim_conn *c)
+{
+    if (c->state == CONN_CLOSING)
+        return;
+    c->state = CONN_CLOSING;
+    struct sim_server *srv = c->srv;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        srv->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    c->prev = c->next = NULL;
+    srv->conns_current--;
+    log_debug(c->prefix, "closed");
+    c->pending_closes = 3;
+    uv_close((uv_handle_t *)&c->tcp, on_conn_handle_closed);
+    uv_close((uv_handle_t *)&c->delay_timer, on_conn_handle_closed);
+    uv_close((uv_handle_t *)&c->hello_timer, on_conn_handle_closed);
+}
+
+/* --- writing ----------------------------------------------------------------------------- */
+
+static void conn_flush(struct sim_conn *c);
+
+static void on_write(uv_write_t *req, int status)
+{
+    struct sim_conn *c = req->data;
+    c->write_in_flight = false;
+    wire_buf_reset(&c->writing);
+    if (c->writing.cap > (1u << 20))
+        wire_buf_free(&c->writing);
+    if (c->state != CONN_OPEN)
+        return;
+    if (status < 0) {
+        log_debug(c->prefix, "write failed: %s", uv_strerror(status));
+        conn_close(c);
+        return;
+    }
+    conn_flush(c);
+}
+
+static void conn_flush(struct sim_conn *c)
+{
+    if (c->state != CONN_OPEN || c->write_in_flight)
+        return;
+    if (c->out.len == 0) {
+        if (c->close_after_flush && !c->dq_head)
+            conn_close(c);
+        return;
+    }
+    uv_buf_t b = uv_buf_init((char *)c->out.data, (unsigned)c->out.len);
+    int n = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+    if (n == (int)c->out.len) {
+        wire_buf_reset(&c->out);
+        if (c->out.cap > (1u << 20))
+            wire_buf_free(&c->out);
+        if (c->close_after_flush && !c->dq_head)
+            conn_close(c);
+        return;
+    }
+    if (n < 0 && n != UV_EAGAIN) {
+        log_debug(c->prefix, "write failed: %s", uv_strerror(n));
+        conn_close(c);
+        return;
+    }
+    size_t done = n > 0 ? (size_t)n : 0;
+    struct wire_buf tmp = c->writing;
+    c->writing = c->out;
+    c->out = tmp;
+    wire_buf_reset(&c->out);
+    b = uv_buf_init((char *)c->writing.data + done, (unsigned)(c->writing.len - done));
+    c->wreq.data = c;
+    int rc = uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &b, 1, on_write);
+    if (rc < 0) {
+        conn_close(c);
+        return;
+    }
+    c->write_in_flight = true;
+}
+
+static void on_delay_timer(uv_timer_t *t);
+
+static void arm_delay_timer(struct sim_conn *c)
+{
+    if (!c->dq_head)
+        return;
+    uint64_t now = uv_now(c->srv->sim->loop);
+    uint64_t wait = c->dq_head->due_ms > now ? c->dq_head->due_ms - now : 0;
+    uv_timer_start(&c->delay_timer, on_delay_timer, wait, 0);
+}
+
+static void on_delay_timer(uv_timer_t *t)
+{
+    struct sim_conn *c = t->data;
+    if (c->state != CONN_OPEN)
+        return;
+    uint64_t now = uv_now(c->srv->sim->loop);
+    while (c->dq_head && c->dq_head->due_ms <= now) {
+        struct delayed *d = c->dq_head;
+        c->dq_head = d->next;
+        if (!c->dq_head)
+            c->dq_tail = NULL;
+        if (wire_buf_append(&c->out, d->data, d->len) < 0) {
+            free(d);
+            conn_close(c);
+            return;
+        }
+        free(d);
+    }
+    arm_delay_timer(c);
+    conn_flush(c);
+}
+
+/*
+ * Called after the reply (or replies) to one request were appended to c->out from offset start:
+ * holds them back when the server has latency, the request was blocked, or earlier replies are
+ * still held (replies leave in order).
+ */
+static void finish_reply(struct sim_conn *c, size_t start)
+{
+    uint64_t delay = c->srv->latency_ms + c->req_block_ms;
+    if (delay == 0 && !c->dq_head)
+        return;
+    size_t len = c->out.len - start;
+    if (len == 0)
+        return;
+    struct delayed *d = malloc(sizeof(*d) + len);
+    if (!d) {
+        conn_close(c);
+        return;
+    }
+    d->next = NULL;
+    d->due_ms = uv_now(c->srv->sim->loop) + delay;
+    d->len = len;
+    memcpy(d->data, c->out.data + start, len);
+    c->out.len = start;
+    bool was_empty = c->dq_head == NULL;
+    if (c->dq_tail)
+        c->dq_tail->next = d;
+    else
+        c->dq_head = d;
+    c->dq_tail = d;
+    if (was_empty)
+        arm_delay_timer(c);
+}
+
+/* --- awaitable hello --------------------------------------------------------------------- */
+
+static void on_hello_timer(uv_timer_t *t);
+
+static void send_awaited_hello(struct sim_conn *c)
+{
+    struct sim_server *srv = c->srv;
+    bson_t reply;
+    bson_init(&reply);
+    sim_build_hello(srv, c, c->hello_legacy, c->hello_ok, &reply);
+    size_t start = c->out.len;
+    int32_t rid = next_request_id();
+    int rc = wire_append_msg(&c->out, rid, c->hello_response_to,
+                             c->hello_exhaust ? WIRE_MSG_MORE_TO_COME : 0, &reply);
+    bson_destroy(&reply);
+    if (rc < 0) {
+        conn_close(c);
+        return;
+    }
+    c->req_block_ms = 0;
+    finish_reply(c, start);
+    if (c->hello_exhaust) {
+        /* The exhaust stream goes on: the next reply answers this one, after another wait. */
+        c->hello_response_to = rid;
+        uv_timer_start(&c->hello_timer, on_hello_timer, c->hello_await_ms, 0);
+    } else {
+        c->hello_waiting = false;
+    }
+    conn_flush(c);
+}
+
+static void on_hello_timer(uv_timer_t *t)
+{
+    struct sim_conn *c = t->data;
+    if (c->state != CONN_OPEN || !c->hello_waiting)
+        return;
+    send_awaited_hello(c);
+}
+
+void sim_server_topology_changed(struct sim_server *srv)
+{
+    for (struct sim_conn *c = srv->conns; c; c = c->next) {
+        if (c->state == CONN_OPEN && c->hello_waiting) {
+            uv_timer_stop(&c->hello_timer);
+            send_awaited_hello(c);
+        }
+    }
+}
+
+/* --- request handling -------------------------------------------------------------------- */
+
+static void reset_request_state(struct sim_conn *c)
+{
+    c->req_drop = false;
+    c->req_block_ms = 0;
+    c->exhaust_pending = false;
+    c->hello_arm = false;
+}
+
+/* Streams the rest of a cursor after the first getMore reply (at out[start]) of an exhaust
+ * request: every reply but the last has moreToCome, each answers the previous one. */
+static void stream_exhaust(struct sim_conn *c, size_t start, int32_t first_rid)
+{
+    struct sim_server *srv = c->srv;
+    struct sim_cursor *cur = sim_cursor_find(srv, c->exhaust_cursor);
+    if (!cur)
+        return;
+    wire_put_i32(c->out.data + start + WIRE_HEADER_LEN, (int32_t)WIRE_MSG_MORE_TO_COME);
+    int32_t prev = first_rid;
+    bson_t *reply = &srv->sim->scratch;
+    for (;;) {
+        bson_reinit(reply);
+        bson_t cdoc, arr;
+        BSON_APPEND_DOCUMENT_BEGIN(reply, "cursor", &cdoc);
+        BSON_APPEND_ARRAY_BEGIN(&cdoc, "nextBatch", &arr);
+        sim_cursor_fill(cur, &arr, c->exhaust_batch);
+        bson_append_array_end(&cdoc, &arr);
+        bool done = sim_cursor_exhausted(cur);
+        BSON_APPEND_INT64(&cdoc, "id", done ? 0 : cur->id);
+        BSON_APPEND_UTF8(&cdoc, "ns", cur->ns);
+        bson_append_document_end(reply, &cdoc);
+        BSON_APPEND_DOUBLE(reply, "ok", 1.0);
+        cur->last_used_ms = sim_now_ms(srv->sim);
+        srv->opcounters.getmore++;
+        if (done)
+            sim_cursor_close(srv, cur);
+        int32_t rid = next_request_id();
+        if (wire_append_msg(&c->out, rid, prev, done ? 0 : WIRE_MSG_MORE_TO_COME, reply) < 0) {
+            conn_close(c);
+            return;
+        }
+        prev = rid;
+        if (done)
+            return;
+    }
+}
+
+static int ensure_seq_capacity(struct sim *s, size_t n)
+{
+    if (n <= s->seq_cap)
+        return 0;
+    size_t cap = s->seq_cap ? s->seq_cap : 64;
+    while (cap < n)
+        cap *= 2;
+    bson_t *v = realloc(s->seq_views, cap * sizeof(*v));
+    if (!v)
+        return -ENOMEM;
+    s->seq_views = v;
+    const bson_t **p = realloc(s->seq_ptrs, cap * sizeof(*p));
+    if (!p)
+        return -ENOMEM;
+    s->seq_ptrs = p;
+    s->seq_cap = cap;
+    return 0;
+}
+
+static void bad_input(struct sim_conn *c, const char *why)
+{
+    log_info(c->prefix, "closing connection: %s", why);
+    conn_close(c);
+}
+
+static bool validate_doc(const uint8_t *p, size_t len)
+{
+    bson_t b;
+    if (!bson_init_static(&b, p, len))
+        return false;
+    size_t off;
+    return bson_validate(&b, BSON_VALIDATE_NONE, &off);
+}
+
+/* Runs the dispatcher and frames its reply. kind selects OP_MSG or OP_REPLY framing. */
+static void run_command(struct sim_conn *c, struct sim_request *req)
+{
+    struct sim_server *srv = c->srv;
+    bson_t *reply = &srv->sim->scratch;
+    bson_reinit(reply);
+    reset_request_state(c);
+    bool send = sim_dispatch(srv, c, req, reply);
+    if (c->state != CONN_OPEN)
+        return;
+    if (c->req_drop) {
+        log_debug(c->prefix, "dropping the connection (failCommand closeConnection)");
+        conn_close(c);
+        return;
+    }
+    if (req->kind == SIM_REQ_MSG && (req->msg_flags & WIRE_MSG_MORE_TO_COME))
+        return;
+    if (c->hello_arm && !send) {
+        /* The reply comes later, from the hello timer or a topology change. */
+        c->hello_waiting = true;
+        c->hello_response_to = req->request_id;
+        uv_timer_start(&c->hello_timer, on_hello_timer, c->hello_await_ms, 0);
+        return;
+    }
+    if (!send)
+        return;
+    size_t start = c->out.len;
+    int32_t rid = next_request_id();
+    int rc;
+    if (req->kind == SIM_REQ_MSG)
+        rc = wire_append_msg(&c->out, rid, req->request_id, 0, reply);
+    else
+        rc = wire_append_reply(&c->out, rid, req->request_id, 0, 0, 0,
+                               (const bson_t *const *)&reply, 1);
+    if (rc < 0) {
+        conn_close(c);
+        return;
+    }
+    if (req->kind == SIM_REQ_MSG && c->exhaust_pending)
+        stream_exhaust(c, start, rid);
+    if (req->kind == SIM_REQ_MSG && c->hello_arm && c->hello_exhaust) {
+        /* An exhaust hello answered at once: mark it moreToCome and keep streaming. */
+        wire_put_i32(c->out.data + start + WIRE_HEADER_LEN, (int32_t)WIRE_MSG_MORE_TO_COME);
+        c->hello_waiting = true;
+        c->hello_response_to = rid;
+        uv_timer_start(&c->hello_timer, on_hello_timer, c->hello_await_ms, 0);
+    }
+    if (c->state == CONN_OPEN)
+        finish_reply(c, start);
+}
+
+static void handle_msg(struct sim_conn *c, const uint8_t *frame, size_t len)
+{
+    struct wire_msg m;
+    if (wire_msg_parse(frame, len, &m) < 0) {
+        bad_input(c, "malformed OP_MSG");
+        return;
+    }
+    if (!validate_doc(m.body, m.body_len)) {
+        bad_input(c, "invalid BSON in OP_MSG body");
+        return;
+    }
+    struct sim *s = c->srv->sim;
+    struct sim_request req;
+    memset(&req, 0, sizeof(req));
+    req.kind = SIM_REQ_MSG;
+    req.request_id = m.h.request_id;
+    req.msg_flags = m.flags;
+    bson_init_static(&req.cmd, m.body, m.body_len);
+    for (int i = 0; i < m.nseq; i++) {
+        uint32_t off = 0;
+        const uint8_t *doc;
+        uint32_t dlen;
+        size_t n = 0;
+        int rc;
+        while ((rc = wire_doc_seq_next(&m.seq[i], &off, &doc, &dlen)) == 1) {
+            if (!validate_doc(doc, dlen)) {
+                bad_input(c, "invalid BSON in a document sequence");
+                return;
+            }
+            /* Only the first sequence is handed to the store: commands carry one. */
+            if (i == 0) {
+                if (ensure_seq_capacity(s, n + 1) < 0) {
+                    conn_close(c);
+                    return;
+                }
+                bson_init_static(&s->seq_views[n], doc, dlen);
+                n++;
+            }
+        }
+        if (rc < 0) {
+            bad_input(c, "malformed document sequence");
+            return;
+        }
+        if (i == 0) {
+            /* The pointers are taken only now: growing the views above may have moved them. */
+            for (size_t j = 0; j < n; j++)
+                s->seq_ptrs[j] = &s->seq_views[j];
+            req.seq_docs = s->seq_ptrs;
+            req.n_seq = n;
+            req.seq_id = m.seq[0].identifier;
+        }
+    }
+    bson_iter_t it;
+    if (bson_iter_init_find(&it, &req.cmd, "$db") && BSON_ITER_HOLDS_UTF8(&it))
+        req.db = bson_iter_utf8(&it, NULL);
+    run_command(c, &req);
+}
+
+static void reply_query_failure(struct sim_conn *c, int32_t response_to, int32_t code,
+                                const char *code_name, const char *msg)
+{
+    bson_t doc;
+    bson_init(&doc);
+    BSON_APPEND_UTF8(&doc, "$err", msg);
+    BSON_APPEND_INT32(&doc, "code", code);
+    BSON_APPEND_UTF8(&doc, "codeName", code_name);
+    BSON_APPEND_DOUBLE(&doc, "ok", 0.0);
+    size_t start = c->out.len;
+    const bson_t *docs[1] = {&doc};
+    int rc = wire_append_reply(&c->out, next_request_id(), response_to, WIRE_REPLY_QUERY_FAILURE, 0,
+                               0, docs, 1);
+    bson_destroy(&doc);
+    if (rc < 0) {
+        conn_close(c);
+        return;
+    }
+    finish_reply(c, start);
+}
+
+static void handle_query(struct sim_conn *c, const uint8_t *frame, size_t len)
+{
+    struct wire_query q;
+    if (wire_query_parse(frame, len, &q) < 0) {
+        bad_input(c, "malformed OP_QUERY");
+        return;
+    }
+    if (!validate_doc(q.query, q.query_len) ||
+        (q.fields && !validate_doc(q.fields, q.fields_len))) {
+        bad_input(c, "invalid BSON in OP_QUERY");
+        return;
+    }
+    reset_request_state(c);
+    const char *dot = strchr(q.ns, '.');
+    if (!dot || strcmp(dot, ".$cmd") != 0) {
+        c->srv->opcounters.query++;
+        reply_query_failure(c, q.h.request_id, 352, "UnsupportedOpQueryCommand",
+                            "Unsupported OP_QUERY command: find. The client driver may require "
+                            "an upgrade.");
+        return;
+    }
+    char db[128];
+    size_t dl = (size_t)(dot - q.ns);
+    if (dl >= sizeof(db))
+        dl = sizeof(db) - 1;
+    memcpy(db, q.ns, dl);
+    db[dl] = '\0';
+
+    struct sim_request req;
+    memset(&req, 0, sizeof(req));
+    req.kind = SIM_REQ_QUERY;
+    req.request_id = q.h.request_id;
+    req.query_flags = q.flags;
+    req.db = db;
+    bson_init_static(&req.cmd, q.query, q.query_len);
+    /* Old drivers wrap the command as {$query: cmd, $readPreference: ...}. */
+    bson_iter_t it;
+    if (bson_iter_init_find(&it, &req.cmd, "$query") && BSON_ITER_HOLDS_DOCUMENT(&it)) {
+        bson_t wrapper = req.cmd;
+        uint32_t dlen;
+        const uint8_t *data;
+        bson_iter_document(&it, &dlen, &data);
+        bson_init_static(&req.cmd, data, dlen);
+        bson_iter_t rp, mode;
+        if (bson_iter_init_find(&rp, &wrapper, "$readPreference") &&
+            bson_iter_recurse(&rp, &mode) && bson_iter_find(&mode, "mode") &&
+            BSON_ITER_HOLDS_UTF8(&mode) && strcmp(bson_iter_utf8(&mode, NULL), "primary") != 0)
+            req.query_flags |= WIRE_QUERY_SECONDARY_OK;
+    }
+    run_command(c, &req);
+}
+
+static void handle_get_more(struct sim_conn *c, const uint8_t *frame, size_t len)
+{
+    struct wire_get_more g;
+    if (wire_get_more_parse(frame, len, &g) < 0) {
+        bad_input(c, "malformed OP_GET_MORE");
+        return;
+    }
+    struct sim_server *srv = c->srv;
+    srv->opcounters.getmore++;
+    struct sim_cursor *cur = sim_cursor_find(srv, g.cursor_id);
+    size_t start = c->out.len;
+    int rc;
+    if (!cur || strcmp(cur->ns, g.ns) != 0) {
+        rc = wire_append_reply(&c->out, next_request_id(), g.h.request_id,
+                               WIRE_REPLY_CURSOR_NOT_FOUND, 0, 0, NULL, 0);
+    } else {
+        size_t n = 0, bytes = 0;
+        size_t max = g.n_return > 0 ? (size_t)g.n_return : SIZE_MAX;
+        if (g.n_return < 0)
+            max = (size_t)(-(int64_t)g.n_return);
+        while (cur->pos + n < cur->res.n && n < max) {
+            size_t l = cur->res.docs[cur->pos + n]->len;
+            if (n > 0 && bytes + l > SIM_MAX_BATCH_BYTES)
+                break;
+            bytes += l;
+            n++;
+        }
+        int32_t from = (int32_t)cur->pos;
+        const bson_t *const *docs = (const bson_t *const *)&cur->res.docs[cur->pos];
+        cur->pos += n;
+        cur->last_used_ms = sim_now_ms(srv->sim);
+        bool done = sim_cursor_exhausted(cur);
+        int64_t id = done ? 0 : cur->id;
+        rc = wire_append_reply(&c->out, next_request_id(), g.h.request_id, 0, id, from, docs,
+                               (int)n);
+        if (done)
+            sim_cursor_close(srv, cur);
+    }
+    if (rc < 0) {
+        conn_close(c);
+        return;
+    }
+    finish_reply(c, start);
+}
+
+static void handle_kill_cursors(struct sim_conn *c, const uint8_t *frame, size_t len)
+{
+    struct wire_kill_cursors k;
+    if (wire_kill_cursors_parse(frame, len, &k) < 0) {
+        bad_input(c, "malformed OP_KILL_CURSORS");
+        return;
+    }
+    for (int i = 0; i < k.n_ids; i++) {
+        struct sim_cursor *cur = sim_cursor_find(c->srv, wire_kill_cursors_id(&k, i));
+        if (cur)
+            sim_cursor_close(c->srv, cur);
+    }
+}
+
+static void handle_frame(struct sim_conn *c, const uint8_t *frame, size_t len)
+{
+    int32_t opcode = wire_get_i32(frame + 12);
+    c->req_block_ms = 0;
+    switch (opcode) {
+    case WIRE_OP_MSG:
+        handle_msg(c, frame, len);
+        break;
+    case WIRE_OP_QUERY:
+        handle_query(c, frame, len);
+        break;
+    case WIRE_OP_GET_MORE:
+        handle_get_more(c, frame, len);
+        break;
+    case WIRE_OP_KILL_CURSORS:
+        handle_kill_cursors(c, frame, len);
+        break;
+    default: {
+        /* OP_INSERT/UPDATE/DELETE were removed in MongoDB 5.1 and we never advertise
+         * compression, so these and unknown opcodes close the connection, as mongod does. */
+        char why[64];
+        snprintf(why, sizeof(why), "unsupported opcode %d (%s)", opcode, wire_opcode_name(opcode));
+        bad_input(c, why);
+        break;
+    }
+    }
+}
+
+/* --- reading ----------------------------------------------------------------------------- */
+
+static int ensure_rcap(struct sim_conn *c, size_t need)
+{
+    if (need <= c->rcap)
+        return 0;
+    uint8_t *p = realloc(c->rbuf, need);
+    if (!p)
+        return -ENOMEM;
+    c->rbuf = p;
+    c->rcap = need;
+    return 0;
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    struct sim_conn *c = h->data;
+    if (c->rcap - c->rlen < 4096 && ensure_rcap(c, c->rcap + 65536) < 0) {
+        buf->base = NULL;
+        buf->len = 0;
+        return;
+    }
+    buf->base = (char *)c->rbuf + c->rlen;
+    buf->len = c->rcap - c->rlen;
+}
+
+static void process_input(struct sim_conn *c)
+{
+    size_t off = 0;
+    while (c->state == CONN_OPEN) {
+        struct wire_header h;
+        int rc = wire_header_parse(c->rbuf + off, c->rlen - off, WIRE_MAX_MESSAGE_SIZE, &h);
+        if (rc == -EAGAIN)
+            break;
+        if (rc < 0) {
+            bad_input(c, "message length out of range");
+            return;
+        }
+        if (c->rlen - off < (size_t)h.length)
+            break;
+        handle_frame(c, c->rbuf + off, (size_t)h.length);
+        off += (size_t)h.length;
+    }
+    if (c->state != CONN_OPEN)
+        return;
+    if (off > 0) {
+        memmove(c->rbuf, c->rbuf + off, c->rlen - off);
+        c->rlen -= off;
+    }
+    /* A partial frame whose header is known: make room for all of it now, once. */
+    struct wire_header h;
+    if (wire_header_parse(c->rbuf, c->rlen, WIRE_MAX_MESSAGE_SIZE, &h) == 0 &&
+        ensure_rcap(c, (size_t)h.length) < 0) {
+        conn_close(c);
+        return;
+    }
+    if (c->rlen == 0 && c->rcap > (1u << 20)) {
+        free(c->rbuf);
+        c->rbuf = malloc(65536);
+        c->rcap = c->rbuf ? 65536 : 0;
+    }
+    conn_flush(c);
+}
+
+static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
+{
+    struct sim_conn *c = stream->data;
+    if (c->state != CONN_OPEN)
+        return;
+    if (nread < 0) {
+        if (nread == UV_EOF && c->rlen > 0)
+            bad_input(c, "truncated frame at end of stream");
+        else
+            conn_close(c);
+        return;
+    }
+    if (nread == 0)
+        return;
+    c->rlen += (size_t)nread;
+    process_input(c);
+}
+
+static void on_connection(uv_stream_t *server, int status)
+{
+    struct sim_server *srv = server->data;
+    if (status < 0)
+        return;
+    struct sim_conn *c = calloc(1, sizeof(*c));
+    if (!c)
+        return;
+    c->rbuf = malloc(16384);
+    c->rcap = c->rbuf ? 16384 : 0;
+    uv_tcp_init(srv->sim->loop, &c->tcp);
+    c->tcp.data = c;
+    if (uv_accept(server, (uv_stream_t *)&c->tcp) < 0 || !c->rbuf) {
+        c->srv = srv;
+        c->pending_closes = 1;
+        uv_close((uv_handle_t *)&c->tcp, on_conn_handle_closed);
+        return;
+    }
+    uv_tcp_nodelay(&c->tcp, 1);
+    uv_timer_init(srv->sim->loop, &c->delay_timer);
+    uv_timer_init(srv->sim->loop, &c->hello_timer);
+    c->delay_timer.data = c;
+    c->hello_timer.data = c;
+    c->srv = srv;
+    c->id = ++srv->sim->next_conn_id;
+    snprintf(c->prefix, sizeof(c->prefix), "s%d c%llu", srv->index, (unsigned long long)c->id);
+    c->next = srv->conns;
+    if (srv->conns)
+        srv->conns->prev = c;
+    srv->conns = c;
+    srv->conns_current++;
+    srv->conns_total++;
+    log_debug(c->prefix, "accepted");
+    uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+}
+
+/* --- listeners --------------------------------------------------------------------------- */
+
+int sim_server_listen(struct sim_server *srv)
+{
+    struct sim *s = srv->sim;
+    union {
+        struct sockaddr sa;
+        struct sockaddr_in in4;
+        struct sockaddr_in6 in6;
+        struct sockaddr_storage ss;
+    } addr;
+    if (uv_ip4_addr(srv->host, srv->port, &addr.in4) != 0 &&
+        uv_ip6_addr(srv->host, srv->port, &addr.in6) != 0)
+        return -EINVAL;
+    int rc = uv_tcp_init(s->loop, &srv->listener);
+    if (rc < 0)
+        return rc;
+    srv->listener.data = srv;
+    rc = uv_tcp_bind(&srv->listener, &addr.sa, 0);
+    if (rc == 0)
+        rc = uv_listen((uv_stream_t *)&srv->listener, 511, on_connection);
+    if (rc < 0) {
+        srv->listener_closing = true;
+        uv_close((uv_handle_t *)&srv->listener, NULL);
+        return rc;
+    }
+    int alen = sizeof(addr);
+    if (uv_tcp_getsockname(&srv->listener, &addr.sa, &alen) == 0)
+        srv->port = ntohs(addr.sa.sa_family == AF_INET6 ? addr.in6.sin6_port : addr.in4.sin_port);
+    if (strchr(srv->host, ':'))
+        snprintf(srv->host_port, sizeof(srv->host_port), "[%s]:%d", srv->host, srv->port);
+    else
+        snprintf(srv->host_port, sizeof(srv->host_port), "%s:%d", srv->host, srv->port);
+    srv->listening = true;
+    return 0;
+}
+
+static void on_listener_closed(uv_handle_t *h)
+{
+    struct sim_server *srv = h->data;
+    srv->listener_closing = false;
+}
+
+void sim_server_kill(struct sim_server *srv, struct sim_conn *keep)
+{
+    if (srv->listening) {
+        srv->listening = false;
+        srv->listener_closing = true;
+        uv_close((uv_handle_t *)&srv->listener, on_listener_closed);
+    }
+    struct sim_conn *c = srv->conns;
+    while (c) {
+        struct sim_conn *next = c->next;
+        if (c == keep) {
+            c->close_after_flush = true;
+        } else {
+            conn_close(c);
+        }
+        c = next;
+    }
+    sim_cursor_close_all(srv);
+    sim_abort_txns(srv);
+}
+
+int sim_server_revive(struct sim_server *srv)
+{
+    if (srv->listening)
+        return 0;
+    if (srv->listener_closing)
+        return -EBUSY;
+    bson_oid_init(&srv->process_id, NULL);
+    srv->topology_counter = 0;
+    return sim_server_listen(srv);
+}
+
+static void on_sim_handle_closed(uv_handle_t *h)
+{
+    (void)h;
+}
+
+void sim_stop(struct sim *s)
+{
+    if (s->stopping)
+        return;
+    s->stopping = true;
+    for (int i = 0; i < s->nservers; i++) {
+        struct sim_server *srv = &s->servers[i];
+        if (srv->listening) {
+            srv->listening = false;
+            uv_close((uv_handle_t *)&srv->listener, on_sim_handle_closed);
+        }
+        while (srv->conns)
+            conn_close(srv->conns);
+    }
+    uv_close((uv_handle_t *)&s->sweep_timer, on_sim_handle_closed);
+    uv_close((uv_handle_t *)&s->sig_term, on_sim_handle_closed);
+    uv_close((uv_handle_t *)&s->sig_int, on_sim_handle_closed);
+}
