@@ -1,0 +1,357 @@
+/*
+ * monitor.c: one monitor per backend, probing it with hello on its own connection.
+ *
+ * Each check resolves the server's name (so a DNS change is followed), connects if the monitoring
+ * connection is not open, sends a plain hello and times the round trip. The reply feeds the
+ * topology (type, limits, RTT as an EWMA with alpha 0.2); a failure marks the server unknown,
+ * clears its pool and forgets its cursors, and, if the server had been known, is retried once at
+ * once, as the SDAM specification asks. Checks run every heartbeat_interval_ms, and an immediate
+ * check can be requested, no sooner than 500 ms after the previous one ended. The monitoring
+ * connection is never used for client requests and never authenticates.
+ */
+#include "proxy.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+
+#define MIN_HEARTBEAT_MS 500
+
+enum monitor_state {
+    MON_IDLE = 0,   /* between checks */
+    MON_RESOLVING,  /* getaddrinfo in progress */
+    MON_CONNECTING, /* TCP connect in progress */
+    MON_CHECKING,   /* hello sent, reply awaited */
+    MON_STOPPED,
+};
+
+/* The monitoring connection lives in its own allocation so that a failed one can be closed while
+ * the next is opened; it is freed in its close callback. */
+struct mon_conn {
+    uv_tcp_t tcp;
+    uv_connect_t connect_req;
+    uv_write_t write_req;
+    struct monitor *m;
+    struct wire_buf rbuf;
+    struct wire_buf wbuf;
+};
+
+struct monitor {
+    struct proxy *p;
+    int idx;
+    enum monitor_state state;
+    uv_getaddrinfo_t gai;
+    uv_timer_t timer; /* the next check, or the current check's deadline */
+    struct mon_conn *conn;
+    uint64_t sent_ns;
+    int64_t last_end_ms;
+    bool retry_pending; /* a failed check of a known server is retried once at once */
+    bool check_requested;
+    bool timer_closed;
+};
+
+static void check_now(struct monitor *m);
+static void schedule(struct monitor *m, uint64_t delay_ms);
+
+static void on_conn_closed(uv_handle_t *h)
+{
+    struct mon_conn *mc = h->data;
+    wire_buf_free(&mc->rbuf);
+    wire_buf_free(&mc->wbuf);
+    free(mc);
+}
+
+static void drop_conn(struct monitor *m)
+{
+    struct mon_conn *mc = m->conn;
+    if (!mc)
+        return;
+    m->conn = NULL;
+    mc->m = NULL;
+    uv_close((uv_handle_t *)&mc->tcp, on_conn_closed);
+}
+
+/* Ends a check that failed: mark the server unknown and plan the next check. */
+static void check_failed(struct monitor *m, const char *why)
+{
+    struct proxy *p = m->p;
+    drop_conn(m);
+    m->state = MON_IDLE;
+    m->last_end_ms = proxy_now(p);
+    const struct server *s = &p->topo.servers[m->idx];
+    bool was_known = s->type != SERVER_UNKNOWN;
+    if (was_known || !s->last_error[0] || strcmp(s->last_error, why) != 0)
+        log_warn(s->addr, "check failed: %s", why);
+    proxy_server_failed(p, m->idx, why);
+    if (was_known && !m->retry_pending) {
+        m->retry_pending = true;
+        schedule(m, 0);
+        return;
+    }
+    m->retry_pending = false;
+    schedule(m, (uint64_t)p->cfg.heartbeat_interval_ms);
+}
+
+static void on_timer(uv_timer_t *t)
+{
+    struct monitor *m = t->data;
+    if (m->state == MON_IDLE) {
+        check_now(m);
+        return;
+    }
+    if (m->state == MON_CONNECTING || m->state == MON_CHECKING) {
+        check_failed(m, m->state == MON_CONNECTING ? "connect timed out" : "hello timed out");
+    }
+}
+
+static void schedule(struct monitor *m, uint64_t delay_ms)
+{
+    if (m->state == MON_STOPPED)
+        return;
+    uv_timer_start(&m->timer, on_timer, delay_ms, 0);
+}
+
+static void on_reply(struct monitor *m, const uint8_t *frame, size_t len)
+{
+    struct proxy *p = m->p;
+    double rtt = (double)(uv_hrtime() - m->sent_ns) / 1e6;
+    struct wire_msg msg;
+    bson_t reply;
+    if (wire_msg_parse(frame, len, &msg) < 0 || !wire_msg_body(&msg, &reply)) {
+        check_failed(m, "malformed hello reply");
+        return;
+    }
+    struct server *s = &p->topo.servers[m->idx];
+    enum server_type before = s->type;
+    enum server_type type = topology_classify(&reply);
+    if (type == SERVER_UNKNOWN) {
+        check_failed(m, "hello failed");
+        return;
+    }
+    topology_on_hello(&p->topo, m->idx, &reply, rtt, proxy_now(p));
+    if (before != s->type)
+        log_info(s->addr, "is %s (rtt %.2f ms)", server_type_name(s->type), rtt);
+    m->state = MON_IDLE;
+    m->retry_pending = false;
+    m->last_end_ms = proxy_now(p);
+    proxy_topology_changed(p);
+    schedule(m, (uint64_t)p->cfg.heartbeat_interval_ms);
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    struct mon_conn *mc = h->data;
+    (void)suggested;
+    if (wire_buf_reserve(&mc->rbuf, 16 * 1024) < 0) {
+        buf->base = NULL;
+        buf->len = 0;
+        return;
+    }
+    buf->base = (char *)mc->rbuf.data + mc->rbuf.len;
+    buf->len = mc->rbuf.cap - mc->rbuf.len;
+}
+
+static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
+{
+    struct mon_conn *mc = st->data;
+    struct monitor *m = mc->m;
+    (void)buf;
+    if (!m || nread == 0)
+        return;
+    if (nread < 0) {
+        char why[96];
+        snprintf(why, sizeof(why), "read: %s", uv_strerror((int)nread));
+        check_failed(m, why);
+        return;
+    }
+    mc->rbuf.len += (size_t)nread;
+    struct wire_header h;
+    int rc = wire_header_parse(mc->rbuf.data, mc->rbuf.len, WIRE_MAX_MESSAGE_SIZE, &h);
+    if (rc == -EAGAIN || (rc == 0 && mc->rbuf.len < (size_t)h.length))
+        return;
+    if (rc < 0 || m->state != MON_CHECKING) {
+        check_failed(m, "unexpected bytes on the monitoring connection");
+        return;
+    }
+    uv_timer_stop(&m->timer);
+    on_reply(m, mc->rbuf.data, (size_t)h.length);
+    if (m->conn == mc) {
+        memmove(mc->rbuf.data, mc->rbuf.data + h.length, mc->rbuf.len - (size_t)h.length);
+        mc->rbuf.len -= (size_t)h.length;
+    }
+}
+
+static void on_written(uv_write_t *req, int status)
+{
+    struct mon_conn *mc = req->data;
+    if (status == UV_ECANCELED || !mc->m)
+        return;
+    if (status < 0) {
+        char why[96];
+        snprintf(why, sizeof(why), "write: %s", uv_strerror(status));
+        check_failed(mc->m, why);
+    }
+}
+
+/* Sends a hello on the open monitoring connection and arms the check's deadline. */
+static void send_hello(struct monitor *m)
+{
+    struct proxy *p = m->p;
+    struct mon_conn *mc = m->conn;
+    bson_t cmd = BSON_INITIALIZER;
+    BSON_APPEND_INT32(&cmd, "hello", 1);
+    BSON_APPEND_UTF8(&cmd, "$db", "admin");
+    wire_buf_reset(&mc->wbuf);
+    int rc = wire_append_msg(&mc->wbuf, proxy_next_request_id(p), 0, 0, &cmd);
+    bson_destroy(&cmd);
+    if (rc < 0) {
+        check_failed(m, "out of memory");
+        return;
+    }
+    m->state = MON_CHECKING;
+    m->sent_ns = uv_hrtime();
+    uv_buf_t buf = uv_buf_init((char *)mc->wbuf.data, (unsigned)mc->wbuf.len);
+    mc->write_req.data = mc;
+    rc = uv_write(&mc->write_req, (uv_stream_t *)&mc->tcp, &buf, 1, on_written);
+    if (rc < 0) {
+        check_failed(m, uv_strerror(rc));
+        return;
+    }
+    uv_timer_start(&m->timer, on_timer, (uint64_t)p->cfg.connect_timeout_ms, 0);
+}
+
+static void on_connect(uv_connect_t *req, int status)
+{
+    struct mon_conn *mc = req->data;
+    struct monitor *m = mc->m;
+    if (status == UV_ECANCELED || !m)
+        return;
+    if (status < 0) {
+        char why[96];
+        snprintf(why, sizeof(why), "connect: %s", uv_strerror(status));
+        check_failed(m, why);
+        return;
+    }
+    uv_tcp_nodelay(&mc->tcp, 1);
+    if (uv_read_start((uv_stream_t *)&mc->tcp, on_alloc, on_read) < 0) {
+        check_failed(m, "cannot read");
+        return;
+    }
+    send_hello(m);
+}
+
+static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
+{
+    struct monitor *m = req->data;
+    struct proxy *p = m->p;
+    if (m->state == MON_STOPPED || status == UV_ECANCELED) {
+        uv_freeaddrinfo(res);
+        return;
+    }
+    if (status < 0 || !res) {
+        char why[128];
+        snprintf(why, sizeof(why), "cannot resolve %s: %s", p->topo.servers[m->idx].host,
+                 uv_strerror(status));
+        uv_freeaddrinfo(res);
+        check_failed(m, why);
+        return;
+    }
+    struct pool *pl = &p->pools[m->idx];
+    memcpy(&pl->addr, res->ai_addr, res->ai_addrlen);
+    pl->have_addr = true;
+    uv_freeaddrinfo(res);
+
+    struct mon_conn *mc = calloc(1, sizeof(*mc));
+    if (!mc) {
+        check_failed(m, "out of memory");
+        return;
+    }
+    mc->m = m;
+    mc->tcp.data = mc;
+    mc->connect_req.data = mc;
+    uv_tcp_init(p->loop, &mc->tcp);
+    m->conn = mc;
+    m->state = MON_CONNECTING;
+    int rc =
+        uv_tcp_connect(&mc->connect_req, &mc->tcp, (const struct sockaddr *)&pl->addr, on_connect);
+    if (rc < 0) {
+        check_failed(m, uv_strerror(rc));
+        return;
+    }
+    uv_timer_start(&m->timer, on_timer, (uint64_t)p->cfg.connect_timeout_ms, 0);
+}
+
+static void check_now(struct monitor *m)
+{
+    struct proxy *p = m->p;
+    if (m->state != MON_IDLE)
+        return;
+    m->check_requested = false;
+    if (m->conn) {
+        send_hello(m);
+        return;
+    }
+    const struct server *s = &p->topo.servers[m->idx];
+    char port[16];
+    snprintf(port, sizeof(port), "%d", s->port);
+    struct addrinfo hints;
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    m->state = MON_RESOLVING;
+    m->gai.data = m;
+    int rc = uv_getaddrinfo(p->loop, &m->gai, on_resolved, s->host, port, &hints);
+    if (rc < 0) {
+        m->state = MON_IDLE;
+        check_failed(m, uv_strerror(rc));
+    }
+}
+
+int monitor_start(struct proxy *p, int idx)
+{
+    struct monitor *m = calloc(1, sizeof(*m));
+    if (!m)
+        return -ENOMEM;
+    m->p = p;
+    m->idx = idx;
+    m->state = MON_IDLE;
+    uv_timer_init(p->loop, &m->timer);
+    m->timer.data = m;
+    p->monitors[idx] = m;
+    check_now(m);
+    return 0;
+}
+
+void monitor_request_check(struct proxy *p, int idx)
+{
+    struct monitor *m = p->monitors[idx];
+    if (!m || m->state != MON_IDLE || m->check_requested)
+        return;
+    m->check_requested = true;
+    int64_t since = proxy_now(p) - m->last_end_ms;
+    schedule(m, since >= MIN_HEARTBEAT_MS ? 0 : (uint64_t)(MIN_HEARTBEAT_MS - since));
+}
+
+static void on_monitor_timer_closed(uv_handle_t *h)
+{
+    struct monitor *m = h->data;
+    free(m);
+}
+
+void monitor_stop_all(struct proxy *p)
+{
+    for (int i = 0; i < p->topo.n; i++) {
+        struct monitor *m = p->monitors[i];
+        if (!m)
+            continue;
+        p->monitors[i] = NULL;
+        if (m->state == MON_RESOLVING)
+            uv_cancel((uv_req_t *)&m->gai);
+        m->state = MON_STOPPED;
+        drop_conn(m);
+        uv_close((uv_handle_t *)&m->timer, on_monitor_timer_closed);
+    }
+}

@@ -1,0 +1,292 @@
+/*
+ * request.c: classifying a client's wire message before routing it. See request.h.
+ */
+#include "request.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+bool request_command_opens_cursor(const char *name)
+{
+    return strcmp(name, "find") == 0 || strcmp(name, "aggregate") == 0 ||
+           strcmp(name, "listCollections") == 0 || strcmp(name, "listIndexes") == 0;
+}
+
+/* Commands a replica set must run on its primary. Everything not listed as a read also goes to the
+ * primary, so this list only decides whether a failure counts as a write for retries. */
+static bool command_is_write(const char *name)
+{
+    static const char *const writes[] = {
+        "insert",      "update",           "delete",  "findAndModify",     "findandmodify",
+        "bulkWrite",   "create",           "drop",    "dropDatabase",      "createIndexes",
+        "dropIndexes", "renameCollection", "collMod", "commitTransaction", "abortTransaction",
+    };
+    for (size_t i = 0; i < sizeof(writes) / sizeof(writes[0]); i++)
+        if (strcmp(name, writes[i]) == 0)
+            return true;
+    return false;
+}
+
+/* True when an aggregate pipeline ends in a stage that writes. */
+static bool pipeline_writes(const bson_t *cmd)
+{
+    bson_iter_t it, stages, stage;
+    if (!bson_iter_init_find(&it, cmd, "pipeline") || !BSON_ITER_HOLDS_ARRAY(&it) ||
+        !bson_iter_recurse(&it, &stages))
+        return false;
+    while (bson_iter_next(&stages)) {
+        if (!BSON_ITER_HOLDS_DOCUMENT(&stages) || !bson_iter_recurse(&stages, &stage) ||
+            !bson_iter_next(&stage))
+            continue;
+        const char *k = bson_iter_key(&stage);
+        if (strcmp(k, "$out") == 0 || strcmp(k, "$merge") == 0)
+            return true;
+    }
+    return false;
+}
+
+static bool command_is_retryable_read(const char *name, const bson_t *cmd)
+{
+    if (strcmp(name, "aggregate") == 0)
+        return !pipeline_writes(cmd);
+    return strcmp(name, "find") == 0 || strcmp(name, "count") == 0 ||
+           strcmp(name, "distinct") == 0 || strcmp(name, "listCollections") == 0 ||
+           strcmp(name, "listIndexes") == 0 || strcmp(name, "listDatabases") == 0;
+}
+
+static bool is_hello_name(const char *name, bool *legacy)
+{
+    if (strcmp(name, "hello") == 0) {
+        *legacy = false;
+        return true;
+    }
+    if (strcmp(name, "isMaster") == 0 || strcmp(name, "ismaster") == 0) {
+        *legacy = true;
+        return true;
+    }
+    return false;
+}
+
+/* Reads the session and read-preference fields of a command document into ri. */
+static void read_command_fields(const bson_t *cmd, struct request_info *ri)
+{
+    bson_iter_t it;
+    if (!bson_iter_init(&it, cmd))
+        return;
+    while (bson_iter_next(&it)) {
+        const char *k = bson_iter_key(&it);
+        if (k[0] == '$' && strcmp(k, "$db") == 0 && BSON_ITER_HOLDS_UTF8(&it)) {
+            snprintf(ri->db, sizeof(ri->db), "%s", bson_iter_utf8(&it, NULL));
+        } else if (strcmp(k, "lsid") == 0 && BSON_ITER_HOLDS_DOCUMENT(&it)) {
+            bson_iter_t l;
+            if (bson_iter_recurse(&it, &l) && bson_iter_find(&l, "id") &&
+                BSON_ITER_HOLDS_BINARY(&l)) {
+                bson_subtype_t st;
+                uint32_t n;
+                const uint8_t *bin;
+                bson_iter_binary(&l, &st, &n, &bin);
+                if (n == 16) {
+                    memcpy(ri->lsid, bin, 16);
+                    ri->has_lsid = true;
+                }
+            }
+        } else if (strcmp(k, "txnNumber") == 0 && BSON_ITER_HOLDS_NUMBER(&it)) {
+            ri->has_txn_number = true;
+            ri->txn_number = bson_iter_as_int64(&it);
+        } else if (strcmp(k, "autocommit") == 0) {
+            ri->autocommit_false = !bson_iter_as_bool(&it);
+        } else if (strcmp(k, "startTransaction") == 0) {
+            ri->start_transaction = bson_iter_as_bool(&it);
+        } else if (strcmp(k, "$readPreference") == 0 && BSON_ITER_HOLDS_DOCUMENT(&it)) {
+            bson_iter_t rp;
+            ri->has_read_pref = true;
+            if (bson_iter_recurse(&it, &rp) && bson_iter_find(&rp, "mode") &&
+                BSON_ITER_HOLDS_UTF8(&rp))
+                snprintf(ri->read_pref_mode, sizeof(ri->read_pref_mode), "%s",
+                         bson_iter_utf8(&rp, NULL));
+        } else if (strcmp(k, "helloOk") == 0) {
+            ri->hello_ok = bson_iter_as_bool(&it);
+        }
+    }
+}
+
+/* Fills the command-derived fields of ri from a command document. */
+static int classify_command(const bson_t *cmd, struct request_info *ri, char *err, size_t err_len)
+{
+    bson_iter_t it;
+    if (!bson_iter_init(&it, cmd) || !bson_iter_next(&it)) {
+        snprintf(err, err_len, "empty command document");
+        return -EPROTO;
+    }
+    snprintf(ri->command, sizeof(ri->command), "%s", bson_iter_key(&it));
+    read_command_fields(cmd, ri);
+    const char *name = ri->command;
+    if (is_hello_name(name, &ri->legacy_hello)) {
+        ri->kind = REQ_HELLO;
+    } else if (strcmp(name, "mongolbStatus") == 0) {
+        ri->kind = REQ_STATUS;
+    } else if (strcmp(name, "getMore") == 0) {
+        if (!BSON_ITER_HOLDS_INT64(&it) && !BSON_ITER_HOLDS_INT32(&it)) {
+            snprintf(err, err_len, "getMore without an integer cursor id");
+            return -EPROTO;
+        }
+        ri->kind = REQ_GET_MORE;
+        ri->cursor_id = bson_iter_as_int64(&it);
+    } else if (strcmp(name, "killCursors") == 0) {
+        ri->kind = REQ_KILL_CURSORS;
+        bson_iter_t c, ids;
+        if (bson_iter_init_find(&c, cmd, "cursors") && BSON_ITER_HOLDS_ARRAY(&c) &&
+            bson_iter_recurse(&c, &ids)) {
+            while (bson_iter_next(&ids))
+                ri->n_kill_ids++;
+        }
+    } else {
+        ri->kind = REQ_FORWARD;
+        ri->opens_cursor = request_command_opens_cursor(name);
+        ri->retryable_read = command_is_retryable_read(name, cmd);
+        ri->is_write =
+            command_is_write(name) || (strcmp(name, "aggregate") == 0 && pipeline_writes(cmd));
+    }
+    return 0;
+}
+
+int request_classify(const uint8_t *frame, size_t len, struct request_info *ri, char *err,
+                     size_t err_len)
+{
+    memset(ri, 0, sizeof(*ri));
+    struct wire_header h;
+    if (wire_header_parse(frame, len, INT32_MAX, &h) < 0 || (size_t)h.length != len) {
+        snprintf(err, err_len, "bad frame length");
+        return -EPROTO;
+    }
+    ri->opcode = h.opcode;
+    ri->request_id = h.request_id;
+    bson_t cmd;
+    switch (h.opcode) {
+    case WIRE_OP_MSG: {
+        struct wire_msg m;
+        if (wire_msg_parse(frame, len, &m) < 0) {
+            snprintf(err, err_len, "malformed OP_MSG");
+            return -EPROTO;
+        }
+        ri->msg_flags = m.flags;
+        ri->more_to_come = (m.flags & WIRE_MSG_MORE_TO_COME) != 0;
+        ri->exhaust_allowed = (m.flags & WIRE_MSG_EXHAUST_ALLOWED) != 0;
+        if (!wire_msg_body(&m, &cmd) || !bson_validate(&cmd, BSON_VALIDATE_NONE, NULL)) {
+            snprintf(err, err_len, "invalid BSON in OP_MSG body");
+            return -EPROTO;
+        }
+        int rc = classify_command(&cmd, ri, err, err_len);
+        if (rc < 0)
+            return rc;
+        if (!ri->db[0]) {
+            snprintf(err, err_len, "OP_MSG command '%s' without $db", ri->command);
+            return -EPROTO;
+        }
+        return 0;
+    }
+    case WIRE_OP_QUERY: {
+        struct wire_query q;
+        if (wire_query_parse(frame, len, &q) < 0) {
+            snprintf(err, err_len, "malformed OP_QUERY");
+            return -EPROTO;
+        }
+        ri->legacy = true;
+        ri->secondary_ok = (q.flags & WIRE_QUERY_SECONDARY_OK) != 0;
+        if (!bson_init_static(&cmd, q.query, q.query_len) ||
+            !bson_validate(&cmd, BSON_VALIDATE_NONE, NULL)) {
+            snprintf(err, err_len, "invalid BSON in OP_QUERY");
+            return -EPROTO;
+        }
+        const char *dot = strchr(q.ns, '.');
+        size_t dblen = dot ? (size_t)(dot - q.ns) : strlen(q.ns);
+        if (dblen >= sizeof(ri->db))
+            dblen = sizeof(ri->db) - 1;
+        memcpy(ri->db, q.ns, dblen);
+        ri->db[dblen] = 0;
+        /* A legacy command may be wrapped as {$query: {...}, $readPreference: {...}}. */
+        bson_iter_t it;
+        bson_t inner;
+        if (bson_iter_init_find(&it, &cmd, "$query") && BSON_ITER_HOLDS_DOCUMENT(&it)) {
+            uint32_t n;
+            const uint8_t *d;
+            bson_iter_document(&it, &n, &d);
+            if (!bson_init_static(&inner, d, n)) {
+                snprintf(err, err_len, "invalid $query document");
+                return -EPROTO;
+            }
+            read_command_fields(&cmd, ri); /* picks up the outer $readPreference */
+            cmd = inner;
+        }
+        if (!dot || strcmp(dot + 1, "$cmd") != 0) {
+            /* A legacy find on a collection: servers since 5.1 refuse it, and so do we, by
+             * forwarding it so the client gets the server's own error. */
+            ri->kind = REQ_FORWARD;
+            snprintf(ri->command, sizeof(ri->command), "%s", "find");
+            return 0;
+        }
+        return classify_command(&cmd, ri, err, err_len);
+    }
+    case WIRE_OP_GET_MORE: {
+        struct wire_get_more g;
+        if (wire_get_more_parse(frame, len, &g) < 0) {
+            snprintf(err, err_len, "malformed OP_GET_MORE");
+            return -EPROTO;
+        }
+        ri->kind = REQ_LEGACY_GET_MORE;
+        ri->legacy = true;
+        ri->cursor_id = g.cursor_id;
+        snprintf(ri->command, sizeof(ri->command), "%s", "OP_GET_MORE");
+        return 0;
+    }
+    case WIRE_OP_KILL_CURSORS: {
+        struct wire_kill_cursors k;
+        if (wire_kill_cursors_parse(frame, len, &k) < 0) {
+            snprintf(err, err_len, "malformed OP_KILL_CURSORS");
+            return -EPROTO;
+        }
+        ri->kind = REQ_LEGACY_KILL_CURSORS;
+        ri->legacy = true;
+        ri->more_to_come = true;
+        ri->n_kill_ids = k.n_ids;
+        snprintf(ri->command, sizeof(ri->command), "%s", "OP_KILL_CURSORS");
+        return 0;
+    }
+    default:
+        ri->kind = REQ_UNSUPPORTED;
+        snprintf(err, err_len, "unsupported opcode %d (%s)", h.opcode, wire_opcode_name(h.opcode));
+        return -ENOTSUP;
+    }
+}
+
+int request_kill_ids(const uint8_t *frame, size_t len, int64_t *ids, int max)
+{
+    struct wire_header h;
+    if (wire_header_parse(frame, len, INT32_MAX, &h) < 0)
+        return -EPROTO;
+    int n = 0;
+    if (h.opcode == WIRE_OP_KILL_CURSORS) {
+        struct wire_kill_cursors k;
+        if (wire_kill_cursors_parse(frame, len, &k) < 0)
+            return -EPROTO;
+        for (int i = 0; i < k.n_ids && n < max; i++)
+            ids[n++] = wire_kill_cursors_id(&k, i);
+        return n;
+    }
+    struct wire_msg m;
+    bson_t cmd;
+    bson_iter_t c, it;
+    if (h.opcode != WIRE_OP_MSG || wire_msg_parse(frame, len, &m) < 0 || !wire_msg_body(&m, &cmd))
+        return -EPROTO;
+    if (!bson_iter_init_find(&c, &cmd, "cursors") || !BSON_ITER_HOLDS_ARRAY(&c) ||
+        !bson_iter_recurse(&c, &it))
+        return -EPROTO;
+    while (bson_iter_next(&it) && n < max) {
+        if (!BSON_ITER_HOLDS_INT64(&it) && !BSON_ITER_HOLDS_INT32(&it))
+            return -EPROTO;
+        ids[n++] = bson_iter_as_int64(&it);
+    }
+    return n;
+}

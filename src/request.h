@@ -1,0 +1,88 @@
+/*
+ * request.h: classifying a client's wire message before routing it.
+ *
+ * From one frame this reads what routing needs and nothing more: the opcode and flags, the
+ * command name and $db, the cursor ids of getMore and killCursors, the session fields (lsid,
+ * txnNumber, startTransaction, autocommit), and $readPreference. Pure: no allocation, no I/O; the
+ * result points into the frame.
+ */
+#ifndef MONGOLB_REQUEST_H
+#define MONGOLB_REQUEST_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "wire.h"
+
+/* What the router does with a request. */
+enum request_kind {
+    REQ_FORWARD = 0,         /* send to a server picked by selection (or a transaction's pin) */
+    REQ_HELLO,               /* hello / isMaster / ismaster: answered locally */
+    REQ_STATUS,              /* mongolbStatus: answered locally */
+    REQ_GET_MORE,            /* getMore command: to the cursor's owner */
+    REQ_KILL_CURSORS,        /* killCursors command: split by owner */
+    REQ_LEGACY_GET_MORE,     /* OP_GET_MORE: to the cursor's owner */
+    REQ_LEGACY_KILL_CURSORS, /* OP_KILL_CURSORS: split by owner, no reply */
+    REQ_UNSUPPORTED,         /* a frame we refuse: the connection is closed with a log line */
+};
+
+#define REQUEST_MAX_KILL_IDS 1024
+
+struct request_info {
+    enum request_kind kind;
+    int32_t opcode;
+    int32_t request_id;
+    uint32_t msg_flags;   /* OP_MSG flags */
+    bool more_to_come;    /* no reply is expected */
+    bool exhaust_allowed; /* the reply may stream */
+    bool legacy;          /* arrived as OP_QUERY: answer with OP_REPLY */
+
+    char command[48]; /* the command name, or "" */
+    char db[128];
+
+    /* Cursors. */
+    int64_t cursor_id; /* getMore / OP_GET_MORE */
+    bool opens_cursor; /* find, aggregate, listCollections, listIndexes */
+    int n_kill_ids;    /* killCursors / OP_KILL_CURSORS */
+    bool kill_ids_truncated;
+
+    /* What kind of operation it is, for retries. */
+    bool retryable_read; /* find, aggregate without $out/$merge, count, distinct, list* */
+    bool is_write;       /* needs a primary in replica-set mode */
+
+    /* Sessions and transactions. */
+    bool has_lsid;
+    uint8_t lsid[16];
+    bool has_txn_number;
+    int64_t txn_number;
+    bool autocommit_false;
+    bool start_transaction;
+
+    /* Read preference. */
+    bool has_read_pref;
+    char read_pref_mode[32];
+    bool secondary_ok; /* OP_QUERY flag bit 2 */
+
+    /* hello */
+    bool hello_ok;     /* the client asked for helloOk */
+    bool legacy_hello; /* isMaster/ismaster rather than hello: reply with "ismaster" */
+};
+
+/*
+ * Classifies a whole frame (len bytes, header length already checked). On success returns 0 and
+ * fills *ri. Returns -EPROTO for a malformed frame and -ENOTSUP for an opcode mongolb does not
+ * accept from clients (OP_COMPRESSED, fire-and-forget legacy writes, OP_REPLY, unknown), with a
+ * reason in err for the log line.
+ */
+int request_classify(const uint8_t *frame, size_t len, struct request_info *ri, char *err,
+                     size_t err_len);
+
+/* Collects the cursor ids a killCursors command or OP_KILL_CURSORS names, up to max. Returns the
+ * count, or -EPROTO. */
+int request_kill_ids(const uint8_t *frame, size_t len, int64_t *ids, int max);
+
+/* True for the commands whose reply may open a cursor. */
+bool request_command_opens_cursor(const char *name);
+
+#endif

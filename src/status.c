@@ -1,0 +1,129 @@
+/*
+ * status.c: the replies mongolb writes itself: its hello, mongolbStatus, and error documents.
+ *
+ * mongolb always presents itself as a mongos (msg "isdbgrid"), even in front of a replica set:
+ * a driver that saw a replica-set member's hello would discover the members and connect to them
+ * directly, bypassing the proxy. The limits it reports are the most conservative among the
+ * healthy backends, so drivers never send what some backend cannot take.
+ */
+#include "proxy.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+void status_build_error(bson_t *doc, int code, const char *code_name, const char *errmsg)
+{
+    BSON_APPEND_DOUBLE(doc, "ok", 0.0);
+    BSON_APPEND_UTF8(doc, "errmsg", errmsg);
+    BSON_APPEND_INT32(doc, "code", code);
+    BSON_APPEND_UTF8(doc, "codeName", code_name);
+}
+
+void status_build_hello(struct proxy *p, const struct request_info *ri, int64_t connection_id,
+                        bson_t *doc)
+{
+    struct topology_limits lim;
+    topology_limits(&p->topo, &lim);
+    if (ri->legacy_hello)
+        BSON_APPEND_BOOL(doc, "ismaster", true);
+    else
+        BSON_APPEND_BOOL(doc, "isWritablePrimary", true);
+    BSON_APPEND_UTF8(doc, "msg", "isdbgrid");
+    BSON_APPEND_INT32(doc, "maxBsonObjectSize", lim.max_bson);
+    BSON_APPEND_INT32(doc, "maxMessageSizeBytes", lim.max_msg);
+    BSON_APPEND_INT32(doc, "maxWriteBatchSize", lim.max_batch);
+    BSON_APPEND_DATE_TIME(doc, "localTime", (int64_t)time(NULL) * 1000);
+    /* Sessions exist only if every backend has them: report none otherwise. */
+    if (lim.session_timeout_min >= 0)
+        BSON_APPEND_INT32(doc, "logicalSessionTimeoutMinutes", lim.session_timeout_min);
+    /* A unique id per client connection; a backend's would repeat across clients. */
+    BSON_APPEND_INT64(doc, "connectionId", connection_id);
+    BSON_APPEND_INT32(doc, "minWireVersion", lim.min_wire);
+    BSON_APPEND_INT32(doc, "maxWireVersion", lim.max_wire);
+    BSON_APPEND_BOOL(doc, "readOnly", false);
+    if (ri->hello_ok)
+        BSON_APPEND_BOOL(doc, "helloOk", true);
+    BSON_APPEND_DOUBLE(doc, "ok", 1.0);
+}
+
+/* Resident set size in kilobytes, from /proc. */
+static long rss_kb(void)
+{
+    FILE *f = fopen("/proc/self/statm", "r");
+    long pages = 0, resident = 0;
+    if (!f)
+        return 0;
+    if (fscanf(f, "%ld %ld", &pages, &resident) != 2)
+        resident = 0;
+    fclose(f);
+    return resident * (sysconf(_SC_PAGESIZE) / 1024);
+}
+
+void status_build(struct proxy *p, bson_t *doc)
+{
+    bson_t servers, s, counters, cur, tags, pool;
+    BSON_APPEND_UTF8(doc, "version", MONGOLB_VERSION);
+    BSON_APPEND_UTF8(doc, "mode", config_mode_name(p->cfg.mode));
+    BSON_APPEND_INT64(doc, "uptimeMillis", proxy_now(p) - p->started_ms);
+    BSON_APPEND_INT32(doc, "clients", p->n_clients);
+    BSON_APPEND_INT64(doc, "rssKB", rss_kb());
+    BSON_APPEND_ARRAY_BEGIN(doc, "servers", &servers);
+    for (int i = 0; i < p->topo.n; i++) {
+        const struct server *sv = &p->topo.servers[i];
+        char key[16];
+        snprintf(key, sizeof(key), "%d", i);
+        BSON_APPEND_DOCUMENT_BEGIN(&servers, key, &s);
+        BSON_APPEND_UTF8(&s, "address", sv->addr);
+        BSON_APPEND_UTF8(&s, "type", server_type_name(sv->type));
+        if (sv->rtt_known)
+            BSON_APPEND_DOUBLE(&s, "rttMillis", sv->rtt_ms);
+        else
+            BSON_APPEND_NULL(&s, "rttMillis");
+        BSON_APPEND_INT32(&s, "inFlight", sv->in_flight);
+        BSON_APPEND_INT64(&s, "requests", (int64_t)sv->requests);
+        if (sv->set_name[0])
+            BSON_APPEND_UTF8(&s, "setName", sv->set_name);
+        BSON_APPEND_DOCUMENT_BEGIN(&s, "tags", &tags);
+        for (int t = 0; t < sv->n_tags; t++)
+            BSON_APPEND_UTF8(&tags, sv->tags[t].name, sv->tags[t].value);
+        bson_append_document_end(&s, &tags);
+        const struct pool *pl = &p->pools[i];
+        BSON_APPEND_DOCUMENT_BEGIN(&s, "pool", &pool);
+        BSON_APPEND_INT32(&pool, "total", pl->total);
+        BSON_APPEND_INT32(&pool, "waiting", pl->n_waiters);
+        bson_append_document_end(&s, &pool);
+        if (sv->last_error[0])
+            BSON_APPEND_UTF8(&s, "lastError", sv->last_error);
+        bson_append_document_end(&servers, &s);
+    }
+    bson_append_array_end(doc, &servers);
+    BSON_APPEND_DOCUMENT_BEGIN(doc, "cursors", &cur);
+    BSON_APPEND_INT64(&cur, "open", (int64_t)p->cursors.n);
+    BSON_APPEND_INT64(&cur, "max", (int64_t)p->cursors.max);
+    BSON_APPEND_INT64(&cur, "opened", (int64_t)p->cursors.added);
+    BSON_APPEND_INT64(&cur, "idCollisions", (int64_t)p->cursors.collisions);
+    BSON_APPEND_INT64(&cur, "evicted", (int64_t)p->cursors.evicted);
+    BSON_APPEND_INT64(&cur, "expired", (int64_t)p->cursors.expired);
+    bson_append_document_end(doc, &cur);
+    BSON_APPEND_INT64(doc, "transactionsPinned", (int64_t)txn_pins_count(p));
+    BSON_APPEND_DOCUMENT_BEGIN(doc, "counters", &counters);
+    const struct proxy_stats *st = &p->stats;
+    BSON_APPEND_INT64(&counters, "clientsAccepted", (int64_t)st->clients_accepted);
+    BSON_APPEND_INT64(&counters, "clientsRefused", (int64_t)st->clients_refused);
+    BSON_APPEND_INT64(&counters, "requests", (int64_t)st->requests);
+    BSON_APPEND_INT64(&counters, "repliesLocal", (int64_t)st->replies_local);
+    BSON_APPEND_INT64(&counters, "errorsReturned", (int64_t)st->errors_returned);
+    BSON_APPEND_INT64(&counters, "retries", (int64_t)st->retries);
+    BSON_APPEND_INT64(&counters, "getMoresRouted", (int64_t)st->getmores_routed);
+    BSON_APPEND_INT64(&counters, "killCursorsRouted", (int64_t)st->killcursors_routed);
+    BSON_APPEND_INT64(&counters, "cursorNotFound", (int64_t)st->cursor_not_found);
+    BSON_APPEND_INT64(&counters, "misroutesAvoided", (int64_t)st->misroutes_avoided);
+    BSON_APPEND_INT64(&counters, "transactionCommandsPinned", (int64_t)st->txn_pinned);
+    BSON_APPEND_INT64(&counters, "badFrames", (int64_t)st->bad_frames);
+    BSON_APPEND_INT64(&counters, "backendConnects", (int64_t)st->backend_connects);
+    BSON_APPEND_INT64(&counters, "backendConnectFailures", (int64_t)st->backend_connect_failures);
+    bson_append_document_end(doc, &counters);
+    BSON_APPEND_DOUBLE(doc, "ok", 1.0);
+}

@@ -1,0 +1,134 @@
+/*
+ * topology.h: what mongolb knows of its backends, and server selection.
+ *
+ * This module is pure: the monitor feeds it hello replies and failures, the router asks it for a
+ * server, and nothing here touches a socket or a clock (times are passed in). That keeps the rules
+ * of the drivers' SDAM and server-selection specifications testable without a network.
+ */
+#ifndef MONGOLB_TOPOLOGY_H
+#define MONGOLB_TOPOLOGY_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <bson/bson.h>
+
+#define TOPOLOGY_MAX_SERVERS 64
+#define TOPOLOGY_MAX_TAGS    16
+
+enum server_type {
+    SERVER_UNKNOWN = 0,
+    SERVER_MONGOS,
+    SERVER_STANDALONE,
+    SERVER_RS_PRIMARY,
+    SERVER_RS_SECONDARY,
+    SERVER_RS_ARBITER,
+    SERVER_RS_OTHER,
+    SERVER_RS_GHOST,
+};
+
+enum topology_mode {
+    TOPOLOGY_MONGOS = 0,
+    TOPOLOGY_REPLICASET = 1,
+};
+
+struct server_tag {
+    char name[64];
+    char value[64];
+};
+
+/* One backend as the monitor last saw it. */
+struct server {
+    int idx;
+    char host[256];
+    int port;
+    char addr[300]; /* "host:port", as shown in logs and status */
+
+    enum server_type type;
+    bool rtt_known;
+    double rtt_ms;        /* EWMA of hello round trips, alpha 0.2 */
+    int in_flight;        /* requests sent and not yet answered: the "operationCount" */
+    uint64_t generation;  /* bumped whenever the pool must be cleared */
+    int64_t last_ok_ms;   /* when the last successful check ended */
+    int64_t last_fail_ms; /* when the last check failed */
+    char last_error[160];
+
+    /* From the last hello. */
+    int32_t min_wire;
+    int32_t max_wire;
+    int32_t max_bson;
+    int32_t max_msg;
+    int32_t max_batch;
+    int32_t session_timeout_min; /* -1 when absent */
+    char set_name[64];
+    int n_tags;
+    struct server_tag tags[TOPOLOGY_MAX_TAGS];
+    int64_t last_write_ms; /* lastWrite.lastWriteDate */
+
+    /* Counters for the status command. */
+    uint64_t requests;
+    uint64_t errors;
+};
+
+struct topology {
+    enum topology_mode mode;
+    int n;
+    struct server servers[TOPOLOGY_MAX_SERVERS];
+    int local_threshold_ms;
+    uint64_t version; /* bumped on every change selection could care about */
+};
+
+/* Initialises an empty topology. */
+void topology_init(struct topology *t, enum topology_mode mode, int local_threshold_ms);
+
+/* Adds a server by address; returns its index, the existing index if already present, or -ENOSPC.
+ */
+int topology_add(struct topology *t, const char *host, int port);
+
+/*
+ * Applies a successful hello reply from server idx measured with round-trip rtt_ms at now_ms.
+ * Sets the type per the SDAM table and the limits; updates the RTT average (seeded with the first
+ * sample). Returns 1 if the server's type changed, else 0.
+ */
+int topology_on_hello(struct topology *t, int idx, const bson_t *reply, double rtt_ms,
+                      int64_t now_ms);
+
+/* Marks server idx unknown after a failed check or a network error; clears its RTT and bumps its
+ * pool generation. Returns 1 if it was known before. */
+int topology_on_failure(struct topology *t, int idx, const char *why, int64_t now_ms);
+
+/* Classifies a hello reply the way the SDAM specification's table does. */
+enum server_type topology_classify(const bson_t *reply);
+const char *server_type_name(enum server_type t);
+
+/* True when a server of this type can take requests in the topology's mode. */
+bool topology_is_selectable(const struct topology *t, const struct server *s);
+
+/* What a request needs of the server it goes to. */
+struct select_request {
+    bool write;      /* needs a writable server (ignored in mongos mode: every mongos is one) */
+    int exclude_idx; /* a server to avoid (the one a retry failed on), or -1 */
+};
+
+/*
+ * Picks a server for a request: the suitable servers whose RTT lies within local_threshold_ms of
+ * the fastest; among them two at random (rnd supplies randomness), the one with fewer requests in
+ * flight. A server in exclude_idx is used only if it is the sole suitable one. Returns the index,
+ * or -EAGAIN when no server is suitable now.
+ */
+int topology_select(const struct topology *t, const struct select_request *req,
+                    uint32_t (*rnd)(void *), void *rnd_ctx);
+
+/* The values mongolb's own hello reports: the most conservative over selectable servers.
+ * Returns false when no server is selectable yet. */
+struct topology_limits {
+    int32_t min_wire;
+    int32_t max_wire;
+    int32_t max_bson;
+    int32_t max_msg;
+    int32_t max_batch;
+    int32_t session_timeout_min; /* -1: some server reports none, so mongolb reports none */
+};
+bool topology_limits(const struct topology *t, struct topology_limits *out);
+
+#endif

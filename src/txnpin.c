@@ -1,0 +1,137 @@
+/*
+ * txnpin.c: transactions pinned to one server.
+ *
+ * Every command of a sharded transaction must reach the mongos that started it, from whichever
+ * client connection it comes. The pin is per session (lsid) and transaction number: it is set
+ * when a command with startTransaction:true is routed, followed by every later command of that
+ * transaction (getMores included, which go to their cursor's owner anyway), and ends with the next
+ * transaction number or a command of that session outside a transaction. Pins also expire with
+ * the session timeout, since a driver that vanished never ends them.
+ */
+#include "proxy.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define PIN_BUCKETS 4096
+#define PIN_TTL_MS  (30 * 60 * 1000)
+
+struct pin {
+    uint8_t lsid[16];
+    int64_t txn_number;
+    int server;
+    int64_t last_used_ms;
+    struct pin *next;
+};
+
+struct txn_pins {
+    struct pin *buckets[PIN_BUCKETS];
+    size_t n;
+};
+
+static size_t bucket_of(const uint8_t *lsid)
+{
+    uint32_t h = 2166136261u;
+    for (int i = 0; i < 16; i++)
+        h = (h ^ lsid[i]) * 16777619u;
+    return h % PIN_BUCKETS;
+}
+
+int txn_pins_init(struct proxy *p)
+{
+    p->pins = calloc(1, sizeof(*p->pins));
+    return p->pins ? 0 : -ENOMEM;
+}
+
+void txn_pins_free(struct proxy *p)
+{
+    if (!p->pins)
+        return;
+    for (size_t i = 0; i < PIN_BUCKETS; i++) {
+        for (struct pin *e = p->pins->buckets[i], *next; e; e = next) {
+            next = e->next;
+            free(e);
+        }
+    }
+    free(p->pins);
+    p->pins = NULL;
+}
+
+static struct pin **find(struct txn_pins *t, const uint8_t *lsid)
+{
+    struct pin **pp = &t->buckets[bucket_of(lsid)];
+    while (*pp && memcmp((*pp)->lsid, lsid, 16) != 0)
+        pp = &(*pp)->next;
+    return pp;
+}
+
+static void unpin(struct txn_pins *t, struct pin **pp)
+{
+    struct pin *e = *pp;
+    *pp = e->next;
+    free(e);
+    t->n--;
+}
+
+int txn_pin_lookup(struct proxy *p, const struct request_info *ri)
+{
+    if (!ri->has_lsid || !ri->has_txn_number || !ri->autocommit_false || ri->start_transaction)
+        return -1;
+    struct pin **pp = find(p->pins, ri->lsid);
+    if (!*pp || (*pp)->txn_number != ri->txn_number)
+        return -1;
+    (*pp)->last_used_ms = proxy_now(p);
+    return (*pp)->server;
+}
+
+void txn_pin_set(struct proxy *p, const struct request_info *ri, int idx)
+{
+    if (!ri->has_lsid || !ri->has_txn_number)
+        return;
+    struct pin **pp = find(p->pins, ri->lsid);
+    struct pin *e = *pp;
+    if (!e) {
+        e = calloc(1, sizeof(*e));
+        if (!e)
+            return;
+        memcpy(e->lsid, ri->lsid, 16);
+        *pp = e;
+        p->pins->n++;
+    }
+    e->txn_number = ri->txn_number;
+    e->server = idx;
+    e->last_used_ms = proxy_now(p);
+}
+
+void txn_pin_observe(struct proxy *p, const struct request_info *ri)
+{
+    if (!ri->has_lsid)
+        return;
+    struct pin **pp = find(p->pins, ri->lsid);
+    if (!*pp)
+        return;
+    /* A command outside a transaction, or of a newer transaction, ends the old pin. */
+    bool in_txn = ri->has_txn_number && ri->autocommit_false;
+    if (!in_txn || ri->txn_number != (*pp)->txn_number)
+        unpin(p->pins, pp);
+}
+
+void txn_pins_expire(struct proxy *p)
+{
+    int64_t now = proxy_now(p);
+    for (size_t i = 0; i < PIN_BUCKETS; i++) {
+        struct pin **pp = &p->pins->buckets[i];
+        while (*pp) {
+            if (now - (*pp)->last_used_ms > PIN_TTL_MS)
+                unpin(p->pins, pp);
+            else
+                pp = &(*pp)->next;
+        }
+    }
+}
+
+size_t txn_pins_count(struct proxy *p)
+{
+    return p->pins ? p->pins->n : 0;
+}
