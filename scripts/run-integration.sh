@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Runs the integration tests: PyMongo (Debian's python3-pymongo under /usr/bin/python3, with
+# pytest) over tests/integration, then the Node.js driver over tests/node/*.test.mjs with Node's
+# built-in test runner. Both run even if the first fails; exits non-zero if either failed.
+set -u
+cd "$(dirname "$0")/.."
+
+if [ ! -x "${MONGOSIM:-build/mongosim}" ]; then
+  echo "run-integration: ${MONGOSIM:-build/mongosim} is missing (run make)" >&2
+  exit 1
+fi
+
+rc=0
+echo "integration: pytest tests/integration"
+/usr/bin/python3 -m pytest -q -p no:cacheprovider tests/integration || rc=1
+
+shopt -s nullglob
+node_tests=(tests/node/*.test.mjs)
+if [ ${#node_tests[@]} -gt 0 ]; then
+  if [ ! -d node_modules/mongodb ]; then
+    echo "run-integration: node_modules/mongodb is missing (run ./scripts/install-deps.sh)" >&2
+    rc=1
+  else
+    echo "integration: node --test ${node_tests[*]}"
+    node --test "${node_tests[@]}" || rc=1
+  fi
+fi
+
+if [ $rc -eq 0 ]; then echo "integration: all passed"; else echo "integration: FAILED"; fi
+exit $rc

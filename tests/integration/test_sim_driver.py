@@ -1,0 +1,360 @@
+"""mongosim seen through PyMongo (Debian's 3.11), connecting directly to the simulator: what a
+user of a real deployment would see. These tests are the simulator's "Done when" list."""
+
+import time
+
+import pymongo
+import pytest
+from bson.int64 import Int64
+from pymongo.errors import OperationFailure
+from pymongo.read_preferences import Secondary
+
+from harness import start_sim
+
+
+def wait_for(pred, timeout=10.0, step=0.02):
+    """Polls pred until it returns a truthy value; returns it, or fails after timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met within %.1fs" % timeout)
+        time.sleep(step)
+
+
+def rs_client(sim, **kw):
+    host, port = sim.host_port(0)
+    kw.setdefault("serverSelectionTimeoutMS", 5000)
+    return pymongo.MongoClient(host, port, replicaSet=sim.set_name, **kw)
+
+
+def direct(sim, i, **kw):
+    host, port = sim.host_port(i)
+    kw.setdefault("serverSelectionTimeoutMS", 5000)
+    return pymongo.MongoClient(host, port, directConnection=True, **kw)
+
+
+def test_every_mode_starts_and_says_hello():
+    with start_sim("--mongos", "3") as sim:
+        assert len(sim.servers) == 3
+        for i in range(3):
+            hello = sim.command(i, {"hello": 1, "helloOk": True})
+            assert hello["msg"] == "isdbgrid"
+            assert hello["isWritablePrimary"] is True
+            assert hello["helloOk"] is True
+            assert hello["maxWireVersion"] == 21
+            assert hello["maxMessageSizeBytes"] == 48000000
+            assert "setName" not in hello
+        ids = {sim.command(i, {"isMaster": 1})["topologyVersion"]["processId"] for i in range(3)}
+        assert len(ids) == 3
+    with start_sim("--standalone", "--max-wire-version", "17") as sim:
+        hello = sim.command(0, {"isMaster": 1})
+        assert hello["ismaster"] is True
+        assert "msg" not in hello and "setName" not in hello and "helloOk" not in hello
+        assert hello["maxWireVersion"] == 17
+    with start_sim("--replset", "rs9", "--members", "2") as sim:
+        p, s = sim.command(0, {"hello": 1}), sim.command(1, {"hello": 1})
+        assert p["setName"] == s["setName"] == "rs9"
+        assert p["isWritablePrimary"] and not p["secondary"] and "electionId" in p
+        assert not s["isWritablePrimary"] and s["secondary"] and "electionId" not in s
+        assert p["hosts"] == sim.servers and s["primary"] == sim.servers[0]
+        assert s["me"] == sim.servers[1]
+
+
+def test_replica_set_discovered_from_one_seed(replset):
+    client = rs_client(replset)
+    try:
+        client.admin.command("ping")
+        assert "%s:%d" % client.primary == replset.servers[0]
+        wait_for(lambda: len(client.secondaries) == 2)
+        assert {"%s:%d" % a for a in client.secondaries} == set(replset.servers[1:])
+    finally:
+        client.close()
+
+
+def test_secondary_reads_with_tag_sets(replset):
+    client = rs_client(replset)
+    try:
+        client.test.people.insert_many([{"_id": i} for i in range(5)])
+        wait_for(lambda: len(client.secondaries) == 2)
+        replset.stats(reset=True)
+        coll = client.test.get_collection("people",
+                                          read_preference=Secondary(tag_sets=[{"dc": "sf"}]))
+        for _ in range(5):
+            assert len(list(coll.find())) == 5
+        per = [s["commands"].get("find", 0) for s in replset.stats()["servers"]]
+        assert per == [0, 0, 5]
+        coll = client.test.get_collection(
+            "people", read_preference=Secondary(tag_sets=[{"dc": "ny", "rack": "2"}]))
+        replset.stats(reset=True)
+        assert coll.count_documents({}) == 5
+        per = [s["commands"].get("aggregate", 0) for s in replset.stats()["servers"]]
+        assert per == [0, 1, 0]
+    finally:
+        client.close()
+
+
+def test_crud_round_trips(replset):
+    client = rs_client(replset)
+    try:
+        c = client.shop.items
+        c.insert_one({"_id": 1, "name": "pen", "qty": 5})
+        c.insert_many([{"_id": i, "name": "item%d" % i, "qty": i} for i in range(2, 12)])
+        assert c.find_one({"_id": 1}) == {"_id": 1, "name": "pen", "qty": 5}
+        r = c.update_one({"_id": 1}, {"$set": {"name": "ink"}, "$inc": {"qty": 2}})
+        assert (r.matched_count, r.modified_count) == (1, 1)
+        assert c.find_one({"_id": 1}, {"qty": 1}) == {"_id": 1, "qty": 7}
+        r = c.update_one({"_id": 99}, {"$set": {"qty": 1}}, upsert=True)
+        assert r.upserted_id == 99
+        r = c.update_many({"qty": {"$gt": 9}}, {"$inc": {"qty": 100}})
+        assert r.modified_count == 2  # qty 10 and 11
+        assert [d["_id"] for d in c.find({"qty": {"$lt": 4}}).sort("qty", 1)] == [99, 2, 3]
+        assert [d["_id"] for d in c.find({"_id": {"$in": [3, 5, 7]}}).sort("_id", -1)] == [7, 5, 3]
+        assert [d["_id"] for d in c.find().sort("_id", 1).skip(2).limit(3)] == [3, 4, 5]
+        assert c.count_documents({}) == 12
+        assert c.count_documents({"qty": {"$gt": 100}}) == 2
+        doc = c.find_one_and_update({"_id": 2}, {"$inc": {"qty": 1}},
+                                    return_document=pymongo.ReturnDocument.AFTER)
+        assert doc["qty"] == 3
+        out = list(c.aggregate([{"$match": {"qty": {"$gt": 4}}}, {"$sort": {"qty": -1}},
+                                {"$skip": 1}, {"$limit": 2}]))
+        assert [d["_id"] for d in out] == [10, 9]
+        assert list(c.aggregate([{"$match": {"qty": {"$gt": 4}}}, {"$count": "n"}])) == [{"n": 8}]
+        assert c.delete_one({"_id": 99}).deleted_count == 1
+        assert c.delete_many({"qty": {"$gt": 100}}).deleted_count == 2
+        assert c.count_documents({}) == 9
+        assert "items" in client.shop.list_collection_names()
+        assert [i["name"] for i in c.list_indexes()] == ["_id_"]
+        client.shop.create_collection("empty")
+        client.shop.drop_collection("empty")
+        assert "empty" not in client.shop.list_collection_names()
+        with pytest.raises(OperationFailure) as e:
+            client.shop.command("noSuchCommand")
+        assert e.value.code == 59
+    finally:
+        client.close()
+
+
+def test_cursor_of_1000_documents_in_batches(mongos2):
+    client = direct(mongos2, 0)
+    try:
+        c = client.test.big
+        c.insert_many([{"_id": i, "v": "x" * 20} for i in range(1000)])
+        mongos2.stats(reset=True)
+        seen = [d["_id"] for d in c.find().sort("_id", 1).batch_size(100)]
+        assert seen == list(range(1000))
+        st = mongos2.stats()["servers"][0]
+        assert st["commands"]["find"] == 1 and st["commands"]["getMore"] == 9
+        assert st["cursorsOpen"] == 0
+        # The default first batch is 101 documents, getMore then returns the rest.
+        cur = c.find()
+        next(cur)
+        assert cur._Cursor__data.__len__() == 100
+        assert len(list(cur)) == 999
+    finally:
+        client.close()
+
+
+def test_getmore_on_another_mongos_gets_cursor_not_found(mongos2):
+    a, b = direct(mongos2, 0), direct(mongos2, 1)
+    try:
+        a.test.c.insert_many([{"_id": i} for i in range(50)])
+        reply = a.test.command("find", "c", batchSize=10)
+        cid = reply["cursor"]["id"]
+        assert cid != 0 and len(reply["cursor"]["firstBatch"]) == 10
+        with pytest.raises(OperationFailure) as e:
+            b.test.command("getMore", Int64(cid), collection="c")
+        assert e.value.code == 43
+        assert e.value.details["codeName"] == "CursorNotFound"
+        with pytest.raises(OperationFailure) as e:
+            b.test.command("killCursors", "c", cursors=[Int64(cid)])
+        assert e.value.code == 43
+        # The server that opened it still serves it, and checks the namespace.
+        with pytest.raises(OperationFailure) as e:
+            a.test.command("getMore", Int64(cid), collection="other")
+        assert e.value.code == 13
+        more = a.test.command("getMore", Int64(cid), collection="c", batchSize=5)
+        assert [d["_id"] for d in more["cursor"]["nextBatch"]] == [10, 11, 12, 13, 14]
+        killed = a.test.command("killCursors", "c", cursors=[Int64(cid)])
+        assert killed["cursorsKilled"] == [cid]
+    finally:
+        a.close()
+        b.close()
+
+
+def test_step_down_elects_a_new_primary_pymongo_finds(replset):
+    client = rs_client(replset, retryWrites=True)
+    try:
+        client.test.c.insert_one({"_id": "before"})
+        old = replset.command(0, {"hello": 1})["electionId"]
+        r = replset.command(2, {"simStepDown": 1})
+        assert r["ok"] == 1 and r["primary"] == replset.servers[1]
+        wait_for(lambda: client.primary and "%s:%d" % client.primary == replset.servers[1])
+        new = replset.command(1, {"hello": 1})
+        assert new["isWritablePrimary"] and new["electionId"] > old
+        assert replset.command(0, {"hello": 1})["secondary"] is True
+        client.test.c.insert_one({"_id": "after"})
+        assert client.test.c.count_documents({}) == 2
+        # A write sent straight to the old primary is refused, as a real secondary does.
+        with pytest.raises(pymongo.errors.NotMasterError) as e:
+            direct(replset, 0).test.c.insert_one({"_id": "nope"})
+        assert e.value.details["code"] == 10107
+    finally:
+        client.close()
+
+
+def test_fail_command_failpoint_fires_as_configured(replset):
+    client = rs_client(replset, retryWrites=False)
+    try:
+        client.admin.command({"configureFailPoint": "failCommand", "mode": {"times": 2},
+                              "data": {"failCommands": ["insert"], "errorCode": 2}})
+        for _ in range(2):
+            with pytest.raises(OperationFailure) as e:
+                client.test.c.insert_one({"x": 1})
+            assert e.value.code == 2
+        client.test.c.insert_one({"x": 1})
+        assert client.test.c.count_documents({}) == 1
+
+        # errorLabels given in data are returned as they are.
+        client.admin.command({"configureFailPoint": "failCommand", "mode": "alwaysOn",
+                              "data": {"failCommands": ["find"], "errorCode": 11602,
+                                       "errorLabels": ["Custom"]}})
+        with pytest.raises(OperationFailure) as e:
+            client.test.c.find_one()
+        assert e.value.code == 11602 and e.value.details["errorLabels"] == ["Custom"]
+        assert e.value.details["codeName"] == "InterruptedDueToReplStateChange"
+        client.admin.command({"configureFailPoint": "failCommand", "mode": "off"})
+        assert client.test.c.find_one()["x"] == 1
+
+        # closeConnection: the driver sees a network error; the next command works.
+        client.admin.command({"configureFailPoint": "failCommand", "mode": {"times": 1},
+                              "data": {"failCommands": ["count"], "closeConnection": True}})
+        with pytest.raises(pymongo.errors.AutoReconnect):
+            client.test.command("count", "c")
+        assert client.test.command("count", "c")["n"] == 1
+    finally:
+        client.close()
+
+
+def test_failpoint_retryable_error_is_retried_by_the_driver(replset):
+    client = rs_client(replset, retryWrites=True)
+    try:
+        client.admin.command({"configureFailPoint": "failCommand", "mode": {"times": 1},
+                              "data": {"failCommands": ["insert"], "errorCode": 6}})
+        replset.stats(reset=True)
+        client.test.c.insert_one({"_id": 1})
+        assert client.test.c.count_documents({}) == 1
+        assert replset.stats()["servers"][0]["commands"]["insert"] == 2
+    finally:
+        client.close()
+
+
+def test_repeated_retryable_write_is_applied_once(mongos2):
+    import uuid
+
+    from bson.binary import Binary, UUID_SUBTYPE
+
+    lsid = {"id": Binary(uuid.uuid4().bytes, UUID_SUBTYPE)}
+    a, b = direct(mongos2, 0), direct(mongos2, 1)
+    try:
+        a.test.c.insert_one({"_id": 1, "n": 0})
+        cmd = {"update": "c", "updates": [{"q": {"_id": 1}, "u": {"$inc": {"n": 1}}}],
+               "lsid": lsid, "txnNumber": Int64(7)}
+        first = a.test.command(dict(cmd))
+        again = a.test.command(dict(cmd))
+        elsewhere = b.test.command(dict(cmd))
+        assert first["nModified"] == again["nModified"] == elsewhere["nModified"] == 1
+        assert a.test.c.find_one({"_id": 1})["n"] == 1
+        assert mongos2.stats()["retriedWritesDeduplicated"] == 2
+        # A new txnNumber is a new write.
+        cmd["txnNumber"] = Int64(8)
+        a.test.command(dict(cmd))
+        assert a.test.c.find_one({"_id": 1})["n"] == 2
+    finally:
+        a.close()
+        b.close()
+
+
+def test_transactions_commit_abort_and_pinning(mongos2):
+    a, b = direct(mongos2, 0), direct(mongos2, 1)
+    try:
+        a.test.c.insert_one({"_id": "seed"})
+        with a.start_session() as s:
+            s.start_transaction()
+            a.test.c.insert_one({"_id": "t1"}, session=s)
+            s.abort_transaction()
+        assert a.test.c.find_one({"_id": "t1"}) is None
+        with a.start_session() as s:
+            s.start_transaction()
+            a.test.c.insert_one({"_id": "t2"}, session=s)
+            s.commit_transaction()
+        assert a.test.c.find_one({"_id": "t2"}) is not None
+        log = mongos2.command(0, {"simTxnLog": 1})["servers"]
+        entries = [e for e in log[0]["entries"] if e["inTxn"]]
+        assert [e["cmd"] for e in entries] == ["insert", "abortTransaction", "insert",
+                                               "commitTransaction"]
+        assert log[1]["entries"] == []
+
+        # A commit that reaches a mongos that does not hold the transaction fails as on a real
+        # cluster whose proxy forgot to pin it.
+        with a.start_session() as s:
+            s.start_transaction()
+            a.test.c.insert_one({"_id": "t3"}, session=s)
+            with pytest.raises(OperationFailure) as e:
+                b.admin.command({"commitTransaction": 1, "lsid": s.session_id,
+                                 "txnNumber": Int64(s._server_session.transaction_id),
+                                 "autocommit": False})
+            assert e.value.code == 251
+            assert "TransientTransactionError" in e.value.details["errorLabels"]
+            s.abort_transaction()
+        assert a.test.c.find_one({"_id": "t3"}) is None
+    finally:
+        a.close()
+        b.close()
+
+
+def test_secondary_refuses_writes_and_unflagged_reads(replset):
+    s = direct(replset, 1)
+    try:
+        with pytest.raises(pymongo.errors.NotMasterError) as e:
+            s.test.c.insert_one({"x": 1})
+        assert e.value.details["code"] == 10107
+        # PyMongo adds a secondary-ok read preference on direct connections: reads work.
+        assert s.test.c.find_one() is None
+    finally:
+        s.close()
+    r = replset.command(1, {"find": "c"}, db="test")
+    assert r["ok"] == 0 and r["code"] == 13435 and r["codeName"] == "NotPrimaryNoSecondaryOk"
+    r = replset.command(1, {"find": "c", "$readPreference": {"mode": "secondaryPreferred"}},
+                        db="test")
+    assert r["ok"] == 1
+
+
+def test_kill_and_revive(replset):
+    import socket
+
+    before = replset.command(1, {"hello": 1})["topologyVersion"]["processId"]
+    assert replset.command(0, {"simKill": 1})["ok"] == 1
+    with pytest.raises(OSError):
+        socket.create_connection(replset.host_port(1), timeout=2).close()
+    assert replset.command(0, {"simStats": 1})["servers"][1]["alive"] is False
+    assert replset.command(0, {"simRevive": 1})["ok"] == 1
+    after = replset.command(1, {"hello": 1})["topologyVersion"]["processId"]
+    assert after != before
+    # Killing the server that received the command still answers it before closing.
+    assert replset.command(2, {"simKill": 2})["ok"] == 1
+    wait_for(lambda: replset.command(0, {"simRevive": 2})["ok"] == 1)
+
+
+def test_latency_is_added_to_every_reply():
+    with start_sim("--mongos", "2", "--latency", "0,60") as sim:
+        t0 = time.monotonic()
+        sim.command(1, {"hello": 1})
+        assert time.monotonic() - t0 >= 0.06
+        sim.command(0, {"simSetLatency": {"server": 0, "ms": 50}})
+        t0 = time.monotonic()
+        sim.command(0, {"ping": 1})
+        assert time.monotonic() - t0 >= 0.05
+        assert sim.stats(0)["servers"][0]["latencyMs"] == 50
