@@ -62,6 +62,7 @@ static void leave_server(struct client *c)
         if (s->in_flight > 0)
             s->in_flight--;
     }
+    c->server = -1;
 }
 
 /* The one teardown path of a client. Safe to call more than once and from any callback. */
@@ -88,8 +89,8 @@ static void client_close(struct client *c, const char *why)
                 pool_release(p, b);
         }
         /* In any other state the pool drops the reply when it arrives. */
-        leave_server(c);
     }
+    leave_server(c);
     c->state = CLIENT_CLOSING;
     list_remove(&c->link);
     p->n_clients--;
@@ -492,6 +493,7 @@ static void kill_next(struct client *c)
             wire_put_i64(idb, e ? e->real_id : k->ids[i]);
             wire_buf_append(&k->out, idb, 8);
             cursors_remove(&p->cursors, k->ids[i]);
+            k->owner[i] = -1;
         }
     } else {
         /* The killCursors command: the client's own fields, with only this owner's ids. */
@@ -881,9 +883,9 @@ static void handle_request(struct client *c)
     log_debug(c->prefix, "%s %s.%s", wire_opcode_name(c->ri.opcode), c->ri.db, c->ri.command);
     clear_unknown_flags(c);
     txn_pin_observe(p, &c->ri);
+    start_deadline(c);
     switch (c->ri.kind) {
     case REQ_HELLO:
-        start_deadline(c);
         handle_hello(c);
         return;
     case REQ_STATUS:
@@ -898,7 +900,6 @@ static void handle_request(struct client *c)
         handle_kill_cursors(c);
         return;
     case REQ_FORWARD:
-        start_deadline(c);
         route(c);
         return;
     case REQ_UNSUPPORTED:
@@ -924,9 +925,8 @@ static void on_deadline(uv_timer_t *t)
                         p->cfg.server_selection_timeout_ms);
     } else if (c->state == CLIENT_WAIT_CONN) {
         pool_cancel_wait(p, c);
-        leave_server(c);
         const char *addr = c->server >= 0 ? p->topo.servers[c->server].addr : "?";
-        c->server = -1;
+        leave_server(c);
         c->state = CLIENT_READING;
         reply_error(c, ERR_NETWORK_IFACE_TIMEOUT, "NetworkInterfaceExceededTimeLimit",
                     "mongolb: no connection to %s became free within %d ms", addr,

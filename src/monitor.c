@@ -50,7 +50,8 @@ struct monitor {
     int64_t last_end_ms;
     bool retry_pending; /* a failed check of a known server is retried once at once */
     bool check_requested;
-    bool timer_closed;
+    bool resolving;    /* a getaddrinfo request is out: m must outlive it */
+    bool timer_closed; /* stopped, and the timer's close callback has run */
 };
 
 static void check_now(struct monitor *m);
@@ -247,8 +248,11 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
 {
     struct monitor *m = req->data;
     struct proxy *p = m->p;
-    if (m->state == MON_STOPPED || status == UV_ECANCELED) {
+    m->resolving = false;
+    if (m->state == MON_STOPPED) {
         uv_freeaddrinfo(res);
+        if (m->timer_closed)
+            free(m);
         return;
     }
     if (status < 0 || !res) {
@@ -303,8 +307,10 @@ static void check_now(struct monitor *m)
     hints.ai_socktype = SOCK_STREAM;
     m->state = MON_RESOLVING;
     m->gai.data = m;
+    m->resolving = true;
     int rc = uv_getaddrinfo(p->loop, &m->gai, on_resolved, s->host, port, &hints);
     if (rc < 0) {
+        m->resolving = false;
         m->state = MON_IDLE;
         check_failed(m, uv_strerror(rc));
     }
@@ -338,7 +344,9 @@ void monitor_request_check(struct proxy *p, int idx)
 static void on_monitor_timer_closed(uv_handle_t *h)
 {
     struct monitor *m = h->data;
-    free(m);
+    m->timer_closed = true;
+    if (!m->resolving)
+        free(m);
 }
 
 void monitor_stop_all(struct proxy *p)
@@ -348,7 +356,7 @@ void monitor_stop_all(struct proxy *p)
         if (!m)
             continue;
         p->monitors[i] = NULL;
-        if (m->state == MON_RESOLVING)
+        if (m->resolving)
             uv_cancel((uv_req_t *)&m->gai);
         m->state = MON_STOPPED;
         drop_conn(m);

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <time.h>
 #include <unistd.h>
 
 void status_build_error(bson_t *doc, int code, const char *code_name, const char *errmsg)
