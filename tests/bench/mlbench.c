@@ -1,0 +1,1103 @@
+/*
+ * mlbench: a small MongoDB wire-protocol load generator for mongolb and mongosim.
+ *
+ *   mlbench --uri 127.0.0.1:27016 --conns 64 --seconds 3 --workload find_id [--setup]
+ *   mlbench --uri 127.0.0.1:27016 --command '{"mongolbStatus": 1}'
+ *
+ * Each client connection runs in its own thread with a blocking socket. A connection keeps up to
+ * --pipeline operations outstanding (1 by default, as drivers do); an operation is a small state
+ * machine (a cursor workload sends a find and then getMores), and every request carries a request
+ * id that names the slot it belongs to, so replies may come back in any order. The latency of each
+ * operation, from its first request to its last reply, goes into a per-thread log-linear
+ * histogram; the histograms are merged at the end and one line of JSON is printed on stdout.
+ *
+ * Workloads:
+ *   ping        {ping: 1} on admin.
+ *   find_id     find on bench.c by a random _id in [0, docs) with limit 1 and singleBatch.
+ *   cursor1000  find on bench.c with the default batch size, then getMore until the cursor id is
+ *               0; one operation is the whole cursor, which must return every document.
+ *   insert      insert of one document into bench.ins.
+ *
+ * --setup drops bench.c and inserts --docs documents {_id: i, v: "..."} before the run; with
+ * neither --seconds nor --ops given it only does the setup.
+ *
+ * A reply with ok other than 1 counts as an error (the first errmsg goes to stderr) and ends the
+ * operation; the exit status is then 1. Transport failures (a closed connection, a reply timeout)
+ * are fatal: the program prints what happened and exits with status 2.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <math.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <bson/bson.h>
+
+#include "wire.h"
+
+#define MAX_PIPELINE    256
+#define REPLY_TIMEOUT_S 30
+#define READ_CHUNK      (256 * 1024)
+
+/* The histogram keeps values below HIST_LINEAR exactly and above that 32 sub-buckets per power of
+ * two, so a percentile read from it is within about 3% of the true value. */
+#define HIST_LINEAR 64
+#define HIST_SUB    32
+#define HIST_SHIFT  5
+#define HIST_POWERS 40
+#define HIST_SIZE   (HIST_LINEAR + HIST_POWERS * HIST_SUB)
+
+enum workload {
+    WL_PING = 0,
+    WL_FIND_ID,
+    WL_CURSOR,
+    WL_INSERT,
+};
+
+static const char *const workload_names[] = {"ping", "find_id", "cursor1000", "insert"};
+
+struct options {
+    char host[200];
+    char port[16];
+    int conns;
+    int pipeline;
+    double seconds;
+    int64_t ops;
+    bool have_seconds;
+    bool have_ops;
+    enum workload wl;
+    int warmup_ms;
+    bool setup;
+    int docs;
+    const char *command;
+    const char *command_db;
+};
+
+static struct options opt;
+
+/* Run-wide state shared by the threads. */
+static atomic_bool stop_flag;
+static atomic_int_fast64_t measured_ops; /* operations finished after the warm-up */
+static atomic_int_fast64_t total_errors;
+static atomic_bool first_error_printed;
+static uint64_t t_start_ns, t_measure_ns, t_end_ns;
+static atomic_uint_fast64_t t_stopped_ns; /* when --ops was reached, 0 before */
+
+struct hist {
+    uint64_t counts[HIST_SIZE];
+    uint64_t n;
+    uint64_t max;
+};
+
+enum slot_state {
+    SLOT_IDLE = 0,
+    SLOT_WAIT,      /* a request is outstanding */
+    SLOT_WAIT_KILL, /* a killCursors sent while stopping is outstanding */
+};
+
+struct slot {
+    enum slot_state state;
+    int32_t request_id;
+    uint64_t op_start_ns;
+    int64_t cursor_id;
+    int64_t docs_seen;
+};
+
+struct conn {
+    int index;
+    int fd;
+    int32_t next_seq;
+    uint64_t rng;
+    struct slot slots[MAX_PIPELINE];
+    struct wire_buf out;
+    uint8_t *in;
+    size_t in_len, in_cap;
+    struct hist hist;
+    int64_t ops_done; /* measured operations of this connection */
+    pthread_t thread;
+    char fatal[640];
+};
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* xorshift64*: enough randomness for picking _id values. */
+static uint64_t rng_next(uint64_t *s)
+{
+    uint64_t x = *s;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    *s = x;
+    return x * 2685821657736338717ull;
+}
+
+/* --- histogram --------------------------------------------------------------------------- */
+
+static int hist_index(uint64_t v)
+{
+    if (v < HIST_LINEAR)
+        return (int)v;
+    int e = 63 - __builtin_clzll(v); /* at least 6 */
+    int sub = (int)((v >> (e - HIST_SHIFT)) & (HIST_SUB - 1));
+    int i = HIST_LINEAR + (e - 6) * HIST_SUB + sub;
+    return i < HIST_SIZE ? i : HIST_SIZE - 1;
+}
+
+/* The middle of the range of values a bucket holds. */
+static uint64_t hist_value(int i)
+{
+    if (i < HIST_LINEAR)
+        return (uint64_t)i;
+    int e = (i - HIST_LINEAR) / HIST_SUB + 6;
+    uint64_t sub = (uint64_t)((i - HIST_LINEAR) % HIST_SUB);
+    uint64_t width = 1ull << (e - HIST_SHIFT);
+    return ((HIST_SUB + sub) << (e - HIST_SHIFT)) + width / 2;
+}
+
+static void hist_add(struct hist *h, uint64_t v)
+{
+    h->counts[hist_index(v)]++;
+    h->n++;
+    if (v > h->max)
+        h->max = v;
+}
+
+static void hist_merge(struct hist *into, const struct hist *from)
+{
+    for (int i = 0; i < HIST_SIZE; i++)
+        into->counts[i] += from->counts[i];
+    into->n += from->n;
+    if (from->max > into->max)
+        into->max = from->max;
+}
+
+static uint64_t hist_percentile(const struct hist *h, double p)
+{
+    if (h->n == 0)
+        return 0;
+    uint64_t rank = (uint64_t)ceil(p / 100.0 * (double)h->n);
+    if (rank < 1)
+        rank = 1;
+    uint64_t seen = 0;
+    for (int i = 0; i < HIST_SIZE; i++) {
+        seen += h->counts[i];
+        if (seen >= rank) {
+            uint64_t v = hist_value(i);
+            return v < h->max ? v : h->max;
+        }
+    }
+    return h->max;
+}
+
+/* --- sockets ------------------------------------------------------------------------------ */
+
+static int connect_to(const char *host, const char *port, char *err, size_t errlen)
+{
+    struct addrinfo hints = {0}, *res = NULL;
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    int rc = getaddrinfo(host, port, &hints, &res);
+    if (rc != 0) {
+        snprintf(err, errlen, "cannot resolve %s:%s: %s", host, port, gai_strerror(rc));
+        return -1;
+    }
+    int fd = -1;
+    int saved = 0;
+    for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
+        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
+        if (fd < 0) {
+            saved = errno;
+            continue;
+        }
+        if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0)
+            break;
+        saved = errno;
+        close(fd);
+        fd = -1;
+    }
+    freeaddrinfo(res);
+    if (fd < 0) {
+        snprintf(err, errlen, "cannot connect to %s:%s: %s", host, port, strerror(saved));
+        return -1;
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    struct timeval tv = {.tv_sec = REPLY_TIMEOUT_S, .tv_usec = 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    return fd;
+}
+
+static int write_all(int fd, const uint8_t *p, size_t n)
+{
+    while (n > 0) {
+        ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+/* Sends what has been queued in c->out. Returns 0 or sets c->fatal and returns -1. */
+static int conn_flush(struct conn *c)
+{
+    if (c->out.len == 0)
+        return 0;
+    int rc = write_all(c->fd, c->out.data, c->out.len);
+    wire_buf_reset(&c->out);
+    if (rc < 0) {
+        snprintf(c->fatal, sizeof(c->fatal), "connection %d: send failed: %s", c->index,
+                 strerror(-rc));
+        return -1;
+    }
+    return 0;
+}
+
+/*
+ * Makes sure one whole frame is at the start of c->in, reading as needed. Returns its length, or
+ * -1 with c->fatal set.
+ */
+static ssize_t conn_read_frame(struct conn *c)
+{
+    for (;;) {
+        struct wire_header h;
+        int rc = wire_header_parse(c->in, c->in_len, WIRE_MAX_MESSAGE_SIZE, &h);
+        if (rc == 0 && c->in_len >= (size_t)h.length)
+            return h.length;
+        if (rc != 0 && rc != -EAGAIN) {
+            snprintf(c->fatal, sizeof(c->fatal), "connection %d: bad reply header", c->index);
+            return -1;
+        }
+        size_t want = rc == 0 ? (size_t)h.length : WIRE_HEADER_LEN;
+        if (want < c->in_len + READ_CHUNK)
+            want = c->in_len + READ_CHUNK;
+        if (want > c->in_cap) {
+            uint8_t *n = realloc(c->in, want);
+            if (!n) {
+                snprintf(c->fatal, sizeof(c->fatal), "out of memory");
+                return -1;
+            }
+            c->in = n;
+            c->in_cap = want;
+        }
+        ssize_t r = recv(c->fd, c->in + c->in_len, c->in_cap - c->in_len, 0);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0) {
+            if (r == 0)
+                snprintf(c->fatal, sizeof(c->fatal), "connection %d: closed by the server",
+                         c->index);
+            else if (errno == EAGAIN || errno == EWOULDBLOCK)
+                snprintf(c->fatal, sizeof(c->fatal), "connection %d: no reply within %d s",
+                         c->index, REPLY_TIMEOUT_S);
+            else
+                snprintf(c->fatal, sizeof(c->fatal), "connection %d: recv failed: %s", c->index,
+                         strerror(errno));
+            return -1;
+        }
+        c->in_len += (size_t)r;
+    }
+}
+
+/* Drops the first n bytes of c->in. */
+static void conn_consume(struct conn *c, size_t n)
+{
+    memmove(c->in, c->in + n, c->in_len - n);
+    c->in_len -= n;
+}
+
+/* --- requests and replies ----------------------------------------------------------------- */
+
+static int32_t make_request_id(struct conn *c, int slot)
+{
+    int32_t seq = c->next_seq++ & 0x7fffff;
+    if (c->next_seq > 0x7fffff)
+        c->next_seq = 1;
+    return (int32_t)((seq << 8) | slot);
+}
+
+static int queue_msg(struct conn *c, int slot, const bson_t *body)
+{
+    int32_t id = make_request_id(c, slot);
+    c->slots[slot].request_id = id;
+    return wire_append_msg(&c->out, id, 0, 0, body);
+}
+
+/* Describes a failed reply: its errmsg and code. */
+static void reply_error(const bson_t *reply, char *buf, size_t len)
+{
+    bson_iter_t it;
+    const char *msg = "(no errmsg)";
+    int64_t code = 0;
+    if (bson_iter_init_find(&it, reply, "errmsg") && BSON_ITER_HOLDS_UTF8(&it))
+        msg = bson_iter_utf8(&it, NULL);
+    if (bson_iter_init_find(&it, reply, "code") && BSON_ITER_HOLDS_NUMBER(&it))
+        code = bson_iter_as_int64(&it);
+    snprintf(buf, len, "%s (code %" PRId64 ")", msg, code);
+}
+
+static bool is_ok(const bson_t *reply)
+{
+    bson_iter_t it;
+    return bson_iter_init_find(&it, reply, "ok") && bson_iter_as_bool(&it);
+}
+
+/* Whether a reply document says ok: 1. Reports the first failure's errmsg on stderr. */
+static bool reply_ok(const bson_t *reply, const char *what)
+{
+    if (is_ok(reply))
+        return true;
+    if (!atomic_exchange(&first_error_printed, true)) {
+        char msg[512];
+        reply_error(reply, msg, sizeof(msg));
+        fprintf(stderr, "mlbench: %s failed: %s\n", what, msg);
+    }
+    return false;
+}
+
+/* Counts an error that is not an ok: 0 reply, printing the first such message. */
+static void note_error(const char *msg)
+{
+    if (!atomic_exchange(&first_error_printed, true))
+        fprintf(stderr, "mlbench: %s\n", msg);
+}
+
+/* Parses an OP_MSG reply frame into a read-only view of its body. */
+static bool parse_reply(struct conn *c, const uint8_t *frame, size_t len, struct wire_msg *m,
+                        bson_t *body)
+{
+    if (wire_msg_parse(frame, len, m) != 0 || !wire_msg_body(m, body)) {
+        snprintf(c->fatal, sizeof(c->fatal), "connection %d: malformed reply (opcode %d)", c->index,
+                 wire_get_i32(frame + 12));
+        return false;
+    }
+    return true;
+}
+
+/* Queues the first request of a new operation in a slot. */
+static int start_op(struct conn *c, int slot)
+{
+    struct slot *s = &c->slots[slot];
+    bson_t cmd = BSON_INITIALIZER, filter;
+    int rc = 0;
+    s->op_start_ns = now_ns();
+    s->cursor_id = 0;
+    s->docs_seen = 0;
+    s->state = SLOT_WAIT;
+    switch (opt.wl) {
+    case WL_PING:
+        BSON_APPEND_INT32(&cmd, "ping", 1);
+        BSON_APPEND_UTF8(&cmd, "$db", "admin");
+        rc = queue_msg(c, slot, &cmd);
+        break;
+    case WL_FIND_ID:
+        BSON_APPEND_UTF8(&cmd, "find", "c");
+        BSON_APPEND_DOCUMENT_BEGIN(&cmd, "filter", &filter);
+        BSON_APPEND_INT32(&filter, "_id", (int32_t)(rng_next(&c->rng) % (uint64_t)opt.docs));
+        bson_append_document_end(&cmd, &filter);
+        BSON_APPEND_INT32(&cmd, "limit", 1);
+        BSON_APPEND_BOOL(&cmd, "singleBatch", true);
+        BSON_APPEND_UTF8(&cmd, "$db", "bench");
+        rc = queue_msg(c, slot, &cmd);
+        break;
+    case WL_CURSOR:
+        BSON_APPEND_UTF8(&cmd, "find", "c");
+        BSON_APPEND_DOCUMENT_BEGIN(&cmd, "filter", &filter);
+        bson_append_document_end(&cmd, &filter);
+        BSON_APPEND_UTF8(&cmd, "$db", "bench");
+        rc = queue_msg(c, slot, &cmd);
+        break;
+    case WL_INSERT: {
+        bson_t doc = BSON_INITIALIZER;
+        bson_oid_t oid;
+        bson_oid_init(&oid, NULL);
+        BSON_APPEND_OID(&doc, "_id", &oid);
+        BSON_APPEND_INT64(&doc, "v", (int64_t)rng_next(&c->rng));
+        BSON_APPEND_UTF8(&cmd, "insert", "ins");
+        BSON_APPEND_BOOL(&cmd, "ordered", true);
+        BSON_APPEND_UTF8(&cmd, "$db", "bench");
+        const bson_t *docs[1] = {&doc};
+        int32_t id = make_request_id(c, slot);
+        s->request_id = id;
+        rc = wire_append_msg_seq(&c->out, id, 0, 0, &cmd, "documents", docs, 1);
+        bson_destroy(&doc);
+        break;
+    }
+    }
+    bson_destroy(&cmd);
+    return rc;
+}
+
+/* Queues a getMore (or, when stopping, a killCursors) for the slot's open cursor. */
+static int continue_cursor(struct conn *c, int slot, bool kill)
+{
+    struct slot *s = &c->slots[slot];
+    bson_t cmd = BSON_INITIALIZER, ids;
+    if (kill) {
+        BSON_APPEND_UTF8(&cmd, "killCursors", "c");
+        BSON_APPEND_ARRAY_BEGIN(&cmd, "cursors", &ids);
+        BSON_APPEND_INT64(&ids, "0", s->cursor_id);
+        bson_append_array_end(&cmd, &ids);
+        s->state = SLOT_WAIT_KILL;
+    } else {
+        BSON_APPEND_INT64(&cmd, "getMore", s->cursor_id);
+        BSON_APPEND_UTF8(&cmd, "collection", "c");
+        s->state = SLOT_WAIT;
+    }
+    BSON_APPEND_UTF8(&cmd, "$db", "bench");
+    int rc = queue_msg(c, slot, &cmd);
+    bson_destroy(&cmd);
+    return rc;
+}
+
+/*
+ * Reads a cursor reply: the cursor id and how many documents the batch (firstBatch or nextBatch)
+ * holds. Returns false when the reply has no cursor document.
+ */
+static bool read_cursor(const bson_t *reply, int64_t *id, int64_t *n, bool *has_doc)
+{
+    bson_iter_t it, cur, batch;
+    *n = 0;
+    *has_doc = false;
+    if (!bson_iter_init_find(&it, reply, "cursor") || !BSON_ITER_HOLDS_DOCUMENT(&it) ||
+        !bson_iter_recurse(&it, &cur))
+        return false;
+    bool have_id = false;
+    while (bson_iter_next(&cur)) {
+        const char *k = bson_iter_key(&cur);
+        if (strcmp(k, "id") == 0) {
+            *id = bson_iter_as_int64(&cur);
+            have_id = true;
+        } else if ((strcmp(k, "firstBatch") == 0 || strcmp(k, "nextBatch") == 0) &&
+                   BSON_ITER_HOLDS_ARRAY(&cur) && bson_iter_recurse(&cur, &batch)) {
+            while (bson_iter_next(&batch)) {
+                (*n)++;
+                *has_doc = true;
+            }
+        }
+    }
+    return have_id;
+}
+
+/* Ends the slot's operation: records it if it finished after the warm-up. */
+static void finish_op(struct conn *c, struct slot *s, bool ok, uint64_t t)
+{
+    s->state = SLOT_IDLE;
+    if (!ok) {
+        atomic_fetch_add(&total_errors, 1);
+        return;
+    }
+    if (t < t_measure_ns || (opt.have_seconds && t > t_end_ns))
+        return;
+    /* With --ops, operations still outstanding when the count is reached are not recorded. */
+    int64_t done = atomic_fetch_add(&measured_ops, 1) + 1;
+    if (opt.have_ops && done > opt.ops)
+        return;
+    hist_add(&c->hist, (t - s->op_start_ns + 500) / 1000);
+    c->ops_done++;
+    if (opt.have_ops && done == opt.ops) {
+        atomic_store(&t_stopped_ns, t);
+        atomic_store(&stop_flag, true);
+    }
+}
+
+/*
+ * Handles one reply. Returns 0, or -1 with c->fatal set. May queue the slot's next request.
+ */
+static int handle_reply(struct conn *c, const uint8_t *frame, size_t len, bool stopping)
+{
+    struct wire_msg m;
+    bson_t body;
+    int32_t to = wire_get_i32(frame + 8);
+    int slot = to & 0xff;
+    if (slot >= opt.pipeline || c->slots[slot].request_id != to ||
+        c->slots[slot].state == SLOT_IDLE) {
+        snprintf(c->fatal, sizeof(c->fatal), "connection %d: reply to unknown request %d", c->index,
+                 to);
+        return -1;
+    }
+    if (!parse_reply(c, frame, len, &m, &body))
+        return -1;
+    struct slot *s = &c->slots[slot];
+    uint64_t t = now_ns();
+    if (s->state == SLOT_WAIT_KILL) {
+        s->state = SLOT_IDLE;
+        return 0;
+    }
+    switch (opt.wl) {
+    case WL_PING:
+        finish_op(c, s, reply_ok(&body, "ping"), t);
+        return 0;
+    case WL_INSERT:
+        finish_op(c, s, reply_ok(&body, "insert"), t);
+        return 0;
+    case WL_FIND_ID: {
+        if (!reply_ok(&body, "find")) {
+            finish_op(c, s, false, t);
+            return 0;
+        }
+        int64_t id = -1, n;
+        bool has_doc;
+        bool cur_ok = read_cursor(&body, &id, &n, &has_doc);
+        if (!cur_ok || !has_doc || id != 0) {
+            note_error(!cur_ok   ? "find_id: reply without a cursor"
+                       : has_doc ? "find_id: singleBatch find left a cursor open"
+                                 : "find_id: no document found (was --setup run?)");
+            finish_op(c, s, false, t);
+            return 0;
+        }
+        finish_op(c, s, true, t);
+        return 0;
+    }
+    case WL_CURSOR: {
+        if (!reply_ok(&body, s->cursor_id ? "getMore" : "find")) {
+            finish_op(c, s, false, t);
+            return 0;
+        }
+        int64_t id = -1, n;
+        bool has_doc;
+        if (!read_cursor(&body, &id, &n, &has_doc)) {
+            note_error("cursor1000: reply without a cursor");
+            finish_op(c, s, false, t);
+            return 0;
+        }
+        s->docs_seen += n;
+        s->cursor_id = id;
+        if (id != 0) {
+            /* While stopping, an open cursor is killed rather than left to time out. */
+            return continue_cursor(c, slot, stopping) == 0 ? 0 : -1;
+        }
+        if (s->docs_seen != opt.docs) {
+            char msg[128];
+            snprintf(msg, sizeof(msg), "cursor1000: cursor returned %" PRId64 " documents, not %d",
+                     s->docs_seen, opt.docs);
+            note_error(msg);
+            finish_op(c, s, false, t);
+            return 0;
+        }
+        finish_op(c, s, true, t);
+        return 0;
+    }
+    }
+    return 0;
+}
+
+/* Sends a hello and checks the reply, as a driver does first on every connection. */
+static int conn_hello(struct conn *c)
+{
+    bson_t cmd = BSON_INITIALIZER, client, app;
+    BSON_APPEND_INT32(&cmd, "hello", 1);
+    BSON_APPEND_BOOL(&cmd, "helloOk", true);
+    BSON_APPEND_DOCUMENT_BEGIN(&cmd, "client", &client);
+    BSON_APPEND_DOCUMENT_BEGIN(&client, "application", &app);
+    BSON_APPEND_UTF8(&app, "name", "mlbench");
+    bson_append_document_end(&client, &app);
+    bson_append_document_end(&cmd, &client);
+    BSON_APPEND_UTF8(&cmd, "$db", "admin");
+    c->slots[0].state = SLOT_WAIT;
+    int rc = queue_msg(c, 0, &cmd);
+    bson_destroy(&cmd);
+    if (rc != 0 || conn_flush(c) != 0)
+        return -1;
+    ssize_t len = conn_read_frame(c);
+    if (len < 0)
+        return -1;
+    struct wire_msg m;
+    bson_t body;
+    if (!parse_reply(c, c->in, (size_t)len, &m, &body))
+        return -1;
+    bool ok = is_ok(&body);
+    if (!ok) {
+        char msg[512];
+        reply_error(&body, msg, sizeof(msg));
+        snprintf(c->fatal, sizeof(c->fatal), "connection %d: hello failed: %s", c->index, msg);
+    }
+    conn_consume(c, (size_t)len);
+    c->slots[0].state = SLOT_IDLE;
+    return ok ? 0 : -1;
+}
+
+static int outstanding(const struct conn *c)
+{
+    int n = 0;
+    for (int i = 0; i < opt.pipeline; i++)
+        n += c->slots[i].state != SLOT_IDLE;
+    return n;
+}
+
+static bool time_is_up(uint64_t t)
+{
+    if (atomic_load(&stop_flag))
+        return true;
+    if (opt.have_seconds && t >= t_end_ns) {
+        atomic_store(&stop_flag, true);
+        return true;
+    }
+    return false;
+}
+
+static void *conn_main(void *arg)
+{
+    struct conn *c = arg;
+    for (int i = 0; i < opt.pipeline; i++) {
+        if (start_op(c, i) != 0) {
+            snprintf(c->fatal, sizeof(c->fatal), "out of memory");
+            return NULL;
+        }
+    }
+    if (conn_flush(c) != 0)
+        return NULL;
+    while (outstanding(c) > 0) {
+        ssize_t len = conn_read_frame(c);
+        if (len < 0)
+            return NULL;
+        /* Handle every whole frame already read before writing, so pipelined requests go out
+         * together. */
+        do {
+            bool stopping = time_is_up(now_ns());
+            int slot = wire_get_i32(c->in + 8) & 0xff;
+            if (handle_reply(c, c->in, (size_t)len, stopping) != 0)
+                return NULL;
+            conn_consume(c, (size_t)len);
+            if (c->slots[slot].state == SLOT_IDLE && !stopping && start_op(c, slot) != 0) {
+                snprintf(c->fatal, sizeof(c->fatal), "out of memory");
+                return NULL;
+            }
+            struct wire_header h;
+            if (wire_header_parse(c->in, c->in_len, WIRE_MAX_MESSAGE_SIZE, &h) != 0 ||
+                c->in_len < (size_t)h.length)
+                break;
+            len = h.length;
+        } while (true);
+        if (conn_flush(c) != 0)
+            return NULL;
+    }
+    return NULL;
+}
+
+/* --- setup and one-off commands ------------------------------------------------------------ */
+
+/* Sends one command on a fresh connection's slot 0 and returns the reply in *out (a copy). */
+static int run_command(struct conn *c, const bson_t *cmd, const char *seq_name,
+                       const bson_t *const *docs, int ndocs, bson_t *out)
+{
+    int32_t id = make_request_id(c, 0);
+    c->slots[0].request_id = id;
+    int rc = seq_name ? wire_append_msg_seq(&c->out, id, 0, 0, cmd, seq_name, docs, ndocs)
+                      : wire_append_msg(&c->out, id, 0, 0, cmd);
+    if (rc != 0 || conn_flush(c) != 0)
+        return -1;
+    ssize_t len = conn_read_frame(c);
+    if (len < 0)
+        return -1;
+    struct wire_msg m;
+    bson_t body;
+    if (wire_get_i32(c->in + 8) != id) {
+        snprintf(c->fatal, sizeof(c->fatal), "reply to request %d, expected %d",
+                 wire_get_i32(c->in + 8), id);
+        return -1;
+    }
+    if (!parse_reply(c, c->in, (size_t)len, &m, &body))
+        return -1;
+    bson_copy_to(&body, out);
+    conn_consume(c, (size_t)len);
+    return 0;
+}
+
+/* Drops bench.c and inserts opt.docs documents {_id: i, v: "value-i"} in batches. */
+static int do_setup(struct conn *c)
+{
+    bson_t cmd = BSON_INITIALIZER, reply;
+    BSON_APPEND_UTF8(&cmd, "drop", "c");
+    BSON_APPEND_UTF8(&cmd, "$db", "bench");
+    if (run_command(c, &cmd, NULL, NULL, 0, &reply) != 0)
+        return -1;
+    /* A missing collection is fine (NamespaceNotFound, code 26). */
+    bson_iter_t it;
+    if (!(bson_iter_init_find(&it, &reply, "ok") && bson_iter_as_bool(&it)) &&
+        !(bson_iter_init_find(&it, &reply, "code") && bson_iter_as_int64(&it) == 26))
+        reply_ok(&reply, "drop");
+    bson_destroy(&reply);
+    bson_destroy(&cmd);
+
+    enum { BATCH = 500 };
+    bson_t storage[BATCH];
+    const bson_t *ptrs[BATCH];
+    for (int base = 0; base < opt.docs; base += BATCH) {
+        int n = opt.docs - base < BATCH ? opt.docs - base : BATCH;
+        for (int i = 0; i < n; i++) {
+            char v[32];
+            bson_init(&storage[i]);
+            BSON_APPEND_INT32(&storage[i], "_id", base + i);
+            snprintf(v, sizeof(v), "value-%d", base + i);
+            BSON_APPEND_UTF8(&storage[i], "v", v);
+            ptrs[i] = &storage[i];
+        }
+        bson_init(&cmd);
+        BSON_APPEND_UTF8(&cmd, "insert", "c");
+        BSON_APPEND_BOOL(&cmd, "ordered", true);
+        BSON_APPEND_UTF8(&cmd, "$db", "bench");
+        int rc = run_command(c, &cmd, "documents", ptrs, n, &reply);
+        for (int i = 0; i < n; i++)
+            bson_destroy(&storage[i]);
+        bson_destroy(&cmd);
+        if (rc != 0)
+            return -1;
+        bool ok = reply_ok(&reply, "setup insert");
+        int64_t inserted = bson_iter_init_find(&it, &reply, "n") ? bson_iter_as_int64(&it) : -1;
+        bson_destroy(&reply);
+        if (!ok)
+            return -1;
+        if (inserted != n) {
+            fprintf(stderr, "mlbench: setup insert reported n=%" PRId64 ", expected %d\n", inserted,
+                    n);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* --- main ---------------------------------------------------------------------------------- */
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: mlbench [--uri HOST:PORT] [--conns N] [--pipeline K] [--seconds S | --ops N]\n"
+            "               [--workload ping|find_id|cursor1000|insert] [--warmup-ms MS]\n"
+            "               [--setup] [--docs N]\n"
+            "       mlbench [--uri HOST:PORT] --command JSON [--db NAME]\n"
+            "Prints one line of JSON: ops, ops_per_sec, p50_us, p99_us, errors, ...\n");
+}
+
+static int parse_uri(const char *uri)
+{
+    const char *p = uri;
+    if (strncmp(p, "mongodb://", 10) == 0)
+        p += 10;
+    size_t n = strcspn(p, "/?,");
+    char hp[240];
+    if (n == 0 || n >= sizeof(hp))
+        return -1;
+    memcpy(hp, p, n);
+    hp[n] = '\0';
+    char *colon = strrchr(hp, ':');
+    const char *port = "27017";
+    if (colon && !strchr(colon, ']')) {
+        *colon = '\0';
+        port = colon + 1;
+    }
+    char *host = hp;
+    if (host[0] == '[') {
+        host++;
+        char *end = strchr(host, ']');
+        if (!end)
+            return -1;
+        *end = '\0';
+    }
+    if (!*host || strlen(host) >= sizeof(opt.host) || strlen(port) >= sizeof(opt.port))
+        return -1;
+    strcpy(opt.host, host);
+    strcpy(opt.port, port);
+    return 0;
+}
+
+static bool parse_int(const char *s, long long lo, long long hi, long long *out)
+{
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi)
+        return false;
+    *out = v;
+    return true;
+}
+
+static int parse_args(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        {"uri", required_argument, NULL, 'u'},
+        {"conns", required_argument, NULL, 'c'},
+        {"pipeline", required_argument, NULL, 'p'},
+        {"seconds", required_argument, NULL, 's'},
+        {"ops", required_argument, NULL, 'n'},
+        {"workload", required_argument, NULL, 'w'},
+        {"warmup-ms", required_argument, NULL, 'W'},
+        {"setup", no_argument, NULL, 'S'},
+        {"docs", required_argument, NULL, 'd'},
+        {"command", required_argument, NULL, 'C'},
+        {"db", required_argument, NULL, 'D'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    strcpy(opt.host, "127.0.0.1");
+    strcpy(opt.port, "27016");
+    opt.conns = 1;
+    opt.pipeline = 1;
+    opt.seconds = 3;
+    opt.wl = WL_PING;
+    opt.warmup_ms = 200;
+    opt.docs = 1000;
+    opt.command_db = "admin";
+    int ch;
+    long long v;
+    int longindex = 0;
+    while ((ch = getopt_long(argc, argv, "", longopts, &longindex)) != -1) {
+        switch (ch) {
+        case 'u':
+            if (parse_uri(optarg) != 0) {
+                fprintf(stderr, "mlbench: bad --uri '%s' (want host:port)\n", optarg);
+                return -1;
+            }
+            break;
+        case 'c':
+            if (!parse_int(optarg, 1, 10000, &v))
+                goto bad;
+            opt.conns = (int)v;
+            break;
+        case 'p':
+            if (!parse_int(optarg, 1, MAX_PIPELINE, &v))
+                goto bad;
+            opt.pipeline = (int)v;
+            break;
+        case 's': {
+            char *end;
+            opt.seconds = strtod(optarg, &end);
+            if (end == optarg || *end || !(opt.seconds > 0) || opt.seconds > 86400)
+                goto bad;
+            opt.have_seconds = true;
+            break;
+        }
+        case 'n':
+            if (!parse_int(optarg, 0, INT64_MAX / 2, &v))
+                goto bad;
+            opt.ops = v;
+            opt.have_ops = true;
+            break;
+        case 'w': {
+            bool found = false;
+            for (size_t i = 0; i < sizeof(workload_names) / sizeof(workload_names[0]); i++) {
+                if (strcmp(optarg, workload_names[i]) == 0) {
+                    opt.wl = (enum workload)i;
+                    found = true;
+                }
+            }
+            if (!found)
+                goto bad;
+            break;
+        }
+        case 'W':
+            if (!parse_int(optarg, 0, 600000, &v))
+                goto bad;
+            opt.warmup_ms = (int)v;
+            break;
+        case 'S':
+            opt.setup = true;
+            break;
+        case 'd':
+            if (!parse_int(optarg, 1, 10000000, &v))
+                goto bad;
+            opt.docs = (int)v;
+            break;
+        case 'C':
+            opt.command = optarg;
+            break;
+        case 'D':
+            opt.command_db = optarg;
+            break;
+        case 'h':
+            usage(stdout);
+            exit(0);
+        default:
+            usage(stderr);
+            return -1;
+        }
+        continue;
+    bad:
+        fprintf(stderr, "mlbench: bad value '%s' for --%s\n", optarg, longopts[longindex].name);
+        usage(stderr);
+        return -1;
+    }
+    if (optind < argc) {
+        fprintf(stderr, "mlbench: unexpected argument '%s'\n", argv[optind]);
+        return -1;
+    }
+    if (opt.have_seconds && opt.have_ops) {
+        fprintf(stderr, "mlbench: give --seconds or --ops, not both\n");
+        return -1;
+    }
+    return 0;
+}
+
+static void conn_free(struct conn *c)
+{
+    if (c->fd >= 0)
+        close(c->fd);
+    wire_buf_free(&c->out);
+    free(c->in);
+}
+
+static int conn_open(struct conn *c, int index, bool hello)
+{
+    memset(c, 0, sizeof(*c));
+    c->index = index;
+    c->next_seq = 1;
+    c->rng = 0x9e3779b97f4a7c15ull ^ ((uint64_t)index * 0x2545f4914f6cdd1dull) ^ now_ns();
+    if (c->rng == 0)
+        c->rng = 1;
+    c->fd = connect_to(opt.host, opt.port, c->fatal, sizeof(c->fatal));
+    if (c->fd < 0)
+        return -1;
+    return hello ? conn_hello(c) : 0;
+}
+
+/* --command: sends one JSON command and prints the reply as relaxed extended JSON. */
+static int command_mode(void)
+{
+    bson_error_t err;
+    bson_t *cmd = bson_new_from_json((const uint8_t *)opt.command, -1, &err);
+    if (!cmd) {
+        fprintf(stderr, "mlbench: --command is not valid JSON: %s\n", err.message);
+        return 2;
+    }
+    if (!bson_has_field(cmd, "$db"))
+        BSON_APPEND_UTF8(cmd, "$db", opt.command_db);
+    struct conn c;
+    bson_t reply;
+    int status = 2;
+    if (conn_open(&c, 0, false) == 0 && run_command(&c, cmd, NULL, NULL, 0, &reply) == 0) {
+        char *json = bson_as_relaxed_extended_json(&reply, NULL);
+        printf("%s\n", json);
+        bson_free(json);
+        bson_iter_t it;
+        status = bson_iter_init_find(&it, &reply, "ok") && bson_iter_as_bool(&it) ? 0 : 1;
+        bson_destroy(&reply);
+    } else {
+        fprintf(stderr, "mlbench: %s\n", c.fatal);
+    }
+    conn_free(&c);
+    bson_destroy(cmd);
+    return status;
+}
+
+int main(int argc, char **argv)
+{
+    if (parse_args(argc, argv) != 0)
+        return 2;
+    if (opt.command)
+        return command_mode();
+
+    if (opt.setup) {
+        struct conn c;
+        if (conn_open(&c, 0, true) != 0 || do_setup(&c) != 0) {
+            if (c.fatal[0])
+                fprintf(stderr, "mlbench: setup: %s\n", c.fatal);
+            else
+                fprintf(stderr, "mlbench: setup failed\n");
+            conn_free(&c);
+            return 2;
+        }
+        conn_free(&c);
+        if (!opt.have_seconds && !opt.have_ops) {
+            printf("{\"setup\":true,\"docs\":%d}\n", opt.docs);
+            return 0;
+        }
+    }
+    if (!opt.have_ops)
+        opt.have_seconds = true;
+
+    struct conn *conns = calloc((size_t)opt.conns, sizeof(*conns));
+    if (!conns) {
+        fprintf(stderr, "mlbench: out of memory\n");
+        return 2;
+    }
+    int status = 0;
+    int opened = 0;
+    for (; opened < opt.conns; opened++) {
+        if (conn_open(&conns[opened], opened, true) != 0) {
+            fprintf(stderr, "mlbench: %s\n", conns[opened].fatal);
+            conn_free(&conns[opened]);
+            status = 2;
+            break;
+        }
+    }
+    if (status != 0) {
+        for (int i = 0; i < opened; i++)
+            conn_free(&conns[i]);
+        free(conns);
+        return status;
+    }
+    {
+        t_start_ns = now_ns();
+        t_measure_ns = t_start_ns + (uint64_t)opt.warmup_ms * 1000000u;
+        t_end_ns = t_measure_ns + (uint64_t)(opt.seconds * 1e9);
+        if (opt.have_ops && opt.ops == 0)
+            atomic_store(&stop_flag, true);
+        int started = 0;
+        for (; started < opt.conns; started++) {
+            if (pthread_create(&conns[started].thread, NULL, conn_main, &conns[started]) != 0) {
+                fprintf(stderr, "mlbench: cannot start thread %d\n", started);
+                atomic_store(&stop_flag, true);
+                status = 2;
+                break;
+            }
+        }
+        for (int i = 0; i < started; i++)
+            pthread_join(conns[i].thread, NULL);
+    }
+    uint64_t t_done = atomic_load(&t_stopped_ns);
+    if (t_done == 0)
+        t_done = opt.have_ops ? now_ns() : t_end_ns;
+
+    struct hist *total = calloc(1, sizeof(*total));
+    int64_t ops = 0;
+    for (int i = 0; i < opened; i++) {
+        if (conns[i].fatal[0]) {
+            fprintf(stderr, "mlbench: %s\n", conns[i].fatal);
+            status = 2;
+        }
+        if (total)
+            hist_merge(total, &conns[i].hist);
+        ops += conns[i].ops_done;
+        conn_free(&conns[i]);
+    }
+    free(conns);
+    if (!total) {
+        fprintf(stderr, "mlbench: out of memory\n");
+        return 2;
+    }
+    double secs = t_done > t_measure_ns ? (double)(t_done - t_measure_ns) / 1e9 : 0;
+    printf("{\"workload\":\"%s\",\"conns\":%d,\"pipeline\":%d,\"ops\":%" PRId64
+           ",\"seconds\":%.3f,\"ops_per_sec\":%.0f,\"p50_us\":%" PRIu64 ",\"p90_us\":%" PRIu64
+           ",\"p99_us\":%" PRIu64 ",\"max_us\":%" PRIu64 ",\"errors\":%" PRId64 "}\n",
+           workload_names[opt.wl], opt.conns, opt.pipeline, ops, secs,
+           secs > 0 ? (double)ops / secs : 0.0, hist_percentile(total, 50),
+           hist_percentile(total, 90), hist_percentile(total, 99), total->max,
+           (int64_t)atomic_load(&total_errors));
+    free(total);
+    if (status == 0 && atomic_load(&total_errors) > 0)
+        status = 1;
+    return status;
+}
