@@ -360,7 +360,9 @@ static void on_hello_timer(uv_timer_t *t)
 
 void sim_server_topology_changed(struct sim_server *srv)
 {
-    for (struct sim_conn *c = srv->conns; c; c = c->next) {
+    struct sim_conn *next;
+    for (struct sim_conn *c = srv->conns; c; c = next) {
+        next = c->next; /* sending may close c, which unlinks it */
         if (c->state == CONN_OPEN && c->hello_waiting) {
             uv_timer_stop(&c->hello_timer);
             send_awaited_hello(c);
