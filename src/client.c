@@ -43,6 +43,7 @@ static void on_client_closed(uv_handle_t *h)
     wire_buf_free(&c->rbuf);
     wire_buf_free(&c->wbuf);
     wire_buf_free(&c->kill.out);
+    wire_buf_free(&c->xbuf);
     free(c->kill.ids);
     free(c->kill.owner);
     if (c->kill.active) {
@@ -580,7 +581,33 @@ static void kill_on_reply(struct client *c, const uint8_t *frame, size_t len)
     }
 }
 
-/* Routes a request that goes through selection (or a transaction's pin). */
+/* Builds the $readPreference document for rp. */
+static void append_read_pref(bson_t *doc, const struct read_pref *rp)
+{
+    BSON_APPEND_UTF8(doc, "mode", read_mode_name(rp->mode));
+    if (rp->n_sets > 0) {
+        bson_t arr, set;
+        BSON_APPEND_ARRAY_BEGIN(doc, "tags", &arr);
+        for (int i = 0; i < rp->n_sets; i++) {
+            char key[16];
+            snprintf(key, sizeof(key), "%d", i);
+            BSON_APPEND_DOCUMENT_BEGIN(&arr, key, &set);
+            for (int j = 0; j < rp->sets[i].n; j++)
+                BSON_APPEND_UTF8(&set, rp->sets[i].tags[j].name, rp->sets[i].tags[j].value);
+            bson_append_document_end(&arr, &set);
+        }
+        bson_append_array_end(doc, &arr);
+    }
+    if (rp->max_staleness_s >= 0)
+        BSON_APPEND_INT32(doc, "maxStalenessSeconds", rp->max_staleness_s);
+}
+
+/*
+ * Routes a request that goes through selection (or a transaction's pin). In replicaset mode,
+ * writes, transactions and commands without a read preference go to the primary; reads go by
+ * their own $readPreference, or by the configured default, which is then added to the request
+ * when it goes to a secondary (a secondary refuses a read that does not allow it).
+ */
 static void route(struct client *c)
 {
     struct proxy *p = g_proxy;
@@ -590,9 +617,34 @@ static void route(struct client *c)
         dispatch(c, idx);
         return;
     }
+    struct read_pref rp;
+    const struct read_pref *rpp = NULL;
+    bool add_rp = false;
+    if (p->topo.mode == TOPOLOGY_REPLICASET && !c->ri.is_write && !c->ri.autocommit_false) {
+        char err[200];
+        int code = 0;
+        if (c->ri.read_pref_doc) {
+            code = read_pref_parse(c->ri.read_pref_doc, c->ri.read_pref_len, &rp, err, sizeof(err));
+            if (!code)
+                code = read_pref_validate(&rp, p->cfg.heartbeat_interval_ms, err, sizeof(err));
+            rpp = &rp;
+        } else if (c->ri.retryable_read) {
+            rpp = &p->default_read_pref;
+            add_rp = rpp->mode != READ_PRIMARY && c->ri.opcode == WIRE_OP_MSG;
+        }
+        if (code) {
+            if (c->state == CLIENT_WAIT_SERVER)
+                list_remove(&c->wait_link);
+            c->state = CLIENT_READING;
+            reply_error(c, code, code == 160 ? "MaxStalenessOutOfRange" : "FailedToParse", "%s",
+                        err);
+            return;
+        }
+    }
     struct select_request sr = {
-        .write = c->ri.is_write || (!c->ri.has_read_pref && !c->ri.secondary_ok),
+        .write = c->ri.is_write || c->ri.autocommit_false,
         .exclude_idx = c->exclude,
+        .rp = rpp,
     };
     idx = topology_select(&p->topo, &sr, proxy_rand32, p);
     if (idx < 0) {
@@ -602,6 +654,18 @@ static void route(struct client *c)
             log_debug(c->prefix, "%s: waiting for a suitable server", c->ri.command);
         }
         return;
+    }
+    if (add_rp && p->topo.servers[idx].type == SERVER_RS_SECONDARY && c->out == c->rbuf.data) {
+        struct wire_msg m;
+        bson_t doc = BSON_INITIALIZER;
+        append_read_pref(&doc, rpp);
+        wire_buf_reset(&c->xbuf);
+        if (wire_msg_parse(c->rbuf.data, c->frame_len, &m) == 0 &&
+            wire_append_msg_with_field(&c->xbuf, &m, "$readPreference", &doc) == 0) {
+            c->out = c->xbuf.data;
+            c->out_len = c->xbuf.len;
+        }
+        bson_destroy(&doc);
     }
     if (c->ri.start_transaction)
         txn_pin_set(p, &c->ri, idx);
@@ -749,8 +813,9 @@ static bool is_state_change_code(int32_t code)
  * Looks at a reply before it is relayed: records or forgets cursors (rewriting the id in place
  * when it collided), and notices state-change errors.
  */
-static void inspect_reply(struct client *c, uint8_t *frame, size_t len)
+static void inspect_reply(struct client *c, uint8_t *frame, size_t len, int32_t *err_code)
 {
+    *err_code = 0;
     struct proxy *p = g_proxy;
     struct request_info *ri = &c->ri;
     int64_t now = proxy_now(p);
@@ -837,6 +902,44 @@ static void inspect_reply(struct client *c, uint8_t *frame, size_t len)
     }
 }
 
+/*
+ * A server answered "not writable primary" or "node is recovering": it is no longer what the
+ * topology says. Mark it unknown and have it re-checked at once (clearing its pool only for
+ * shutdown codes, as SDAM does). An error that means the command did not run at all (10107,
+ * 13435, 13436) is not passed on: the request waits for a suitable server again, for example the
+ * primary elected next, within its deadline. Returns true when the request was taken back.
+ */
+static bool on_state_change(struct client *c, struct bconn *b, int32_t code, size_t len)
+{
+    struct proxy *p = g_proxy;
+    int idx = c->server;
+    bool clear = code == 91 || code == 11600;
+    char why[96];
+    snprintf(why, sizeof(why), "replied with state-change error %d", code);
+    log_info(p->topo.servers[idx].addr, "%s: marked unknown, re-checking", why);
+    topology_mark_unknown(&p->topo, idx, clear, why);
+    if (clear) {
+        cursors_remove_server(&p->cursors, idx);
+        pool_clear(p, idx);
+    }
+    monitor_request_check(p, idx);
+    bool not_run = code == 10107 || code == 13435 || code == 13436;
+    int64_t left = c->deadline_ms - proxy_now(p);
+    if (!not_run || c->ri.autocommit_false || c->kill.active || c->last_reply_id || left <= 0 ||
+        c->ri.kind != REQ_FORWARD)
+        return false;
+    bconn_consume(b, len);
+    c->bc = NULL;
+    leave_server(c);
+    pool_release(p, b);
+    p->stats.retries++;
+    c->exclude = -1;
+    c->state = CLIENT_READING;
+    uv_timer_start(&c->timer, on_deadline, (uint64_t)left, 0);
+    route(c);
+    return true;
+}
+
 void client_on_reply(struct client *c, struct bconn *b, uint8_t *frame, size_t len)
 {
     struct proxy *p = g_proxy;
@@ -850,7 +953,11 @@ void client_on_reply(struct client *c, struct bconn *b, uint8_t *frame, size_t l
         kill_next(c);
         return;
     }
-    inspect_reply(c, frame, len);
+    int32_t code;
+    inspect_reply(c, frame, len, &code);
+    if (code > 0 && is_state_change_code(code) && c->server >= 0 &&
+        on_state_change(c, b, code, len))
+        return;
     struct wire_header h;
     wire_header_parse(frame, len, INT32_MAX, &h);
     c->relay_len = len;

@@ -59,6 +59,46 @@ void proxy_topology_changed(struct proxy *p)
         clients_retry_waiting(p);
 }
 
+void proxy_members_changed(struct proxy *p)
+{
+    for (int i = 0; i < p->topo.n; i++) {
+        struct server *s = &p->topo.servers[i];
+        if (s->removed) {
+            if (p->pools[i].total > 0 || cursors_remove_server(&p->cursors, i) > 0) {
+                log_info(s->addr, "removed from the replica set's member list");
+                pool_clear(p, i);
+            }
+            continue;
+        }
+        if (!p->monitors[i]) {
+            log_info(s->addr, "discovered as a member of replica set %s", p->topo.set_name);
+            if (monitor_start(p, i) < 0)
+                log_error(s->addr, "cannot start monitoring");
+        }
+    }
+    proxy_topology_changed(p);
+}
+
+/* Turns the configured default read preference into the form selection uses. */
+static void load_default_read_pref(struct proxy *p)
+{
+    struct read_pref *rp = &p->default_read_pref;
+    memset(rp, 0, sizeof(*rp));
+    rp->mode = (enum read_mode)p->cfg.read_preference;
+    rp->max_staleness_s = p->cfg.max_staleness_seconds;
+    const struct mlb_tag_sets *ts = &p->cfg.read_preference_tags;
+    for (size_t i = 0; i < ts->count && rp->n_sets < READ_PREF_MAX_SETS; i++) {
+        struct read_tag_set *set = &rp->sets[rp->n_sets++];
+        for (size_t j = 0; j < ts->set[i].count && set->n < TOPOLOGY_MAX_TAGS; j++) {
+            snprintf(set->tags[set->n].name, sizeof(set->tags[0].name), "%s",
+                     ts->set[i].tag[j].name);
+            snprintf(set->tags[set->n].value, sizeof(set->tags[0].value), "%s",
+                     ts->set[i].tag[j].value);
+            set->n++;
+        }
+    }
+}
+
 void proxy_server_failed(struct proxy *p, int idx, const char *why)
 {
     struct server *s = &p->topo.servers[idx];
@@ -164,6 +204,7 @@ static void on_signal(uv_signal_t *h, int signum)
         proxy.topo.local_threshold_ms = proxy.cfg.local_threshold_ms;
         proxy.cursors.idle_ms = proxy.cfg.idle_timeout_ms;
         proxy.cursors.max = (size_t)proxy.cfg.max_cursors;
+        load_default_read_pref(&proxy);
         log_info(NULL, "reloaded %s", config_path);
         return;
     }
@@ -182,6 +223,9 @@ static int start(struct proxy *p)
     topology_init(&p->topo,
                   p->cfg.mode == MLB_MODE_REPLICASET ? TOPOLOGY_REPLICASET : TOPOLOGY_MONGOS,
                   p->cfg.local_threshold_ms);
+    p->topo.heartbeat_ms = p->cfg.heartbeat_interval_ms;
+    snprintf(p->topo.set_name, sizeof(p->topo.set_name), "%s", p->cfg.replica_set);
+    load_default_read_pref(p);
     int rc = cursors_init(&p->cursors, (size_t)p->cfg.max_cursors, p->cfg.idle_timeout_ms);
     if (rc == 0)
         rc = txn_pins_init(p);

@@ -132,9 +132,15 @@ static void on_reply(struct monitor *m, const uint8_t *frame, size_t len)
         check_failed(m, "hello failed");
         return;
     }
-    topology_on_hello(&p->topo, m->idx, &reply, rtt, proxy_now(p));
-    if (before != s->type)
+    int bits = topology_on_hello(&p->topo, m->idx, &reply, rtt, proxy_now(p));
+    if (bits & TOPO_REFUSED) {
+        log_warn(s->addr, "refused: %s", s->last_error);
+        pool_clear(p, m->idx);
+    } else if (before != s->type) {
         log_info(s->addr, "is %s (rtt %.2f ms)", server_type_name(s->type), rtt);
+    }
+    if (bits & TOPO_MEMBERS_CHANGED)
+        proxy_members_changed(p);
     m->state = MON_IDLE;
     m->retry_pending = false;
     m->last_end_ms = proxy_now(p);
@@ -294,11 +300,17 @@ static void check_now(struct monitor *m)
     if (m->state != MON_IDLE)
         return;
     m->check_requested = false;
+    const struct server *s = &p->topo.servers[m->idx];
+    if (s->removed) {
+        /* No longer a member: stay quiet until a primary lists it again. */
+        drop_conn(m);
+        schedule(m, (uint64_t)p->cfg.heartbeat_interval_ms);
+        return;
+    }
     if (m->conn) {
         send_hello(m);
         return;
     }
-    const struct server *s = &p->topo.servers[m->idx];
     char port[16];
     snprintf(port, sizeof(port), "%d", s->port);
     struct addrinfo hints;

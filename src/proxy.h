@@ -97,6 +97,7 @@ struct proxy {
     struct topology topo;
     struct cursor_table cursors;
     struct txn_pins *pins;
+    struct read_pref default_read_pref; /* from the configuration, for reads without one */
     struct pool pools[TOPOLOGY_MAX_SERVERS];
     struct monitor *monitors[TOPOLOGY_MAX_SERVERS];
     struct list clients;        /* every client, struct client.link */
@@ -126,6 +127,10 @@ int32_t proxy_next_request_id(struct proxy *p);
 
 /* Called when the topology changed in a way selection may care about: wakes waiting clients. */
 void proxy_topology_changed(struct proxy *p);
+
+/* Called when servers were added to or removed from the topology (replica-set discovery): starts
+ * monitors for new servers and clears the pools of removed ones. */
+void proxy_members_changed(struct proxy *p);
 
 /* Called on a network error talking to server idx: mark it unknown, drop its pool and cursors,
  * and ask its monitor for a prompt re-check. */
@@ -243,6 +248,7 @@ struct client {
     bool relay_more;       /* that reply has moreToCome: more will follow */
     int32_t last_reply_id; /* requestID of the last reply relayed, for exhaust chains */
     struct kill_state kill;
+    struct wire_buf xbuf; /* a request rewritten before forwarding ($readPreference added) */
 };
 
 int clients_listen(struct proxy *p);

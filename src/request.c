@@ -102,6 +102,7 @@ static void read_command_fields(const bson_t *cmd, struct request_info *ri)
         } else if (strcmp(k, "$readPreference") == 0 && BSON_ITER_HOLDS_DOCUMENT(&it)) {
             bson_iter_t rp;
             ri->has_read_pref = true;
+            bson_iter_document(&it, &ri->read_pref_len, &ri->read_pref_doc);
             if (bson_iter_recurse(&it, &rp) && bson_iter_find(&rp, "mode") &&
                 BSON_ITER_HOLDS_UTF8(&rp))
                 snprintf(ri->read_pref_mode, sizeof(ri->read_pref_mode), "%s",

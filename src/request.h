@@ -62,6 +62,8 @@ struct request_info {
     /* Read preference. */
     bool has_read_pref;
     char read_pref_mode[32];
+    const uint8_t *read_pref_doc; /* the $readPreference document, inside the frame */
+    uint32_t read_pref_len;
     bool secondary_ok; /* OP_QUERY flag bit 2 */
 
     /* hello */

@@ -86,6 +86,11 @@ void status_build(struct proxy *p, bson_t *doc)
         BSON_APPEND_INT64(&s, "requests", (int64_t)sv->requests);
         if (sv->set_name[0])
             BSON_APPEND_UTF8(&s, "setName", sv->set_name);
+        if (sv->removed)
+            BSON_APPEND_BOOL(&s, "removed", true);
+        double stale = topology_staleness_ms(&p->topo, i);
+        if (stale >= 0)
+            BSON_APPEND_DOUBLE(&s, "stalenessMillis", stale);
         BSON_APPEND_DOCUMENT_BEGIN(&s, "tags", &tags);
         for (int t = 0; t < sv->n_tags; t++)
             BSON_APPEND_UTF8(&tags, sv->tags[t].name, sv->tags[t].value);

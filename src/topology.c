@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -102,6 +103,153 @@ const char *server_type_name(enum server_type t)
     return "?";
 }
 
+/* Parses "host:port" or "[v6]:port" (port 27017 when absent), lower-casing the host as SDAM does.
+ */
+static bool parse_address(const char *a, char *host, size_t host_len, int *port)
+{
+    const char *colon;
+    size_t n;
+    if (a[0] == '[') {
+        const char *close = strchr(a, ']');
+        if (!close)
+            return false;
+        n = (size_t)(close - a - 1);
+        if (n >= host_len)
+            return false;
+        memcpy(host, a + 1, n);
+        colon = close[1] == ':' ? close + 1 : NULL;
+    } else {
+        colon = strrchr(a, ':');
+        n = colon ? (size_t)(colon - a) : strlen(a);
+        if (n >= host_len)
+            return false;
+        memcpy(host, a, n);
+    }
+    host[n] = 0;
+    for (char *h = host; *h; h++)
+        if (*h >= 'A' && *h <= 'Z')
+            *h = (char)(*h - 'A' + 'a');
+    *port = colon ? atoi(colon + 1) : 27017;
+    return *port > 0 && *port < 65536 && n > 0;
+}
+
+/* Collects the member addresses a hello lists (hosts, passives, arbiters) as server indexes,
+ * adding servers that are new. Returns how many, or -1 if the topology is full. */
+static int list_members(struct topology *t, const bson_t *reply, int *idxs, int *changed)
+{
+    static const char *const fields[] = {"hosts", "passives", "arbiters"};
+    int n = 0;
+    for (int f = 0; f < 3; f++) {
+        bson_iter_t it, arr;
+        if (!bson_iter_init_find(&it, reply, fields[f]) || !BSON_ITER_HOLDS_ARRAY(&it) ||
+            !bson_iter_recurse(&it, &arr))
+            continue;
+        while (bson_iter_next(&arr)) {
+            if (!BSON_ITER_HOLDS_UTF8(&arr))
+                continue;
+            char host[256];
+            int port;
+            if (!parse_address(bson_iter_utf8(&arr, NULL), host, sizeof(host), &port))
+                continue;
+            int before = t->n;
+            int i = topology_add(t, host, port);
+            if (i < 0)
+                return -1;
+            if (t->n != before || t->servers[i].removed)
+                *changed = 1;
+            t->servers[i].removed = false;
+            if (n < TOPOLOGY_MAX_SERVERS)
+                idxs[n++] = i;
+        }
+    }
+    return n;
+}
+
+/* Orders (electionId, setVersion) pairs as SDAM does for servers of wire version 17 and later:
+ * electionId first. Returns <0, 0 or >0 comparing the server's pair with the topology's newest. */
+static int compare_election(const struct topology *t, const struct server *s)
+{
+    if (s->has_election_id && t->has_max_election_id) {
+        int c = memcmp(s->election_id, t->max_election_id, 12);
+        if (c != 0)
+            return c;
+    } else if (t->has_max_election_id && !s->has_election_id) {
+        return -1;
+    }
+    if (s->has_set_version && t->has_max_set_version) {
+        if (s->set_version != t->max_set_version)
+            return s->set_version < t->max_set_version ? -1 : 1;
+    } else if (t->has_max_set_version && !s->has_set_version) {
+        return -1;
+    }
+    return 0;
+}
+
+/* Applies the replica-set rules of SDAM to a reply of server idx (already classified). */
+static int apply_replset(struct topology *t, int idx, const bson_t *reply, char *why,
+                         size_t why_len)
+{
+    struct server *s = &t->servers[idx];
+    int bits = 0;
+    if (s->type == SERVER_MONGOS || s->type == SERVER_STANDALONE ||
+        (s->set_name[0] && t->set_name[0] && strcmp(s->set_name, t->set_name) != 0)) {
+        snprintf(why, why_len, "%s is %s%s%s, not a member of replica set %s", s->addr,
+                 s->set_name[0] ? "a member of replica set " : "a ",
+                 s->set_name[0] ? s->set_name : server_type_name(s->type),
+                 s->set_name[0] ? "" : " server", t->set_name);
+        s->type = SERVER_UNKNOWN;
+        s->removed = true;
+        return TOPO_REFUSED | TOPO_MEMBERS_CHANGED;
+    }
+    int members[TOPOLOGY_MAX_SERVERS];
+    if (s->type == SERVER_RS_PRIMARY) {
+        if (compare_election(t, s) < 0) {
+            snprintf(why, why_len, "%s claims to be primary with an older electionId", s->addr);
+            s->type = SERVER_UNKNOWN;
+            return TOPO_REFUSED;
+        }
+        if (s->has_election_id) {
+            memcpy(t->max_election_id, s->election_id, 12);
+            t->has_max_election_id = true;
+        }
+        if (s->has_set_version &&
+            (!t->has_max_set_version || s->set_version > t->max_set_version)) {
+            t->max_set_version = s->set_version;
+            t->has_max_set_version = true;
+        }
+        /* There is one primary: any other that still says so is out of date. */
+        for (int i = 0; i < t->n; i++) {
+            if (i != idx && t->servers[i].type == SERVER_RS_PRIMARY) {
+                t->servers[i].type = SERVER_UNKNOWN;
+                bits |= TOPO_TYPE_CHANGED;
+            }
+        }
+        int changed = 0;
+        int n = list_members(t, reply, members, &changed);
+        if (n > 0) {
+            /* The primary's list is the membership: whoever it leaves out is removed. */
+            for (int i = 0; i < t->n; i++) {
+                bool listed = false;
+                for (int j = 0; j < n; j++)
+                    listed |= members[j] == i;
+                if (!listed && !t->servers[i].removed) {
+                    t->servers[i].removed = true;
+                    t->servers[i].type = SERVER_UNKNOWN;
+                    changed = 1;
+                }
+            }
+        }
+        if (changed)
+            bits |= TOPO_MEMBERS_CHANGED;
+    } else if (topology_primary(t) < 0) {
+        int changed = 0;
+        list_members(t, reply, members, &changed);
+        if (changed)
+            bits |= TOPO_MEMBERS_CHANGED;
+    }
+    return bits;
+}
+
 int topology_on_hello(struct topology *t, int idx, const bson_t *reply, double rtt_ms,
                       int64_t now_ms)
 {
@@ -150,8 +298,160 @@ int topology_on_hello(struct topology *t, int idx, const bson_t *reply, double r
         bson_iter_recurse(&it, &lw) && bson_iter_find(&lw, "lastWriteDate") &&
         BSON_ITER_HOLDS_DATE_TIME(&lw))
         s->last_write_ms = bson_iter_date_time(&lw);
+    s->has_election_id = bson_iter_init_find(&it, reply, "electionId") && BSON_ITER_HOLDS_OID(&it);
+    if (s->has_election_id)
+        memcpy(s->election_id, bson_iter_oid(&it)->bytes, 12);
+    s->has_set_version =
+        bson_iter_init_find(&it, reply, "setVersion") && BSON_ITER_HOLDS_NUMBER(&it);
+    if (s->has_set_version)
+        s->set_version = bson_iter_as_int64(&it);
+
+    int bits = 0;
+    if (t->mode == TOPOLOGY_REPLICASET) {
+        char why[400] = "";
+        bits = apply_replset(t, idx, reply, why, sizeof(why));
+        if (why[0])
+            snprintf(s->last_error, sizeof(s->last_error), "%s", why);
+    }
+    if (old != s->type)
+        bits |= TOPO_TYPE_CHANGED;
     t->version++;
-    return old != s->type;
+    return bits;
+}
+
+void topology_mark_unknown(struct topology *t, int idx, bool clear_pool, const char *why)
+{
+    struct server *s = &t->servers[idx];
+    s->type = SERVER_UNKNOWN;
+    if (clear_pool)
+        s->generation++;
+    snprintf(s->last_error, sizeof(s->last_error), "%s", why ? why : "");
+    t->version++;
+}
+
+int topology_primary(const struct topology *t)
+{
+    for (int i = 0; i < t->n; i++)
+        if (t->servers[i].type == SERVER_RS_PRIMARY && !t->servers[i].removed)
+            return i;
+    return -1;
+}
+
+double topology_staleness_ms(const struct topology *t, int idx)
+{
+    const struct server *s = &t->servers[idx];
+    if (s->type != SERVER_RS_SECONDARY)
+        return -1;
+    int p = topology_primary(t);
+    if (p >= 0) {
+        const struct server *ps = &t->servers[p];
+        return (double)((s->last_ok_ms - s->last_write_ms) - (ps->last_ok_ms - ps->last_write_ms) +
+                        t->heartbeat_ms);
+    }
+    int64_t smax = 0;
+    bool any = false;
+    for (int i = 0; i < t->n; i++) {
+        const struct server *o = &t->servers[i];
+        if (o->type == SERVER_RS_SECONDARY && (!any || o->last_write_ms > smax)) {
+            smax = o->last_write_ms;
+            any = true;
+        }
+    }
+    return (double)(smax - s->last_write_ms + t->heartbeat_ms);
+}
+
+const char *read_mode_name(enum read_mode m)
+{
+    static const char *const names[] = {"primary", "primaryPreferred", "secondary",
+                                        "secondaryPreferred", "nearest"};
+    return (unsigned)m < 5 ? names[m] : "primary";
+}
+
+int read_pref_validate(const struct read_pref *rp, int heartbeat_ms, char *err, size_t err_len)
+{
+    bool has_tags = false;
+    for (int i = 0; i < rp->n_sets; i++)
+        has_tags |= rp->sets[i].n > 0;
+    if (rp->mode == READ_PRIMARY && has_tags) {
+        snprintf(err, err_len, "Only empty tags are allowed with primary read preference");
+        return 2;
+    }
+    if (rp->max_staleness_s >= 0 && rp->mode == READ_PRIMARY) {
+        snprintf(err, err_len, "mode primary cannot be combined with 'maxStalenessSeconds'");
+        return 160;
+    }
+    if (rp->max_staleness_s >= 0) {
+        int min_s = heartbeat_ms / 1000 + 10;
+        if (min_s < 90)
+            min_s = 90;
+        if (rp->max_staleness_s < min_s) {
+            snprintf(err, err_len,
+                     "maxStalenessSeconds must be a positive integer greater than "
+                     "or equal to %d seconds",
+                     min_s);
+            return 160;
+        }
+    }
+    return 0;
+}
+
+int read_pref_parse(const uint8_t *doc, uint32_t len, struct read_pref *rp, char *err,
+                    size_t err_len)
+{
+    memset(rp, 0, sizeof(*rp));
+    rp->max_staleness_s = -1;
+    bson_t d;
+    bson_iter_t it;
+    if (!bson_init_static(&d, doc, len) || !bson_iter_init(&it, &d)) {
+        snprintf(err, err_len, "invalid $readPreference");
+        return 9;
+    }
+    bool has_mode = false;
+    while (bson_iter_next(&it)) {
+        const char *k = bson_iter_key(&it);
+        if (strcmp(k, "mode") == 0) {
+            if (!BSON_ITER_HOLDS_UTF8(&it))
+                goto bad_mode;
+            const char *m = bson_iter_utf8(&it, NULL);
+            bool found = false;
+            for (int i = 0; i < 5 && !found; i++) {
+                if (strcmp(m, read_mode_name((enum read_mode)i)) == 0) {
+                    rp->mode = (enum read_mode)i;
+                    found = true;
+                }
+            }
+            if (!found)
+                goto bad_mode;
+            has_mode = true;
+        } else if (strcmp(k, "tags") == 0 && BSON_ITER_HOLDS_ARRAY(&it)) {
+            bson_iter_t sets, tag;
+            bson_iter_recurse(&it, &sets);
+            while (bson_iter_next(&sets) && rp->n_sets < READ_PREF_MAX_SETS) {
+                if (!BSON_ITER_HOLDS_DOCUMENT(&sets)) {
+                    snprintf(err, err_len, "$readPreference tags must be documents");
+                    return 9;
+                }
+                struct read_tag_set *ts = &rp->sets[rp->n_sets++];
+                bson_iter_recurse(&sets, &tag);
+                while (bson_iter_next(&tag) && ts->n < TOPOLOGY_MAX_TAGS) {
+                    if (!BSON_ITER_HOLDS_UTF8(&tag))
+                        continue;
+                    snprintf(ts->tags[ts->n].name, sizeof(ts->tags[0].name), "%s",
+                             bson_iter_key(&tag));
+                    snprintf(ts->tags[ts->n].value, sizeof(ts->tags[0].value), "%s",
+                             bson_iter_utf8(&tag, NULL));
+                    ts->n++;
+                }
+            }
+        } else if (strcmp(k, "maxStalenessSeconds") == 0 && BSON_ITER_HOLDS_NUMBER(&it)) {
+            rp->max_staleness_s = (int)bson_iter_as_int64(&it);
+        }
+    }
+    if (has_mode)
+        return 0;
+bad_mode:
+    snprintf(err, err_len, "$readPreference has no valid mode");
+    return 9;
 }
 
 int topology_on_failure(struct topology *t, int idx, const char *why, int64_t now_ms)
@@ -170,58 +470,112 @@ int topology_on_failure(struct topology *t, int idx, const char *why, int64_t no
 
 bool topology_is_selectable(const struct topology *t, const struct server *s)
 {
+    if (s->removed)
+        return false;
     if (t->mode == TOPOLOGY_MONGOS)
         return s->type == SERVER_MONGOS;
     return s->type == SERVER_RS_PRIMARY || s->type == SERVER_RS_SECONDARY;
 }
 
-/* Whether server s may take this request at all, before the latency window. */
-static bool suitable(const struct topology *t, const struct server *s,
-                     const struct select_request *req)
+/* Whether server s carries every tag of set ts. */
+static bool matches_tags(const struct server *s, const struct read_tag_set *ts)
 {
-    if (!topology_is_selectable(t, s) || !s->rtt_known)
-        return false;
-    if (t->mode == TOPOLOGY_REPLICASET && req->write)
-        return s->type == SERVER_RS_PRIMARY;
+    for (int i = 0; i < ts->n; i++) {
+        bool found = false;
+        for (int j = 0; j < s->n_tags && !found; j++)
+            found = strcmp(s->tags[j].name, ts->tags[i].name) == 0 &&
+                    strcmp(s->tags[j].value, ts->tags[i].value) == 0;
+        if (!found)
+            return false;
+    }
     return true;
+}
+
+/* Keeps in cand[] only the servers matching the first tag set that matches any of them. */
+static int filter_tags(const struct topology *t, const struct read_pref *rp, int *cand, int n)
+{
+    if (rp->n_sets == 0)
+        return n;
+    for (int k = 0; k < rp->n_sets; k++) {
+        int m = 0;
+        int out[TOPOLOGY_MAX_SERVERS];
+        for (int i = 0; i < n; i++)
+            if (matches_tags(&t->servers[cand[i]], &rp->sets[k]))
+                out[m++] = cand[i];
+        if (m > 0) {
+            memcpy(cand, out, (size_t)m * sizeof(int));
+            return m;
+        }
+    }
+    return 0;
+}
+
+/* Collects the servers that may take the request before the latency window, in cand[]. */
+static int eligible(const struct topology *t, const struct select_request *req, int skip, int *cand)
+{
+    int n = 0;
+    if (t->mode == TOPOLOGY_MONGOS) {
+        for (int i = 0; i < t->n; i++) {
+            const struct server *s = &t->servers[i];
+            if (i != skip && topology_is_selectable(t, s) && s->rtt_known)
+                cand[n++] = i;
+        }
+        return n;
+    }
+    int primary = topology_primary(t);
+    if (primary == skip)
+        primary = -1;
+    if (primary >= 0 && !t->servers[primary].rtt_known)
+        primary = -1;
+    const struct read_pref *rp = req->rp;
+    enum read_mode mode = (req->write || !rp) ? READ_PRIMARY : rp->mode;
+    if (mode == READ_PRIMARY || (mode == READ_PRIMARY_PREFERRED && primary >= 0)) {
+        if (primary >= 0)
+            cand[n++] = primary;
+        return n;
+    }
+    /* Secondaries (and the primary for nearest), fresh enough, then by tags. */
+    for (int i = 0; i < t->n; i++) {
+        const struct server *s = &t->servers[i];
+        if (i == skip || !s->rtt_known || s->removed)
+            continue;
+        bool ok = s->type == SERVER_RS_SECONDARY ||
+                  (mode == READ_NEAREST && s->type == SERVER_RS_PRIMARY);
+        if (ok && rp->max_staleness_s >= 0 && s->type == SERVER_RS_SECONDARY &&
+            topology_staleness_ms(t, i) > rp->max_staleness_s * 1000.0)
+            ok = false;
+        if (ok)
+            cand[n++] = i;
+    }
+    n = filter_tags(t, rp, cand, n);
+    if (n == 0 && mode == READ_SECONDARY_PREFERRED && primary >= 0)
+        cand[n++] = primary;
+    return n;
 }
 
 int topology_select(const struct topology *t, const struct select_request *req,
                     uint32_t (*rnd)(void *), void *rnd_ctx)
 {
     int cand[TOPOLOGY_MAX_SERVERS];
-    int n = 0;
-    /* Two passes: the excluded server counts only when nothing else is suitable, which is the
-     * specification's "deprioritize the server that failed" for retries. */
-    for (int pass = 0; pass < 2 && n == 0; pass++) {
-        double fastest = 0;
-        bool any = false;
-        for (int i = 0; i < t->n; i++) {
-            const struct server *s = &t->servers[i];
-            if (pass == 0 && i == req->exclude_idx)
-                continue;
-            if (!suitable(t, s, req))
-                continue;
-            if (!any || s->rtt_ms < fastest)
-                fastest = s->rtt_ms;
-            any = true;
-        }
-        if (!any)
-            continue;
-        for (int i = 0; i < t->n; i++) {
-            const struct server *s = &t->servers[i];
-            if (pass == 0 && i == req->exclude_idx)
-                continue;
-            if (suitable(t, s, req) && s->rtt_ms <= fastest + t->local_threshold_ms)
-                cand[n++] = i;
-        }
-    }
+    /* The excluded server counts only when nothing else is suitable, which is the specification's
+     * "deprioritize the server that failed" for retries. */
+    int n = eligible(t, req, req->exclude_idx, cand);
+    if (n == 0 && req->exclude_idx >= 0)
+        n = eligible(t, req, -1, cand);
     if (n == 0)
         return -EAGAIN;
-    if (n == 1)
+    double fastest = t->servers[cand[0]].rtt_ms;
+    for (int i = 1; i < n; i++)
+        if (t->servers[cand[i]].rtt_ms < fastest)
+            fastest = t->servers[cand[i]].rtt_ms;
+    int m = 0;
+    for (int i = 0; i < n; i++)
+        if (t->servers[cand[i]].rtt_ms <= fastest + t->local_threshold_ms)
+            cand[m++] = cand[i];
+    if (m == 1)
         return cand[0];
-    int a = (int)(rnd(rnd_ctx) % (uint32_t)n);
-    int b = (int)(rnd(rnd_ctx) % (uint32_t)(n - 1));
+    int a = (int)(rnd(rnd_ctx) % (uint32_t)m);
+    int b = (int)(rnd(rnd_ctx) % (uint32_t)(m - 1));
     if (b >= a)
         b++;
     const struct server *sa = &t->servers[cand[a]], *sb = &t->servers[cand[b]];

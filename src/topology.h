@@ -9,6 +9,7 @@
 #define MONGOLB_TOPOLOGY_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include <bson/bson.h>
@@ -65,9 +66,39 @@ struct server {
     struct server_tag tags[TOPOLOGY_MAX_TAGS];
     int64_t last_write_ms; /* lastWrite.lastWriteDate */
 
+    /* Replica-set fields. */
+    bool removed; /* no longer a member per the primary's hosts list */
+    bool has_election_id;
+    uint8_t election_id[12];
+    bool has_set_version;
+    int64_t set_version;
+
     /* Counters for the status command. */
     uint64_t requests;
     uint64_t errors;
+};
+
+/* Read preference modes, as the server-selection specification names them. */
+enum read_mode {
+    READ_PRIMARY = 0,
+    READ_PRIMARY_PREFERRED,
+    READ_SECONDARY,
+    READ_SECONDARY_PREFERRED,
+    READ_NEAREST,
+};
+
+#define READ_PREF_MAX_SETS 8
+
+struct read_tag_set {
+    int n; /* 0 matches any server */
+    struct server_tag tags[TOPOLOGY_MAX_TAGS];
+};
+
+struct read_pref {
+    enum read_mode mode;
+    int n_sets; /* 0: no tag filtering */
+    struct read_tag_set sets[READ_PREF_MAX_SETS];
+    int max_staleness_s; /* -1: no limit */
 };
 
 struct topology {
@@ -75,8 +106,19 @@ struct topology {
     int n;
     struct server servers[TOPOLOGY_MAX_SERVERS];
     int local_threshold_ms;
+    int heartbeat_ms;   /* for the staleness formula */
+    char set_name[128]; /* the replica set required in replicaset mode */
+    bool has_max_election_id;
+    uint8_t max_election_id[12];
+    bool has_max_set_version;
+    int64_t max_set_version;
     uint64_t version; /* bumped on every change selection could care about */
 };
+
+/* What topology_on_hello reports, as bits. */
+#define TOPO_TYPE_CHANGED    0x1 /* the server's type changed */
+#define TOPO_MEMBERS_CHANGED 0x2 /* servers were added, removed or re-added */
+#define TOPO_REFUSED         0x4 /* the reply was refused (other set, stale primary, wrong kind) */
 
 /* Initialises an empty topology. */
 void topology_init(struct topology *t, enum topology_mode mode, int local_threshold_ms);
@@ -88,10 +130,40 @@ int topology_add(struct topology *t, const char *host, int port);
 /*
  * Applies a successful hello reply from server idx measured with round-trip rtt_ms at now_ms.
  * Sets the type per the SDAM table and the limits; updates the RTT average (seeded with the first
- * sample). Returns 1 if the server's type changed, else 0.
+ * sample). In replicaset mode it also follows the SDAM rules: a member of another set, a
+ * standalone or a mongos is refused and removed; a primary whose (electionId, setVersion) is older
+ * than the newest seen is stale and marked unknown; a new primary demotes any other to unknown;
+ * the primary's hosts, passives and arbiters become the member list (others are removed), and
+ * while there is no primary any member's list only adds. When the reply is refused the reason is
+ * left in the server's last_error. Returns TOPO_* bits.
  */
 int topology_on_hello(struct topology *t, int idx, const bson_t *reply, double rtt_ms,
                       int64_t now_ms);
+
+/* Marks server idx unknown after a state-change error in a reply ("not writable primary",
+ * "node is recovering"), keeping its pool unless clear_pool. */
+void topology_mark_unknown(struct topology *t, int idx, bool clear_pool, const char *why);
+
+/* The index of the current primary, or -1. */
+int topology_primary(const struct topology *t);
+
+/* A secondary's estimated staleness in milliseconds by the max-staleness specification's
+ * formula, or -1 when idx is not a secondary or it cannot be computed. */
+double topology_staleness_ms(const struct topology *t, int idx);
+
+/* Checks a read preference against the specification's rules: tags or maxStalenessSeconds with
+ * primary are an error, and maxStalenessSeconds must be at least 90 and at least
+ * heartbeat + 10 s. Returns 0, or a MongoDB error code (2 BadValue, 160 MaxStalenessOutOfRange)
+ * with a message in err. */
+int read_pref_validate(const struct read_pref *rp, int heartbeat_ms, char *err, size_t err_len);
+
+/* Parses a $readPreference document ({mode, tags, maxStalenessSeconds}). Returns 0, or a
+ * MongoDB error code (9 FailedToParse) with a message. */
+int read_pref_parse(const uint8_t *doc, uint32_t len, struct read_pref *rp, char *err,
+                    size_t err_len);
+
+/* Names a mode as $readPreference spells it. */
+const char *read_mode_name(enum read_mode m);
 
 /* Marks server idx unknown after a failed check or a network error; clears its RTT and bumps its
  * pool generation. Returns 1 if it was known before. */
@@ -108,6 +180,7 @@ bool topology_is_selectable(const struct topology *t, const struct server *s);
 struct select_request {
     bool write;      /* needs a writable server (ignored in mongos mode: every mongos is one) */
     int exclude_idx; /* a server to avoid (the one a retry failed on), or -1 */
+    const struct read_pref *rp; /* for reads in replicaset mode; NULL means primary */
 };
 
 /*

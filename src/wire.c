@@ -380,6 +380,40 @@ int wire_append_msg_seq(struct wire_buf *b, int32_t request_id, int32_t response
     return 0;
 }
 
+int wire_append_msg_with_field(struct wire_buf *b, const struct wire_msg *m, const char *key,
+                               const bson_t *value)
+{
+    size_t before = b->len;
+    bson_t body, copy;
+    if (!bson_init_static(&body, m->body, m->body_len))
+        return -EPROTO;
+    bson_copy_to(&body, &copy);
+    bson_append_document(&copy, key, -1, value);
+    int64_t start =
+        frame_begin(b, 5 + copy.len + m->h.length, m->h.request_id, m->h.response_to, WIRE_OP_MSG);
+    int rc = start < 0 ? (int)start : 0;
+    uint8_t kind = 0;
+    rc = rc ? rc : append_i32(b, (int32_t)(m->flags & ~WIRE_MSG_CHECKSUM_PRESENT));
+    rc = rc ? rc : wire_buf_append(b, &kind, 1);
+    rc = rc ? rc : append_doc(b, &copy);
+    for (int i = 0; !rc && i < m->nseq; i++) {
+        const struct wire_doc_seq *sq = &m->seq[i];
+        size_t idlen = strlen(sq->identifier) + 1;
+        kind = 1;
+        rc = wire_buf_append(b, &kind, 1);
+        rc = rc ? rc : append_i32(b, (int32_t)(4 + idlen + sq->len));
+        rc = rc ? rc : wire_buf_append(b, sq->identifier, idlen);
+        rc = rc ? rc : wire_buf_append(b, sq->docs, sq->len);
+    }
+    bson_destroy(&copy);
+    if (rc) {
+        b->len = before;
+        return rc;
+    }
+    frame_end(b, (size_t)start);
+    return 0;
+}
+
 int wire_append_reply(struct wire_buf *b, int32_t request_id, int32_t response_to, int32_t flags,
                       int64_t cursor_id, int32_t starting_from, const bson_t *const *docs, int n)
 {

@@ -215,6 +215,14 @@ int wire_append_msg_seq(struct wire_buf *b, int32_t request_id, int32_t response
                         const bson_t *body, const char *identifier, const bson_t *const *docs,
                         int n);
 
+/*
+ * Appends a copy of the OP_MSG m (parsed from its frame) whose body gains one more field, key:
+ * value, before the body's end; kind-1 sections are copied as they are, the request id is kept and
+ * a checksum is dropped. Used to add a $readPreference. Returns 0 or -ENOMEM.
+ */
+int wire_append_msg_with_field(struct wire_buf *b, const struct wire_msg *m, const char *key,
+                               const bson_t *value);
+
 /* Appends an OP_REPLY carrying n documents (n may be 0). */
 int wire_append_reply(struct wire_buf *b, int32_t request_id, int32_t response_to, int32_t flags,
                       int64_t cursor_id, int32_t starting_from, const bson_t *const *docs, int n);
