@@ -277,6 +277,25 @@ def test_repeated_retryable_write_is_applied_once(mongos2):
         b.close()
 
 
+def test_driver_retry_after_write_concern_error_is_applied_once(replset):
+    client = rs_client(replset, retryWrites=True)
+    try:
+        c = client.test.r
+        c.insert_one({"_id": 1, "n": 0})
+        client.admin.command({"configureFailPoint": "failCommand", "mode": {"times": 1},
+                              "data": {"failCommands": ["update"],
+                                       "writeConcernError": {"code": 91,
+                                                             "errmsg": "shutting down"}}})
+        replset.stats(reset=True)
+        assert c.update_one({"_id": 1}, {"$inc": {"n": 1}}).modified_count == 1
+        assert c.find_one({"_id": 1})["n"] == 1
+        st = replset.stats()
+        assert st["servers"][0]["commands"]["update"] == 2
+        assert st["retriedWritesDeduplicated"] == 1
+    finally:
+        client.close()
+
+
 def test_transactions_commit_abort_and_pinning(mongos2):
     a, b = direct(mongos2, 0), direct(mongos2, 1)
     try:

@@ -152,22 +152,23 @@ describe('two mongos routers', () => {
     assert.equal(more.cursor.nextBatch.length, 15);
   });
 
-  test('a repeated retryable write is applied once', async () => {
+  test('a retried write is applied once', async () => {
+    // The failpoint lets the update apply, then reports a retryable write-concern error: the
+    // driver retries with the same lsid and txnNumber, and must not increment twice.
     const coll = a.db('test').collection('r');
     await coll.insertOne({ _id: 1, n: 0 });
-    const session = a.startSession();
-    const cmd = {
-      update: 'r',
-      updates: [{ q: { _id: 1 }, u: { $inc: { n: 1 } } }],
-      lsid: session.id,
-      txnNumber: Long.fromNumber(42),
-    };
-    const first = await a.db('test').command(cmd);
-    const second = await b.db('test').command(cmd);
-    assert.equal(first.nModified, 1);
-    assert.equal(second.nModified, 1);
+    await a.db('admin').command({
+      configureFailPoint: 'failCommand',
+      mode: { times: 1 },
+      data: { failCommands: ['update'], writeConcernError: { code: 91, errmsg: 'shutting down' } },
+    });
+    const before = (await a.db('admin').command({ simStats: 1 })).retriedWritesDeduplicated;
+    const r = await coll.updateOne({ _id: 1 }, { $inc: { n: 1 } });
+    assert.equal(r.modifiedCount, 1);
     assert.equal((await coll.findOne({ _id: 1 })).n, 1);
-    await session.endSession();
+    const stats = await a.db('admin').command({ simStats: 1 });
+    assert.equal(stats.retriedWritesDeduplicated, before + 1);
+    assert.equal(stats.servers[0].commands.update, 2);
   });
 
   test('a transaction commits on the mongos that started it', async () => {

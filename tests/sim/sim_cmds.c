@@ -365,25 +365,35 @@ void sim_abort_txns(struct sim_server *srv)
     }
 }
 
-static struct sim_retry *retry_find(struct sim *s, const uint8_t *lsid, int64_t number)
+/*
+ * A session's record of its latest retryable write. Like MongoDB's config.transactions, one record
+ * per session is kept (the highest txnNumber), so memory is bounded by the number of sessions
+ * rather than growing with every write.
+ */
+static struct sim_retry *retry_find(struct sim *s, const uint8_t *lsid)
 {
     for (struct sim_retry *r = s->retries[lsid_hash(lsid) % SIM_RETRY_BUCKETS]; r; r = r->next)
-        if (r->txn_number == number && memcmp(r->lsid, lsid, 16) == 0)
+        if (memcmp(r->lsid, lsid, 16) == 0)
             return r;
     return NULL;
 }
 
 static void retry_save(struct sim *s, const uint8_t *lsid, int64_t number, const bson_t *reply)
 {
-    struct sim_retry *r = calloc(1, sizeof(*r));
-    if (!r)
-        return;
-    memcpy(r->lsid, lsid, 16);
+    struct sim_retry *r = retry_find(s, lsid);
+    if (r) {
+        bson_destroy(r->reply);
+    } else {
+        r = calloc(1, sizeof(*r));
+        if (!r)
+            return;
+        memcpy(r->lsid, lsid, 16);
+        size_t b = lsid_hash(lsid) % SIM_RETRY_BUCKETS;
+        r->next = s->retries[b];
+        s->retries[b] = r;
+    }
     r->txn_number = number;
     r->reply = bson_copy(reply);
-    size_t b = lsid_hash(lsid) % SIM_RETRY_BUCKETS;
-    r->next = s->retries[b];
-    s->retries[b] = r;
 }
 
 void sim_free_retries(struct sim *s)
@@ -1266,8 +1276,17 @@ bool sim_dispatch(struct sim_server *srv, struct sim_conn *conn, const struct si
         }
         undo = t->undo;
     } else if (retryable) {
-        struct sim_retry *r = retry_find(s, si.lsid, si.txn_number);
-        if (r) {
+        struct sim_retry *r = retry_find(s, si.lsid);
+        if (r && si.txn_number < r->txn_number) {
+            char msg[256];
+            snprintf(msg, sizeof(msg),
+                     "Retryable write with txnNumber %lld is prohibited on session because a "
+                     "newer retryable write with txnNumber %lld has already started",
+                     (long long)si.txn_number, (long long)r->txn_number);
+            sim_error(reply, 225, "TransactionTooOld", msg);
+            return true;
+        }
+        if (r && r->txn_number == si.txn_number) {
             /* Already executed (here or on another server of the deployment): answer as the
              * first execution did, without applying the write again. */
             s->retries_deduplicated++;
@@ -1326,8 +1345,34 @@ bool sim_dispatch(struct sim_server *srv, struct sim_conn *conn, const struct si
 
     if (retryable)
         retry_save(s, si.lsid, si.txn_number, reply);
-    if (wce && srv->fp.write_concern_error)
-        BSON_APPEND_DOCUMENT(reply, "writeConcernError", srv->fp.write_concern_error);
+    if (wce && srv->fp.write_concern_error) {
+        /* The write was applied, only its write concern "failed": drivers retry a retryable
+         * write on such an error, and the retry must then find the saved reply. The server puts
+         * the labels at the top level of the reply, where drivers look for them. */
+        const bson_t *w = srv->fp.write_concern_error;
+        bson_iter_t it;
+        int64_t wcode = 0;
+        if (bson_iter_init_find(&it, w, "errorLabels") && BSON_ITER_HOLDS_ARRAY(&it)) {
+            uint32_t len;
+            const uint8_t *data;
+            bson_t labels;
+            BSON_APPEND_DOCUMENT(reply, "writeConcernError", w);
+            bson_iter_array(&it, &len, &data);
+            if (bson_init_static(&labels, data, len))
+                BSON_APPEND_ARRAY(reply, "errorLabels", &labels);
+        } else if (retryable && get_int64(w, "code", &wcode) && code_is_retryable((int32_t)wcode)) {
+            /* Some drivers (PyMongo 3.x) read the labels inside writeConcernError: put them in
+             * both places. */
+            bson_t copy;
+            bson_copy_to(w, &copy);
+            append_label(&copy, "RetryableWriteError");
+            BSON_APPEND_DOCUMENT(reply, "writeConcernError", &copy);
+            bson_destroy(&copy);
+            append_label(reply, "RetryableWriteError");
+        } else {
+            BSON_APPEND_DOCUMENT(reply, "writeConcernError", w);
+        }
+    }
     if (si.in_txn && s->opt.mode == SIM_MODE_MONGOS) {
         bson_t rt;
         BSON_APPEND_DOCUMENT_BEGIN(reply, "recoveryToken", &rt);
