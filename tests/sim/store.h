@@ -1,0 +1,117 @@
+/*
+ * store.h: mongosim's in-memory data engine.
+ *
+ * A store holds every database and collection of one simulated deployment. Documents are kept as
+ * bson_t copies in insertion order, with a hash index on _id per collection so that lookups and
+ * writes by _id cost O(1). store_exec runs one command (insert, find, update, delete,
+ * findAndModify, count, distinct, aggregate, listCollections, listIndexes, create, drop,
+ * dropDatabase, listDatabases) the way MongoDB 7.0 answers it, as far as a test can observe.
+ *
+ * Ownership: the store owns its documents; result sets (struct store_results) own copies, so a
+ * cursor may outlive any later write, drop or store_free. Nothing here is thread-safe: one store
+ * is used by one thread (the simulator's event loop). Functions return 0 or a negative
+ * errno-style code.
+ */
+#ifndef MONGOSIM_STORE_H
+#define MONGOSIM_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include <bson/bson.h>
+
+/* MongoDB error codes the store reports (and the server may reuse). */
+#define STORE_ERR_BAD_VALUE              2
+#define STORE_ERR_FAILED_TO_PARSE        9
+#define STORE_ERR_TYPE_MISMATCH          14
+#define STORE_ERR_NAMESPACE_NOT_FOUND    26
+#define STORE_ERR_CONFLICTING_UPDATE_OPS 40
+#define STORE_ERR_NAMESPACE_EXISTS       48
+#define STORE_ERR_COMMAND_NOT_FOUND      59
+#define STORE_ERR_IMMUTABLE_FIELD        66
+#define STORE_ERR_INVALID_NAMESPACE      73
+#define STORE_ERR_DUPLICATE_KEY          11000
+#define STORE_ERR_UNRECOGNIZED_STAGE     40324
+
+struct store; /* every database and collection of one simulated deployment */
+
+/* Creates an empty store. Returns NULL only if memory is exhausted. */
+struct store *store_new(void);
+
+/* Frees the store and every document in it. Result sets already handed out stay valid. */
+void store_free(struct store *s);
+
+/* A result set that a cursor serves in batches: documents owned by the set. */
+struct store_results {
+    bson_t **docs;
+    size_t n;
+    size_t cap;
+};
+
+/* Frees every document of r and its array, and leaves r zeroed (so it can be reused). */
+void store_results_free(struct store_results *r);
+
+/* A MongoDB-style error to put in a reply: {ok:0, errmsg, code, codeName}. */
+struct store_error {
+    int code;
+    char code_name[64];
+    char errmsg[256];
+};
+
+/*
+ * A transaction's undo log: writes made with a non-NULL txn are recorded so that store_txn_abort
+ * can roll them back (commit just drops the log). Inserts, updates, deletes and implicit or
+ * explicit collection creation are undone; drop and dropDatabase are not recorded (MongoDB
+ * refuses them inside a transaction anyway, and the caller should too).
+ */
+struct store_txn;
+
+/* Creates an empty undo log. Returns NULL only if memory is exhausted. */
+struct store_txn *store_txn_new(void);
+
+/* Keeps the transaction's writes and frees t. t may be NULL. */
+void store_txn_commit(struct store *s, struct store_txn *t);
+
+/* Undoes the transaction's writes, newest first, and frees t. t may be NULL. */
+void store_txn_abort(struct store *s, struct store_txn *t);
+
+/*
+ * Runs one command against the store.
+ *  db:      the command's $db.
+ *  cmd:     the command body (first key is the command name).
+ *  seq_docs/n_seq: documents from an OP_MSG kind-1 section (insert "documents", update "updates",
+ *           delete "deletes"), used in addition to the same-named array in cmd; may be NULL/0.
+ *  reply:   initialised empty by the caller; on success the command's result fields are appended
+ *           (n, nModified, upserted, writeErrors, value/lastErrorObject, ...) and then "ok":1.0.
+ *  results: for cursor-producing commands (find, aggregate, listCollections, listIndexes) this is
+ *           filled with ALL result documents and nothing cursor-related is put in reply: the
+ *           caller builds {cursor:{id, ns, firstBatch}} itself. *is_cursor is set to true and the
+ *           cursor namespace is written into ns_out ("db.coll", "db.$cmd.listCollections",
+ *           "db.$cmd.aggregate"). For other commands *is_cursor is false and results untouched.
+ *  txn:     NULL, or the transaction to record undo entries into.
+ * Returns 0, or a negative errno-style value with *err filled (the caller turns it into
+ * {ok:0, errmsg, code, codeName}); reply may then hold partial fields and should be discarded.
+ * Unknown command names return -ENOENT with code 59 CommandNotFound ("no such command: 'x'").
+ */
+int store_exec(struct store *s, const char *db, const bson_t *cmd, const bson_t *const *seq_docs,
+               size_t n_seq, bson_t *reply, struct store_results *results, bool *is_cursor,
+               char *ns_out, size_t ns_len, struct store_txn *txn, struct store_error *err);
+
+/* Returns the number of documents in db.coll, 0 if it does not exist. O(1). */
+size_t store_count_docs(struct store *s, const char *db, const char *coll);
+
+/* Returns the number of collections in db, 0 if the database does not exist. */
+size_t store_count_collections(struct store *s, const char *db);
+
+/* Returns true if db.coll exists. */
+bool store_has_collection(struct store *s, const char *db, const char *coll);
+
+/*
+ * Compares two BSON values in MongoDB's order: first by canonical type (MinKey < null < numbers <
+ * strings < objects < arrays < binData < ObjectId < bool < date < timestamp < regex < MaxKey), then
+ * by value, numbers compared by value across int32/int64/double/decimal128. a or b may be NULL
+ * (a missing field), which sorts like null. Returns <0, 0 or >0.
+ */
+int store_compare_values(const bson_iter_t *a, const bson_iter_t *b);
+
+#endif
