@@ -1,0 +1,219 @@
+#!/usr/bin/env bash
+# Direct-versus-proxied benchmark, run by "make bench" after "make all".
+#
+# Starts one simulated mongos (build/mongosim --mongos 1) and mongolb in front of it, then runs
+# build/mlbench for each workload (ping, find_id, cursor1000) with 1 and 64 client connections,
+# once straight at the simulator and once through mongolb, and prints a table with the proxy's
+# cost: throughput ratio and the p50 latency it adds. One mongos keeps the two paths comparable.
+# A second row set runs the proxied workloads in front of three mongos, and a last section
+# measures the simulator's own capacity with pipelined requests.
+#
+# Environment: BUILD (default build), BENCH_SECONDS (default 3) per run, BENCH_THREE=0 to skip
+# the three-mongos rows.
+set -euo pipefail
+# shellcheck source=scripts/lib.sh
+source "$(dirname "$0")/lib.sh"
+
+SECS=${BENCH_SECONDS:-3}
+WARMUP_MS=300
+lib_require mongosim mongolb mlbench
+RESULTS="$LIB_TMP/results.jsonl"
+: >"$RESULTS"
+FAILED=0
+
+# run_one LABEL TARGET URI PID MLBENCH_ARGS...: runs mlbench and appends its JSON, tagged with
+# the row set (LABEL) and target, and the share of a CPU core that process PID used during the
+# run, to $RESULTS. A failed run is recorded and reported at the end.
+run_one() {
+  local set=$1 target=$2 uri=$3 pid=$4
+  shift 4
+  local out rc=0 t0 t1 c0 c1
+  t0=$(date +%s%N)
+  c0=$(cpu_ticks "$pid")
+  out=$("$MLBENCH" --uri "$uri" --warmup-ms "$WARMUP_MS" "$@" 2>"$LIB_TMP/mlbench.err") || rc=$?
+  c1=$(cpu_ticks "$pid")
+  t1=$(date +%s%N)
+  if [ "$rc" -ge 2 ] || [ -z "$out" ]; then
+    FAILED=1
+    echo "  FAILED: mlbench $* against $target ($uri): $(tr '\n' ' ' <"$LIB_TMP/mlbench.err")" >&2
+    out='{"failed":true}'
+  elif [ "$rc" -eq 1 ]; then
+    echo "  errors: mlbench $* against $target: $(head -n 1 "$LIB_TMP/mlbench.err")" >&2
+  fi
+  "$PY" -c 'import json, sys
+r = json.loads(sys.argv[1])
+r.update(set=sys.argv[2], target=sys.argv[3], args=sys.argv[4])
+ticks, hz, ns = int(sys.argv[5]), int(sys.argv[6]), int(sys.argv[7])
+r["cpu"] = ticks / hz / (ns / 1e9) if ns > 0 else 0
+print(json.dumps(r))' "$out" "$set" "$target" "$*" "$((c1 - c0))" "$CLK_TCK" "$((t1 - t0))" \
+    >>"$RESULTS"
+  printf '.'
+}
+
+echo "mongolb benchmark: ${SECS} s per run after ${WARMUP_MS} ms of warm-up, 127.0.0.1 only."
+echo "Starting one simulated mongos and mongolb in front of it..."
+start_sim sim1 --mongos 1
+SIM1=$SIM_SERVERS
+SIM1_PID=$SIM_PID
+start_mongolb mlb1 "$SIM1"
+MLB1=$MLB_ADDR
+MLB1_PID=$MLB_PID
+wait_mongolb_ready mlb1 "$MLB1" 1
+"$MLBENCH" --uri "$SIM1" --setup --docs 1000 >/dev/null || die "could not load the benchmark data"
+
+printf 'Running %d workloads x 2 connection counts x 2 targets ' 3
+for wl in ping find_id cursor1000; do
+  for conns in 1 64; do
+    run_one one direct "$SIM1" "$SIM1_PID" --workload "$wl" --conns "$conns" --seconds "$SECS"
+    run_one one mongolb "$MLB1" "$MLB1_PID" --workload "$wl" --conns "$conns" --seconds "$SECS"
+  done
+done
+echo
+RSS1=$(rss_kb "$MLB1_PID")
+HWM1=$(awk '/^VmHWM:/ {print $2}' "/proc/$MLB1_PID/status" 2>/dev/null || echo 0)
+STATUS1=$("$MLBENCH" --uri "$MLB1" --command '{"mongolbStatus": 1}' 2>/dev/null || echo '{}')
+
+RSS3=""
+STATUS3='{}'
+if [ "${BENCH_THREE:-1}" != 0 ]; then
+  echo "Starting three simulated mongos and a second mongolb in front of them..."
+  start_sim sim3 --mongos 3
+  SIM3=$SIM_SERVERS
+  start_mongolb mlb3 "$SIM3"
+  MLB3=$MLB_ADDR
+  MLB3_PID=$MLB_PID
+  wait_mongolb_ready mlb3 "$MLB3" 3
+  "$MLBENCH" --uri "${SIM3%%,*}" --setup --docs 1000 >/dev/null ||
+    die "could not load the benchmark data into the three-mongos simulator"
+  printf 'Running the proxied workloads against three mongos '
+  for wl in ping find_id cursor1000; do
+    for conns in 1 64; do
+      run_one three mongolb "$MLB3" "$MLB3_PID" --workload "$wl" --conns "$conns" --seconds "$SECS"
+    done
+  done
+  echo
+  RSS3=$(rss_kb "$MLB3_PID")
+  STATUS3=$("$MLBENCH" --uri "$MLB3" --command '{"mongolbStatus": 1}' 2>/dev/null || echo '{}')
+fi
+
+printf 'Measuring the simulator alone with pipelined requests '
+for wl in ping find_id; do
+  run_one capacity direct "$SIM1" "$SIM1_PID" --workload "$wl" --conns 4 --pipeline 32 --seconds "$SECS"
+done
+echo
+
+"$PY" - "$RESULTS" "$RSS1" "$HWM1" "$STATUS1" "${RSS3:-}" "$STATUS3" <<'EOF'
+import json
+import sys
+
+results = [json.loads(l) for l in open(sys.argv[1])]
+rss1, hwm1, status1, rss3, status3 = sys.argv[2:7]
+status1, status3 = json.loads(status1), json.loads(status3)
+
+
+def find(set_, target, wl, conns):
+    for r in results:
+        if r["set"] == set_ and r["target"] == target and r.get("workload") == wl \
+                and r.get("conns") == conns:
+            return r
+    return None
+
+
+def cells(r):
+    if r is None or r.get("failed"):
+        return ["FAILED", "", "", "", ""]
+    err = str(r["errors"]) if r["errors"] else ""
+    return ["{:,.0f}".format(r["ops_per_sec"]), str(r["p50_us"]), str(r["p99_us"]), err,
+            "{:.2f}".format(r["cpu"])]
+
+
+header = ["workload", "conns", "target", "ops/s", "p50 us", "p99 us", "errors", "cpu",
+          "ops/s ratio", "p50 added us"]
+rows = []
+for wl in ["ping", "find_id", "cursor1000"]:
+    for conns in [1, 64]:
+        d = find("one", "direct", wl, conns)
+        p = find("one", "mongolb", wl, conns)
+        rows.append([wl, str(conns), "direct"] + cells(d) + ["", ""])
+        ratio = added = ""
+        if d and p and not d.get("failed") and not p.get("failed") and d["ops_per_sec"]:
+            ratio = "{:.2f}".format(p["ops_per_sec"] / d["ops_per_sec"])
+            added = "{:+d}".format(p["p50_us"] - d["p50_us"])
+        rows.append([wl, str(conns), "mongolb"] + cells(p) + [ratio, added])
+three = [r for r in results if r["set"] == "three"]
+if three:
+    rows.append(None)
+    for wl in ["ping", "find_id", "cursor1000"]:
+        for conns in [1, 64]:
+            rows.append([wl, str(conns), "mongolb/3"] + cells(find("three", "mongolb", wl, conns))
+                        + ["", ""])
+
+
+def show(header, rows):
+    widths = [len(h) for h in header]
+    for r in rows:
+        if r:
+            widths = [max(w, len(c)) for w, c in zip(widths, r)]
+    fmt = lambda r: "  ".join(c.rjust(w) if i >= 3 or i == 1 else c.ljust(w)
+                              for i, (c, w) in enumerate(zip(r, widths)))
+    print(fmt(header))
+    print("  ".join("-" * w for w in widths))
+    for r in rows:
+        print(fmt(r) if r else "")
+
+
+print()
+print("Direct to one simulated mongos versus through mongolb (one request outstanding per")
+print("connection, as drivers do). ratio = mongolb ops/s / direct ops/s; p50 added = the median")
+print("latency mongolb adds. cursor1000: one op = a find plus getMores draining 1000 documents.")
+print("cpu: the share of one core used during the run by the simulator (direct rows) or by")
+print("mongolb (mongolb rows; the simulator behind it works as well).")
+if three:
+    print("mongolb/3 rows: mongolb in front of three simulated mongos (its own simulator).")
+print()
+show(header, rows)
+print()
+
+
+def requests(st):
+    return ", ".join("{} {}".format(s["address"], s.get("requests", 0))
+                     for s in st.get("servers", []))
+
+
+c1 = status1.get("counters", {})
+print("mongolb memory after the one-mongos runs: VmRSS {:,} kB (peak VmHWM {:,} kB; "
+      "mongolbStatus rssKB {:,})".format(int(rss1 or 0), int(hwm1 or 0),
+                                         int(status1.get("rssKB", 0))))
+print("  requests {:,}, getMores routed {:,}, cursorNotFound {}, errors returned {}".format(
+    c1.get("requests", 0), c1.get("getMoresRouted", 0), c1.get("cursorNotFound", 0),
+    c1.get("errorsReturned", 0)))
+if three:
+    c3 = status3.get("counters", {})
+    print("mongolb/3 memory: VmRSS {:,} kB; requests per mongos: {}".format(
+        int(rss3 or 0), requests(status3)))
+    print("  getMores routed {:,}, misroutes avoided {}, cursorNotFound {}".format(
+        c3.get("getMoresRouted", 0), c3.get("misroutesAvoided", 0),
+        c3.get("cursorNotFound", 0)))
+print()
+print("Simulator capacity (pipelined): 4 connections x 32 requests outstanding, straight at one")
+print("simulated mongos, which runs on one thread (the issue asks for >= 100k ops/s on one core).")
+print("'cpu' is the share of one core the simulator used during the run.")
+print()
+caprows = []
+for wl in ["ping", "find_id"]:
+    r = find("capacity", "direct", wl, 4)
+    c = cells(r)
+    verdict = ""
+    if r and not r.get("failed"):
+        verdict = "meets 100k" if r["ops_per_sec"] >= 100000 else "BELOW 100k"
+    caprows.append([wl, "4x32", "direct"] + c + [verdict])
+show(["workload", "conns", "target", "ops/s", "p50 us", "p99 us", "errors", "cpu", "target 100k"],
+     caprows)
+EOF
+
+if [ "$FAILED" != 0 ]; then
+  echo
+  echo "Some runs FAILED (see the messages above); mongolb's log:" >&2
+  tail -n 20 "$LIB_TMP/mlb1.log" >&2 || true
+  exit 1
+fi

@@ -1,0 +1,143 @@
+# shellcheck shell=bash
+# Shared helpers of scripts/bench.sh and scripts/demo.sh: start mongosim and mongolb on free
+# loopback ports, wait until they are ready, and stop every process these scripts started.
+#
+# Source it after "set -euo pipefail". It uses BUILD (default build), the directory of the
+# binaries, and PY (default /usr/bin/python3, Debian's Python, which has python3-pymongo).
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BUILD=${BUILD:-build}
+case $BUILD in
+/*) ;;
+*) BUILD="$ROOT/$BUILD" ;;
+esac
+PY=${PY:-/usr/bin/python3}
+MLBENCH="$BUILD/mlbench"
+
+LIB_PIDS=()
+# Set by start_sim and start_mongolb for the scripts that source this file.
+SIM_PID="" SIM_SERVERS="" MLB_PID="" MLB_ADDR=""
+export SIM_SERVERS MLB_ADDR
+LIB_TMP=$(mktemp -d "${TMPDIR:-/tmp}/mongolb-run.XXXXXX")
+
+# Stops the processes started here, by their process ids, and removes the temporary directory.
+lib_cleanup() {
+  local pid
+  for pid in "${LIB_PIDS[@]+"${LIB_PIDS[@]}"}"; do
+    kill "$pid" 2>/dev/null || true
+  done
+  for pid in "${LIB_PIDS[@]+"${LIB_PIDS[@]}"}"; do
+    # Give each process two seconds to exit after SIGTERM, then kill it.
+    local i
+    for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+      [ "$i" -lt 20 ] || kill -9 "$pid" 2>/dev/null || true
+    done
+    wait "$pid" 2>/dev/null || true
+  done
+  LIB_PIDS=()
+  rm -rf "$LIB_TMP"
+}
+trap lib_cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+die() {
+  echo "error: $*" >&2
+  exit 1
+}
+
+# Checks that the binaries and Python with pymongo are there.
+lib_require() {
+  local b
+  for b in "$@"; do
+    [ -x "$BUILD/$b" ] || die "$BUILD/$b is missing: run 'make' first"
+  done
+}
+
+# Prints a TCP port on 127.0.0.1 that was free a moment ago.
+free_port() {
+  "$PY" -c 'import socket
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1])'
+}
+
+# start_sim NAME ARGS...: starts mongosim with ARGS on ephemeral ports, waits for its ready line
+# and sets SIM_PID and SIM_SERVERS (comma-separated host:port list). Its log goes to
+# $LIB_TMP/NAME.log.
+start_sim() {
+  local name=$1
+  shift
+  local out="$LIB_TMP/$name.out"
+  "$BUILD/mongosim" "$@" --port 0 >"$out" 2>"$LIB_TMP/$name.log" &
+  SIM_PID=$!
+  LIB_PIDS+=("$SIM_PID")
+  local i line=""
+  for ((i = 0; i < 100; i++)); do
+    line=$(head -n 1 "$out" 2>/dev/null || true)
+    [[ $line == *'"ready"'* ]] && break
+    kill -0 "$SIM_PID" 2>/dev/null || {
+      tail -n 20 "$LIB_TMP/$name.log" >&2 || true
+      die "mongosim $* exited before it was ready"
+    }
+    sleep 0.1
+  done
+  [[ $line == *'"ready"'* ]] || die "mongosim $* printed no ready line within 10 s"
+  SIM_SERVERS=$("$PY" -c 'import json, sys
+print(",".join(json.loads(sys.argv[1])["servers"]))' "$line")
+}
+
+# start_mongolb NAME SEEDS [EXTRA_INI_LINES]: starts mongolb in mongos mode in front of SEEDS on a
+# free port and sets MLB_PID and MLB_ADDR. EXTRA_INI_LINES go under [upstream].
+start_mongolb() {
+  local name=$1 seeds=$2 extra=${3:-}
+  local port
+  port=$(free_port)
+  MLB_ADDR="127.0.0.1:$port"
+  local conf="$LIB_TMP/$name.ini"
+  printf '[mongolb]\nlisten = %s\nlog_level = warn\n[upstream]\nmode = mongos\nseeds = %s\n%s\n' \
+    "$MLB_ADDR" "$seeds" "$extra" >"$conf"
+  "$BUILD/mongolb" -c "$conf" 2>"$LIB_TMP/$name.log" &
+  MLB_PID=$!
+  LIB_PIDS+=("$MLB_PID")
+}
+
+# wait_mongolb_ready NAME ADDR N: waits up to 15 s until mongolb answers hello (so it knows a
+# backend) and mongolbStatus shows N servers of type Mongos with a measured round-trip time.
+wait_mongolb_ready() {
+  local name=$1 addr=$2 want=$3 i status="" have=0
+  for ((i = 0; i < 150; i++)); do
+    kill -0 "$MLB_PID" 2>/dev/null || {
+      tail -n 20 "$LIB_TMP/$name.log" >&2 || true
+      die "mongolb exited during startup (log above)"
+    }
+    if "$MLBENCH" --uri "$addr" --command '{"hello": 1}' >/dev/null 2>&1 &&
+      status=$("$MLBENCH" --uri "$addr" --command '{"mongolbStatus": 1}' 2>/dev/null); then
+      have=$("$PY" -c 'import json, sys
+st = json.loads(sys.argv[1])
+print(sum(1 for s in st.get("servers", [])
+          if s.get("type", "").lower() == "mongos" and s.get("rttMillis") is not None))' \
+        "$status")
+      [ "$have" -ge "$want" ] && return 0
+    fi
+    sleep 0.1
+  done
+  tail -n 20 "$LIB_TMP/$name.log" >&2 || true
+  echo "last mongolbStatus: ${status:-none}" >&2
+  die "mongolb at $addr did not see $want mongos with a round-trip time within 15 s ($have seen)"
+}
+
+# Prints the resident set size of a process in kilobytes (VmRSS), or 0.
+rss_kb() {
+  awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0
+}
+
+# Prints the CPU time a process has used so far, user plus system, in clock ticks, or 0.
+cpu_ticks() {
+  # The command name in field 2 may hold spaces: count fields after its closing parenthesis.
+  sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | awk '{print $12 + $13}' || echo 0
+}
+CLK_TCK=$(getconf CLK_TCK)
+export CLK_TCK
