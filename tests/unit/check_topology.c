@@ -1,0 +1,867 @@
+/*
+ * check_topology.c: server state from hello replies (the SDAM classification table, the RTT
+ * average, failures), server selection (latency window, power of two choices by requests in
+ * flight, exclusion for retries, writes in replica-set mode) and the limits of mongolb's own
+ * hello.
+ */
+#include "topology.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "check_main.h"
+
+/* Parses relaxed extended JSON into a new document; the test fails if it does not parse. */
+static bson_t *doc(const char *json)
+{
+    bson_error_t e;
+    bson_t *b = bson_new_from_json((const uint8_t *)json, -1, &e);
+    ck_assert_msg(b != NULL, "bad JSON in test: %s (%s)", json, e.message);
+    return b;
+}
+
+/* Classifies the reply that json describes. */
+static enum server_type classify(const char *json)
+{
+    bson_t *b = doc(json);
+    enum server_type t = topology_classify(b);
+    bson_destroy(b);
+    return t;
+}
+
+/* Feeds server idx a hello reply described by json, with round trip rtt, and returns the result
+ * of topology_on_hello. */
+static int hello(struct topology *t, int idx, const char *json, double rtt)
+{
+    bson_t *b = doc(json);
+    int r = topology_on_hello(t, idx, b, rtt, 1000);
+    bson_destroy(b);
+    return r;
+}
+
+#define MONGOS_HELLO    "{\"ok\": 1, \"msg\": \"isdbgrid\", \"isWritablePrimary\": true}"
+#define PRIMARY_HELLO   "{\"ok\": 1, \"setName\": \"rs\", \"isWritablePrimary\": true}"
+#define SECONDARY_HELLO "{\"ok\": 1, \"setName\": \"rs\", \"secondary\": true}"
+
+/* A deterministic generator for selection (xorshift32); the state must not start at zero. */
+static uint32_t xorshift(void *ctx)
+{
+    uint32_t *s = ctx;
+    uint32_t x = *s;
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    *s = x;
+    return x;
+}
+
+/* Adds n servers named h0, h1, ... on port 27017, asserting that they get indexes 0 to n - 1. */
+static void add_servers(struct topology *t, int n)
+{
+    for (int i = 0; i < n; i++) {
+        char host[16];
+        snprintf(host, sizeof(host), "h%d", i);
+        ck_assert_int_eq(topology_add(t, host, 27017), i);
+    }
+}
+
+/* Runs `draws` selections and counts how often each server was chosen; -EAGAIN counts nowhere
+ * and fails the test. */
+static void draw_many(const struct topology *t, const struct select_request *req, int draws,
+                      int counts[TOPOLOGY_MAX_SERVERS])
+{
+    uint32_t state = 0x9e3779b9u;
+    memset(counts, 0, sizeof(int) * TOPOLOGY_MAX_SERVERS);
+    for (int i = 0; i < draws; i++) {
+        int idx = topology_select(t, req, xorshift, &state);
+        ck_assert_int_ge(idx, 0);
+        ck_assert_int_lt(idx, t->n);
+        counts[idx]++;
+    }
+}
+
+/* --- classification ---------------------------------------------------------------------- */
+
+START_TEST(classify_sdam_table)
+{
+    ck_assert_int_eq(classify(MONGOS_HELLO), SERVER_MONGOS);
+    ck_assert_int_eq(classify("{\"ok\": 1, \"msg\": \"isdbgrid\", \"ismaster\": true}"),
+                     SERVER_MONGOS);
+    ck_assert_int_eq(classify(PRIMARY_HELLO), SERVER_RS_PRIMARY);
+    /* The legacy field counts the same as isWritablePrimary. */
+    ck_assert_int_eq(classify("{\"ok\": 1, \"setName\": \"rs\", \"ismaster\": true}"),
+                     SERVER_RS_PRIMARY);
+    ck_assert_int_eq(classify(SECONDARY_HELLO), SERVER_RS_SECONDARY);
+    ck_assert_int_eq(classify("{\"ok\": 1, \"setName\": \"rs\", \"arbiterOnly\": true}"),
+                     SERVER_RS_ARBITER);
+    /* A hidden member is RSOther even though it says secondary. */
+    ck_assert_int_eq(
+        classify("{\"ok\": 1, \"setName\": \"rs\", \"secondary\": true, \"hidden\": true}"),
+        SERVER_RS_OTHER);
+    /* A member that is neither primary, secondary nor arbiter (e.g. recovering) is RSOther. */
+    ck_assert_int_eq(classify("{\"ok\": 1, \"setName\": \"rs\", \"isWritablePrimary\": false, "
+                              "\"secondary\": false}"),
+                     SERVER_RS_OTHER);
+    ck_assert_int_eq(classify("{\"ok\": 1, \"isreplicaset\": true, \"isWritablePrimary\": false}"),
+                     SERVER_RS_GHOST);
+    ck_assert_int_eq(classify("{\"ok\": 1, \"isWritablePrimary\": true}"), SERVER_STANDALONE);
+    ck_assert_int_eq(classify("{\"ok\": 1, \"ismaster\": true}"), SERVER_STANDALONE);
+    ck_assert_int_eq(classify("{\"ok\": 0, \"errmsg\": \"no\"}"), SERVER_UNKNOWN);
+    ck_assert_int_eq(classify("{\"ok\": 0.0, \"msg\": \"isdbgrid\"}"), SERVER_UNKNOWN);
+    ck_assert_int_eq(classify("{\"ok\": 0, \"setName\": \"rs\", \"isWritablePrimary\": true}"),
+                     SERVER_UNKNOWN);
+}
+END_TEST
+
+START_TEST(type_names)
+{
+    ck_assert_str_eq(server_type_name(SERVER_UNKNOWN), "Unknown");
+    ck_assert_str_eq(server_type_name(SERVER_MONGOS), "Mongos");
+    ck_assert_str_eq(server_type_name(SERVER_STANDALONE), "Standalone");
+    ck_assert_str_eq(server_type_name(SERVER_RS_PRIMARY), "RSPrimary");
+    ck_assert_str_eq(server_type_name(SERVER_RS_SECONDARY), "RSSecondary");
+    ck_assert_str_eq(server_type_name(SERVER_RS_ARBITER), "RSArbiter");
+    ck_assert_str_eq(server_type_name(SERVER_RS_OTHER), "RSOther");
+    ck_assert_str_eq(server_type_name(SERVER_RS_GHOST), "RSGhost");
+}
+END_TEST
+
+/* --- adding servers ---------------------------------------------------------------------- */
+
+START_TEST(add_dedups_case_insensitively)
+{
+    struct topology t;
+    topology_init(&t, TOPOLOGY_MONGOS, 15);
+    ck_assert_int_eq(topology_add(&t, "Mongos-A.example", 27017), 0);
+    ck_assert_int_eq(topology_add(&t, "mongos-a.EXAMPLE", 27017), 0);
+    ck_assert_int_eq(t.n, 1);
+    /* Same host, another port: another server. */
+    ck_assert_int_eq(topology_add(&t, "mongos-a.example", 27018), 1);
+    ck_assert_int_eq(topology_add(&t, "::1", 27017), 2);
+    ck_assert_int_eq(t.n, 3);
+    ck_assert_str_eq(t.servers[0].addr, "Mongos-A.example:27017");
+    ck_assert_str_eq(t.servers[2].addr, "[::1]:27017");
+    ck_assert_int_eq(t.servers[1].idx, 1);
+    ck_assert_int_eq(t.servers[1].type, SERVER_UNKNOWN);
+    ck_assert(!t.servers[1].rtt_known);
+    ck_assert_int_eq(t.servers[1].session_timeout_min, -1);
+}
+END_TEST
+
+START_TEST(add_full_is_enospc)
+{
+    struct topology t;
+    topology_init(&t, TOPOLOGY_MONGOS, 15);
+    add_servers(&t, TOPOLOGY_MAX_SERVERS);
+    ck_assert_int_eq(t.n, TOPOLOGY_MAX_SERVERS);
+    ck_assert_int_eq(topology_add(&t, "one-too-many", 27017), -ENOSPC);
+    ck_assert_int_eq(t.n, TOPOLOGY_MAX_SERVERS);
+    /* A server already present is still found when the table is full. */
+    ck_assert_int_eq(topology_add(&t, "H5", 27017), 5);
+}
+END_TEST
+
+/* --- hello and failures ------------------------------------------------------------------ */
+
+START_TEST(hello_reports_type_change)
+{
+    struct topology t;
+    topology_init(&t, TOPOLOGY_REPLICASET, 15);
+    add_servers(&t, 1);
+    uint64_t v = t.version;
+    ck_assert_int_eq(hello(&t, 0, SECONDARY_HELLO, 5), 1);
+    ck_assert_int_eq(t.servers[0].type, SERVER_RS_SECONDARY);
+    ck_assert_uint_gt(t.version, v);
+    ck_assert_int_eq(hello(&t, 0, SECONDARY_HELLO, 5), 0);
+    ck_assert_int_eq(hello(&t, 0, PRIMARY_HELLO, 5), 1);
+    ck_assert_int_eq(t.servers[0].type, SERVER_RS_PRIMARY);
+    ck_assert_str_eq(t.servers[0].set_name, "rs");
+    ck_assert_int_eq(t.servers[0].last_ok_ms, 1000);
+}
+END_TEST
+
+START_TEST(rtt_seed_then_ewma)
+{
+    struct topology t;
+    topology_init(&t, TOPOLOGY_MONGOS, 15);
+    add_servers(&t, 1);
+    hello(&t, 0, MONGOS_HELLO, 10);
+    ck_assert(t.servers[0].rtt_known);
+    ck_assert_double_eq_tol(t.servers[0].rtt_ms, 10.0, 1e-9);
+    hello(&t, 0, MONGOS_HELLO, 20);
+    ck_assert_double_eq_tol(t.servers[0].rtt_ms, 12.0, 1e-9); /* 0.2 * 20 + 0.8 * 10 */
+    hello(&t, 0, MONGOS_HELLO, 2);
+    ck_assert_double_eq_tol(t.servers[0].rtt_ms, 10.0, 1e-9); /* 0.2 * 2 + 0.8 * 12 */
+}
+END_TEST
+
+START_TEST(failure_clears_rtt_and_bumps_generation)
+{
+    struct topology t;
+    topology_init(&t, TOPOLOGY_MONGOS, 15);
+    add_servers(&t, 1);
+    hello(&t, 0, MONGOS_HELLO, 10);
+    hello(&t, 0, MONGOS_HELLO, 20);
+    uint64_t gen = t.servers[0].generation;
+    uint64_t v = t.version;
+    ck_assert_int_eq(topology_on_failure(&t, 0, "connection refused", 5000), 1);
+    ck_assert_int_eq(t.servers[0].type, SERVER_UNKNOWN);
+    ck_assert(!t.servers[0].rtt_known);
+    ck_assert_uint_eq(t.servers[0].generation, gen + 1);
+    ck_assert_uint_gt(t.version, v);
+    ck_assert_int_eq(t.servers[0].last_fail_ms, 5000);
+    ck_assert_str_eq(t.servers[0].last_error, "connection refused");
+    /* A second failure: it was already unknown, but the pool is cleared again. */
+    ck_assert_int_eq(topology_on_failure(&t, 0, NULL, 6000), 0);
+    ck_assert_uint_eq(t.servers[0].generation, gen + 2);
+    ck_assert_str_eq(t.servers[0].last_error, "");
+    /* After the failure the next sample seeds the average again rather than blending. */
+    hello(&t, 0, MONGOS_HELLO, 50);
+    ck_assert(t.servers[0].rtt_known);
+    ck_assert_double_eq_tol(t.servers[0].rtt_ms, 50.0, 1e-9);
+    ck_assert_str_eq(t.servers[0].last_error, "");
+}
+END_TEST
+
+START_TEST(hello_reads_limits_tags_last_write)
+{
+    struct topology t;
+    topology_init(&t, TOPOLOGY_REPLICASET, 15);
+    add_servers(&t, 1);
+    hello(&t, 0,
+          "{\"ok\": 1, \"setName\": \"rs0\", \"secondary\": true, \"minWireVersion\": 0, "
+          "\"maxWireVersion\": 21, \"maxBsonObjectSize\": 1000, \"maxMessageSizeBytes\": 2000, "
+          "\"maxWriteBatchSize\": 300, \"logicalSessionTimeoutMinutes\": 30, "
+          "\"tags\": {\"dc\": \"east\", \"rack\": \"r1\", \"n\": 5}, "
+          "\"lastWrite\": {\"lastWriteDate\": {\"$date\": 123456}}}",
+          3);
+    const struct server *s = &t.servers[0];
+    ck_assert_int_eq(s->max_wire, 21);
+    ck_assert_int_eq(s->max_bson, 1000);
+    ck_assert_int_eq(s->max_msg, 2000);
+    ck_assert_int_eq(s->max_batch, 300);
+    ck_assert_int_eq(s->session_timeout_min, 30);
+    ck_assert_str_eq(s->set_name, "rs0");
+    /* Only string tags are kept. */
+    ck_assert_int_eq(s->n_tags, 2);
+    ck_assert_str_eq(s->tags[0].name, "dc");
+    ck_assert_str_eq(s->tags[0].value, "east");
+    ck_assert_str_eq(s->tags[1].name, "rack");
+    ck_assert_int_eq(s->last_write_ms, 123456);
+    /* Absent fields fall back to the protocol's defaults, and no session timeout means -1. */
+    hello(&t, 0, SECONDARY_HELLO, 3);
+    ck_assert_int_eq(s->max_bson, 16777216);
+    ck_assert_int_eq(s->max_msg, 48000000);
+    ck_assert_int_eq(s->max_batch, 100000);
+    ck_assert_int_eq(s->session_timeout_min, -1);
+    ck_assert_int_eq(s->n_tags, 0);
+}
+END_TEST
+
+/* --- selection --------------------------------------------------------------------------- */
+
+START_TEST(select_latency_window)
+{
+    struct topology t;
+    topology_init(&t, TOPOLOGY_MONGOS, 15);
+    add_servers(&t, 3);
+    hello(&t, 0, MONGOS_HELLO, 20);
+    hello(&t, 1, MONGOS_HELLO, 35);
+    hello(&t, 2, MONGOS_HELLO, 40);
+    struct select_request req = {.write = false, .exclude_idx = -1};
+    int counts[TOPOLOGY_MAX_SERVERS];
+    draw_many(&t, &req, 10000, counts);
+    ck_assert_int_eq(counts[2], 0); /* 40 > 20 + 15 */
+    /* With equal loads the two in the window share the work. */
+    ck_assert_int_gt(counts[0], 3000);
+    ck_assert_int_gt(counts[1], 3000);
+    ck_assert_int_eq(counts[0] + counts[1], 10000);
+}
+END_TEST
+
+START_TEST(select_fastest_alone_in_window)
+{
+    struct topology t;
+    topology_init(&t, TOPOLOGY_MONGOS, 5);
+    add_servers(&t, 3);
+    hello(&t, 0, MONGOS_HELLO, 30);
+    hello(&t, 1, MONGOS_HELLO, 3);
+    hello(&t, 2, MONGOS_HELLO, 9);
+    struct select_request req = {.write = false, .exclude_idx = -1};
+    int counts[TOPOLOGY_MAX_SERVERS];
+    draw_many(&t, &req, 1000, counts);
+    ck_assert_int_eq(counts[1], 1000);
+}
+END_TEST
+
+START_TEST(select_fewer_in_flight_wins)
+{
+    struct topology t;
+    topology_init(&t, TOPOLOGY_MONGOS, 15);
+    add_servers(&t, 2);
+    hello(&t, 0, MONGOS_HELLO, 5);
+    hello(&t, 1, MONGOS_HELLO, 6);
+    t.servers[0].in_flight = 4;
+    t.servers[1].in_flight = 1;
+    struct select_request req = {.write = false, .exclude_idx = -1};
+    int counts[TOPOLOGY_MAX_SERVERS];
+    draw_many(&t, &req, 1000, counts);
+    ck_assert_int_eq(counts[1], 1000);
+    t.servers[0].in_flight = 0;
+    draw_many(&t, &req, 1000, counts);
+    ck_assert_int_eq(counts[0], 1000);
+
+    /* With three in the window, the busiest loses every pair it is drawn into, and the idlest
+     * wins every pair it is in (two pairs of three). */
+    topology_add(&t, "h2", 27017);
+    hello(&t, 2, MONGOS_HELLO, 7);
+    t.servers[0].in_flight = 9;
+    t.servers[1].in_flight = 0;
+    t.servers[2].in_flight = 3;
+    draw_many(&t, &req, 9000, counts);
+    ck_assert_int_eq(counts[0], 0);
+    ck_assert_int_gt(counts[1], 5000);
+    ck_assert_int_gt(counts[2], 2000);
+}
+END_TEST
+
+START_TEST(select_never_unknown)
+{
+    struct topology t;
+    topology_init(&t, TOPOLOGY_MONGOS, 1000);
+    add_servers(&t, 4);
+    struct select_request req = {.write = false, .exclude_idx = -1};
+    uint32_t state = 1;
+    /* Nothing checked yet. */
+    ck_assert_int_eq(topology_select(&t, &req, xorshift, &state), -EAGAIN);
+    hello(&t, 0, MONGOS_HELLO, 5);
+    hello(&t, 1, MONGOS_HELLO, 5);
+    topology_on_failure(&t, 1, "gone", 2000);
+    /* A standalone is not a mongos: not selectable in mongos mode. */
+    hello(&t, 2, "{\"ok\": 1, \"isWritablePrimary\": true}", 1);
+    int counts[TOPOLOGY_MAX_SERVERS];
+    draw_many(&t, &req, 500, counts);
+    ck_assert_int_eq(counts[0], 500);
+    topology_on_failure(&t, 0, "gone", 2000);
+    ck_assert_int_eq(topology_select(&t, &req, xorshift, &state), -EAGAIN);
+    /* Empty topology. */
+    struct topology e;
+    topology_init(&e, TOPOLOGY_MONGOS, 15);
+    ck_assert_int_eq(topology_select(&e, &req, xorshift, &state), -EAGAIN);
+}
+END_TEST
+
+START_TEST(select_exclude)
+{
+    struct topology t;
+    topology_init(&t, TOPOLOGY_MONGOS, 15);
+    add_servers(&t, 3);
+    hello(&t, 0, MONGOS_HELLO, 5);
+    hello(&t, 1, MONGOS_HELLO, 6);
+    hello(&t, 2, MONGOS_HELLO, 7);
+    struct select_request req = {.write = false, .exclude_idx = 1};
+    int counts[TOPOLOGY_MAX_SERVERS];
+    draw_many(&t, &req, 2000, counts);
+    ck_assert_int_eq(counts[1], 0);
+    ck_assert_int_gt(counts[0], 0);
+    ck_assert_int_gt(counts[2], 0);
+    /* The excluded server is the only one left: it is used. */
+    topology_on_failure(&t, 0, "x", 1);
+    topology_on_failure(&t, 2, "x", 1);
+    draw_many(&t, &req, 100, counts);
+    ck_assert_int_eq(counts[1], 100);
+}
+END_TEST
+
+START_TEST(select_exclude_widens_window)
+{
+    /* Deprioritising the fast server that failed: the window is measured from the fastest of the
+     * others, so a slower server outside the original window takes the retry. */
+    struct topology t;
+    topology_init(&t, TOPOLOGY_MONGOS, 15);
+    add_servers(&t, 2);
+    hello(&t, 0, MONGOS_HELLO, 5);
+    hello(&t, 1, MONGOS_HELLO, 100);
+    struct select_request req = {.write = false, .exclude_idx = 0};
+    int counts[TOPOLOGY_MAX_SERVERS];
+    draw_many(&t, &req, 100, counts);
+    ck_assert_int_eq(counts[1], 100);
+    req.exclude_idx = -1;
+    draw_many(&t, &req, 100, counts);
+    ck_assert_int_eq(counts[0], 100);
+}
+END_TEST
+
+START_TEST(select_replicaset_writes_primary_only)
+{
+    struct topology t;
+    topology_init(&t, TOPOLOGY_REPLICASET, 15);
+    add_servers(&t, 6);
+    hello(&t, 0, SECONDARY_HELLO, 2);
+    hello(&t, 1, PRIMARY_HELLO, 100); /* far outside the secondaries' window */
+    hello(&t, 2, SECONDARY_HELLO, 3);
+    hello(&t, 3, "{\"ok\": 1, \"setName\": \"rs\", \"arbiterOnly\": true}", 1);
+    hello(&t, 4, "{\"ok\": 1, \"setName\": \"rs\", \"secondary\": true, \"hidden\": true}", 1);
+    hello(&t, 5, "{\"ok\": 1, \"isreplicaset\": true}", 1);
+    int counts[TOPOLOGY_MAX_SERVERS];
+
+    struct select_request w = {.write = true, .exclude_idx = -1};
+    draw_many(&t, &w, 1000, counts);
+    ck_assert_int_eq(counts[1], 1000);
+    /* A retried write whose primary is excluded still goes to the only primary. */
+    w.exclude_idx = 1;
+    draw_many(&t, &w, 100, counts);
+    ck_assert_int_eq(counts[1], 100);
+
+    /* Reads without a read preference go to the primary. */
+    struct select_request r = {.write = false, .exclude_idx = -1};
+    draw_many(&t, &r, 100, counts);
+    ck_assert_int_eq(counts[1], 100);
+
+    /* Reads that allow secondaries use the ones in the window; arbiters, hidden members and ghosts
+     * never. */
+    struct read_pref sec = {.mode = READ_SECONDARY, .max_staleness_s = -1};
+    r.rp = &sec;
+    draw_many(&t, &r, 2000, counts);
+    ck_assert_int_gt(counts[0], 0);
+    ck_assert_int_gt(counts[2], 0);
+    ck_assert_int_eq(counts[0] + counts[2], 2000);
+
+    /* No primary: writes must wait. */
+    topology_on_failure(&t, 1, "stepped down", 1);
+    uint32_t state = 7;
+    w.exclude_idx = -1;
+    ck_assert_int_eq(topology_select(&t, &w, xorshift, &state), -EAGAIN);
+    ck_assert_int_ge(topology_select(&t, &r, xorshift, &state), 0);
+    r.rp = NULL;
+    ck_assert_int_eq(topology_select(&t, &r, xorshift, &state), -EAGAIN);
+}
+END_TEST
+
+START_TEST(select_mongos_ignores_write_flag)
+{
+    struct topology t;
+    topology_init(&t, TOPOLOGY_MONGOS, 15);
+    add_servers(&t, 2);
+    hello(&t, 0, MONGOS_HELLO, 5);
+    hello(&t, 1, MONGOS_HELLO, 5);
+    struct select_request w = {.write = true, .exclude_idx = -1};
+    int counts[TOPOLOGY_MAX_SERVERS];
+    draw_many(&t, &w, 1000, counts);
+    ck_assert_int_gt(counts[0], 0);
+    ck_assert_int_gt(counts[1], 0);
+}
+END_TEST
+
+START_TEST(selectable_by_mode)
+{
+    struct topology m, r;
+    topology_init(&m, TOPOLOGY_MONGOS, 15);
+    topology_init(&r, TOPOLOGY_REPLICASET, 15);
+    struct server s;
+    memset(&s, 0, sizeof(s));
+    const struct {
+        enum server_type type;
+        bool in_mongos, in_rs;
+    } cases[] = {
+        {SERVER_UNKNOWN, false, false},     {SERVER_MONGOS, true, false},
+        {SERVER_STANDALONE, false, false},  {SERVER_RS_PRIMARY, false, true},
+        {SERVER_RS_SECONDARY, false, true}, {SERVER_RS_ARBITER, false, false},
+        {SERVER_RS_OTHER, false, false},    {SERVER_RS_GHOST, false, false},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        s.type = cases[i].type;
+        ck_assert_msg(topology_is_selectable(&m, &s) == cases[i].in_mongos, "mongos mode, %s",
+                      server_type_name(s.type));
+        ck_assert_msg(topology_is_selectable(&r, &s) == cases[i].in_rs, "replica-set mode, %s",
+                      server_type_name(s.type));
+    }
+}
+END_TEST
+
+/* --- replica-set mode: read preferences and SDAM rules ------------------------------------------
+ */
+
+/* A primary, two secondaries tagged dc:east and dc:west, all known. */
+static void replica_set(struct topology *t, int threshold)
+{
+    topology_init(t, TOPOLOGY_REPLICASET, threshold);
+    t->heartbeat_ms = 10000;
+    add_servers(t, 3);
+    hello(t, 0, PRIMARY_HELLO, 10);
+    hello(t, 1,
+          "{\"ok\": 1, \"setName\": \"rs\", \"secondary\": true, \"tags\": {\"dc\": \"east\"}}",
+          10);
+    hello(t, 2,
+          "{\"ok\": 1, \"setName\": \"rs\", \"secondary\": true, \"tags\": {\"dc\": \"west\"}}",
+          10);
+}
+
+START_TEST(read_preference_modes)
+{
+    struct topology t;
+    replica_set(&t, 15);
+    int counts[TOPOLOGY_MAX_SERVERS];
+    struct read_pref rp = {.mode = READ_PRIMARY, .max_staleness_s = -1};
+    struct select_request r = {.write = false, .exclude_idx = -1, .rp = &rp};
+    draw_many(&t, &r, 200, counts);
+    ck_assert_int_eq(counts[0], 200);
+
+    rp.mode = READ_PRIMARY_PREFERRED;
+    draw_many(&t, &r, 200, counts);
+    ck_assert_int_eq(counts[0], 200);
+
+    rp.mode = READ_SECONDARY_PREFERRED;
+    draw_many(&t, &r, 2000, counts);
+    ck_assert_int_eq(counts[0], 0);
+    ck_assert_int_gt(counts[1], 0);
+    ck_assert_int_gt(counts[2], 0);
+
+    rp.mode = READ_NEAREST;
+    draw_many(&t, &r, 3000, counts);
+    ck_assert_int_gt(counts[0], 0);
+    ck_assert_int_gt(counts[1], 0);
+    ck_assert_int_gt(counts[2], 0);
+
+    /* Tag sets: the first set that matches anyone decides. */
+    rp.mode = READ_SECONDARY;
+    rp.n_sets = 2;
+    rp.sets[0].n = 1;
+    snprintf(rp.sets[0].tags[0].name, sizeof(rp.sets[0].tags[0].name), "dc");
+    snprintf(rp.sets[0].tags[0].value, sizeof(rp.sets[0].tags[0].value), "north");
+    rp.sets[1].n = 1;
+    snprintf(rp.sets[1].tags[0].name, sizeof(rp.sets[1].tags[0].name), "dc");
+    snprintf(rp.sets[1].tags[0].value, sizeof(rp.sets[1].tags[0].value), "west");
+    draw_many(&t, &r, 200, counts);
+    ck_assert_int_eq(counts[2], 200);
+    /* No set matches: secondary fails, secondaryPreferred falls back to the primary. */
+    rp.n_sets = 1;
+    uint32_t state = 3;
+    ck_assert_int_eq(topology_select(&t, &r, xorshift, &state), -EAGAIN);
+    rp.mode = READ_SECONDARY_PREFERRED;
+    draw_many(&t, &r, 100, counts);
+    ck_assert_int_eq(counts[0], 100);
+
+    /* Without secondaries, primaryPreferred and secondaryPreferred both use the primary, and
+     * without a primary, primaryPreferred uses a secondary. */
+    rp.n_sets = 0;
+    topology_on_failure(&t, 1, "x", 1);
+    topology_on_failure(&t, 2, "x", 1);
+    draw_many(&t, &r, 100, counts);
+    ck_assert_int_eq(counts[0], 100);
+    replica_set(&t, 15);
+    topology_on_failure(&t, 0, "x", 1);
+    rp.mode = READ_PRIMARY_PREFERRED;
+    draw_many(&t, &r, 1000, counts);
+    ck_assert_int_eq(counts[0], 0);
+    ck_assert_int_eq(counts[1] + counts[2], 1000);
+}
+END_TEST
+
+START_TEST(read_preference_max_staleness)
+{
+    struct topology t;
+    replica_set(&t, 15);
+    /* The primary wrote at 1000 and was checked at 1000; secondary 1 last applied a write at
+     * 1000 - 200 s, secondary 2 is current. Staleness of 1 = 200 s + heartbeat 10 s. */
+    t.servers[0].last_write_ms = 1000;
+    t.servers[1].last_write_ms = 1000 - 200000;
+    t.servers[2].last_write_ms = 1000;
+    ck_assert_double_eq_tol(topology_staleness_ms(&t, 1), 210000.0, 1e-6);
+    ck_assert_double_eq_tol(topology_staleness_ms(&t, 2), 10000.0, 1e-6);
+    ck_assert_double_eq_tol(topology_staleness_ms(&t, 0), -1.0, 1e-9);
+    struct read_pref rp = {.mode = READ_SECONDARY, .max_staleness_s = 120};
+    struct select_request r = {.write = false, .exclude_idx = -1, .rp = &rp};
+    int counts[TOPOLOGY_MAX_SERVERS];
+    draw_many(&t, &r, 200, counts);
+    ck_assert_int_eq(counts[2], 200);
+    rp.max_staleness_s = 300;
+    draw_many(&t, &r, 1000, counts);
+    ck_assert_int_gt(counts[1], 0);
+    /* Without a primary, staleness is measured against the freshest secondary. */
+    topology_on_failure(&t, 0, "x", 1);
+    ck_assert_double_eq_tol(topology_staleness_ms(&t, 1), 210000.0, 1e-6);
+}
+END_TEST
+
+START_TEST(read_preference_parse_validate)
+{
+    char e[200];
+    struct read_pref rp;
+    bson_t *d = doc("{\"mode\": \"secondaryPreferred\", \"tags\": [{\"dc\": \"east\", \"rack\": "
+                    "\"1\"}, {}], \"maxStalenessSeconds\": 120}");
+    ck_assert_int_eq(read_pref_parse(bson_get_data(d), d->len, &rp, e, sizeof(e)), 0);
+    ck_assert_int_eq(rp.mode, READ_SECONDARY_PREFERRED);
+    ck_assert_int_eq(rp.n_sets, 2);
+    ck_assert_int_eq(rp.sets[0].n, 2);
+    ck_assert_str_eq(rp.sets[0].tags[1].name, "rack");
+    ck_assert_int_eq(rp.sets[1].n, 0);
+    ck_assert_int_eq(rp.max_staleness_s, 120);
+    ck_assert_int_eq(read_pref_validate(&rp, 10000, e, sizeof(e)), 0);
+    rp.max_staleness_s = 60; /* below the 90 s floor */
+    ck_assert_int_eq(read_pref_validate(&rp, 10000, e, sizeof(e)), 160);
+    rp.max_staleness_s = 100; /* below heartbeat 95 s + 10 s */
+    ck_assert_int_eq(read_pref_validate(&rp, 95000, e, sizeof(e)), 160);
+    bson_destroy(d);
+
+    d = doc("{\"mode\": \"primary\", \"tags\": [{\"dc\": \"east\"}]}");
+    ck_assert_int_eq(read_pref_parse(bson_get_data(d), d->len, &rp, e, sizeof(e)), 0);
+    ck_assert_int_eq(read_pref_validate(&rp, 10000, e, sizeof(e)), 2);
+    bson_destroy(d);
+    d = doc("{\"mode\": \"primary\", \"tags\": [{}]}");
+    ck_assert_int_eq(read_pref_parse(bson_get_data(d), d->len, &rp, e, sizeof(e)), 0);
+    ck_assert_int_eq(read_pref_validate(&rp, 10000, e, sizeof(e)), 0);
+    ck_assert_int_eq(rp.max_staleness_s, -1);
+    bson_destroy(d);
+    d = doc("{\"mode\": \"primary\", \"maxStalenessSeconds\": 100}");
+    ck_assert_int_eq(read_pref_parse(bson_get_data(d), d->len, &rp, e, sizeof(e)), 0);
+    ck_assert_int_eq(read_pref_validate(&rp, 10000, e, sizeof(e)), 160);
+    bson_destroy(d);
+    d = doc("{\"mode\": \"fastest\"}");
+    ck_assert_int_eq(read_pref_parse(bson_get_data(d), d->len, &rp, e, sizeof(e)), 9);
+    bson_destroy(d);
+    d = doc("{\"tags\": []}");
+    ck_assert_int_eq(read_pref_parse(bson_get_data(d), d->len, &rp, e, sizeof(e)), 9);
+    bson_destroy(d);
+    for (int m = READ_PRIMARY; m <= READ_NEAREST; m++) {
+        char json[64];
+        snprintf(json, sizeof(json), "{\"mode\": \"%s\"}", read_mode_name((enum read_mode)m));
+        d = doc(json);
+        ck_assert_int_eq(read_pref_parse(bson_get_data(d), d->len, &rp, e, sizeof(e)), 0);
+        ck_assert_int_eq(rp.mode, m);
+        bson_destroy(d);
+    }
+}
+END_TEST
+
+START_TEST(replicaset_refuses_other_set_and_mongos)
+{
+    struct topology t;
+    topology_init(&t, TOPOLOGY_REPLICASET, 15);
+    snprintf(t.set_name, sizeof(t.set_name), "rs");
+    add_servers(&t, 3);
+    int bits = hello(&t, 0, "{\"ok\": 1, \"setName\": \"other\", \"isWritablePrimary\": true}", 1);
+    ck_assert(bits & TOPO_REFUSED);
+    ck_assert_int_eq(t.servers[0].type, SERVER_UNKNOWN);
+    ck_assert(t.servers[0].removed);
+    ck_assert_str_ne(t.servers[0].last_error, "");
+    bits = hello(&t, 1, MONGOS_HELLO, 1);
+    ck_assert(bits & TOPO_REFUSED);
+    ck_assert_int_eq(t.servers[1].type, SERVER_UNKNOWN);
+    bits = hello(&t, 2, PRIMARY_HELLO, 1);
+    ck_assert(!(bits & TOPO_REFUSED));
+    ck_assert_int_eq(topology_primary(&t), 2);
+}
+END_TEST
+
+START_TEST(replicaset_primary_hosts_are_membership)
+{
+    struct topology t;
+    topology_init(&t, TOPOLOGY_REPLICASET, 15);
+    add_servers(&t, 2); /* h0 and h1: seeds */
+    int bits = hello(&t, 0,
+                     "{\"ok\": 1, \"setName\": \"rs\", \"isWritablePrimary\": true, \"hosts\": "
+                     "[\"H0:27017\", \"h2:27017\"], \"arbiters\": [\"h3:27018\"]}",
+                     1);
+    ck_assert(bits & TOPO_MEMBERS_CHANGED);
+    ck_assert(bits & TOPO_TYPE_CHANGED);
+    ck_assert_int_eq(t.n, 4);
+    ck_assert(!t.servers[0].removed); /* listed as H0: addresses compare case-insensitively */
+    ck_assert(t.servers[1].removed);  /* a seed the primary does not list */
+    ck_assert_str_eq(t.servers[2].host, "h2");
+    ck_assert_str_eq(t.servers[3].host, "h3");
+    ck_assert_int_eq(t.servers[3].port, 27018);
+    ck_assert(!topology_is_selectable(&t, &t.servers[1]));
+    /* The same list again changes nothing. */
+    bits = hello(&t, 0,
+                 "{\"ok\": 1, \"setName\": \"rs\", \"isWritablePrimary\": true, \"hosts\": "
+                 "[\"h0:27017\", \"h2:27017\"], \"arbiters\": [\"h3:27018\"]}",
+                 1);
+    ck_assert_int_eq(bits, 0);
+}
+END_TEST
+
+START_TEST(replicaset_new_primary_demotes_old)
+{
+    struct topology t;
+    topology_init(&t, TOPOLOGY_REPLICASET, 15);
+    add_servers(&t, 2);
+    hello(&t, 0,
+          "{\"ok\": 1, \"setName\": \"rs\", \"isWritablePrimary\": true, \"setVersion\": 1, "
+          "\"electionId\": {\"$oid\": \"7fffffff0000000000000001\"}}",
+          1);
+    ck_assert_int_eq(topology_primary(&t), 0);
+    hello(&t, 1,
+          "{\"ok\": 1, \"setName\": \"rs\", \"isWritablePrimary\": true, \"setVersion\": 1, "
+          "\"electionId\": {\"$oid\": \"7fffffff0000000000000002\"}}",
+          1);
+    ck_assert_int_eq(topology_primary(&t), 1);
+    ck_assert_int_eq(t.servers[0].type, SERVER_UNKNOWN);
+    /* The old primary's late reply is stale: refused. */
+    int bits = hello(&t, 0,
+                     "{\"ok\": 1, \"setName\": \"rs\", \"isWritablePrimary\": true, "
+                     "\"setVersion\": 1, \"electionId\": {\"$oid\": \"7fffffff0000000000000001\"}}",
+                     1);
+    ck_assert(bits & TOPO_REFUSED);
+    ck_assert_int_eq(topology_primary(&t), 1);
+    ck_assert_int_eq(t.servers[0].type, SERVER_UNKNOWN);
+}
+END_TEST
+
+/*
+ * BUG (src/topology.c, apply_replset, the max_set_version update): SDAM for wire version 17+
+ * compares (electionId, setVersion) as a pair and then sets maxElectionId AND maxSetVersion to the
+ * new primary's values. The code only raises max_set_version, so after a primary with a newer
+ * electionId but a lower setVersion is accepted, its own next heartbeat compares equal electionIds
+ * and setVersion 1 < the kept max 2, and the legitimate primary is refused as stale. This is the
+ * SDAM spec test rs/electionId_precedence_setVersion plus one more heartbeat.
+ */
+START_TEST(replicaset_election_id_precedes_set_version)
+{
+    struct topology t;
+    topology_init(&t, TOPOLOGY_REPLICASET, 15);
+    add_servers(&t, 2);
+    hello(&t, 0,
+          "{\"ok\": 1, \"setName\": \"rs\", \"isWritablePrimary\": true, \"setVersion\": 2, "
+          "\"electionId\": {\"$oid\": \"000000000000000000000001\"}, \"maxWireVersion\": 17}",
+          1);
+    int bits = hello(&t, 1,
+                     "{\"ok\": 1, \"setName\": \"rs\", \"isWritablePrimary\": true, "
+                     "\"setVersion\": 1, \"electionId\": {\"$oid\": \"000000000000000000000002\"}, "
+                     "\"maxWireVersion\": 17}",
+                     1);
+    ck_assert(!(bits & TOPO_REFUSED));
+    ck_assert_int_eq(topology_primary(&t), 1);
+    /* The new primary's next heartbeat, identical, must not be refused. */
+    bits = hello(&t, 1,
+                 "{\"ok\": 1, \"setName\": \"rs\", \"isWritablePrimary\": true, "
+                 "\"setVersion\": 1, \"electionId\": {\"$oid\": \"000000000000000000000002\"}, "
+                 "\"maxWireVersion\": 17}",
+                 1);
+    ck_assert(!(bits & TOPO_REFUSED));
+    ck_assert_int_eq(topology_primary(&t), 1);
+    ck_assert_int_eq(t.max_set_version, 1); /* the spec's expected maxSetVersion */
+}
+END_TEST
+
+START_TEST(mark_unknown_keeps_pool_unless_asked)
+{
+    struct topology t;
+    replica_set(&t, 15);
+    uint64_t gen = t.servers[0].generation;
+    topology_mark_unknown(&t, 0, false, "not writable primary");
+    ck_assert_int_eq(t.servers[0].type, SERVER_UNKNOWN);
+    ck_assert_uint_eq(t.servers[0].generation, gen);
+    ck_assert_str_eq(t.servers[0].last_error, "not writable primary");
+    ck_assert_int_eq(topology_primary(&t), -1);
+    topology_mark_unknown(&t, 1, true, "node is shutting down");
+    ck_assert_uint_eq(t.servers[1].generation, 1);
+}
+END_TEST
+
+/* --- limits ------------------------------------------------------------------------------ */
+
+START_TEST(limits_most_conservative)
+{
+    struct topology t;
+    topology_init(&t, TOPOLOGY_MONGOS, 15);
+    add_servers(&t, 3);
+    struct topology_limits l;
+    ck_assert(!topology_limits(&t, &l));
+    hello(&t, 0,
+          "{\"ok\": 1, \"msg\": \"isdbgrid\", \"minWireVersion\": 0, \"maxWireVersion\": 21, "
+          "\"maxBsonObjectSize\": 16777216, \"maxMessageSizeBytes\": 48000000, "
+          "\"maxWriteBatchSize\": 100000, \"logicalSessionTimeoutMinutes\": 30}",
+          1);
+    hello(&t, 1,
+          "{\"ok\": 1, \"msg\": \"isdbgrid\", \"minWireVersion\": 6, \"maxWireVersion\": 17, "
+          "\"maxBsonObjectSize\": 1000000, \"maxMessageSizeBytes\": 5000000, "
+          "\"maxWriteBatchSize\": 1000, \"logicalSessionTimeoutMinutes\": 20}",
+          1);
+    /* An unknown server's values do not count. */
+    t.servers[2].max_wire = 3;
+    ck_assert(topology_limits(&t, &l));
+    ck_assert_int_eq(l.min_wire, 6);
+    ck_assert_int_eq(l.max_wire, 17);
+    ck_assert_int_eq(l.max_bson, 1000000);
+    ck_assert_int_eq(l.max_msg, 5000000);
+    ck_assert_int_eq(l.max_batch, 1000);
+    ck_assert_int_eq(l.session_timeout_min, 20);
+
+    /* One selectable server without a session timeout: mongolb reports none. */
+    hello(&t, 2, "{\"ok\": 1, \"msg\": \"isdbgrid\", \"maxWireVersion\": 21}", 1);
+    ck_assert(topology_limits(&t, &l));
+    ck_assert_int_eq(l.session_timeout_min, -1);
+    ck_assert_int_eq(l.max_wire, 17);
+    /* Whichever order the servers come in. */
+    topology_on_failure(&t, 0, "x", 1);
+    topology_on_failure(&t, 1, "x", 1);
+    hello(&t, 0, "{\"ok\": 1, \"msg\": \"isdbgrid\", \"logicalSessionTimeoutMinutes\": 30}", 1);
+    ck_assert(topology_limits(&t, &l));
+    ck_assert_int_eq(l.session_timeout_min, -1);
+    topology_on_failure(&t, 2, "x", 1);
+    ck_assert(topology_limits(&t, &l));
+    ck_assert_int_eq(l.session_timeout_min, 30);
+}
+END_TEST
+
+START_TEST(limits_replicaset_skip_arbiters)
+{
+    struct topology t;
+    topology_init(&t, TOPOLOGY_REPLICASET, 15);
+    add_servers(&t, 3);
+    hello(&t, 0,
+          "{\"ok\": 1, \"setName\": \"rs\", \"isWritablePrimary\": true, \"maxWireVersion\": 21, "
+          "\"logicalSessionTimeoutMinutes\": 30}",
+          1);
+    hello(&t, 1,
+          "{\"ok\": 1, \"setName\": \"rs\", \"secondary\": true, \"maxWireVersion\": 20, "
+          "\"logicalSessionTimeoutMinutes\": 25}",
+          1);
+    /* An arbiter holds no data and has no sessions: it does not lower the limits. */
+    hello(&t, 2, "{\"ok\": 1, \"setName\": \"rs\", \"arbiterOnly\": true, \"maxWireVersion\": 8}",
+          1);
+    struct topology_limits l;
+    ck_assert(topology_limits(&t, &l));
+    ck_assert_int_eq(l.max_wire, 20);
+    ck_assert_int_eq(l.session_timeout_min, 25);
+}
+END_TEST
+
+Suite *topology_suite(void)
+{
+    Suite *s = suite_create("topology");
+    TCase *tc = tcase_create("core");
+    tcase_add_test(tc, classify_sdam_table);
+    tcase_add_test(tc, type_names);
+    tcase_add_test(tc, add_dedups_case_insensitively);
+    tcase_add_test(tc, add_full_is_enospc);
+    tcase_add_test(tc, hello_reports_type_change);
+    tcase_add_test(tc, rtt_seed_then_ewma);
+    tcase_add_test(tc, failure_clears_rtt_and_bumps_generation);
+    tcase_add_test(tc, hello_reads_limits_tags_last_write);
+    tcase_add_test(tc, select_latency_window);
+    tcase_add_test(tc, select_fastest_alone_in_window);
+    tcase_add_test(tc, select_fewer_in_flight_wins);
+    tcase_add_test(tc, select_never_unknown);
+    tcase_add_test(tc, select_exclude);
+    tcase_add_test(tc, select_exclude_widens_window);
+    tcase_add_test(tc, select_replicaset_writes_primary_only);
+    tcase_add_test(tc, select_mongos_ignores_write_flag);
+    tcase_add_test(tc, selectable_by_mode);
+    tcase_add_test(tc, read_preference_modes);
+    tcase_add_test(tc, read_preference_max_staleness);
+    tcase_add_test(tc, read_preference_parse_validate);
+    tcase_add_test(tc, replicaset_refuses_other_set_and_mongos);
+    tcase_add_test(tc, replicaset_primary_hosts_are_membership);
+    tcase_add_test(tc, replicaset_new_primary_demotes_old);
+    tcase_add_test(tc, replicaset_election_id_precedes_set_version);
+    tcase_add_test(tc, mark_unknown_keeps_pool_unless_asked);
+    tcase_add_test(tc, limits_most_conservative);
+    tcase_add_test(tc, limits_replicaset_skip_arbiters);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+CHECK_MAIN(topology_suite)
