@@ -532,28 +532,29 @@ static void handle_msg(struct sim_conn *c, const uint8_t *frame, size_t len)
                 bad_input(c, "invalid BSON in a document sequence");
                 return;
             }
-            /* Only the first sequence is handed to the store: commands carry one. */
-            if (i == 0) {
-                if (ensure_seq_capacity(s, n + 1) < 0) {
-                    conn_close(c);
-                    return;
-                }
-                bson_init_static(&s->seq_views[n], doc, dlen);
-                n++;
-            }
+            n++;
         }
         if (rc < 0) {
             bad_input(c, "malformed document sequence");
             return;
         }
-        if (i == 0) {
-            /* The pointers are taken only now: growing the views above may have moved them. */
-            for (size_t j = 0; j < n; j++)
-                s->seq_ptrs[j] = &s->seq_views[j];
-            req.seq_docs = s->seq_ptrs;
-            req.n_seq = n;
-            req.seq_id = m.seq[0].identifier;
+        /* Only the first sequence is handed to the store: commands carry one. The views are
+         * made only once the array has its final size, because a static bson_t points into
+         * itself and must not be moved by realloc after bson_init_static. */
+        if (i != 0)
+            continue;
+        if (ensure_seq_capacity(s, n) < 0) {
+            conn_close(c);
+            return;
         }
+        off = 0;
+        for (size_t j = 0; j < n && wire_doc_seq_next(&m.seq[0], &off, &doc, &dlen) == 1; j++) {
+            bson_init_static(&s->seq_views[j], doc, dlen);
+            s->seq_ptrs[j] = &s->seq_views[j];
+        }
+        req.seq_docs = s->seq_ptrs;
+        req.n_seq = n;
+        req.seq_id = m.seq[0].identifier;
     }
     bson_iter_t it;
     if (bson_iter_init_find(&it, &req.cmd, "$db") && BSON_ITER_HOLDS_UTF8(&it))
