@@ -2752,10 +2752,11 @@ static int update_visit(struct coll *c, size_t slot, void *ctx)
 {
     struct upd_state *st = ctx;
     bson_t *nd;
-    st->matched++;
     int rc = update_doc(c->docs[slot], st->u, st->ops, &nd, &st->e);
     if (rc)
         return rc;
+    /* Only documents actually updated count in n: a failed statement reports none. */
+    st->matched++;
     if (same_bytes(nd, c->docs[slot])) {
         bson_destroy(nd);
     } else {

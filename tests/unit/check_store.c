@@ -272,6 +272,603 @@ START_TEST(unknown_command)
 }
 END_TEST
 
+START_TEST(insert_duplicate_ordered_unordered)
+{
+    ok("{\"insert\": \"c\", \"documents\": [{\"_id\": 1}, {\"_id\": 1}, {\"_id\": 2}]}");
+    ck_assert_int_eq(reply_int("n"), 1);
+    ck_assert_int_eq(reply_int("writeErrors.0.index"), 1);
+    ck_assert_int_eq(reply_int("writeErrors.0.code"), 11000);
+    ck_assert(!rhas("writeErrors.1"));
+    ck_assert_msg(strstr(replyj(), "E11000 duplicate key error collection: db.c index: _id_ dup "
+                                   "key: { _id: 1 }") != NULL,
+                  "%s", replyj());
+    ok("{\"insert\": \"d\", \"ordered\": false, \"documents\": [{\"_id\": 1}, {\"_id\": 1}, "
+       "{\"_id\": 2}, {\"_id\": 2}]}");
+    ck_assert_int_eq(reply_int("n"), 2);
+    ck_assert_int_eq(reply_int("writeErrors.0.index"), 1);
+    ck_assert_int_eq(reply_int("writeErrors.1.index"), 3);
+    /* _id 1 and 1.0 are the same key, as in MongoDB. */
+    ck_assert_int_eq(exec("{\"insert\": \"d\", \"documents\": [{\"_id\": 1.0}]}"), 0);
+    ck_assert_int_eq(reply_int("n"), 0);
+    ck_assert_int_eq(reply_int("writeErrors.0.code"), 11000);
+    /* An array _id is refused. */
+    ok("{\"insert\": \"d\", \"documents\": [{\"_id\": [1]}]}");
+    ck_assert_int_eq(reply_int("writeErrors.0.code"), 53);
+}
+END_TEST
+
+START_TEST(insert_from_sequence_and_id_first)
+{
+    bson_t *a = J("{\"x\": 1, \"_id\": \"k\"}"), *b = J("{\"_id\": \"m\"}");
+    const bson_t *seq[] = {a, b};
+    bson_t *cmd = J("{\"insert\": \"c\"}");
+    bson_reinit(&reply);
+    int rc =
+        store_exec(st, "db", cmd, seq, 2, &reply, &res, &is_cursor, ns, sizeof(ns), NULL, &err);
+    ck_assert_int_eq(rc, 0);
+    ck_assert_int_eq(reply_int("n"), 2);
+    ck_assert(!is_cursor);
+    bson_destroy(cmd);
+    bson_destroy(a);
+    bson_destroy(b);
+    ok("{\"find\": \"c\", \"filter\": {\"_id\": \"k\"}}");
+    ck_assert_str_eq(resj(0), "{ \"_id\" : \"k\", \"x\" : 1 }");
+    ck_assert_int_eq(exec("{\"insert\": \"c\", \"documents\": []}"), -EINVAL);
+    ck_assert_int_eq(err.code, 16);
+    ck_assert_int_eq(exec("{\"insert\": \"\", \"documents\": [{}]}"), -EINVAL);
+    ck_assert_int_eq(err.code, STORE_ERR_INVALID_NAMESPACE);
+}
+END_TEST
+
+START_TEST(numeric_cross_type_equality)
+{
+    ok("{\"insert\": \"c\", \"documents\": [{\"_id\": 1, \"a\": 5}, {\"_id\": 2, \"a\": "
+       "{\"$numberLong\": \"5\"}}, {\"_id\": 3, \"a\": 5.0}, {\"_id\": 4, \"a\": 5.5}, {\"_id\": "
+       "5, \"a\": \"5\"}]}");
+    ok("{\"find\": \"c\", \"filter\": {\"a\": 5}}");
+    ck_assert_uint_eq(res.n, 3);
+    ok("{\"find\": \"c\", \"filter\": {\"a\": {\"$numberLong\": \"5\"}}}");
+    ck_assert_uint_eq(res.n, 3);
+    ok("{\"find\": \"c\", \"filter\": {\"a\": {\"$gt\": 5}}}");
+    ck_assert_uint_eq(res.n, 1);
+    ck_assert_int_eq(res_int(0, "_id"), 4);
+    /* Lookup by _id across numeric types goes through the index. */
+    ok("{\"find\": \"c\", \"filter\": {\"_id\": {\"$numberLong\": \"3\"}}}");
+    ck_assert_uint_eq(res.n, 1);
+    ok("{\"find\": \"c\", \"filter\": {\"_id\": 3.0}}");
+    ck_assert_uint_eq(res.n, 1);
+    ok("{\"find\": \"c\", \"filter\": {\"_id\": 3.5}}");
+    ck_assert_uint_eq(res.n, 0);
+}
+END_TEST
+
+START_TEST(query_operators)
+{
+    seed(10);
+    ok("{\"insert\": \"c\", \"documents\": [{\"_id\": 11, \"s\": \"x\", \"tags\": [\"p\", \"q\"], "
+       "\"n\": null, \"sub\": {\"k\": 7}}]}");
+    struct {
+        const char *filter;
+        size_t n;
+    } cases[] = {
+        {"{\"a\": {\"$in\": [2, 4, 99]}}", 2},
+        {"{\"a\": {\"$nin\": [2, 4]}}", 9},
+        {"{\"a\": {\"$gt\": 8}}", 2},
+        {"{\"a\": {\"$gte\": 8}}", 3},
+        {"{\"a\": {\"$lt\": 3}}", 2},
+        {"{\"a\": {\"$lte\": 3}}", 3},
+        {"{\"a\": {\"$gt\": 2, \"$lt\": 5}}", 2},
+        {"{\"a\": {\"$ne\": 1}}", 10},
+        {"{\"a\": {\"$eq\": 1}}", 1},
+        {"{\"a\": {\"$exists\": false}}", 1},
+        {"{\"s\": {\"$exists\": true}}", 1},
+        {"{\"$or\": [{\"a\": 1}, {\"a\": 2}, {\"s\": \"x\"}]}", 3},
+        {"{\"$and\": [{\"b\": 1}, {\"a\": {\"$gt\": 4}}]}", 2},
+        {"{\"$nor\": [{\"b\": 1}, {\"b\": 2}]}", 4},
+        {"{\"s\": {\"$gt\": 1}}", 0},     /* type bracketing: strings are not > numbers */
+        {"{\"a\": {\"$gt\": \"a\"}}", 0}, /* and numbers are not > strings */
+        {"{\"n\": null}", 11},            /* null matches null and missing */
+        {"{\"a\": null}", 1},
+        {"{\"tags\": \"q\"}", 1},          /* equality matches an array element */
+        {"{\"tags\": [\"p\", \"q\"]}", 1}, /* or the whole array */
+        {"{\"tags\": {\"$in\": [\"z\", \"p\"]}}", 1},
+        {"{\"tags\": {\"$size\": 2}}", 1},
+        {"{\"tags\": {\"$all\": [\"q\", \"p\"]}}", 1},
+        {"{\"sub.k\": 7}", 1},
+        {"{\"sub.k\": {\"$gte\": 7}}", 1},
+        {"{\"sub\": {\"k\": 7}}", 1},
+        {"{\"a\": {\"$not\": {\"$gt\": 2}}}", 3},
+        {"{\"_id\": {\"$in\": [3, 1, 77]}}", 2},
+        {"{\"_id\": {\"$gt\": 9}}", 2},
+        {"{\"_id\": 5, \"b\": 1}", 0},
+        {"{\"_id\": 4, \"b\": 1}", 1},
+    };
+    char buf[256];
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        snprintf(buf, sizeof(buf), "{\"find\": \"c\", \"filter\": %s}", cases[i].filter);
+        ok(buf);
+        ck_assert_msg(res.n == cases[i].n, "%s: %zu results, want %zu", cases[i].filter, res.n,
+                      cases[i].n);
+    }
+    /* $in over _id returns documents in insertion order. */
+    ok("{\"find\": \"c\", \"filter\": {\"_id\": {\"$in\": [3, 1]}}}");
+    ck_assert_int_eq(res_int(0, "_id"), 1);
+    ck_assert_int_eq(exec("{\"find\": \"c\", \"filter\": {\"a\": {\"$bogus\": 1}}}"), -EINVAL);
+    ck_assert_int_eq(err.code, STORE_ERR_BAD_VALUE);
+    ck_assert_str_eq(err.errmsg, "unknown operator: $bogus");
+    ck_assert_int_eq(exec("{\"find\": \"c\", \"filter\": {\"$where\": 1}}"), -EINVAL);
+    ck_assert_str_eq(err.errmsg, "unknown top level operator: $where");
+    ck_assert_int_eq(exec("{\"find\": \"c\", \"filter\": {\"a\": {\"$in\": 1}}}"), -EINVAL);
+    /* An invalid filter is rejected even when there is nothing to scan. */
+    ck_assert_int_eq(exec("{\"find\": \"none\", \"filter\": {\"a\": {\"$bogus\": 1}}}"), -EINVAL);
+}
+END_TEST
+
+START_TEST(sort_skip_limit_projection)
+{
+    seed(10);
+    ok("{\"find\": \"c\", \"sort\": {\"b\": 1, \"a\": -1}}");
+    ck_assert_uint_eq(res.n, 10);
+    int want[] = {9, 6, 3, 10, 7, 4, 1, 8, 5, 2};
+    for (size_t i = 0; i < 10; i++)
+        ck_assert_int_eq(res_int(i, "a"), want[i]);
+    ok("{\"find\": \"c\", \"sort\": {\"a\": -1}, \"skip\": 2, \"limit\": 3}");
+    ck_assert_uint_eq(res.n, 3);
+    ck_assert_int_eq(res_int(0, "a"), 8);
+    ck_assert_int_eq(res_int(2, "a"), 6);
+    /* Negative limit: its absolute value. Unsorted finds keep insertion order. */
+    ok("{\"find\": \"c\", \"skip\": 8, \"limit\": -5}");
+    ck_assert_uint_eq(res.n, 2);
+    ck_assert_int_eq(res_int(0, "a"), 9);
+    ok("{\"find\": \"c\", \"limit\": 2}");
+    ck_assert_uint_eq(res.n, 2);
+    ck_assert_int_eq(exec("{\"find\": \"c\", \"skip\": -1}"), -EINVAL);
+    ck_assert_int_eq(exec("{\"find\": \"c\", \"sort\": {\"a\": 0}}"), -EINVAL);
+
+    ok("{\"find\": \"c\", \"filter\": {\"_id\": 1}, \"projection\": {\"a\": 1}}");
+    ck_assert_str_eq(resj(0), "{ \"_id\" : 1, \"a\" : 1 }");
+    ok("{\"find\": \"c\", \"filter\": {\"_id\": 1}, \"projection\": {\"a\": 1, \"_id\": 0}}");
+    ck_assert_str_eq(resj(0), "{ \"a\" : 1 }");
+    ok("{\"find\": \"c\", \"filter\": {\"_id\": 1}, \"projection\": {\"a\": 0}}");
+    ck_assert_str_eq(resj(0), "{ \"_id\" : 1, \"b\" : 1 }");
+    ok("{\"find\": \"c\", \"filter\": {\"_id\": 1}, \"projection\": {\"_id\": 0}}");
+    ck_assert_str_eq(resj(0), "{ \"a\" : 1, \"b\" : 1 }");
+    ck_assert_int_eq(exec("{\"find\": \"c\", \"projection\": {\"a\": 1, \"b\": 0}}"), -EINVAL);
+    ck_assert_int_eq(err.code, 31254);
+
+    ok("{\"insert\": \"n\", \"documents\": [{\"_id\": 1, \"s\": {\"x\": 1, \"y\": 2}, \"t\": 3}]}");
+    ok("{\"find\": \"n\", \"projection\": {\"s.y\": 1}}");
+    ck_assert_str_eq(resj(0), "{ \"_id\" : 1, \"s\" : { \"y\" : 2 } }");
+    ok("{\"find\": \"n\", \"projection\": {\"s.y\": 0}}");
+    ck_assert_str_eq(resj(0), "{ \"_id\" : 1, \"s\" : { \"x\" : 1 }, \"t\" : 3 }");
+}
+END_TEST
+
+START_TEST(sort_cross_type_order)
+{
+    ok("{\"insert\": \"c\", \"documents\": [{\"_id\": 1, \"v\": true}, {\"_id\": 2, \"v\": "
+       "\"s\"}, {\"_id\": 3, \"v\": 2.5}, {\"_id\": 4, \"v\": null}, {\"_id\": 5, \"v\": {\"a\": "
+       "1}}, {\"_id\": 6, \"v\": {\"$oid\": \"000000000000000000000001\"}}, {\"_id\": 7}, "
+       "{\"_id\": 8, \"v\": {\"$date\": {\"$numberLong\": \"0\"}}}, {\"_id\": 9, \"v\": 1}]}");
+    ok("{\"find\": \"c\", \"sort\": {\"v\": 1}}");
+    /* null and missing tie (insertion order), then numbers, string, object, ObjectId, bool,
+     * date. */
+    int want[] = {4, 7, 9, 3, 2, 5, 6, 1, 8};
+    for (size_t i = 0; i < 9; i++)
+        ck_assert_msg(res_int(i, "_id") == want[i], "position %zu: %s", i, resj(i));
+}
+END_TEST
+
+START_TEST(compare_values_api)
+{
+    bson_t *d = J("{\"i\": 1, \"l\": {\"$numberLong\": \"1\"}, \"d\": 1.0, \"h\": 1.5, \"s\": "
+                  "\"a\", \"t\": \"b\", \"n\": null, \"big\": {\"$numberLong\": "
+                  "\"9007199254740993\"}, \"bigd\": 9007199254740992.0}");
+    bson_iter_t i, l, dd, h, s, t, n, big, bigd;
+    ck_assert(bson_iter_init_find(&i, d, "i") && bson_iter_init_find(&l, d, "l") &&
+              bson_iter_init_find(&dd, d, "d") && bson_iter_init_find(&h, d, "h") &&
+              bson_iter_init_find(&s, d, "s") && bson_iter_init_find(&t, d, "t") &&
+              bson_iter_init_find(&n, d, "n") && bson_iter_init_find(&big, d, "big") &&
+              bson_iter_init_find(&bigd, d, "bigd"));
+    ck_assert_int_eq(store_compare_values(&i, &l), 0);
+    ck_assert_int_eq(store_compare_values(&i, &dd), 0);
+    ck_assert_int_lt(store_compare_values(&dd, &h), 0);
+    ck_assert_int_lt(store_compare_values(&h, &s), 0);
+    ck_assert_int_lt(store_compare_values(&s, &t), 0);
+    ck_assert_int_eq(store_compare_values(&n, NULL), 0);
+    ck_assert_int_lt(store_compare_values(NULL, &i), 0);
+    /* int64 precision is kept against doubles. */
+    ck_assert_int_gt(store_compare_values(&big, &bigd), 0);
+    bson_destroy(d);
+}
+END_TEST
+
+START_TEST(update_operators_and_errors)
+{
+    seed(2);
+    ok("{\"update\": \"c\", \"updates\": [{\"q\": {\"_id\": 1}, \"u\": {\"$unset\": {\"b\": "
+       "\"\"}, \"$set\": {\"x.y.z\": 1}, \"$inc\": {\"a\": 1.5}}}]}");
+    ok("{\"find\": \"c\", \"filter\": {\"_id\": 1}}");
+    ck_assert_str_eq(resj(0), "{ \"_id\" : 1, \"a\" : 2.5, \"x\" : { \"y\" : { \"z\" : 1 } } }");
+    ok("{\"update\": \"c\", \"updates\": [{\"q\": {\"_id\": 1}, \"u\": {\"$set\": {\"x.y.w\": 2}, "
+       "\"$push\": {\"l\": 1}, \"$max\": {\"m\": 3}}}]}");
+    ok("{\"find\": \"c\", \"filter\": {\"_id\": 1}}");
+    ck_assert_str_eq(resj(0), "{ \"_id\" : 1, \"a\" : 2.5, \"x\" : { \"y\" : { \"z\" : 1, \"w\" : "
+                              "2 } }, \"l\" : [ 1 ], \"m\" : 3 }");
+    /* A replacement keeps _id and drops the other fields. */
+    ok("{\"update\": \"c\", \"updates\": [{\"q\": {\"_id\": 2}, \"u\": {\"r\": 1}}]}");
+    ck_assert_int_eq(reply_int("nModified"), 1);
+    ok("{\"find\": \"c\", \"filter\": {\"_id\": 2}}");
+    ck_assert_str_eq(resj(0), "{ \"_id\" : 2, \"r\" : 1 }");
+    /* Changing _id is refused with ImmutableField, both ways. */
+    ok("{\"update\": \"c\", \"updates\": [{\"q\": {\"_id\": 2}, \"u\": {\"$set\": {\"_id\": "
+       "3}}}]}");
+    ck_assert_int_eq(reply_int("n"), 0);
+    ck_assert_int_eq(reply_int("nModified"), 0);
+    ck_assert_int_eq(reply_int("writeErrors.0.code"), 66);
+    ok("{\"update\": \"c\", \"updates\": [{\"q\": {\"_id\": 2}, \"u\": {\"_id\": 3, \"r\": 2}}]}");
+    ck_assert_int_eq(reply_int("writeErrors.0.code"), 66);
+    /* Setting _id to its own value is fine. */
+    ok("{\"update\": \"c\", \"updates\": [{\"q\": {\"_id\": 2}, \"u\": {\"$set\": {\"_id\": "
+       "2}}}]}");
+    ck_assert(!rhas("writeErrors"));
+    /* $inc on a string, conflicting paths, unknown modifiers. */
+    ok("{\"update\": \"c\", \"updates\": [{\"q\": {\"_id\": 1}, \"u\": {\"$set\": {\"s\": "
+       "\"x\"}}}, {\"q\": {\"_id\": 1}, \"u\": {\"$inc\": {\"s\": 1}}}, {\"q\": {\"_id\": 1}, "
+       "\"u\": {\"$set\": {\"t\": 1}}}]}");
+    ck_assert_int_eq(reply_int("writeErrors.0.index"), 1);
+    ck_assert_int_eq(reply_int("writeErrors.0.code"), STORE_ERR_TYPE_MISMATCH);
+    ck_assert_int_eq(reply_int("n"), 1); /* ordered: the third statement did not run */
+    ok("{\"update\": \"c\", \"ordered\": false, \"updates\": [{\"q\": {}, \"u\": {\"$set\": "
+       "{\"a\": 1}, \"$inc\": {\"a\": 1}}}, {\"q\": {}, \"u\": {\"$foo\": {\"a\": 1}}}, {\"q\": "
+       "{\"_id\": 1}, \"u\": {\"$set\": {\"t\": 1}}}]}");
+    ck_assert_int_eq(reply_int("writeErrors.0.code"), STORE_ERR_CONFLICTING_UPDATE_OPS);
+    ck_assert_int_eq(reply_int("writeErrors.1.code"), STORE_ERR_FAILED_TO_PARSE);
+    ck_assert_int_eq(reply_int("n"), 1);
+    ck_assert_int_eq(reply_int("nModified"), 1);
+    /* int32 $inc overflowing int32 becomes int64. */
+    ok("{\"update\": \"c\", \"updates\": [{\"q\": {\"_id\": 1}, \"u\": {\"$set\": {\"i\": "
+       "2147483647}}}, {\"q\": {\"_id\": 1}, \"u\": {\"$inc\": {\"i\": 1}}}]}");
+    ok("{\"find\": \"c\", \"filter\": {\"i\": 2147483648}}");
+    ck_assert_uint_eq(res.n, 1);
+}
+END_TEST
+
+START_TEST(upsert)
+{
+    ok("{\"update\": \"c\", \"updates\": [{\"q\": {\"k\": \"a\", \"n\": {\"$gt\": 1}}, \"u\": "
+       "{\"$set\": {\"v\": 1}, \"$setOnInsert\": {\"created\": true}}, \"upsert\": true}]}");
+    ck_assert_int_eq(reply_int("n"), 1);
+    ck_assert_int_eq(reply_int("nModified"), 0);
+    ck_assert_int_eq(reply_int("upserted.0.index"), 0);
+    ck_assert(rhas("upserted.0._id"));
+    ck_assert(store_has_collection(st, "db", "c"));
+    /* New fields are added in field-name order, as MongoDB 5.0+ applies them. */
+    ok("{\"find\": \"c\", \"filter\": {\"k\": \"a\"}, \"projection\": {\"_id\": 0}}");
+    ck_assert_str_eq(resj(0), "{ \"k\" : \"a\", \"created\" : true, \"v\" : 1 }");
+    /* The second time it matches: $setOnInsert does not apply. */
+    ok("{\"update\": \"c\", \"updates\": [{\"q\": {\"k\": \"a\"}, \"u\": {\"$set\": {\"v\": 2}, "
+       "\"$setOnInsert\": {\"created\": false}}, \"upsert\": true}]}");
+    ck_assert_int_eq(reply_int("n"), 1);
+    ck_assert_int_eq(reply_int("nModified"), 1);
+    ck_assert(!rhas("upserted"));
+    ok("{\"find\": \"c\", \"filter\": {\"k\": \"a\"}, \"projection\": {\"_id\": 0}}");
+    ck_assert_str_eq(resj(0), "{ \"k\" : \"a\", \"created\" : true, \"v\" : 2 }");
+    /* Replacement upsert with the _id from the query, placed first. */
+    ok("{\"update\": \"c\", \"updates\": [{\"q\": {\"_id\": 9}, \"u\": {\"z\": 1}, \"upsert\": "
+       "true}]}");
+    ck_assert_int_eq(reply_int("upserted.0._id"), 9);
+    ok("{\"find\": \"c\", \"filter\": {\"_id\": 9}}");
+    ck_assert_str_eq(resj(0), "{ \"_id\" : 9, \"z\" : 1 }");
+    /* Operator upsert: the query's _id and dotted equalities, $and included. */
+    ok("{\"update\": \"c\", \"updates\": [{\"q\": {\"$and\": [{\"_id\": 10}, {\"p.q\": 3}]}, "
+       "\"u\": {\"$inc\": {\"c\": 1}}, \"upsert\": true}]}");
+    ok("{\"find\": \"c\", \"filter\": {\"_id\": 10}}");
+    ck_assert_str_eq(resj(0), "{ \"_id\" : 10, \"p\" : { \"q\" : 3 }, \"c\" : 1 }");
+}
+END_TEST
+
+START_TEST(delete_errors_and_order)
+{
+    seed(5);
+    ok("{\"delete\": \"c\", \"deletes\": [{\"q\": {}, \"limit\": 2}]}");
+    ck_assert_int_eq(reply_int("writeErrors.0.code"), STORE_ERR_FAILED_TO_PARSE);
+    ck_assert_int_eq(reply_int("n"), 0);
+    ok("{\"delete\": \"c\", \"deletes\": [{\"q\": {\"_id\": 3}, \"limit\": 1}, {\"q\": {\"_id\": "
+       "1}, \"limit\": 1}]}");
+    ck_assert_int_eq(reply_int("n"), 2);
+    ok("{\"insert\": \"c\", \"documents\": [{\"_id\": 3}]}");
+    ok("{\"find\": \"c\"}");
+    /* Insertion order: the re-inserted document comes last. */
+    int want[] = {2, 4, 5, 3};
+    ck_assert_uint_eq(res.n, 4);
+    for (size_t i = 0; i < 4; i++)
+        ck_assert_int_eq(res_int(i, "_id"), want[i]);
+    ok("{\"delete\": \"nope\", \"deletes\": [{\"q\": {}, \"limit\": 0}]}");
+    ck_assert_int_eq(reply_int("n"), 0);
+}
+END_TEST
+
+START_TEST(id_index_survives_deletes_and_updates)
+{
+    enum { N = 2000 };
+    char buf[256];
+    for (int i = 0; i < N; i++) {
+        snprintf(buf, sizeof(buf), "{\"insert\": \"c\", \"documents\": [{\"_id\": %d, \"v\": %d}]}",
+                 i, i);
+        ok(buf);
+    }
+    /* Delete all odd ids (enough tombstones to force compaction and index rebuilds). */
+    ok("{\"delete\": \"c\", \"deletes\": [{\"q\": {\"v\": {\"$in\": [1, 3, 5]}}, \"limit\": 0}]}");
+    for (int i = 7; i < N; i += 2) {
+        snprintf(buf, sizeof(buf),
+                 "{\"delete\": \"c\", \"deletes\": [{\"q\": {\"_id\": %d}, \"limit\": 1}]}", i);
+        ok(buf);
+        ck_assert_int_eq(reply_int("n"), 1);
+    }
+    ok("{\"update\": \"c\", \"updates\": [{\"q\": {}, \"u\": {\"$inc\": {\"v\": 1000000}}, "
+       "\"multi\": true}]}");
+    ck_assert_int_eq(reply_int("n"), N / 2);
+    ck_assert_uint_eq(store_count_docs(st, "db", "c"), N / 2);
+    for (int i = 0; i < N; i++) {
+        snprintf(buf, sizeof(buf), "{\"find\": \"c\", \"filter\": {\"_id\": %d}}", i);
+        ok(buf);
+        ck_assert_uint_eq(res.n, i % 2 ? 0 : 1);
+        if (!(i % 2))
+            ck_assert_int_eq(res_int(0, "v"), i + 1000000);
+    }
+    /* Deleted ids are free again, live ones still conflict. */
+    ok("{\"insert\": \"c\", \"ordered\": false, \"documents\": [{\"_id\": 1}, {\"_id\": 2}]}");
+    ck_assert_int_eq(reply_int("n"), 1);
+    ck_assert_int_eq(reply_int("writeErrors.0.index"), 1);
+    ok("{\"find\": \"c\", \"skip\": 999}");
+    ck_assert_uint_eq(res.n, 2);
+    ck_assert_int_eq(res_int(0, "_id"), 1998);
+    ck_assert_int_eq(res_int(1, "_id"), 1);
+}
+END_TEST
+
+START_TEST(results_outlive_writes)
+{
+    seed(3);
+    ok("{\"find\": \"c\"}");
+    struct store_results keep = res;
+    memset(&res, 0, sizeof(res));
+    ok("{\"drop\": \"c\"}");
+    ck_assert_uint_eq(keep.n, 3);
+    bson_iter_t it;
+    ck_assert(bson_iter_init_find(&it, keep.docs[2], "a"));
+    ck_assert_int_eq(bson_iter_int32(&it), 3);
+    store_results_free(&keep);
+    ck_assert_uint_eq(keep.n, 0);
+    ck_assert_ptr_null(keep.docs);
+}
+END_TEST
+
+START_TEST(find_and_modify)
+{
+    seed(3);
+    /* Old image by default; sort picks the target. */
+    ok("{\"findAndModify\": \"c\", \"query\": {}, \"sort\": {\"a\": -1}, \"update\": {\"$set\": "
+       "{\"t\": 1}}}");
+    ck_assert_int_eq(reply_int("value._id"), 3);
+    ck_assert(!rhas("value.t"));
+    ck_assert_int_eq(reply_int("lastErrorObject.n"), 1);
+    ok("{\"find\": \"c\", \"filter\": {\"t\": 1}}");
+    ck_assert_int_eq(res_int(0, "_id"), 3);
+    /* Lowercase name, new image, projection. */
+    ok("{\"findandmodify\": \"c\", \"query\": {\"_id\": 1}, \"update\": {\"$inc\": {\"a\": 5}}, "
+       "\"new\": true, \"fields\": {\"a\": 1, \"_id\": 0}}");
+    ck_assert_msg(strstr(replyj(), "\"value\" : { \"a\" : 6 }") != NULL, "%s", replyj());
+    /* Remove. */
+    ok("{\"findAndModify\": \"c\", \"query\": {\"_id\": 2}, \"remove\": true}");
+    ck_assert_int_eq(reply_int("value.a"), 2);
+    ck_assert_int_eq(reply_int("lastErrorObject.n"), 1);
+    ck_assert(!rhas("lastErrorObject.updatedExisting"));
+    ck_assert_uint_eq(store_count_docs(st, "db", "c"), 2);
+    /* Nothing matches. */
+    ok("{\"findAndModify\": \"c\", \"query\": {\"_id\": 2}, \"remove\": true}");
+    ck_assert_int_eq(reply_int("lastErrorObject.n"), 0);
+    ck_assert_msg(strstr(replyj(), "\"value\" : null") != NULL, "%s", replyj());
+    ok("{\"findAndModify\": \"c\", \"query\": {\"_id\": 2}, \"update\": {\"$set\": {\"a\": 1}}}");
+    ck_assert_int_eq(reply_int("lastErrorObject.n"), 0);
+    ck_assert_msg(strstr(replyj(), "\"updatedExisting\" : false") != NULL, "%s", replyj());
+    /* Upsert, returning the new document. */
+    ok("{\"findAndModify\": \"c\", \"query\": {\"_id\": 7}, \"update\": {\"$set\": {\"a\": 70}}, "
+       "\"upsert\": true, \"new\": true}");
+    ck_assert_int_eq(reply_int("lastErrorObject.upserted"), 7);
+    ck_assert_int_eq(reply_int("value.a"), 70);
+    ck_assert_msg(strstr(replyj(), "\"updatedExisting\" : false") != NULL, "%s", replyj());
+    /* Upsert without new returns null. */
+    ok("{\"findAndModify\": \"c\", \"query\": {\"_id\": 8}, \"update\": {\"v\": 1}, \"upsert\": "
+       "true}");
+    ck_assert_msg(strstr(replyj(), "\"value\" : null") != NULL, "%s", replyj());
+    ck_assert_uint_eq(store_count_docs(st, "db", "c"), 4);
+    /* Errors. */
+    ck_assert_int_eq(exec("{\"findAndModify\": \"c\", \"query\": {}, \"remove\": true, "
+                          "\"update\": {\"a\": 1}}"),
+                     -EINVAL);
+    ck_assert_int_eq(err.code, STORE_ERR_FAILED_TO_PARSE);
+    ck_assert_int_eq(exec("{\"findAndModify\": \"c\", \"query\": {}}"), -EINVAL);
+    ck_assert_int_eq(exec("{\"findAndModify\": \"c\", \"query\": {\"_id\": 1}, \"update\": "
+                          "{\"$set\": {\"_id\": 5}}}"),
+                     -EINVAL);
+    ck_assert_int_eq(err.code, STORE_ERR_IMMUTABLE_FIELD);
+}
+END_TEST
+
+START_TEST(count_distinct)
+{
+    seed(10);
+    ok("{\"count\": \"c\", \"query\": {\"a\": {\"$gt\": 2}}, \"skip\": 2, \"limit\": 3}");
+    ck_assert_int_eq(reply_int("n"), 3);
+    ok("{\"count\": \"c\", \"skip\": 8}");
+    ck_assert_int_eq(reply_int("n"), 2);
+    ok("{\"count\": \"none\"}");
+    ck_assert_int_eq(reply_int("n"), 0);
+    ok("{\"insert\": \"c\", \"documents\": [{\"b\": [1, 7]}, {\"b\": \"x\"}]}");
+    ok("{\"distinct\": \"c\", \"key\": \"b\"}");
+    ck_assert_msg(strstr(replyj(), "\"values\" : [ 0, 1, 2, 7, \"x\" ]") != NULL, "%s", replyj());
+    ok("{\"distinct\": \"c\", \"key\": \"b\", \"query\": {\"a\": {\"$lt\": 3}}}");
+    ck_assert_msg(strstr(replyj(), "\"values\" : [ 1, 2 ]") != NULL, "%s", replyj());
+    ck_assert_int_eq(exec("{\"distinct\": \"c\"}"), -EINVAL);
+}
+END_TEST
+
+START_TEST(aggregate_more)
+{
+    seed(4);
+    ok("{\"aggregate\": \"c\", \"pipeline\": [{\"$match\": {\"a\": 99}}, {\"$count\": \"n\"}], "
+       "\"cursor\": {}}");
+    ck_assert_uint_eq(res.n, 0);
+    ok("{\"aggregate\": \"c\", \"pipeline\": [{\"$project\": {\"a\": 1, \"_id\": 0}}, {\"$sort\": "
+       "{\"a\": -1}}, {\"$limit\": 1}], \"cursor\": {}}");
+    ck_assert_uint_eq(res.n, 1);
+    ck_assert_str_eq(resj(0), "{ \"a\" : 4 }");
+    ok("{\"aggregate\": \"c\", \"pipeline\": [], \"cursor\": {}}");
+    ck_assert_uint_eq(res.n, 4);
+    ok("{\"aggregate\": \"c\", \"pipeline\": [{\"$sort\": {\"a\": -1}}, {\"$match\": {\"b\": 1}}], "
+       "\"cursor\": {}}");
+    ck_assert_uint_eq(res.n, 2);
+    ck_assert_int_eq(res_int(0, "a"), 4);
+    ck_assert_int_eq(exec("{\"aggregate\": \"c\", \"pipeline\": [{\"$frob\": {}}], \"cursor\": "
+                          "{}}"),
+                     -EINVAL);
+    ck_assert_int_eq(err.code, STORE_ERR_UNRECOGNIZED_STAGE);
+    ck_assert_str_eq(err.errmsg, "Unrecognized pipeline stage name: '$frob'");
+    ck_assert_int_eq(exec("{\"aggregate\": \"c\", \"pipeline\": [{\"$limit\": 0}], \"cursor\": "
+                          "{}}"),
+                     -EINVAL);
+    ck_assert_int_eq(exec("{\"aggregate\": \"c\", \"pipeline\": []}"), -EINVAL);
+    ok("{\"aggregate\": 1, \"pipeline\": [], \"cursor\": {}}");
+    ck_assert(is_cursor);
+    ck_assert_str_eq(ns, "db.$cmd.aggregate");
+    ck_assert_uint_eq(res.n, 0);
+}
+END_TEST
+
+START_TEST(databases)
+{
+    ok("{\"insert\": \"a\", \"documents\": [{\"_id\": 1}]}");
+    ok("{\"create\": \"b\"}");
+    ck_assert_int_eq(exec_txn("other", "{\"insert\": \"z\", \"documents\": [{}]}", NULL), 0);
+    ok("{\"listCollections\": 1, \"filter\": {\"name\": \"b\"}}");
+    ck_assert_uint_eq(res.n, 1);
+    ck_assert_msg(strstr(resj(0), "\"name\" : \"b\", \"type\" : \"collection\", \"options\" : "
+                                  "{  }, \"info\" : { \"readOnly\" : false, \"uuid\"") != NULL,
+                  "%s", resj(0));
+    ck_assert_msg(strstr(resj(0), "\"idIndex\" : { \"v\" : 2, \"key\" : { \"_id\" : 1 }, "
+                                  "\"name\" : \"_id_\" }") != NULL,
+                  "%s", resj(0));
+    ok("{\"listCollections\": 1, \"nameOnly\": true}");
+    ck_assert_uint_eq(res.n, 2);
+    ck_assert_str_eq(resj(0), "{ \"name\" : \"a\", \"type\" : \"collection\" }");
+    ck_assert_uint_eq(store_count_collections(st, "db"), 2);
+    ok("{\"listDatabases\": 1}");
+    ck_assert(rhas("databases.1.sizeOnDisk"));
+    ck_assert(!rhas("databases.2"));
+    ck_assert_int_gt(reply_int("totalSize"), 0);
+    ok("{\"listDatabases\": 1, \"nameOnly\": true}");
+    ck_assert_msg(strcmp(replyj(), "{ \"databases\" : [ { \"name\" : \"db\" }, { \"name\" : "
+                                   "\"other\" } ], \"ok\" : 1.0 }") == 0,
+                  "%s", replyj());
+    ok("{\"dropDatabase\": 1}");
+    ck_assert_msg(strcmp(replyj(), "{ \"dropped\" : \"db\", \"ok\" : 1.0 }") == 0, "%s", replyj());
+    ck_assert_uint_eq(store_count_collections(st, "db"), 0);
+    ok("{\"listCollections\": 1}");
+    ck_assert_uint_eq(res.n, 0);
+    ok("{\"listDatabases\": 1, \"nameOnly\": true}");
+    ck_assert(!rhas("databases.1"));
+}
+END_TEST
+
+START_TEST(transaction_abort_and_commit)
+{
+    seed(3);
+    struct store_txn *t = store_txn_new();
+    ck_assert_int_eq(exec_txn("db", "{\"insert\": \"c\", \"documents\": [{\"_id\": 4}]}", t), 0);
+    ck_assert_int_eq(exec_txn("db",
+                              "{\"update\": \"c\", \"updates\": [{\"q\": {\"_id\": 1}, \"u\": "
+                              "{\"$set\": {\"a\": 100}}}, {\"q\": {\"_id\": 1}, \"u\": "
+                              "{\"$inc\": {\"a\": 1}}}]}",
+                              t),
+                     0);
+    ck_assert_int_eq(exec_txn("db",
+                              "{\"delete\": \"c\", \"deletes\": [{\"q\": {\"_id\": 2}, "
+                              "\"limit\": 1}]}",
+                              t),
+                     0);
+    ck_assert_int_eq(exec_txn("db", "{\"insert\": \"fresh\", \"documents\": [{\"_id\": 1}]}", t),
+                     0);
+    ck_assert_int_eq(exec_txn("db",
+                              "{\"findAndModify\": \"c\", \"query\": {\"_id\": 3}, \"update\": "
+                              "{\"$set\": {\"a\": 33}}}",
+                              t),
+                     0);
+    ck_assert_int_eq(exec_txn("db", "{\"create\": \"made\"}", t), 0);
+    ck_assert_uint_eq(store_count_docs(st, "db", "c"), 3);
+    store_txn_abort(st, t);
+    ck_assert(!store_has_collection(st, "db", "fresh"));
+    ck_assert(!store_has_collection(st, "db", "made"));
+    ok("{\"find\": \"c\", \"sort\": {\"_id\": 1}}");
+    ck_assert_uint_eq(res.n, 3);
+    for (size_t i = 0; i < 3; i++) {
+        ck_assert_int_eq(res_int(i, "_id"), (int64_t)i + 1);
+        ck_assert_int_eq(res_int(i, "a"), (int64_t)i + 1);
+    }
+    ok("{\"find\": \"c\", \"filter\": {\"_id\": 2}}");
+    ck_assert_uint_eq(res.n, 1);
+
+    t = store_txn_new();
+    ck_assert_int_eq(exec_txn("db", "{\"insert\": \"c\", \"documents\": [{\"_id\": 4}]}", t), 0);
+    store_txn_commit(st, t);
+    ck_assert_uint_eq(store_count_docs(st, "db", "c"), 4);
+    store_txn_abort(st, NULL);
+    store_txn_commit(st, NULL);
+}
+END_TEST
+
+START_TEST(find_by_id_is_fast)
+{
+    enum { N = 100000 };
+    bson_t cmd = BSON_INITIALIZER, arr, d;
+    BSON_APPEND_UTF8(&cmd, "insert", "c");
+    BSON_APPEND_ARRAY_BEGIN(&cmd, "documents", &arr);
+    for (int i = 0; i < N; i++) {
+        char k[16];
+        const char *kp;
+        bson_uint32_to_string((uint32_t)i, &kp, k, sizeof(k));
+        BSON_APPEND_DOCUMENT_BEGIN(&arr, kp, &d);
+        BSON_APPEND_INT32(&d, "_id", i);
+        BSON_APPEND_INT32(&d, "v", i);
+        bson_append_document_end(&arr, &d);
+    }
+    bson_append_array_end(&cmd, &arr);
+    ck_assert_int_eq(
+        store_exec(st, "db", &cmd, NULL, 0, &reply, &res, &is_cursor, ns, sizeof(ns), NULL, &err),
+        0);
+    ck_assert_int_eq(reply_int("n"), N);
+    bson_destroy(&cmd);
+    /* 100k finds by _id over 100k documents: with a scan this would take minutes. */
+    int64_t t0 = bson_get_monotonic_time();
+    for (int i = 0; i < N; i++) {
+        bson_t q = BSON_INITIALIZER, f;
+        BSON_APPEND_UTF8(&q, "find", "c");
+        BSON_APPEND_DOCUMENT_BEGIN(&q, "filter", &f);
+        BSON_APPEND_INT32(&f, "_id", (i * 7919) % N);
+        bson_append_document_end(&q, &f);
+        bson_reinit(&reply);
+        store_results_free(&res);
+        ck_assert_int_eq(
+            store_exec(st, "db", &q, NULL, 0, &reply, &res, &is_cursor, ns, sizeof(ns), NULL, &err),
+            0);
+        ck_assert_uint_eq(res.n, 1);
+        bson_destroy(&q);
+    }
+    int64_t us = bson_get_monotonic_time() - t0;
+    ck_assert_msg(us < 10 * 1000 * 1000, "100k finds by _id took %lld us", (long long)us);
+}
+END_TEST
 /* Builds the suite. */
 static Suite *store_suite(void)
 {
@@ -286,6 +883,25 @@ static Suite *store_suite(void)
     tcase_add_test(tc, aggregate_basic);
     tcase_add_test(tc, find_and_modify_basic);
     tcase_add_test(tc, unknown_command);
+    tcase_add_test(tc, insert_duplicate_ordered_unordered);
+    tcase_add_test(tc, insert_from_sequence_and_id_first);
+    tcase_add_test(tc, numeric_cross_type_equality);
+    tcase_add_test(tc, query_operators);
+    tcase_add_test(tc, sort_skip_limit_projection);
+    tcase_add_test(tc, sort_cross_type_order);
+    tcase_add_test(tc, compare_values_api);
+    tcase_add_test(tc, update_operators_and_errors);
+    tcase_add_test(tc, upsert);
+    tcase_add_test(tc, delete_errors_and_order);
+    tcase_add_test(tc, id_index_survives_deletes_and_updates);
+    tcase_add_test(tc, results_outlive_writes);
+    tcase_add_test(tc, find_and_modify);
+    tcase_add_test(tc, count_distinct);
+    tcase_add_test(tc, aggregate_more);
+    tcase_add_test(tc, databases);
+    tcase_add_test(tc, transaction_abort_and_commit);
+    tcase_add_test(tc, find_by_id_is_fast);
+    tcase_set_timeout(tc, 120);
     suite_add_tcase(s, tc);
     return s;
 }
