@@ -228,7 +228,14 @@ int request_classify(const uint8_t *frame, size_t len, struct request_info *ri, 
             snprintf(ri->command, sizeof(ri->command), "%s", "find");
             return 0;
         }
-        return classify_command(&cmd, ri, err, err_len);
+        int rc = classify_command(&cmd, ri, err, err_len);
+        if (rc == 0 && (ri->kind == REQ_GET_MORE || ri->kind == REQ_KILL_CURSORS)) {
+            /* Cursor commands over OP_QUERY: servers since 5.1 refuse them (352), older ones
+             * answer them. Either way the server's own answer is the right one, so they are
+             * forwarded unchanged rather than routed by cursor. */
+            ri->kind = REQ_FORWARD;
+        }
+        return rc;
     }
     case WIRE_OP_GET_MORE: {
         struct wire_get_more g;

