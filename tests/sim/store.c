@@ -731,16 +731,29 @@ static void coll_maybe_compact(struct coll *c)
     size_t dead = c->n_slots - c->n_live;
     if (dead < 32 || dead < c->n_live)
         return;
-    size_t w = 0;
-    for (size_t r = 0; r < c->n_slots; r++)
-        if (c->docs[r])
-            c->docs[w++] = c->docs[r];
-    c->n_slots = w;
     size_t cap = 16;
     while (c->n_live * 2 > cap)
         cap *= 2;
-    if (index_rebuild(c, cap))
-        index_rebuild(c, c->index_cap); /* same size needs no more memory than we had */
+    /* Allocate the new index first: without memory the tombstones simply stay. */
+    struct id_entry *tab = malloc(cap * sizeof(*tab));
+    if (!tab)
+        return;
+    for (size_t i = 0; i < cap; i++)
+        tab[i].slot = SIZE_MAX;
+    size_t w = 0;
+    for (size_t r = 0; r < c->n_slots; r++) {
+        if (!c->docs[r])
+            continue;
+        bson_iter_t id;
+        c->docs[w] = c->docs[r];
+        if (doc_id(c->docs[w], &id))
+            index_put_raw(tab, cap, id_hash(&id), w);
+        w++;
+    }
+    c->n_slots = w;
+    free(c->index);
+    c->index = tab;
+    c->index_cap = cap;
 }
 
 size_t store_count_docs(struct store *s, const char *db, const char *coll)
