@@ -1,0 +1,283 @@
+"""Starts and stops mongolb (build/mongolb) in front of a mongosim cluster for integration tests.
+
+    with start_sim("--mongos", "3") as sim, start_mongolb(sim.servers) as lb:
+        client = pymongo.MongoClient(lb.uri)
+        lb.status()          # db.adminCommand({mongolbStatus: 1}) over a raw socket
+
+The binary is $MONGOLB or build/mongolb. Each mongolb gets a temporary config listening on a free
+loopback port and pointing at the given seeds; start_mongolb waits until mongolbStatus shows every
+seed as a known server. mongolb's stderr goes to a file in the temporary directory; stop() sends
+SIGTERM and waits, and the `cluster` fixture prints that log when a test fails.
+
+To run the tests against a real sharded cluster instead of the simulator, set
+MONGOLB_TEST_SEEDS=host:port,host:port (its mongos routers). Tests then skip what needs the
+simulator (sim* commands, failpoints, per-server command counts): see Cluster.need_sim().
+"""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+
+import pytest
+
+from harness import recv_msg, send_msg, start_sim
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+DEFAULT_BINARY = os.path.join(ROOT, "build", "mongolb")
+
+
+class MongolbError(RuntimeError):
+    pass
+
+
+def wait_for(pred, timeout=10.0, step=0.02, what="condition"):
+    """Polls pred until it returns a truthy value; returns it, or fails after timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError("%s not met within %.1fs" % (what, timeout))
+        time.sleep(step)
+
+
+def free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def raw_command(host, port, cmd, db="admin", timeout=5.0):
+    """Runs one command over a fresh raw socket (OP_MSG) and returns the reply document."""
+    doc = dict(cmd)
+    doc["$db"] = db
+    with socket.create_connection((host, port), timeout=timeout) as s:
+        send_msg(s, doc, request_id=1)
+        return recv_msg(s)[1]
+
+
+class Mongolb:
+    """A running mongolb process."""
+
+    def __init__(self, seeds, config=None, expect_known=None, timeout=15.0):
+        self.binary = os.environ.get("MONGOLB", DEFAULT_BINARY)
+        if not os.path.exists(self.binary):
+            raise MongolbError("mongolb not found at %s (run make)" % self.binary)
+        self.seeds = list(seeds)
+        self.tmp = tempfile.mkdtemp(prefix="mongolb-test-")
+        self.log_path = os.path.join(self.tmp, "mongolb.stderr")
+        self.conf_path = os.path.join(self.tmp, "mongolb.ini")
+        self.proc = None
+        self._log = None
+        want = len(self.seeds) if expect_known is None else expect_known
+        last = None
+        for _ in range(3):  # the free port may be taken between probing and binding it
+            self.port = free_port()
+            self._write_config(config or {})
+            self._start()
+            try:
+                self.wait_known(want, timeout)
+                return
+            except MongolbError as e:
+                last = e
+                if self.proc.poll() is None:
+                    self.stop()
+                    raise
+                self._close_log()
+        raise last
+
+    @property
+    def host(self):
+        return "127.0.0.1"
+
+    @property
+    def uri(self):
+        return "mongodb://127.0.0.1:%d/" % self.port
+
+    def _write_config(self, extra):
+        sections = {
+            "mongolb": {"listen": "127.0.0.1:%d" % self.port, "log_level": "info"},
+            "upstream": {"mode": "mongos", "seeds": ",".join(self.seeds),
+                         "heartbeat_interval_ms": "500"},
+            "cursors": {},
+        }
+        for key, value in extra.items():  # "section.key": value
+            section, name = key.split(".", 1)
+            sections[section][name] = str(value)
+        with open(self.conf_path, "w") as f:
+            for section, keys in sections.items():
+                if not keys:
+                    continue
+                f.write("[%s]\n" % section)
+                for k, v in keys.items():
+                    f.write("%s = %s\n" % (k, v))
+
+    def _start(self):
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([self.binary, "-c", self.conf_path], stdin=subprocess.DEVNULL,
+                                     stdout=self._log, stderr=self._log)
+
+    def _close_log(self):
+        if self._log:
+            self._log.close()
+            self._log = None
+
+    def log(self):
+        if getattr(self, "_saved_log", None) is not None:
+            return self._saved_log
+        try:
+            with open(self.log_path, "rb") as f:
+                return f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def log_tail(self, lines=60):
+        return "\n".join(self.log().splitlines()[-lines:])
+
+    def status(self, timeout=5.0):
+        """mongolbStatus over a raw socket (no driver involved)."""
+        return raw_command(self.host, self.port, {"mongolbStatus": 1}, timeout=timeout)
+
+    def counters(self):
+        return self.status()["counters"]
+
+    def known_servers(self, st=None):
+        st = st or self.status()
+        return [s for s in st["servers"] if s["type"] != "Unknown"]
+
+    def server_type(self, address):
+        for s in self.status()["servers"]:
+            if s["address"] == address:
+                return s["type"]
+        raise KeyError(address)
+
+    def wait_known(self, n, timeout=15.0):
+        """Waits until mongolb answers and knows n servers (type other than Unknown)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise MongolbError("mongolb exited with %s before it was ready:\n%s"
+                                   % (self.proc.returncode, self.log_tail()))
+            try:
+                st = self.status(timeout=2.0)
+                if len(self.known_servers(st)) >= n:
+                    return st
+            except (OSError, ConnectionError):
+                pass
+            if time.monotonic() > deadline:
+                raise MongolbError("mongolb did not know %d servers within %.1fs:\n%s"
+                                   % (n, timeout, self.log_tail()))
+            time.sleep(0.05)
+
+    def stop(self, timeout=15.0):
+        """SIGTERM, then wait; returns the exit code (kills and fails past the timeout)."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                self._close_log()
+                raise MongolbError("mongolb did not stop within %.1fs of SIGTERM:\n%s"
+                                   % (timeout, self.log_tail()))
+        self._close_log()
+        return self.proc.returncode
+
+    def cleanup(self):
+        try:
+            self.stop()
+        finally:
+            self._saved_log = self.log()
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.cleanup()
+
+
+def start_mongolb(seeds, config=None, **kw):
+    return Mongolb(seeds, config=config, **kw)
+
+
+def real_seeds():
+    """The real cluster's mongos routers from MONGOLB_TEST_SEEDS, or None."""
+    v = os.environ.get("MONGOLB_TEST_SEEDS", "").strip()
+    return [s.strip() for s in v.split(",") if s.strip()] or None
+
+
+class Cluster:
+    """mongolb in front of either a new simulator or the real cluster of MONGOLB_TEST_SEEDS."""
+
+    def __init__(self, sim_args=("--mongos", "3"), config=None):
+        self.sim = None
+        self.lb = None
+        seeds = real_seeds()
+        try:
+            if seeds is None:
+                self.sim = start_sim(*sim_args)
+                seeds = self.sim.servers
+            self.seeds = seeds
+            self.lb = start_mongolb(seeds, config=config)
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def is_sim(self):
+        return self.sim is not None
+
+    def need_sim(self):
+        if not self.is_sim:
+            pytest.skip("needs mongosim (MONGOLB_TEST_SEEDS points at a real cluster)")
+
+    def sim_command(self, cmd, i=None):
+        """A control command on a live simulator server (the first one not killed if i is None)."""
+        self.need_sim()
+        if i is not None:
+            return self.sim.command(i, cmd)
+        last = None
+        for j in range(len(self.sim.servers)):
+            try:
+                return self.sim.command(j, cmd)
+            except OSError as e:
+                last = e
+        raise last
+
+    def sim_stats(self, reset=False):
+        cmd = {"simStats": 1}
+        if reset:
+            cmd["reset"] = True
+        return self.sim_command(cmd)
+
+    def command_counts(self, name, stats=None):
+        """{server index: how many `name` commands it received} from simStats."""
+        stats = stats or self.sim_stats()
+        return {s["index"]: int(s["commands"].get(name, 0)) for s in stats["servers"]}
+
+    def close(self):
+        if self.lb is not None:
+            self.lb.cleanup()
+        if self.sim is not None:
+            self.sim.stop()
+
+
+@pytest.fixture
+def cluster():
+    """mongosim --mongos 3 (or MONGOLB_TEST_SEEDS) behind a fresh mongolb. mongolb's stderr is
+    printed at teardown; pytest shows it only for a test that failed."""
+    c = Cluster()
+    try:
+        yield c
+    finally:
+        c.close()
+        print("\n----- mongolb stderr (%s) -----\n%s" % (c.lb.log_path, c.lb.log_tail(80)))
