@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The demo of "make demo": three simulated mongos at different distances, mongolb in front of
+# them, and a PyMongo application (tests/bench/demo_workload.py) that uses mongolb as its one
+# mongos. It shows which mongos served the requests and that cursors stayed on their server.
+#
+# The setup is the example of PyMongo's load-balancing documentation: mongos latencies of 20, 35
+# and 40 ms with localThresholdMS = 15, where the 40 ms mongos gets no requests.
+#
+# Environment: BUILD (default build).
+set -euo pipefail
+# shellcheck source=scripts/lib.sh
+source "$(dirname "$0")/lib.sh"
+
+lib_require mongosim mongolb mlbench
+"$PY" -c 'import pymongo' 2>/dev/null ||
+  die "$PY cannot import pymongo: run scripts/install-deps.sh (python3-pymongo)"
+
+echo "== mongolb demo =="
+echo "Starting three simulated mongos that add 20, 35 and 40 ms to every reply..."
+start_sim sim --mongos 3 --latency 20,35,40
+SIM0=${SIM_SERVERS%%,*}
+echo "  mongos: ${SIM_SERVERS//,/ }"
+
+echo "Starting mongolb in front of them (local_threshold_ms = 15, the default)..."
+start_mongolb mlb "$SIM_SERVERS" "local_threshold_ms = 15"
+echo "  mongolb: $MLB_ADDR (an application would use mongodb://$MLB_ADDR)"
+echo "Waiting until mongolb has measured the round-trip time of all three..."
+wait_mongolb_ready mlb "$MLB_ADDR" 3
+echo
+
+rc=0
+"$PY" "$ROOT/tests/bench/demo_workload.py" --mongolb "$MLB_ADDR" --sim "$SIM0" --threshold 15 ||
+  rc=$?
+kill -0 "$MLB_PID" 2>/dev/null || {
+  echo "FAILED: mongolb exited during the demo; its log:" >&2
+  tail -n 20 "$LIB_TMP/mlb.log" >&2 || true
+  exit 1
+}
+if [ "$rc" != 0 ]; then
+  echo >&2
+  echo "The demo FAILED (see above). The last lines of mongolb's log:" >&2
+  tail -n 20 "$LIB_TMP/mlb.log" >&2 || true
+  exit 1
+fi
