@@ -3097,12 +3097,35 @@ fail:
 
 /* Stages MongoDB knows but mongosim does not implement: refused with a clear message. */
 static const char *const unsupported_stages[] = {
-    "$group",        "$unwind",       "$lookup",    "$addFields",      "$set",
-    "$unset",        "$facet",        "$out",       "$merge",          "$sortByCount",
-    "$replaceRoot",  "$replaceWith",  "$sample",    "$bucket",         "$redact",
-    "$graphLookup",  "$bucketAuto",   "$unionWith", "$densify",        "$setWindowFields",
-    "$fill",         "$geoNear",      "$collStats", "$indexStats",     "$currentOp",
-    "$listSessions", "$changeStream", "$documents", "$planCacheStats", NULL,
+    "$unwind",
+    "$lookup",
+    "$addFields",
+    "$set",
+    "$unset",
+    "$facet",
+    "$out",
+    "$merge",
+    "$sortByCount",
+    "$replaceRoot",
+    "$replaceWith",
+    "$sample",
+    "$bucket",
+    "$redact",
+    "$graphLookup",
+    "$bucketAuto",
+    "$unionWith",
+    "$densify",
+    "$setWindowFields",
+    "$fill",
+    "$geoNear",
+    "$collStats",
+    "$indexStats",
+    "$currentOp",
+    "$listSessions",
+    "$changeStream",
+    "$documents",
+    "$planCacheStats",
+    NULL,
 };
 
 /*
@@ -3125,8 +3148,8 @@ static int check_pipeline(struct cmd_ctx *x, const bson_iter_t *pipeline)
             return set_err(x->err, -EINVAL, 40323,
                            "A pipeline stage specification object must contain exactly one "
                            "field.");
-        static const char *const known[] = {"$match", "$sort",  "$skip",
-                                            "$limit", "$count", "$project"};
+        static const char *const known[] = {"$match", "$sort",    "$skip", "$limit",
+                                            "$count", "$project", "$group"};
         bool ok = false;
         for (size_t i = 0; i < sizeof(known) / sizeof(known[0]) && !ok; i++)
             ok = strcmp(name, known[i]) == 0;
@@ -3140,6 +3163,71 @@ static int check_pipeline(struct cmd_ctx *x, const bson_iter_t *pipeline)
                        "Unrecognized pipeline stage name: '%s'", name);
     }
     return 0;
+}
+
+/*
+ * $group with a constant _id (drivers' countDocuments uses {_id: 1, n: {$sum: 1}}): every input
+ * document falls in one group, and each accumulator is {$sum: number} (a count times that number)
+ * or {$sum: "$field"} (the numeric values of a top-level field added up). Grouping by a field is
+ * not simulated and is refused. Empty input yields no document, as in MongoDB.
+ */
+static int run_group(struct cmd_ctx *x, struct item_list *l, bson_iter_t *f)
+{
+    bson_iter_t spec, id;
+    if (!BSON_ITER_HOLDS_DOCUMENT(f) || !bson_iter_recurse(f, &spec) ||
+        !bson_iter_find(&spec, "_id"))
+        return set_err(x->err, -EINVAL, 15955, "a group specification must include an _id");
+    id = spec;
+    if (BSON_ITER_HOLDS_UTF8(&id) && bson_iter_utf8(&id, NULL)[0] == '$')
+        return set_err(x->err, -ENOTSUP, STORE_ERR_BAD_VALUE,
+                       "mongosim supports $group only with a constant _id");
+    size_t n = l->n;
+    bson_t *d = bson_new();
+    bson_append_iter(d, "_id", 3, &id);
+    bson_iter_recurse(f, &spec);
+    while (bson_iter_next(&spec)) {
+        const char *field = bson_iter_key(&spec);
+        bson_iter_t acc;
+        if (strcmp(field, "_id") == 0)
+            continue;
+        if (!BSON_ITER_HOLDS_DOCUMENT(&spec) || !bson_iter_recurse(&spec, &acc) ||
+            !bson_iter_next(&acc) || strcmp(bson_iter_key(&acc), "$sum") != 0) {
+            bson_destroy(d);
+            return set_err(x->err, -ENOTSUP, STORE_ERR_BAD_VALUE,
+                           "mongosim supports only $sum accumulators in $group");
+        }
+        double sum = 0;
+        bool integral = true;
+        if (is_number(&acc)) {
+            sum = bson_iter_as_double(&acc) * (double)n;
+            integral = !BSON_ITER_HOLDS_DOUBLE(&acc);
+        } else if (BSON_ITER_HOLDS_UTF8(&acc) && bson_iter_utf8(&acc, NULL)[0] == '$') {
+            const char *path = bson_iter_utf8(&acc, NULL) + 1;
+            for (size_t i = 0; i < n; i++) {
+                bson_iter_t v;
+                if (bson_iter_init_find(&v, l->items[i].doc, path) && is_number(&v)) {
+                    sum += bson_iter_as_double(&v);
+                    integral &= !BSON_ITER_HOLDS_DOUBLE(&v);
+                }
+            }
+        }
+        if (integral && sum >= INT32_MIN && sum <= INT32_MAX)
+            BSON_APPEND_INT32(d, field, (int32_t)sum);
+        else if (integral)
+            BSON_APPEND_INT64(d, field, (int64_t)sum);
+        else
+            BSON_APPEND_DOUBLE(d, field, sum);
+    }
+    items_release(l, 0, l->n);
+    l->n = 0;
+    if (!n) {
+        bson_destroy(d);
+        return 0;
+    }
+    int rc = items_push(l, d, true);
+    if (rc)
+        bson_destroy(d);
+    return rc;
 }
 
 /* Runs one stage (f points at its single field) over the working set l. */
@@ -3215,6 +3303,8 @@ static int run_stage(struct cmd_ctx *x, struct item_list *l, bson_iter_t *f)
             bson_destroy(d);
         return rc;
     }
+    if (strcmp(name, "$group") == 0)
+        return run_group(x, l, f);
     /* $project */
     struct projection p;
     if (!BSON_ITER_HOLDS_DOCUMENT(f) || !iter_doc_view(f, &spec) || bson_empty(&spec))

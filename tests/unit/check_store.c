@@ -252,6 +252,26 @@ START_TEST(aggregate_basic)
 }
 END_TEST
 
+/* Drivers' countDocuments runs {$group: {_id: 1, n: {$sum: 1}}}; a constant-_id $group with $sum
+ * is what the simulator supports. */
+START_TEST(aggregate_group_constant)
+{
+    seed(10);
+    ok("{\"aggregate\": \"c\", \"pipeline\": [{\"$match\": {\"b\": 1}}, {\"$group\": "
+       "{\"_id\": 1, \"n\": {\"$sum\": 1}, \"s\": {\"$sum\": \"$a\"}}}], \"cursor\": {}}");
+    ck_assert_uint_eq(res.n, 1);
+    ck_assert_str_eq(resj(0), "{ \"_id\" : 1, \"n\" : 4, \"s\" : 22 }");
+    /* No input, no group. */
+    ok("{\"aggregate\": \"c\", \"pipeline\": [{\"$match\": {\"a\": 99}}, {\"$group\": "
+       "{\"_id\": null, \"n\": {\"$sum\": 1}}}], \"cursor\": {}}");
+    ck_assert_uint_eq(res.n, 0);
+    /* Grouping by a field is not simulated, and says so. */
+    ck_assert_int_lt(exec("{\"aggregate\": \"c\", \"pipeline\": [{\"$group\": {\"_id\": "
+                          "\"$b\"}}], \"cursor\": {}}"),
+                     0);
+}
+END_TEST
+
 START_TEST(find_and_modify_basic)
 {
     seed(3);
@@ -898,6 +918,7 @@ static Suite *store_suite(void)
     tcase_add_test(tc, find_and_modify);
     tcase_add_test(tc, count_distinct);
     tcase_add_test(tc, aggregate_more);
+    tcase_add_test(tc, aggregate_group_constant);
     tcase_add_test(tc, databases);
     tcase_add_test(tc, transaction_abort_and_commit);
     tcase_add_test(tc, find_by_id_is_fast);
