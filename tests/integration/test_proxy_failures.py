@@ -1,0 +1,69 @@
+"""Backend failures seen by a PyMongo application through mongolb: a read whose server drops the
+connection is retried once on another server, and a write that cannot be retried comes back as an
+error document (HostUnreachable) on a connection that stays open."""
+
+import pymongo
+import pytest
+from pymongo.errors import AutoReconnect, OperationFailure
+
+from mongolb_harness import cluster, wait_for  # noqa: F401  (cluster is a fixture)
+
+
+def fail_command(cluster, i, commands, **data):
+    data["failCommands"] = list(commands)
+    cluster.sim_command({"configureFailPoint": "failCommand", "mode": "alwaysOn", "data": data}, i)
+
+
+def fail_off(cluster, i):
+    cluster.sim_command({"configureFailPoint": "failCommand", "mode": "off"}, i)
+
+
+def test_read_retried_on_another_server(cluster):
+    cluster.need_sim()
+    client = pymongo.MongoClient(cluster.lb.uri, serverSelectionTimeoutMS=5000, retryReads=False)
+    try:
+        coll = client.test_retry.docs
+        coll.insert_many([{"_id": i} for i in range(5)])
+        fail_command(cluster, 0, ["find"], closeConnection=True)
+        before = cluster.lb.counters()
+        for _ in range(40):
+            assert len(list(coll.find({}))) == 5
+        after = cluster.lb.counters()
+        assert after["retries"] > before["retries"]
+        assert after["errorsReturned"] == before["errorsReturned"]
+    finally:
+        fail_off(cluster, 0)
+        client.close()
+
+
+def test_write_failure_is_an_error_document(cluster):
+    cluster.need_sim()
+    client = pymongo.MongoClient(cluster.lb.uri, serverSelectionTimeoutMS=5000,
+                                 retryWrites=False)
+    try:
+        coll = client.test_werr.docs
+        coll.insert_one({"_id": 0})
+        before = client.admin.command("mongolbStatus")["counters"]
+        for i in range(len(cluster.sim.servers)):
+            fail_command(cluster, i, ["insert"], closeConnection=True)
+        try:
+            with pytest.raises(OperationFailure) as ei:
+                coll.insert_one({"_id": 1})
+            assert not isinstance(ei.value, AutoReconnect)
+            assert ei.value.code == 6  # HostUnreachable, as a mongos would say
+        finally:
+            for i in range(len(cluster.sim.servers)):
+                fail_off(cluster, i)
+        # The same client connection goes on working once the servers do.
+        def all_known():  # asked on the client's own connection
+            st = client.admin.command("mongolbStatus")
+            return len(cluster.lb.known_servers(st)) == len(cluster.sim.servers)
+
+        wait_for(all_known, what="servers known again")
+        coll.insert_one({"_id": 2})
+        assert coll.find_one({"_id": 2}) == {"_id": 2}
+        after = client.admin.command("mongolbStatus")["counters"]
+        assert after["errorsReturned"] > before["errorsReturned"]
+        assert after["clientsAccepted"] == before["clientsAccepted"]
+    finally:
+        client.close()
