@@ -1,4 +1,4 @@
-"""mongosh (npm, node_modules/.bin/mongosh) through mongolb: what a user typing into the shell sees."""
+"""mongosh (npm, node_modules/.bin/mongosh) through mongolb: what a user of the shell sees."""
 
 import os
 import subprocess

@@ -1,5 +1,5 @@
-"""Where mongolb sends requests: the low-latency servers share the reads, a slow one gets none; a
-mongos killed mid-run costs at most the requests in flight on it, and a revived one is used again."""
+"""Where mongolb sends requests: the low-latency servers share the reads and a slow one gets none;
+a mongos killed mid-run costs at most the requests in flight on it; a revived one is used again."""
 
 import threading
 import time
@@ -27,8 +27,11 @@ def test_slow_mongos_gets_no_reads():
         c.need_sim()
         slow = c.sim.servers[2]
         # mongolb has measured every server's round trip (the slow one's includes its 80 ms).
-        st = wait_for(lambda: (lambda s: s if all(x["rttMillis"] is not None for x in s["servers"])
-                               else None)(c.lb.status()), what="round-trip times known")
+        def rtts_known():
+            st = c.lb.status()
+            return st if all(s["rttMillis"] is not None for s in st["servers"]) else None
+
+        st = wait_for(rtts_known, what="round-trip times known")
         rtt = {s["address"]: s["rttMillis"] for s in st["servers"]}
         assert rtt[slow] >= 50, rtt
         client = client_for(c.lb)

@@ -11,7 +11,9 @@
 // MONGOLB_TEST_SEEDS=host:port,... puts mongolb in front of a real cluster's mongos routers
 // instead of the simulator (c.sim is then null and sim-only checks are skipped).
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, openSync, closeSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync,
+} from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';

@@ -50,7 +50,8 @@ describe('mongolb in front of mongosim --mongos 3', () => {
   test('8 concurrent loops read 250-document cursors 10 times each', withLog(() => c, async () => {
     const coll = client.db('node_cursors').collection('docs');
     await coll.drop().catch(() => {});
-    await coll.insertMany(Array.from({ length: DOCS }, (_, i) => ({ _id: i, pad: 'x'.repeat(100) })));
+    const docs = Array.from({ length: DOCS }, (_, i) => ({ _id: i, pad: 'x'.repeat(100) }));
+    await coll.insertMany(docs);
     const before = (await c.lb.status()).counters;
     if (c.sim) await c.simCommand({ simStats: 1, reset: true });
     const errors = [];
@@ -83,7 +84,7 @@ describe('mongolb in front of mongosim --mongos 3', () => {
     }
   }));
 
-  test('a transaction with withTransaction commits, all on one mongos', withLog(() => c, async () => {
+  test('withTransaction commits, all on one mongos', withLog(() => c, async () => {
     const db = client.db('node_txn');
     const coll = db.collection('accounts');
     await coll.insertMany([{ _id: 'a', balance: 100 }, { _id: 'b', balance: 0 }]);
@@ -109,9 +110,11 @@ describe('mongolb in front of mongosim --mongos 3', () => {
     assert.equal(st.transactionsPinned, 0);
     if (c.sim) {
       const log = await c.simCommand({ simTxnLog: 1 });
-      const perServer = log.servers.map((s) => s.entries.filter((e) => e.lsid === lsid && e.inTxn));
+      const perServer = log.servers.map((s) =>
+        s.entries.filter((e) => e.lsid === lsid && e.inTxn));
       const used = perServer.filter((e) => e.length > 0);
-      assert.equal(used.length, 1, `transaction commands on ${used.length} servers: ${JSON.stringify(perServer)}`);
+      assert.equal(used.length, 1,
+        `transaction commands on ${used.length} servers: ${JSON.stringify(perServer)}`);
       const cmds = used[0].map((e) => e.cmd);
       assert.deepEqual(cmds, ['update', 'update', 'find', 'insert', 'commitTransaction']);
     }
