@@ -175,7 +175,57 @@ static void reply_local(struct client *c, const bson_t *doc, int32_t reply_flags
     write_to_client(c, c->wbuf.data, c->wbuf.len);
 }
 
-/* Replies with an error document {ok:0, errmsg, code, codeName}. */
+/* The commands that end a transaction. */
+static bool is_txn_end(const struct request_info *ri)
+{
+    return strcmp(ri->command, "commitTransaction") == 0 ||
+           strcmp(ri->command, "abortTransaction") == 0;
+}
+
+/* A retryable write: drivers attach a txnNumber outside a transaction only to those. */
+static bool is_retryable_write(const struct request_info *ri)
+{
+    return ri->kind == REQ_FORWARD && ri->has_txn_number && !ri->autocommit_false;
+}
+
+/*
+ * Adds the error labels the drivers' transactions and retryable-writes specifications expect on
+ * an error mongolb made itself because a server could not be reached or chosen: inside a
+ * transaction TransientTransactionError (the driver's withTransaction then retries the whole
+ * transaction); on commit UnknownTransactionCommitResult and RetryableWriteError (the driver
+ * retries the commit); on abort and on retryable writes RetryableWriteError. Other errors, and
+ * writes that are not retryable, get no label, so nothing is retried that could apply twice.
+ */
+static void append_error_labels(bson_t *doc, const struct request_info *ri, int code)
+{
+    bool network = code == ERR_HOST_UNREACHABLE || code == ERR_NETWORK_IFACE_TIMEOUT;
+    const char *labels[2];
+    int n = 0;
+    if (strcmp(ri->command, "commitTransaction") == 0) {
+        labels[n++] = "UnknownTransactionCommitResult";
+        if (network)
+            labels[n++] = "RetryableWriteError";
+    } else if (strcmp(ri->command, "abortTransaction") == 0) {
+        if (network)
+            labels[n++] = "RetryableWriteError";
+    } else if (ri->autocommit_false && code != ERR_CURSOR_NOT_FOUND) {
+        labels[n++] = "TransientTransactionError";
+    } else if (is_retryable_write(ri) && network) {
+        labels[n++] = "RetryableWriteError";
+    }
+    if (n == 0)
+        return;
+    bson_t arr;
+    BSON_APPEND_ARRAY_BEGIN(doc, "errorLabels", &arr);
+    for (int i = 0; i < n; i++) {
+        char key[4];
+        snprintf(key, sizeof(key), "%d", i);
+        BSON_APPEND_UTF8(&arr, key, labels[i]);
+    }
+    bson_append_array_end(doc, &arr);
+}
+
+/* Replies with an error document {ok:0, errmsg, code, codeName, errorLabels?}. */
 static void reply_error(struct client *c, int code, const char *code_name, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 static void reply_error(struct client *c, int code, const char *code_name, const char *fmt, ...)
@@ -189,6 +239,7 @@ static void reply_error(struct client *c, int code, const char *code_name, const
     log_debug(c->prefix, "%s: error %d %s: %s", c->ri.command, code, code_name, msg);
     bson_t doc = BSON_INITIALIZER;
     status_build_error(&doc, code, code_name, msg);
+    append_error_labels(&doc, &c->ri, code);
     int32_t flags = 0;
     if (c->ri.kind == REQ_LEGACY_GET_MORE && code == ERR_CURSOR_NOT_FOUND)
         flags = WIRE_REPLY_CURSOR_NOT_FOUND;
@@ -613,9 +664,33 @@ static void route(struct client *c)
     struct proxy *p = g_proxy;
     int idx = txn_pin_lookup(p, &c->ri);
     if (idx >= 0) {
-        p->stats.txn_pinned++;
-        dispatch(c, idx);
-        return;
+        const struct server *ps = &p->topo.servers[idx];
+        bool usable = p->topo.mode == TOPOLOGY_MONGOS ? ps->type == SERVER_MONGOS
+                                                      : ps->type == SERVER_RS_PRIMARY;
+        if (usable || (!is_txn_end(&c->ri) && ps->type == SERVER_UNKNOWN && c->attempts == 0 &&
+                       p->topo.mode == TOPOLOGY_MONGOS)) {
+            /* A mongos that is merely unknown may come back: the first attempt still goes there
+             * and fails on its own if it is really gone. */
+            p->stats.txn_pinned++;
+            dispatch(c, idx);
+            return;
+        }
+        if (!is_txn_end(&c->ri)) {
+            /* The transaction lived on a server that is gone, or on a primary that stepped down:
+             * it is aborted, as a server would say. */
+            if (c->state == CLIENT_WAIT_SERVER)
+                list_remove(&c->wait_link);
+            c->state = CLIENT_READING;
+            reply_error(c, 251, "NoSuchTransaction",
+                        "mongolb: transaction %lld was aborted: its server %s is %s",
+                        (long long)c->ri.txn_number, ps->addr,
+                        p->topo.mode == TOPOLOGY_MONGOS ? "unavailable" : "no longer primary");
+            return;
+        }
+        /* A commit or abort may move: the recoveryToken it carries lets another mongos find the
+         * outcome, and a new primary knows the transaction through replication. */
+        log_info(c->prefix, "%s: pinned server %s is unavailable; trying another", c->ri.command,
+                 ps->addr);
     }
     struct read_pref rp;
     const struct read_pref *rpp = NULL;
@@ -651,7 +726,10 @@ static void route(struct client *c)
         if (c->state != CLIENT_WAIT_SERVER) {
             c->state = CLIENT_WAIT_SERVER;
             list_push_back(&p->select_waiters, &c->wait_link);
-            log_debug(c->prefix, "%s: waiting for a suitable server", c->ri.command);
+            log_info(c->prefix, "%s: no suitable server yet (%s); waiting up to %lld ms",
+                     c->ri.command,
+                     p->topo.mode == TOPOLOGY_REPLICASET && sr.write ? "no primary" : "none known",
+                     (long long)(c->deadline_ms - proxy_now(p)));
         }
         return;
     }
@@ -690,6 +768,28 @@ static void dispatch(struct client *c, int idx)
 }
 
 /* Decides what to do after a failure that happened before the request reached any server. */
+/*
+ * Whether a failed attempt may be made again elsewhere: a request that never reached a server, a
+ * retryable read, a retryable write (the server's own record of its txnNumber applies it once
+ * however often it arrives) and commitTransaction/abortTransaction (which the specification
+ * makes retryable). Other commands inside a transaction are not: the transaction is lost with its
+ * server and the driver retries it whole. At most MAX_ATTEMPTS attempts, within the deadline.
+ */
+#define MAX_ATTEMPTS 3
+static bool may_retry(const struct client *c, bool may_have_reached)
+{
+    struct proxy *p = g_proxy;
+    if (p->shutting_down || c->attempts >= MAX_ATTEMPTS || proxy_now(p) >= c->deadline_ms)
+        return false;
+    if (c->ri.kind != REQ_FORWARD)
+        return false;
+    if (is_txn_end(&c->ri))
+        return true;
+    if (c->ri.autocommit_false)
+        return false;
+    return !may_have_reached || c->ri.retryable_read || is_retryable_write(&c->ri);
+}
+
 static void retry_or_fail(struct client *c, int status, const char *why, bool may_have_reached)
 {
     struct proxy *p = g_proxy;
@@ -711,10 +811,7 @@ static void retry_or_fail(struct client *c, int status, const char *why, bool ma
         kill_next(c);
         return;
     }
-    bool retryable = !may_have_reached || c->ri.retryable_read;
-    if (c->ri.autocommit_false)
-        retryable = false; /* inside a transaction the pin decides; issue-level retries later */
-    if (retryable && c->attempts < 2 && !p->shutting_down) {
+    if (may_retry(c, may_have_reached)) {
         p->stats.retries++;
         log_info(c->prefix, "%s failed on %s (%s); retrying on another server", c->ri.command, addr,
                  why);
@@ -813,9 +910,24 @@ static bool is_state_change_code(int32_t code)
  * Looks at a reply before it is relayed: records or forgets cursors (rewriting the id in place
  * when it collided), and notices state-change errors.
  */
-static void inspect_reply(struct client *c, uint8_t *frame, size_t len, int32_t *err_code)
+/* True when an errorLabels array (at it) holds RetryableWriteError. */
+static bool has_retryable_label(bson_iter_t *it)
+{
+    bson_iter_t arr;
+    if (!BSON_ITER_HOLDS_ARRAY(it) || !bson_iter_recurse(it, &arr))
+        return false;
+    while (bson_iter_next(&arr))
+        if (BSON_ITER_HOLDS_UTF8(&arr) &&
+            strcmp(bson_iter_utf8(&arr, NULL), "RetryableWriteError") == 0)
+            return true;
+    return false;
+}
+
+static void inspect_reply(struct client *c, uint8_t *frame, size_t len, int32_t *err_code,
+                          bool *retry_label)
 {
     *err_code = 0;
+    *retry_label = false;
     struct proxy *p = g_proxy;
     struct request_info *ri = &c->ri;
     int64_t now = proxy_now(p);
@@ -865,17 +977,16 @@ static void inspect_reply(struct client *c, uint8_t *frame, size_t len, int32_t 
             ok = bson_iter_as_bool(&it);
         else if (strcmp(k, "code") == 0 && BSON_ITER_HOLDS_NUMBER(&it))
             code = (int32_t)bson_iter_as_int64(&it);
+        else if (strcmp(k, "errorLabels") == 0)
+            *retry_label = has_retryable_label(&it);
         else if (strcmp(k, "cursor") == 0 && BSON_ITER_HOLDS_DOCUMENT(&it)) {
             has_cursor = bson_iter_recurse(&it, &cursor_it);
         }
     }
     if (!ok) {
+        *err_code = code ? code : -1;
         if (ri->kind == REQ_GET_MORE && code == ERR_CURSOR_NOT_FOUND)
             cursors_remove(&p->cursors, ri->cursor_id);
-        if (is_state_change_code(code) && c->server >= 0) {
-            log_info(p->topo.servers[c->server].addr, "state change error %d: re-checking", code);
-            monitor_request_check(p, c->server);
-        }
         return;
     }
     if (!has_cursor || !(ri->opens_cursor || ri->kind == REQ_GET_MORE))
@@ -902,14 +1013,35 @@ static void inspect_reply(struct client *c, uint8_t *frame, size_t len, int32_t 
     }
 }
 
+/* Codes after which a read may be retried, per the retryable-reads specification. */
+static bool is_retryable_read_code(int32_t code)
+{
+    switch (code) {
+    case 6:
+    case 7:
+    case 89:
+    case 91:
+    case 134:
+    case 189:
+    case 262:
+    case 9001:
+    case 10107:
+    case 11600:
+    case 11602:
+    case 13435:
+    case 13436:
+        return true;
+    default:
+        return false;
+    }
+}
+
 /*
  * A server answered "not writable primary" or "node is recovering": it is no longer what the
  * topology says. Mark it unknown and have it re-checked at once (clearing its pool only for
- * shutdown codes, as SDAM does). An error that means the command did not run at all (10107,
- * 13435, 13436) is not passed on: the request waits for a suitable server again, for example the
- * primary elected next, within its deadline. Returns true when the request was taken back.
+ * shutdown codes, as SDAM does).
  */
-static bool on_state_change(struct client *c, struct bconn *b, int32_t code, size_t len)
+static void note_state_change(struct client *c, int32_t code)
 {
     struct proxy *p = g_proxy;
     int idx = c->server;
@@ -923,21 +1055,41 @@ static bool on_state_change(struct client *c, struct bconn *b, int32_t code, siz
         pool_clear(p, idx);
     }
     monitor_request_check(p, idx);
-    bool not_run = code == 10107 || code == 13435 || code == 13436;
-    int64_t left = c->deadline_ms - proxy_now(p);
-    if (!not_run || c->ri.autocommit_false || c->kill.active || c->last_reply_id || left <= 0 ||
-        c->ri.kind != REQ_FORWARD)
+}
+
+/*
+ * Decides whether an error reply is passed on or the request is taken back and routed again,
+ * within its deadline: an error that means the command did not run at all (10107, 13435, 13436,
+ * outside a transaction), a retryable write or a commit/abort whose error carries the
+ * RetryableWriteError label (the server's record applies it once), and a retryable read with a
+ * retryable code. The request then waits for a suitable server, such as the next primary.
+ */
+static bool should_take_back(const struct client *c, int32_t code, bool retry_label)
+{
+    if (c->kill.active || c->last_reply_id || !may_retry(c, true))
         return false;
+    if ((code == 10107 || code == 13435 || code == 13436) && !c->ri.autocommit_false)
+        return true;
+    if (retry_label && (is_retryable_write(&c->ri) || is_txn_end(&c->ri)))
+        return true;
+    return code > 0 && c->ri.retryable_read && is_retryable_read_code(code);
+}
+
+static void take_back(struct client *c, struct bconn *b, size_t len, int32_t code)
+{
+    struct proxy *p = g_proxy;
+    int64_t left = c->deadline_ms - proxy_now(p);
+    log_info(c->prefix, "%s got error %d from %s; trying again", c->ri.command, code,
+             p->topo.servers[c->server].addr);
+    c->exclude = c->server;
     bconn_consume(b, len);
     c->bc = NULL;
     leave_server(c);
     pool_release(p, b);
     p->stats.retries++;
-    c->exclude = -1;
     c->state = CLIENT_READING;
-    uv_timer_start(&c->timer, on_deadline, (uint64_t)left, 0);
+    uv_timer_start(&c->timer, on_deadline, (uint64_t)(left > 0 ? left : 1), 0);
     route(c);
-    return true;
 }
 
 void client_on_reply(struct client *c, struct bconn *b, uint8_t *frame, size_t len)
@@ -954,10 +1106,14 @@ void client_on_reply(struct client *c, struct bconn *b, uint8_t *frame, size_t l
         return;
     }
     int32_t code;
-    inspect_reply(c, frame, len, &code);
-    if (code > 0 && is_state_change_code(code) && c->server >= 0 &&
-        on_state_change(c, b, code, len))
+    bool retry_label;
+    inspect_reply(c, frame, len, &code, &retry_label);
+    if (code > 0 && is_state_change_code(code) && c->server >= 0)
+        note_state_change(c, code);
+    if ((code != 0 || retry_label) && c->server >= 0 && should_take_back(c, code, retry_label)) {
+        take_back(c, b, len, code);
         return;
+    }
     struct wire_header h;
     wire_header_parse(frame, len, INT32_MAX, &h);
     c->relay_len = len;

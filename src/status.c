@@ -69,6 +69,11 @@ void status_build(struct proxy *p, bson_t *doc)
     BSON_APPEND_UTF8(doc, "mode", config_mode_name(p->cfg.mode));
     BSON_APPEND_INT64(doc, "uptimeMillis", proxy_now(p) - p->started_ms);
     BSON_APPEND_INT32(doc, "clients", p->n_clients);
+    int waiting = 0;
+    for (struct list *e = p->select_waiters.next; e != &p->select_waiters; e = e->next)
+        waiting++;
+    /* Requests waiting for a suitable server, e.g. for a primary during an election. */
+    BSON_APPEND_INT32(doc, "waitingForServer", waiting);
     BSON_APPEND_INT64(doc, "rssKB", rss_kb());
     BSON_APPEND_ARRAY_BEGIN(doc, "servers", &servers);
     for (int i = 0; i < p->topo.n; i++) {
