@@ -56,18 +56,18 @@ def workload(client):
     t = time.monotonic()
 
     def insert(i):
-        # 4 threads x 10 batches x 50 documents.
-        for b in range(10):
-            base = (i * 10 + b) * 50
+        # 4 threads x 5 batches x 100 documents.
+        for b in range(5):
+            base = (i * 5 + b) * 100
             docs = [{"_id": k, "n": k, "group": k % 10, "text": "item %d" % k}
-                    for k in range(base, base + 50)]
+                    for k in range(base, base + 100)]
             res = coll.insert_many(docs)
-            if len(res.inserted_ids) != 50:
-                raise Failure("insert_many inserted %d documents, not 50"
+            if len(res.inserted_ids) != 100:
+                raise Failure("insert_many inserted %d documents, not 100"
                               % len(res.inserted_ids))
 
     parallel(4, insert)
-    steps.append(("insert %d documents (40 insert_many calls from 4 threads)" % DOCS, t))
+    steps.append(("insert %d documents (20 insert_many calls from 4 threads)" % DOCS, t))
 
     t = time.monotonic()
 

@@ -743,8 +743,7 @@ static int do_setup(struct conn *c)
     bson_destroy(&reply);
     bson_destroy(&cmd);
 
-    /* Batches of 50 documents; mongosim crashed on document sequences of more than 64. */
-    enum { BATCH = 50 };
+    enum { BATCH = 500 };
     bson_t storage[BATCH];
     const bson_t *ptrs[BATCH];
     for (int base = 0; base < opt.docs; base += BATCH) {
