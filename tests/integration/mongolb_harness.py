@@ -265,10 +265,16 @@ class Cluster:
         return {s["index"]: int(s["commands"].get(name, 0)) for s in stats["servers"]}
 
     def close(self):
-        if self.lb is not None:
-            self.lb.cleanup()
-        if self.sim is not None:
-            self.sim.stop()
+        """Stops both; returns mongolb's exit status (None if it never started)."""
+        code = None
+        try:
+            if self.lb is not None:
+                self.lb.cleanup()
+                code = self.lb.proc.returncode
+        finally:
+            if self.sim is not None:
+                self.sim.stop()
+        return code
 
 
 @pytest.fixture
@@ -279,5 +285,9 @@ def cluster():
     try:
         yield c
     finally:
-        c.close()
+        code = c.close()
         print("\n----- mongolb stderr (%s) -----\n%s" % (c.lb.log_path, c.lb.log_tail(80)))
+    # Every test ends with a graceful stop: SIGTERM, exit status 0, no sanitizer report.
+    log = c.lb.log()
+    if code != 0 or "AddressSanitizer" in log or "runtime error:" in log:
+        pytest.fail("mongolb exited with %s after SIGTERM:\n%s" % (code, c.lb.log_tail(80)))

@@ -49,11 +49,10 @@ def test_slow_mongos_gets_no_reads():
         assert reads[0] > 0 and reads[1] > 0, reads
         assert reads[2] == 0, reads
         assert c.command_counts("find")[0] + c.command_counts("find")[1] == 210
-    except BaseException:
-        print("\n----- mongolb stderr -----\n" + c.lb.log_tail(80) if c.lb else "")
-        raise
     finally:
-        c.close()
+        code = c.close()
+        print("\n----- mongolb stderr -----\n" + c.lb.log_tail(80))
+    assert code == 0, "mongolb exited with %s after SIGTERM" % code
 
 
 THREADS = 8

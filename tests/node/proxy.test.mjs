@@ -35,7 +35,9 @@ describe('mongolb in front of mongosim --mongos 3', () => {
   });
   after(async () => {
     await client?.close();
+    const code = await c?.lb.stop();
     await c?.close();
+    assert.equal(code, 0, `mongolb exited with ${code} after SIGTERM:\n${c?.lb.logTail()}`);
   });
 
   test('hello is a mongos', withLog(() => c, async () => {
