@@ -26,7 +26,7 @@ def mongosh(uri, script, timeout=60):
 
 def test_mongosh_insert_count_and_status(cluster):
     uri = "mongodb://127.0.0.1:%d/test?serverSelectionTimeoutMS=5000" % cluster.lb.port
-    lines = mongosh(uri, "db.c.insertOne({a: 1}); db.c.insertOne({a: 2}); "
+    lines = mongosh(uri, "db.c.drop(); db.c.insertOne({a: 1}); db.c.insertOne({a: 2}); "
                          "printjson(db.c.countDocuments()); "
                          "print(db.adminCommand({mongolbStatus: 1}).ok); "
                          "print(db.hello().msg)")

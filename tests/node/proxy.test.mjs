@@ -89,6 +89,7 @@ describe('mongolb in front of mongosim --mongos 3', () => {
   test('withTransaction commits, all on one mongos', withLog(() => c, async () => {
     const db = client.db('node_txn');
     const coll = db.collection('accounts');
+    await coll.drop().catch(() => {}); // a real cluster may keep data from an earlier run
     await coll.insertMany([{ _id: 'a', balance: 100 }, { _id: 'b', balance: 0 }]);
     if (c.sim) await c.simCommand({ simStats: 1, reset: true }); // also clears the txn log
     const session = client.startSession();
@@ -124,6 +125,7 @@ describe('mongolb in front of mongosim --mongos 3', () => {
 
   test('an aborted transaction leaves nothing behind', withLog(() => c, async () => {
     const coll = client.db('node_txn2').collection('c');
+    await coll.drop().catch(() => {});
     await coll.insertOne({ _id: 1 });
     const session = client.startSession();
     try {
