@@ -292,6 +292,7 @@ int main(int argc, char **argv)
     uv_signal_start(&s->sig_term, on_signal, SIGTERM);
     uv_signal_start(&s->sig_int, on_signal, SIGINT);
     uv_timer_init(s->loop, &s->sweep_timer);
+    sim_elections_init(s);
     s->sweep_timer.data = s;
     uint64_t every = s->opt.cursor_timeout_ms / 4;
     if (every < 10)

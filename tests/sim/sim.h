@@ -173,6 +173,9 @@ struct sim {
     struct sim_server servers[SIM_MAX_SERVERS];
 
     int64_t term; /* replica sets: the election term, in electionId and opTime.t */
+    /* Replica sets: an election pending after the primary was killed (see sim_primary_lost). */
+    uv_timer_t election_timer;
+    int election_after; /* the lost primary's index: the search for a live member starts after it */
     uint64_t start_ms;
 
     uint64_t next_conn_id;
@@ -276,5 +279,12 @@ void sim_free_server_state(struct sim_server *srv);
 void sim_free_retries(struct sim *s);
 /* Sets roles after start: member 0 primary. */
 void sim_elect(struct sim *s, int index);
+/* Delay between the loss of the primary and the election of the next live member. */
+#define SIM_ELECTION_DELAY_MS 200
+/* Initialises the election timer (once, at start-up); sim_stop closes it. */
+void sim_elections_init(struct sim *s);
+/* The primary, member index, went down (simKill): the set has no primary now, and the next live
+ * member is elected after SIM_ELECTION_DELAY_MS with a higher term. */
+void sim_primary_lost(struct sim *s, int index);
 
 #endif

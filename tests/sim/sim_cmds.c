@@ -472,6 +472,53 @@ void sim_elect(struct sim *s, int index)
     }
 }
 
+/*
+ * A real replica set whose primary dies elects another member once the others miss its
+ * heartbeats for electionTimeoutMillis (10 s by default), and the new primary's electionId and
+ * term are higher. The simulator does the same after SIM_ELECTION_DELAY_MS (200 ms), so that a
+ * client sees a short window without a primary, as it would, without slowing tests down. The
+ * members' hellos report no primary in between. If no member is alive when the timer fires, the
+ * election is retried when a member is revived (simRevive calls sim_primary_lost again).
+ */
+static void on_election_timer(uv_timer_t *t)
+{
+    struct sim *s = t->data;
+    if (s->stopping || primary_index(s) >= 0)
+        return; /* a simStepDown elected someone meanwhile */
+    int next = -1;
+    for (int d = 1; d <= s->nservers; d++) {
+        int j = (s->election_after + d) % s->nservers;
+        if (s->servers[j].listening) {
+            next = j;
+            break;
+        }
+    }
+    if (next < 0)
+        return;
+    sim_elect(s, next);
+    log_info(NULL, "election: primary %d lost, %d elected (term %lld)", s->election_after, next,
+             (long long)s->term);
+}
+
+void sim_elections_init(struct sim *s)
+{
+    uv_timer_init(s->loop, &s->election_timer);
+    s->election_timer.data = s;
+}
+
+void sim_primary_lost(struct sim *s, int index)
+{
+    if (s->opt.mode != SIM_MODE_REPLSET || s->stopping)
+        return;
+    if (index >= 0 && s->servers[index].primary)
+        sim_elect(s, -1); /* no primary until the election; every member's hello says so */
+    if (primary_index(s) >= 0)
+        return;
+    if (index >= 0)
+        s->election_after = index;
+    uv_timer_start(&s->election_timer, on_election_timer, SIM_ELECTION_DELAY_MS, 0);
+}
+
 /* --- failpoints -------------------------------------------------------------------------- */
 
 static void fp_clear(struct sim_failpoint *fp)
@@ -751,6 +798,8 @@ static bool handle_sim(struct sim_server *srv, struct sim_conn *conn, const char
             return true;
         sim_server_kill(&s->servers[i], i == srv->index ? conn : NULL);
         log_info(NULL, "simKill: server %d is down", i);
+        if (s->servers[i].primary)
+            sim_primary_lost(s, i);
         BSON_APPEND_DOUBLE(reply, "ok", 1.0);
         return true;
     }
@@ -764,6 +813,10 @@ static bool handle_sim(struct sim_server *srv, struct sim_conn *conn, const char
             return true;
         }
         log_info(NULL, "simRevive: server %d is back on port %d", i, s->servers[i].port);
+        /* A set left without any live member has no election pending: hold one now. */
+        if (s->opt.mode == SIM_MODE_REPLSET && primary_index(s) < 0 &&
+            !uv_is_active((uv_handle_t *)&s->election_timer))
+            sim_primary_lost(s, -1);
         BSON_APPEND_DOUBLE(reply, "ok", 1.0);
         return true;
     }

@@ -935,6 +935,7 @@ void sim_stop(struct sim *s)
             conn_close(srv->conns);
     }
     uv_close((uv_handle_t *)&s->sweep_timer, on_sim_handle_closed);
+    uv_close((uv_handle_t *)&s->election_timer, on_sim_handle_closed);
     uv_close((uv_handle_t *)&s->sig_term, on_sim_handle_closed);
     uv_close((uv_handle_t *)&s->sig_int, on_sim_handle_closed);
 }
