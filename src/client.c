@@ -1222,12 +1222,7 @@ void clients_retry_waiting(struct proxy *p)
 /* --- accepting ------------------------------------------------------------------------------ */
 
 struct listener {
-    union {
-        uv_handle_t handle;
-        uv_stream_t stream;
-        uv_tcp_t tcp;
-        uv_pipe_t pipe;
-    } h;
+    union stream_handle h;
     bool is_unix;
     char name[300];
 };

@@ -213,13 +213,16 @@ struct kill_state {
     bool active;
 };
 
+/* A stream that is a TCP socket or a unix socket, seen as whichever libuv type a call needs. */
+union stream_handle {
+    uv_handle_t handle;
+    uv_stream_t stream;
+    uv_tcp_t tcp;
+    uv_pipe_t pipe;
+};
+
 struct client {
-    union {
-        uv_handle_t handle;
-        uv_stream_t stream;
-        uv_tcp_t tcp;
-        uv_pipe_t pipe;
-    } h;
+    union stream_handle h;
     uv_write_t write_req;
     uv_timer_t timer; /* the current request's deadline */
     enum client_state state;
