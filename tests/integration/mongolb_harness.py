@@ -218,7 +218,11 @@ def real_seeds():
 class Cluster:
     """mongolb in front of either a new simulator or the real cluster of MONGOLB_TEST_SEEDS."""
 
-    def __init__(self, sim_args=("--mongos", "3"), config=None):
+    def __init__(self, sim_args=("--mongos", "3"), config=None, seed_indices=None,
+                 expect_known=None):
+        """seed_indices: which simulator servers mongolb is given as seeds (all by default; a
+        replica set needs only one, the others are discovered). expect_known: how many servers
+        mongolb must know before the cluster is ready (the number of seeds by default)."""
         self.sim = None
         self.lb = None
         seeds = real_seeds()
@@ -226,8 +230,10 @@ class Cluster:
             if seeds is None:
                 self.sim = start_sim(*sim_args)
                 seeds = self.sim.servers
+                if seed_indices is not None:
+                    seeds = [seeds[i] for i in seed_indices]
             self.seeds = seeds
-            self.lb = start_mongolb(seeds, config=config)
+            self.lb = start_mongolb(seeds, config=config, expect_known=expect_known)
         except BaseException:
             self.close()
             raise
