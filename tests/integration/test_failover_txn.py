@@ -1,0 +1,84 @@
+"""Transactions through mongolb in front of three mongos routers (PyMongo 3.11): 200 transactions
+from 8 threads, each with reads, writes and a commit, all succeed, and mongosim's transaction log
+shows every command of each transaction (lsid + txnNumber) on exactly one mongos."""
+
+import collections
+import threading
+
+import pymongo
+
+from mongolb_harness import cluster  # noqa: F401  (a fixture)
+
+THREADS = 8
+PER_THREAD = 25
+
+
+def test_transactions_each_stay_on_one_mongos(cluster):  # noqa: F811
+    cluster.need_sim()
+    client = pymongo.MongoClient(cluster.lb.uri, serverSelectionTimeoutMS=5000,
+                                 maxPoolSize=THREADS + 2)
+    try:
+        db = client.failover_txn
+        db.accounts.drop()
+        db.moves.drop()
+        # One account per thread, so that transactions of different threads never conflict.
+        db.accounts.insert_many([{"_id": t, "balance": 0} for t in range(THREADS)])
+        db.moves.insert_one({"_id": "seed"})  # the collection exists before the transactions
+        cluster.sim_stats(reset=True)  # also clears the transaction log
+        errors = []
+        lsids = {}
+
+        def worker(t):
+            try:
+                with client.start_session() as s:
+                    lsids[t] = s.session_id["id"].hex()
+                    for k in range(PER_THREAD):
+                        def body(session, k=k):
+                            acct = db.accounts.find_one({"_id": t}, session=session)
+                            assert acct["balance"] == k
+                            db.moves.insert_one({"_id": "%d-%d-a" % (t, k)}, session=session)
+                            db.accounts.update_one({"_id": t}, {"$inc": {"balance": 1}},
+                                                   session=session)
+                            assert db.moves.find_one({"_id": "%d-%d-a" % (t, k)},
+                                                     session=session) is not None
+                            db.moves.insert_one({"_id": "%d-%d-b" % (t, k)}, session=session)
+
+                        s.with_transaction(body)
+            except Exception as e:  # noqa: BLE001  (reported below)
+                errors.append((t, repr(e)))
+
+        threads = [threading.Thread(target=worker, args=(t,)) for t in range(THREADS)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join(60)
+        assert not any(th.is_alive() for th in threads), "transaction threads hung"
+        assert errors == [], errors
+
+        for t in range(THREADS):
+            assert db.accounts.find_one({"_id": t})["balance"] == PER_THREAD
+        assert db.moves.count_documents({}) == 1 + 2 * THREADS * PER_THREAD
+    finally:
+        client.close()
+
+    log = cluster.sim_command({"simTxnLog": 1})
+    where = collections.defaultdict(set)  # (lsid, txnNumber) -> servers
+    cmds = collections.defaultdict(list)
+    for srv in log["servers"]:
+        for e in srv["entries"]:
+            if e["inTxn"] and e["lsid"] in lsids.values():
+                key = (e["lsid"], e["txnNumber"])
+                where[key].add(srv["index"])
+                cmds[key].append(e["cmd"])
+    assert len(where) == THREADS * PER_THREAD, len(where)
+    split = {k: v for k, v in where.items() if len(v) != 1}
+    assert split == {}, split
+    for key, names in cmds.items():
+        # find, insert, update, find, insert, then the commit, all where the transaction began.
+        assert sorted(names) == sorted(["find", "insert", "update", "find", "insert",
+                                        "commitTransaction"]), (key, names)
+    used = collections.Counter(next(iter(v)) for v in where.values())
+    assert len(used) >= 2, used  # balanced per transaction, not all on one router
+    st = cluster.lb.status()
+    assert st["transactionsPinned"] <= THREADS
+    assert st["counters"]["transactionCommandsPinned"] >= THREADS * PER_THREAD * 5
