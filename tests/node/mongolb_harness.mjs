@@ -106,7 +106,27 @@ export class Mongolb {
   }
 }
 
-export async function startMongolb(seeds, { expectKnown = seeds.length, timeoutMs = 15000 } = {}) {
+// config: extra keys as { upstream: { mode: 'replicaset', ... }, cursors: {...} }; a key given
+// there replaces the default of the same name.
+function configText(port, seeds, config) {
+  const sections = {
+    mongolb: { listen: `127.0.0.1:${port}`, log_level: 'info' },
+    upstream: { mode: 'mongos', seeds: seeds.join(','), heartbeat_interval_ms: '500' },
+  };
+  for (const [section, keys] of Object.entries(config)) {
+    sections[section] = { ...(sections[section] ?? {}), ...keys };
+  }
+  let text = '';
+  for (const [section, keys] of Object.entries(sections)) {
+    text += `[${section}]\n`;
+    for (const [k, v] of Object.entries(keys)) text += `${k} = ${v}\n`;
+  }
+  return text;
+}
+
+export async function startMongolb(
+  seeds, { expectKnown = seeds.length, timeoutMs = 15000, config = {} } = {},
+) {
   if (!existsSync(binary)) throw new Error(`mongolb not found at ${binary} (run make)`);
   const dir = mkdtempSync(path.join(os.tmpdir(), 'mongolb-node-'));
   const logPath = path.join(dir, 'mongolb.stderr');
@@ -114,8 +134,7 @@ export async function startMongolb(seeds, { expectKnown = seeds.length, timeoutM
   let lastErr;
   for (let attempt = 0; attempt < 3; attempt++) {
     const port = await freePort();
-    writeFileSync(conf, `[mongolb]\nlisten = 127.0.0.1:${port}\nlog_level = info\n` +
-      `[upstream]\nmode = mongos\nseeds = ${seeds.join(',')}\nheartbeat_interval_ms = 500\n`);
+    writeFileSync(conf, configText(port, seeds, config));
     const fd = openSync(logPath, 'a');
     const proc = spawn(binary, ['-c', conf], { stdio: ['ignore', fd, fd] });
     closeSync(fd);
@@ -171,6 +190,25 @@ export function realSeeds() {
   const v = (process.env.MONGOLB_TEST_SEEDS || '').trim();
   const seeds = v.split(',').map((s) => s.trim()).filter(Boolean);
   return seeds.length ? seeds : null;
+}
+
+// Like startCluster, with options: simArgs (an array), config (see startMongolb), seedIndices
+// (which simulator servers are mongolb's seeds; a replica set needs one) and expectKnown.
+export async function startClusterWith({ simArgs = ['--mongos', '3'], config = {}, seedIndices,
+  expectKnown } = {}) {
+  let seeds = realSeeds();
+  let sim = null;
+  if (!seeds) {
+    sim = await startSim(...simArgs);
+    seeds = seedIndices ? seedIndices.map((i) => sim.servers[i]) : sim.servers;
+  }
+  try {
+    const lb = await startMongolb(seeds, { config, expectKnown: expectKnown ?? seeds.length });
+    return new Cluster(sim, lb, seeds);
+  } catch (e) {
+    await sim?.stop();
+    throw e;
+  }
 }
 
 export async function startCluster(...simArgs) {
