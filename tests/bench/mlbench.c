@@ -21,6 +21,11 @@
  * --setup drops bench.c and inserts --docs documents {_id: i, v: "..."} before the run; with
  * neither --seconds nor --ops given it only does the setup.
  *
+ * --read-pref MODE adds $readPreference: {mode: MODE} to the finds of find_id and cursor1000, as a
+ * driver does for a read with that preference: with "secondary" a replica-set member that is not
+ * primary accepts them, and mongolb in replicaset mode routes them to a secondary. getMore carries
+ * none, since it goes wherever its cursor lives.
+ *
  * A reply with ok other than 1 counts as an error (the first errmsg goes to stderr) and ends the
  * operation; the exit status is then 1. Transport failures (a closed connection, a reply timeout)
  * are fatal: the program prints what happened and exits with status 2.
@@ -84,6 +89,7 @@ struct options {
     int docs;
     const char *command;
     const char *command_db;
+    const char *read_pref; /* $readPreference mode of the finds, or NULL for none */
 };
 
 static struct options opt;
@@ -397,6 +403,17 @@ static bool parse_reply(struct conn *c, const uint8_t *frame, size_t len, struct
     return true;
 }
 
+/* Appends {$readPreference: {mode: --read-pref}} to a read command when --read-pref was given. */
+static void append_read_pref(bson_t *cmd)
+{
+    if (!opt.read_pref)
+        return;
+    bson_t rp;
+    BSON_APPEND_DOCUMENT_BEGIN(cmd, "$readPreference", &rp);
+    BSON_APPEND_UTF8(&rp, "mode", opt.read_pref);
+    bson_append_document_end(cmd, &rp);
+}
+
 /* Queues the first request of a new operation in a slot. */
 static int start_op(struct conn *c, int slot)
 {
@@ -421,6 +438,7 @@ static int start_op(struct conn *c, int slot)
         BSON_APPEND_INT32(&cmd, "limit", 1);
         BSON_APPEND_BOOL(&cmd, "singleBatch", true);
         BSON_APPEND_UTF8(&cmd, "$db", "bench");
+        append_read_pref(&cmd);
         rc = queue_msg(c, slot, &cmd);
         break;
     case WL_CURSOR:
@@ -428,6 +446,7 @@ static int start_op(struct conn *c, int slot)
         BSON_APPEND_DOCUMENT_BEGIN(&cmd, "filter", &filter);
         bson_append_document_end(&cmd, &filter);
         BSON_APPEND_UTF8(&cmd, "$db", "bench");
+        append_read_pref(&cmd);
         rc = queue_msg(c, slot, &cmd);
         break;
     case WL_INSERT: {
@@ -787,7 +806,7 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: mlbench [--uri HOST:PORT] [--conns N] [--pipeline K] [--seconds S | --ops N]\n"
             "               [--workload ping|find_id|cursor1000|insert] [--warmup-ms MS]\n"
-            "               [--setup] [--docs N]\n"
+            "               [--setup] [--docs N] [--read-pref MODE]\n"
             "       mlbench [--uri HOST:PORT] --command JSON [--db NAME]\n"
             "Prints one line of JSON: ops, ops_per_sec, p50_us, p99_us, errors, ...\n");
 }
@@ -849,6 +868,7 @@ static int parse_args(int argc, char **argv)
         {"docs", required_argument, NULL, 'd'},
         {"command", required_argument, NULL, 'C'},
         {"db", required_argument, NULL, 'D'},
+        {"read-pref", required_argument, NULL, 'R'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -926,6 +946,13 @@ static int parse_args(int argc, char **argv)
             break;
         case 'D':
             opt.command_db = optarg;
+            break;
+        case 'R':
+            if (strcmp(optarg, "primary") != 0 && strcmp(optarg, "primaryPreferred") != 0 &&
+                strcmp(optarg, "secondary") != 0 && strcmp(optarg, "secondaryPreferred") != 0 &&
+                strcmp(optarg, "nearest") != 0)
+                goto bad;
+            opt.read_pref = optarg;
             break;
         case 'h':
             usage(stdout);
@@ -1091,11 +1118,12 @@ int main(int argc, char **argv)
     double secs = t_done > t_measure_ns ? (double)(t_done - t_measure_ns) / 1e9 : 0;
     printf("{\"workload\":\"%s\",\"conns\":%d,\"pipeline\":%d,\"ops\":%" PRId64
            ",\"seconds\":%.3f,\"ops_per_sec\":%.0f,\"p50_us\":%" PRIu64 ",\"p90_us\":%" PRIu64
-           ",\"p99_us\":%" PRIu64 ",\"max_us\":%" PRIu64 ",\"errors\":%" PRId64 "}\n",
+           ",\"p99_us\":%" PRIu64 ",\"max_us\":%" PRIu64 ",\"errors\":%" PRId64
+           ",\"read_pref\":\"%s\"}\n",
            workload_names[opt.wl], opt.conns, opt.pipeline, ops, secs,
            secs > 0 ? (double)ops / secs : 0.0, hist_percentile(total, 50),
            hist_percentile(total, 90), hist_percentile(total, 99), total->max,
-           (int64_t)atomic_load(&total_errors));
+           (int64_t)atomic_load(&total_errors), opt.read_pref ? opt.read_pref : "");
     free(total);
     if (status == 0 && atomic_load(&total_errors) > 0)
         status = 1;
