@@ -6,6 +6,10 @@
 # The setup is the example of PyMongo's load-balancing documentation: mongos latencies of 20, 35
 # and 40 ms with localThresholdMS = 15, where the 40 ms mongos gets no requests.
 #
+# A second part puts mongolb in replicaset mode in front of a simulated three-member replica set,
+# seeded with one member, and runs tests/bench/demo_rs_workload.py: discovery, writes, reads by
+# read preference and tag set, and a primary step-down during a write loop.
+#
 # Environment: BUILD (default build).
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
@@ -40,5 +44,33 @@ if [ "$rc" != 0 ]; then
   echo >&2
   echo "The demo FAILED (see above). The last lines of mongolb's log:" >&2
   tail -n 20 "$LIB_TMP/mlb.log" >&2 || true
+  exit 1
+fi
+
+echo
+echo "== mongolb in front of a replica set =="
+echo "Starting a simulated replica set rs0 of three members tagged dc:ny / dc:ny,rack:2 / dc:sf..."
+start_sim rs --replset rs0 --members 3 --tags 'dc=ny;dc=ny,rack=2;dc=sf'
+RS0=${SIM_SERVERS%%,*}
+echo "  members: ${SIM_SERVERS//,/ }"
+echo "Starting mongolb in replicaset mode with ONE seed, $RS0..."
+start_mongolb mlbrs "$RS0" $'replica_set = rs0\nread_preference = primary\nheartbeat_interval_ms = 1000' \
+  replicaset
+echo "  mongolb: $MLB_ADDR (an application would use mongodb://$MLB_ADDR, as for a mongos)"
+echo "Waiting until mongolb has discovered and measured all three members..."
+wait_mongolb_ready mlbrs "$MLB_ADDR" 3 "rsprimary rssecondary"
+echo
+
+rc=0
+"$PY" "$ROOT/tests/bench/demo_rs_workload.py" --mongolb "$MLB_ADDR" --sim "$RS0" --seeds 1 || rc=$?
+kill -0 "$MLB_PID" 2>/dev/null || {
+  echo "FAILED: mongolb (replicaset mode) exited during the demo; its log:" >&2
+  tail -n 20 "$LIB_TMP/mlbrs.log" >&2 || true
+  exit 1
+}
+if [ "$rc" != 0 ]; then
+  echo >&2
+  echo "The replica-set demo FAILED (see above). The last lines of mongolb's log:" >&2
+  tail -n 20 "$LIB_TMP/mlbrs.log" >&2 || true
   exit 1
 fi

@@ -89,25 +89,28 @@ start_sim() {
 print(",".join(json.loads(sys.argv[1])["servers"]))' "$line")
 }
 
-# start_mongolb NAME SEEDS [EXTRA_INI_LINES]: starts mongolb in mongos mode in front of SEEDS on a
-# free port and sets MLB_PID and MLB_ADDR. EXTRA_INI_LINES go under [upstream].
+# start_mongolb NAME SEEDS [EXTRA_INI_LINES [MODE]]: starts mongolb in front of SEEDS on a free
+# port and sets MLB_PID and MLB_ADDR. EXTRA_INI_LINES go under [upstream]; MODE is mongos (the
+# default) or replicaset, which needs a replica_set line among EXTRA_INI_LINES.
 start_mongolb() {
-  local name=$1 seeds=$2 extra=${3:-}
+  local name=$1 seeds=$2 extra=${3:-} mode=${4:-mongos}
   local port
   port=$(free_port)
   MLB_ADDR="127.0.0.1:$port"
   local conf="$LIB_TMP/$name.ini"
-  printf '[mongolb]\nlisten = %s\nlog_level = warn\n[upstream]\nmode = mongos\nseeds = %s\n%s\n' \
-    "$MLB_ADDR" "$seeds" "$extra" >"$conf"
+  printf '[mongolb]\nlisten = %s\nlog_level = warn\n[upstream]\nmode = %s\nseeds = %s\n%s\n' \
+    "$MLB_ADDR" "$mode" "$seeds" "$extra" >"$conf"
   "$BUILD/mongolb" -c "$conf" 2>"$LIB_TMP/$name.log" &
   MLB_PID=$!
   LIB_PIDS+=("$MLB_PID")
 }
 
-# wait_mongolb_ready NAME ADDR N: waits up to 15 s until mongolb answers hello (so it knows a
-# backend) and mongolbStatus shows N servers of type Mongos with a measured round-trip time.
+# wait_mongolb_ready NAME ADDR N [TYPES]: waits up to 15 s until mongolb answers hello (so it
+# knows a backend) and mongolbStatus shows N servers with a measured round-trip time whose type is
+# one of TYPES (space-separated, case-insensitive; default "mongos", for a replica set
+# "rsprimary rssecondary").
 wait_mongolb_ready() {
-  local name=$1 addr=$2 want=$3 i status="" have=0
+  local name=$1 addr=$2 want=$3 types=${4:-mongos} i status="" have=0
   for ((i = 0; i < 150; i++)); do
     kill -0 "$MLB_PID" 2>/dev/null || {
       tail -n 20 "$LIB_TMP/$name.log" >&2 || true
@@ -117,16 +120,18 @@ wait_mongolb_ready() {
       status=$("$MLBENCH" --uri "$addr" --command '{"mongolbStatus": 1}' 2>/dev/null); then
       have=$("$PY" -c 'import json, sys
 st = json.loads(sys.argv[1])
+types = sys.argv[2].lower().split()
 print(sum(1 for s in st.get("servers", [])
-          if s.get("type", "").lower() == "mongos" and s.get("rttMillis") is not None))' \
-        "$status")
+          if s.get("type", "").lower() in types and s.get("rttMillis") is not None))' \
+        "$status" "$types")
       [ "$have" -ge "$want" ] && return 0
     fi
     sleep 0.1
   done
   tail -n 20 "$LIB_TMP/$name.log" >&2 || true
   echo "last mongolbStatus: ${status:-none}" >&2
-  die "mongolb at $addr did not see $want mongos with a round-trip time within 15 s ($have seen)"
+  die "mongolb at $addr did not see $want servers of type '$types' with a round-trip time" \
+    "within 15 s ($have seen)"
 }
 
 # Prints the resident set size of a process in kilobytes (VmRSS), or 0.
