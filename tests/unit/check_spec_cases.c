@@ -37,6 +37,7 @@ struct runner {
     /* Selection: the read preference of the last read or write line. */
     bool have_op;
     bool write;
+    int exclude_idx; /* the server a retry avoids, or -1 */
     struct read_pref rp;
     /* SDAM: what topology_on_hello returned for the last reply. */
     int last_bits;
@@ -159,6 +160,7 @@ static void begin_case(struct runner *r, const char *name)
     r->case_failures = 0;
     r->have_op = false;
     r->write = false;
+    r->exclude_idx = -1;
     memset(&r->rp, 0, sizeof(r->rp));
     r->rp.max_staleness_s = -1;
     r->last_bits = 0;
@@ -274,12 +276,13 @@ static void sel_server(struct runner *r, char **w, int n)
     bson_destroy(&b);
 }
 
-/* "read|write MODE [tagsets=SET;SET...] [maxstaleness=S]" */
+/* "read|write MODE [tagsets=SET;SET...] [maxstaleness=S] [exclude=ADDR]" */
 static void sel_operation(struct runner *r, char **w, int n)
 {
     memset(&r->rp, 0, sizeof(r->rp));
     r->rp.max_staleness_s = -1;
     r->write = strcmp(w[0], "write") == 0;
+    r->exclude_idx = -1;
     r->have_op = true;
     bool found = false;
     for (int m = 0; n >= 2 && m < 5 && !found; m++) {
@@ -295,6 +298,8 @@ static void sel_operation(struct runner *r, char **w, int n)
     for (int i = 2; i < n; i++) {
         if (strncmp(w[i], "maxstaleness=", 13) == 0) {
             r->rp.max_staleness_s = atoi(w[i] + 13);
+        } else if (strncmp(w[i], "exclude=", 8) == 0) {
+            r->exclude_idx = need_server(r, w[i] + 8);
         } else if (strncmp(w[i], "tagsets=", 8) == 0) {
             char *save = NULL;
             for (char *set = strtok_r(w[i] + 8, ";", &save); set;
@@ -321,7 +326,7 @@ static void sel_operation(struct runner *r, char **w, int n)
  * how many selections failed with -EAGAIN (any other failure fails the case). */
 static int draw(struct runner *r, int draws, int counts[TOPOLOGY_MAX_SERVERS])
 {
-    struct select_request req = {.write = r->write, .exclude_idx = -1, .rp = &r->rp};
+    struct select_request req = {.write = r->write, .exclude_idx = r->exclude_idx, .rp = &r->rp};
     uint32_t state = 0x2545f491u;
     int none = 0;
     memset(counts, 0, sizeof(int) * TOPOLOGY_MAX_SERVERS);
