@@ -711,8 +711,10 @@ static void route(struct client *c)
             if (c->state == CLIENT_WAIT_SERVER)
                 list_remove(&c->wait_link);
             c->state = CLIENT_READING;
-            reply_error(c, code, code == 160 ? "MaxStalenessOutOfRange" : "FailedToParse", "%s",
-                        err);
+            reply_error(c, code,
+                        code == 160 ? "MaxStalenessOutOfRange"
+                                    : (code == 2 ? "BadValue" : "FailedToParse"),
+                        "%s", err);
             return;
         }
     }

@@ -175,6 +175,8 @@ static int compare_election(const struct topology *t, const struct server *s)
             return c;
     } else if (t->has_max_election_id && !s->has_election_id) {
         return -1;
+    } else if (s->has_election_id && !t->has_max_election_id) {
+        return 1; /* no electionId is older than any */
     }
     if (s->has_set_version && t->has_max_set_version) {
         if (s->set_version != t->max_set_version)
@@ -379,7 +381,8 @@ int read_pref_validate(const struct read_pref *rp, int heartbeat_ms, char *err, 
         return 160;
     }
     if (rp->max_staleness_s >= 0) {
-        int min_s = heartbeat_ms / 1000 + 10;
+        /* maxStalenessSeconds * 1000 >= heartbeat + idleWritePeriodMS (10 s), rounded up. */
+        int min_s = (heartbeat_ms + 10000 + 999) / 1000;
         if (min_s < 90)
             min_s = 90;
         if (rp->max_staleness_s < min_s) {
