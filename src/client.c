@@ -703,7 +703,13 @@ static void route(struct client *c)
             if (!code)
                 code = read_pref_validate(&rp, p->cfg.heartbeat_interval_ms, err, sizeof(err));
             rpp = &rp;
-        } else if (c->ri.retryable_read) {
+        }
+        /* Drivers never send mode primary to a mongos (the specification), yet some older ones
+         * (PyMongo 3.x) do on every read: a bare {mode: "primary"} says no more than none, so the
+         * configured default applies to it too. */
+        bool bare_primary =
+            rpp && !code && rp.mode == READ_PRIMARY && rp.n_sets == 0 && rp.max_staleness_s < 0;
+        if ((!c->ri.read_pref_doc || bare_primary) && c->ri.retryable_read) {
             rpp = &p->default_read_pref;
             add_rp = rpp->mode != READ_PRIMARY && c->ri.opcode == WIRE_OP_MSG;
         }

@@ -387,7 +387,9 @@ int wire_append_msg_with_field(struct wire_buf *b, const struct wire_msg *m, con
     bson_t body, copy;
     if (!bson_init_static(&body, m->body, m->body_len))
         return -EPROTO;
-    bson_copy_to(&body, &copy);
+    /* A field of the same name is replaced, not repeated. */
+    bson_init(&copy);
+    bson_copy_to_excluding_noinit(&body, &copy, key, NULL);
     bson_append_document(&copy, key, -1, value);
     int64_t start =
         frame_begin(b, 5 + copy.len + m->h.length, m->h.request_id, m->h.response_to, WIRE_OP_MSG);

@@ -216,9 +216,9 @@ int wire_append_msg_seq(struct wire_buf *b, int32_t request_id, int32_t response
                         int n);
 
 /*
- * Appends a copy of the OP_MSG m (parsed from its frame) whose body gains one more field, key:
- * value, before the body's end; kind-1 sections are copied as they are, the request id is kept and
- * a checksum is dropped. Used to add a $readPreference. Returns 0 or -ENOMEM.
+ * Appends a copy of the OP_MSG m (parsed from its frame) whose body gains the field key: value at
+ * its end (replacing a field of that name); kind-1 sections are copied as they are, the request id
+ * is kept and a checksum is dropped. Used to add a $readPreference. Returns 0 or -ENOMEM.
  */
 int wire_append_msg_with_field(struct wire_buf *b, const struct wire_msg *m, const char *key,
                                const bson_t *value);
