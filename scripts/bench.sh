@@ -5,11 +5,14 @@
 # build/mlbench for each workload (ping, find_id, cursor1000) with 1 and 64 client connections,
 # once straight at the simulator and once through mongolb, and prints a table with the proxy's
 # cost: throughput ratio and the p50 latency it adds. One mongos keeps the two paths comparable.
-# A second row set runs the proxied workloads in front of three mongos, and a last section
-# measures the simulator's own capacity with pipelined requests.
+# A second row set runs the proxied workloads in front of three mongos. A third one reads from
+# the secondaries of a simulated three-member replica set (--read-pref secondary): find_id and
+# cursor1000 straight at one secondary, and through mongolb in replicaset mode, which spreads
+# them over both secondaries. A last section measures the simulator's own capacity with
+# pipelined requests.
 #
 # Environment: BUILD (default build), BENCH_SECONDS (default 3) per run, BENCH_THREE=0 to skip
-# the three-mongos rows.
+# the three-mongos rows, BENCH_RS=0 to skip the replica-set rows.
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "$0")/lib.sh"
@@ -96,19 +99,51 @@ if [ "${BENCH_THREE:-1}" != 0 ]; then
   STATUS3=$("$MLBENCH" --uri "$MLB3" --command '{"mongolbStatus": 1}' 2>/dev/null || echo '{}')
 fi
 
+RSS_RS=""
+STATUS_RS='{}'
+DIRECT_SEC=""
+if [ "${BENCH_RS:-1}" != 0 ]; then
+  echo "Starting a three-member replica set and mongolb in replicaset mode in front of it..."
+  start_sim rs --replset rs0 --members 3
+  RS_PRIMARY=${SIM_SERVERS%%,*}
+  RS_REST=${SIM_SERVERS#*,}
+  # Member 1 starts as a secondary; nothing here changes the primary.
+  DIRECT_SEC=${RS_REST%%,*}
+  RS_PID=$SIM_PID
+  start_mongolb mlbrs "$RS_PRIMARY" "replica_set = rs0" replicaset
+  MLBRS=$MLB_ADDR
+  MLBRS_PID=$MLB_PID
+  wait_mongolb_ready mlbrs "$MLBRS" 3 "rsprimary rssecondary"
+  "$MLBENCH" --uri "$RS_PRIMARY" --setup --docs 1000 >/dev/null ||
+    die "could not load the benchmark data into the replica set"
+  printf 'Running secondary reads, direct to one secondary and through mongolb '
+  for wl in find_id cursor1000; do
+    for conns in 1 64; do
+      run_one rs direct "$DIRECT_SEC" "$RS_PID" --workload "$wl" --conns "$conns" \
+        --seconds "$SECS" --read-pref secondary
+      run_one rs mongolb "$MLBRS" "$MLBRS_PID" --workload "$wl" --conns "$conns" \
+        --seconds "$SECS" --read-pref secondary
+    done
+  done
+  echo
+  RSS_RS=$(rss_kb "$MLBRS_PID")
+  STATUS_RS=$("$MLBENCH" --uri "$MLBRS" --command '{"mongolbStatus": 1}' 2>/dev/null || echo '{}')
+fi
+
 printf 'Measuring the simulator alone with pipelined requests '
 for wl in ping find_id; do
   run_one capacity direct "$SIM1" "$SIM1_PID" --workload "$wl" --conns 4 --pipeline 32 --seconds "$SECS"
 done
 echo
 
-"$PY" - "$RESULTS" "$RSS1" "$HWM1" "$STATUS1" "${RSS3:-}" "$STATUS3" <<'EOF'
+"$PY" - "$RESULTS" "$RSS1" "$HWM1" "$STATUS1" "${RSS3:-}" "$STATUS3" "$RSS_RS" "$STATUS_RS" \
+  "$DIRECT_SEC" <<'EOF'
 import json
 import sys
 
 results = [json.loads(l) for l in open(sys.argv[1])]
-rss1, hwm1, status1, rss3, status3 = sys.argv[2:7]
-status1, status3 = json.loads(status1), json.loads(status3)
+rss1, hwm1, status1, rss3, status3, rss_rs, status_rs, direct_sec = sys.argv[2:10]
+status1, status3, status_rs = json.loads(status1), json.loads(status3), json.loads(status_rs)
 
 
 def find(set_, target, wl, conns):
@@ -129,17 +164,25 @@ def cells(r):
 
 header = ["workload", "conns", "target", "ops/s", "p50 us", "p99 us", "errors", "cpu",
           "ops/s ratio", "p50 added us"]
-rows = []
-for wl in ["ping", "find_id", "cursor1000"]:
-    for conns in [1, 64]:
-        d = find("one", "direct", wl, conns)
-        p = find("one", "mongolb", wl, conns)
-        rows.append([wl, str(conns), "direct"] + cells(d) + ["", ""])
-        ratio = added = ""
-        if d and p and not d.get("failed") and not p.get("failed") and d["ops_per_sec"]:
-            ratio = "{:.2f}".format(p["ops_per_sec"] / d["ops_per_sec"])
-            added = "{:+d}".format(p["p50_us"] - d["p50_us"])
-        rows.append([wl, str(conns), "mongolb"] + cells(p) + [ratio, added])
+
+
+def compare(set_, workloads, direct_name, proxied_name):
+    """Rows of direct and proxied runs of a row set, the proxied ones with ratio and p50 added."""
+    out = []
+    for wl in workloads:
+        for conns in [1, 64]:
+            d = find(set_, "direct", wl, conns)
+            p = find(set_, "mongolb", wl, conns)
+            out.append([wl, str(conns), direct_name] + cells(d) + ["", ""])
+            ratio = added = ""
+            if d and p and not d.get("failed") and not p.get("failed") and d["ops_per_sec"]:
+                ratio = "{:.2f}".format(p["ops_per_sec"] / d["ops_per_sec"])
+                added = "{:+d}".format(p["p50_us"] - d["p50_us"])
+            out.append([wl, str(conns), proxied_name] + cells(p) + [ratio, added])
+    return out
+
+
+rows = compare("one", ["ping", "find_id", "cursor1000"], "direct", "mongolb")
 three = [r for r in results if r["set"] == "three"]
 if three:
     rows.append(None)
@@ -180,6 +223,17 @@ def requests(st):
                      for s in st.get("servers", []))
 
 
+if any(r["set"] == "rs" for r in results):
+    print("Secondary reads ($readPreference {mode: secondary} on every find) from a simulated")
+    print("three-member replica set: direct = straight at one secondary (%s); mongolb-rs ="
+          % direct_sec)
+    print("through mongolb in replicaset mode, which sends them to either secondary. The three")
+    print("members share the simulator's one thread, so two secondaries give no more capacity.")
+    print()
+    show(header, compare("rs", ["find_id", "cursor1000"], "direct-sec", "mongolb-rs"))
+    print()
+
+
 c1 = status1.get("counters", {})
 print("mongolb memory after the one-mongos runs: VmRSS {:,} kB (peak VmHWM {:,} kB; "
       "mongolbStatus rssKB {:,})".format(int(rss1 or 0), int(hwm1 or 0),
@@ -194,6 +248,15 @@ if three:
     print("  getMores routed {:,}, misroutes avoided {}, cursorNotFound {}".format(
         c3.get("getMoresRouted", 0), c3.get("misroutesAvoided", 0),
         c3.get("cursorNotFound", 0)))
+if status_rs.get("servers"):
+    crs = status_rs.get("counters", {})
+    print("mongolb-rs memory: VmRSS {:,} kB; requests per member: {}".format(
+        int(rss_rs or 0), ", ".join("{} ({}) {}".format(s["address"], s.get("type", "?"),
+                                                       s.get("requests", 0))
+                                    for s in status_rs["servers"])))
+    print("  getMores routed {:,}, cursorNotFound {}, errors returned {}".format(
+        crs.get("getMoresRouted", 0), crs.get("cursorNotFound", 0),
+        crs.get("errorsReturned", 0)))
 print()
 print("Simulator capacity (pipelined): 4 connections x 32 requests outstanding, straight at one")
 print("simulated mongos, which runs on one thread (the issue asks for >= 100k ops/s on one core).")
