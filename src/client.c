@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "mongo_errors.h"
 
 /* MongoDB error codes mongolb itself returns. */
 #define ERR_HOST_UNREACHABLE      6
@@ -732,6 +733,10 @@ static void route(struct client *c)
     idx = topology_select(&p->topo, &sr, proxy_rand32, p);
     if (idx < 0) {
         if (c->state != CLIENT_WAIT_SERVER) {
+            /* As the server-selection specification asks: with no suitable server, request
+             * prompt checks of all servers rather than wait for the next heartbeat. */
+            for (int i = 0; i < p->topo.n; i++)
+                monitor_request_check(p, i);
             c->state = CLIENT_WAIT_SERVER;
             list_push_back(&p->select_waiters, &c->wait_link);
             log_info(c->prefix, "%s: no suitable server yet (%s); waiting up to %lld ms",
@@ -896,28 +901,6 @@ void client_on_backend_error(struct client *c, struct bconn *b, int status)
     retry_or_fail(c, status, why, true);
 }
 
-/* Codes that mean "this server is not what it was": the drivers' SDAM marks it unknown. */
-static bool is_state_change_code(int32_t code)
-{
-    switch (code) {
-    case 10107:
-    case 13435:
-    case 10058:
-    case 11600:
-    case 11602:
-    case 13436:
-    case 189:
-    case 91:
-        return true;
-    default:
-        return false;
-    }
-}
-
-/*
- * Looks at a reply before it is relayed: records or forgets cursors (rewriting the id in place
- * when it collided), and notices state-change errors.
- */
 /* True when an errorLabels array (at it) holds RetryableWriteError. */
 static bool has_retryable_label(bson_iter_t *it)
 {
@@ -931,6 +914,11 @@ static bool has_retryable_label(bson_iter_t *it)
     return false;
 }
 
+/*
+ * Looks at a reply before it is relayed: records or forgets cursors (rewriting the id in place
+ * when it collided), and reports the error code (0 when ok, -1 for an error without a code) and
+ * whether the reply carries the RetryableWriteError label.
+ */
 static void inspect_reply(struct client *c, uint8_t *frame, size_t len, int32_t *err_code,
                           bool *retry_label)
 {
@@ -1021,29 +1009,6 @@ static void inspect_reply(struct client *c, uint8_t *frame, size_t len, int32_t 
     }
 }
 
-/* Codes after which a read may be retried, per the retryable-reads specification. */
-static bool is_retryable_read_code(int32_t code)
-{
-    switch (code) {
-    case 6:
-    case 7:
-    case 89:
-    case 91:
-    case 134:
-    case 189:
-    case 262:
-    case 9001:
-    case 10107:
-    case 11600:
-    case 11602:
-    case 13435:
-    case 13436:
-        return true;
-    default:
-        return false;
-    }
-}
-
 /*
  * A server answered "not writable primary" or "node is recovering": it is no longer what the
  * topology says. Mark it unknown and have it re-checked at once (clearing its pool only for
@@ -1062,7 +1027,10 @@ static void note_state_change(struct client *c, int32_t code)
         cursors_remove_server(&p->cursors, idx);
         pool_clear(p, idx);
     }
-    monitor_request_check(p, idx);
+    /* The member that refused is out of date, and so is the topology's idea of who is primary:
+     * re-check everyone, so that a new primary is found within one minimum heartbeat. */
+    for (int i = 0; i < p->topo.n; i++)
+        monitor_request_check(p, i);
 }
 
 /*
@@ -1076,11 +1044,11 @@ static bool should_take_back(const struct client *c, int32_t code, bool retry_la
 {
     if (c->kill.active || c->last_reply_id || !may_retry(c, true))
         return false;
-    if ((code == 10107 || code == 13435 || code == 13436) && !c->ri.autocommit_false)
+    if (mongo_error_not_run(code) && !c->ri.autocommit_false)
         return true;
     if (retry_label && (is_retryable_write(&c->ri) || is_txn_end(&c->ri)))
         return true;
-    return code > 0 && c->ri.retryable_read && is_retryable_read_code(code);
+    return code > 0 && c->ri.retryable_read && mongo_error_is_retryable_read(code);
 }
 
 static void take_back(struct client *c, struct bconn *b, size_t len, int32_t code)
@@ -1116,7 +1084,7 @@ void client_on_reply(struct client *c, struct bconn *b, uint8_t *frame, size_t l
     int32_t code;
     bool retry_label;
     inspect_reply(c, frame, len, &code, &retry_label);
-    if (code > 0 && is_state_change_code(code) && c->server >= 0)
+    if (code > 0 && mongo_error_is_state_change(code) && c->server >= 0)
         note_state_change(c, code);
     if ((code != 0 || retry_label) && c->server >= 0 && should_take_back(c, code, retry_label)) {
         take_back(c, b, len, code);

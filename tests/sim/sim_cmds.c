@@ -16,6 +16,7 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include "mongo_errors.h"
 #include "log.h"
 #include "sim.h"
 
@@ -72,28 +73,6 @@ static const char *code_name_of(int32_t code)
         if (code_names[i].code == code)
             return code_names[i].name;
     return "UnknownError";
-}
-
-/* The codes after which the server labels a retryable write's error RetryableWriteError. */
-static bool code_is_retryable(int32_t code)
-{
-    switch (code) {
-    case 6:
-    case 7:
-    case 89:
-    case 91:
-    case 189:
-    case 262:
-    case 9001:
-    case 10107:
-    case 11600:
-    case 11602:
-    case 13435:
-    case 13436:
-        return true;
-    default:
-        return false;
-    }
 }
 
 void sim_error(bson_t *reply, int32_t code, const char *code_name, const char *errmsg)
@@ -1248,7 +1227,8 @@ bool sim_dispatch(struct sim_server *srv, struct sim_conn *conn, const struct si
             sim_error(reply, fp->error_code, NULL, "Failing command via 'failCommand' failpoint");
             if (fp->error_labels)
                 BSON_APPEND_ARRAY(reply, "errorLabels", fp->error_labels);
-            else if ((retryable || commit_or_abort) && code_is_retryable(fp->error_code))
+            else if ((retryable || commit_or_abort) &&
+                     mongo_error_is_retryable_write(fp->error_code))
                 append_label(reply, "RetryableWriteError");
             else if (si.in_txn && !commit_or_abort && fp->error_code == 251)
                 append_label(reply, "TransientTransactionError");
@@ -1413,7 +1393,8 @@ bool sim_dispatch(struct sim_server *srv, struct sim_conn *conn, const struct si
             bson_iter_array(&it, &len, &data);
             if (bson_init_static(&labels, data, len))
                 BSON_APPEND_ARRAY(reply, "errorLabels", &labels);
-        } else if (retryable && get_int64(w, "code", &wcode) && code_is_retryable((int32_t)wcode)) {
+        } else if (retryable && get_int64(w, "code", &wcode) &&
+                   mongo_error_is_retryable_write((int32_t)wcode)) {
             /* Some drivers (PyMongo 3.x) read the labels inside writeConcernError: put them in
              * both places. */
             bson_t copy;
