@@ -21,6 +21,9 @@ import time
 import pymongo
 from pymongo.read_preferences import Secondary
 
+import demo_common
+from demo_common import Failure, parallel
+
 DOCS = 1000
 FINDS = 60
 CURSORS = 6
@@ -31,40 +34,11 @@ FAILOVER_SECONDS = 2.0
 STEP_DOWN_AFTER = 0.7
 
 
-class Failure(Exception):
-    pass
 
-
-def parallel(n, fn):
-    """Runs fn(i) for i in range(n) on n threads and re-raises the first exception."""
-    errors = []
-
-    def run(i):
-        try:
-            fn(i)
-        except Exception as e:  # noqa: BLE001 -- reported to the caller below
-            errors.append(e)
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if errors:
-        raise errors[0]
 
 
 def table(header, rows, indent="    "):
-    widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
-
-    def line(r):
-        return "  ".join(str(c).ljust(w) if i < 3 else str(c).rjust(w)
-                         for i, (c, w) in enumerate(zip(r, widths)))
-
-    print(indent + line(header))
-    print(indent + "  ".join("-" * w for w in widths))
-    for r in rows:
-        print(indent + line(r))
+    demo_common.table(header, rows, indent, text_columns=3)
 
 
 def tags_str(tags):

@@ -14,10 +14,11 @@ Written for Debian's python3-pymongo (3.11); it uses nothing newer.
 import argparse
 import random
 import sys
-import threading
 import time
 
 import pymongo
+
+from demo_common import Failure, parallel, table
 
 DOCS = 2000
 FINDS = 200
@@ -25,27 +26,6 @@ CURSOR_DOCS = 500
 CURSOR_BATCH = 100
 
 
-class Failure(Exception):
-    pass
-
-
-def parallel(n, fn):
-    """Runs fn(i) for i in range(n) on n threads and re-raises the first exception."""
-    errors = []
-
-    def run(i):
-        try:
-            fn(i)
-        except Exception as e:  # noqa: BLE001 -- reported to the caller below
-            errors.append(e)
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if errors:
-        raise errors[0]
 
 
 def workload(client):
@@ -123,14 +103,6 @@ def sim_commands(sim):
     return {s["host"]: s for s in st["servers"]}
 
 
-def table(header, rows):
-    widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
-    line = lambda r: "  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w)
-                               for i, (c, w) in enumerate(zip(r, widths)))
-    print("  " + line(header))
-    print("  " + "  ".join("-" * w for w in widths))
-    for r in rows:
-        print("  " + line(r))
 
 
 def main():
