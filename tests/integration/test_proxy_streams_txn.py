@@ -1,0 +1,120 @@
+"""Two paths the drivers rarely take through a mongos but mongolb must get right: an exhaust
+getMore, whose reply streams in several messages, and a transaction whose mongos dies in the
+middle, which the driver's with_transaction must be able to retry."""
+
+import socket
+import struct
+
+import bson
+import pymongo
+
+from mongolb_harness import cluster, wait_for  # noqa: F401  (cluster is a fixture)
+
+OP_MSG = 2013
+MORE_TO_COME = 1 << 1
+EXHAUST_ALLOWED = 1 << 16
+
+
+def send_msg(sock, request_id, body, flags=0):
+    payload = struct.pack("<I", flags) + b"\x00" + bson.BSON.encode(body)
+    sock.sendall(struct.pack("<iiii", 16 + len(payload), request_id, 0, OP_MSG) + payload)
+
+
+def recv_exact(sock, n):
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        assert chunk, "mongolb closed the connection"
+        data += chunk
+    return data
+
+
+def recv_msg(sock):
+    """Reads one OP_MSG reply: (requestID, responseTo, flags, body)."""
+    length, request_id, response_to, opcode = struct.unpack("<iiii", recv_exact(sock, 16))
+    rest = recv_exact(sock, length - 16)
+    assert opcode == OP_MSG
+    flags = struct.unpack("<I", rest[:4])[0]
+    assert rest[4] == 0
+    body = bson.BSON(rest[5:5 + struct.unpack("<i", rest[5:9])[0]]).decode()
+    return request_id, response_to, flags, body
+
+
+def test_exhaust_get_more_streams_through(cluster):
+    cluster.need_sim()
+    client = pymongo.MongoClient(cluster.lb.uri, serverSelectionTimeoutMS=5000)
+    try:
+        client.test_exhaust.c.drop()
+        client.test_exhaust.c.insert_many([{"_id": i} for i in range(100)])
+    finally:
+        client.close()
+    sock = socket.create_connection((cluster.lb.host, cluster.lb.port), timeout=10)
+    try:
+        send_msg(sock, 1, {"find": "c", "batchSize": 10, "$db": "test_exhaust"})
+        _, to, _, reply = recv_msg(sock)
+        assert to == 1 and reply["ok"] == 1
+        cursor_id = reply["cursor"]["id"]
+        seen = len(reply["cursor"]["firstBatch"])
+        assert cursor_id != 0 and seen == 10
+
+        # One getMore allowed to stream: the replies come until one without moreToCome, each
+        # answering the previous one, as the OP_MSG specification describes.
+        send_msg(sock, 2, {"getMore": bson.int64.Int64(cursor_id), "collection": "c",
+                           "batchSize": 10, "$db": "test_exhaust"}, flags=EXHAUST_ALLOWED)
+        expect_to = 2
+        parts = 0
+        while True:
+            rid, to, flags, reply = recv_msg(sock)
+            assert reply["ok"] == 1, reply
+            assert to == expect_to
+            expect_to = rid
+            parts += 1
+            seen += len(reply["cursor"]["nextBatch"])
+            if not flags & MORE_TO_COME:
+                assert reply["cursor"]["id"] == 0
+                break
+        assert seen == 100
+        assert parts > 1, "the reply did not stream"
+
+        # The connection is free again for the next request.
+        send_msg(sock, 3, {"ping": 1, "$db": "admin"})
+        _, to, _, reply = recv_msg(sock)
+        assert to == 3 and reply["ok"] == 1
+    finally:
+        sock.close()
+
+
+def test_transaction_survives_its_mongos_dying(cluster):
+    """The mongos a transaction is pinned to dies after its first write. The next command gets an
+    error labelled TransientTransactionError, so with_transaction runs the transaction again, on
+    another mongos, and it commits once."""
+    cluster.need_sim()
+    client = pymongo.MongoClient(cluster.lb.uri, serverSelectionTimeoutMS=10000)
+    coll = client.test_txn_kill.c
+    try:
+        coll.drop()
+        coll.insert_one({"_id": "seed"})
+        attempts = []
+
+        def callback(session):
+            attempts.append(1)
+            coll.insert_one({"_id": "a"}, session=session)
+            if len(attempts) == 1:
+                # Find the mongos that holds this transaction and kill it.
+                logs = cluster.sim_command({"simTxnLog": 1})
+                holder = None
+                for i, server in enumerate(logs["servers"]):
+                    if any(e.get("cmd") == "insert" and e.get("inTxn")
+                           for e in server.get("log", server.get("entries", []))):
+                        holder = i
+                assert holder is not None, logs
+                other = (holder + 1) % len(cluster.sim.servers)
+                cluster.sim_command({"simKill": holder}, other)
+            coll.insert_one({"_id": "b"}, session=session)
+
+        with client.start_session() as session:
+            session.with_transaction(callback)
+        assert len(attempts) == 2
+        assert sorted(d["_id"] for d in coll.find({})) == ["a", "b", "seed"]
+    finally:
+        client.close()
