@@ -6,7 +6,7 @@
  * when a command with startTransaction:true is routed, followed by every later command of that
  * transaction (getMores included, which go to their cursor's owner anyway), and ends with the next
  * transaction number or a command of that session outside a transaction. Pins also expire with
- * the session timeout, since a driver that vanished never ends them.
+ * the session timeout the backends report, since a driver that vanished never ends them.
  */
 #include "proxy.h"
 
@@ -14,8 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define PIN_BUCKETS 4096
-#define PIN_TTL_MS  (30 * 60 * 1000)
+#define PIN_BUCKETS         4096
+#define PIN_DEFAULT_TTL_MIN 30
 
 struct pin {
     uint8_t lsid[16];
@@ -117,13 +117,25 @@ void txn_pin_observe(struct proxy *p, const struct request_info *ri)
         unpin(p->pins, pp);
 }
 
+/* A session lives as long as the backends' logicalSessionTimeoutMinutes (30 by default), and so
+ * may its transaction's pin. */
+static int64_t pin_ttl_ms(struct proxy *p)
+{
+    struct topology_limits lim;
+    int minutes = PIN_DEFAULT_TTL_MIN;
+    if (topology_limits(&p->topo, &lim) && lim.session_timeout_min > 0)
+        minutes = lim.session_timeout_min;
+    return (int64_t)minutes * 60 * 1000;
+}
+
 void txn_pins_expire(struct proxy *p)
 {
     int64_t now = proxy_now(p);
+    int64_t ttl = pin_ttl_ms(p);
     for (size_t i = 0; i < PIN_BUCKETS; i++) {
         struct pin **pp = &p->pins->buckets[i];
         while (*pp) {
-            if (now - (*pp)->last_used_ms > PIN_TTL_MS)
+            if (now - (*pp)->last_used_ms > ttl)
                 unpin(p->pins, pp);
             else
                 pp = &(*pp)->next;
