@@ -803,7 +803,7 @@ static bool may_retry(const struct client *c, bool may_have_reached)
     return !may_have_reached || c->ri.retryable_read || is_retryable_write(&c->ri);
 }
 
-static void retry_or_fail(struct client *c, int status, const char *why, bool may_have_reached)
+static void retry_or_fail(struct client *c, const char *why, bool may_have_reached)
 {
     struct proxy *p = g_proxy;
     const char *addr = c->server >= 0 ? p->topo.servers[c->server].addr : "?";
@@ -832,7 +832,6 @@ static void retry_or_fail(struct client *c, int status, const char *why, bool ma
         route(c);
         return;
     }
-    (void)status;
     reply_error(c, ERR_HOST_UNREACHABLE, "HostUnreachable", "mongolb: %s failed on %s: %s",
                 c->ri.command, addr, why);
 }
@@ -847,7 +846,7 @@ void client_on_bconn(struct client *c, struct bconn *b, int status, const char *
     if (status < 0 || !b) {
         char msg[200];
         snprintf(msg, sizeof(msg), "no connection: %s", why && *why ? why : uv_strerror(status));
-        retry_or_fail(c, status, msg, false);
+        retry_or_fail(c, msg, false);
         return;
     }
     uv_timer_stop(&c->timer);
@@ -858,13 +857,12 @@ void client_on_bconn(struct client *c, struct bconn *b, int status, const char *
     if (rc < 0) {
         c->bc = NULL;
         bconn_close(b, "write could not start");
-        retry_or_fail(c, rc, uv_strerror(rc), false);
+        retry_or_fail(c, uv_strerror(rc), false);
     }
 }
 
-void client_on_sent(struct client *c, struct bconn *b, int status)
+void client_on_sent(struct client *c, struct bconn *b)
 {
-    (void)status;
     if (b->reply_expected)
         return; /* the reply follows */
     /* A moreToCome request (w:0 write, OP_KILL_CURSORS): nothing comes back. */
@@ -898,7 +896,7 @@ void client_on_backend_error(struct client *c, struct bconn *b, int status)
                     "mongolb: the server failed during a streamed reply: %s", why);
         return;
     }
-    retry_or_fail(c, status, why, true);
+    retry_or_fail(c, why, true);
 }
 
 /* True when an errorLabels array (at it) holds RetryableWriteError. */

@@ -27,8 +27,6 @@ static uv_signal_t sig_term, sig_int, sig_hup;
 static uv_timer_t shutdown_timer;
 static bool stopped;
 
-void clients_close_idle(struct proxy *p);
-
 uint32_t proxy_rand32(void *ctx)
 {
     return (uint32_t)(proxy_rand64(ctx) >> 32);

@@ -250,7 +250,7 @@ static void on_written(uv_write_t *req, int status)
         return;
     }
     if (c)
-        client_on_sent(c, b, 0);
+        client_on_sent(c, b);
     else if (!b->reply_expected)
         pool_release(g_proxy, b);
 }

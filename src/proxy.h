@@ -260,14 +260,17 @@ void clients_stop_listening(struct proxy *p);
 void client_on_bconn(struct client *c, struct bconn *b, int status, const char *why);
 /* Called by the pool: a complete frame arrived on b for c's request. */
 void client_on_reply(struct client *c, struct bconn *b, uint8_t *frame, size_t len);
-/* Called by the pool: the request's bytes were written (status 0) or failed. */
-void client_on_sent(struct client *c, struct bconn *b, int status);
+/* Called by the pool: the request's bytes were written (a failed write comes through
+ * client_on_backend_error instead). */
+void client_on_sent(struct client *c, struct bconn *b);
 /* Called by the pool: b failed while carrying c's request (EOF, reset, ...). */
 void client_on_backend_error(struct client *c, struct bconn *b, int status);
 /* Retries selection for clients waiting for a server. */
 void clients_retry_waiting(struct proxy *p);
 /* Closes every client (shutdown). */
 void clients_close_all(struct proxy *p, const char *why);
+/* Closes clients with nothing in progress (the start of a graceful shutdown). */
+void clients_close_idle(struct proxy *p);
 int clients_in_flight(struct proxy *p);
 
 /* --- monitor.c --- */

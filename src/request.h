@@ -27,8 +27,6 @@ enum request_kind {
     REQ_UNSUPPORTED,         /* a frame we refuse: the connection is closed with a log line */
 };
 
-#define REQUEST_MAX_KILL_IDS 1024
-
 struct request_info {
     enum request_kind kind;
     int32_t opcode;
@@ -45,7 +43,6 @@ struct request_info {
     int64_t cursor_id; /* getMore / OP_GET_MORE */
     bool opens_cursor; /* find, aggregate, listCollections, listIndexes */
     int n_kill_ids;    /* killCursors / OP_KILL_CURSORS */
-    bool kill_ids_truncated;
 
     /* What kind of operation it is, for retries. */
     bool retryable_read; /* find, aggregate without $out/$merge, count, distinct, list* */
