@@ -646,6 +646,19 @@ static int server_arg(struct sim *s, const bson_t *cmd, const char *key, bson_t 
     return (int)i;
 }
 
+/* Appends serverStatus-style opcounters of srv to doc (simStats and serverStatus share it). */
+static void append_opcounters(bson_t *doc, const struct sim_server *srv)
+{
+    bson_t sub;
+    BSON_APPEND_DOCUMENT_BEGIN(doc, "opcounters", &sub);
+    BSON_APPEND_INT64(&sub, "insert", (int64_t)srv->opcounters.insert);
+    BSON_APPEND_INT64(&sub, "query", (int64_t)srv->opcounters.query);
+    BSON_APPEND_INT64(&sub, "update", (int64_t)srv->opcounters.update);
+    BSON_APPEND_INT64(&sub, "delete", (int64_t)srv->opcounters.del);
+    BSON_APPEND_INT64(&sub, "getmore", (int64_t)srv->opcounters.getmore);
+    BSON_APPEND_INT64(&sub, "command", (int64_t)srv->opcounters.command);
+    bson_append_document_end(doc, &sub);
+}
 static void append_stats(struct sim_server *srv, bson_t *doc)
 {
     bson_t sub;
@@ -663,14 +676,7 @@ static void append_stats(struct sim_server *srv, bson_t *doc)
     for (int i = 0; i < srv->n_cmd_counts; i++)
         BSON_APPEND_INT64(&sub, srv->cmd_counts[i].name, (int64_t)srv->cmd_counts[i].count);
     bson_append_document_end(doc, &sub);
-    BSON_APPEND_DOCUMENT_BEGIN(doc, "opcounters", &sub);
-    BSON_APPEND_INT64(&sub, "insert", (int64_t)srv->opcounters.insert);
-    BSON_APPEND_INT64(&sub, "query", (int64_t)srv->opcounters.query);
-    BSON_APPEND_INT64(&sub, "update", (int64_t)srv->opcounters.update);
-    BSON_APPEND_INT64(&sub, "delete", (int64_t)srv->opcounters.del);
-    BSON_APPEND_INT64(&sub, "getmore", (int64_t)srv->opcounters.getmore);
-    BSON_APPEND_INT64(&sub, "command", (int64_t)srv->opcounters.command);
-    bson_append_document_end(doc, &sub);
+    append_opcounters(doc, srv);
     BSON_APPEND_INT64(doc, "cursorsOpen", (int64_t)srv->cursors_open);
     BSON_APPEND_INT64(doc, "cursorsTimedOut", (int64_t)srv->cursors_timed_out);
     BSON_APPEND_INT64(doc, "connections", (int64_t)srv->conns_current);
@@ -1131,14 +1137,7 @@ static bool builtin(struct sim_server *srv, struct sim_conn *conn, const char *n
         BSON_APPEND_INT32(&sub, "available", 838860);
         BSON_APPEND_INT32(&sub, "totalCreated", (int32_t)srv->conns_total);
         bson_append_document_end(reply, &sub);
-        BSON_APPEND_DOCUMENT_BEGIN(reply, "opcounters", &sub);
-        BSON_APPEND_INT64(&sub, "insert", (int64_t)srv->opcounters.insert);
-        BSON_APPEND_INT64(&sub, "query", (int64_t)srv->opcounters.query);
-        BSON_APPEND_INT64(&sub, "update", (int64_t)srv->opcounters.update);
-        BSON_APPEND_INT64(&sub, "delete", (int64_t)srv->opcounters.del);
-        BSON_APPEND_INT64(&sub, "getmore", (int64_t)srv->opcounters.getmore);
-        BSON_APPEND_INT64(&sub, "command", (int64_t)srv->opcounters.command);
-        bson_append_document_end(reply, &sub);
+        append_opcounters(reply, srv);
         simple_ok(reply);
         return true;
     }
