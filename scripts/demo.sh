@@ -32,20 +32,27 @@ echo "Waiting until mongolb has measured the round-trip time of all three..."
 wait_mongolb_ready mlb "$MLB_ADDR" 3
 echo
 
+# Fails the demo, with the tail of mongolb's log, if the workload failed (rc != 0) or mongolb
+# died during it. $1: the workload's exit code, $2: what to call it, $3: the mongolb log's name.
+check_run() {
+  local rc=$1 what=$2 log="$LIB_TMP/$3.log"
+  if ! kill -0 "$MLB_PID" 2>/dev/null; then
+    echo "FAILED: mongolb exited during $what; its log:" >&2
+    tail -n 20 "$log" >&2 || true
+    exit 1
+  fi
+  if [ "$rc" != 0 ]; then
+    echo >&2
+    echo "$what FAILED (see above). The last lines of mongolb's log:" >&2
+    tail -n 20 "$log" >&2 || true
+    exit 1
+  fi
+}
+
 rc=0
 "$PY" "$ROOT/tests/bench/demo_workload.py" --mongolb "$MLB_ADDR" --sim "$SIM0" --threshold 15 ||
   rc=$?
-kill -0 "$MLB_PID" 2>/dev/null || {
-  echo "FAILED: mongolb exited during the demo; its log:" >&2
-  tail -n 20 "$LIB_TMP/mlb.log" >&2 || true
-  exit 1
-}
-if [ "$rc" != 0 ]; then
-  echo >&2
-  echo "The demo FAILED (see above). The last lines of mongolb's log:" >&2
-  tail -n 20 "$LIB_TMP/mlb.log" >&2 || true
-  exit 1
-fi
+check_run "$rc" "the demo" mlb
 
 echo
 echo "== mongolb in front of a replica set =="
@@ -63,14 +70,4 @@ echo
 
 rc=0
 "$PY" "$ROOT/tests/bench/demo_rs_workload.py" --mongolb "$MLB_ADDR" --sim "$RS0" --seeds 1 || rc=$?
-kill -0 "$MLB_PID" 2>/dev/null || {
-  echo "FAILED: mongolb (replicaset mode) exited during the demo; its log:" >&2
-  tail -n 20 "$LIB_TMP/mlbrs.log" >&2 || true
-  exit 1
-}
-if [ "$rc" != 0 ]; then
-  echo >&2
-  echo "The replica-set demo FAILED (see above). The last lines of mongolb's log:" >&2
-  tail -n 20 "$LIB_TMP/mlbrs.log" >&2 || true
-  exit 1
-fi
+check_run "$rc" "the replica-set demo" mlbrs
