@@ -2,7 +2,9 @@
  * config.c: the key table, the ini parser built on inih, validation, dump and reload check.
  * See config.h.
  *
- * How a file is read: inih pulls lines through read_line(), which keeps the whole physical line in
+ * How a file is read: config_load_file() reads it whole into memory, at most 1 MiB and with no NUL
+ * byte, and hands it to the same path as config_load_string(); inih never reads a file itself.
+ * inih pulls lines through read_line(), which keeps the whole physical line in
  * the load context, counts it (Debian's inih is built without INI_HANDLER_LINENO), classifies it
  * the way inih will (blank, comment, section, key, continuation, syntax error), and hands inih a
  * copy cut to inih's buffer. inih then calls on_key() with the section and key name; on_key()
@@ -16,16 +18,43 @@
  */
 #include "config.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <unistd.h>
 
 #include <ini.h>
+
+#include "topology.h"
+
+/* The largest file config_load_file() reads; real configurations are a few kilobytes. */
+#define CONFIG_FILE_MAX (1024 * 1024)
+
+/*
+ * Values end up in fixed-size topology structures, which would cut anything longer without a
+ * word, so the parser refuses what they cannot hold. A tag name or value must fit in struct
+ * server_tag, and the replica set name in the field where the monitor keeps the setName each
+ * member reports (a longer configured name could never equal a reported one).
+ */
+#define TAG_TEXT_MAX     (sizeof(((struct server_tag *)0)->name) - 1)
+#define REPLSET_NAME_CAP (sizeof(((struct server *)0)->set_name))
+
+_Static_assert(sizeof(((struct server_tag *)0)->value) == TAG_TEXT_MAX + 1,
+               "tag names and values have the same room");
+_Static_assert(REPLSET_NAME_CAP <= MLB_REPLSET_MAX &&
+                   REPLSET_NAME_CAP <= sizeof(((struct topology *)0)->set_name),
+               "the replica set name fits the configuration and the topology");
+_Static_assert(MLB_HOST_MAX <= sizeof(((struct server *)0)->host),
+               "a seed's host name fits in struct server");
+_Static_assert(MLB_MAX_SEEDS <= TOPOLOGY_MAX_SERVERS, "every seed fits in the topology");
 
 struct config_enum {
     const char *name;
@@ -207,7 +236,8 @@ static int hostport(const char *s, int default_port, char *host, size_t host_len
         }
     }
     if (hn >= host_len) {
-        snprintf(why, why_len, "'%s': the host name is too long", s);
+        snprintf(why, why_len, "'%s': the host name is longer than %zu characters", s,
+                 host_len - 1);
         return -ENAMETOOLONG;
     }
     int p = default_port;
@@ -342,6 +372,40 @@ static bool copy_item(char *buf, size_t buf_len, const char *item, size_t n)
     return true;
 }
 
+/*
+ * Checks that a listen address's host (brackets removed) is an IP literal. The listener binds
+ * with uv_ip4_addr() or uv_ip6_addr(), which never look a name up, so a host name would pass the
+ * check and then fail at start. item is the address as written, for the message.
+ */
+static int check_listen_ip(const char *host, int port, const char *item, char *why, size_t why_len)
+{
+    if (strchr(host, ':')) {
+        /* inet_pton() knows no %zone suffix; uv_ip6_addr() takes it as the scope, so drop it. */
+        char addr[INET6_ADDRSTRLEN];
+        struct in6_addr a6;
+        size_t n = strcspn(host, "%");
+        if (n < sizeof(addr)) {
+            memcpy(addr, host, n);
+            addr[n] = '\0';
+            if (inet_pton(AF_INET6, addr, &a6) == 1)
+                return 0;
+        }
+        snprintf(why, why_len, "'%s' is not a valid IPv6 address", item);
+        return -EINVAL;
+    }
+    struct in_addr a4;
+    if (inet_pton(AF_INET, host, &a4) == 1)
+        return 0;
+    if (strspn(host, "0123456789.") == strlen(host))
+        snprintf(why, why_len, "'%s' is not a valid IPv4 address", item);
+    else
+        snprintf(why, why_len,
+                 "'%s' is a host name, but listen takes an IP address; write 127.0.0.1:%d or "
+                 "[::1]:%d",
+                 item, port, port);
+    return -EINVAL;
+}
+
 /* Listening addresses: host:port, [v6]:port or unix:/path, comma-separated. */
 static int parse_listen(const struct config_key *k, const char *v, void *field, char *why,
                         size_t why_len)
@@ -355,7 +419,12 @@ static int parse_listen(const struct config_key *k, const char *v, void *field, 
         if (n == 0)
             continue;
         if (!copy_item(buf, sizeof(buf), item, n)) {
-            snprintf(why, why_len, "'%.*s' is too long", (int)n, item);
+            if (n >= 5 && strncmp(item, "unix:", 5) == 0)
+                snprintf(why, why_len, "'%.*s': a unix socket path has at most %d characters",
+                         (int)n, item, MLB_UNIX_PATH_MAX - 1);
+            else
+                snprintf(why, why_len, "'%.*s': the host name is longer than %d characters", (int)n,
+                         item, MLB_HOST_MAX - 1);
             return -ENAMETOOLONG;
         }
         if (tmp.count == MLB_MAX_LISTEN) {
@@ -378,6 +447,8 @@ static int parse_listen(const struct config_key *k, const char *v, void *field, 
             strcpy(a->path, path);
         } else {
             int r = hostport(buf, -1, a->host, sizeof(a->host), &a->port, why, why_len);
+            if (r == 0)
+                r = check_listen_ip(a->host, a->port, buf, why, why_len);
             if (r < 0)
                 return r;
             a->kind = MLB_LISTEN_TCP;
@@ -431,7 +502,8 @@ static int parse_seeds(const struct config_key *k, const char *v, void *field, c
         if (n == 0)
             continue;
         if (!copy_item(buf, sizeof(buf), item, n)) {
-            snprintf(why, why_len, "'%.*s' is too long", (int)n, item);
+            snprintf(why, why_len, "'%.*s': the host name is longer than %d characters", (int)n,
+                     item, MLB_HOST_MAX - 1);
             r = -ENAMETOOLONG;
         } else if (tmp->count == MLB_MAX_SEEDS) {
             snprintf(why, why_len, "more than %d servers", MLB_MAX_SEEDS);
@@ -439,8 +511,9 @@ static int parse_seeds(const struct config_key *k, const char *v, void *field, c
         } else {
             struct mlb_hostport *h = &tmp->host[tmp->count];
             r = hostport(buf, MLB_DEFAULT_PORT, h->host, sizeof(h->host), &h->port, why, why_len);
+            /* Host names are case-insensitive; the topology merges such twins into one server. */
             for (size_t i = 0; r == 0 && i < tmp->count; i++) {
-                if (strcmp(tmp->host[i].host, h->host) == 0 && tmp->host[i].port == h->port) {
+                if (strcasecmp(tmp->host[i].host, h->host) == 0 && tmp->host[i].port == h->port) {
                     snprintf(why, why_len, "'%s' is listed twice", buf);
                     r = -EINVAL;
                 }
@@ -487,9 +560,9 @@ static void free_tags(void *field)
     ts->count = 0;
 }
 
-/* Parses one tag set, "name:value,name:value", into set (which starts empty). */
-static int parse_tag_set(const char *text, size_t len, struct mlb_tag_set *set, char *why,
-                         size_t why_len)
+/* Parses tag set number set_no (from 1), "name:value,name:value", into set (which starts empty). */
+static int parse_tag_set(const char *text, size_t len, size_t set_no, struct mlb_tag_set *set,
+                         char *why, size_t why_len)
 {
     char *copy = strndup(text, len);
     if (!copy)
@@ -512,6 +585,23 @@ static int parse_tag_set(const char *text, size_t len, struct mlb_tag_set *set, 
         }
         if (name_len == 0 || value_len == 0) {
             snprintf(why, why_len, "'%.*s' is not a name:value tag", (int)n, item);
+            r = -EINVAL;
+            break;
+        }
+        if (name_len > TAG_TEXT_MAX) {
+            snprintf(why, why_len, "tag name '%.*s' is longer than %zu bytes", (int)name_len, name,
+                     TAG_TEXT_MAX);
+            r = -EINVAL;
+            break;
+        }
+        if (value_len > TAG_TEXT_MAX) {
+            snprintf(why, why_len, "the value of tag '%.*s' is longer than %zu bytes",
+                     (int)name_len, name, TAG_TEXT_MAX);
+            r = -EINVAL;
+            break;
+        }
+        if (set->count == TOPOLOGY_MAX_TAGS) {
+            snprintf(why, why_len, "tag set %zu has more than %d tags", set_no, TOPOLOGY_MAX_TAGS);
             r = -EINVAL;
             break;
         }
@@ -551,6 +641,12 @@ static int parse_tags(const struct config_key *k, const char *v, void *field, ch
     size_t n;
     int r = 0;
     while (r == 0 && next_item(&p, ';', &piece, &n)) {
+        if (tmp.count == READ_PREF_MAX_SETS) {
+            snprintf(why, why_len, "more than %d tag sets (an empty last set counts as one)",
+                     READ_PREF_MAX_SETS);
+            r = -EINVAL;
+            break;
+        }
         struct mlb_tag_set *grown = realloc(tmp.set, (tmp.count + 1) * sizeof(*grown));
         if (!grown) {
             r = -ENOMEM;
@@ -560,7 +656,7 @@ static int parse_tags(const struct config_key *k, const char *v, void *field, ch
         tmp.set[tmp.count].tag = NULL;
         tmp.set[tmp.count].count = 0;
         tmp.count++;
-        r = parse_tag_set(piece, n, &tmp.set[tmp.count - 1], why, why_len);
+        r = parse_tag_set(piece, n, tmp.count, &tmp.set[tmp.count - 1], why, why_len);
     }
     for (size_t i = 0; r == 0 && i + 1 < tmp.count; i++) {
         if (tmp.set[i].count == 0) {
@@ -620,13 +716,29 @@ static const struct config_enum read_pref_names[] = {
 
 /* Grouped by section, alphabetical inside each section (a test checks the order). */
 static const struct config_key keys[] = {
+    ROW("mongolb", client_frame_timeout_ms, type_int, "30000", RELOAD, 100, INT_MAX, NULL,
+        "Once a client starts sending a frame, all of it must arrive within this, or the "
+        "connection is closed (slow senders)."),
+    ROW("mongolb", client_idle_timeout_ms, type_int, "0", RELOAD, 0, INT_MAX, NULL,
+        "A client connection that sends no request for this long is closed; 0 keeps idle "
+        "clients forever."),
+    ROW("mongolb", client_write_timeout_ms, type_int, "30000", RELOAD, 100, INT_MAX, NULL,
+        "A client must take each reply within this, or it is closed and its server connection "
+        "freed (slow readers)."),
     ROW("mongolb", listen, type_listen, "127.0.0.1:27016", 0, 0, 0, NULL,
-        "Addresses to accept client connections on, comma-separated (at most 16): host:port, "
-        "[ipv6]:port or unix:/path.sock."),
+        "Addresses to accept client connections on, comma-separated (at most 16): ipv4:port, "
+        "[ipv6]:port or unix:/path.sock; IP addresses, not host names."),
     ROW("mongolb", log_level, type_log_level, "info", RELOAD, 0, 0, NULL,
         "The least severe messages logged: error, warn, info or debug."),
+    ROW("mongolb", max_buffer_bytes, type_int, "268435456", RELOAD, 1048576, INT_MAX, NULL,
+        "Bytes that all client and server connections together may hold in buffers (at least "
+        "1048576); a connection that would need more is not read from until others release "
+        "theirs."),
     ROW("mongolb", max_clients, type_int, "10000", RELOAD, 1, INT_MAX, NULL,
         "Client connections accepted at once; further ones are refused with a log line."),
+    ROW("mongolb", max_message_bytes, type_int, "48000000", RELOAD, 1048576, 48000000, NULL,
+        "The largest frame a client may send, from 1048576 to 48000000 bytes; a larger one "
+        "closes that client's connection with a log line."),
     ROW("mongolb", shutdown_timeout_ms, type_int, "10000", RELOAD, 0, INT_MAX, NULL,
         "On SIGTERM, how long requests in flight may take before mongolb exits."),
 
@@ -636,6 +748,12 @@ static const struct config_key keys[] = {
         "How often each server is checked (at least 500)."),
     ROW("upstream", local_threshold_ms, type_int, "15", RELOAD, 0, INT_MAX, NULL,
         "Servers whose round-trip time is within this of the fastest one's share the load."),
+    ROW("upstream", max_idle_time_ms, type_int, "600000", RELOAD, 0, INT_MAX, NULL,
+        "A pooled server connection left idle this long is closed; 0 keeps idle connections "
+        "forever."),
+    ROW("upstream", max_lifetime_ms, type_int, "3600000", RELOAD, 0, INT_MAX, NULL,
+        "A server connection older than this is closed when it next becomes idle; 0 for no "
+        "limit."),
     ROW("upstream", max_pool_size, type_int, "100", 0, 1, INT_MAX, NULL,
         "Connections to each server at most."),
     ROW("upstream", max_staleness_seconds, type_int, "-1", RELOAD, -1, INT_MAX, NULL,
@@ -648,16 +766,28 @@ static const struct config_key keys[] = {
         "Which members serve reads in replicaset mode: primary, primaryPreferred, secondary, "
         "secondaryPreferred or nearest."),
     ROW("upstream", read_preference_tags, type_tags, "", RELOAD | CONFIG_RAW, 0, 0, NULL,
-        "Tag sets tried in order: ';' between sets, ',' between tags, name:value (e.g. "
-        "dc:ny,rack:1;dc:ny;); an empty last set matches any server; not with primary."),
-    ROW("upstream", replica_set, type_string, "", 0, 0, MLB_REPLSET_MAX, NULL,
-        "The replica set's name: required with mode = replicaset, not allowed with mode = "
-        "mongos."),
+        "Tag sets tried in order, at most 8 of at most 16 tags: ';' between sets, ',' between "
+        "tags, name:value (e.g. dc:ny,rack:1;dc:ny;); an empty last set matches any server; not "
+        "with primary."),
+    ROW("upstream", replica_set, type_string, "", 0, 0, REPLSET_NAME_CAP, NULL,
+        "The replica set's name (at most 63 characters): required with mode = replicaset, not "
+        "allowed with mode = mongos."),
+    ROW("upstream", request_timeout_ms, type_int, "0", RELOAD, 0, INT_MAX, NULL,
+        "How long a request may wait for its server's reply; past it the server connection is "
+        "closed and the client gets a network error. 0 for no limit; a command's own longer "
+        "maxTimeMS is respected."),
     ROW("upstream", seeds, type_seeds, "", CONFIG_REQUIRED, 0, 0, NULL,
         "Required. The servers to route to, comma-separated (at most 64): host:port or "
         "[ipv6]:port, port 27017 when left out."),
     ROW("upstream", server_selection_timeout_ms, type_int, "30000", RELOAD, 1, INT_MAX, NULL,
         "How long a request waits for a suitable server before it fails."),
+    /* Linux refuses a keepalive idle time above 32767 seconds (MAX_TCP_KEEPIDLE). */
+    ROW("upstream", tcp_keepalive_s, type_int, "120", RELOAD, 0, 32767, NULL,
+        "TCP keepalive idle time, in seconds, on server connections (at most 32767); 0 turns "
+        "keepalive off."),
+    ROW("upstream", tcp_user_timeout_ms, type_int, "30000", RELOAD, 0, INT_MAX, NULL,
+        "TCP_USER_TIMEOUT on server connections: data left unacknowledged this long fails the "
+        "connection; 0 turns it off."),
 
     ROW("cursors", idle_timeout_ms, type_int, "600000", RELOAD, 1000, INT_MAX, NULL,
         "Cursors left unused this long are forgotten (at least 1000)."),
@@ -691,6 +821,84 @@ const char *config_read_pref_name(enum mlb_read_pref r)
         if (e->value == (int)r)
             return e->name;
     return "?";
+}
+
+/* Maps the configured read preference onto topology's names for the same modes. */
+static int read_mode_of(enum mlb_read_pref r, enum read_mode *out)
+{
+    switch (r) {
+    case MLB_READ_PRIMARY:
+        *out = READ_PRIMARY;
+        return 0;
+    case MLB_READ_PRIMARY_PREFERRED:
+        *out = READ_PRIMARY_PREFERRED;
+        return 0;
+    case MLB_READ_SECONDARY:
+        *out = READ_SECONDARY;
+        return 0;
+    case MLB_READ_SECONDARY_PREFERRED:
+        *out = READ_SECONDARY_PREFERRED;
+        return 0;
+    case MLB_READ_NEAREST:
+        *out = READ_NEAREST;
+        return 0;
+    }
+    return -EINVAL;
+}
+
+/* Copies a tag's name or value into a struct server_tag field; false if it does not fit whole. */
+static bool copy_tag_text(char *dst, size_t dst_len, const char *src)
+{
+    size_t n = strlen(src);
+    if (n >= dst_len)
+        return false;
+    memcpy(dst, src, n + 1);
+    return true;
+}
+
+/* Sets rp to the plain default: primary, no tag sets, no staleness limit. */
+static void plain_read_pref(struct read_pref *rp)
+{
+    memset(rp, 0, sizeof(*rp));
+    rp->mode = READ_PRIMARY;
+    rp->max_staleness_s = -1;
+}
+
+/* Copies the tag sets ts into rp whole. Returns 0, or -EINVAL if they do not fit. */
+static int copy_tag_sets(const struct mlb_tag_sets *ts, struct read_pref *rp)
+{
+    if (ts->count > READ_PREF_MAX_SETS)
+        return -EINVAL;
+    for (size_t i = 0; i < ts->count; i++) {
+        const struct mlb_tag_set *from = &ts->set[i];
+        struct read_tag_set *to = &rp->sets[i];
+        if (from->count > TOPOLOGY_MAX_TAGS)
+            return -EINVAL;
+        for (size_t j = 0; j < from->count; j++) {
+            if (!copy_tag_text(to->tags[j].name, sizeof(to->tags[j].name), from->tag[j].name) ||
+                !copy_tag_text(to->tags[j].value, sizeof(to->tags[j].value), from->tag[j].value))
+                return -EINVAL;
+        }
+        to->n = (int)from->count;
+    }
+    rp->n_sets = (int)ts->count;
+    return 0;
+}
+
+int config_default_read_pref(const struct mlb_config *c, struct read_pref *out)
+{
+    plain_read_pref(out);
+    enum read_mode mode;
+    if (read_mode_of(c->read_preference, &mode) < 0 ||
+        copy_tag_sets(&c->read_preference_tags, out) < 0) {
+        /* Half a copy would select differently from the configuration; the plain default does
+           not pretend to follow it. */
+        plain_read_pref(out);
+        return -EINVAL;
+    }
+    out->mode = mode;
+    out->max_staleness_s = c->max_staleness_seconds;
+    return 0;
 }
 
 /* Returns the address of k's value in c. */
@@ -754,9 +962,7 @@ struct load_error {
 
 struct load_ctx {
     const char *name; /* the file's name in messages */
-    FILE *file;       /* the source: a file ... */
-    const char *text; /* ... or the rest of a string */
-    int read_errno;
+    const char *text; /* the rest of the source; files are read into memory first */
 
     char *line; /* the current physical line, whole */
     size_t line_cap;
@@ -910,37 +1116,26 @@ static void classify_line(struct load_ctx *x)
     x->have_prev_key = true;
 }
 
-/* inih's reader: reads one physical line into x->line and gives inih a copy that fits num. */
+/* inih's reader: copies one physical line into x->line and gives inih a copy that fits num. */
 static char *read_line(char *str, int num, void *stream)
 {
     struct load_ctx *x = stream;
-    size_t n;
-    if (x->file) {
-        ssize_t got = getline(&x->line, &x->line_cap, x->file);
-        if (got < 0) {
-            if (ferror(x->file))
-                x->read_errno = errno ? errno : EIO;
+    if (!*x->text)
+        return NULL;
+    const char *nl = strchr(x->text, '\n');
+    size_t n = nl ? (size_t)(nl - x->text) + 1 : strlen(x->text);
+    if (n + 1 > x->line_cap) {
+        char *grown = realloc(x->line, n + 1);
+        if (!grown) {
+            x->out_of_memory = true;
             return NULL;
         }
-        n = (size_t)got;
-    } else {
-        if (!*x->text)
-            return NULL;
-        const char *nl = strchr(x->text, '\n');
-        n = nl ? (size_t)(nl - x->text) + 1 : strlen(x->text);
-        if (n + 1 > x->line_cap) {
-            char *grown = realloc(x->line, n + 1);
-            if (!grown) {
-                x->out_of_memory = true;
-                return NULL;
-            }
-            x->line = grown;
-            x->line_cap = n + 1;
-        }
-        memcpy(x->line, x->text, n);
-        x->line[n] = '\0';
-        x->text += n;
+        x->line = grown;
+        x->line_cap = n + 1;
     }
+    memcpy(x->line, x->text, n);
+    x->line[n] = '\0';
+    x->text += n;
     /*
      * A line longer than inih's buffer would reach inih in pieces, each counted as a line of its
      * own. Cutting it keeps inih's count equal to ours; on_key() reads the value from x->line.
@@ -1163,15 +1358,10 @@ static int load(struct load_ctx *x, struct mlb_config *c, char *err, size_t err_
     if (r > 0 && x->error_count == 0)
         add_error(x, r, "syntax error"); /* inih saw a problem that classify_line() did not */
     int ret = 0;
-    if (x->read_errno) {
-        ret = -x->read_errno;
-        add_error(x, 0, "read error: %s", strerror(x->read_errno));
-    } else {
-        validate_required(x);
-        validate_replica_set(x);
-        validate_read_preference(x);
-        validate_staleness(x);
-    }
+    validate_required(x);
+    validate_replica_set(x);
+    validate_read_preference(x);
+    validate_staleness(x);
     if (x->out_of_memory) {
         ret = -ENOMEM;
         add_error(x, 0, "out of memory");
@@ -1191,24 +1381,95 @@ static int load(struct load_ctx *x, struct mlb_config *c, char *err, size_t err_
     return ret;
 }
 
-int config_load_file(const char *path, struct mlb_config *c, char *err, size_t err_len)
+/*
+ * Reads the file at path into a NUL-terminated buffer the caller frees, stopping one byte past
+ * CONFIG_FILE_MAX: the size a regular file claims is no limit for a device or a pipe, which may
+ * never end (-c /dev/zero would otherwise fill memory). Returns 0, -EFBIG for a file over the
+ * limit, or another negative errno code, with the reason in err.
+ */
+static int read_whole_file(const char *path, char **out, size_t *out_len, char *err, size_t err_len)
 {
-    if (err_len > 0)
-        err[0] = '\0';
-    FILE *f = fopen(path, "r");
-    if (!f) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0) {
         int e = errno;
-        if (err_len > 0)
-            snprintf(err, err_len, "cannot open %s: %s", path, strerror(e));
-        config_defaults(c);
+        snprintf(err, err_len, "cannot open %s: %s", path, strerror(e));
         return -e;
     }
-    struct load_ctx x;
-    memset(&x, 0, sizeof(x));
-    x.name = path;
-    x.file = f;
-    int r = load(&x, c, err, err_len);
-    fclose(f);
+    /* The extra byte holds either the one that proves the file too large or the final NUL. */
+    char *buf = malloc(CONFIG_FILE_MAX + 1);
+    if (!buf) {
+        close(fd);
+        snprintf(err, err_len, "cannot read %s: %s", path, strerror(ENOMEM));
+        return -ENOMEM;
+    }
+    size_t len = 0;
+    int ret = 0;
+    while (len <= CONFIG_FILE_MAX) {
+        /* At most 64 KiB a read, and never past one byte over the limit, whatever the source. */
+        size_t want = CONFIG_FILE_MAX + 1 - len;
+        ssize_t got = read(fd, buf + len, want < 65536 ? want : 65536);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got < 0) {
+            int e = errno;
+            snprintf(err, err_len, "cannot read %s: %s", path, strerror(e));
+            ret = -e;
+            break;
+        }
+        if (got == 0)
+            break;
+        len += (size_t)got;
+    }
+    close(fd);
+    if (ret == 0 && len > CONFIG_FILE_MAX) {
+        snprintf(err, err_len,
+                 "%s: the file is larger than 1 MiB (%d bytes), the most a configuration file "
+                 "may be",
+                 path, CONFIG_FILE_MAX);
+        ret = -EFBIG;
+    }
+    if (ret < 0) {
+        free(buf);
+        return ret;
+    }
+    buf[len] = '\0';
+    *out = buf;
+    *out_len = len;
+    return 0;
+}
+
+int config_load_file(const char *path, struct mlb_config *c, char *err, size_t err_len)
+{
+    /* snprintf() writes nothing when err_len is 0, so err may then be NULL, as config.h allows. */
+    if (err_len > 0)
+        err[0] = '\0';
+    char *text = NULL;
+    size_t len = 0;
+    int r = read_whole_file(path, &text, &len, err, err_len);
+    if (r == 0) {
+        /*
+         * inih and the string functions stop at a NUL, so the rest of its line, a value's tail
+         * included, would vanish without a word. A text file has none; a binary file given by
+         * mistake has many, and its first one is reason enough to stop.
+         */
+        const char *nul = memchr(text, '\0', len);
+        if (nul) {
+            int line = 1;
+            for (const char *q = text; q < nul; q++)
+                line += *q == '\n';
+            snprintf(err, err_len,
+                     "%s:%d: the line has a NUL byte in it; a configuration file is plain text",
+                     path, line);
+            r = -EINVAL;
+        }
+    }
+    if (r < 0) {
+        free(text);
+        config_defaults(c);
+        return r;
+    }
+    r = config_load_string(text, path, c, err, err_len);
+    free(text);
     return r;
 }
 

@@ -86,23 +86,33 @@ struct mlb_tag_sets {
 
 struct mlb_config {
     /* [mongolb] */
+    int client_frame_timeout_ms; /* a frame once begun must arrive whole within this */
+    int client_idle_timeout_ms;  /* close a client without a request this long; 0: never */
+    int client_write_timeout_ms; /* a client must take a reply within this */
     struct mlb_listen_list listen;
     enum log_level log_level;
+    int max_buffer_bytes; /* all connections' buffers together; past it, reading pauses */
     int max_clients;
+    int max_message_bytes; /* the largest frame a client may send */
     int shutdown_timeout_ms;
 
     /* [upstream] */
     int connect_timeout_ms;
     int heartbeat_interval_ms;
     int local_threshold_ms;
+    int max_idle_time_ms; /* close a pooled connection idle this long; 0: keep forever */
+    int max_lifetime_ms;  /* close a connection this old when it next goes idle; 0: no limit */
     int max_pool_size;
     int max_staleness_seconds; /* MLB_NO_MAX_STALENESS (-1) or >= 90 */
     enum mlb_mode mode;
     enum mlb_read_pref read_preference;
     struct mlb_tag_sets read_preference_tags; /* allocated; freed by config_free */
     char replica_set[MLB_REPLSET_MAX];        /* "" when not set */
+    int request_timeout_ms; /* how long a request may wait for its reply; 0: no limit */
     struct mlb_seed_list seeds;
     int server_selection_timeout_ms;
+    int tcp_keepalive_s;     /* TCP keepalive idle time on backend connections; 0: off */
+    int tcp_user_timeout_ms; /* TCP_USER_TIMEOUT on backend connections; 0: off */
 
     /* [cursors] */
     int idle_timeout_ms;
@@ -137,8 +147,10 @@ void config_defaults(struct mlb_config *c);
  * Parses the ini file at path into c (starting from the defaults; c's previous contents are
  * overwritten, not freed). Returns 0, or a negative errno code with every error found written to
  * err, one per line, without a trailing newline, as many as fit in err_len: -EINVAL for bad
- * content, -ENOENT and friends ("cannot open FILE: No such file or directory") when the file
- * cannot be read. On error c holds the defaults and owns nothing.
+ * content (a NUL byte included, as "FILE:LINE: ..."), -EFBIG for a file larger than 1 MiB (read
+ * no further than that, so that a device or pipe that never ends is refused too), -ENOENT and
+ * friends ("cannot open FILE: No such file or directory") when the file cannot be read. On error c
+ * holds the defaults and owns nothing.
  */
 int config_load_file(const char *path, struct mlb_config *c, char *err, size_t err_len);
 
@@ -169,6 +181,18 @@ const struct config_key *config_key_at(size_t i);
  * -EINVAL for a malformed address, or -ENAMETOOLONG if the host does not fit in host_len.
  */
 int config_parse_hostport(const char *s, int default_port, char *host, size_t host_len, int *port);
+
+/*
+ * Fills out, topology's form of a read preference, with the configured default: the mode of
+ * read_preference, max_staleness_seconds (-1 for no limit), and the sets and tags of
+ * read_preference_tags copied exactly, a trailing empty set included. Returns 0, or -EINVAL if
+ * something cannot be represented there (too many sets or tags, a name or value too long, an
+ * unknown mode), which a configuration that loaded cleanly never has; out is then primary with no
+ * tags and no staleness limit. Declared with struct read_pref incomplete, so that this header does
+ * not pull in topology.h and libbson; callers include topology.h.
+ */
+struct read_pref;
+int config_default_read_pref(const struct mlb_config *c, struct read_pref *out);
 
 /* Names of enum values, for logs: "mongos", "replicaset"; "primary", "secondaryPreferred", ... */
 const char *config_mode_name(enum mlb_mode m);

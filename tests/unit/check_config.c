@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "check_main.h"
+#include "topology.h"
 
 #define ERR_LEN 8192
 
@@ -97,6 +98,16 @@ START_TEST(test_defaults)
     ck_assert_int_eq(c.max_staleness_seconds, -1);
     ck_assert_int_eq(c.max_cursors, 1000000);
     ck_assert_int_eq(c.idle_timeout_ms, 600000);
+    ck_assert_int_eq(c.max_buffer_bytes, 268435456);
+    ck_assert_int_eq(c.max_message_bytes, 48000000);
+    ck_assert_int_eq(c.client_idle_timeout_ms, 0);
+    ck_assert_int_eq(c.client_frame_timeout_ms, 30000);
+    ck_assert_int_eq(c.client_write_timeout_ms, 30000);
+    ck_assert_int_eq(c.request_timeout_ms, 0);
+    ck_assert_int_eq(c.max_idle_time_ms, 600000);
+    ck_assert_int_eq(c.max_lifetime_ms, 3600000);
+    ck_assert_int_eq(c.tcp_keepalive_s, 120);
+    ck_assert_int_eq(c.tcp_user_timeout_ms, 30000);
     config_free(&c);
 
     /* A file with only the required key gives the same values. */
@@ -120,6 +131,11 @@ START_TEST(test_every_key)
                        "log_level = debug\n"
                        "max_clients = 7\n"
                        "shutdown_timeout_ms = 0\n"
+                       "client_frame_timeout_ms = 100\n"
+                       "client_idle_timeout_ms = 5\n"
+                       "client_write_timeout_ms = 101\n"
+                       "max_buffer_bytes = 1048576\n"
+                       "max_message_bytes = 2000000\n"
                        "\n"
                        "[upstream]\n"
                        "mode = replicaset\n"
@@ -133,6 +149,11 @@ START_TEST(test_every_key)
                        "read_preference = secondaryPreferred\n"
                        "read_preference_tags = dc:ny\n"
                        "max_staleness_seconds = 90\n"
+                       "max_idle_time_ms = 0\n"
+                       "max_lifetime_ms = 0\n"
+                       "request_timeout_ms = 2500\n"
+                       "tcp_keepalive_s = 0\n"
+                       "tcp_user_timeout_ms = 0\n"
                        "[cursors]\n"
                        "max_cursors = 1\n"
                        "idle_timeout_ms = 1000\n";
@@ -162,6 +183,16 @@ START_TEST(test_every_key)
     ck_assert_int_eq(c.max_staleness_seconds, 90);
     ck_assert_int_eq(c.max_cursors, 1);
     ck_assert_int_eq(c.idle_timeout_ms, 1000);
+    ck_assert_int_eq(c.client_frame_timeout_ms, 100);
+    ck_assert_int_eq(c.client_idle_timeout_ms, 5);
+    ck_assert_int_eq(c.client_write_timeout_ms, 101);
+    ck_assert_int_eq(c.max_buffer_bytes, 1048576);
+    ck_assert_int_eq(c.max_message_bytes, 2000000);
+    ck_assert_int_eq(c.max_idle_time_ms, 0);
+    ck_assert_int_eq(c.max_lifetime_ms, 0);
+    ck_assert_int_eq(c.request_timeout_ms, 2500);
+    ck_assert_int_eq(c.tcp_keepalive_s, 0);
+    ck_assert_int_eq(c.tcp_user_timeout_ms, 0);
     config_free(&c);
 }
 END_TEST
@@ -204,7 +235,7 @@ START_TEST(test_listen_forms)
 {
     struct mlb_config c;
     ck_assert_int_eq(load("[mongolb]\nlisten = 127.0.0.1:27016, [::1]:27016 ,"
-                          "unix:/run/mongolb.sock,localhost:1\n" MINIMAL,
+                          "unix:/run/mongolb.sock,0.0.0.0:1\n" MINIMAL,
                           &c),
                      0);
     ck_assert_uint_eq(c.listen.count, 4);
@@ -216,7 +247,7 @@ START_TEST(test_listen_forms)
     ck_assert_int_eq(c.listen.addr[1].port, 27016);
     ck_assert_int_eq(c.listen.addr[2].kind, MLB_LISTEN_UNIX);
     ck_assert_str_eq(c.listen.addr[2].path, "/run/mongolb.sock");
-    ck_assert_str_eq(c.listen.addr[3].host, "localhost");
+    ck_assert_str_eq(c.listen.addr[3].host, "0.0.0.0");
     ck_assert_int_eq(c.listen.addr[3].port, 1);
     config_free(&c);
 
@@ -228,14 +259,15 @@ START_TEST(test_listen_forms)
     expect_error("[mongolb]\nlisten = ::1:27016\n" MINIMAL,
                  "t.ini:2: [mongolb] listen: '::1:27016': an IPv6 address needs brackets, as in "
                  "[::1]:27017");
-    expect_error("[mongolb]\nlisten = a:1,a:1\n" MINIMAL,
-                 "t.ini:2: [mongolb] listen: 'a:1' is listed twice");
+    expect_error("[mongolb]\nlisten = 10.0.0.1:1,10.0.0.1:1\n" MINIMAL,
+                 "t.ini:2: [mongolb] listen: '10.0.0.1:1' is listed twice");
     expect_error("[mongolb]\nlisten =\n" MINIMAL, "t.ini:2: [mongolb] listen: no address given");
 
     /* The 17th address is one too many. */
     char text[1024] = "[mongolb]\nlisten = ";
     for (int i = 0; i < 17; i++)
-        snprintf(text + strlen(text), sizeof(text) - strlen(text), "%sh:%d", i ? "," : "", i + 1);
+        snprintf(text + strlen(text), sizeof(text) - strlen(text), "%s127.0.0.1:%d", i ? "," : "",
+                 i + 1);
     strcat(text, "\n" MINIMAL);
     expect_error(text, "t.ini:2: [mongolb] listen: more than 16 addresses");
 }
@@ -325,6 +357,37 @@ START_TEST(test_value_errors)
                  "primaryPreferred, secondary, secondaryPreferred, nearest");
     expect_error("[mongolb]\nlog_level = verbose\n" MINIMAL,
                  "t.ini:2: [mongolb] log_level: 'verbose' is not one of: error, warn, info, debug");
+    /* The ranges of the buffer, frame and timeout keys. */
+    expect_error("[mongolb]\nmax_message_bytes = 48000001\n" MINIMAL,
+                 "t.ini:2: [mongolb] max_message_bytes: '48000001' is out of range (1048576 to "
+                 "48000000)");
+    expect_error("[mongolb]\nmax_message_bytes = 1048575\n" MINIMAL,
+                 "t.ini:2: [mongolb] max_message_bytes: '1048575' is out of range (1048576 to "
+                 "48000000)");
+    expect_error("[mongolb]\nmax_buffer_bytes = 1048575\n" MINIMAL,
+                 "t.ini:2: [mongolb] max_buffer_bytes: '1048575' is out of range (1048576 to "
+                 "2147483647)");
+    expect_error("[mongolb]\nclient_frame_timeout_ms = 99\n" MINIMAL,
+                 "t.ini:2: [mongolb] client_frame_timeout_ms: '99' is out of range (100 to "
+                 "2147483647)");
+    expect_error("[mongolb]\nclient_write_timeout_ms = 0\n" MINIMAL,
+                 "t.ini:2: [mongolb] client_write_timeout_ms: '0' is out of range (100 to "
+                 "2147483647)");
+    expect_error("[mongolb]\nclient_idle_timeout_ms = -1\n" MINIMAL,
+                 "t.ini:2: [mongolb] client_idle_timeout_ms: '-1' is out of range (0 to "
+                 "2147483647)");
+    expect_error(MINIMAL "request_timeout_ms = -1\n",
+                 "t.ini:3: [upstream] request_timeout_ms: '-1' is out of range (0 to 2147483647)");
+    expect_error(MINIMAL "max_idle_time_ms = -1\n",
+                 "t.ini:3: [upstream] max_idle_time_ms: '-1' is out of range (0 to 2147483647)");
+    expect_error(MINIMAL "max_lifetime_ms = -1\n",
+                 "t.ini:3: [upstream] max_lifetime_ms: '-1' is out of range (0 to 2147483647)");
+    /* Linux refuses a TCP keepalive idle time above 32767 seconds. */
+    expect_error(MINIMAL "tcp_keepalive_s = 32768\n",
+                 "t.ini:3: [upstream] tcp_keepalive_s: '32768' is out of range (0 to 32767)");
+    expect_error(MINIMAL "tcp_user_timeout_ms = -1\n",
+                 "t.ini:3: [upstream] tcp_user_timeout_ms: '-1' is out of range (0 to "
+                 "2147483647)");
 }
 END_TEST
 
@@ -657,6 +720,420 @@ START_TEST(test_files)
 }
 END_TEST
 
+/* Writes len bytes of data to a new temporary file whose path goes into path (32 bytes). */
+static void write_temp(char *path, const char *data, size_t len)
+{
+    strcpy(path, "/tmp/check_config_XXXXXX");
+    int fd = mkstemp(path);
+    ck_assert_int_ge(fd, 0);
+    for (size_t done = 0; done < len;) {
+        ssize_t n = write(fd, data + done, len - done);
+        ck_assert_int_gt(n, 0);
+        done += (size_t)n;
+    }
+    ck_assert_int_eq(close(fd), 0);
+}
+
+#define MIB (1024 * 1024)
+
+START_TEST(test_file_size_limit)
+{
+    /* A valid file padded with comment lines to exactly 1 MiB still loads. */
+    char *text = malloc(MIB + 1);
+    ck_assert_ptr_nonnull(text);
+    size_t head = strlen(MINIMAL);
+    memcpy(text, MINIMAL, head);
+    for (size_t i = head; i < MIB; i++)
+        text[i] = (i % 100 == 99 || i == MIB - 1) ? '\n' : '#';
+    char path[32];
+    write_temp(path, text, MIB);
+    struct mlb_config c;
+    int r = config_load_file(path, &c, err, sizeof(err));
+    ck_assert_msg(r == 0, "%s", err);
+    ck_assert_uint_eq(c.seeds.count, 1);
+    config_free(&c);
+    unlink(path);
+
+    /* One byte more is refused, with the path in the message. */
+    text[MIB] = '#';
+    write_temp(path, text, MIB + 1);
+    free(text);
+    ck_assert_int_eq(config_load_file(path, &c, err, sizeof(err)), -EFBIG);
+    char expected[256];
+    snprintf(expected, sizeof(expected),
+             "%s: the file is larger than 1 MiB (1048576 bytes), the most a configuration file "
+             "may be",
+             path);
+    ck_assert_str_eq(err, expected);
+    ck_assert_uint_eq(c.seeds.count, 0);
+    config_free(&c);
+    unlink(path);
+}
+END_TEST
+
+START_TEST(test_file_endless)
+{
+    /* A device that never ends is read only up to the limit, not until memory runs out. */
+    struct mlb_config c;
+    ck_assert_int_eq(config_load_file("/dev/zero", &c, err, sizeof(err)), -EFBIG);
+    ck_assert_str_eq(err, "/dev/zero: the file is larger than 1 MiB (1048576 bytes), the most a "
+                          "configuration file may be");
+    config_free(&c);
+    /* Without room for errors, the refusal is the same and nothing is written. */
+    ck_assert_int_eq(config_load_file("/dev/zero", &c, NULL, 0), -EFBIG);
+    config_free(&c);
+
+    /* A pipe is not a regular file either, but a short one is a fine source. */
+    int fds[2];
+    ck_assert_int_eq(pipe(fds), 0);
+    ck_assert_int_eq(write(fds[1], MINIMAL, strlen(MINIMAL)), (ssize_t)strlen(MINIMAL));
+    ck_assert_int_eq(close(fds[1]), 0);
+    char path[64];
+    snprintf(path, sizeof(path), "/dev/fd/%d", fds[0]);
+    int r = config_load_file(path, &c, err, sizeof(err));
+    ck_assert_msg(r == 0, "%s", err);
+    ck_assert_uint_eq(c.seeds.count, 1);
+    config_free(&c);
+    close(fds[0]);
+
+    /* A directory cannot be read. */
+    ck_assert_int_eq(config_load_file("/tmp", &c, err, sizeof(err)), -EISDIR);
+    ck_assert_str_eq(err, "cannot read /tmp: Is a directory");
+    config_free(&c);
+}
+END_TEST
+
+/* Asserts that the len bytes of data, written to a file, fail to load with "PATH:line: ...". */
+static void expect_nul_error(const char *data, size_t len, int line)
+{
+    char path[32];
+    write_temp(path, data, len);
+    struct mlb_config c;
+    ck_assert_int_eq(config_load_file(path, &c, err, sizeof(err)), -EINVAL);
+    char expected[256];
+    snprintf(expected, sizeof(expected),
+             "%s:%d: the line has a NUL byte in it; a configuration file is plain text", path,
+             line);
+    ck_assert_str_eq(err, expected);
+    ck_assert_uint_eq(c.seeds.count, 0);
+    config_free(&c);
+    unlink(path);
+}
+
+START_TEST(test_nul_byte)
+{
+    /* Inside a value, where inih would silently cut the value at the NUL. */
+    static const char in_value[] = "[upstream]\nseeds = h\0x\nmax_pool_size = 5\n";
+    expect_nul_error(in_value, sizeof(in_value) - 1, 2);
+    /* In a comment. */
+    static const char in_comment[] = "# a\0b\n" MINIMAL;
+    expect_nul_error(in_comment, sizeof(in_comment) - 1, 1);
+    /* Alone at the very end, after the last newline. */
+    static const char at_end[] = MINIMAL "\0";
+    expect_nul_error(at_end, sizeof(at_end) - 1, 3);
+}
+END_TEST
+
+START_TEST(test_listen_needs_ip)
+{
+    /* The listener binds without a name lookup, so a host name would only fail at start. */
+    expect_error("[mongolb]\nlisten = localhost:27016\n" MINIMAL,
+                 "t.ini:2: [mongolb] listen: 'localhost:27016' is a host name, but listen takes "
+                 "an IP address; write 127.0.0.1:27016 or [::1]:27016");
+    expect_error("[mongolb]\nlisten = 127.0.0.1:1, db.example:2\n" MINIMAL,
+                 "t.ini:2: [mongolb] listen: 'db.example:2' is a host name, but listen takes an "
+                 "IP address; write 127.0.0.1:2 or [::1]:2");
+    expect_error("[mongolb]\nlisten = 256.0.0.1:1\n" MINIMAL,
+                 "t.ini:2: [mongolb] listen: '256.0.0.1:1' is not a valid IPv4 address");
+    expect_error("[mongolb]\nlisten = 10.1:1\n" MINIMAL,
+                 "t.ini:2: [mongolb] listen: '10.1:1' is not a valid IPv4 address");
+    expect_error("[mongolb]\nlisten = [1:2:3:4:5:6:7:8:9]:1\n" MINIMAL,
+                 "t.ini:2: [mongolb] listen: '[1:2:3:4:5:6:7:8:9]:1' is not a valid IPv6 address");
+    struct mlb_config c;
+    ck_assert_int_eq(load("[mongolb]\nlisten = 0.0.0.0:1,[::]:2,[fe80::1%lo]:3,"
+                          "[::ffff:127.0.0.1]:4\n" MINIMAL,
+                          &c),
+                     0);
+    ck_assert_uint_eq(c.listen.count, 4);
+    ck_assert_str_eq(c.listen.addr[2].host, "fe80::1%lo");
+    config_free(&c);
+}
+END_TEST
+
+/* Loads read_preference_tags = tags under read_preference = nearest, as line 4 of t.ini. */
+static int load_tags(const char *tags, struct mlb_config *c)
+{
+    char *text = NULL;
+    ck_assert_int_ge(
+        asprintf(&text, MINIMAL "read_preference = nearest\nread_preference_tags = %s\n", tags), 0);
+    int r = load(text, c);
+    free(text);
+    return r;
+}
+
+/* Asserts that read_preference_tags = tags fails with "t.ini:4: [upstream] ...: why". */
+static void expect_tags_error(const char *tags, const char *why)
+{
+    struct mlb_config c;
+    ck_assert_int_eq(load_tags(tags, &c), -EINVAL);
+    char expected[512];
+    snprintf(expected, sizeof(expected), "t.ini:4: [upstream] read_preference_tags: %s", why);
+    ck_assert_str_eq(err, expected);
+    config_free(&c);
+}
+
+START_TEST(test_tag_limits)
+{
+    struct mlb_config c;
+    char tags[2048];
+
+    /* Eight sets fit, the last of them empty; a ninth, empty or not, does not. */
+    strcpy(tags, "");
+    for (int i = 1; i <= 7; i++)
+        snprintf(tags + strlen(tags), sizeof(tags) - strlen(tags), "dc:%d;", i);
+    ck_assert_int_eq(load_tags(tags, &c), 0);
+    ck_assert_uint_eq(c.read_preference_tags.count, 8);
+    ck_assert_uint_eq(c.read_preference_tags.set[7].count, 0);
+    config_free(&c);
+    strcat(tags, "dc:8");
+    ck_assert_int_eq(load_tags(tags, &c), 0);
+    ck_assert_uint_eq(c.read_preference_tags.count, 8);
+    config_free(&c);
+    strcat(tags, ";");
+    expect_tags_error(tags, "more than 8 tag sets (an empty last set counts as one)");
+    strcat(tags, "dc:9");
+    expect_tags_error(tags, "more than 8 tag sets (an empty last set counts as one)");
+
+    /* Sixteen tags fit in a set; a seventeenth does not. */
+    strcpy(tags, "x:y;");
+    for (int i = 1; i <= 16; i++)
+        snprintf(tags + strlen(tags), sizeof(tags) - strlen(tags), "%st%d:%d", i > 1 ? "," : "", i,
+                 i);
+    ck_assert_int_eq(load_tags(tags, &c), 0);
+    ck_assert_uint_eq(c.read_preference_tags.set[1].count, 16);
+    config_free(&c);
+    strcat(tags, ",t17:17");
+    expect_tags_error(tags, "tag set 2 has more than 16 tags");
+
+    /* A name or value of 63 bytes fits in struct server_tag; 64 do not. */
+    char n63[64], n64[65];
+    memset(n63, 'n', 63);
+    n63[63] = '\0';
+    memset(n64, 'n', 64);
+    n64[64] = '\0';
+    snprintf(tags, sizeof(tags), "%s:%s", n63, n63);
+    ck_assert_int_eq(load_tags(tags, &c), 0);
+    ck_assert_str_eq(c.read_preference_tags.set[0].tag[0].name, n63);
+    ck_assert_str_eq(c.read_preference_tags.set[0].tag[0].value, n63);
+    config_free(&c);
+    char why[256];
+    snprintf(tags, sizeof(tags), "%s:v", n64);
+    snprintf(why, sizeof(why), "tag name '%s' is longer than 63 bytes", n64);
+    expect_tags_error(tags, why);
+    snprintf(tags, sizeof(tags), "dc:ny;k:%s", n64);
+    snprintf(why, sizeof(why), "the value of tag 'k' is longer than 63 bytes");
+    expect_tags_error(tags, why);
+}
+END_TEST
+
+START_TEST(test_default_read_pref)
+{
+    struct read_pref rp;
+    struct mlb_config c;
+
+    /* The defaults: primary, no tags, no staleness limit. */
+    config_defaults(&c);
+    memset(&rp, 0x5a, sizeof(rp));
+    ck_assert_int_eq(config_default_read_pref(&c, &rp), 0);
+    ck_assert_int_eq(rp.mode, READ_PRIMARY);
+    ck_assert_int_eq(rp.n_sets, 0);
+    ck_assert_int_eq(rp.max_staleness_s, -1);
+    config_free(&c);
+
+    /* Every mode maps to topology's name for it. */
+    static const struct {
+        const char *name;
+        enum read_mode mode;
+    } modes[] = {
+        {"primaryPreferred", READ_PRIMARY_PREFERRED},
+        {"secondary", READ_SECONDARY},
+        {"secondaryPreferred", READ_SECONDARY_PREFERRED},
+        {"nearest", READ_NEAREST},
+    };
+    for (size_t i = 0; i < sizeof(modes) / sizeof(modes[0]); i++) {
+        char text[256];
+        snprintf(text, sizeof(text), MINIMAL "read_preference = %s\n", modes[i].name);
+        ck_assert_int_eq(load(text, &c), 0);
+        ck_assert_int_eq(config_default_read_pref(&c, &rp), 0);
+        ck_assert_int_eq(rp.mode, modes[i].mode);
+        ck_assert_str_eq(read_mode_name(rp.mode), modes[i].name);
+        config_free(&c);
+    }
+
+    /* Sets and tags are copied exactly, in order, and the trailing empty set is kept. */
+    ck_assert_int_eq(load(MINIMAL "read_preference = nearest\nmax_staleness_seconds = 100\n"
+                                  "read_preference_tags = dc:ny,rack:1 ; dc:ny ;\n",
+                          &c),
+                     0);
+    ck_assert_int_eq(config_default_read_pref(&c, &rp), 0);
+    ck_assert_int_eq(rp.mode, READ_NEAREST);
+    ck_assert_int_eq(rp.max_staleness_s, 100);
+    ck_assert_int_eq(rp.n_sets, 3);
+    ck_assert_int_eq(rp.sets[0].n, 2);
+    ck_assert_str_eq(rp.sets[0].tags[0].name, "dc");
+    ck_assert_str_eq(rp.sets[0].tags[0].value, "ny");
+    ck_assert_str_eq(rp.sets[0].tags[1].name, "rack");
+    ck_assert_str_eq(rp.sets[0].tags[1].value, "1");
+    ck_assert_int_eq(rp.sets[1].n, 1);
+    ck_assert_str_eq(rp.sets[1].tags[0].name, "dc");
+    ck_assert_str_eq(rp.sets[1].tags[0].value, "ny");
+    ck_assert_int_eq(rp.sets[2].n, 0);
+    /* The result passes topology's own rules for a read preference. */
+    char why[256];
+    ck_assert_int_eq(read_pref_validate(&rp, c.heartbeat_interval_ms, why, sizeof(why)), 0);
+    config_free(&c);
+
+    /* "dc:ny;" alone keeps its empty set too. */
+    ck_assert_int_eq(
+        load(MINIMAL "read_preference = secondary\nread_preference_tags = dc:ny;\n", &c), 0);
+    ck_assert_int_eq(config_default_read_pref(&c, &rp), 0);
+    ck_assert_int_eq(rp.n_sets, 2);
+    ck_assert_int_eq(rp.sets[0].n, 1);
+    ck_assert_int_eq(rp.sets[1].n, 0);
+    config_free(&c);
+
+    /* Limits at their largest are copied whole. */
+    char tags[4096] = "";
+    for (int i = 1; i <= 7; i++)
+        snprintf(tags + strlen(tags), sizeof(tags) - strlen(tags), "dc:%d;", i);
+    for (int i = 1; i <= 16; i++)
+        snprintf(tags + strlen(tags), sizeof(tags) - strlen(tags), "%s%063d:%063d",
+                 i > 1 ? "," : "", i, i);
+    ck_assert_uint_lt(strlen(tags), sizeof(tags) - 1);
+    ck_assert_int_eq(load_tags(tags, &c), 0);
+    ck_assert_int_eq(config_default_read_pref(&c, &rp), 0);
+    ck_assert_int_eq(rp.n_sets, 8);
+    ck_assert_int_eq(rp.sets[7].n, 16);
+    ck_assert_str_eq(rp.sets[7].tags[15].name, c.read_preference_tags.set[7].tag[15].name);
+    ck_assert_uint_eq(strlen(rp.sets[7].tags[15].value), 63);
+    config_free(&c);
+
+    /* What validation keeps out of a loaded configuration is refused, not cut. */
+    struct mlb_tag tag_long = {"k",
+                               "vvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvv"};
+    struct mlb_tag_set one_long = {&tag_long, 1};
+    config_defaults(&c);
+    c.read_preference = MLB_READ_NEAREST;
+    c.read_preference_tags.set = &one_long;
+    c.read_preference_tags.count = 1;
+    ck_assert_int_eq(config_default_read_pref(&c, &rp), -EINVAL);
+    struct mlb_tag_set nine[9];
+    memset(nine, 0, sizeof(nine));
+    c.read_preference_tags.set = nine;
+    c.read_preference_tags.count = 9;
+    ck_assert_int_eq(config_default_read_pref(&c, &rp), -EINVAL);
+    struct mlb_tag many[17];
+    for (int i = 0; i < 17; i++)
+        many[i] = (struct mlb_tag){"a", "b"};
+    struct mlb_tag_set big = {many, 17};
+    c.read_preference_tags.set = &big;
+    c.read_preference_tags.count = 1;
+    ck_assert_int_eq(config_default_read_pref(&c, &rp), -EINVAL);
+    c.read_preference_tags.set = NULL;
+    c.read_preference_tags.count = 0;
+    c.read_preference = (enum mlb_read_pref)99;
+    ck_assert_int_eq(config_default_read_pref(&c, &rp), -EINVAL);
+    /* A refusal leaves the safe reading: primary, no tags, no staleness limit. */
+    ck_assert_int_eq(rp.mode, READ_PRIMARY);
+    ck_assert_int_eq(rp.n_sets, 0);
+    ck_assert_int_eq(rp.max_staleness_s, -1);
+}
+END_TEST
+
+/* Returns a string of n copies of ch, which the caller frees. */
+static char *repeat(char ch, size_t n)
+{
+    char *s = malloc(n + 1);
+    ck_assert_ptr_nonnull(s);
+    memset(s, ch, n);
+    s[n] = '\0';
+    return s;
+}
+
+START_TEST(test_no_silent_truncation)
+{
+    struct mlb_config c;
+    char text[2048], expected[2048];
+
+    /* A seed host name of 255 characters fits; 256 are refused. */
+    char *h255 = repeat('h', 255), *h256 = repeat('h', 256), *h300 = repeat('h', 300);
+    snprintf(text, sizeof(text), "[upstream]\nseeds = %s:1\n", h255);
+    ck_assert_int_eq(load(text, &c), 0);
+    ck_assert_str_eq(c.seeds.host[0].host, h255);
+    config_free(&c);
+    snprintf(text, sizeof(text), "[upstream]\nseeds = %s:1\n", h256);
+    snprintf(expected, sizeof(expected),
+             "t.ini:2: [upstream] seeds: '%s:1': the host name is longer than 255 characters",
+             h256);
+    expect_error(text, expected);
+    snprintf(text, sizeof(text), "[upstream]\nseeds = a, %s\n", h300);
+    snprintf(expected, sizeof(expected),
+             "t.ini:2: [upstream] seeds: '%s': the host name is longer than 255 characters", h300);
+    expect_error(text, expected);
+
+    /* Host names are case-insensitive, so the same server in two spellings is listed twice. */
+    expect_error("[upstream]\nseeds = db1.example,DB1.Example:27017\n",
+                 "t.ini:2: [upstream] seeds: 'DB1.Example:27017' is listed twice");
+
+    /* A listen address that long cannot be an IP address. */
+    snprintf(text, sizeof(text), "[mongolb]\nlisten = %s:1\n" MINIMAL, h300);
+    snprintf(expected, sizeof(expected),
+             "t.ini:2: [mongolb] listen: '%s:1': the host name is longer than 255 characters",
+             h300);
+    expect_error(text, expected);
+
+    /* A unix socket path has at most 107 characters, the size of sun_path less its NUL. */
+    char *p107 = repeat('p', 106), *p108 = repeat('p', 107);
+    snprintf(text, sizeof(text), "[mongolb]\nlisten = unix:/%s\n" MINIMAL, p107);
+    ck_assert_int_eq(load(text, &c), 0);
+    ck_assert_uint_eq(strlen(c.listen.addr[0].path), 107);
+    config_free(&c);
+    snprintf(text, sizeof(text), "[mongolb]\nlisten = unix:/%s\n" MINIMAL, p108);
+    snprintf(expected, sizeof(expected),
+             "t.ini:2: [mongolb] listen: 'unix:/%s': a unix socket path has at most 107 "
+             "characters",
+             p108);
+    expect_error(text, expected);
+    char *p300 = repeat('p', 300);
+    snprintf(text, sizeof(text), "[mongolb]\nlisten = unix:/%s\n" MINIMAL, p300);
+    snprintf(expected, sizeof(expected),
+             "t.ini:2: [mongolb] listen: 'unix:/%s': a unix socket path has at most 107 "
+             "characters",
+             p300);
+    expect_error(text, expected);
+
+    /* A replica set name must fit where the monitor keeps the name each member reports. */
+    char *r63 = repeat('r', 63), *r64 = repeat('r', 64);
+    snprintf(text, sizeof(text), MINIMAL "mode = replicaset\nreplica_set = %s\n", r63);
+    ck_assert_int_eq(load(text, &c), 0);
+    ck_assert_str_eq(c.replica_set, r63);
+    config_free(&c);
+    snprintf(text, sizeof(text), MINIMAL "mode = replicaset\nreplica_set = %s\n", r64);
+    snprintf(expected, sizeof(expected),
+             "t.ini:4: [upstream] replica_set: '%s' is longer than 63 characters", r64);
+    expect_error(text, expected);
+
+    free(h255);
+    free(h256);
+    free(h300);
+    free(p107);
+    free(p108);
+    free(p300);
+    free(r63);
+    free(r64);
+}
+END_TEST
+
 /* Dumps c into a string the caller frees. */
 static char *dump_string(const struct mlb_config *c)
 {
@@ -701,8 +1178,9 @@ START_TEST(test_dump_round_trip)
     struct mlb_config c;
     ck_assert_int_eq(load(texts[1], &c), 0);
     char *text = dump_string(&c);
-    ck_assert_ptr_nonnull(strstr(text, "[mongolb]\nlisten = [::1]:27016,unix:/run/mongolb.sock,"
+    ck_assert_ptr_nonnull(strstr(text, "\nlisten = [::1]:27016,unix:/run/mongolb.sock,"
                                        "0.0.0.0:1\nlog_level = warn\n"));
+    ck_assert_ptr_nonnull(strstr(text, "[mongolb]\nclient_frame_timeout_ms = 30000\n"));
     ck_assert_ptr_nonnull(strstr(text, "\nread_preference_tags = dc:ny,rack:1;dc:ny;\n"));
     ck_assert_ptr_nonnull(strstr(text, "\nseeds = [::1]:27017,h:2,[fe80::1%lo]:3\n"));
     free(text);
@@ -726,6 +1204,18 @@ START_TEST(test_reload_check)
     ck_assert_int_eq(load(MINIMAL "max_pool_size = 5\nlocal_threshold_ms = 30\n", &b), 0);
     ck_assert_int_eq(config_check_reload(&a, &b, err, sizeof(err)), 0);
     ck_assert_str_eq(err, "");
+    config_free(&b);
+    /* Every buffer, frame and timeout key may change on a reload. */
+    ck_assert_int_eq(load("[mongolb]\nmax_buffer_bytes = 2097152\nmax_message_bytes = 1048576\n"
+                          "client_idle_timeout_ms = 1\nclient_frame_timeout_ms = 200\n"
+                          "client_write_timeout_ms = 300\n" MINIMAL "max_pool_size = 5\n"
+                          "request_timeout_ms = 4\nmax_idle_time_ms = 5\nmax_lifetime_ms = 6\n"
+                          "tcp_keepalive_s = 7\ntcp_user_timeout_ms = 8\n",
+                          &b),
+                     0);
+    ck_assert_int_eq(config_check_reload(&a, &b, err, sizeof(err)), 0);
+    ck_assert_str_eq(err, "");
+    ck_assert_int_eq(b.tcp_user_timeout_ms, 8);
     config_free(&a);
     config_free(&b);
 }
@@ -734,7 +1224,7 @@ END_TEST
 START_TEST(test_table)
 {
     size_t n = config_key_count();
-    ck_assert_uint_eq(n, 17);
+    ck_assert_uint_eq(n, 27);
     ck_assert_ptr_null(config_key_at(n));
     /* Sections form contiguous groups, and keys are alphabetical inside each. */
     for (size_t i = 1; i < n; i++) {
@@ -821,11 +1311,16 @@ START_TEST(test_example_config_and_docs)
             found = strcmp(full, names[i]) == 0;
         ck_assert_msg(found, "conf/mongolb.ini lacks [%s] %s (as 'key =' or '; key =')",
                       key->section, key->name);
-        char needle[96];
-        snprintf(needle, sizeof(needle), "`%s`", key->name);
-        ck_assert_msg(strstr(readme, needle) != NULL, "README.md does not document %s", needle);
-        ck_assert_msg(strstr(reference, needle) != NULL, "docs/CONFIG.md does not document %s",
-                      needle);
+        /* Both tables carry the key's row exactly as the table in config.c describes it, so
+           that neither can fall behind a changed default, range or description. */
+        char row[1024];
+        snprintf(row, sizeof(row), "| `[%s]` | `%s` | %s%s%s | %s | %s |\n", key->section,
+                 key->name, key->default_value[0] ? "`" : "",
+                 key->default_value[0] ? key->default_value : "(none)",
+                 key->default_value[0] ? "`" : "", (key->flags & CONFIG_RELOADABLE) ? "yes" : "no",
+                 key->doc);
+        ck_assert_msg(strstr(readme, row) != NULL, "README.md lacks the row %s", row);
+        ck_assert_msg(strstr(reference, row) != NULL, "docs/CONFIG.md lacks the row %s", row);
     }
     free(ini);
     free(readme);
@@ -856,6 +1351,13 @@ Suite *config_suite(void)
     tcase_add_test(tc, test_continuation_lines);
     tcase_add_test(tc, test_long_lines);
     tcase_add_test(tc, test_files);
+    tcase_add_test(tc, test_file_size_limit);
+    tcase_add_test(tc, test_file_endless);
+    tcase_add_test(tc, test_nul_byte);
+    tcase_add_test(tc, test_listen_needs_ip);
+    tcase_add_test(tc, test_tag_limits);
+    tcase_add_test(tc, test_default_read_pref);
+    tcase_add_test(tc, test_no_silent_truncation);
     tcase_add_test(tc, test_dump_round_trip);
     tcase_add_test(tc, test_reload_check);
     tcase_add_test(tc, test_table);
