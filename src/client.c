@@ -1,66 +1,180 @@
 /*
- * client.c: application connections, and the routing of each of their requests.
+ * client.c: one application connection and its state machine.
  *
- * A client handles one request at a time, as drivers send them: read a whole frame, classify it,
- * answer it locally or pick a server (the cursor's owner, the transaction's pin, or selection),
- * take a pooled connection to that server, forward the frame unchanged, and relay the reply from
- * the backend connection's buffer. Reading from the client pauses while a request is in progress,
- * so the frame stays where it is and is forwarded without a copy.
+ * A client handles one request at a time, as drivers send them. Its stream hands it a whole frame;
+ * the client classifies it, answers it locally or routes it (router.c decides: the cursor's owner,
+ * the transaction's pin, or selection), takes a pooled connection, forwards the frame, and relays
+ * the reply from the backend connection's buffer. The frame stays held in the client's stream
+ * until the request is over, so it is forwarded without a copy.
+ *
+ * The state says what the client is doing, and client_set_state() is the only place that changes
+ * it: it takes the client off the wait list of its old state, puts it on the list of the new one,
+ * and arms the client's one timer for whichever limit that state has (the request's deadline while
+ * waiting, the request timeout while forwarding, the write timeout while replying, the frame and
+ * idle timeouts while reading). No path can leave a waiting request without a deadline.
  *
  * Failures never silently drop the client: a backend that fails becomes an error document, with
- * the codes a mongos would use, and only a malformed or oversized frame from the client itself
- * closes its connection (with a log line).
+ * the codes a mongos would use; only the client's own faults (a malformed frame, a timeout)
+ * close its connection, with a log line.
  */
 #include "proxy.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "bson_check.h"
+#include "killcursors.h"
 #include "log.h"
 #include "mongo_errors.h"
+#include "reply.h"
+#include "retry.h"
+#include "router.h"
 
-/* MongoDB error codes mongolb itself returns. */
-#define ERR_HOST_UNREACHABLE      6
-#define ERR_CURSOR_NOT_FOUND      43
-#define ERR_FAILED_READ_PREF      133
-#define ERR_NETWORK_IFACE_TIMEOUT 202
-#define ERR_SHUTDOWN_IN_PROGRESS  91
+/* Clients are refused this many descriptors before the process limit, so that backend
+ * connections can still be opened. */
+#define FD_RESERVE_CLIENTS 16
 
-static void client_process(struct client *c);
+enum client_state {
+    CLIENT_READING = 0, /* no request in progress; waiting for (the rest of) the next frame */
+    CLIENT_WAIT_SERVER, /* no suitable server yet: on proxy.select_waiters */
+    CLIENT_WAIT_CONN,   /* waiting for a pooled connection: on a pool's waiters */
+    CLIENT_FORWARDING,  /* request sent or being sent; its reply is awaited */
+    CLIENT_REPLYING,    /* a reply (relayed or our own) is being written to the client */
+    CLIENT_CLOSING,     /* closed; freed in the last close callback */
+};
+
+struct client {
+    struct stream st;
+    uv_timer_t timer; /* the one limit of the current state */
+    struct proxy *p;
+    enum client_state state;
+    uint64_t id;
+    char prefix[64];
+    struct list link;      /* proxy.clients */
+    struct list wait_link; /* proxy.select_waiters while CLIENT_WAIT_SERVER */
+    struct pool_waiter pw; /* on a pool's waiters while CLIENT_WAIT_CONN */
+    int handles_open;
+    bool in_frame; /* inside on_frame: a request finished now needs no stream_release */
+    int64_t state_since_ms;
+    int64_t frame_began_ms;
+    int64_t last_active_ms;
+
+    /* The current request. */
+    uint8_t *frame;   /* held in the stream */
+    size_t frame_len; /* its length now (4 less once a checksum is stripped) */
+    size_t raw_len;   /* its length as it arrived, which the stream holds */
+    struct request_info ri;
+    const uint8_t *out; /* the bytes sent to the server: the frame or a rewritten one */
+    size_t out_len;
+    int server;  /* where it went, or -1 */
+    int exclude; /* a server a retry avoids */
+    int attempts;
+    int64_t deadline_ms;
+    struct bconn *bc;
+    size_t relay_len;      /* the reply frame being relayed from bc */
+    bool relay_more;       /* that reply has moreToCome: more will follow */
+    bool relay_from_bc;    /* the write in progress is bc's reply (else our own wbuf) */
+    int32_t last_reply_id; /* requestID of the last reply relayed, for exhaust chains */
+    struct kc kill;
+    struct wire_buf wbuf; /* our own replies */
+    struct wire_buf xbuf; /* a request rewritten before forwarding */
+};
+
 static void route(struct client *c);
 static void dispatch(struct client *c, int idx);
 static void kill_next(struct client *c);
 static void finish_request(struct client *c);
+static void on_timer(uv_timer_t *t);
 
-/* --- teardown ---------------------------------------------------------------------------- */
+/* --- state ---------------------------------------------------------------------------------- */
 
-static void on_client_closed(uv_handle_t *h)
+/* Arms the timer for the current state's limit, or stops it when the state has none. */
+static void arm_timer(struct client *c)
 {
-    struct client *c = h->data;
+    struct proxy *p = c->p;
+    const struct mlb_config *cfg = &p->cfg;
+    int64_t due = -1;
+    switch (c->state) {
+    case CLIENT_READING:
+        if (stream_partial(&c->st))
+            due = c->frame_began_ms + cfg->client_frame_timeout_ms;
+        else if (cfg->client_idle_timeout_ms > 0)
+            due = c->last_active_ms + cfg->client_idle_timeout_ms;
+        break;
+    case CLIENT_WAIT_SERVER:
+    case CLIENT_WAIT_CONN:
+        due = c->deadline_ms;
+        break;
+    case CLIENT_FORWARDING:
+        if (cfg->request_timeout_ms > 0) {
+            due = c->state_since_ms + cfg->request_timeout_ms;
+        }
+        break;
+    case CLIENT_REPLYING:
+        due = c->state_since_ms + cfg->client_write_timeout_ms;
+        break;
+    case CLIENT_CLOSING:
+        break;
+    }
+    if (due < 0) {
+        uv_timer_stop(&c->timer);
+        return;
+    }
+    int64_t left = due - proxy_now(p);
+    uv_timer_start(&c->timer, on_timer, (uint64_t)(left > 0 ? left : 0), 0);
+}
+
+/*
+ * The one function that changes a client's state: it leaves the old state's wait list, enters the
+ * new one's, and arms the timer for the new state's limit. (A pool's wait list is entered by
+ * pool_get itself, which needs to know the pool; leaving it is here.)
+ */
+static void client_set_state(struct client *c, enum client_state st)
+{
+    struct proxy *p = c->p;
+    if (c->state == CLIENT_WAIT_SERVER)
+        list_remove(&c->wait_link);
+    if (c->state == CLIENT_WAIT_CONN)
+        pool_cancel_wait(p, &c->pw);
+    c->state = st;
+    c->state_since_ms = proxy_now(p);
+    if (st == CLIENT_WAIT_SERVER)
+        list_push_back(&p->select_waiters, &c->wait_link);
+    arm_timer(c);
+}
+
+/* --- teardown ------------------------------------------------------------------------------- */
+
+static void handle_closed(struct client *c)
+{
     if (--c->handles_open > 0)
         return;
-    wire_buf_free(&c->rbuf);
     wire_buf_free(&c->wbuf);
-    wire_buf_free(&c->kill.out);
     wire_buf_free(&c->xbuf);
-    free(c->kill.ids);
-    free(c->kill.owner);
-    if (c->kill.active) {
-        bson_destroy(&c->kill.killed);
-        bson_destroy(&c->kill.not_found);
-        bson_destroy(&c->kill.alive);
-        bson_destroy(&c->kill.unknown);
-    }
+    kc_end(&c->kill);
     free(c);
+}
+
+static void on_timer_closed(uv_handle_t *h)
+{
+    handle_closed(h->data);
+}
+
+static void on_stream_closed(struct stream *s)
+{
+    struct client *c = s->owner;
+    c->p->fds_in_use--;
+    handle_closed(c);
 }
 
 /* Stops counting the current request against its server's in-flight figure. */
 static void leave_server(struct client *c)
 {
     if (c->server >= 0) {
-        struct server *s = &g_proxy->topo.servers[c->server];
+        struct server *s = &c->p->topo.servers[c->server];
         if (s->in_flight > 0)
             s->in_flight--;
     }
@@ -70,89 +184,44 @@ static void leave_server(struct client *c)
 /* The one teardown path of a client. Safe to call more than once and from any callback. */
 static void client_close(struct client *c, const char *why)
 {
-    struct proxy *p = g_proxy;
+    struct proxy *p = c->p;
     if (c->state == CLIENT_CLOSING)
         return;
     log_info(c->prefix, "closing: %s", why);
-    if (c->state == CLIENT_WAIT_SERVER)
-        list_remove(&c->wait_link);
-    pool_cancel_wait(p, c);
     struct bconn *b = c->bc;
     if (b) {
+        /* A reply being relayed is held in b; a request in flight may run long. */
         c->bc = NULL;
-        b->client = NULL;
-        if (c->state == CLIENT_REPLYING) {
-            /* The reply being relayed came from b: the write is cancelled with the socket, so the
-             * bytes can be dropped. A stream that has more to come cannot be reused. */
-            bconn_consume(b, c->relay_len);
-            if (c->relay_more)
-                bconn_close(b, "client left during a streamed reply");
-            else
-                pool_release(p, b);
-        }
-        /* In any other state the pool drops the reply when it arrives. */
+        pool_abandon(p, b, c->state == CLIENT_REPLYING && c->relay_from_bc);
     }
     leave_server(c);
-    c->state = CLIENT_CLOSING;
+    client_set_state(c, CLIENT_CLOSING);
     list_remove(&c->link);
     p->n_clients--;
-    uv_timer_stop(&c->timer);
-    uv_close(&c->h.handle, on_client_closed);
-    uv_close((uv_handle_t *)&c->timer, on_client_closed);
+    stream_close(&c->st);
+    uv_close((uv_handle_t *)&c->timer, on_timer_closed);
 }
 
 /* --- writing to the client ------------------------------------------------------------------ */
 
-static void on_client_written(uv_write_t *req, int status)
-{
-    struct client *c = req->data;
-    if (status == UV_ECANCELED || c->state == CLIENT_CLOSING)
-        return;
-    if (status < 0) {
-        char why[96];
-        snprintf(why, sizeof(why), "write: %s", uv_strerror(status));
-        client_close(c, why);
-        return;
-    }
-    struct bconn *b = c->bc;
-    if (!b) {
-        /* Our own reply was written. */
-        finish_request(c);
-        return;
-    }
-    bconn_consume(b, c->relay_len);
-    if (c->relay_more) {
-        /* An exhaust stream: wait for its next part. */
-        c->state = CLIENT_FORWARDING;
-        if (bconn_read_start(b) < 0) {
-            c->bc = NULL;
-            bconn_close(b, "cannot resume reading");
-            client_on_backend_error(c, b, UV_EIO);
-        }
-        return;
-    }
-    c->bc = NULL;
-    leave_server(c);
-    pool_release(g_proxy, b);
-    finish_request(c);
-}
-
-static int write_to_client(struct client *c, const uint8_t *data, size_t len)
+static void write_to_client(struct client *c, const uint8_t *data, size_t len, bool from_bc)
 {
     uv_buf_t buf = uv_buf_init((char *)data, (unsigned)len);
-    c->write_req.data = c;
-    c->state = CLIENT_REPLYING;
-    int rc = uv_write(&c->write_req, &c->h.stream, &buf, 1, on_client_written);
-    if (rc < 0)
-        client_close(c, "cannot write to client");
-    return rc;
+    c->relay_from_bc = from_bc;
+    client_set_state(c, CLIENT_REPLYING);
+    int rc = stream_write(&c->st, &buf, 1);
+    if (rc < 0) {
+        char why[96];
+        snprintf(why, sizeof(why), "cannot write: %s", uv_strerror(rc));
+        client_close(c, why);
+    }
 }
 
 /* Sends a document we built as the reply to the current request, in the request's own form:
  * OP_MSG for OP_MSG, OP_REPLY for the legacy opcodes. */
 static void reply_local(struct client *c, const bson_t *doc, int32_t reply_flags)
 {
-    struct proxy *p = g_proxy;
+    struct proxy *p = c->p;
     p->stats.replies_local++;
     if (c->ri.more_to_come && c->ri.opcode == WIRE_OP_MSG) {
         /* The client expects no reply (w:0): there is nobody to tell. */
@@ -173,76 +242,28 @@ static void reply_local(struct client *c, const bson_t *doc, int32_t reply_flags
         client_close(c, "out of memory building a reply");
         return;
     }
-    write_to_client(c, c->wbuf.data, c->wbuf.len);
-}
-
-/* The commands that end a transaction. */
-static bool is_txn_end(const struct request_info *ri)
-{
-    return strcmp(ri->command, "commitTransaction") == 0 ||
-           strcmp(ri->command, "abortTransaction") == 0;
-}
-
-/* A retryable write: drivers attach a txnNumber outside a transaction only to those. */
-static bool is_retryable_write(const struct request_info *ri)
-{
-    return ri->kind == REQ_FORWARD && ri->has_txn_number && !ri->autocommit_false;
-}
-
-/*
- * Adds the error labels the drivers' transactions and retryable-writes specifications expect on
- * an error mongolb made itself because a server could not be reached or chosen: inside a
- * transaction TransientTransactionError (the driver's withTransaction then retries the whole
- * transaction); on commit UnknownTransactionCommitResult and RetryableWriteError (the driver
- * retries the commit); on abort and on retryable writes RetryableWriteError. Other errors, and
- * writes that are not retryable, get no label, so nothing is retried that could apply twice.
- */
-static void append_error_labels(bson_t *doc, const struct request_info *ri, int code)
-{
-    bool network = code == ERR_HOST_UNREACHABLE || code == ERR_NETWORK_IFACE_TIMEOUT;
-    const char *labels[2];
-    int n = 0;
-    if (strcmp(ri->command, "commitTransaction") == 0) {
-        labels[n++] = "UnknownTransactionCommitResult";
-        if (network)
-            labels[n++] = "RetryableWriteError";
-    } else if (strcmp(ri->command, "abortTransaction") == 0) {
-        if (network)
-            labels[n++] = "RetryableWriteError";
-    } else if (ri->autocommit_false && code != ERR_CURSOR_NOT_FOUND) {
-        labels[n++] = "TransientTransactionError";
-    } else if (is_retryable_write(ri) && network) {
-        labels[n++] = "RetryableWriteError";
-    }
-    if (n == 0)
-        return;
-    bson_t arr;
-    BSON_APPEND_ARRAY_BEGIN(doc, "errorLabels", &arr);
-    for (int i = 0; i < n; i++) {
-        char key[4];
-        snprintf(key, sizeof(key), "%d", i);
-        BSON_APPEND_UTF8(&arr, key, labels[i]);
-    }
-    bson_append_array_end(doc, &arr);
+    write_to_client(c, c->wbuf.data, c->wbuf.len, false);
 }
 
 /* Replies with an error document {ok:0, errmsg, code, codeName, errorLabels?}. */
-static void reply_error(struct client *c, int code, const char *code_name, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static void reply_error(struct client *c, int code, const char *code_name, const char *fmt, ...)
+static void reply_error(struct client *c, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void reply_error(struct client *c, int code, const char *fmt, ...)
 {
     char msg[512];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
-    g_proxy->stats.errors_returned++;
-    log_debug(c->prefix, "%s: error %d %s: %s", c->ri.command, code, code_name, msg);
+    c->p->stats.errors_returned++;
+    log_debug(c->prefix, "%s: error %d %s: %s", c->ri.command, code, mongo_error_name(code), msg);
     bson_t doc = BSON_INITIALIZER;
-    status_build_error(&doc, code, code_name, msg);
-    append_error_labels(&doc, &c->ri, code);
+    status_build_error(&doc, code, mongo_error_name(code), msg);
+    const char *labels[2];
+    int n = retry_error_labels(&c->ri, code, labels);
+    retry_append_labels(&doc, labels, n);
     int32_t flags = 0;
-    if (c->ri.kind == REQ_LEGACY_GET_MORE && code == ERR_CURSOR_NOT_FOUND)
+    if (c->ri.kind == REQ_LEGACY_GET_MORE && code == MONGO_ERR_CURSOR_NOT_FOUND)
         flags = WIRE_REPLY_CURSOR_NOT_FOUND;
     else if (c->ri.kind == REQ_LEGACY_GET_MORE)
         flags = WIRE_REPLY_QUERY_FAILURE;
@@ -250,126 +271,66 @@ static void reply_error(struct client *c, int code, const char *code_name, const
     bson_destroy(&doc);
 }
 
-/* --- the request cycle ------------------------------------------------------------------ */
+static void on_written(struct stream *s, int status)
+{
+    struct client *c = s->owner;
+    if (c->state == CLIENT_CLOSING)
+        return;
+    if (status < 0) {
+        char why[96];
+        snprintf(why, sizeof(why), "write: %s", uv_strerror(status));
+        client_close(c, why);
+        return;
+    }
+    if (!c->relay_from_bc) {
+        /* Our own reply was written. */
+        finish_request(c);
+        return;
+    }
+    struct bconn *b = c->bc;
+    c->relay_from_bc = false;
+    bconn_reply_done(b);
+    if (c->relay_more) {
+        /* An exhaust stream: wait for its next part, which the connection delivers next. */
+        client_set_state(c, CLIENT_FORWARDING);
+        return;
+    }
+    c->bc = NULL;
+    leave_server(c);
+    pool_release(c->p, b);
+    finish_request(c);
+}
 
-static void on_deadline(uv_timer_t *t);
+/* --- the request cycle ---------------------------------------------------------------------- */
 
 /* Ends the current request and moves on to the next one (or back to reading). */
 static void finish_request(struct client *c)
 {
-    struct proxy *p = g_proxy;
+    struct proxy *p = c->p;
     if (c->state == CLIENT_CLOSING)
         return;
-    uv_timer_stop(&c->timer);
-    if (c->kill.active) {
-        bson_destroy(&c->kill.killed);
-        bson_destroy(&c->kill.not_found);
-        bson_destroy(&c->kill.alive);
-        bson_destroy(&c->kill.unknown);
-        c->kill.active = false;
-    }
-    size_t n = c->frame_len;
-    if (n > c->rbuf.len)
-        n = c->rbuf.len;
-    memmove(c->rbuf.data, c->rbuf.data + n, c->rbuf.len - n);
-    c->rbuf.len -= n;
-    c->frame_len = 0;
+    kc_end(&c->kill);
     c->server = -1;
+    c->bc = NULL;
     c->last_reply_id = 0;
-    /* Give back a buffer that one large request made large. */
-    if (c->rbuf.len == 0 && c->rbuf.cap > 256 * 1024)
-        wire_buf_free(&c->rbuf);
-    c->state = CLIENT_READING;
-    if (p->shutting_down && c->rbuf.len == 0) {
+    c->frame = NULL;
+    c->last_active_ms = proxy_now(p);
+    /* Give back buffers that one large request made large. */
+    if (c->wbuf.cap > 64 * 1024)
+        wire_buf_free(&c->wbuf);
+    if (c->xbuf.cap > 64 * 1024)
+        wire_buf_free(&c->xbuf);
+    client_set_state(c, CLIENT_READING);
+    size_t next = stream_pending_bytes(&c->st) - (c->in_frame ? c->raw_len : 0);
+    if (!c->in_frame)
+        stream_release(&c->st);
+    if (p->shutting_down && next == 0)
         client_close(c, "shutting down");
-        return;
-    }
-    client_process(c);
-}
-
-static void on_client_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
-{
-    struct client *c = h->data;
-    (void)suggested;
-    if (wire_buf_reserve(&c->rbuf, 16 * 1024) < 0) {
-        buf->base = NULL;
-        buf->len = 0;
-        return;
-    }
-    buf->base = (char *)c->rbuf.data + c->rbuf.len;
-    buf->len = c->rbuf.cap - c->rbuf.len;
-}
-
-static void on_client_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
-{
-    struct client *c = s->data;
-    (void)buf;
-    if (nread == 0 || c->state == CLIENT_CLOSING)
-        return;
-    if (nread < 0) {
-        client_close(c, nread == UV_EOF ? "client disconnected" : uv_strerror((int)nread));
-        return;
-    }
-    c->rbuf.len += (size_t)nread;
-    if (c->state == CLIENT_READING)
-        client_process(c);
-}
-
-static void read_start(struct client *c)
-{
-    if (c->reading)
-        return;
-    if (uv_read_start(&c->h.stream, on_client_alloc, on_client_read) == 0)
-        c->reading = true;
-    else
-        client_close(c, "cannot read from client");
-}
-
-static void read_stop(struct client *c)
-{
-    if (!c->reading)
-        return;
-    uv_read_stop(&c->h.stream);
-    c->reading = false;
-}
-
-static void handle_request(struct client *c);
-
-/* Looks for a whole request at the front of the buffer and handles it. */
-static void client_process(struct client *c)
-{
-    if (c->state != CLIENT_READING)
-        return;
-    struct wire_header h;
-    int rc = wire_header_parse(c->rbuf.data, c->rbuf.len, WIRE_MAX_MESSAGE_SIZE, &h);
-    if (rc == -EAGAIN) {
-        read_start(c);
-        return;
-    }
-    if (rc < 0) {
-        g_proxy->stats.bad_frames++;
-        log_warn(c->prefix, "closing: message length %d is outside [16, %d]", h.length,
-                 WIRE_MAX_MESSAGE_SIZE);
-        client_close(c, "invalid message length");
-        return;
-    }
-    if (c->rbuf.len < (size_t)h.length) {
-        /* Room for the whole frame is made once its length is known to be within limits. */
-        if (wire_buf_reserve(&c->rbuf, (size_t)h.length - c->rbuf.len) < 0) {
-            client_close(c, "out of memory");
-            return;
-        }
-        read_start(c);
-        return;
-    }
-    /* The frame is complete: pause reading so the buffer stays put while it is forwarded. */
-    read_stop(c);
-    c->frame_len = (size_t)h.length;
-    handle_request(c);
 }
 
 /* Clears OP_MSG flag bits that are neither required nor known, as the OP_MSG specification asks
- * forwarders to. They are covered by the checksum, so a checksum is stripped with them. */
+ * forwarders to. They are covered by the checksum, so a checksum is stripped with them, and the
+ * frame is then 4 bytes shorter: every later view of it uses the new length. */
 static void clear_unknown_flags(struct client *c)
 {
     if (c->ri.opcode != WIRE_OP_MSG)
@@ -377,28 +338,22 @@ static void clear_unknown_flags(struct client *c)
     uint32_t unknown = c->ri.msg_flags & ~WIRE_MSG_REQUIRED_MASK & ~WIRE_MSG_KNOWN_MASK;
     if (!unknown)
         return;
-    uint8_t *f = c->rbuf.data;
+    uint8_t *f = c->frame;
     size_t len = c->frame_len;
     wire_msg_strip_checksum(f, &len);
     wire_put_i32(f + 16, (int32_t)((uint32_t)wire_get_i32(f + 16) & ~unknown));
+    c->ri.msg_flags &= ~(unknown | WIRE_MSG_CHECKSUM_PRESENT);
+    c->frame_len = len;
     c->out_len = len;
-}
-
-static void start_deadline(struct client *c)
-{
-    struct proxy *p = g_proxy;
-    c->deadline_ms = proxy_now(p) + p->cfg.server_selection_timeout_ms;
-    uv_timer_start(&c->timer, on_deadline, (uint64_t)p->cfg.server_selection_timeout_ms, 0);
 }
 
 static void handle_hello(struct client *c)
 {
-    struct proxy *p = g_proxy;
+    struct proxy *p = c->p;
     struct topology_limits lim;
     if (!topology_limits(&p->topo, &lim)) {
         /* No backend known yet: wait for one rather than guess the limits. */
-        c->state = CLIENT_WAIT_SERVER;
-        list_push_back(&p->select_waiters, &c->wait_link);
+        client_set_state(c, CLIENT_WAIT_SERVER);
         return;
     }
     bson_t doc = BSON_INITIALIZER;
@@ -410,7 +365,7 @@ static void handle_hello(struct client *c)
 static void handle_status(struct client *c)
 {
     bson_t doc = BSON_INITIALIZER;
-    status_build(g_proxy, &doc);
+    status_build(c->p, &doc);
     reply_local(c, &doc, 0);
     bson_destroy(&doc);
 }
@@ -418,22 +373,22 @@ static void handle_status(struct client *c)
 /* getMore and OP_GET_MORE go to the server that opened the cursor, never through selection. */
 static void handle_get_more(struct client *c)
 {
-    struct proxy *p = g_proxy;
+    struct proxy *p = c->p;
     struct cursor_entry *e = cursors_find(&p->cursors, c->ri.cursor_id, proxy_now(p));
     if (!e) {
         p->stats.cursor_not_found++;
-        reply_error(c, ERR_CURSOR_NOT_FOUND, "CursorNotFound", "cursor id %lld not found",
+        reply_error(c, MONGO_ERR_CURSOR_NOT_FOUND, "cursor id %lld not found",
                     (long long)c->ri.cursor_id);
         return;
     }
     p->stats.getmores_routed++;
-    struct select_request sr = {.write = false, .exclude_idx = -1};
-    int would = topology_select(&p->topo, &sr, proxy_rand32, p);
-    if (would >= 0 && would != e->server)
+    /* A balancer that picks a server per connection would have sent this getMore elsewhere
+     * whenever it comes on another connection than the one that opened the cursor. */
+    if (e->conn != (uint32_t)c->id && p->topo.n > 1)
         p->stats.misroutes_avoided++;
     if (e->real_id != e->id) {
         /* This cursor's id collided with another server's: the server knows it by its own id. */
-        uint8_t *f = c->rbuf.data;
+        uint8_t *f = c->frame;
         if (c->ri.kind == REQ_LEGACY_GET_MORE) {
             wire_put_i64(f + c->frame_len - 8, e->real_id);
         } else {
@@ -448,189 +403,54 @@ static void handle_get_more(struct client *c)
     dispatch(c, e->server);
 }
 
-/* Starts a killCursors: groups the ids by owner and contacts the owners one after another. */
+/* Starts a killCursors: groups the ids by owner and asks the owners one after another. */
 static void handle_kill_cursors(struct client *c)
 {
-    struct proxy *p = g_proxy;
-    struct kill_state *k = &c->kill;
-    int n = c->ri.n_kill_ids;
-    free(k->ids);
-    free(k->owner);
-    k->ids = calloc((size_t)(n ? n : 1), sizeof(*k->ids));
-    k->owner = calloc((size_t)(n ? n : 1), sizeof(*k->owner));
-    if (!k->ids || !k->owner) {
-        client_close(c, "out of memory");
+    struct proxy *p = c->p;
+    int rc = kc_begin(&c->kill, c->frame, c->frame_len, c->ri.opcode, c->ri.n_kill_ids, &p->cursors,
+                      proxy_now(p));
+    if (rc == -E2BIG) {
+        reply_error(c, MONGO_ERR_BAD_VALUE, "killCursors names %d cursors; at most %d are accepted",
+                    c->ri.n_kill_ids, KC_MAX_IDS);
         return;
     }
-    int got = request_kill_ids(c->rbuf.data, c->frame_len, k->ids, n);
-    if (got < 0) {
-        g_proxy->stats.bad_frames++;
+    if (rc < 0) {
+        p->stats.bad_frames++;
         log_warn(c->prefix, "closing: malformed killCursors");
         client_close(c, "malformed killCursors");
         return;
     }
-    k->n = got;
-    int64_t now = proxy_now(p);
-    for (int i = 0; i < got; i++) {
-        struct cursor_entry *e = cursors_find(&p->cursors, k->ids[i], now);
-        k->owner[i] = e ? e->server : -1;
-    }
-    k->active = true;
-    bson_init(&k->killed);
-    bson_init(&k->not_found);
-    bson_init(&k->alive);
-    bson_init(&k->unknown);
-    k->n_killed = k->n_not_found = k->n_alive = k->n_unknown = 0;
-    k->next_owner_pos = 0;
-    /* Unknown ids are not found anywhere: no server is asked about them. */
-    for (int i = 0; i < got; i++) {
-        if (k->owner[i] < 0) {
-            char key[16];
-            snprintf(key, sizeof(key), "%d", k->n_not_found++);
-            bson_append_int64(&k->not_found, key, -1, k->ids[i]);
-        }
-    }
     kill_next(c);
-}
-
-/* Appends id to one of the merged arrays. */
-static void kill_note(bson_t *arr, int *n, int64_t id)
-{
-    char key[16];
-    snprintf(key, sizeof(key), "%d", (*n)++);
-    bson_append_int64(arr, key, -1, id);
 }
 
 /* Sends the killCursors part for the next owner, or replies when every owner has answered. */
 static void kill_next(struct client *c)
 {
-    struct proxy *p = g_proxy;
-    struct kill_state *k = &c->kill;
-    while (k->next_owner_pos < k->n && k->owner[k->next_owner_pos] < 0)
-        k->next_owner_pos++;
-    if (k->next_owner_pos >= k->n) {
-        if (c->ri.kind == REQ_LEGACY_KILL_CURSORS) {
+    struct proxy *p = c->p;
+    struct kc *k = &c->kill;
+    int owner = kc_next_owner(k);
+    if (owner < 0) {
+        if (k->legacy) {
             finish_request(c);
             return;
         }
         bson_t doc = BSON_INITIALIZER;
-        bson_append_array(&doc, "cursorsKilled", -1, &k->killed);
-        bson_append_array(&doc, "cursorsNotFound", -1, &k->not_found);
-        bson_append_array(&doc, "cursorsAlive", -1, &k->alive);
-        bson_append_array(&doc, "cursorsUnknown", -1, &k->unknown);
-        BSON_APPEND_DOUBLE(&doc, "ok", 1.0);
+        kc_build_reply(k, &doc);
         reply_local(c, &doc, 0);
         bson_destroy(&doc);
         return;
     }
-    int owner = k->owner[k->next_owner_pos];
-    wire_buf_reset(&k->out);
-    int64_t now = proxy_now(p);
-    if (c->ri.kind == REQ_LEGACY_KILL_CURSORS) {
-        /* OP_KILL_CURSORS: ZERO, count, ids; no reply. */
-        int count = 0;
-        for (int i = k->next_owner_pos; i < k->n; i++)
-            count += k->owner[i] == owner;
-        struct wire_header h = {16 + 8 + 8 * count, proxy_next_request_id(p), 0,
-                                WIRE_OP_KILL_CURSORS};
-        uint8_t hdr[24];
-        wire_header_write(hdr, &h);
-        wire_put_i32(hdr + 16, 0);
-        wire_put_i32(hdr + 20, count);
-        wire_buf_append(&k->out, hdr, sizeof(hdr));
-        for (int i = k->next_owner_pos; i < k->n; i++) {
-            if (k->owner[i] != owner)
-                continue;
-            struct cursor_entry *e = cursors_find(&p->cursors, k->ids[i], now);
-            uint8_t idb[8];
-            wire_put_i64(idb, e ? e->real_id : k->ids[i]);
-            wire_buf_append(&k->out, idb, 8);
-            cursors_remove(&p->cursors, k->ids[i]);
-            k->owner[i] = -1;
-        }
-    } else {
-        /* The killCursors command: the client's own fields, with only this owner's ids. */
-        struct wire_msg m;
-        bson_t body, part = BSON_INITIALIZER, arr;
-        bson_iter_t it;
-        wire_msg_parse(c->rbuf.data, c->frame_len, &m);
-        wire_msg_body(&m, &body);
-        bson_iter_init(&it, &body);
-        while (bson_iter_next(&it)) {
-            if (strcmp(bson_iter_key(&it), "cursors") == 0)
-                continue;
-            bson_append_iter(&part, NULL, 0, &it);
-        }
-        bson_append_array_begin(&part, "cursors", -1, &arr);
-        int j = 0;
-        for (int i = k->next_owner_pos; i < k->n; i++) {
-            if (k->owner[i] != owner)
-                continue;
-            struct cursor_entry *e = cursors_find(&p->cursors, k->ids[i], now);
-            char key[16];
-            snprintf(key, sizeof(key), "%d", j++);
-            bson_append_int64(&arr, key, -1, e ? e->real_id : k->ids[i]);
-        }
-        bson_append_array_end(&part, &arr);
-        wire_append_msg(&k->out, c->ri.request_id, 0, 0, &part);
-        bson_destroy(&part);
+    if (kc_build_part(k, owner, c->frame, c->frame_len, c->ri.request_id, &p->cursors, proxy_now(p),
+                      &c->xbuf) < 0) {
+        client_close(c, "out of memory building a killCursors");
+        return;
     }
     p->stats.killcursors_routed++;
-    c->out = k->out.data;
-    c->out_len = k->out.len;
+    c->out = c->xbuf.data;
+    c->out_len = c->xbuf.len;
+    c->exclude = -1;
+    c->attempts = 0;
     dispatch(c, owner);
-}
-
-/* Merges one owner's killCursors answer and moves on to the next owner. */
-static void kill_on_reply(struct client *c, const uint8_t *frame, size_t len)
-{
-    struct proxy *p = g_proxy;
-    struct kill_state *k = &c->kill;
-    int owner = k->owner[k->next_owner_pos];
-    struct wire_msg m;
-    bson_t body;
-    bool parsed = wire_msg_parse(frame, len, &m) == 0 && wire_msg_body(&m, &body);
-    int64_t now = proxy_now(p);
-    for (int i = k->next_owner_pos; i < k->n; i++) {
-        if (k->owner[i] != owner)
-            continue;
-        struct cursor_entry *e = cursors_find(&p->cursors, k->ids[i], now);
-        int64_t real = e ? e->real_id : k->ids[i];
-        /* Find which of the server's four arrays names this cursor. */
-        static const char *const arrays[] = {"cursorsKilled", "cursorsNotFound", "cursorsAlive",
-                                             "cursorsUnknown"};
-        int where = 3;
-        for (int a = 0; parsed && a < 4 && where == 3; a++) {
-            bson_iter_t it, ids;
-            if (!bson_iter_init_find(&it, &body, arrays[a]) || !BSON_ITER_HOLDS_ARRAY(&it) ||
-                !bson_iter_recurse(&it, &ids))
-                continue;
-            while (bson_iter_next(&ids)) {
-                if (BSON_ITER_HOLDS_NUMBER(&ids) && bson_iter_as_int64(&ids) == real) {
-                    where = a;
-                    break;
-                }
-            }
-        }
-        if (!parsed)
-            where = 3;
-        switch (where) {
-        case 0:
-            kill_note(&k->killed, &k->n_killed, k->ids[i]);
-            break;
-        case 1:
-            kill_note(&k->not_found, &k->n_not_found, k->ids[i]);
-            break;
-        case 2:
-            kill_note(&k->alive, &k->n_alive, k->ids[i]);
-            break;
-        default:
-            kill_note(&k->unknown, &k->n_unknown, k->ids[i]);
-        }
-        if (where != 2)
-            cursors_remove(&p->cursors, k->ids[i]);
-        k->owner[i] = -1;
-    }
 }
 
 /* Builds the $readPreference document for rp. */
@@ -654,104 +474,57 @@ static void append_read_pref(bson_t *doc, const struct read_pref *rp)
         BSON_APPEND_INT32(doc, "maxStalenessSeconds", rp->max_staleness_s);
 }
 
-/*
- * Routes a request that goes through selection (or a transaction's pin). In replicaset mode,
- * writes, transactions and commands without a read preference go to the primary; reads go by
- * their own $readPreference, or by the configured default, which is then added to the request
- * when it goes to a secondary (a secondary refuses a read that does not allow it).
- */
+/* Routes a request that goes through selection (or a transaction's pin). */
 static void route(struct client *c)
 {
-    struct proxy *p = g_proxy;
-    int idx = txn_pin_lookup(p, &c->ri);
-    if (idx >= 0) {
-        const struct server *ps = &p->topo.servers[idx];
-        bool usable = p->topo.mode == TOPOLOGY_MONGOS ? ps->type == SERVER_MONGOS
-                                                      : ps->type == SERVER_RS_PRIMARY;
-        if (usable || (!is_txn_end(&c->ri) && ps->type == SERVER_UNKNOWN && c->attempts == 0 &&
-                       p->topo.mode == TOPOLOGY_MONGOS)) {
-            /* A mongos that is merely unknown may come back: the first attempt still goes there
-             * and fails on its own if it is really gone. */
-            p->stats.txn_pinned++;
-            dispatch(c, idx);
-            return;
-        }
-        if (!is_txn_end(&c->ri)) {
-            /* The transaction lived on a server that is gone, or on a primary that stepped down:
-             * it is aborted, as a server would say. */
-            if (c->state == CLIENT_WAIT_SERVER)
-                list_remove(&c->wait_link);
-            c->state = CLIENT_READING;
-            reply_error(c, 251, "NoSuchTransaction",
-                        "mongolb: transaction %lld was aborted: its server %s is %s",
-                        (long long)c->ri.txn_number, ps->addr,
-                        p->topo.mode == TOPOLOGY_MONGOS ? "unavailable" : "no longer primary");
-            return;
-        }
-        /* A commit or abort may move: the recoveryToken it carries lets another mongos find the
-         * outcome, and a new primary knows the transaction through replication. */
-        log_info(c->prefix, "%s: pinned server %s is unavailable; trying another", c->ri.command,
-                 ps->addr);
+    struct proxy *p = c->p;
+    if (proxy_now(p) >= c->deadline_ms) {
+        reply_error(c, MONGO_ERR_FAILED_READ_PREF, "mongolb: no suitable server for %s after %d ms",
+                    c->ri.command, p->cfg.server_selection_timeout_ms);
+        return;
     }
     struct read_pref rp;
-    const struct read_pref *rpp = NULL;
-    bool add_rp = false;
-    if (p->topo.mode == TOPOLOGY_REPLICASET && !c->ri.is_write && !c->ri.autocommit_false) {
-        char err[200];
-        int code = 0;
-        if (c->ri.read_pref_doc) {
-            code = read_pref_parse(c->ri.read_pref_doc, c->ri.read_pref_len, &rp, err, sizeof(err));
-            if (!code)
-                code = read_pref_validate(&rp, p->cfg.heartbeat_interval_ms, err, sizeof(err));
-            rpp = &rp;
-        }
-        /* Drivers never send mode primary to a mongos (the specification), yet some older ones
-         * (PyMongo 3.x) do on every read: a bare {mode: "primary"} says no more than none, so the
-         * configured default applies to it too. */
-        bool bare_primary =
-            rpp && !code && rp.mode == READ_PRIMARY && rp.n_sets == 0 && rp.max_staleness_s < 0;
-        if ((!c->ri.read_pref_doc || bare_primary) && c->ri.retryable_read) {
-            rpp = &p->default_read_pref;
-            add_rp = rpp->mode != READ_PRIMARY && c->ri.opcode == WIRE_OP_MSG;
-        }
-        if (code) {
-            if (c->state == CLIENT_WAIT_SERVER)
-                list_remove(&c->wait_link);
-            c->state = CLIENT_READING;
-            reply_error(c, code,
-                        code == 160 ? "MaxStalenessOutOfRange"
-                                    : (code == 2 ? "BadValue" : "FailedToParse"),
-                        "%s", err);
-            return;
-        }
-    }
-    struct select_request sr = {
-        .write = c->ri.is_write || c->ri.autocommit_false,
-        .exclude_idx = c->exclude,
-        .rp = rpp,
+    struct route r;
+    struct router_input in = {
+        .topo = &p->topo,
+        .ri = &c->ri,
+        .default_rp = &p->default_read_pref,
+        .pin = txn_pin_lookup(p, &c->ri),
+        .exclude = c->exclude,
+        .attempts = c->attempts,
+        .rnd = proxy_rand32,
+        .rnd_ctx = p,
     };
-    idx = topology_select(&p->topo, &sr, proxy_rand32, p);
-    if (idx < 0) {
+    router_route(&in, &rp, &r);
+    switch (r.kind) {
+    case ROUTE_ERROR:
+        reply_error(c, r.code, "%s", r.errmsg);
+        return;
+    case ROUTE_WAIT:
         if (c->state != CLIENT_WAIT_SERVER) {
             /* As the server-selection specification asks: with no suitable server, request
              * prompt checks of all servers rather than wait for the next heartbeat. */
             for (int i = 0; i < p->topo.n; i++)
                 monitor_request_check(p, i);
-            c->state = CLIENT_WAIT_SERVER;
-            list_push_back(&p->select_waiters, &c->wait_link);
             log_info(c->prefix, "%s: no suitable server yet (%s); waiting up to %lld ms",
-                     c->ri.command,
-                     p->topo.mode == TOPOLOGY_REPLICASET && sr.write ? "no primary" : "none known",
-                     (long long)(c->deadline_ms - proxy_now(p)));
+                     c->ri.command, r.errmsg, (long long)(c->deadline_ms - proxy_now(p)));
+            client_set_state(c, CLIENT_WAIT_SERVER);
         }
         return;
+    case ROUTE_SERVER:
+        break;
     }
-    if (add_rp && p->topo.servers[idx].type == SERVER_RS_SECONDARY && c->out == c->rbuf.data) {
+    if (in.pin >= 0 && !r.pinned)
+        log_info(c->prefix, "%s: pinned server %s is unavailable; trying another", c->ri.command,
+                 p->topo.servers[in.pin].addr);
+    if (r.pinned)
+        p->stats.txn_pinned++;
+    if (r.add_read_pref && c->out == c->frame) {
         struct wire_msg m;
         bson_t doc = BSON_INITIALIZER;
-        append_read_pref(&doc, rpp);
+        append_read_pref(&doc, r.add_read_pref);
         wire_buf_reset(&c->xbuf);
-        if (wire_msg_parse(c->rbuf.data, c->frame_len, &m) == 0 &&
+        if (wire_msg_parse(c->frame, c->frame_len, &m) == 0 &&
             wire_append_msg_with_field(&c->xbuf, &m, "$readPreference", &doc) == 0) {
             c->out = c->xbuf.data;
             c->out_len = c->xbuf.len;
@@ -759,88 +532,68 @@ static void route(struct client *c)
         bson_destroy(&doc);
     }
     if (c->ri.start_transaction)
-        txn_pin_set(p, &c->ri, idx);
-    dispatch(c, idx);
+        txn_pin_set(p, &c->ri, r.server);
+    dispatch(c, r.server);
 }
 
 /* Sends the current request (c->out) to server idx. */
 static void dispatch(struct client *c, int idx)
 {
-    struct proxy *p = g_proxy;
-    if (c->state == CLIENT_WAIT_SERVER)
-        list_remove(&c->wait_link);
+    struct proxy *p = c->p;
     c->server = idx;
     c->attempts++;
     struct server *s = &p->topo.servers[idx];
     s->in_flight++;
     s->requests++;
-    c->state = CLIENT_WAIT_CONN;
-    struct bconn *b = pool_get(p, idx, c);
+    client_set_state(c, CLIENT_WAIT_CONN);
+    struct bconn *b = pool_get(p, idx, &c->pw);
     if (b)
-        client_on_bconn(c, b, 0, NULL);
+        client_pool_ops.on_ready(c, b, 0, NULL);
 }
 
-/* Decides what to do after a failure that happened before the request reached any server. */
-/*
- * Whether a failed attempt may be made again elsewhere: a request that never reached a server, a
- * retryable read, a retryable write (the server's own record of its txnNumber applies it once
- * however often it arrives) and commitTransaction/abortTransaction (which the specification
- * makes retryable). Other commands inside a transaction are not: the transaction is lost with its
- * server and the driver retries it whole. At most MAX_ATTEMPTS attempts, within the deadline.
- */
-#define MAX_ATTEMPTS 3
-static bool may_retry(const struct client *c, bool may_have_reached)
-{
-    struct proxy *p = g_proxy;
-    if (p->shutting_down || c->attempts >= MAX_ATTEMPTS || proxy_now(p) >= c->deadline_ms)
-        return false;
-    if (c->ri.kind != REQ_FORWARD)
-        return false;
-    if (is_txn_end(&c->ri))
-        return true;
-    if (c->ri.autocommit_false)
-        return false;
-    return !may_have_reached || c->ri.retryable_read || is_retryable_write(&c->ri);
-}
-
+/* After an attempt failed: retry elsewhere when allowed, else answer with an error. */
 static void retry_or_fail(struct client *c, const char *why, bool may_have_reached)
 {
-    struct proxy *p = g_proxy;
+    struct proxy *p = c->p;
     const char *addr = c->server >= 0 ? p->topo.servers[c->server].addr : "?";
+    char where[300];
+    snprintf(where, sizeof(where), "%s", addr);
     int failed = c->server;
     leave_server(c);
-    c->server = -1;
     if (c->ri.kind == REQ_GET_MORE || c->ri.kind == REQ_LEGACY_GET_MORE) {
-        /* The cursor lived on that server only: it is gone with it. */
-        cursors_remove(&p->cursors, c->ri.cursor_id);
-        reply_error(c, ERR_CURSOR_NOT_FOUND, "CursorNotFound",
-                    "cursor id %lld not found: its server %s failed (%s)",
-                    (long long)c->ri.cursor_id, addr, why);
+        /* The cursor lived on that server only: this getMore cannot go anywhere else. */
+        reply_error(c, MONGO_ERR_HOST_UNREACHABLE,
+                    "mongolb: getMore of cursor %lld failed on %s: %s", (long long)c->ri.cursor_id,
+                    where, why);
         return;
     }
     if (c->kill.active) {
-        /* That owner's cursors are as good as killed; carry on with the others. */
-        kill_on_reply(c, NULL, 0);
+        /* That owner's cursors cannot be confirmed killed: report them unknown, go on. */
+        kc_merge(&c->kill, failed, NULL, 0, &p->cursors, proxy_now(p));
         kill_next(c);
         return;
     }
-    if (may_retry(c, may_have_reached)) {
+    if (!p->shutting_down && proxy_now(p) < c->deadline_ms &&
+        retry_may(&c->ri, c->attempts, may_have_reached)) {
         p->stats.retries++;
-        log_info(c->prefix, "%s failed on %s (%s); retrying on another server", c->ri.command, addr,
-                 why);
+        log_info(c->prefix, "%s failed on %s (%s); retrying on another server", c->ri.command,
+                 where, why);
         c->exclude = failed;
         route(c);
         return;
     }
-    reply_error(c, ERR_HOST_UNREACHABLE, "HostUnreachable", "mongolb: %s failed on %s: %s",
-                c->ri.command, addr, why);
+    reply_error(c, MONGO_ERR_HOST_UNREACHABLE, "mongolb: %s failed on %s: %s", c->ri.command, where,
+                why);
 }
 
-void client_on_bconn(struct client *c, struct bconn *b, int status, const char *why)
+/* --- pool events ---------------------------------------------------------------------------- */
+
+static void on_ready(void *user, struct bconn *b, int status, const char *why)
 {
+    struct client *c = user;
     if (c->state == CLIENT_CLOSING) {
         if (b)
-            pool_release(g_proxy, b);
+            pool_release(c->p, b);
         return;
     }
     if (status < 0 || !b) {
@@ -849,11 +602,9 @@ void client_on_bconn(struct client *c, struct bconn *b, int status, const char *
         retry_or_fail(c, msg, false);
         return;
     }
-    uv_timer_stop(&c->timer);
     c->bc = b;
-    c->state = CLIENT_FORWARDING;
-    b->reply_expected = !c->ri.more_to_come;
-    int rc = bconn_write(b, c->out, c->out_len);
+    client_set_state(c, CLIENT_FORWARDING);
+    int rc = bconn_send(b, c->out, c->out_len, !c->ri.more_to_come);
     if (rc < 0) {
         c->bc = NULL;
         bconn_close(b, "write could not start");
@@ -861,249 +612,224 @@ void client_on_bconn(struct client *c, struct bconn *b, int status, const char *
     }
 }
 
-void client_on_sent(struct client *c, struct bconn *b)
+static void on_sent(void *user, struct bconn *b)
 {
-    if (b->reply_expected)
-        return; /* the reply follows */
+    struct client *c = user;
     /* A moreToCome request (w:0 write, OP_KILL_CURSORS): nothing comes back. */
     c->bc = NULL;
     leave_server(c);
-    c->server = -1;
-    pool_release(g_proxy, b);
+    pool_release(c->p, b);
     if (c->kill.active) {
-        c->kill.next_owner_pos++;
         kill_next(c);
         return;
     }
     finish_request(c);
 }
 
-void client_on_backend_error(struct client *c, struct bconn *b, int status)
+static void on_backend_error(void *user, struct bconn *b, int status, const char *why)
 {
+    struct client *c = user;
     (void)b;
+    (void)status;
     if (c->state == CLIENT_CLOSING)
         return;
     c->bc = NULL;
-    char why[96];
-    snprintf(why, sizeof(why), "%s", uv_strerror(status));
     if (c->last_reply_id) {
         /* Mid-stream: the client has part of the answer already, so this cannot be retried. */
         leave_server(c);
-        c->server = -1;
         if (c->ri.kind == REQ_GET_MORE)
-            cursors_remove(&g_proxy->cursors, c->ri.cursor_id);
-        reply_error(c, ERR_HOST_UNREACHABLE, "HostUnreachable",
+            cursors_remove(&c->p->cursors, c->ri.cursor_id);
+        reply_error(c, MONGO_ERR_HOST_UNREACHABLE,
                     "mongolb: the server failed during a streamed reply: %s", why);
         return;
     }
     retry_or_fail(c, why, true);
 }
 
-/* True when an errorLabels array (at it) holds RetryableWriteError. */
-static bool has_retryable_label(bson_iter_t *it)
+/* Records or forgets the cursor a reply opens, continues or ends; rewrites a colliding id. */
+static void note_cursor(struct client *c, uint8_t *frame, const struct reply_info *r)
 {
-    bson_iter_t arr;
-    if (!BSON_ITER_HOLDS_ARRAY(it) || !bson_iter_recurse(it, &arr))
-        return false;
-    while (bson_iter_next(&arr))
-        if (BSON_ITER_HOLDS_UTF8(&arr) &&
-            strcmp(bson_iter_utf8(&arr, NULL), "RetryableWriteError") == 0)
-            return true;
-    return false;
-}
-
-/*
- * Looks at a reply before it is relayed: records or forgets cursors (rewriting the id in place
- * when it collided), and reports the error code (0 when ok, -1 for an error without a code) and
- * whether the reply carries the RetryableWriteError label.
- */
-static void inspect_reply(struct client *c, uint8_t *frame, size_t len, int32_t *err_code,
-                          bool *retry_label)
-{
-    *err_code = 0;
-    *retry_label = false;
-    struct proxy *p = g_proxy;
-    struct request_info *ri = &c->ri;
-    int64_t now = proxy_now(p);
-    struct wire_header h;
-    wire_header_parse(frame, len, INT32_MAX, &h);
-    if (h.opcode == WIRE_OP_REPLY && ri->kind == REQ_LEGACY_GET_MORE) {
-        struct wire_reply r;
-        if (wire_reply_parse(frame, len, &r) < 0)
-            return;
-        if ((r.flags & WIRE_REPLY_CURSOR_NOT_FOUND) || r.cursor_id == 0) {
-            cursors_remove(&p->cursors, ri->cursor_id);
-        } else if (r.cursor_id != ri->cursor_id) {
-            int64_t cid;
-            if (cursors_add(&p->cursors, c->server, r.cursor_id, now, proxy_rand64, p, &cid) >= 0)
-                wire_put_i64(frame + 20, cid);
-        }
-        return;
-    }
-    const uint8_t *doc;
-    uint32_t doc_len;
-    if (h.opcode == WIRE_OP_MSG) {
-        struct wire_msg m;
-        if (wire_msg_parse(frame, len, &m) < 0)
-            return;
-        doc = m.body;
-        doc_len = m.body_len;
-    } else if (h.opcode == WIRE_OP_REPLY) {
-        struct wire_reply r;
-        if (wire_reply_parse(frame, len, &r) < 0 || r.n_returned < 1)
-            return;
-        doc = r.docs;
-        doc_len = (uint32_t)wire_get_i32(r.docs);
-    } else {
-        return;
-    }
-    bson_t body;
-    bson_iter_t it;
-    if (!bson_init_static(&body, doc, doc_len) || !bson_iter_init(&it, &body))
-        return;
-    bool ok = true;
-    int32_t code = 0;
-    bson_iter_t cursor_it;
-    bool has_cursor = false;
-    while (bson_iter_next(&it)) {
-        const char *k = bson_iter_key(&it);
-        if (strcmp(k, "ok") == 0)
-            ok = bson_iter_as_bool(&it);
-        else if (strcmp(k, "code") == 0 && BSON_ITER_HOLDS_NUMBER(&it))
-            code = (int32_t)bson_iter_as_int64(&it);
-        else if (strcmp(k, "errorLabels") == 0)
-            *retry_label = has_retryable_label(&it);
-        else if (strcmp(k, "cursor") == 0 && BSON_ITER_HOLDS_DOCUMENT(&it)) {
-            has_cursor = bson_iter_recurse(&it, &cursor_it);
-        }
-    }
-    if (!ok) {
-        *err_code = code ? code : -1;
-        if (ri->kind == REQ_GET_MORE && code == ERR_CURSOR_NOT_FOUND)
+    struct proxy *p = c->p;
+    const struct request_info *ri = &c->ri;
+    bool get_more = ri->kind == REQ_GET_MORE || ri->kind == REQ_LEGACY_GET_MORE;
+    if (!r->ok) {
+        if (get_more && (r->code == MONGO_ERR_CURSOR_NOT_FOUND || r->legacy_not_found))
             cursors_remove(&p->cursors, ri->cursor_id);
         return;
     }
-    if (!has_cursor || !(ri->opens_cursor || ri->kind == REQ_GET_MORE))
+    if (r->legacy_not_found) {
+        cursors_remove(&p->cursors, ri->cursor_id);
         return;
-    if (!bson_iter_find(&cursor_it, "id") || !BSON_ITER_HOLDS_INT64(&cursor_it))
+    }
+    if (!r->has_cursor || !(ri->opens_cursor || get_more || ri->legacy))
         return;
-    int64_t id = bson_iter_int64(&cursor_it);
-    if (id == 0) {
-        if (ri->kind == REQ_GET_MORE)
+    if (r->cursor_id == 0) {
+        if (get_more)
             cursors_remove(&p->cursors, ri->cursor_id);
         return;
     }
+    if (get_more && r->opcode == WIRE_OP_REPLY && r->cursor_id == ri->cursor_id)
+        return;
     int64_t cid;
-    if (cursors_add(&p->cursors, c->server, id, now, proxy_rand64, p, &cid) < 0)
+    if (cursors_add(&p->cursors, c->server, r->cursor_id, proxy_now(p), proxy_rand64, p, &cid) < 0)
         return;
-    if (cid != id) {
+    cursors_set_conn(&p->cursors, cid, (uint32_t)c->id);
+    if (cid != r->cursor_id) {
         /* The reply lives in the backend connection's buffer, which is ours to change. */
-        bson_iter_overwrite_int64(&cursor_it, cid);
-        if (c->ri.kind != REQ_GET_MORE)
+        wire_put_i64(frame + r->cursor_id_off, cid);
+        if (!get_more)
             log_warn(c->prefix,
-                     "cursor id %lld from %s collided with another server's; the "
-                     "client sees %lld",
-                     (long long)id, p->topo.servers[c->server].addr, (long long)cid);
+                     "cursor id %lld from %s collided with another server's; the client sees "
+                     "%lld",
+                     (long long)r->cursor_id, p->topo.servers[c->server].addr, (long long)cid);
     }
 }
 
-/*
- * A server answered "not writable primary" or "node is recovering": it is no longer what the
- * topology says. Mark it unknown and have it re-checked at once (clearing its pool only for
- * shutdown codes, as SDAM does).
- */
-static void note_state_change(struct client *c, int32_t code)
+/* Relays a server's error inside a transaction with a TransientTransactionError label added. */
+static void relay_with_transient_label(struct client *c, const struct reply_info *r)
 {
-    struct proxy *p = g_proxy;
-    int idx = c->server;
-    bool clear = code == 91 || code == 11600;
-    char why[96];
-    snprintf(why, sizeof(why), "replied with state-change error %d", code);
-    log_info(p->topo.servers[idx].addr, "%s: marked unknown, re-checking", why);
-    topology_mark_unknown(&p->topo, idx, clear, why);
-    if (clear) {
-        cursors_remove_server(&p->cursors, idx);
-        pool_clear(p, idx);
+    bson_t body, doc = BSON_INITIALIZER;
+    bson_iter_t it;
+    if (!bson_init_static(&body, r->body, r->body_len) || !bson_iter_init(&it, &body)) {
+        bson_destroy(&doc);
+        return;
     }
-    /* The member that refused is out of date, and so is the topology's idea of who is primary:
-     * re-check everyone, so that a new primary is found within one minimum heartbeat. */
-    for (int i = 0; i < p->topo.n; i++)
-        monitor_request_check(p, i);
+    const char *labels[8];
+    int n = 0;
+    while (bson_iter_next(&it)) {
+        if (strcmp(bson_iter_key(&it), "errorLabels") == 0) {
+            bson_iter_t arr;
+            if (BSON_ITER_HOLDS_ARRAY(&it) && bson_iter_recurse(&it, &arr))
+                while (bson_iter_next(&arr) && n < 7)
+                    if (BSON_ITER_HOLDS_UTF8(&arr))
+                        labels[n++] = bson_iter_utf8(&arr, NULL);
+            continue;
+        }
+        bson_append_iter(&doc, NULL, 0, &it);
+    }
+    labels[n++] = "TransientTransactionError";
+    retry_append_labels(&doc, labels, n);
+    reply_local(c, &doc, 0);
+    bson_destroy(&doc);
 }
 
-/*
- * Decides whether an error reply is passed on or the request is taken back and routed again,
- * within its deadline: an error that means the command did not run at all (10107, 13435, 13436,
- * outside a transaction), a retryable write or a commit/abort whose error carries the
- * RetryableWriteError label (the server's record applies it once), and a retryable read with a
- * retryable code. The request then waits for a suitable server, such as the next primary.
- */
-static bool should_take_back(const struct client *c, int32_t code, bool retry_label)
+static int on_reply(void *user, struct bconn *b, uint8_t *frame, size_t len)
 {
-    if (c->kill.active || c->last_reply_id || !may_retry(c, true))
-        return false;
-    if (mongo_error_not_run(code) && !c->ri.autocommit_false)
-        return true;
-    if (retry_label && (is_retryable_write(&c->ri) || is_txn_end(&c->ri)))
-        return true;
-    return code > 0 && c->ri.retryable_read && mongo_error_is_retryable_read(code);
-}
-
-static void take_back(struct client *c, struct bconn *b, size_t len, int32_t code)
-{
-    struct proxy *p = g_proxy;
-    int64_t left = c->deadline_ms - proxy_now(p);
-    log_info(c->prefix, "%s got error %d from %s; trying again", c->ri.command, code,
-             p->topo.servers[c->server].addr);
-    c->exclude = c->server;
-    bconn_consume(b, len);
-    c->bc = NULL;
-    leave_server(c);
-    pool_release(p, b);
-    p->stats.retries++;
-    c->state = CLIENT_READING;
-    uv_timer_start(&c->timer, on_deadline, (uint64_t)(left > 0 ? left : 1), 0);
-    route(c);
-}
-
-void client_on_reply(struct client *c, struct bconn *b, uint8_t *frame, size_t len)
-{
-    struct proxy *p = g_proxy;
-    if (c->kill.active && c->ri.kind == REQ_KILL_CURSORS) {
-        kill_on_reply(c, frame, len);
-        bconn_consume(b, len);
+    struct client *c = user;
+    struct proxy *p = c->p;
+    if (c->kill.active && !c->kill.legacy) {
+        kc_merge(&c->kill, c->server, frame, len, &p->cursors, proxy_now(p));
         c->bc = NULL;
         leave_server(c);
-        c->server = -1;
         pool_release(p, b);
         kill_next(c);
-        return;
+        return STREAM_NEXT;
     }
-    int32_t code;
-    bool retry_label;
-    inspect_reply(c, frame, len, &code, &retry_label);
-    if (code > 0 && mongo_error_is_state_change(code) && c->server >= 0)
-        note_state_change(c, code);
-    if ((code != 0 || retry_label) && c->server >= 0 && should_take_back(c, code, retry_label)) {
-        take_back(c, b, len, code);
-        return;
+    struct reply_info r;
+    bool command = c->ri.opcode == WIRE_OP_MSG || c->ri.kind == REQ_FORWARD;
+    if (c->ri.opcode == WIRE_OP_QUERY && strcmp(c->ri.command, "find") == 0 && !c->ri.opens_cursor)
+        command = false; /* a legacy query on a collection answers with documents */
+    if (reply_inspect(frame, len, command, &r) < 0) {
+        /* Relay what we cannot read as it is: the client's driver will judge it. */
+        memset(&r, 0, sizeof(r));
+        r.ok = true;
+    } else {
+        note_cursor(c, frame, &r);
     }
-    struct wire_header h;
-    wire_header_parse(frame, len, INT32_MAX, &h);
+    if (r.code > 0 && mongo_error_is_state_change(r.code) && c->server >= 0)
+        proxy_state_change(p, c->server, r.code);
+    if ((r.code != 0 || r.retry_label) && c->server >= 0 && !c->last_reply_id && !c->kill.active &&
+        retry_take_back(&c->ri, c->attempts, r.code, r.retry_label) && !p->shutting_down &&
+        proxy_now(p) < c->deadline_ms) {
+        log_info(c->prefix, "%s got error %d from %s; trying again", c->ri.command, r.code,
+                 p->topo.servers[c->server].addr);
+        c->exclude = c->server;
+        c->bc = NULL;
+        leave_server(c);
+        pool_release(p, b);
+        p->stats.retries++;
+        route(c);
+        return STREAM_NEXT;
+    }
+    if (retry_relay_needs_transient(&c->ri, &r) && !r.more_to_come && r.opcode == WIRE_OP_MSG) {
+        c->bc = NULL;
+        leave_server(c);
+        relay_with_transient_label(c, &r);
+        pool_release(p, b);
+        return STREAM_NEXT;
+    }
     c->relay_len = len;
-    c->relay_more = h.opcode == WIRE_OP_MSG && len >= 20 &&
-                    ((uint32_t)wire_get_i32(frame + 16) & WIRE_MSG_MORE_TO_COME);
-    c->last_reply_id = c->relay_more ? h.request_id : 0;
-    write_to_client(c, frame, len);
+    c->relay_more = r.more_to_come;
+    c->last_reply_id = r.more_to_come ? r.request_id : 0;
+    write_to_client(c, frame, len, true);
+    return c->state == CLIENT_CLOSING ? STREAM_NEXT : STREAM_HOLD;
 }
 
-/* --- dispatching a new request -------------------------------------------------------------- */
+const struct pool_user_ops client_pool_ops = {
+    .on_ready = on_ready,
+    .on_sent = on_sent,
+    .on_reply = on_reply,
+    .on_error = on_backend_error,
+};
 
+/* --- frames from the client ------------------------------------------------------------------ */
+
+/* Refuses a frame before its body is buffered: a TLS handshake on a plaintext port, or an opcode
+ * mongolb never takes, so that a stray protocol fails at once instead of waiting for megabytes. */
+static int on_header(struct stream *s, const struct wire_header *h, const uint8_t *bytes)
+{
+    struct client *c = s->owner;
+    switch (h->opcode) {
+    case WIRE_OP_MSG:
+    case WIRE_OP_QUERY:
+    case WIRE_OP_GET_MORE:
+    case WIRE_OP_KILL_CURSORS:
+        return 0;
+    default:
+        c->p->stats.bad_frames++;
+        if (bytes[0] == 0x16 && bytes[1] == 0x03) {
+            /* A TLS record header: 0x16 (handshake), then the protocol version 3.x. */
+            log_warn(c->prefix, "closing: a TLS handshake on a plaintext port");
+            client_close(c, "TLS handshake on a plaintext port");
+        } else {
+            log_warn(c->prefix, "closing: unsupported opcode %d (%s)", h->opcode,
+                     wire_opcode_name(h->opcode));
+            client_close(c, "unsupported opcode");
+        }
+        return -EPROTO;
+    }
+}
+
+static void on_frame_begin(struct stream *s)
+{
+    struct client *c = s->owner;
+    c->frame_began_ms = proxy_now(c->p);
+    if (c->state == CLIENT_READING)
+        arm_timer(c);
+}
+
+/* Classifies and starts one request. */
 static void handle_request(struct client *c)
 {
-    struct proxy *p = g_proxy;
-    char err[160];
-    int rc = request_classify(c->rbuf.data, c->frame_len, &c->ri, err, sizeof(err));
+    struct proxy *p = c->p;
+    char err[200];
+    int rc = request_classify(c->frame, c->frame_len, &c->ri, err, sizeof(err));
+    c->out = c->frame;
+    c->out_len = c->frame_len;
+    c->server = -1;
+    c->exclude = -1;
+    c->attempts = 0;
+    c->last_reply_id = 0;
+    c->deadline_ms = proxy_now(p) + p->cfg.server_selection_timeout_ms;
+    if (rc == -EOVERFLOW) {
+        /* Well framed but nested deeper than BSON allows: refused as mongod does, with an error
+         * the client can read; the connection stays usable. */
+        p->stats.too_deep++;
+        log_warn(c->prefix, "refused: %s", err);
+        c->ri.more_to_come = false;
+        reply_error(c, BSON_CHECK_DEPTH_ERROR_CODE, "%s", err);
+        return;
+    }
     if (rc < 0) {
         p->stats.bad_frames++;
         log_warn(c->prefix, "closing: %s", err);
@@ -1111,16 +837,9 @@ static void handle_request(struct client *c)
         return;
     }
     p->stats.requests++;
-    c->out = c->rbuf.data;
-    c->out_len = c->frame_len;
-    c->server = -1;
-    c->exclude = -1;
-    c->attempts = 0;
-    c->last_reply_id = 0;
     log_debug(c->prefix, "%s %s.%s", wire_opcode_name(c->ri.opcode), c->ri.db, c->ri.command);
     clear_unknown_flags(c);
     txn_pin_observe(p, &c->ri);
-    start_deadline(c);
     switch (c->ri.kind) {
     case REQ_HELLO:
         handle_hello(c);
@@ -1145,31 +864,116 @@ static void handle_request(struct client *c)
     client_close(c, "unsupported request");
 }
 
-static void on_deadline(uv_timer_t *t)
+static int on_frame(struct stream *s, uint8_t *frame, size_t len)
 {
-    struct client *c = t->data;
-    struct proxy *p = g_proxy;
-    if (c->state == CLIENT_WAIT_SERVER) {
-        list_remove(&c->wait_link);
-        c->state = CLIENT_READING; /* any state but waiting, for reply_local */
-        if (c->ri.kind == REQ_HELLO)
-            reply_error(c, ERR_HOST_UNREACHABLE, "HostUnreachable",
-                        "mongolb: no backend reachable after %d ms",
-                        p->cfg.server_selection_timeout_ms);
-        else
-            reply_error(c, ERR_FAILED_READ_PREF, "FailedToSatisfyReadPreference",
-                        "mongolb: no suitable server for %s after %d ms", c->ri.command,
-                        p->cfg.server_selection_timeout_ms);
-    } else if (c->state == CLIENT_WAIT_CONN) {
-        pool_cancel_wait(p, c);
-        const char *addr = c->server >= 0 ? p->topo.servers[c->server].addr : "?";
-        leave_server(c);
-        c->state = CLIENT_READING;
-        reply_error(c, ERR_NETWORK_IFACE_TIMEOUT, "NetworkInterfaceExceededTimeLimit",
-                    "mongolb: no connection to %s became free within %d ms", addr,
-                    p->cfg.server_selection_timeout_ms);
+    struct client *c = s->owner;
+    c->frame = frame;
+    c->frame_len = len;
+    c->raw_len = len;
+    c->last_active_ms = proxy_now(c->p);
+    c->in_frame = true;
+    handle_request(c);
+    c->in_frame = false;
+    if (c->state == CLIENT_CLOSING)
+        return -ECANCELED;
+    /* Answered at once with nothing to write (moreToCome, OP_KILL_CURSORS of unknown ids): the
+     * loop goes on with the next frame, iteratively. */
+    return c->state == CLIENT_READING ? STREAM_NEXT : STREAM_HOLD;
+}
+
+static void on_stream_error(struct stream *s, int status)
+{
+    struct client *c = s->owner;
+    if (status == UV_EOF) {
+        client_close(c, "client disconnected");
+    } else if (status == -EMSGSIZE) {
+        c->p->stats.bad_frames++;
+        log_warn(c->prefix, "closing: message length is outside [16, %d]",
+                 c->p->cfg.max_message_bytes);
+        client_close(c, "invalid message length");
+    } else {
+        client_close(c, uv_strerror(status));
     }
 }
+
+static const struct stream_cb client_stream_cb = {
+    .on_frame = on_frame,
+    .on_header = on_header,
+    .on_frame_begin = on_frame_begin,
+    .on_error = on_stream_error,
+    .on_written = on_written,
+    .on_closed = on_stream_closed,
+};
+
+static void on_timer(uv_timer_t *t)
+{
+    struct client *c = t->data;
+    struct proxy *p = c->p;
+    int64_t now = proxy_now(p);
+    switch (c->state) {
+    case CLIENT_READING:
+        if (stream_partial(&c->st)) {
+            if (now - c->frame_began_ms >= p->cfg.client_frame_timeout_ms) {
+                p->stats.clients_timed_out++;
+                log_warn(c->prefix, "closing: a frame did not arrive whole within %d ms",
+                         p->cfg.client_frame_timeout_ms);
+                client_close(c, "client_frame_timeout_ms reached");
+                return;
+            }
+        } else if (p->cfg.client_idle_timeout_ms > 0 &&
+                   now - c->last_active_ms >= p->cfg.client_idle_timeout_ms) {
+            p->stats.clients_timed_out++;
+            log_info(c->prefix, "closing: idle for %d ms", p->cfg.client_idle_timeout_ms);
+            client_close(c, "client_idle_timeout_ms reached");
+            return;
+        }
+        arm_timer(c);
+        return;
+    case CLIENT_WAIT_SERVER:
+        if (c->ri.kind == REQ_HELLO)
+            reply_error(c, MONGO_ERR_HOST_UNREACHABLE, "mongolb: no backend reachable after %d ms",
+                        p->cfg.server_selection_timeout_ms);
+        else
+            reply_error(c, MONGO_ERR_FAILED_READ_PREF,
+                        "mongolb: no suitable server for %s after %d ms", c->ri.command,
+                        p->cfg.server_selection_timeout_ms);
+        return;
+    case CLIENT_WAIT_CONN: {
+        char addr[300];
+        snprintf(addr, sizeof(addr), "%s", c->server >= 0 ? p->topo.servers[c->server].addr : "?");
+        leave_server(c);
+        reply_error(c, MONGO_ERR_NETWORK_IFACE_TIMEOUT,
+                    "mongolb: no connection to %s became free within %d ms", addr,
+                    p->cfg.server_selection_timeout_ms);
+        return;
+    }
+    case CLIENT_FORWARDING: {
+        p->stats.requests_timed_out++;
+        struct bconn *b = c->bc;
+        char addr[300];
+        snprintf(addr, sizeof(addr), "%s", c->server >= 0 ? p->topo.servers[c->server].addr : "?");
+        log_warn(c->prefix, "%s on %s: no reply within request_timeout_ms; closing its connection",
+                 c->ri.command, addr);
+        c->bc = NULL;
+        if (b)
+            bconn_close(b, "request_timeout_ms reached");
+        leave_server(c);
+        reply_error(c, MONGO_ERR_NETWORK_TIMEOUT, "mongolb: %s on %s got no reply within %lld ms",
+                    c->ri.command, addr, (long long)(now - c->state_since_ms));
+        return;
+    }
+    case CLIENT_REPLYING:
+        p->stats.clients_timed_out++;
+        log_warn(c->prefix, "closing: the reply was not taken within %d ms",
+                 p->cfg.client_write_timeout_ms);
+        client_close(c, "client_write_timeout_ms reached");
+        return;
+    case CLIENT_CLOSING:
+        return;
+    }
+}
+
+/* --- waiting clients, shutdown ------------------------------------------------------------- */
 
 void clients_retry_waiting(struct proxy *p)
 {
@@ -1183,62 +987,95 @@ void clients_retry_waiting(struct proxy *p)
     }
     while (!list_empty(&pending)) {
         struct client *c = list_entry(pending.next, struct client, wait_link);
+        /* Back on the wait list, still waiting; routing moves it on if a server suits now. */
         list_remove(&c->wait_link);
-        c->state = CLIENT_READING; /* leaves the waiting state before routing again */
-        if (c->ri.kind == REQ_HELLO) {
+        list_push_back(&p->select_waiters, &c->wait_link);
+        if (c->ri.kind == REQ_HELLO)
             handle_hello(c);
-        } else {
+        else
             route(c);
-        }
     }
+}
+
+void clients_close_all(struct proxy *p, const char *why)
+{
+    while (!list_empty(&p->clients))
+        client_close(list_entry(p->clients.next, struct client, link), why);
+}
+
+static bool is_idle(const struct client *c)
+{
+    return c->state == CLIENT_READING && stream_pending_bytes(&c->st) == 0;
+}
+
+int clients_in_flight(struct proxy *p)
+{
+    int n = 0;
+    for (struct list *e = p->clients.next; e != &p->clients; e = e->next)
+        n += !is_idle(list_entry(e, struct client, link));
+    return n;
+}
+
+void clients_close_idle(struct proxy *p)
+{
+    struct list *e = p->clients.next;
+    while (e != &p->clients) {
+        struct client *c = list_entry(e, struct client, link);
+        e = e->next;
+        if (is_idle(c))
+            client_close(c, "shutting down");
+    }
+}
+
+void clients_rearm(struct proxy *p)
+{
+    for (struct list *e = p->clients.next; e != &p->clients; e = e->next)
+        arm_timer(list_entry(e, struct client, link));
 }
 
 /* --- accepting ------------------------------------------------------------------------------ */
 
-struct listener {
-    union stream_handle h;
-    bool is_unix;
-    char name[300];
-};
-
-static struct listener listeners[MLB_MAX_LISTEN];
-static int n_listeners;
-
-static void on_connection(uv_stream_t *server, int status)
+int client_accept(struct proxy *p, uv_stream_t *server, bool is_unix)
 {
-    struct proxy *p = g_proxy;
-    struct listener *l = server->data;
-    if (status < 0) {
-        log_warn(l->name, "accept: %s", uv_strerror(status));
-        return;
-    }
     struct client *c = calloc(1, sizeof(*c));
     if (!c)
-        return;
-    if (l->is_unix)
-        uv_pipe_init(p->loop, &c->h.pipe, 0);
-    else
-        uv_tcp_init(p->loop, &c->h.tcp);
-    c->h.handle.data = c;
+        return -ENOMEM;
+    int rc =
+        is_unix ? stream_init_pipe(&p->sctx, &c->st, &client_stream_cb, c, p->cfg.max_message_bytes)
+                : stream_init_tcp(&p->sctx, &c->st, &client_stream_cb, c, p->cfg.max_message_bytes);
+    if (rc < 0) {
+        free(c);
+        return rc;
+    }
+    c->p = p;
     uv_timer_init(p->loop, &c->timer);
     c->timer.data = c;
     c->handles_open = 2;
-    c->wait_pool = -1;
     c->server = -1;
+    c->pw.pool = -1;
+    c->pw.user = c;
+    list_init(&c->pw.link);
     list_init(&c->wait_link);
     list_init(&c->link);
-    if (uv_accept(server, &c->h.stream) < 0) {
-        uv_close(&c->h.handle, on_client_closed);
-        uv_close((uv_handle_t *)&c->timer, on_client_closed);
-        return;
-    }
+    list_push_back(&p->clients, &c->link);
+    p->n_clients++;
+    p->fds_in_use++;
     c->id = ++p->next_client_id;
-    char peer[128] = "unix";
-    if (!l->is_unix) {
+    c->state = CLIENT_READING;
+    c->state_since_ms = c->last_active_ms = proxy_now(p);
+    snprintf(c->prefix, sizeof(c->prefix), "c%llu", (unsigned long long)c->id);
+    rc = uv_accept(server, &c->st.h.stream);
+    if (rc < 0) {
+        log_warn(NULL, "accept: %s", uv_strerror(rc));
+        client_close(c, "accept failed");
+        return 0;
+    }
+    char peer[64] = "unix";
+    if (!is_unix) {
         struct sockaddr_storage ss;
         int sl = sizeof(ss);
-        if (uv_tcp_getpeername(&c->h.tcp, (struct sockaddr *)&ss, &sl) == 0) {
-            char ip[64] = "?";
+        if (uv_tcp_getpeername(&c->st.h.tcp, (struct sockaddr *)&ss, &sl) == 0) {
+            char ip[48] = "?";
             int port = 0;
             if (ss.ss_family == AF_INET6) {
                 uv_ip6_name((struct sockaddr_in6 *)&ss, ip, sizeof(ip));
@@ -1249,100 +1086,32 @@ static void on_connection(uv_stream_t *server, int status)
             }
             snprintf(peer, sizeof(peer), "%s:%d", ip, port);
         }
-        uv_tcp_nodelay(&c->h.tcp, 1);
+        uv_tcp_nodelay(&c->st.h.tcp, 1);
     }
     snprintf(c->prefix, sizeof(c->prefix), "c%llu %s", (unsigned long long)c->id, peer);
-    list_push_back(&p->clients, &c->link);
-    p->n_clients++;
-    c->state = CLIENT_READING;
-    if (p->n_clients > p->cfg.max_clients || p->shutting_down) {
+    const char *refuse = NULL;
+    char why[128];
+    if (p->shutting_down) {
+        refuse = "shutting down";
+    } else if (p->n_clients > p->cfg.max_clients) {
+        snprintf(why, sizeof(why), "max_clients (%d) reached", p->cfg.max_clients);
+        refuse = why;
+    } else if (p->fd_limit > 0 && p->fds_in_use > p->fd_limit - FD_RESERVE_CLIENTS) {
+        p->stats.fd_limit_refusals++;
+        snprintf(why, sizeof(why), "the file descriptor limit (%d) is nearly reached", p->fd_limit);
+        refuse = why;
+    }
+    if (refuse) {
         p->stats.clients_refused++;
-        log_warn(c->prefix, "refused: %s",
-                 p->shutting_down ? "shutting down" : "max_clients reached");
+        log_warn(c->prefix, "refused: %s", refuse);
         client_close(c, "refused");
-        return;
+        return 0;
     }
     p->stats.clients_accepted++;
     log_debug(c->prefix, "accepted");
-    read_start(c);
-}
-
-int clients_listen(struct proxy *p)
-{
-    for (size_t i = 0; i < p->cfg.listen.count; i++) {
-        const struct mlb_listen_addr *a = &p->cfg.listen.addr[i];
-        struct listener *l = &listeners[n_listeners];
-        int rc;
-        if (a->kind == MLB_LISTEN_UNIX) {
-            l->is_unix = true;
-            snprintf(l->name, sizeof(l->name), "unix:%s", a->path);
-            uv_pipe_init(p->loop, &l->h.pipe, 0);
-            l->h.handle.data = l;
-            unlink(a->path); /* a stale socket from a previous run */
-            rc = uv_pipe_bind(&l->h.pipe, a->path);
-        } else {
-            struct sockaddr_storage ss;
-            l->is_unix = false;
-            if (strchr(a->host, ':')) {
-                snprintf(l->name, sizeof(l->name), "[%s]:%d", a->host, a->port);
-                rc = uv_ip6_addr(a->host, a->port, (struct sockaddr_in6 *)&ss);
-            } else {
-                snprintf(l->name, sizeof(l->name), "%s:%d", a->host, a->port);
-                rc = uv_ip4_addr(a->host, a->port, (struct sockaddr_in *)&ss);
-            }
-            if (rc < 0) {
-                log_error(NULL, "listen %s: not an IP address (%s)", l->name, uv_strerror(rc));
-                return rc;
-            }
-            uv_tcp_init(p->loop, &l->h.tcp);
-            l->h.handle.data = l;
-            rc = uv_tcp_bind(&l->h.tcp, (const struct sockaddr *)&ss, 0);
-        }
-        n_listeners++;
-        if (rc == 0)
-            rc = uv_listen(&l->h.stream, 1024, on_connection);
-        if (rc < 0) {
-            log_error(NULL, "listen %s: %s", l->name, uv_strerror(rc));
-            return rc;
-        }
-        log_info(NULL, "listening on %s", l->name);
-    }
+    if (stream_read_start(&c->st) < 0)
+        client_close(c, "cannot read from client");
+    else
+        arm_timer(c);
     return 0;
-}
-
-void clients_stop_listening(struct proxy *p)
-{
-    (void)p;
-    for (int i = 0; i < n_listeners; i++)
-        if (!uv_is_closing(&listeners[i].h.handle))
-            uv_close(&listeners[i].h.handle, NULL);
-}
-
-void clients_close_all(struct proxy *p, const char *why)
-{
-    while (!list_empty(&p->clients))
-        client_close(list_entry(p->clients.next, struct client, link), why);
-}
-
-int clients_in_flight(struct proxy *p)
-{
-    int n = 0;
-    for (struct list *e = p->clients.next; e != &p->clients; e = e->next) {
-        struct client *c = list_entry(e, struct client, link);
-        if (c->state != CLIENT_READING || c->rbuf.len > 0)
-            n++;
-    }
-    return n;
-}
-
-/* Closes clients that have nothing in progress (the start of a graceful shutdown). */
-void clients_close_idle(struct proxy *p)
-{
-    struct list *e = p->clients.next;
-    while (e != &p->clients) {
-        struct client *c = list_entry(e, struct client, link);
-        e = e->next;
-        if (c->state == CLIENT_READING && c->rbuf.len == 0)
-            client_close(c, "shutting down");
-    }
 }

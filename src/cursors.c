@@ -222,3 +222,10 @@ size_t cursors_expire(struct cursor_table *t, int64_t now_ms)
     t->expired += n;
     return n;
 }
+
+void cursors_set_conn(struct cursor_table *t, int64_t client_id, uint32_t conn)
+{
+    struct cursor_entry *e = lookup(t, client_id);
+    if (e)
+        e->conn = conn;
+}

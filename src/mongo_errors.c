@@ -51,3 +51,35 @@ bool mongo_error_not_run(int32_t code)
 {
     return code == 10107 || code == 13435 || code == 13436;
 }
+
+const char *mongo_error_name(int32_t code)
+{
+    switch (code) {
+    case MONGO_ERR_BAD_VALUE:
+        return "BadValue";
+    case MONGO_ERR_HOST_UNREACHABLE:
+        return "HostUnreachable";
+    case MONGO_ERR_FAILED_TO_PARSE:
+        return "FailedToParse";
+    case MONGO_ERR_UNAUTHORIZED:
+        return "Unauthorized";
+    case MONGO_ERR_CURSOR_NOT_FOUND:
+        return "CursorNotFound";
+    case MONGO_ERR_NETWORK_TIMEOUT:
+        return "NetworkTimeout";
+    case MONGO_ERR_SHUTDOWN_IN_PROGRESS:
+        return "ShutdownInProgress";
+    case MONGO_ERR_FAILED_READ_PREF:
+        return "FailedToSatisfyReadPreference";
+    case MONGO_ERR_MAX_STALENESS_OUT_OF_RANGE:
+        return "MaxStalenessOutOfRange";
+    case MONGO_ERR_NETWORK_IFACE_TIMEOUT:
+        return "NetworkInterfaceExceededTimeLimit";
+    case MONGO_ERR_NO_SUCH_TRANSACTION:
+        return "NoSuchTransaction";
+    case MONGO_ERR_TOO_MANY_CONNECTIONS:
+        return "SocketException";
+    default:
+        return "UnknownError";
+    }
+}

@@ -3,11 +3,12 @@
  *
  * Each check resolves the server's name (so a DNS change is followed), connects if the monitoring
  * connection is not open, sends a plain hello and times the round trip. The reply feeds the
- * topology (type, limits, RTT as an EWMA with alpha 0.2); a failure marks the server unknown,
- * clears its pool and forgets its cursors, and, if the server had been known, is retried once at
- * once, as the SDAM specification asks. Checks run every heartbeat_interval_ms, and an immediate
- * check can be requested, no sooner than 500 ms after the previous one ended. The monitoring
- * connection is never used for client requests and never authenticates.
+ * topology (type, limits, RTT as an EWMA with alpha 0.2); a failure is reported to the
+ * coordinator (proxy_check_failed), which marks the server unknown and clears its pool, and, if
+ * the server had been known, the check is retried once at once, as the SDAM specification asks;
+ * a second failure in a row means the server is gone. Checks run every heartbeat_interval_ms, and
+ * an immediate check can be requested, no sooner than 500 ms after the previous one ended. The
+ * monitoring connection is never used for client requests and never authenticates.
  */
 #include "proxy.h"
 
@@ -31,11 +32,10 @@ enum monitor_state {
 /* The monitoring connection lives in its own allocation so that a failed one can be closed while
  * the next is opened; it is freed in its close callback. */
 struct mon_conn {
-    uv_tcp_t tcp;
+    struct stream st;
     uv_connect_t connect_req;
-    uv_write_t write_req;
     struct monitor *m;
-    struct wire_buf rbuf;
+    struct proxy *p;
     struct wire_buf wbuf;
 };
 
@@ -48,6 +48,7 @@ struct monitor {
     struct mon_conn *conn;
     uint64_t sent_ns;
     int64_t last_end_ms;
+    int failures;       /* checks failed in a row */
     bool retry_pending; /* a failed check of a known server is retried once at once */
     bool check_requested;
     bool resolving;    /* a getaddrinfo request is out: m must outlive it */
@@ -57,10 +58,10 @@ struct monitor {
 static void check_now(struct monitor *m);
 static void schedule(struct monitor *m, uint64_t delay_ms);
 
-static void on_conn_closed(uv_handle_t *h)
+static void on_conn_closed(struct stream *s)
 {
-    struct mon_conn *mc = h->data;
-    wire_buf_free(&mc->rbuf);
+    struct mon_conn *mc = s->owner;
+    mc->p->fds_in_use--;
     wire_buf_free(&mc->wbuf);
     free(mc);
 }
@@ -72,21 +73,22 @@ static void drop_conn(struct monitor *m)
         return;
     m->conn = NULL;
     mc->m = NULL;
-    uv_close((uv_handle_t *)&mc->tcp, on_conn_closed);
+    stream_close(&mc->st);
 }
 
-/* Ends a check that failed: mark the server unknown and plan the next check. */
-static void check_failed(struct monitor *m, const char *why)
+/* Ends a check that failed: report it and plan the next check. */
+static void check_failed(struct monitor *m, const char *why, bool timed_out)
 {
     struct proxy *p = m->p;
     drop_conn(m);
     m->state = MON_IDLE;
     m->last_end_ms = proxy_now(p);
+    m->failures++;
     const struct server *s = &p->topo.servers[m->idx];
     bool was_known = s->type != SERVER_UNKNOWN;
     if (was_known || !s->last_error[0] || strcmp(s->last_error, why) != 0)
         log_warn(s->addr, "check failed: %s", why);
-    proxy_server_failed(p, m->idx, why);
+    proxy_check_failed(p, m->idx, why, timed_out, m->failures);
     if (was_known && !m->retry_pending) {
         m->retry_pending = true;
         schedule(m, 0);
@@ -104,7 +106,7 @@ static void on_timer(uv_timer_t *t)
         return;
     }
     if (m->state == MON_CONNECTING || m->state == MON_CHECKING) {
-        check_failed(m, m->state == MON_CONNECTING ? "connect timed out" : "hello timed out");
+        check_failed(m, m->state == MON_CONNECTING ? "connect timed out" : "hello timed out", true);
     }
 }
 
@@ -122,86 +124,73 @@ static void on_reply(struct monitor *m, const uint8_t *frame, size_t len)
     struct wire_msg msg;
     bson_t reply;
     if (wire_msg_parse(frame, len, &msg) < 0 || !wire_msg_body(&msg, &reply)) {
-        check_failed(m, "malformed hello reply");
+        check_failed(m, "malformed hello reply", false);
         return;
     }
     struct server *s = &p->topo.servers[m->idx];
     enum server_type before = s->type;
     enum server_type type = topology_classify(&reply);
     if (type == SERVER_UNKNOWN) {
-        check_failed(m, "hello failed");
+        check_failed(m, "hello failed", false);
         return;
     }
     int bits = topology_on_hello(&p->topo, m->idx, &reply, rtt, proxy_now(p));
-    if (bits & TOPO_REFUSED) {
-        log_warn(s->addr, "refused: %s", s->last_error);
-        pool_clear(p, m->idx);
-    } else if (before != s->type) {
+    if (!(bits & TOPO_REFUSED) && before != s->type)
         log_info(s->addr, "is %s (rtt %.2f ms)", server_type_name(s->type), rtt);
-    }
-    if (bits & TOPO_MEMBERS_CHANGED)
-        proxy_members_changed(p);
     m->state = MON_IDLE;
     m->retry_pending = false;
+    m->failures = 0;
     m->last_end_ms = proxy_now(p);
-    proxy_topology_changed(p);
     schedule(m, (uint64_t)p->cfg.heartbeat_interval_ms);
+    /* Last: the coordinator may stop this very monitor (a member removed). */
+    proxy_check_ok(p, m->idx, bits);
 }
 
-static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+static int on_frame(struct stream *st, uint8_t *frame, size_t len)
 {
-    struct mon_conn *mc = h->data;
-    (void)suggested;
-    if (wire_buf_reserve(&mc->rbuf, 16 * 1024) < 0) {
-        buf->base = NULL;
-        buf->len = 0;
-        return;
-    }
-    buf->base = (char *)mc->rbuf.data + mc->rbuf.len;
-    buf->len = mc->rbuf.cap - mc->rbuf.len;
-}
-
-static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
-{
-    struct mon_conn *mc = st->data;
+    struct mon_conn *mc = st->owner;
     struct monitor *m = mc->m;
-    (void)buf;
-    if (!m || nread == 0)
-        return;
-    if (nread < 0) {
-        char why[96];
-        snprintf(why, sizeof(why), "read: %s", uv_strerror((int)nread));
-        check_failed(m, why);
-        return;
-    }
-    mc->rbuf.len += (size_t)nread;
-    struct wire_header h;
-    int rc = wire_header_parse(mc->rbuf.data, mc->rbuf.len, WIRE_MAX_MESSAGE_SIZE, &h);
-    if (rc == -EAGAIN || (rc == 0 && mc->rbuf.len < (size_t)h.length))
-        return;
-    if (rc < 0 || m->state != MON_CHECKING) {
-        check_failed(m, "unexpected bytes on the monitoring connection");
-        return;
+    if (!m)
+        return -ECANCELED;
+    if (m->state != MON_CHECKING) {
+        check_failed(m, "unexpected bytes on the monitoring connection", false);
+        return -EPROTO;
     }
     uv_timer_stop(&m->timer);
-    on_reply(m, mc->rbuf.data, (size_t)h.length);
-    if (m->conn == mc) {
-        memmove(mc->rbuf.data, mc->rbuf.data + h.length, mc->rbuf.len - (size_t)h.length);
-        mc->rbuf.len -= (size_t)h.length;
-    }
+    on_reply(m, frame, len);
+    return m->conn == mc ? STREAM_NEXT : -ECANCELED;
 }
 
-static void on_written(uv_write_t *req, int status)
+static void on_error(struct stream *st, int status)
 {
-    struct mon_conn *mc = req->data;
-    if (status == UV_ECANCELED || !mc->m)
+    struct mon_conn *mc = st->owner;
+    if (!mc->m)
         return;
-    if (status < 0) {
-        char why[96];
-        snprintf(why, sizeof(why), "write: %s", uv_strerror(status));
-        check_failed(mc->m, why);
-    }
+    char why[96];
+    snprintf(why, sizeof(why), "read: %s",
+             status == -EMSGSIZE ? "a frame of invalid length" : uv_strerror(status));
+    check_failed(mc->m, why, false);
 }
+
+static void on_written(struct stream *st, int status)
+{
+    struct mon_conn *mc = st->owner;
+    if (!mc->m || status == 0)
+        return;
+    char why[96];
+    snprintf(why, sizeof(why), "write: %s", uv_strerror(status));
+    check_failed(mc->m, why, false);
+}
+
+static void on_connect(struct stream *st, int status);
+
+static const struct stream_cb mon_stream_cb = {
+    .on_frame = on_frame,
+    .on_error = on_error,
+    .on_written = on_written,
+    .on_connect = on_connect,
+    .on_closed = on_conn_closed,
+};
 
 /* Sends a hello on the open monitoring connection and arms the check's deadline. */
 static void send_hello(struct monitor *m)
@@ -215,36 +204,34 @@ static void send_hello(struct monitor *m)
     int rc = wire_append_msg(&mc->wbuf, proxy_next_request_id(p), 0, 0, &cmd);
     bson_destroy(&cmd);
     if (rc < 0) {
-        check_failed(m, "out of memory");
+        check_failed(m, "out of memory", false);
         return;
     }
     m->state = MON_CHECKING;
     m->sent_ns = uv_hrtime();
     uv_buf_t buf = uv_buf_init((char *)mc->wbuf.data, (unsigned)mc->wbuf.len);
-    mc->write_req.data = mc;
-    rc = uv_write(&mc->write_req, (uv_stream_t *)&mc->tcp, &buf, 1, on_written);
+    rc = stream_write(&mc->st, &buf, 1);
     if (rc < 0) {
-        check_failed(m, uv_strerror(rc));
+        check_failed(m, uv_strerror(rc), false);
         return;
     }
     uv_timer_start(&m->timer, on_timer, (uint64_t)p->cfg.connect_timeout_ms, 0);
 }
 
-static void on_connect(uv_connect_t *req, int status)
+static void on_connect(struct stream *st, int status)
 {
-    struct mon_conn *mc = req->data;
+    struct mon_conn *mc = st->owner;
     struct monitor *m = mc->m;
-    if (status == UV_ECANCELED || !m)
+    if (!m)
         return;
     if (status < 0) {
         char why[96];
         snprintf(why, sizeof(why), "connect: %s", uv_strerror(status));
-        check_failed(m, why);
+        check_failed(m, why, false);
         return;
     }
-    uv_tcp_nodelay(&mc->tcp, 1);
-    if (uv_read_start((uv_stream_t *)&mc->tcp, on_alloc, on_read) < 0) {
-        check_failed(m, "cannot read");
+    if (stream_read_start(&mc->st) < 0) {
+        check_failed(m, "cannot read", false);
         return;
     }
     send_hello(m);
@@ -266,7 +253,7 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
         snprintf(why, sizeof(why), "cannot resolve %s: %s", p->topo.servers[m->idx].host,
                  uv_strerror(status));
         uv_freeaddrinfo(res);
-        check_failed(m, why);
+        check_failed(m, why, false);
         return;
     }
     struct pool *pl = &p->pools[m->idx];
@@ -275,20 +262,19 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
     uv_freeaddrinfo(res);
 
     struct mon_conn *mc = calloc(1, sizeof(*mc));
-    if (!mc) {
-        check_failed(m, "out of memory");
+    if (!mc || stream_init_tcp(&p->sctx, &mc->st, &mon_stream_cb, mc, WIRE_MAX_MESSAGE_SIZE) < 0) {
+        free(mc);
+        check_failed(m, "out of memory", false);
         return;
     }
     mc->m = m;
-    mc->tcp.data = mc;
-    mc->connect_req.data = mc;
-    uv_tcp_init(p->loop, &mc->tcp);
+    mc->p = p;
+    p->fds_in_use++;
     m->conn = mc;
     m->state = MON_CONNECTING;
-    int rc =
-        uv_tcp_connect(&mc->connect_req, &mc->tcp, (const struct sockaddr *)&pl->addr, on_connect);
+    int rc = stream_connect(&mc->st, &mc->connect_req, (const struct sockaddr *)&pl->addr);
     if (rc < 0) {
-        check_failed(m, uv_strerror(rc));
+        check_failed(m, uv_strerror(rc), false);
         return;
     }
     uv_timer_start(&m->timer, on_timer, (uint64_t)p->cfg.connect_timeout_ms, 0);
@@ -324,7 +310,7 @@ static void check_now(struct monitor *m)
     if (rc < 0) {
         m->resolving = false;
         m->state = MON_IDLE;
-        check_failed(m, uv_strerror(rc));
+        check_failed(m, uv_strerror(rc), false);
     }
 }
 
@@ -361,17 +347,21 @@ static void on_monitor_timer_closed(uv_handle_t *h)
         free(m);
 }
 
+void monitor_stop(struct proxy *p, int idx)
+{
+    struct monitor *m = p->monitors[idx];
+    if (!m)
+        return;
+    p->monitors[idx] = NULL;
+    if (m->resolving)
+        uv_cancel((uv_req_t *)&m->gai);
+    m->state = MON_STOPPED;
+    drop_conn(m);
+    uv_close((uv_handle_t *)&m->timer, on_monitor_timer_closed);
+}
+
 void monitor_stop_all(struct proxy *p)
 {
-    for (int i = 0; i < p->topo.n; i++) {
-        struct monitor *m = p->monitors[i];
-        if (!m)
-            continue;
-        p->monitors[i] = NULL;
-        if (m->resolving)
-            uv_cancel((uv_req_t *)&m->gai);
-        m->state = MON_STOPPED;
-        drop_conn(m);
-        uv_close((uv_handle_t *)&m->timer, on_monitor_timer_closed);
-    }
+    for (int i = 0; i < p->topo.n; i++)
+        monitor_stop(p, i);
 }

@@ -1,12 +1,16 @@
 /*
  * pool.c: backend connections, pooled per server, one request in flight on each.
  *
- * A connection is opened when a client needs one and none is idle (up to max_pool_size per
- * server), introduces itself with a hello carrying mongolb's client metadata, and then carries
- * one client request at a time. Replies are read into the connection's own buffer and relayed to
- * the client from there without a copy; the client gives the connection back when the exchange is
- * complete. A connection whose server failed (its pool generation changed) is closed instead of
- * being reused.
+ * A connection is opened when a user (a client) needs one and none is idle (up to max_pool_size
+ * per server), introduces itself with a hello carrying mongolb's client metadata, and then
+ * carries one request at a time. Replies are read into the connection's stream buffer and handed
+ * to the user, who relays them to its client from there without a copy and says when it is done
+ * (bconn_reply_done). A connection whose server failed since it was opened (the topology's
+ * generation moved on) is closed instead of being reused, and so is one past max_lifetime_ms.
+ *
+ * Failures are reported up, not decided here: a connection that could not be opened or
+ * introduced goes to proxy_connect_failed(), one that broke while established to
+ * proxy_socket_failed(), and the user of a broken connection hears of it through on_error.
  */
 #include "proxy.h"
 
@@ -17,17 +21,23 @@
 
 #include "log.h"
 
-/* Replies may be as large as a maximal message plus a little: allow the header's length up to the
- * maximum message size the server itself reports, which is never above this. */
+/* Replies may be as large as a maximal message plus a little: the header's length may go up to
+ * the maximum message size the server itself reports, which is never above this. */
 #define BCONN_MAX_REPLY (WIRE_MAX_MESSAGE_SIZE + 16 * 1024)
-/* A buffer that grew beyond this for one large reply is given back when the connection is idle. */
-#define BCONN_KEEP_BUF (256 * 1024)
+/* Connections kept for the fd limit: backend connections may use these, clients may not. */
+#define FD_RESERVE_BACKEND 4
 
-static void on_handshake_reply(struct bconn *b, const uint8_t *frame, size_t len);
-static void fail_waiters(struct proxy *p, int idx, int status, const char *why);
+static const struct pool_user_ops *user_ops;
 
-int pool_init(struct proxy *p)
+const char *bconn_state_name(enum bconn_state s)
 {
+    static const char *const names[] = {"connecting", "handshake", "idle", "busy", "closing"};
+    return (unsigned)s < sizeof(names) / sizeof(names[0]) ? names[s] : "?";
+}
+
+void pool_init(struct proxy *p, const struct pool_user_ops *ops)
+{
+    user_ops = ops;
     for (int i = 0; i < TOPOLOGY_MAX_SERVERS; i++) {
         struct pool *pl = &p->pools[i];
         memset(pl, 0, sizeof(*pl));
@@ -36,230 +46,253 @@ int pool_init(struct proxy *p)
         list_init(&pl->busy);
         list_init(&pl->waiters);
     }
-    return 0;
 }
 
-static void on_bconn_closed(uv_handle_t *h)
+/* Moves b to state st, keeping the pool's lists and counts in step: the one place that does. */
+static void set_state(struct bconn *b, enum bconn_state st)
 {
-    struct bconn *b = h->data;
-    if (--b->handles_open == 0) {
-        wire_buf_free(&b->rbuf);
-        wire_buf_free(&b->hbuf);
-        free(b);
+    struct pool *pl = &b->p->pools[b->server];
+    enum bconn_state old = b->state;
+    if (old == st)
+        return;
+    if (old == BCONN_CONNECTING || old == BCONN_HANDSHAKE) {
+        if (st != BCONN_CONNECTING && st != BCONN_HANDSHAKE)
+            pl->connecting--;
     }
+    if (old == BCONN_IDLE)
+        pl->idle_count--;
+    list_remove(&b->link);
+    b->state = st;
+    switch (st) {
+    case BCONN_CONNECTING:
+    case BCONN_HANDSHAKE:
+        if (old != BCONN_CONNECTING && old != BCONN_HANDSHAKE)
+            pl->connecting++;
+        list_push_back(&pl->busy, &b->link);
+        break;
+    case BCONN_IDLE:
+        pl->idle_count++;
+        b->idle_since_ms = proxy_now(b->p);
+        list_push_back(&pl->idle, &b->link);
+        break;
+    case BCONN_BUSY:
+        list_push_back(&pl->busy, &b->link);
+        break;
+    case BCONN_CLOSING:
+        pl->total--;
+        break;
+    }
+}
+
+/* Frees b once its last handle is closed. */
+static void handle_closed(struct bconn *b)
+{
+    if (--b->handles_open > 0)
+        return;
+    wire_buf_free(&b->hbuf);
+    free(b);
+}
+
+static void on_timer_closed(uv_handle_t *h)
+{
+    handle_closed(h->data);
+}
+
+static void on_stream_closed(struct stream *s)
+{
+    struct bconn *b = s->owner;
+    b->p->fds_in_use--;
+    handle_closed(b);
 }
 
 void bconn_close(struct bconn *b, const char *why)
 {
     if (b->state == BCONN_CLOSING)
         return;
-    struct proxy *p = g_proxy;
-    struct pool *pl = &p->pools[b->server];
     log_debug(b->prefix, "closing: %s", why);
-    if (b->state == BCONN_CONNECTING || b->state == BCONN_HANDSHAKE)
-        pl->connecting--;
-    b->state = BCONN_CLOSING;
-    list_remove(&b->link);
-    pl->total--;
-    b->client = NULL;
-    uv_close((uv_handle_t *)&b->tcp, on_bconn_closed);
-    uv_close((uv_handle_t *)&b->timer, on_bconn_closed);
+    set_state(b, BCONN_CLOSING);
+    b->user = NULL;
+    stream_close(&b->st);
+    uv_close((uv_handle_t *)&b->timer, on_timer_closed);
+}
+
+/* Tells the user of b (if any) that b failed, after closing it. */
+static void fail_user(struct bconn *b, int status, const char *why)
+{
+    void *user = b->user;
+    b->user = NULL;
+    bconn_close(b, why);
+    if (user)
+        user_ops->on_error(user, b, status, why);
 }
 
 /* Hands a ready connection to the first waiter, or parks it on the idle list. */
 static void give_out(struct proxy *p, struct bconn *b)
 {
     struct pool *pl = &p->pools[b->server];
-    list_remove(&b->link);
-    if (b->rbuf.cap > BCONN_KEEP_BUF && b->rbuf.len == 0)
-        wire_buf_free(&b->rbuf);
     if (!list_empty(&pl->waiters)) {
-        struct list *w = pl->waiters.next;
-        list_remove(w);
+        struct pool_waiter *w = list_entry(pl->waiters.next, struct pool_waiter, link);
+        list_remove(&w->link);
         pl->n_waiters--;
-        struct client *c = list_entry(w, struct client, wait_link);
-        c->wait_pool = -1;
-        b->state = BCONN_BUSY;
-        b->client = c;
-        list_push_back(&pl->busy, &b->link);
-        client_on_bconn(c, b, 0, NULL);
+        w->pool = -1;
+        b->user = w->user;
+        set_state(b, BCONN_BUSY);
+        user_ops->on_ready(w->user, b, 0, NULL);
         return;
     }
-    b->state = BCONN_IDLE;
-    list_push_back(&pl->idle, &b->link);
+    set_state(b, BCONN_IDLE);
+}
+
+/* True when b must not serve another request. */
+static const char *retire_reason(struct proxy *p, struct bconn *b)
+{
+    const struct server *s = &p->topo.servers[b->server];
+    if (b->generation != s->generation)
+        return "pool was cleared";
+    if (p->shutting_down)
+        return "shutting down";
+    if (stream_pending_bytes(&b->st) != b->cur_frame)
+        return "unexpected bytes after a reply";
+    if (p->cfg.max_lifetime_ms > 0 && proxy_now(p) - b->created_ms >= p->cfg.max_lifetime_ms)
+        return "max_lifetime_ms reached";
+    return NULL;
 }
 
 void pool_release(struct proxy *p, struct bconn *b)
 {
     if (b->state == BCONN_CLOSING)
         return;
-    b->client = NULL;
+    b->user = NULL;
     b->reply_expected = false;
-    const struct server *s = &p->topo.servers[b->server];
-    if (b->generation != s->generation || p->shutting_down || b->rbuf.len != 0) {
-        /* A server that failed since, or unread bytes that belong to no request: never reuse. */
-        bconn_close(b, b->rbuf.len ? "unexpected bytes after a reply" : "pool was cleared");
+    const char *why = retire_reason(p, b);
+    if (why) {
+        bconn_close(b, why);
         return;
     }
-    if (!b->reading)
-        bconn_read_start(b);
     give_out(p, b);
 }
 
-/* Frames complete messages out of b->rbuf and dispatches them. */
-static void process_input(struct bconn *b)
+void pool_abandon(struct proxy *p, struct bconn *b, bool reply_held)
 {
-    struct proxy *p = g_proxy;
-    while (b->state != BCONN_CLOSING && b->reading) {
-        struct wire_header h;
-        int rc = wire_header_parse(b->rbuf.data, b->rbuf.len, BCONN_MAX_REPLY, &h);
-        if (rc == -EAGAIN)
-            return;
-        if (rc < 0) {
-            log_warn(b->prefix, "server sent a frame of invalid length %d", h.length);
-            struct client *c = b->client;
-            bconn_close(b, "invalid frame from server");
-            if (c)
-                client_on_backend_error(c, b, -EPROTO);
-            return;
-        }
-        if (b->rbuf.len < (size_t)h.length) {
-            wire_buf_reserve(&b->rbuf, (size_t)h.length - b->rbuf.len);
-            return;
-        }
-        if (b->state == BCONN_HANDSHAKE) {
-            on_handshake_reply(b, b->rbuf.data, (size_t)h.length);
-            return;
-        }
-        if (b->state != BCONN_BUSY) {
-            bconn_close(b, "unsolicited bytes from server");
-            return;
-        }
-        if (!b->client) {
-            /* The client left while its request was in flight: drop the reply. A streamed reply
-             * is followed by more; anything else ends the exchange. */
-            bool more = h.opcode == WIRE_OP_MSG && h.length >= 20 &&
-                        (wire_get_i32(b->rbuf.data + 16) & WIRE_MSG_MORE_TO_COME);
-            memmove(b->rbuf.data, b->rbuf.data + h.length, b->rbuf.len - (size_t)h.length);
-            b->rbuf.len -= (size_t)h.length;
-            if (!more)
-                pool_release(p, b);
-            continue;
-        }
-        /* The client relays the frame straight from our buffer; we stop reading until it is done
-         * so the buffer does not move, and it calls bconn_consume(). */
-        bconn_read_stop(b);
-        client_on_reply(b->client, b, b->rbuf.data, (size_t)h.length);
+    (void)p;
+    if (b->state == BCONN_CLOSING)
         return;
-    }
+    b->user = NULL;
+    if (reply_held)
+        bconn_reply_done(b);
+    /* The request may run for long on the server; closing frees the pool's slot at once rather
+     * than holding it until a reply nobody wants arrives. */
+    bconn_close(b, "its client left during the exchange");
 }
 
-/* Removes the first len bytes of the read buffer: the frame the client finished relaying. */
-void bconn_consume(struct bconn *b, size_t len)
+void bconn_reply_done(struct bconn *b)
 {
-    if (len > b->rbuf.len)
-        len = b->rbuf.len;
-    memmove(b->rbuf.data, b->rbuf.data + len, b->rbuf.len - len);
-    b->rbuf.len -= len;
+    b->cur_frame = 0;
+    stream_release(&b->st);
 }
 
-static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+static int on_frame(struct stream *s, uint8_t *frame, size_t len)
 {
-    struct bconn *b = h->data;
-    (void)suggested;
-    if (wire_buf_reserve(&b->rbuf, 64 * 1024) < 0) {
-        buf->base = NULL;
-        buf->len = 0;
-        return;
-    }
-    buf->base = (char *)b->rbuf.data + b->rbuf.len;
-    buf->len = b->rbuf.cap - b->rbuf.len;
-}
-
-static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
-{
-    struct bconn *b = s->data;
-    (void)buf;
-    if (nread == 0 || b->state == BCONN_CLOSING)
-        return;
-    if (nread < 0) {
-        struct client *c = b->client;
-        bool busy = b->state == BCONN_BUSY;
-        int connecting = b->state == BCONN_HANDSHAKE;
-        char why[96];
-        snprintf(why, sizeof(why), "read: %s", uv_strerror((int)nread));
-        bconn_close(b, why);
-        if (connecting) {
-            proxy_server_failed(g_proxy, b->server, why);
-        } else if (busy) {
-            if (nread != UV_EOF || b->reply_expected)
-                proxy_server_failed(g_proxy, b->server, why);
-            if (c)
-                client_on_backend_error(c, b, (int)nread);
+    struct bconn *b = s->owner;
+    struct proxy *p = b->p;
+    if (b->state == BCONN_HANDSHAKE) {
+        struct wire_msg m;
+        bson_t reply;
+        bson_iter_t it;
+        bool ok = wire_msg_parse(frame, len, &m) == 0 && wire_msg_body(&m, &reply) &&
+                  bson_iter_init_find(&it, &reply, "ok") && bson_iter_as_bool(&it);
+        if (!ok) {
+            int idx = b->server;
+            bconn_close(b, "handshake refused");
+            proxy_connect_failed(p, idx, "handshake refused");
+            return -EPROTO;
         }
-        return;
+        uv_timer_stop(&b->timer);
+        wire_buf_free(&b->hbuf);
+        log_debug(b->prefix, "connected");
+        give_out(p, b);
+        return STREAM_NEXT;
     }
-    b->rbuf.len += (size_t)nread;
-    process_input(b);
-}
-
-int bconn_read_start(struct bconn *b)
-{
-    if (b->reading)
-        return 0;
-    int rc = uv_read_start((uv_stream_t *)&b->tcp, on_alloc, on_read);
-    if (rc == 0) {
-        b->reading = true;
-        /* Bytes already buffered (a streamed reply's next part) are dispatched at once. */
-        if (b->rbuf.len > 0)
-            process_input(b);
+    if (b->state != BCONN_BUSY || !b->reply_expected) {
+        int idx = b->server;
+        bconn_close(b, "unsolicited bytes from server");
+        proxy_socket_failed(p, idx, "unsolicited bytes from server");
+        return -EPROTO;
     }
+    /* While the frame is handed up it still counts as pending in the stream: a release from
+     * inside the callback must not take it for stray bytes. */
+    b->cur_frame = len;
+    int rc;
+    if (!b->user) {
+        /* Nobody wants this exchange any more: a streamed reply continues, anything else ends. */
+        bool more = len >= 20 && wire_get_i32(frame + 12) == WIRE_OP_MSG &&
+                    ((uint32_t)wire_get_i32(frame + 16) & WIRE_MSG_MORE_TO_COME);
+        if (!more)
+            pool_release(p, b);
+        rc = STREAM_NEXT;
+    } else {
+        rc = user_ops->on_reply(b->user, b, frame, len);
+    }
+    if (rc != STREAM_HOLD)
+        b->cur_frame = 0;
     return rc;
 }
 
-void bconn_read_stop(struct bconn *b)
+static void on_error(struct stream *s, int status)
 {
-    if (!b->reading)
-        return;
-    uv_read_stop((uv_stream_t *)&b->tcp);
-    b->reading = false;
-}
-
-static void on_written(uv_write_t *req, int status)
-{
-    struct bconn *b = req->data;
-    if (status == UV_ECANCELED || b->state == BCONN_CLOSING)
-        return;
-    if (b->state == BCONN_HANDSHAKE) {
-        if (status < 0) {
-            char why[96];
-            snprintf(why, sizeof(why), "handshake write: %s", uv_strerror(status));
-            bconn_close(b, why);
-            proxy_server_failed(g_proxy, b->server, why);
-        }
+    struct bconn *b = s->owner;
+    struct proxy *p = b->p;
+    int idx = b->server;
+    char why[96];
+    if (status == -EMSGSIZE)
+        snprintf(why, sizeof(why), "server sent a frame of invalid length");
+    else
+        snprintf(why, sizeof(why), "read: %s", uv_strerror(status));
+    enum bconn_state st = b->state;
+    if (st == BCONN_HANDSHAKE) {
+        bconn_close(b, why);
+        proxy_connect_failed(p, idx, why);
         return;
     }
-    struct client *c = b->client;
+    bool expected = st == BCONN_BUSY && b->reply_expected;
+    fail_user(b, status, why);
+    /* An idle connection the server closed (its own idle timeout, a restart) says little; one
+     * that broke in the middle of an exchange is worth a prompt check. */
+    if (expected || status != UV_EOF)
+        proxy_socket_failed(p, idx, why);
+}
+
+static void on_written(struct stream *s, int status)
+{
+    struct bconn *b = s->owner;
+    struct proxy *p = b->p;
+    int idx = b->server;
     if (status < 0) {
         char why[96];
         snprintf(why, sizeof(why), "write: %s", uv_strerror(status));
-        bconn_close(b, why);
-        proxy_server_failed(g_proxy, b->server, why);
-        if (c)
-            client_on_backend_error(c, b, status);
+        if (b->state == BCONN_HANDSHAKE) {
+            bconn_close(b, why);
+            proxy_connect_failed(p, idx, why);
+            return;
+        }
+        fail_user(b, status, why);
+        proxy_socket_failed(p, idx, why);
         return;
     }
-    if (c)
-        client_on_sent(c, b);
-    else if (!b->reply_expected)
-        pool_release(g_proxy, b);
+    if (b->state != BCONN_BUSY || b->reply_expected)
+        return;
+    /* A request that expects no reply (moreToCome, OP_KILL_CURSORS) is complete. */
+    if (b->user)
+        user_ops->on_sent(b->user, b);
+    else
+        pool_release(p, b);
 }
 
-int bconn_write(struct bconn *b, const uint8_t *data, size_t len)
+int bconn_send(struct bconn *b, const uint8_t *data, size_t len, bool reply_expected)
 {
+    b->reply_expected = reply_expected;
     uv_buf_t buf = uv_buf_init((char *)data, (unsigned)len);
-    b->write_req.data = b;
-    return uv_write(&b->write_req, (uv_stream_t *)&b->tcp, &buf, 1, on_written);
+    return stream_write(&b->st, &buf, 1);
 }
 
 static void on_deadline(uv_timer_t *t)
@@ -267,9 +300,10 @@ static void on_deadline(uv_timer_t *t)
     struct bconn *b = t->data;
     if (b->state != BCONN_CONNECTING && b->state != BCONN_HANDSHAKE)
         return;
+    int idx = b->server;
+    b->p->stats.backend_connect_failures++;
     bconn_close(b, "connect timed out");
-    g_proxy->stats.backend_connect_failures++;
-    proxy_server_failed(g_proxy, b->server, "connect timed out");
+    proxy_connect_failed(b->p, idx, "connect timed out");
 }
 
 /* Our hello on a new connection: client metadata, so server logs show who connects. */
@@ -290,87 +324,84 @@ static int build_handshake(struct bconn *b)
     bson_append_document_end(&client, &os);
     bson_append_document_end(&cmd, &client);
     BSON_APPEND_UTF8(&cmd, "$db", "admin");
-    int rc = wire_append_msg(&b->hbuf, proxy_next_request_id(g_proxy), 0, 0, &cmd);
+    int rc = wire_append_msg(&b->hbuf, proxy_next_request_id(b->p), 0, 0, &cmd);
     bson_destroy(&cmd);
     return rc;
 }
 
-static void on_connect(uv_connect_t *req, int status)
+static void on_connect(struct stream *s, int status)
 {
-    struct bconn *b = req->data;
-    if (status == UV_ECANCELED || b->state == BCONN_CLOSING)
-        return;
+    struct bconn *b = s->owner;
+    struct proxy *p = b->p;
+    int idx = b->server;
     if (status < 0) {
         char why[96];
         snprintf(why, sizeof(why), "connect: %s", uv_strerror(status));
-        g_proxy->stats.backend_connect_failures++;
+        p->stats.backend_connect_failures++;
         bconn_close(b, why);
-        proxy_server_failed(g_proxy, b->server, why);
+        proxy_connect_failed(p, idx, why);
         return;
     }
-    uv_tcp_nodelay(&b->tcp, 1);
-    b->state = BCONN_HANDSHAKE;
-    int rc = build_handshake(b);
+    int rc = stream_tcp_tune(&b->st, p->cfg.tcp_keepalive_s, p->cfg.tcp_user_timeout_ms);
+    if (rc < 0)
+        log_warn(b->prefix, "cannot set keepalive/TCP_USER_TIMEOUT: %s", uv_strerror(rc));
+    set_state(b, BCONN_HANDSHAKE);
+    rc = build_handshake(b);
+    if (rc == 0) {
+        uv_buf_t buf = uv_buf_init((char *)b->hbuf.data, (unsigned)b->hbuf.len);
+        rc = stream_write(&b->st, &buf, 1);
+    }
     if (rc == 0)
-        rc = bconn_write(b, b->hbuf.data, b->hbuf.len);
-    if (rc == 0)
-        rc = bconn_read_start(b);
+        rc = stream_read_start(&b->st);
     if (rc < 0) {
         bconn_close(b, "handshake could not be sent");
-        proxy_server_failed(g_proxy, b->server, "handshake could not be sent");
+        proxy_connect_failed(p, idx, "handshake could not be sent");
     }
 }
 
-static void on_handshake_reply(struct bconn *b, const uint8_t *frame, size_t len)
-{
-    struct proxy *p = g_proxy;
-    struct wire_msg m;
-    bson_t reply;
-    bson_iter_t it;
-    bool ok = wire_msg_parse(frame, len, &m) == 0 && wire_msg_body(&m, &reply) &&
-              bson_iter_init_find(&it, &reply, "ok") && bson_iter_as_bool(&it);
-    if (!ok) {
-        bconn_close(b, "handshake refused");
-        proxy_server_failed(p, b->server, "handshake refused");
-        return;
-    }
-    bconn_consume(b, len);
-    uv_timer_stop(&b->timer);
-    p->pools[b->server].connecting--;
-    wire_buf_free(&b->hbuf);
-    log_debug(b->prefix, "connected");
-    b->state = BCONN_IDLE;
-    give_out(p, b);
-}
+static const struct stream_cb bconn_stream_cb = {
+    .on_frame = on_frame,
+    .on_error = on_error,
+    .on_written = on_written,
+    .on_connect = on_connect,
+    .on_closed = on_stream_closed,
+};
 
 /* Opens one more connection to server idx. Returns 0 or a negative errno. */
 static int open_connection(struct proxy *p, int idx)
 {
     struct pool *pl = &p->pools[idx];
-    const struct sockaddr *sa = (const struct sockaddr *)&pl->addr;
     if (!pl->have_addr)
         return -EHOSTUNREACH;
+    if (p->fd_limit > 0 && p->fds_in_use >= p->fd_limit - FD_RESERVE_BACKEND) {
+        p->stats.fd_limit_refusals++;
+        return -EMFILE;
+    }
     struct bconn *b = calloc(1, sizeof(*b));
     if (!b)
         return -ENOMEM;
+    b->p = p;
     b->server = idx;
     b->generation = p->topo.servers[idx].generation;
     b->id = ++p->next_bconn_id;
-    snprintf(b->prefix, sizeof(b->prefix), "b%llu %s", (unsigned long long)b->id,
+    b->created_ms = proxy_now(p);
+    snprintf(b->prefix, sizeof(b->prefix), "b%llu %.40s", (unsigned long long)b->id,
              p->topo.servers[idx].addr);
     list_init(&b->link);
-    b->tcp.data = b;
-    b->timer.data = b;
-    b->connect_req.data = b;
-    uv_tcp_init(p->loop, &b->tcp);
+    int rc = stream_init_tcp(&p->sctx, &b->st, &bconn_stream_cb, b, BCONN_MAX_REPLY);
+    if (rc < 0) {
+        free(b);
+        return rc;
+    }
     uv_timer_init(p->loop, &b->timer);
+    b->timer.data = b;
     b->handles_open = 2;
-    b->state = BCONN_CONNECTING;
+    p->fds_in_use++;
     pl->total++;
-    pl->connecting++;
-    list_push_back(&pl->busy, &b->link);
+    b->state = BCONN_CLOSING; /* so that set_state counts it as a new connecting one */
+    set_state(b, BCONN_CONNECTING);
     p->stats.backend_connects++;
-    int rc = uv_tcp_connect(&b->connect_req, &b->tcp, sa, on_connect);
+    rc = stream_connect(&b->st, &b->connect_req, (const struct sockaddr *)&pl->addr);
     if (rc < 0) {
         bconn_close(b, "connect could not start");
         return rc;
@@ -379,64 +410,113 @@ static int open_connection(struct proxy *p, int idx)
     return 0;
 }
 
-struct bconn *pool_get(struct proxy *p, int idx, struct client *c)
+struct bconn *pool_get(struct proxy *p, int idx, struct pool_waiter *w)
 {
     struct pool *pl = &p->pools[idx];
-    if (!list_empty(&pl->idle)) {
-        struct bconn *b = list_entry(pl->idle.next, struct bconn, link);
-        list_remove(&b->link);
-        b->state = BCONN_BUSY;
-        b->client = c;
-        list_push_back(&pl->busy, &b->link);
+    while (!list_empty(&pl->idle)) {
+        /* The most recently used connection first: the others then age out by max_idle_time. */
+        struct bconn *b = list_entry(pl->idle.prev, struct bconn, link);
+        const char *why = retire_reason(p, b);
+        if (why) {
+            bconn_close(b, why);
+            continue;
+        }
+        b->user = w->user;
+        set_state(b, BCONN_BUSY);
         return b;
     }
-    list_push_back(&pl->waiters, &c->wait_link);
-    c->wait_pool = idx;
+    list_push_back(&pl->waiters, &w->link);
+    w->pool = idx;
     pl->n_waiters++;
+    pl->waits++;
     if (pl->connecting < pl->n_waiters && pl->total < p->cfg.max_pool_size) {
         int rc = open_connection(p, idx);
-        if (rc < 0)
-            log_warn(p->topo.servers[idx].addr, "cannot open a connection: %s", uv_strerror(rc));
+        if (rc < 0) {
+            log_warn(p->topo.servers[idx].addr, "cannot open a connection: %s",
+                     rc == -EMFILE ? "the file descriptor limit is reached" : uv_strerror(rc));
+            if (pl->total == 0) {
+                /* Nothing will free up: fail now rather than at the deadline. */
+                pool_cancel_wait(p, w);
+                char why[128];
+                snprintf(why, sizeof(why), "cannot open a connection to %s: %s",
+                         p->topo.servers[idx].addr,
+                         rc == -EMFILE ? "file descriptor limit reached" : uv_strerror(rc));
+                user_ops->on_ready(w->user, NULL, rc, why);
+            }
+        }
     }
     return NULL;
 }
 
-void pool_cancel_wait(struct proxy *p, struct client *c)
+void pool_cancel_wait(struct proxy *p, struct pool_waiter *w)
 {
-    if (c->wait_pool < 0)
+    if (w->pool < 0)
         return;
-    list_remove(&c->wait_link);
-    p->pools[c->wait_pool].n_waiters--;
-    c->wait_pool = -1;
+    list_remove(&w->link);
+    p->pools[w->pool].n_waiters--;
+    w->pool = -1;
 }
 
 static void fail_waiters(struct proxy *p, int idx, int status, const char *why)
 {
     struct pool *pl = &p->pools[idx];
+    /* Take the list over first: a waiter told to fail may queue again on another pool. */
+    struct list pending;
+    list_init(&pending);
     while (!list_empty(&pl->waiters)) {
-        struct list *w = pl->waiters.next;
-        list_remove(w);
+        struct list *e = pl->waiters.next;
+        list_remove(e);
+        list_push_back(&pending, e);
         pl->n_waiters--;
-        struct client *c = list_entry(w, struct client, wait_link);
-        c->wait_pool = -1;
-        client_on_bconn(c, NULL, status, why);
+    }
+    while (!list_empty(&pending)) {
+        struct pool_waiter *w = list_entry(pending.next, struct pool_waiter, link);
+        list_remove(&w->link);
+        w->pool = -1;
+        user_ops->on_ready(w->user, NULL, status, why);
     }
 }
 
-void pool_clear(struct proxy *p, int idx)
+void pool_clear(struct proxy *p, int idx, bool interrupt, const char *why)
 {
     struct pool *pl = &p->pools[idx];
     while (!list_empty(&pl->idle))
         bconn_close(list_entry(pl->idle.next, struct bconn, link), "pool cleared");
-    /* Connections still connecting belong to the failed generation too. */
+    /* Connections still connecting belong to the failed generation too; in-use ones finish their
+     * exchange (and are closed on release) unless the server is thought frozen. */
     struct list *e = pl->busy.next;
     while (e != &pl->busy) {
         struct bconn *b = list_entry(e, struct bconn, link);
         e = e->next;
-        if (b->state == BCONN_CONNECTING || b->state == BCONN_HANDSHAKE)
+        if (b->state == BCONN_CONNECTING || b->state == BCONN_HANDSHAKE) {
             bconn_close(b, "pool cleared");
+        } else if (interrupt) {
+            p->stats.backend_interrupted++;
+            char msg[200];
+            snprintf(msg, sizeof(msg), "interrupted: %s", why);
+            /* The list may lose other entries while users react: restart the walk. */
+            fail_user(b, UV_ECONNABORTED, msg);
+            e = pl->busy.next;
+        }
     }
-    fail_waiters(p, idx, -EHOSTUNREACH, p->topo.servers[idx].last_error);
+    fail_waiters(p, idx, -EHOSTUNREACH, why);
+}
+
+void pool_reap(struct proxy *p)
+{
+    int64_t now = proxy_now(p);
+    for (int i = 0; i < p->topo.n; i++) {
+        struct pool *pl = &p->pools[i];
+        struct list *e = pl->idle.next;
+        while (e != &pl->idle) {
+            struct bconn *b = list_entry(e, struct bconn, link);
+            e = e->next;
+            if (p->cfg.max_idle_time_ms > 0 && now - b->idle_since_ms >= p->cfg.max_idle_time_ms)
+                bconn_close(b, "max_idle_time_ms reached");
+            else if (p->cfg.max_lifetime_ms > 0 && now - b->created_ms >= p->cfg.max_lifetime_ms)
+                bconn_close(b, "max_lifetime_ms reached");
+        }
+    }
 }
 
 void pool_close_all(struct proxy *p)

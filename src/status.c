@@ -75,6 +75,9 @@ void status_build(struct proxy *p, bson_t *doc)
     /* Requests waiting for a suitable server, e.g. for a primary during an election. */
     BSON_APPEND_INT32(doc, "waitingForServer", waiting);
     BSON_APPEND_INT64(doc, "rssKB", rss_kb());
+    /* Bytes held in connection buffers, and the budget above which connections stop being read. */
+    BSON_APPEND_INT64(doc, "bufferedBytes", (int64_t)p->sctx.buffered);
+    BSON_APPEND_INT64(doc, "maxBufferBytes", (int64_t)p->sctx.budget_max);
     BSON_APPEND_ARRAY_BEGIN(doc, "servers", &servers);
     for (int i = 0; i < p->topo.n; i++) {
         const struct server *sv = &p->topo.servers[i];
@@ -103,7 +106,11 @@ void status_build(struct proxy *p, bson_t *doc)
         const struct pool *pl = &p->pools[i];
         BSON_APPEND_DOCUMENT_BEGIN(&s, "pool", &pool);
         BSON_APPEND_INT32(&pool, "total", pl->total);
+        BSON_APPEND_INT32(&pool, "idle", pl->idle_count);
+        BSON_APPEND_INT32(&pool, "busy", pl->total - pl->idle_count - pl->connecting);
+        BSON_APPEND_INT32(&pool, "connecting", pl->connecting);
         BSON_APPEND_INT32(&pool, "waiting", pl->n_waiters);
+        BSON_APPEND_INT64(&pool, "waits", (int64_t)pl->waits);
         bson_append_document_end(&s, &pool);
         if (sv->last_error[0])
             BSON_APPEND_UTF8(&s, "lastError", sv->last_error);
@@ -135,6 +142,12 @@ void status_build(struct proxy *p, bson_t *doc)
     BSON_APPEND_INT64(&counters, "badFrames", (int64_t)st->bad_frames);
     BSON_APPEND_INT64(&counters, "backendConnects", (int64_t)st->backend_connects);
     BSON_APPEND_INT64(&counters, "backendConnectFailures", (int64_t)st->backend_connect_failures);
+    BSON_APPEND_INT64(&counters, "backendInterrupted", (int64_t)st->backend_interrupted);
+    BSON_APPEND_INT64(&counters, "clientsTimedOut", (int64_t)st->clients_timed_out);
+    BSON_APPEND_INT64(&counters, "requestsTimedOut", (int64_t)st->requests_timed_out);
+    BSON_APPEND_INT64(&counters, "tooDeep", (int64_t)st->too_deep);
+    BSON_APPEND_INT64(&counters, "fdLimitRefusals", (int64_t)st->fd_limit_refusals);
+    BSON_APPEND_INT64(&counters, "bufferBudgetWaits", (int64_t)p->sctx.budget_waits);
     bson_append_document_end(doc, &counters);
     BSON_APPEND_DOUBLE(doc, "ok", 1.0);
 }

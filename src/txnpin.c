@@ -143,6 +143,23 @@ void txn_pins_expire(struct proxy *p)
     }
 }
 
+size_t txn_pins_remove_server(struct proxy *p, int idx)
+{
+    size_t n = 0;
+    for (size_t i = 0; p->pins && i < PIN_BUCKETS; i++) {
+        struct pin **pp = &p->pins->buckets[i];
+        while (*pp) {
+            if ((*pp)->server == idx) {
+                unpin(p->pins, pp);
+                n++;
+            } else {
+                pp = &(*pp)->next;
+            }
+        }
+    }
+    return n;
+}
+
 size_t txn_pins_count(struct proxy *p)
 {
     return p->pins ? p->pins->n : 0;

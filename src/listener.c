@@ -1,0 +1,194 @@
+/*
+ * listener.c: accepting client connections, on TCP addresses and unix sockets.
+ *
+ * A unix socket path is owned with care, since two processes may be configured with the same one:
+ * a path that exists and is not a socket is never replaced; a socket some process still listens
+ * on is never taken over (the start fails, with a log line); only a stale socket (nobody accepts
+ * on it) is removed before binding. At exit the file is removed only if it is still the one this
+ * process created.
+ *
+ * Accepting never stops the listener: if a client cannot be set up (no memory), the connection is
+ * still accepted and closed at once with a log line, since libuv stops watching a listener whose
+ * pending connection was not accepted.
+ */
+#include "proxy.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "log.h"
+
+/* Repeated accept errors (the fd limit) are logged at most once per this many ms. */
+#define ACCEPT_WARN_INTERVAL_MS 1000
+
+static void on_reject_closed(uv_handle_t *h)
+{
+    free(h);
+}
+
+/* Accepts a connection we cannot serve and closes it, so that the listener goes on. */
+static void reject(uv_stream_t *server, bool is_unix)
+{
+    union {
+        uv_tcp_t tcp;
+        uv_pipe_t pipe;
+    } *h = malloc(sizeof(*h));
+    if (!h)
+        return;
+    if (is_unix)
+        uv_pipe_init(server->loop, &h->pipe, 0);
+    else
+        uv_tcp_init(server->loop, &h->tcp);
+    (void)uv_accept(server, (uv_stream_t *)h);
+    uv_close((uv_handle_t *)h, on_reject_closed);
+}
+
+static void on_connection(uv_stream_t *server, int status)
+{
+    struct listener *l = server->data;
+    struct proxy *p = l->p;
+    if (status < 0) {
+        int64_t now = proxy_now(p);
+        if (now - p->last_fd_warn_ms >= ACCEPT_WARN_INTERVAL_MS) {
+            p->last_fd_warn_ms = now;
+            if (status == UV_EMFILE || status == UV_ENFILE)
+                log_warn(l->name,
+                         "accept: %s: the file descriptor limit (%d) is reached; connections are "
+                         "being closed",
+                         uv_strerror(status), p->fd_limit);
+            else
+                log_warn(l->name, "accept: %s", uv_strerror(status));
+        }
+        if (status == UV_EMFILE || status == UV_ENFILE)
+            p->stats.fd_limit_refusals++;
+        return;
+    }
+    int rc = client_accept(p, server, l->is_unix);
+    if (rc < 0) {
+        log_warn(l->name, "cannot take a connection (%s); closing it", uv_strerror(rc));
+        p->stats.clients_refused++;
+        reject(server, l->is_unix);
+    }
+}
+
+/* Makes sure path may be bound: refuses a non-socket and a live socket, removes a stale one. */
+static int unix_prepare(const char *path)
+{
+    struct stat st;
+    if (lstat(path, &st) == -1)
+        return errno == ENOENT ? 0 : -errno;
+    if (!S_ISSOCK(st.st_mode)) {
+        log_error(NULL, "listen unix:%s: the path exists and is not a socket; not replacing it",
+                  path);
+        return -EEXIST;
+    }
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd == -1)
+        return -errno;
+    struct sockaddr_un sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sun_family = AF_UNIX;
+    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+    int rc = connect(fd, (struct sockaddr *)&sa, sizeof(sa));
+    int err = errno;
+    close(fd);
+    if (rc == 0) {
+        log_error(NULL, "listen unix:%s: another process is listening on it", path);
+        return -EADDRINUSE;
+    }
+    if (err == ECONNREFUSED) {
+        log_info(NULL, "listen unix:%s: removing a stale socket", path);
+        if (unlink(path) == -1 && errno != ENOENT)
+            return -errno;
+    }
+    return 0;
+}
+
+static int listen_one(struct proxy *p, struct listener *l, const struct mlb_listen_addr *a)
+{
+    int rc;
+    l->p = p;
+    if (a->kind == MLB_LISTEN_UNIX) {
+        l->is_unix = true;
+        snprintf(l->name, sizeof(l->name), "unix:%s", a->path);
+        snprintf(l->path, sizeof(l->path), "%s", a->path);
+        rc = unix_prepare(a->path);
+        if (rc < 0)
+            return rc;
+        uv_pipe_init(p->loop, &l->h.pipe, 0);
+        l->h.handle.data = l;
+        p->n_listeners++;
+        rc = uv_pipe_bind(&l->h.pipe, a->path);
+        if (rc == 0) {
+            struct stat st;
+            l->bound = true;
+            if (stat(a->path, &st) == 0)
+                l->ino = (uint64_t)st.st_ino;
+            /* Clients of any user may connect; issue 11 makes the mode a setting. */
+            chmod(a->path, 0666);
+        }
+    } else {
+        struct sockaddr_storage ss;
+        l->is_unix = false;
+        if (strchr(a->host, ':')) {
+            snprintf(l->name, sizeof(l->name), "[%s]:%d", a->host, a->port);
+            rc = uv_ip6_addr(a->host, a->port, (struct sockaddr_in6 *)&ss);
+        } else {
+            snprintf(l->name, sizeof(l->name), "%s:%d", a->host, a->port);
+            rc = uv_ip4_addr(a->host, a->port, (struct sockaddr_in *)&ss);
+        }
+        if (rc < 0) {
+            log_error(NULL, "listen %s: not an IP address (%s)", l->name, uv_strerror(rc));
+            return rc;
+        }
+        uv_tcp_init(p->loop, &l->h.tcp);
+        l->h.handle.data = l;
+        p->n_listeners++;
+        rc = uv_tcp_bind(&l->h.tcp, (const struct sockaddr *)&ss, 0);
+    }
+    if (rc == 0)
+        rc = uv_listen(&l->h.stream, 1024, on_connection);
+    if (rc < 0) {
+        log_error(NULL, "listen %s: %s", l->name, uv_strerror(rc));
+        return rc;
+    }
+    log_info(NULL, "listening on %s", l->name);
+    return 0;
+}
+
+int listeners_start(struct proxy *p)
+{
+    for (size_t i = 0; i < p->cfg.listen.count && i < PROXY_MAX_LISTENERS; i++) {
+        int rc = listen_one(p, &p->listeners[p->n_listeners], &p->cfg.listen.addr[i]);
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
+}
+
+void listeners_stop(struct proxy *p)
+{
+    for (int i = 0; i < p->n_listeners; i++)
+        if (!uv_is_closing(&p->listeners[i].h.handle))
+            uv_close(&p->listeners[i].h.handle, NULL);
+}
+
+void listeners_cleanup(struct proxy *p)
+{
+    for (int i = 0; i < p->n_listeners; i++) {
+        struct listener *l = &p->listeners[i];
+        struct stat st;
+        if (!l->bound)
+            continue;
+        l->bound = false;
+        /* Only the file we created: another instance may have replaced a stale one since. */
+        if (stat(l->path, &st) == 0 && (uint64_t)st.st_ino == l->ino)
+            unlink(l->path);
+    }
+}

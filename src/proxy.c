@@ -1,0 +1,312 @@
+/*
+ * proxy.c: the coordinator: what happens when a server fails or goes, when members change, on
+ * the janitor's tick, at shutdown and on reload.
+ *
+ * The pool and the monitors report events here; this file holds the policy:
+ *  - a failed check (or a connection that could not be opened) marks the server unknown and
+ *    clears its pool, as SDAM asks; a check that timed out also closes the connections in use,
+ *    since a frozen server never answers them (CMAP's interruptInUseConnections);
+ *  - a failure on one established socket only asks for a prompt check: the other connections
+ *    and the server's cursors stay until the monitor confirms something is wrong;
+ *  - a server's cursors and transaction pins are forgotten only when it is really gone: two failed
+ *    checks in a row, or removal from the replica set's member list.
+ */
+#include "proxy.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "mongo_errors.h"
+
+#define JANITOR_MS          1000
+#define JANITOR_SHUTDOWN_MS 20
+
+static uv_timer_t shutdown_timer;
+static bool stopped;
+
+uint32_t proxy_rand32(void *ctx)
+{
+    return (uint32_t)(proxy_rand64(ctx) >> 32);
+}
+
+/* xorshift64*: fast and good enough for picking between servers and drawing cursor ids. */
+uint64_t proxy_rand64(void *ctx)
+{
+    struct proxy *p = ctx;
+    uint64_t x = p->rng_state;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    p->rng_state = x;
+    return x * UINT64_C(2685821657736338717);
+}
+
+int32_t proxy_next_request_id(struct proxy *p)
+{
+    if (++p->next_request_id <= 0)
+        p->next_request_id = 1;
+    return p->next_request_id;
+}
+
+void proxy_topology_changed(struct proxy *p)
+{
+    if (!list_empty(&p->select_waiters))
+        clients_retry_waiting(p);
+}
+
+/* A server is gone: forget what only it held. */
+static void server_gone(struct proxy *p, int idx, const char *what)
+{
+    struct server *s = &p->topo.servers[idx];
+    size_t n = cursors_remove_server(&p->cursors, idx);
+    size_t pins = txn_pins_remove_server(p, idx);
+    if (n || pins)
+        log_info(s->addr, "%s: forgot %zu cursors and %zu transaction pins", what, n, pins);
+}
+
+/* Starts monitors for new members and retires removed ones. */
+static void members_changed(struct proxy *p)
+{
+    for (int i = 0; i < p->topo.n; i++) {
+        struct server *s = &p->topo.servers[i];
+        if (s->removed) {
+            if (p->monitors[i] || p->pools[i].total > 0) {
+                log_info(s->addr, "removed from the replica set's member list");
+                monitor_stop(p, i);
+                pool_clear(p, i, false, "removed from the replica set");
+            }
+            /* Always, even with an empty pool: a removed member's cursors must not survive. */
+            server_gone(p, i, "removed");
+            continue;
+        }
+        if (!p->monitors[i]) {
+            log_info(s->addr, "discovered as a member of replica set %s", p->topo.set_name);
+            if (monitor_start(p, i) < 0)
+                log_error(s->addr, "cannot start monitoring");
+        }
+    }
+}
+
+void proxy_check_ok(struct proxy *p, int idx, int bits)
+{
+    struct server *s = &p->topo.servers[idx];
+    if (bits & TOPO_REFUSED) {
+        log_warn(s->addr, "refused: %s", s->last_error);
+        pool_clear(p, idx, false, s->last_error);
+    }
+    if (bits & TOPO_MEMBERS_CHANGED)
+        members_changed(p);
+    proxy_topology_changed(p);
+}
+
+/* Marks server idx unknown and clears its pool. */
+static void server_failed(struct proxy *p, int idx, const char *why, bool interrupt)
+{
+    struct server *s = &p->topo.servers[idx];
+    bool was_known = s->type != SERVER_UNKNOWN;
+    topology_on_failure(&p->topo, idx, why, proxy_now(p));
+    if (was_known)
+        log_warn(s->addr, "marked unknown: %s", why);
+    pool_clear(p, idx, interrupt, why);
+}
+
+void proxy_check_failed(struct proxy *p, int idx, const char *why, bool timed_out, int consecutive)
+{
+    server_failed(p, idx, why, timed_out);
+    if (consecutive >= 2)
+        server_gone(p, idx, "unreachable");
+}
+
+void proxy_connect_failed(struct proxy *p, int idx, const char *why)
+{
+    server_failed(p, idx, why, false);
+    monitor_request_check(p, idx);
+}
+
+void proxy_socket_failed(struct proxy *p, int idx, const char *why)
+{
+    log_info(p->topo.servers[idx].addr, "a connection failed (%s); checking the server", why);
+    monitor_request_check(p, idx);
+}
+
+void proxy_state_change(struct proxy *p, int idx, int32_t code)
+{
+    bool clear = code == MONGO_ERR_SHUTDOWN_IN_PROGRESS || code == 11600;
+    char why[96];
+    snprintf(why, sizeof(why), "replied with state-change error %d", code);
+    log_info(p->topo.servers[idx].addr, "%s: marked unknown, re-checking", why);
+    topology_mark_unknown(&p->topo, idx, clear, why);
+    if (clear)
+        pool_clear(p, idx, false, why);
+    /* The member that refused is out of date, and so is the topology's idea of who is primary:
+     * re-check everyone, so that a new primary is found within one minimum heartbeat. */
+    for (int i = 0; i < p->topo.n; i++)
+        monitor_request_check(p, i);
+}
+
+/* --- janitor, shutdown ---------------------------------------------------------------------- */
+
+static void final_stop(struct proxy *p)
+{
+    if (stopped)
+        return;
+    stopped = true;
+    log_info(NULL, "stopped");
+    listeners_stop(p);
+    clients_close_all(p, "shutdown");
+    monitor_stop_all(p);
+    pool_close_all(p);
+    uv_close((uv_handle_t *)&p->janitor, NULL);
+    uv_close((uv_handle_t *)&shutdown_timer, NULL);
+    stream_ctx_close(&p->sctx);
+}
+
+static void on_janitor(uv_timer_t *t)
+{
+    struct proxy *p = t->data;
+    int64_t now = proxy_now(p);
+    size_t n = cursors_expire(&p->cursors, now);
+    if (n)
+        log_debug(NULL, "expired %zu idle cursors", n);
+    txn_pins_expire(p);
+    pool_reap(p);
+    if (p->shutting_down && p->n_clients == 0)
+        final_stop(p);
+}
+
+static void on_shutdown_timeout(uv_timer_t *t)
+{
+    struct proxy *p = t->data;
+    log_warn(NULL, "shutdown deadline reached with %d clients still busy; closing them",
+             clients_in_flight(p));
+    final_stop(p);
+}
+
+void proxy_shutdown(struct proxy *p, const char *why)
+{
+    if (p->shutting_down) {
+        log_warn(NULL, "%s again: exiting now", why);
+        final_stop(p);
+        return;
+    }
+    p->shutting_down = true;
+    log_info(NULL, "%s: shutting down (in-flight requests have %d ms)", why,
+             p->cfg.shutdown_timeout_ms);
+    listeners_stop(p);
+    clients_close_idle(p);
+    uv_timer_start(&shutdown_timer, on_shutdown_timeout, (uint64_t)p->cfg.shutdown_timeout_ms, 0);
+    /* The janitor notices when the last client has gone; check more often now. */
+    uv_timer_start(&p->janitor, on_janitor, JANITOR_SHUTDOWN_MS, JANITOR_SHUTDOWN_MS);
+}
+
+/* --- configuration --------------------------------------------------------------------------- */
+
+/* Applies the values that take effect without a restart. */
+static void apply_config(struct proxy *p)
+{
+    log_current_level = p->cfg.log_level;
+    p->topo.local_threshold_ms = p->cfg.local_threshold_ms;
+    p->cursors.idle_ms = p->cfg.idle_timeout_ms;
+    p->cursors.max = (size_t)p->cfg.max_cursors;
+    if (config_default_read_pref(&p->cfg, &p->default_read_pref) < 0)
+        log_error(NULL, "the default read preference cannot be represented; using primary");
+    stream_ctx_set_budget(&p->sctx, (size_t)p->cfg.max_buffer_bytes);
+}
+
+void proxy_reload(struct proxy *p, struct mlb_config *fresh, const char *path)
+{
+    char err[4096];
+    if (config_check_reload(&p->cfg, fresh, err, sizeof(err)) < 0) {
+        log_error(NULL, "reload: keeping the running configuration: %s", err);
+        config_free(fresh);
+        return;
+    }
+    /* Swap in the reloadable values; the rest are equal by the check above. */
+    config_free(&p->cfg);
+    p->cfg = *fresh;
+    apply_config(p);
+    clients_rearm(p);
+    log_info(NULL, "reloaded %s", path);
+}
+
+/* Raises the soft descriptor limit to the hard one and remembers it, so that clients are refused
+ * (with a log line) before accept itself starts failing. */
+static void fd_limit_init(struct proxy *p)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == -1)
+        return;
+    if (rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        (void)setrlimit(RLIMIT_NOFILE, &rl);
+        (void)getrlimit(RLIMIT_NOFILE, &rl);
+    }
+    p->fd_limit = rl.rlim_cur > (rlim_t)INT32_MAX ? INT32_MAX : (int)rl.rlim_cur;
+    /* Standard streams, the loop's own descriptors, listeners and a margin. */
+    p->fds_in_use = 16 + (int)p->cfg.listen.count;
+}
+
+int proxy_start(struct proxy *p, uv_loop_t *loop)
+{
+    p->loop = loop;
+    p->started_ms = (int64_t)uv_now(loop);
+    p->rng_state = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32) ^ uv_hrtime();
+    if (p->rng_state == 0)
+        p->rng_state = 88172645463325252ull;
+    list_init(&p->clients);
+    list_init(&p->select_waiters);
+    fd_limit_init(p);
+    topology_init(&p->topo,
+                  p->cfg.mode == MLB_MODE_REPLICASET ? TOPOLOGY_REPLICASET : TOPOLOGY_MONGOS,
+                  p->cfg.local_threshold_ms);
+    p->topo.heartbeat_ms = p->cfg.heartbeat_interval_ms;
+    snprintf(p->topo.set_name, sizeof(p->topo.set_name), "%s", p->cfg.replica_set);
+    int rc = stream_ctx_init(&p->sctx, loop, (size_t)p->cfg.max_buffer_bytes);
+    if (rc == 0)
+        rc = cursors_init(&p->cursors, (size_t)p->cfg.max_cursors, p->cfg.idle_timeout_ms);
+    if (rc == 0)
+        rc = txn_pins_init(p);
+    if (rc < 0)
+        return rc;
+    apply_config(p);
+    pool_init(p, &client_pool_ops);
+    for (size_t i = 0; i < p->cfg.seeds.count; i++) {
+        rc = topology_add(&p->topo, p->cfg.seeds.host[i].host, p->cfg.seeds.host[i].port);
+        if (rc < 0)
+            return rc;
+    }
+    uv_timer_init(loop, &p->janitor);
+    p->janitor.data = p;
+    uv_timer_init(loop, &shutdown_timer);
+    shutdown_timer.data = p;
+    rc = listeners_start(p);
+    if (rc < 0) {
+        listeners_cleanup(p);
+        return rc;
+    }
+    for (int i = 0; i < p->topo.n; i++) {
+        rc = monitor_start(p, i);
+        if (rc < 0)
+            return rc;
+    }
+    uv_timer_start(&p->janitor, on_janitor, JANITOR_MS, JANITOR_MS);
+    log_info(NULL, "mongolb %s started: %s mode, %d seed%s", MONGOLB_VERSION,
+             config_mode_name(p->cfg.mode), p->topo.n, p->topo.n == 1 ? "" : "s");
+    return 0;
+}
+
+void proxy_free(struct proxy *p)
+{
+    listeners_cleanup(p);
+    cursors_free(&p->cursors);
+    txn_pins_free(p);
+    free(p->sctx.shared);
+    p->sctx.shared = NULL;
+    config_free(&p->cfg);
+}
