@@ -29,9 +29,16 @@ int cursors_init(struct cursor_table *t, size_t max, int64_t idle_ms)
     t->n = 0;
     t->nbuckets = 1024;
     t->buckets = calloc(t->nbuckets, sizeof(*t->buckets));
+    t->rbuckets = calloc(CURSORS_RBUCKETS, sizeof(*t->rbuckets));
     t->mru = t->lru = t->free_list = NULL;
     t->added = t->collisions = t->evicted = t->expired = 0;
-    return t->buckets ? 0 : -ENOMEM;
+    if (!t->buckets || !t->rbuckets) {
+        free(t->buckets);
+        free(t->rbuckets);
+        t->buckets = t->rbuckets = NULL;
+        return -ENOMEM;
+    }
+    return 0;
 }
 
 void cursors_free(struct cursor_table *t)
@@ -45,7 +52,8 @@ void cursors_free(struct cursor_table *t)
         free(e);
     }
     free(t->buckets);
-    t->buckets = NULL;
+    free(t->rbuckets);
+    t->buckets = t->rbuckets = NULL;
     t->mru = t->lru = t->free_list = NULL;
     t->n = 0;
 }
@@ -89,6 +97,12 @@ static void drop(struct cursor_table *t, struct cursor_entry *e)
     while (*pp != e)
         pp = &(*pp)->hnext;
     *pp = e->hnext;
+    if (e->id != e->real_id) {
+        struct cursor_entry **rp = &t->rbuckets[hash_id(e->real_id, CURSORS_RBUCKETS)];
+        while (*rp != e)
+            rp = &(*rp)->rnext;
+        *rp = e->rnext;
+    }
     lru_unlink(t, e);
     e->hnext = t->free_list;
     t->free_list = e;
@@ -123,10 +137,8 @@ static struct cursor_entry *find_real(const struct cursor_table *t, int server, 
     struct cursor_entry *e = lookup(t, real_id);
     if (e && e->server == server && e->real_id == real_id)
         return e;
-    if (t->collisions == 0)
-        return NULL;
-    /* Collisions are astronomically rare with random 64-bit ids; a scan is fine then. */
-    for (e = t->mru; e; e = e->lru_next)
+    /* A rewritten entry is found by its real id in the small side table, never by a scan. */
+    for (e = t->rbuckets[hash_id(real_id, CURSORS_RBUCKETS)]; e; e = e->rnext)
         if (e->server == server && e->real_id == real_id)
             return e;
     return NULL;
@@ -167,9 +179,16 @@ int cursors_add(struct cursor_table *t, int server, int64_t real_id, int64_t now
     e->real_id = real_id;
     e->server = server;
     e->last_used_ms = now_ms;
+    e->conn = 0;
     size_t h = hash_id(id, t->nbuckets);
     e->hnext = t->buckets[h];
     t->buckets[h] = e;
+    e->rnext = NULL;
+    if (collided) {
+        size_t r = hash_id(real_id, CURSORS_RBUCKETS);
+        e->rnext = t->rbuckets[r];
+        t->rbuckets[r] = e;
+    }
     lru_push_front(t, e);
     t->n++;
     t->added++;

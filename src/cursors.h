@@ -29,7 +29,11 @@ struct cursor_entry {
     struct cursor_entry *hnext;
     struct cursor_entry *lru_prev; /* towards the most recently used */
     struct cursor_entry *lru_next; /* towards the least recently used */
+    struct cursor_entry *rnext;    /* chain by real id, for entries whose id was rewritten */
 };
+
+/* Buckets of the small table of rewritten entries: collisions are rare, so a few suffice. */
+#define CURSORS_RBUCKETS 64
 
 struct cursor_table {
     size_t max;
@@ -37,8 +41,9 @@ struct cursor_table {
     size_t n;
     size_t nbuckets; /* a power of two */
     struct cursor_entry **buckets;
-    struct cursor_entry *mru; /* most recently used */
-    struct cursor_entry *lru; /* least recently used */
+    struct cursor_entry **rbuckets; /* rewritten entries by real id (CURSORS_RBUCKETS) */
+    struct cursor_entry *mru;       /* most recently used */
+    struct cursor_entry *lru;       /* least recently used */
     struct cursor_entry *free_list;
     /* Counters for the status command. */
     uint64_t added;

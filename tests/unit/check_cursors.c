@@ -161,6 +161,39 @@ START_TEST(collision_gets_fresh_id)
 }
 END_TEST
 
+/* A rewritten entry leaves the side table of real ids with it, and adds after a collision never
+ * scan the whole table: 200,000 adds after one collision finish well within Check's timeout
+ * (a scan per add would take minutes). */
+START_TEST(rewritten_entries_are_found_without_a_scan)
+{
+    struct cursor_table t;
+    ck_assert_int_eq(cursors_init(&t, 1000000, 60000), 0);
+    ck_assert_int_eq(add_ok(&t, 0, 77, 0, 0), 77);
+    struct script sc = {.vals = NULL, .n = 0, .next = 4242};
+    int64_t cid = 0;
+    ck_assert_int_eq(cursors_add(&t, 2, 77, 1, scripted, &sc, &cid), 1);
+    ck_assert_int_eq(cid, 4242);
+    ck_assert_int_eq(cursors_remove(&t, 4242), 0);
+    /* Server 2's cursor 77 is new again: it collides again and gets a fresh id, not the old. */
+    sc = (struct script){.vals = NULL, .n = 0, .next = 5151};
+    ck_assert_int_eq(cursors_add(&t, 2, 77, 2, scripted, &sc, &cid), 1);
+    ck_assert_int_eq(cid, 5151);
+    ck_assert_uint_eq(cursors_remove_server(&t, 2), 1);
+    for (int64_t i = 1; i <= 200000; i++)
+        add_ok(&t, 1, 1000000 + i, 3, 0);
+    ck_assert_uint_eq(t.n, 200001);
+    ck_assert_int_eq(add_ok(&t, 1, 1000000 + 7, 4, 0), 1000007);
+    cursors_free(&t);
+}
+END_TEST
+
+/* The budget for a cursor entry: at most 64 bytes. */
+START_TEST(entry_size_within_budget)
+{
+    ck_assert_uint_le(sizeof(struct cursor_entry), 64);
+}
+END_TEST
+
 START_TEST(expire_idle_in_lru_order)
 {
     struct cursor_table t;
@@ -314,6 +347,8 @@ Suite *cursors_suite(void)
     tcase_add_test(tc, add_find_remove);
     tcase_add_test(tc, readd_refreshes);
     tcase_add_test(tc, collision_gets_fresh_id);
+    tcase_add_test(tc, rewritten_entries_are_found_without_a_scan);
+    tcase_add_test(tc, entry_size_within_budget);
     tcase_add_test(tc, expire_idle_in_lru_order);
     tcase_add_test(tc, evict_lru_when_full);
     tcase_add_test(tc, remove_server_exactly);
