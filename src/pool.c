@@ -105,6 +105,20 @@ static void on_stream_closed(struct stream *s)
     handle_closed(b);
 }
 
+static int open_connection(struct proxy *p, int idx);
+
+/* Opens connections for waiters that no connection being opened will serve, within
+ * max_pool_size: after a connection closed, its slot must not stay empty while users wait. */
+static void refill(struct proxy *p, int idx)
+{
+    struct pool *pl = &p->pools[idx];
+    while (!pl->clearing && pl->connecting < pl->n_waiters && pl->total < p->cfg.max_pool_size &&
+           !p->shutting_down) {
+        if (open_connection(p, idx) < 0)
+            return;
+    }
+}
+
 void bconn_close(struct bconn *b, const char *why)
 {
     if (b->state == BCONN_CLOSING)
@@ -114,6 +128,7 @@ void bconn_close(struct bconn *b, const char *why)
     b->user = NULL;
     stream_close(&b->st);
     uv_close((uv_handle_t *)&b->timer, on_timer_closed);
+    refill(b->p, b->server);
 }
 
 /* Tells the user of b (if any) that b failed, after closing it. */
@@ -480,6 +495,7 @@ static void fail_waiters(struct proxy *p, int idx, int status, const char *why)
 void pool_clear(struct proxy *p, int idx, bool interrupt, const char *why)
 {
     struct pool *pl = &p->pools[idx];
+    pl->clearing = true;
     while (!list_empty(&pl->idle))
         bconn_close(list_entry(pl->idle.next, struct bconn, link), "pool cleared");
     /* Connections still connecting belong to the failed generation too; in-use ones finish their
@@ -499,6 +515,7 @@ void pool_clear(struct proxy *p, int idx, bool interrupt, const char *why)
             e = pl->busy.next;
         }
     }
+    pl->clearing = false;
     fail_waiters(p, idx, -EHOSTUNREACH, why);
 }
 

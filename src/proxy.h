@@ -61,6 +61,7 @@ struct pool {
     struct list waiters;          /* struct pool_waiter.link */
     struct sockaddr_storage addr; /* resolved by the monitor */
     bool have_addr;
+    bool clearing;        /* pool_clear is closing connections: open no new ones meanwhile */
     uint64_t waits; /* requests that had to wait for a connection */
 };
 

@@ -270,11 +270,11 @@ static void process(struct stream *s)
     int n = 0;
     while (!s->closing && !s->held_len && s->want_read) {
         size_t avail = s->rbuf.len - s->rpos;
-        const uint8_t *at = s->rbuf.data + s->rpos;
         if (avail == 0) {
             s->partial = false;
             break;
         }
+        const uint8_t *at = s->rbuf.data + s->rpos;
         struct wire_header h;
         int rc = wire_header_parse(at, avail, s->max_frame, &h);
         if (rc == -EAGAIN) {
