@@ -213,3 +213,54 @@ def closed_by_peer(sock, timeout=5.0):
         return True
     except socket.timeout:
         return False
+
+
+# --- CRC-32C and checksummed OP_MSG frames (added for the I/O-fault tests) ----------------------
+
+def _crc32c_table():
+    table = []
+    for i in range(256):
+        c = i
+        for _ in range(8):
+            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
+        table.append(c)
+    return table
+
+
+_CRC32C_TABLE = _crc32c_table()
+
+
+def crc32c(data, crc=0):
+    """CRC-32C (Castagnoli, reflected 0x82F63B78), as OP_MSG checksums use; crc32c(b"123456789")
+    is 0xE3069283."""
+    crc ^= 0xFFFFFFFF
+    table = _CRC32C_TABLE
+    for b in data:
+        crc = table[(crc ^ b) & 0xFF] ^ (crc >> 8)
+    return crc ^ 0xFFFFFFFF
+
+
+def msg_frame_checksummed(doc, flags=0, request_id=1):
+    """An OP_MSG frame with flag bit 0 (checksumPresent) set besides `flags`, ending with the
+    CRC-32C of everything before it (header included, with the final length)."""
+    import bson
+
+    flags |= 0x1
+    payload = struct.pack("<I", flags) + b"\x00" + bson.BSON.encode(doc)
+    head = struct.pack("<iiii", 16 + len(payload) + 4, request_id, 0, OP_MSG)
+    body = head + payload
+    return body + struct.pack("<I", crc32c(body))
+
+
+def free_port_list(n):
+    """n distinct loopback ports that were free a moment ago (nothing listens on them now)."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()

@@ -297,3 +297,156 @@ def cluster():
     log = c.lb.log()
     if code != 0 or "AddressSanitizer" in log or "runtime error:" in log:
         pytest.fail("mongolb exited with %s after SIGTERM:\n%s" % (code, c.lb.log_tail(80)))
+
+
+# --- helpers added for the I/O-fault tests (test_io_faults.py, test_io_limits.py) ---------------
+
+def stop_quietly(lb, timeout=5.0):
+    """Stops a Mongolb whatever state it is in (SIGTERM, then SIGKILL past timeout), keeps its log
+    for log()/log_tail() and removes its directory. Returns the exit status; never raises."""
+    code = None
+    try:
+        if lb.proc is not None and lb.proc.poll() is None:
+            lb.proc.send_signal(signal.SIGTERM)
+            try:
+                lb.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                lb.proc.kill()
+                lb.proc.wait()
+        code = lb.proc.returncode if lb.proc is not None else None
+    finally:
+        lb._close_log()
+        lb._saved_log = lb.log()
+        shutil.rmtree(lb.tmp, ignore_errors=True)
+    return code
+
+
+def rss_kb(pid):
+    """VmRSS of a process in kB from /proc/<pid>/status (0 once it is gone)."""
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def log_lines(lb, pattern):
+    """mongolb's log lines matching the regular expression (case-insensitive)."""
+    import re
+
+    rx = re.compile(pattern, re.I)
+    return [line for line in lb.log().splitlines() if rx.search(line)]
+
+
+def peer_log_lines(lb, sock_or_port):
+    """Log lines whose connection prefix names this client (by its local TCP port)."""
+    port = sock_or_port if isinstance(sock_or_port, int) else sock_or_port.getsockname()[1]
+    return log_lines(lb, r"\[c\d+ 127\.0\.0\.1:%d\]" % port)
+
+
+class CustomMongolb(Mongolb):
+    """A Mongolb with more listen addresses besides its TCP port (e.g. "unix:/path") and/or a
+    preexec_fn for its process (e.g. a lower RLIMIT_NOFILE)."""
+
+    def __init__(self, seeds, config=None, extra_listen=(), preexec_fn=None, **kw):
+        self.extra_listen = list(extra_listen)
+        self.preexec_fn = preexec_fn
+        super().__init__(seeds, config=config, **kw)
+
+    def _write_config(self, extra):
+        extra = dict(extra)
+        if self.extra_listen:
+            extra["mongolb.listen"] = ",".join(["127.0.0.1:%d" % self.port] + self.extra_listen)
+        super()._write_config(extra)
+
+    def _start(self):
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([self.binary, "-c", self.conf_path], stdin=subprocess.DEVNULL,
+                                     stdout=self._log, stderr=self._log,
+                                     preexec_fn=self.preexec_fn)
+
+
+def start_mongolb_clean(seeds, config=None, mongolb_class=None, **kw):
+    """Like start_mongolb, but a mongolb that fails to start (e.g. it refuses a configuration
+    key) leaves no temporary directory behind."""
+    cls = mongolb_class or Mongolb
+    lb = cls.__new__(cls)
+    try:
+        lb.__init__(seeds, config=config, **kw)
+    except BaseException:
+        if getattr(lb, "proc", None) is not None and lb.proc.poll() is None:
+            lb.proc.kill()
+            lb.proc.wait()
+        if hasattr(lb, "_log"):
+            lb._close_log()
+        if getattr(lb, "tmp", None):
+            shutil.rmtree(lb.tmp, ignore_errors=True)
+        raise
+    return lb
+
+
+# Defaults for the I/O-fault tests: a quick graceful stop and short selection waits.
+IO_TEST_DEFAULTS = {"mongolb.shutdown_timeout_ms": 1000,
+                    "upstream.server_selection_timeout_ms": 5000}
+
+
+class SimAndMongolb:
+    """mongolb (started with IO_TEST_DEFAULTS updated by config) in front of a new simulator.
+    Always cleans up with stop_quietly (never raises on a crashed or hung mongolb) and prints
+    mongolb's log tail, which pytest shows for a failed test."""
+
+    def __init__(self, sim_args=("--mongos", "1"), config=None, mongolb_class=None, **kw):
+        cfg = dict(IO_TEST_DEFAULTS)
+        cfg.update(config or {})
+        self.sim = start_sim(*sim_args)
+        self.lb = None
+        try:
+            self.lb = start_mongolb_clean(self.sim.servers, cfg, mongolb_class, **kw)
+        except BaseException:
+            self.sim.stop()
+            raise
+
+    def close(self):
+        try:
+            if self.lb is not None:
+                code = stop_quietly(self.lb)
+                print("\n----- mongolb exit status %s; stderr tail -----\n%s"
+                      % (code, self.lb.log_tail(60)))
+        finally:
+            self.sim.stop()
+
+    def __enter__(self):
+        return self.sim, self.lb
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def read_outcome(sock, timeout=5.0):
+    """Waits for one frame from the peer: ("reply", header, body bytes), ("closed", None, None)
+    when the connection is closed or reset, or ("timeout", None, None)."""
+    from harness import recv_frame
+
+    sock.settimeout(timeout)
+    try:
+        hdr, body = recv_frame(sock)
+        return "reply", hdr, body
+    except socket.timeout:
+        return "timeout", None, None
+    except (ConnectionError, OSError):
+        return "closed", None, None
+
+
+def decode_msg_body(body):
+    """The body document of an OP_MSG body (after the header); a trailing checksum is ignored."""
+    import struct
+
+    import bson
+
+    flags = struct.unpack("<I", body[:4])[0]
+    assert body[4] == 0, "first section is not kind 0"
+    n = struct.unpack("<i", body[5:9])[0]
+    return bson.BSON(body[5:5 + n]).decode(), flags
