@@ -18,16 +18,43 @@ void topology_init(struct topology *t, enum topology_mode mode, int local_thresh
     t->local_threshold_ms = local_threshold_ms;
 }
 
-int topology_add(struct topology *t, const char *host, int port)
+/* The index of the server in use at host:port, or -1. */
+static int find_server(const struct topology *t, const char *host, int port)
 {
     for (int i = 0; i < t->n; i++)
-        if (t->servers[i].port == port && strcasecmp(t->servers[i].host, host) == 0)
+        if (t->servers[i].in_use && t->servers[i].port == port &&
+            strcasecmp(t->servers[i].host, host) == 0)
             return i;
-    if (t->n >= TOPOLOGY_MAX_SERVERS)
-        return -ENOSPC;
-    struct server *s = &t->servers[t->n];
+    return -1;
+}
+
+/* Whether idx names a slot that holds a server. */
+static bool valid_server(const struct topology *t, int idx)
+{
+    return idx >= 0 && idx < t->n && t->servers[idx].in_use;
+}
+
+int topology_add(struct topology *t, const char *host, int port)
+{
+    int i = find_server(t, host, port);
+    if (i >= 0)
+        return i;
+    if (t->n < TOPOLOGY_MAX_SERVERS) {
+        i = t->n++;
+    } else {
+        for (int j = 0; j < t->n && i < 0; j++)
+            if (!t->servers[j].in_use)
+                i = j;
+        if (i < 0)
+            return -ENOSPC;
+    }
+    struct server *s = &t->servers[i];
+    /* The generation outlives the previous occupant: see struct server. */
+    uint64_t generation = s->generation;
     memset(s, 0, sizeof(*s));
-    s->idx = t->n;
+    s->idx = i;
+    s->in_use = true;
+    s->generation = generation;
     snprintf(s->host, sizeof(s->host), "%s", host);
     s->port = port;
     if (strchr(host, ':'))
@@ -37,7 +64,26 @@ int topology_add(struct topology *t, const char *host, int port)
     s->type = SERVER_UNKNOWN;
     s->session_timeout_min = -1;
     t->version++;
-    return t->n++;
+    return i;
+}
+
+int topology_release(struct topology *t, int idx)
+{
+    if (!valid_server(t, idx))
+        return -EINVAL;
+    struct server *s = &t->servers[idx];
+    if (!s->removed)
+        return -EBUSY;
+    uint64_t generation = s->generation + 1;
+    memset(s, 0, sizeof(*s));
+    s->idx = idx;
+    s->generation = generation;
+    /* Code that only knows the removed flag skips the free slot too. */
+    s->removed = true;
+    s->type = SERVER_UNKNOWN;
+    s->session_timeout_min = -1;
+    t->version++;
+    return 0;
 }
 
 /* Reads a boolean-ish field: true for a true bool or a non-zero number. */
@@ -133,12 +179,33 @@ static bool parse_address(const char *a, char *host, size_t host_len, int *port)
     return *port > 0 && *port < 65536 && n > 0;
 }
 
-/* Collects the member addresses a hello lists (hosts, passives, arbiters) as server indexes,
- * adding servers that are new. Returns how many, or -1 if the topology is full. */
-static int list_members(struct topology *t, const bson_t *reply, int *idxs, int *changed)
+/* What one hello's member list did to the table. */
+struct member_list {
+    int listed;                           /* valid addresses in the reply, in use or left out */
+    bool is_member[TOPOLOGY_MAX_SERVERS]; /* by index: listed by this reply */
+    bool changed;                         /* a server was added, or a removed one listed again */
+    int left_out;                         /* new addresses that found no free slot */
+    int named;                            /* how many of those names[] holds */
+    char names[120];                      /* the first of those, for the overflow message */
+};
+
+/* Remembers an address that found no free slot, naming it while the list has room. */
+static void note_left_out(struct member_list *ml, const char *addr)
+{
+    size_t used = strlen(ml->names), need = strlen(addr) + (used ? 2 : 0);
+    if (ml->named == 0 || (ml->named == ml->left_out && used + need < sizeof(ml->names))) {
+        snprintf(ml->names + used, sizeof(ml->names) - used, "%s%s", used ? ", " : "", addr);
+        ml->named++;
+    }
+    ml->left_out++;
+}
+
+/* Collects the member addresses a hello lists (hosts, passives, arbiters), adding the servers that
+ * are new while slots are free and counting those that are not. */
+static void list_members(struct topology *t, const bson_t *reply, struct member_list *ml)
 {
     static const char *const fields[] = {"hosts", "passives", "arbiters"};
-    int n = 0;
+    memset(ml, 0, sizeof(*ml));
     for (int f = 0; f < 3; f++) {
         bson_iter_t it, arr;
         if (!bson_iter_init_find(&it, reply, fields[f]) || !BSON_ITER_HOLDS_ARRAY(&it) ||
@@ -149,20 +216,45 @@ static int list_members(struct topology *t, const bson_t *reply, int *idxs, int 
                 continue;
             char host[256];
             int port;
-            if (!parse_address(bson_iter_utf8(&arr, NULL), host, sizeof(host), &port))
+            const char *addr = bson_iter_utf8(&arr, NULL);
+            if (!parse_address(addr, host, sizeof(host), &port))
                 continue;
-            int before = t->n;
-            int i = topology_add(t, host, port);
-            if (i < 0)
-                return -1;
-            if (t->n != before || t->servers[i].removed)
-                *changed = 1;
+            ml->listed++;
+            int i = find_server(t, host, port);
+            if (i < 0) {
+                i = topology_add(t, host, port);
+                if (i < 0) {
+                    note_left_out(ml, addr);
+                    continue;
+                }
+                ml->changed = true;
+            } else if (t->servers[i].removed) {
+                ml->changed = true;
+            }
             t->servers[i].removed = false;
-            if (n < TOPOLOGY_MAX_SERVERS)
-                idxs[n++] = i;
+            ml->is_member[i] = true;
         }
     }
-    return n;
+}
+
+/* Records the outcome of a member list in the topology: the overflow message when addresses were
+ * left out (and TOPO_OVERFLOW), nothing once a list fits. */
+static int report_overflow(struct topology *t, const struct server *from,
+                           const struct member_list *ml)
+{
+    t->overflow_hosts = ml->left_out;
+    if (ml->left_out == 0) {
+        t->overflow_msg[0] = 0;
+        return 0;
+    }
+    char more[24] = "";
+    if (ml->left_out > ml->named)
+        snprintf(more, sizeof(more), " and %d more", ml->left_out - ml->named);
+    snprintf(t->overflow_msg, sizeof(t->overflow_msg),
+             "%d member%s listed by %.80s %s not tracked (all %d server slots in use): %s%s",
+             ml->left_out, ml->left_out == 1 ? "" : "s", from->addr,
+             ml->left_out == 1 ? "is" : "are", TOPOLOGY_MAX_SERVERS, ml->names, more);
+    return TOPO_OVERFLOW;
 }
 
 /* Orders (electionId, setVersion) pairs as SDAM does for servers of wire version 17 and later:
@@ -203,7 +295,7 @@ static int apply_replset(struct topology *t, int idx, const bson_t *reply, char 
         s->removed = true;
         return TOPO_REFUSED | TOPO_MEMBERS_CHANGED;
     }
-    int members[TOPOLOGY_MAX_SERVERS];
+    struct member_list ml;
     if (s->type == SERVER_RS_PRIMARY) {
         if (compare_election(t, s) < 0) {
             snprintf(why, why_len, "%s claims to be primary with an older electionId", s->addr);
@@ -219,33 +311,34 @@ static int apply_replset(struct topology *t, int idx, const bson_t *reply, char 
         t->max_set_version = s->set_version;
         /* There is one primary: any other that still says so is out of date. */
         for (int i = 0; i < t->n; i++) {
-            if (i != idx && t->servers[i].type == SERVER_RS_PRIMARY) {
+            if (i != idx && t->servers[i].in_use && t->servers[i].type == SERVER_RS_PRIMARY) {
                 t->servers[i].type = SERVER_UNKNOWN;
                 bits |= TOPO_TYPE_CHANGED;
             }
         }
-        int changed = 0;
-        int n = list_members(t, reply, members, &changed);
-        if (n > 0) {
-            /* The primary's list is the membership: whoever it leaves out is removed. */
+        list_members(t, reply, &ml);
+        if (ml.listed > 0) {
+            /* The primary's list is the membership: whoever it leaves out is removed. A member
+             * listed but left out for want of a slot removes nobody else: it only waits for a
+             * slot that a removed server frees. */
             for (int i = 0; i < t->n; i++) {
-                bool listed = false;
-                for (int j = 0; j < n; j++)
-                    listed |= members[j] == i;
-                if (!listed && !t->servers[i].removed) {
-                    t->servers[i].removed = true;
-                    t->servers[i].type = SERVER_UNKNOWN;
-                    changed = 1;
+                struct server *o = &t->servers[i];
+                if (o->in_use && !ml.is_member[i] && !o->removed) {
+                    o->removed = true;
+                    o->type = SERVER_UNKNOWN;
+                    ml.changed = true;
                 }
             }
         }
-        if (changed)
+        if (ml.changed)
             bits |= TOPO_MEMBERS_CHANGED;
+        bits |= report_overflow(t, s, &ml);
     } else if (topology_primary(t) < 0) {
-        int changed = 0;
-        list_members(t, reply, members, &changed);
-        if (changed)
+        list_members(t, reply, &ml);
+        if (ml.changed)
             bits |= TOPO_MEMBERS_CHANGED;
+        if (ml.listed > 0)
+            bits |= report_overflow(t, s, &ml);
     }
     return bits;
 }
@@ -253,6 +346,8 @@ static int apply_replset(struct topology *t, int idx, const bson_t *reply, char 
 int topology_on_hello(struct topology *t, int idx, const bson_t *reply, double rtt_ms,
                       int64_t now_ms)
 {
+    if (!valid_server(t, idx))
+        return 0;
     struct server *s = &t->servers[idx];
     enum server_type old = s->type;
     s->type = topology_classify(reply);
@@ -321,6 +416,8 @@ int topology_on_hello(struct topology *t, int idx, const bson_t *reply, double r
 
 void topology_mark_unknown(struct topology *t, int idx, bool clear_pool, const char *why)
 {
+    if (!valid_server(t, idx))
+        return;
     struct server *s = &t->servers[idx];
     s->type = SERVER_UNKNOWN;
     if (clear_pool)
@@ -332,13 +429,16 @@ void topology_mark_unknown(struct topology *t, int idx, bool clear_pool, const c
 int topology_primary(const struct topology *t)
 {
     for (int i = 0; i < t->n; i++)
-        if (t->servers[i].type == SERVER_RS_PRIMARY && !t->servers[i].removed)
+        if (t->servers[i].in_use && t->servers[i].type == SERVER_RS_PRIMARY &&
+            !t->servers[i].removed)
             return i;
     return -1;
 }
 
 double topology_staleness_ms(const struct topology *t, int idx)
 {
+    if (!valid_server(t, idx))
+        return -1;
     const struct server *s = &t->servers[idx];
     if (s->type != SERVER_RS_SECONDARY)
         return -1;
@@ -352,7 +452,8 @@ double topology_staleness_ms(const struct topology *t, int idx)
     bool any = false;
     for (int i = 0; i < t->n; i++) {
         const struct server *o = &t->servers[i];
-        if (o->type == SERVER_RS_SECONDARY && (!any || o->last_write_ms > smax)) {
+        if (o->in_use && !o->removed && o->type == SERVER_RS_SECONDARY &&
+            (!any || o->last_write_ms > smax)) {
             smax = o->last_write_ms;
             any = true;
         }
@@ -396,6 +497,97 @@ int read_pref_validate(const struct read_pref *rp, int heartbeat_ms, char *err, 
     return 0;
 }
 
+/* Copies a tag name or value into out (64 bytes), or fails when it is too long to keep whole. */
+static bool copy_tag_string(char out[64], const char *in, size_t len)
+{
+    if (len >= 64)
+        return false;
+    memcpy(out, in, len);
+    out[len] = 0;
+    return true;
+}
+
+/*
+ * Parses one tag set (a document of string values) into ts. Returns 0, or an error code with a
+ * message: 2 BadValue for what cannot be kept whole, since a tag left out or shortened would make
+ * the set match servers the client excluded.
+ */
+static int parse_tag_set(bson_iter_t *set, int set_no, struct read_tag_set *ts, char *err,
+                         size_t err_len)
+{
+    bson_iter_t tag;
+    ts->n = 0;
+    if (!bson_iter_recurse(set, &tag)) {
+        snprintf(err, err_len, "$readPreference tag set %d is not a valid document", set_no);
+        return 9;
+    }
+    while (bson_iter_next(&tag)) {
+        const char *name = bson_iter_key(&tag);
+        if (!BSON_ITER_HOLDS_UTF8(&tag)) {
+            snprintf(err, err_len, "$readPreference tag '%.63s' in tag set %d is not a string",
+                     name, set_no);
+            return 2;
+        }
+        if (ts->n >= TOPOLOGY_MAX_TAGS) {
+            snprintf(err, err_len,
+                     "$readPreference tag set %d has more than %d tags, more than mongolb "
+                     "supports",
+                     set_no, TOPOLOGY_MAX_TAGS);
+            return 2;
+        }
+        uint32_t vlen;
+        const char *value = bson_iter_utf8(&tag, &vlen);
+        struct server_tag *out = &ts->tags[ts->n];
+        if (!copy_tag_string(out->name, name, strlen(name)) ||
+            !copy_tag_string(out->value, value, vlen) || strlen(out->value) != vlen) {
+            snprintf(err, err_len,
+                     "$readPreference tag '%.40s' in tag set %d: names and values longer than "
+                     "63 bytes (or holding NUL) are not supported by mongolb",
+                     name, set_no);
+            return 2;
+        }
+        ts->n++;
+    }
+    return 0;
+}
+
+/* Parses the tags array of a $readPreference into rp; *dropped tells whether a non-empty set
+ * after an empty one was left out. Returns 0 or an error code with err. */
+static int parse_tag_sets(bson_iter_t *tags, struct read_pref *rp, bool *dropped, char *err,
+                          size_t err_len)
+{
+    bson_iter_t sets;
+    int set_no = 0;
+    bool wildcard = false; /* an empty set was kept: the sets after it never matter */
+    if (!bson_iter_recurse(tags, &sets)) {
+        snprintf(err, err_len, "$readPreference tags is not a valid array");
+        return 9;
+    }
+    while (bson_iter_next(&sets)) {
+        if (!BSON_ITER_HOLDS_DOCUMENT(&sets)) {
+            snprintf(err, err_len, "$readPreference tags must be documents");
+            return 9;
+        }
+        struct read_tag_set scratch, *ts = &scratch;
+        if (!wildcard) {
+            if (rp->n_sets >= READ_PREF_MAX_SETS) {
+                snprintf(err, err_len,
+                         "$readPreference has more than %d tag sets, more than mongolb supports",
+                         READ_PREF_MAX_SETS);
+                return 2;
+            }
+            ts = &rp->sets[rp->n_sets++];
+        }
+        int code = parse_tag_set(&sets, set_no, ts, err, err_len);
+        if (code)
+            return code;
+        *dropped |= ts == &scratch && ts->n > 0;
+        wildcard |= ts->n == 0;
+        set_no++;
+    }
+    return 0;
+}
+
 int read_pref_parse(const uint8_t *doc, uint32_t len, struct read_pref *rp, char *err,
                     size_t err_len)
 {
@@ -407,7 +599,7 @@ int read_pref_parse(const uint8_t *doc, uint32_t len, struct read_pref *rp, char
         snprintf(err, err_len, "invalid $readPreference");
         return 9;
     }
-    bool has_mode = false;
+    bool has_mode = false, dropped = false;
     while (bson_iter_next(&it)) {
         const char *k = bson_iter_key(&it);
         if (strcmp(k, "mode") == 0) {
@@ -424,29 +616,24 @@ int read_pref_parse(const uint8_t *doc, uint32_t len, struct read_pref *rp, char
             if (!found)
                 goto bad_mode;
             has_mode = true;
-        } else if (strcmp(k, "tags") == 0 && BSON_ITER_HOLDS_ARRAY(&it)) {
-            bson_iter_t sets, tag;
-            bson_iter_recurse(&it, &sets);
-            while (bson_iter_next(&sets) && rp->n_sets < READ_PREF_MAX_SETS) {
-                if (!BSON_ITER_HOLDS_DOCUMENT(&sets)) {
-                    snprintf(err, err_len, "$readPreference tags must be documents");
-                    return 9;
-                }
-                struct read_tag_set *ts = &rp->sets[rp->n_sets++];
-                bson_iter_recurse(&sets, &tag);
-                while (bson_iter_next(&tag) && ts->n < TOPOLOGY_MAX_TAGS) {
-                    if (!BSON_ITER_HOLDS_UTF8(&tag))
-                        continue;
-                    snprintf(ts->tags[ts->n].name, sizeof(ts->tags[0].name), "%s",
-                             bson_iter_key(&tag));
-                    snprintf(ts->tags[ts->n].value, sizeof(ts->tags[0].value), "%s",
-                             bson_iter_utf8(&tag, NULL));
-                    ts->n++;
-                }
+        } else if (strcmp(k, "tags") == 0) {
+            /* A mongos answers TypeMismatch to tags that are not an array. */
+            if (!BSON_ITER_HOLDS_ARRAY(&it)) {
+                snprintf(err, err_len, "$readPreference tags must be an array");
+                return 14;
             }
+            int code = parse_tag_sets(&it, rp, &dropped, err, err_len);
+            if (code)
+                return code;
         } else if (strcmp(k, "maxStalenessSeconds") == 0 && BSON_ITER_HOLDS_NUMBER(&it)) {
             rp->max_staleness_s = (int)bson_iter_as_int64(&it);
         }
+    }
+    /* read_pref_validate cannot see the sets left out: a mode primary with any non-empty set is
+     * refused here as it would be there. */
+    if (has_mode && rp->mode == READ_PRIMARY && dropped) {
+        snprintf(err, err_len, "Only empty tags are allowed with primary read preference");
+        return 2;
     }
     if (has_mode)
         return 0;
@@ -457,6 +644,8 @@ bad_mode:
 
 int topology_on_failure(struct topology *t, int idx, const char *why, int64_t now_ms)
 {
+    if (!valid_server(t, idx))
+        return 0;
     struct server *s = &t->servers[idx];
     int was_known = s->type != SERVER_UNKNOWN;
     s->type = SERVER_UNKNOWN;
@@ -471,7 +660,7 @@ int topology_on_failure(struct topology *t, int idx, const char *why, int64_t no
 
 bool topology_is_selectable(const struct topology *t, const struct server *s)
 {
-    if (s->removed)
+    if (!s->in_use || s->removed)
         return false;
     if (t->mode == TOPOLOGY_MONGOS)
         return s->type == SERVER_MONGOS;
@@ -538,7 +727,7 @@ static int eligible(const struct topology *t, const struct select_request *req, 
     /* Secondaries (and the primary for nearest), fresh enough, then by tags. */
     for (int i = 0; i < t->n; i++) {
         const struct server *s = &t->servers[i];
-        if (i == skip || !s->rtt_known || s->removed)
+        if (i == skip || !s->in_use || !s->rtt_known || s->removed)
             continue;
         bool ok = s->type == SERVER_RS_SECONDARY ||
                   (mode == READ_NEAREST && s->type == SERVER_RS_PRIMARY);

@@ -38,9 +38,17 @@ struct server_tag {
     char value[64];
 };
 
-/* One backend as the monitor last saw it. */
+/*
+ * One backend as the monitor last saw it, in one slot of the topology's table.
+ *
+ * A slot is in use from topology_add until topology_release. A released slot (in_use false) holds
+ * no server: everything that walks the table skips it, and topology_add hands it to the next new
+ * server. Only generation survives the release, so that whatever still refers to the old occupant
+ * by (idx, generation) compares unequal to the new one.
+ */
 struct server {
     int idx;
+    bool in_use; /* false: a free slot (never used, or released), to be skipped */
     char host[256];
     int port;
     char addr[300]; /* "host:port", as shown in logs and status */
@@ -49,7 +57,8 @@ struct server {
     bool rtt_known;
     double rtt_ms;        /* EWMA of hello round trips, alpha 0.2 */
     int in_flight;        /* requests sent and not yet answered: the "operationCount" */
-    uint64_t generation;  /* bumped whenever the pool must be cleared */
+    uint64_t generation;  /* bumped whenever the pool must be cleared; never reset, even when the
+                           * slot is released and reused */
     int64_t last_ok_ms;   /* when the last successful check ended */
     int64_t last_fail_ms; /* when the last check failed */
     char last_error[160];
@@ -67,7 +76,8 @@ struct server {
     int64_t last_write_ms; /* lastWrite.lastWriteDate */
 
     /* Replica-set fields. */
-    bool removed; /* no longer a member per the primary's hosts list */
+    bool removed; /* no longer a member per the primary's hosts list, or refused; its slot stays
+                   * taken until topology_release (a released slot also reads removed) */
     bool has_election_id;
     uint8_t election_id[12];
     bool has_set_version;
@@ -103,6 +113,8 @@ struct read_pref {
 
 struct topology {
     enum topology_mode mode;
+    /* Slots 0 to n - 1 have been used; each of them may have been released since (check in_use
+     * in every loop over the table). */
     int n;
     struct server servers[TOPOLOGY_MAX_SERVERS];
     int local_threshold_ms;
@@ -113,19 +125,38 @@ struct topology {
     bool has_max_set_version;
     int64_t max_set_version;
     uint64_t version; /* bumped on every change selection could care about */
+    /* Members a hello listed that found no free slot: how many, and a sentence naming the first
+     * few, for the caller to log when topology_on_hello returns TOPO_OVERFLOW. Both are cleared
+     * when a later member list fits. */
+    int overflow_hosts;
+    char overflow_msg[320];
 };
 
 /* What topology_on_hello reports, as bits. */
 #define TOPO_TYPE_CHANGED    0x1 /* the server's type changed */
 #define TOPO_MEMBERS_CHANGED 0x2 /* servers were added, removed or re-added */
 #define TOPO_REFUSED         0x4 /* the reply was refused (other set, stale primary, wrong kind) */
+#define TOPO_OVERFLOW        0x8 /* members were left out for want of a free slot: overflow_msg */
 
 /* Initialises an empty topology. */
 void topology_init(struct topology *t, enum topology_mode mode, int local_threshold_ms);
 
-/* Adds a server by address; returns its index, the existing index if already present, or -ENOSPC.
+/*
+ * Adds a server by address (compared case-insensitively). Returns the index of the server already
+ * in use at that address (even one marked removed), or the index of a new server, or -ENOSPC when
+ * every slot is in use. A new server takes a slot that was never used if one is left, otherwise
+ * the lowest released one, so a released slot stays empty as long as possible.
  */
 int topology_add(struct topology *t, const char *host, int port);
+
+/*
+ * Frees the slot of server idx, which must be marked removed: its caller has stopped its monitor,
+ * emptied its pool and forgotten its cursors and pinned transactions. The slot then holds no server
+ * (in_use false) until topology_add reuses it; its generation is bumped, and kept across the
+ * reuse. Returns 0, -EINVAL if idx is not a server in use, or -EBUSY if it is no longer removed (a
+ * hello listed it again meanwhile): it is then a member again and keeps its slot.
+ */
+int topology_release(struct topology *t, int idx);
 
 /*
  * Applies a successful hello reply from server idx measured with round-trip rtt_ms at now_ms.
@@ -135,13 +166,15 @@ int topology_add(struct topology *t, const char *host, int port);
  * than the newest seen is stale and marked unknown; a new primary demotes any other to unknown;
  * the primary's hosts, passives and arbiters become the member list (others are removed), and
  * while there is no primary any member's list only adds. When the reply is refused the reason is
- * left in the server's last_error. Returns TOPO_* bits.
+ * left in the server's last_error. New members that find no free slot are left out and reported
+ * with TOPO_OVERFLOW and t->overflow_msg; the next hello listing them adds them once slots have
+ * been released. A reply for a released slot changes nothing and returns 0. Returns TOPO_* bits.
  */
 int topology_on_hello(struct topology *t, int idx, const bson_t *reply, double rtt_ms,
                       int64_t now_ms);
 
 /* Marks server idx unknown after a state-change error in a reply ("not writable primary",
- * "node is recovering"), keeping its pool unless clear_pool. */
+ * "node is recovering"), keeping its pool unless clear_pool. A released slot is left alone. */
 void topology_mark_unknown(struct topology *t, int idx, bool clear_pool, const char *why);
 
 /* The index of the current primary, or -1. */
@@ -157,8 +190,17 @@ double topology_staleness_ms(const struct topology *t, int idx);
  * with a message in err. */
 int read_pref_validate(const struct read_pref *rp, int heartbeat_ms, char *err, size_t err_len);
 
-/* Parses a $readPreference document ({mode, tags, maxStalenessSeconds}). Returns 0, or a
- * MongoDB error code (9 FailedToParse) with a message. */
+/*
+ * Parses a $readPreference document ({mode, tags, maxStalenessSeconds}). Returns 0, or a MongoDB
+ * error code with a message in err: 9 FailedToParse for a missing or unknown mode or a tag set that
+ * is not a document, 14 TypeMismatch for tags that are not an array, and 2 BadValue for a tag
+ * value that is not a string (a mongos cannot match one either) or for what does not fit in struct
+ * read_pref: more than READ_PREF_MAX_SETS tag sets, more than TOPOLOGY_MAX_TAGS tags in a set, or a
+ * tag name or value longer than 63 bytes. Nothing is ever truncated: a read that would go by a
+ * shortened preference is refused instead. Tag sets after the first empty one are checked but not
+ * kept, since selection never reaches them (an empty set matches any server); with mode primary a
+ * non-empty one among them is refused here (2), as read_pref_validate would refuse it.
+ */
 int read_pref_parse(const uint8_t *doc, uint32_t len, struct read_pref *rp, char *err,
                     size_t err_len);
 
@@ -166,14 +208,15 @@ int read_pref_parse(const uint8_t *doc, uint32_t len, struct read_pref *rp, char
 const char *read_mode_name(enum read_mode m);
 
 /* Marks server idx unknown after a failed check or a network error; clears its RTT and bumps its
- * pool generation. Returns 1 if it was known before. */
+ * pool generation. Returns 1 if it was known before; a released slot is left alone (0). */
 int topology_on_failure(struct topology *t, int idx, const char *why, int64_t now_ms);
 
 /* Classifies a hello reply the way the SDAM specification's table does. */
 enum server_type topology_classify(const bson_t *reply);
 const char *server_type_name(enum server_type t);
 
-/* True when a server of this type can take requests in the topology's mode. */
+/* True when a server of this type can take requests in the topology's mode; never for a free slot
+ * or a removed server. */
 bool topology_is_selectable(const struct topology *t, const struct server *s);
 
 /* What a request needs of the server it goes to. */

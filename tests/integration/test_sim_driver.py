@@ -179,17 +179,20 @@ def test_getmore_on_another_mongos_gets_cursor_not_found(mongos2):
             b.test.command("getMore", Int64(cid), collection="c")
         assert e.value.code == 43
         assert e.value.details["codeName"] == "CursorNotFound"
-        with pytest.raises(OperationFailure) as e:
-            b.test.command("killCursors", "c", cursors=[Int64(cid)])
-        assert e.value.code == 43
+        # killCursors of an id this mongos does not know succeeds and lists it, as on MongoDB,
+        # and leaves the cursor of the other mongos alone.
+        r = b.test.command("killCursors", "c", cursors=[Int64(cid)])
+        assert r["ok"] == 1 and r["cursorsNotFound"] == [cid] and r["cursorsKilled"] == []
+        assert r["cursorsAlive"] == [] and r["cursorsUnknown"] == []
         # The server that opened it still serves it, and checks the namespace.
         with pytest.raises(OperationFailure) as e:
             a.test.command("getMore", Int64(cid), collection="other")
         assert e.value.code == 13
         more = a.test.command("getMore", Int64(cid), collection="c", batchSize=5)
         assert [d["_id"] for d in more["cursor"]["nextBatch"]] == [10, 11, 12, 13, 14]
-        killed = a.test.command("killCursors", "c", cursors=[Int64(cid)])
-        assert killed["cursorsKilled"] == [cid]
+        killed = a.test.command("killCursors", "c", cursors=[Int64(cid), Int64(12345)])
+        assert killed["cursorsKilled"] == [cid] and killed["cursorsNotFound"] == [12345]
+        assert mongos2.stats()["servers"][0]["cursorsOpen"] == 0
     finally:
         a.close()
         b.close()
@@ -348,6 +351,180 @@ def test_transactions_commit_abort_and_pinning(mongos2):
     finally:
         a.close()
         b.close()
+
+
+def new_lsid():
+    import uuid
+
+    from bson.binary import Binary, UUID_SUBTYPE
+
+    return {"id": Binary(uuid.uuid4().bytes, UUID_SUBTYPE)}
+
+
+def labels(reply):
+    """The errorLabels a server put in a raw reply ([] when it put none)."""
+    return reply.get("errorLabels", [])
+
+
+def test_step_down_in_a_transaction_gives_transient_errors(replset):
+    """What mongod answers to the statements of a transaction cut by a step-down: raw commands,
+    so that the labels seen are the server's and not ones a driver adds."""
+    lsid = new_lsid()
+
+    def txn(cmd, n=1, **more):
+        doc = dict(cmd, lsid=lsid, txnNumber=Int64(n), autocommit=False)
+        doc.update(more)
+        return doc
+
+    r = replset.command(0, txn({"insert": "t", "documents": [{"_id": 1}]}, startTransaction=True),
+                        db="test")
+    assert r["ok"] == 1 and "errorLabels" not in r
+    assert replset.command(2, {"simStepDown": {"to": 1}})["primary"] == replset.servers[1]
+    # The old primary refuses to continue the transaction, whatever the statement.
+    for cmd in ({"insert": "t", "documents": [{"_id": 2}]},
+                {"find": "t", "$readPreference": {"mode": "secondaryPreferred"}}):
+        r = replset.command(0, txn(cmd), db="test")
+        assert r["code"] == 10107 and r["codeName"] == "NotWritablePrimary", r
+        assert labels(r) == ["TransientTransactionError"], r
+    # The new primary never heard of it.
+    r = replset.command(1, txn({"insert": "t", "documents": [{"_id": 2}]}), db="test")
+    assert r["code"] == 251 and labels(r) == ["TransientTransactionError"], r
+    # A commit is not transient when it reaches a secondary (its outcome is unknown there): it is
+    # a retryable write error instead. On the primary, NoSuchTransaction is transient.
+    r = replset.command(0, txn({"commitTransaction": 1}), db="admin")
+    assert r["code"] == 10107 and labels(r) == ["RetryableWriteError"], r
+    r = replset.command(1, txn({"commitTransaction": 1}), db="admin")
+    assert r["code"] == 251 and labels(r) == ["TransientTransactionError"], r
+    assert replset.command(1, {"find": "t"}, db="test")["cursor"]["firstBatch"] == []
+    # Outside a transaction: a retryable write gets RetryableWriteError, a plain write nothing.
+    r = replset.command(0, {"insert": "t", "documents": [{"_id": 3}], "lsid": lsid,
+                            "txnNumber": Int64(9)}, db="test")
+    assert r["code"] == 10107 and labels(r) == ["RetryableWriteError"], r
+    r = replset.command(0, {"insert": "t", "documents": [{"_id": 3}]}, db="test")
+    assert r["code"] == 10107 and "errorLabels" not in r, r
+
+
+def test_pymongo_sees_step_down_in_a_transaction_as_transient(replset):
+    client = rs_client(replset)
+    try:
+        coll = client.test.get_collection("tx")
+        coll.insert_one({"_id": "seed"})
+        with client.start_session() as s:
+            s.start_transaction()
+            coll.insert_one({"_id": "a"}, session=s)
+            replset.command(2, {"simStepDown": 1})
+            # PyMongo 3.x raises NotMasterError, which is no OperationFailure, for 10107.
+            with pytest.raises((OperationFailure, pymongo.errors.NotMasterError)) as e:
+                coll.insert_one({"_id": "b"}, session=s)
+            # Whichever member the driver reached, the server said the transaction can be run
+            # again: the old primary refuses it (10107), the new one does not know it (251). The
+            # details are the server's reply, without the labels the driver adds itself.
+            assert e.value.details["code"] in (10107, 251), e.value.details
+            assert e.value.details["errorLabels"] == ["TransientTransactionError"]
+            s.abort_transaction()
+
+        # with_transaction runs the whole transaction again after such an error, and it
+        # commits once.
+        attempts = []
+
+        def callback(session):
+            attempts.append(1)
+            coll.insert_one({"_id": "c%d" % len(attempts)}, session=session)
+            if len(attempts) == 1:
+                replset.command(2, {"simStepDown": 1})
+            coll.insert_one({"_id": "d"}, session=session)
+
+        with client.start_session() as s:
+            s.with_transaction(callback)
+        assert len(attempts) >= 2
+        assert sorted(d["_id"] for d in coll.find()) == ["c%d" % len(attempts), "d", "seed"]
+    finally:
+        client.close()
+
+
+def test_failpoint_errors_are_labelled_as_the_server_would(replset):
+    lsid = new_lsid()
+
+    def fail(cmd, code, **data):
+        data.update(failCommands=[cmd], errorCode=code)
+        replset.command(0, {"configureFailPoint": "failCommand", "mode": {"times": 1},
+                            "data": data})
+
+    def in_txn(n, cmd, **more):
+        doc = dict(cmd, lsid=lsid, txnNumber=Int64(n), autocommit=False)
+        doc.update(more)
+        return doc
+
+    cases = [
+        # (command, code, in a transaction, expected labels)
+        ("insert", 112, True, ["TransientTransactionError"]),    # WriteConflict
+        ("insert", 91, True, ["TransientTransactionError"]),     # ShutdownInProgress
+        ("insert", 6, True, ["TransientTransactionError"]),      # HostUnreachable
+        ("insert", 251, True, ["TransientTransactionError"]),    # NoSuchTransaction
+        ("insert", 50, True, []),                                # MaxTimeMSExpired
+        ("insert", 11000, True, []),                             # DuplicateKey
+        ("insert", 91, False, ["RetryableWriteError"]),
+        # ReadConcernMajorityNotAvailableYet: retriable for the server, though not for mongolb.
+        ("insert", 134, False, ["RetryableWriteError"]),
+        ("insert", 112, False, []),
+        ("commitTransaction", 91, True, ["RetryableWriteError"]),
+        ("commitTransaction", 251, True, ["TransientTransactionError"]),
+        ("commitTransaction", 112, True, ["TransientTransactionError"]),
+        ("abortTransaction", 10107, True, ["RetryableWriteError"]),
+    ]
+    for n, (cmd, code, txn, expected) in enumerate(cases, start=1):
+        if cmd == "insert":
+            doc = {"insert": "f", "documents": [{"x": n}]}
+        else:
+            replset.command(0, in_txn(n, {"insert": "f", "documents": [{"x": n}]},
+                                      startTransaction=True), db="test")
+            doc = {cmd: 1}
+        fail(cmd, code)
+        if txn:
+            doc = in_txn(n, doc, **({"startTransaction": True} if cmd == "insert" else {}))
+        else:
+            doc.update(lsid=lsid, txnNumber=Int64(n))
+        r = replset.command(0, doc, db="test" if cmd == "insert" else "admin")
+        assert r["code"] == code, (cmd, code, r)
+        assert labels(r) == expected, (cmd, code, txn, r)
+
+    # errorLabels given to the failpoint replace the server's, an empty list included.
+    fail("insert", 91, errorLabels=[])
+    r = replset.command(0, {"insert": "f", "documents": [{}], "lsid": lsid,
+                            "txnNumber": Int64(100)}, db="test")
+    assert r["code"] == 91 and "errorLabels" not in r, r
+    # A write-concern error on a commit is retryable; the commit itself succeeded.
+    replset.command(0, in_txn(101, {"insert": "f", "documents": [{"x": 101}]},
+                              startTransaction=True), db="test")
+    replset.command(0, {"configureFailPoint": "failCommand", "mode": {"times": 1},
+                        "data": {"failCommands": ["commitTransaction"],
+                                 "writeConcernError": {"code": 91, "errmsg": "shutting down"}}})
+    r = replset.command(0, in_txn(101, {"commitTransaction": 1}), db="admin")
+    assert r["ok"] == 1 and r["writeConcernError"]["code"] == 91, r
+    assert labels(r) == ["RetryableWriteError"], r
+    assert replset.command(0, {"count": "f", "query": {"x": 101}}, db="test")["n"] == 1
+
+
+def test_labels_depend_on_the_kind_and_version_of_server():
+    lsid = new_lsid()
+    # A mongos leaves RetryableWriteError to its shards; it still labels transient errors.
+    with start_sim("--mongos", "1") as sim:
+        for n, (txn, expected) in enumerate([(False, []), (True, ["TransientTransactionError"])]):
+            sim.command(0, {"configureFailPoint": "failCommand", "mode": {"times": 1},
+                            "data": {"failCommands": ["insert"], "errorCode": 91}})
+            doc = {"insert": "m", "documents": [{}], "lsid": lsid, "txnNumber": Int64(n + 1)}
+            if txn:
+                doc.update(autocommit=False, startTransaction=True)
+            r = sim.command(0, doc, db="test")
+            assert r["code"] == 91 and labels(r) == expected, r
+    # Before 4.4 (wire version 9) servers did not label retryable writes: drivers did.
+    with start_sim("--replset", "old", "--members", "2", "--max-wire-version", "8") as sim:
+        r = sim.command(1, {"insert": "m", "documents": [{}], "lsid": lsid,
+                            "txnNumber": Int64(1)}, db="test")
+        assert r["code"] == 10107 and "errorLabels" not in r, r
+        r = sim.command(1, {"insert": "m", "documents": [{}], "lsid": lsid, "txnNumber": Int64(2),
+                            "autocommit": False, "startTransaction": True}, db="test")
+        assert r["code"] == 10107 and labels(r) == ["TransientTransactionError"], r
 
 
 def test_secondary_refuses_writes_and_unflagged_reads(replset):

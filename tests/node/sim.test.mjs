@@ -120,6 +120,33 @@ describe('replica set', () => {
     assert.equal(stats.servers[1].role, 'primary');
     assert.ok((stats.servers[1].commands.insert ?? 0) >= 1);
   });
+
+  test('a step-down in a transaction is a TransientTransactionError', async () => {
+    const coll = client.db('test').collection('tx');
+    await coll.insertOne({ _id: 'seed' });
+    const session = client.startSession();
+    try {
+      session.startTransaction();
+      await coll.insertOne({ _id: 'a' }, { session });
+      const before = (await client.db('admin').command({ simStats: 1 })).servers;
+      const primary = before.findIndex((s) => s.role === 'primary');
+      await client.db('admin').command({ simStepDown: { to: (primary + 1) % 3 } });
+      // The old primary refuses the next statement (10107), or the new one does not know the
+      // transaction (251): either way the server labels the error transient.
+      await assert.rejects(coll.insertOne({ _id: 'b' }, { session }), (e) => {
+        assert.ok(e instanceof MongoServerError, String(e));
+        assert.ok([10107, 251].includes(e.code), String(e.code));
+        // The server's own labels, not ones the driver adds.
+        assert.deepEqual(e.errorResponse.errorLabels, ['TransientTransactionError']);
+        assert.ok(e.hasErrorLabel('TransientTransactionError'));
+        return true;
+      });
+      await session.abortTransaction().catch(() => {});
+    } finally {
+      await session.endSession();
+    }
+    assert.equal(await coll.findOne({ _id: 'a' }), null);
+  });
 });
 
 describe('two mongos routers', () => {
@@ -155,13 +182,19 @@ describe('two mongos routers', () => {
 
   test('a retried write is applied once', async () => {
     // The failpoint lets the update apply, then reports a retryable write-concern error: the
-    // driver retries with the same lsid and txnNumber, and must not increment twice.
+    // driver retries with the same lsid and txnNumber, and must not increment twice. A mongos does
+    // not label its own errors RetryableWriteError, so the failpoint gives the label, as the
+    // drivers' specification tests do against sharded clusters.
     const coll = a.db('test').collection('r');
     await coll.insertOne({ _id: 1, n: 0 });
     await a.db('admin').command({
       configureFailPoint: 'failCommand',
       mode: { times: 1 },
-      data: { failCommands: ['update'], writeConcernError: { code: 91, errmsg: 'shutting down' } },
+      data: {
+        failCommands: ['update'],
+        errorLabels: ['RetryableWriteError'],
+        writeConcernError: { code: 91, errmsg: 'shutting down' },
+      },
     });
     const before = (await a.db('admin').command({ simStats: 1 })).retriedWritesDeduplicated;
     const r = await coll.updateOne({ _id: 1 }, { $inc: { n: 1 } });

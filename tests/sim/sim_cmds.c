@@ -5,9 +5,10 @@
  * commands. Everything about data is delegated to the store (store_exec).
  *
  * The rules copy MongoDB's observable behaviour where the proxy depends on it: error documents
- * {ok:0, errmsg, code, codeName, errorLabels}, per-server cursors and transactions (so a request
- * that reaches the wrong server fails as it would on a real cluster), and one deployment-wide
- * record of retryable writes (so a retry that lands elsewhere still returns the first result).
+ * {ok:0, errmsg, code, codeName, errorLabels} (the labels decided as the servers decide them, by
+ * sim_errors.c), per-server cursors and transactions (so a request that reaches the wrong server
+ * fails as it would on a real cluster), and one deployment-wide record of retryable writes (so a
+ * retry that lands elsewhere still returns the first result).
  */
 #include <errno.h>
 #include <stdio.h>
@@ -16,9 +17,9 @@
 #include <sys/time.h>
 #include <unistd.h>
 
-#include "mongo_errors.h"
 #include "log.h"
 #include "sim.h"
+#include "sim_errors.h"
 
 /* --- small helpers ----------------------------------------------------------------------- */
 
@@ -44,6 +45,7 @@ static const struct code_name code_names[] = {
     {50, "MaxTimeMSExpired"},
     {59, "CommandNotFound"},
     {63, "StaleShardVersion"},
+    {64, "WriteConcernFailed"},
     {89, "NetworkTimeout"},
     {91, "ShutdownInProgress"},
     {112, "WriteConflict"},
@@ -52,11 +54,19 @@ static const struct code_name code_names[] = {
     {150, "StaleEpoch"},
     {189, "PrimarySteppedDown"},
     {225, "TransactionTooOld"},
+    {239, "SnapshotTooOld"},
+    {246, "SnapshotUnavailable"},
+    {249, "StaleDbVersion"},
+    {250, "StaleChunkHistory"},
     {251, "NoSuchTransaction"},
     {256, "TransactionCommitted"},
     {262, "ExceededTimeLimit"},
     {263, "OperationNotSupportedInTransaction"},
+    {267, "PreparedTransactionInProgress"},
+    {272, "MigrationConflict"},
+    {343, "ShardCannotRefreshDueToLocksHeld"},
     {352, "UnsupportedOpQueryCommand"},
+    {358, "InternalTransactionNotSupported"},
     {9001, "SocketException"},
     {10107, "NotWritablePrimary"},
     {11000, "DuplicateKey"},
@@ -84,12 +94,20 @@ void sim_error(bson_t *reply, int32_t code, const char *code_name, const char *e
     BSON_APPEND_UTF8(reply, "codeName", code_name ? code_name : code_name_of(code));
 }
 
-static void append_label(bson_t *reply, const char *label)
+/* Fills an empty array with the names of SIM_LABEL_* bits. */
+static void build_labels(bson_t *arr, unsigned labels)
 {
-    bson_t arr;
-    BSON_APPEND_ARRAY_BEGIN(reply, "errorLabels", &arr);
-    BSON_APPEND_UTF8(&arr, "0", label);
-    bson_append_array_end(reply, &arr);
+    uint32_t n = 0;
+    char key[16];
+    const char *k;
+    if (labels & SIM_LABEL_TRANSIENT_TXN) {
+        bson_uint32_to_string(n++, &k, key, sizeof(key));
+        BSON_APPEND_UTF8(arr, k, "TransientTransactionError");
+    }
+    if (labels & SIM_LABEL_RETRYABLE_WRITE) {
+        bson_uint32_to_string(n++, &k, key, sizeof(key));
+        BSON_APPEND_UTF8(arr, k, "RetryableWriteError");
+    }
 }
 
 static int64_t wall_ms(void)
@@ -927,7 +945,6 @@ static bool handle_kill_cursors(struct sim_server *srv, const struct sim_request
     uint32_t nk = 0, nn = 0;
     char key[16];
     const char *k;
-    int64_t first_missing = 0;
     bson_iter_recurse(&it, &ids);
     while (bson_iter_next(&ids)) {
         int64_t id;
@@ -939,27 +956,19 @@ static bool handle_kill_cursors(struct sim_server *srv, const struct sim_request
             bson_uint32_to_string(nk++, &k, key, sizeof(key));
             BSON_APPEND_INT64(&killed, k, id);
         } else {
-            if (nn == 0)
-                first_missing = id;
             bson_uint32_to_string(nn++, &k, key, sizeof(key));
             BSON_APPEND_INT64(&notfound, k, id);
         }
     }
-    if (nn > 0) {
-        /* The issue asks that a killCursors naming a cursor this server never opened fail as a
-         * misrouted getMore does, so a proxy's routing mistakes are visible to tests. */
-        char msg[128];
-        snprintf(msg, sizeof(msg), "cursor id %lld not found", (long long)first_missing);
-        sim_error(reply, 43, "CursorNotFound", msg);
-    } else {
-        bson_init(&empty);
-        BSON_APPEND_ARRAY(reply, "cursorsKilled", &killed);
-        BSON_APPEND_ARRAY(reply, "cursorsNotFound", &notfound);
-        BSON_APPEND_ARRAY(reply, "cursorsAlive", &empty);
-        BSON_APPEND_ARRAY(reply, "cursorsUnknown", &empty);
-        BSON_APPEND_DOUBLE(reply, "ok", 1.0);
-        bson_destroy(&empty);
-    }
+    /* As MongoDB does, an id this server does not know is no error: it is listed in
+     * cursorsNotFound and the command succeeds. */
+    bson_init(&empty);
+    BSON_APPEND_ARRAY(reply, "cursorsKilled", &killed);
+    BSON_APPEND_ARRAY(reply, "cursorsNotFound", &notfound);
+    BSON_APPEND_ARRAY(reply, "cursorsAlive", &empty);
+    BSON_APPEND_ARRAY(reply, "cursorsUnknown", &empty);
+    BSON_APPEND_DOUBLE(reply, "ok", 1.0);
+    bson_destroy(&empty);
     bson_destroy(&killed);
     bson_destroy(&notfound);
     return true;
@@ -1006,8 +1015,9 @@ struct session_info {
     uint8_t lsid[16];
     bool has_txn_number;
     int64_t txn_number;
-    bool in_txn; /* autocommit:false */
-    bool start;  /* startTransaction:true */
+    bool has_autocommit; /* the field is there, as in every statement of a transaction */
+    bool in_txn;         /* autocommit:false */
+    bool start;          /* startTransaction:true */
 };
 
 static void parse_session(const bson_t *cmd, struct session_info *si)
@@ -1039,6 +1049,7 @@ static void parse_session(const bson_t *cmd, struct session_info *si)
         } else if (strcmp(k, "txnNumber") == 0) {
             si->has_txn_number = iter_int64(&it, &si->txn_number);
         } else if (strcmp(k, "autocommit") == 0) {
+            si->has_autocommit = true;
             si->in_txn = BSON_ITER_HOLDS_BOOL(&it) && !bson_iter_bool(&it);
         } else if (strcmp(k, "startTransaction") == 0) {
             si->start = bson_iter_as_bool(&it);
@@ -1052,7 +1063,6 @@ static void no_such_txn(bson_t *reply, const struct session_info *si)
     snprintf(msg, sizeof(msg), "Transaction with { txnNumber: %lld } has been aborted.",
              (long long)si->txn_number);
     sim_error(reply, 251, "NoSuchTransaction", msg);
-    append_label(reply, "TransientTransactionError");
 }
 
 static bool finish_txn(struct sim_server *srv, const char *name, const struct session_info *si,
@@ -1187,31 +1197,112 @@ static bool builtin(struct sim_server *srv, struct sim_conn *conn, const char *n
     return false;
 }
 
-bool sim_dispatch(struct sim_server *srv, struct sim_conn *conn, const struct sim_request *req,
-                  bson_t *reply)
+/* What the dispatcher carries from running a command to labelling its reply. */
+struct dispatch {
+    const char *name;
+    struct session_info si;
+    bool commit_or_abort;
+    /* The errorLabels of a failCommand failpoint that fired, which replace the server's own. */
+    const bson_t *fp_labels;
+    bool labelled; /* the reply already has its labels */
+};
+
+/* Appends the failpoint's writeConcernError to the reply of a command that succeeded. */
+static void append_fp_write_concern_error(struct sim_server *srv, bson_t *reply)
+{
+    if (srv->fp.write_concern_error)
+        BSON_APPEND_DOCUMENT(reply, "writeConcernError", srv->fp.write_concern_error);
+}
+
+/* The code of an error reply ({ok: 0, code}) and of its writeConcernError, or 0 for each. */
+static void reply_codes(const bson_t *reply, int32_t *code, int32_t *wc_code)
+{
+    bson_iter_t it, w;
+    int64_t v = 0;
+    *code = *wc_code = 0;
+    if (bson_iter_init_find(&it, reply, "ok") && !bson_iter_as_bool(&it) &&
+        get_int64(reply, "code", &v))
+        *code = (int32_t)v;
+    if (bson_iter_init_find(&it, reply, "writeConcernError") && BSON_ITER_HOLDS_DOCUMENT(&it) &&
+        bson_iter_recurse(&it, &w) && bson_iter_find(&w, "code") && iter_int64(&w, &v))
+        *wc_code = (int32_t)v;
+}
+
+/* Puts labels inside the reply's writeConcernError too, unless it has its own. The servers only
+ * put them at the top level, but PyMongo 3.x looks for them inside writeConcernError. */
+static void copy_labels_into_wce(bson_t *reply, const bson_t *labels)
+{
+    bson_iter_t it;
+    uint32_t len;
+    const uint8_t *data;
+    bson_t wce, out;
+    if (!bson_iter_init_find(&it, reply, "writeConcernError") || !BSON_ITER_HOLDS_DOCUMENT(&it))
+        return;
+    bson_iter_document(&it, &len, &data);
+    if (!bson_init_static(&wce, data, len) || bson_has_field(&wce, "errorLabels"))
+        return;
+    bson_t *copy = bson_copy(&wce);
+    BSON_APPEND_ARRAY(copy, "errorLabels", labels);
+    bson_init(&out);
+    bson_copy_to_excluding_noinit(reply, &out, "writeConcernError", NULL);
+    BSON_APPEND_DOCUMENT(&out, "writeConcernError", copy);
+    bson_reinit(reply);
+    bson_concat(reply, &out);
+    bson_destroy(&out);
+    bson_destroy(copy);
+}
+
+/*
+ * Labels an error reply as the server would once the command has run: from its code and its
+ * write-concern error's code, the command's session fields and the kind of server, unless a
+ * failpoint with errorLabels fired, whose labels are used instead (none when its list is empty).
+ */
+static void label_reply(struct sim_server *srv, const struct dispatch *d, bson_t *reply)
+{
+    int32_t code, wc_code;
+    reply_codes(reply, &code, &wc_code);
+    if (!code && !wc_code)
+        return;
+    bson_t arr;
+    if (d->fp_labels) {
+        if (bson_empty(d->fp_labels))
+            return;
+        BSON_APPEND_ARRAY(reply, "errorLabels", d->fp_labels);
+        if (wc_code)
+            copy_labels_into_wce(reply, d->fp_labels);
+        return;
+    }
+    struct sim_label_input in = {
+        .mongos = srv->sim->opt.mode == SIM_MODE_MONGOS,
+        .wire = srv->sim->opt.max_wire_version,
+        .has_txn_number = d->si.has_txn_number,
+        .has_autocommit = d->si.has_autocommit,
+        .commit_or_abort = d->commit_or_abort,
+        .code = code,
+        .wc_code = wc_code,
+    };
+    unsigned labels = sim_error_labels(&in);
+    if (!labels)
+        return;
+    bson_init(&arr);
+    build_labels(&arr, labels);
+    BSON_APPEND_ARRAY(reply, "errorLabels", &arr);
+    if (wc_code)
+        copy_labels_into_wce(reply, &arr);
+    bson_destroy(&arr);
+}
+
+/* Runs one command (not a control command) into reply; returns false when nothing is to be sent. */
+static bool run_one(struct sim_server *srv, struct sim_conn *conn, const struct sim_request *req,
+                    struct dispatch *d, bson_t *reply)
 {
     struct sim *s = srv->sim;
-    const char *name = wire_command_name(&req->cmd);
-    if (!name) {
-        sim_error(reply, 9, "FailedToParse", "empty command document");
-        return true;
-    }
-    count_command(srv, name);
-
-    /* Control commands and configureFailPoint are never failed by the failpoint. */
-    if (strncmp(name, "sim", 3) == 0)
-        return handle_sim(srv, conn, name, &req->cmd, reply);
-    if (strcmp(name, "configureFailPoint") == 0)
-        return configure_fail_point(srv, &req->cmd, reply);
-
+    const char *name = d->name;
+    const struct session_info *si = &d->si;
     bool legacy_hello = strcmp(name, "isMaster") == 0 || strcmp(name, "ismaster") == 0;
     bool hello = legacy_hello || strcmp(name, "hello") == 0;
-
-    struct session_info si;
-    parse_session(&req->cmd, &si);
-    bool retryable = si.has_lsid && si.has_txn_number && !si.in_txn && is_write_command(name);
-    bool commit_or_abort =
-        strcmp(name, "commitTransaction") == 0 || strcmp(name, "abortTransaction") == 0;
+    bool retryable = si->has_lsid && si->has_txn_number && !si->in_txn && is_write_command(name);
+    bool commit_or_abort = d->commit_or_abort;
     bool wce = false;
 
     if (fp_fires(srv, conn, name)) {
@@ -1222,15 +1313,12 @@ bool sim_dispatch(struct sim_server *srv, struct sim_conn *conn, const struct si
         }
         if (fp->block_connection && fp->block_ms > 0)
             sim_conn_block(conn, (uint64_t)fp->block_ms);
+        d->fp_labels = fp->error_labels;
         if (fp->has_error_code) {
             sim_error(reply, fp->error_code, NULL, "Failing command via 'failCommand' failpoint");
-            if (fp->error_labels)
-                BSON_APPEND_ARRAY(reply, "errorLabels", fp->error_labels);
-            else if ((retryable || commit_or_abort) &&
-                     mongo_error_is_retryable_write(fp->error_code))
-                append_label(reply, "RetryableWriteError");
-            else if (si.in_txn && !commit_or_abort && fp->error_code == 251)
-                append_label(reply, "TransientTransactionError");
+            /* Labelled now, while the failpoint's labels still exist. */
+            label_reply(srv, d, reply);
+            d->labelled = true;
             if (fp->mode == SIM_FP_OFF)
                 fp_clear(fp);
             return true;
@@ -1255,10 +1343,15 @@ bool sim_dispatch(struct sim_server *srv, struct sim_conn *conn, const struct si
         return true;
 
     if (s->opt.mode == SIM_MODE_REPLSET && !srv->primary) {
+        /* A member that is not primary refuses to begin or continue a transaction, whatever the
+         * command, as mongod's session checkout does. */
+        if (si->in_txn || commit_or_abort) {
+            sim_error(reply, 10107, "NotWritablePrimary",
+                      "Not primary so we cannot begin or continue a transaction");
+            return true;
+        }
         if (needs_primary(name)) {
             sim_error(reply, 10107, "NotWritablePrimary", "not primary");
-            if (retryable || commit_or_abort)
-                append_label(reply, "RetryableWriteError");
             return true;
         }
         if (is_read_command(name) && !secondary_ok(req)) {
@@ -1267,16 +1360,19 @@ bool sim_dispatch(struct sim_server *srv, struct sim_conn *conn, const struct si
         }
     }
 
-    if (si.has_lsid && si.has_txn_number) {
-        txn_log_add(srv, si.lsid, si.txn_number, name, si.in_txn || commit_or_abort);
-        if (si.in_txn || commit_or_abort)
+    if (si->has_lsid && si->has_txn_number) {
+        txn_log_add(srv, si->lsid, si->txn_number, name, si->in_txn || commit_or_abort);
+        if (si->in_txn || commit_or_abort)
             srv->txn_commands++;
     }
 
     if (commit_or_abort) {
-        finish_txn(srv, name, &si, reply);
-        if (s->opt.mode == SIM_MODE_MONGOS && bson_has_field(reply, "ok") &&
-            !bson_has_field(reply, "code")) {
+        finish_txn(srv, name, si, reply);
+        if (bson_has_field(reply, "code"))
+            return true;
+        if (wce)
+            append_fp_write_concern_error(srv, reply);
+        if (s->opt.mode == SIM_MODE_MONGOS) {
             bson_t rt;
             BSON_APPEND_DOCUMENT_BEGIN(reply, "recoveryToken", &rt);
             BSON_APPEND_UTF8(&rt, "recoveryShardId", "mongosim");
@@ -1286,39 +1382,39 @@ bool sim_dispatch(struct sim_server *srv, struct sim_conn *conn, const struct si
     }
 
     struct store_txn *undo = NULL;
-    if (si.in_txn) {
-        if (!si.has_lsid || !si.has_txn_number) {
+    if (si->in_txn) {
+        if (!si->has_lsid || !si->has_txn_number) {
             sim_error(reply, 50768, "Location50768",
                       "txnNumber and lsid are required for transactions");
             return true;
         }
         struct sim_txn *t;
-        if (si.start) {
-            t = txn_create(srv, si.lsid, si.txn_number);
+        if (si->start) {
+            t = txn_create(srv, si->lsid, si->txn_number);
             if (!t) {
                 sim_error(reply, 1, NULL, "out of memory");
                 return true;
             }
         } else {
-            t = txn_find(srv, si.lsid);
-            if (!t || t->txn_number != si.txn_number || t->state != SIM_TXN_ACTIVE) {
-                no_such_txn(reply, &si);
+            t = txn_find(srv, si->lsid);
+            if (!t || t->txn_number != si->txn_number || t->state != SIM_TXN_ACTIVE) {
+                no_such_txn(reply, si);
                 return true;
             }
         }
         undo = t->undo;
     } else if (retryable) {
-        struct sim_retry *r = retry_find(s, si.lsid);
-        if (r && si.txn_number < r->txn_number) {
+        struct sim_retry *r = retry_find(s, si->lsid);
+        if (r && si->txn_number < r->txn_number) {
             char msg[256];
             snprintf(msg, sizeof(msg),
                      "Retryable write with txnNumber %lld is prohibited on session because a "
                      "newer retryable write with txnNumber %lld has already started",
-                     (long long)si.txn_number, (long long)r->txn_number);
+                     (long long)si->txn_number, (long long)r->txn_number);
             sim_error(reply, 225, "TransactionTooOld", msg);
             return true;
         }
-        if (r && r->txn_number == si.txn_number) {
+        if (r && r->txn_number == si->txn_number) {
             /* Already executed (here or on another server of the deployment): answer as the
              * first execution did, without applying the write again. */
             s->retries_deduplicated++;
@@ -1339,9 +1435,9 @@ bool sim_dispatch(struct sim_server *srv, struct sim_conn *conn, const struct si
         store_results_free(&res);
         sim_error(reply, err.code ? err.code : 1, err.code_name[0] ? err.code_name : NULL,
                   err.errmsg[0] ? err.errmsg : "store error");
-        if (si.in_txn && err.code != 59) {
+        if (si->in_txn && err.code != 59) {
             /* MongoDB aborts a transaction when one of its statements fails. */
-            struct sim_txn *t = txn_find(srv, si.lsid);
+            struct sim_txn *t = txn_find(srv, si->lsid);
             if (t && t->state == SIM_TXN_ACTIVE) {
                 store_txn_abort(s->store, t->undo);
                 t->undo = NULL;
@@ -1376,41 +1472,43 @@ bool sim_dispatch(struct sim_server *srv, struct sim_conn *conn, const struct si
     }
 
     if (retryable)
-        retry_save(s, si.lsid, si.txn_number, reply);
-    if (wce && srv->fp.write_concern_error) {
-        /* The write was applied, only its write concern "failed": drivers retry a retryable
-         * write on such an error, and the retry must then find the saved reply. The server puts
-         * the labels at the top level of the reply, where drivers look for them. */
-        const bson_t *w = srv->fp.write_concern_error;
-        bson_iter_t it;
-        int64_t wcode = 0;
-        if (bson_iter_init_find(&it, w, "errorLabels") && BSON_ITER_HOLDS_ARRAY(&it)) {
-            uint32_t len;
-            const uint8_t *data;
-            bson_t labels;
-            BSON_APPEND_DOCUMENT(reply, "writeConcernError", w);
-            bson_iter_array(&it, &len, &data);
-            if (bson_init_static(&labels, data, len))
-                BSON_APPEND_ARRAY(reply, "errorLabels", &labels);
-        } else if (retryable && get_int64(w, "code", &wcode) &&
-                   mongo_error_is_retryable_write((int32_t)wcode)) {
-            /* Some drivers (PyMongo 3.x) read the labels inside writeConcernError: put them in
-             * both places. */
-            bson_t copy;
-            bson_copy_to(w, &copy);
-            append_label(&copy, "RetryableWriteError");
-            BSON_APPEND_DOCUMENT(reply, "writeConcernError", &copy);
-            bson_destroy(&copy);
-            append_label(reply, "RetryableWriteError");
-        } else {
-            BSON_APPEND_DOCUMENT(reply, "writeConcernError", w);
-        }
-    }
-    if (si.in_txn && s->opt.mode == SIM_MODE_MONGOS) {
+        retry_save(s, si->lsid, si->txn_number, reply);
+    /* The write was applied, only its write concern "failed": drivers retry a retryable write on
+     * such an error, and the retry must then find the saved reply (saved above, without it). */
+    if (wce)
+        append_fp_write_concern_error(srv, reply);
+    if (si->in_txn && s->opt.mode == SIM_MODE_MONGOS) {
         bson_t rt;
         BSON_APPEND_DOCUMENT_BEGIN(reply, "recoveryToken", &rt);
         BSON_APPEND_UTF8(&rt, "recoveryShardId", "mongosim");
         bson_append_document_end(reply, &rt);
     }
     return true;
+}
+
+bool sim_dispatch(struct sim_server *srv, struct sim_conn *conn, const struct sim_request *req,
+                  bson_t *reply)
+{
+    struct dispatch d;
+    memset(&d, 0, sizeof(d));
+    d.name = wire_command_name(&req->cmd);
+    if (!d.name) {
+        sim_error(reply, 9, "FailedToParse", "empty command document");
+        return true;
+    }
+    count_command(srv, d.name);
+
+    /* Control commands and configureFailPoint are never failed by the failpoint. */
+    if (strncmp(d.name, "sim", 3) == 0)
+        return handle_sim(srv, conn, d.name, &req->cmd, reply);
+    if (strcmp(d.name, "configureFailPoint") == 0)
+        return configure_fail_point(srv, &req->cmd, reply);
+
+    parse_session(&req->cmd, &d.si);
+    d.commit_or_abort =
+        strcmp(d.name, "commitTransaction") == 0 || strcmp(d.name, "abortTransaction") == 0;
+    bool send = run_one(srv, conn, req, &d, reply);
+    if (send && !d.labelled)
+        label_reply(srv, &d, reply);
+    return send;
 }

@@ -305,7 +305,11 @@ static void finish_reply(struct sim_conn *c, size_t start)
         return;
     }
     d->next = NULL;
-    d->due_ms = uv_now(c->srv->sim->loop) + delay;
+    /* The loop's clock was read when this loop iteration began and counts whole milliseconds:
+     * refresh it and round up, so that a reply never leaves before `delay` has passed since its
+     * request arrived (a test timing the latency would otherwise see a little less). */
+    uv_update_time(c->srv->sim->loop);
+    d->due_ms = uv_now(c->srv->sim->loop) + delay + (delay > 0);
     d->len = len;
     memcpy(d->data, c->out.data + start, len);
     c->out.len = start;

@@ -66,6 +66,16 @@ static void add_servers(struct topology *t, int n)
     }
 }
 
+/* Adds servers h<from> to h<to - 1>, asserting that each gets a new slot. */
+static void add_servers_from(struct topology *t, int from, int to)
+{
+    for (int i = from; i < to; i++) {
+        char host[16];
+        snprintf(host, sizeof(host), "h%d", i);
+        ck_assert_int_ge(topology_add(t, host, 27017), 0);
+    }
+}
+
 /* Runs `draws` selections and counts how often each server was chosen; -EAGAIN counts nowhere
  * and fails the test. */
 static void draw_many(const struct topology *t, const struct select_request *req, int draws,
@@ -461,6 +471,7 @@ START_TEST(selectable_by_mode)
     topology_init(&r, TOPOLOGY_REPLICASET, 15);
     struct server s;
     memset(&s, 0, sizeof(s));
+    s.in_use = true;
     const struct {
         enum server_type type;
         bool in_mongos, in_rs;
@@ -477,6 +488,12 @@ START_TEST(selectable_by_mode)
         ck_assert_msg(topology_is_selectable(&r, &s) == cases[i].in_rs, "replica-set mode, %s",
                       server_type_name(s.type));
     }
+    /* A free slot is never selectable, whatever stale type it holds. */
+    s.in_use = false;
+    s.type = SERVER_MONGOS;
+    ck_assert(!topology_is_selectable(&m, &s));
+    s.type = SERVER_RS_PRIMARY;
+    ck_assert(!topology_is_selectable(&r, &s));
 }
 END_TEST
 
@@ -635,6 +652,123 @@ START_TEST(read_preference_parse_validate)
 }
 END_TEST
 
+/* Parses the $readPreference that json describes; returns read_pref_parse's result. */
+static int parse_rp(const char *json, struct read_pref *rp, char *err, size_t err_len)
+{
+    bson_t *d = doc(json);
+    err[0] = 0;
+    int code = read_pref_parse(bson_get_data(d), d->len, rp, err, err_len);
+    bson_destroy(d);
+    return code;
+}
+
+/* Builds {mode, tags: [...]} with n_sets sets of n_tags tags each ("k<j>": "v<j>"), then, when
+ * trailing_empty, one more empty set. */
+static int parse_generated(const char *mode, int n_sets, int n_tags, bool trailing_empty,
+                           struct read_pref *rp, char *err, size_t err_len)
+{
+    bson_t *d = bson_new();
+    bson_t arr, set;
+    BSON_APPEND_UTF8(d, "mode", mode);
+    BSON_APPEND_ARRAY_BEGIN(d, "tags", &arr);
+    int k = 0;
+    for (int i = 0; i < n_sets + trailing_empty; i++) {
+        char key[16];
+        snprintf(key, sizeof(key), "%d", k++);
+        BSON_APPEND_DOCUMENT_BEGIN(&arr, key, &set);
+        for (int j = 0; i < n_sets && j < n_tags; j++) {
+            char name[16], value[16];
+            snprintf(name, sizeof(name), "k%d", j);
+            snprintf(value, sizeof(value), "v%d", i);
+            BSON_APPEND_UTF8(&set, name, value);
+        }
+        bson_append_document_end(&arr, &set);
+    }
+    bson_append_array_end(d, &arr);
+    err[0] = 0;
+    int code = read_pref_parse(bson_get_data(d), d->len, rp, err, err_len);
+    bson_destroy(d);
+    return code;
+}
+
+START_TEST(read_preference_parse_refuses_what_it_cannot_keep)
+{
+    char e[200];
+    struct read_pref rp;
+    /* As many sets and tags as fit, with a trailing empty set: all kept, the empty one last. */
+    ck_assert_int_eq(parse_generated("secondary", READ_PREF_MAX_SETS - 1, TOPOLOGY_MAX_TAGS, true,
+                                     &rp, e, sizeof(e)),
+                     0);
+    ck_assert_int_eq(rp.n_sets, READ_PREF_MAX_SETS);
+    ck_assert_int_eq(rp.sets[0].n, TOPOLOGY_MAX_TAGS);
+    ck_assert_str_eq(rp.sets[READ_PREF_MAX_SETS - 2].tags[TOPOLOGY_MAX_TAGS - 1].name, "k15");
+    ck_assert_int_eq(rp.sets[READ_PREF_MAX_SETS - 1].n, 0);
+    /* One set too many: refused, even when the one that does not fit is the empty one. */
+    ck_assert_int_eq(
+        parse_generated("secondary", READ_PREF_MAX_SETS + 1, 1, false, &rp, e, sizeof(e)), 2);
+    ck_assert_msg(strstr(e, "tag sets") != NULL, "%s", e);
+    ck_assert_int_eq(parse_generated("nearest", READ_PREF_MAX_SETS, 1, true, &rp, e, sizeof(e)), 2);
+    /* One tag too many in a set. */
+    ck_assert_int_eq(
+        parse_generated("secondary", 2, TOPOLOGY_MAX_TAGS + 1, true, &rp, e, sizeof(e)), 2);
+    ck_assert_msg(strstr(e, "tags") != NULL, "%s", e);
+    /* Sets after an empty one are never consulted by selection: checked, not kept, not counted. */
+    ck_assert_int_eq(
+        parse_rp("{\"mode\": \"secondary\", \"tags\": [{\"dc\": \"a\"}, {}, "
+                 "{\"dc\": \"b\"}, {\"dc\": \"c\"}, {\"dc\": \"d\"}, {\"dc\": \"e\"}, "
+                 "{\"dc\": \"f\"}, {\"dc\": \"g\"}, {\"dc\": \"h\"}, {\"dc\": \"i\"}]}",
+                 &rp, e, sizeof(e)),
+        0);
+    ck_assert_int_eq(rp.n_sets, 2);
+    ck_assert_int_eq(rp.sets[1].n, 0);
+    ck_assert_int_eq(
+        parse_rp("{\"mode\": \"secondary\", \"tags\": [{}, {\"dc\": 5}]}", &rp, e, sizeof(e)), 2);
+    /* ... yet mode primary with a non-empty set is refused, as read_pref_validate would. */
+    ck_assert_int_eq(
+        parse_rp("{\"mode\": \"primary\", \"tags\": [{}, {\"dc\": \"b\"}]}", &rp, e, sizeof(e)), 2);
+    ck_assert_int_eq(
+        parse_rp("{\"tags\": [{}, {\"dc\": \"b\"}], \"mode\": \"primary\"}", &rp, e, sizeof(e)), 2);
+    ck_assert_int_eq(parse_rp("{\"mode\": \"primary\", \"tags\": [{}, {}]}", &rp, e, sizeof(e)), 0);
+    ck_assert_int_eq(read_pref_validate(&rp, 10000, e, sizeof(e)), 0);
+
+    /* Names and values: 63 bytes fit, 64 do not. */
+    char name63[64], name64[65], json[400];
+    memset(name63, 'n', 63);
+    name63[63] = 0;
+    memset(name64, 'n', 64);
+    name64[64] = 0;
+    snprintf(json, sizeof(json), "{\"mode\": \"secondary\", \"tags\": [{\"%s\": \"%s\"}, {}]}",
+             name63, name63);
+    ck_assert_int_eq(parse_rp(json, &rp, e, sizeof(e)), 0);
+    ck_assert_str_eq(rp.sets[0].tags[0].name, name63);
+    ck_assert_str_eq(rp.sets[0].tags[0].value, name63);
+    ck_assert_int_eq(rp.n_sets, 2);
+    snprintf(json, sizeof(json), "{\"mode\": \"secondary\", \"tags\": [{\"%s\": \"x\"}, {}]}",
+             name64);
+    ck_assert_int_eq(parse_rp(json, &rp, e, sizeof(e)), 2);
+    ck_assert_msg(strstr(e, "63 bytes") != NULL, "%s", e);
+    snprintf(json, sizeof(json), "{\"mode\": \"secondary\", \"tags\": [{\"dc\": \"%s\"}, {}]}",
+             name64);
+    ck_assert_int_eq(parse_rp(json, &rp, e, sizeof(e)), 2);
+    /* A value holding a NUL cannot be kept whole either. */
+    ck_assert_int_eq(parse_rp("{\"mode\": \"secondary\", \"tags\": [{\"dc\": \"a\\u0000b\"}]}", &rp,
+                              e, sizeof(e)),
+                     2);
+
+    /* A tag that is not a string is refused rather than skipped, which would widen the set. */
+    ck_assert_int_eq(
+        parse_rp("{\"mode\": \"secondary\", \"tags\": [{\"dc\": \"a\", \"rack\": 2}, {}]}", &rp, e,
+                 sizeof(e)),
+        2);
+    ck_assert_msg(strstr(e, "rack") != NULL, "%s", e);
+    /* Tags that are not an array: TypeMismatch, as a mongos answers. */
+    ck_assert_int_eq(
+        parse_rp("{\"mode\": \"secondary\", \"tags\": {\"dc\": \"a\"}}", &rp, e, sizeof(e)), 14);
+    ck_assert_int_eq(parse_rp("{\"mode\": \"secondary\", \"tags\": [\"dc\"]}", &rp, e, sizeof(e)),
+                     9);
+}
+END_TEST
+
 START_TEST(replicaset_refuses_other_set_and_mongos)
 {
     struct topology t;
@@ -742,6 +876,366 @@ START_TEST(replicaset_election_id_precedes_set_version)
     ck_assert(!(bits & TOPO_REFUSED));
     ck_assert_int_eq(topology_primary(&t), 1);
     ck_assert_int_eq(t.max_set_version, 1); /* the spec's expected maxSetVersion */
+}
+END_TEST
+
+/* --- slots: release, reuse and overflow --------------------------------------------------- */
+
+/* Builds the hello of primary "h<primary>" listing hosts h<first> to h<last> (port 27017) and,
+ * when extra >= 0, also h<extra>. The caller frees the reply. */
+static bson_t *primary_listing(int primary, int first, int last, int extra)
+{
+    bson_t *b = bson_new();
+    bson_t arr;
+    BSON_APPEND_INT32(b, "ok", 1);
+    BSON_APPEND_UTF8(b, "setName", "rs");
+    BSON_APPEND_BOOL(b, "isWritablePrimary", true);
+    char me[32];
+    snprintf(me, sizeof(me), "h%d:27017", primary);
+    BSON_APPEND_UTF8(b, "me", me);
+    BSON_APPEND_ARRAY_BEGIN(b, "hosts", &arr);
+    int k = 0;
+    for (int i = first; i <= last; i++) {
+        char key[16], host[32];
+        snprintf(key, sizeof(key), "%d", k++);
+        snprintf(host, sizeof(host), "h%d:27017", i);
+        BSON_APPEND_UTF8(&arr, key, host);
+    }
+    if (extra >= 0) {
+        char key[16], host[32];
+        snprintf(key, sizeof(key), "%d", k++);
+        snprintf(host, sizeof(host), "h%d:27017", extra);
+        BSON_APPEND_UTF8(&arr, key, host);
+    }
+    bson_append_array_end(b, &arr);
+    return b;
+}
+
+/* The index of the server in use at "host:27017", or -1. */
+static int slot_of(const struct topology *t, const char *host)
+{
+    for (int i = 0; i < t->n; i++)
+        if (t->servers[i].in_use && strcmp(t->servers[i].host, host) == 0)
+            return i;
+    return -1;
+}
+
+/* How many slots hold a server. */
+static int slots_in_use(const struct topology *t)
+{
+    int n = 0;
+    for (int i = 0; i < t->n; i++)
+        n += t->servers[i].in_use;
+    return n;
+}
+
+START_TEST(release_needs_a_removed_server)
+{
+    struct topology t;
+    topology_init(&t, TOPOLOGY_REPLICASET, 15);
+    add_servers(&t, 2);
+    ck_assert(t.servers[0].in_use && t.servers[1].in_use);
+    ck_assert_int_eq(topology_release(&t, 1), -EBUSY); /* still a member */
+    ck_assert_int_eq(topology_release(&t, 2), -EINVAL);
+    ck_assert_int_eq(topology_release(&t, -1), -EINVAL);
+    /* The primary leaves h1 out: removed, and only then releasable. */
+    hello(&t, 0,
+          "{\"ok\": 1, \"setName\": \"rs\", \"isWritablePrimary\": true, \"hosts\": "
+          "[\"h0:27017\"]}",
+          1);
+    ck_assert(t.servers[1].removed);
+    t.servers[1].generation = 7;
+    uint64_t v = t.version;
+    ck_assert_int_eq(topology_release(&t, 1), 0);
+    ck_assert(!t.servers[1].in_use);
+    ck_assert(t.servers[1].removed); /* code that only checks removed skips it too */
+    ck_assert_int_eq(t.servers[1].type, SERVER_UNKNOWN);
+    ck_assert_str_eq(t.servers[1].addr, "");
+    ck_assert_uint_eq(t.servers[1].generation, 8);
+    ck_assert_uint_gt(t.version, v);
+    ck_assert_int_eq(topology_release(&t, 1), -EINVAL); /* already free */
+    /* A late reply or failure for the free slot changes nothing. */
+    ck_assert_int_eq(hello(&t, 1, SECONDARY_HELLO, 1), 0);
+    ck_assert_int_eq(topology_on_failure(&t, 1, "late", 5), 0);
+    topology_mark_unknown(&t, 1, true, "late");
+    ck_assert(!t.servers[1].in_use);
+    ck_assert_uint_eq(t.servers[1].generation, 8);
+    ck_assert_int_eq(t.servers[1].type, SERVER_UNKNOWN);
+    /* Once the never-used slots are gone, a new server takes the free slot, with a generation
+     * that kept counting. */
+    add_servers_from(&t, 2, TOPOLOGY_MAX_SERVERS);
+    ck_assert(!t.servers[1].in_use);
+    ck_assert_int_eq(topology_add(&t, "fresh", 27017), 1);
+    ck_assert(t.servers[1].in_use && !t.servers[1].removed);
+    ck_assert_str_eq(t.servers[1].addr, "fresh:27017");
+    ck_assert_int_eq(t.servers[1].type, SERVER_UNKNOWN);
+    ck_assert(!t.servers[1].rtt_known);
+    ck_assert_uint_eq(t.servers[1].generation, 8);
+    ck_assert_int_eq(t.n, TOPOLOGY_MAX_SERVERS);
+}
+END_TEST
+
+START_TEST(release_refused_when_listed_again)
+{
+    /* A removed member that a hello lists again before its slot is released stays a member. */
+    struct topology t;
+    topology_init(&t, TOPOLOGY_REPLICASET, 15);
+    add_servers(&t, 2);
+    hello(&t, 0,
+          "{\"ok\": 1, \"setName\": \"rs\", \"isWritablePrimary\": true, \"hosts\": "
+          "[\"h0:27017\"]}",
+          1);
+    ck_assert(t.servers[1].removed);
+    int bits = hello(&t, 0,
+                     "{\"ok\": 1, \"setName\": \"rs\", \"isWritablePrimary\": true, "
+                     "\"hosts\": [\"h0:27017\", \"h1:27017\"]}",
+                     1);
+    ck_assert(bits & TOPO_MEMBERS_CHANGED);
+    ck_assert_int_eq(t.n, 2); /* the same slot, not a second one */
+    ck_assert(!t.servers[1].removed);
+    ck_assert_int_eq(topology_release(&t, 1), -EBUSY);
+    ck_assert(t.servers[1].in_use);
+}
+END_TEST
+
+START_TEST(add_prefers_unused_then_lowest_released_slot)
+{
+    struct topology t;
+    topology_init(&t, TOPOLOGY_REPLICASET, 15);
+    add_servers(&t, 4);
+    for (int i = 1; i <= 2; i++)
+        t.servers[i].removed = true;
+    ck_assert_int_eq(topology_release(&t, 2), 0);
+    ck_assert_int_eq(topology_release(&t, 1), 0);
+    /* Never-used slots first: a released slot stays empty as long as possible. */
+    ck_assert_int_eq(topology_add(&t, "new-a", 27017), 4);
+    add_servers_from(&t, 5, TOPOLOGY_MAX_SERVERS);
+    ck_assert_int_eq(t.n, TOPOLOGY_MAX_SERVERS);
+    ck_assert_int_eq(topology_add(&t, "new-b", 27017), 1);
+    ck_assert_int_eq(topology_add(&t, "new-c", 27017), 2);
+    ck_assert_int_eq(topology_add(&t, "new-d", 27017), -ENOSPC);
+    /* An address is found again only while its server holds a slot. */
+    ck_assert_int_eq(topology_add(&t, "NEW-B", 27017), 1);
+    ck_assert_int_eq(slots_in_use(&t), TOPOLOGY_MAX_SERVERS);
+}
+END_TEST
+
+START_TEST(churn_reuses_slots_and_generations_grow)
+{
+    /* Pod IPs change: every round the primary lists one new member in place of the last one,
+     * which the coordinator then releases. Far more hosts pass through than there are slots. */
+    struct topology t;
+    topology_init(&t, TOPOLOGY_REPLICASET, 15);
+    snprintf(t.set_name, sizeof(t.set_name), "rs");
+    add_servers(&t, 1);
+    uint64_t last_gen[TOPOLOGY_MAX_SERVERS] = {0};
+    bool seen[TOPOLOGY_MAX_SERVERS] = {false};
+    int reused = 0;
+    const int rounds = 5 * TOPOLOGY_MAX_SERVERS;
+    for (int r = 1; r <= rounds; r++) {
+        bson_t *b = primary_listing(0, 0, 0, r);
+        int bits = topology_on_hello(&t, 0, b, 1, 1000 + r);
+        bson_destroy(b);
+        ck_assert(bits & TOPO_MEMBERS_CHANGED);
+        ck_assert(!(bits & TOPO_OVERFLOW));
+        char host[16];
+        snprintf(host, sizeof(host), "h%d", r);
+        int idx = slot_of(&t, host);
+        ck_assert_int_ge(idx, 1);
+        /* The slot's generation never goes back, whoever held it before. */
+        if (seen[idx]) {
+            ck_assert_uint_gt(t.servers[idx].generation, last_gen[idx]);
+            reused++;
+        }
+        seen[idx] = true;
+        /* A pool connection of this occupant would carry this generation. */
+        last_gen[idx] = t.servers[idx].generation;
+        /* The member's own hello; it may serve reads until it leaves. */
+        hello(&t, idx, SECONDARY_HELLO, 1);
+        ck_assert_int_eq(t.servers[idx].type, SERVER_RS_SECONDARY);
+        /* The previous round's member left the list: released once torn down. */
+        if (r > 1) {
+            snprintf(host, sizeof(host), "h%d", r - 1);
+            int old = slot_of(&t, host);
+            ck_assert_int_ge(old, 0);
+            ck_assert(t.servers[old].removed);
+            ck_assert_int_eq(topology_release(&t, old), 0);
+        }
+        ck_assert_int_le(slots_in_use(&t), 3);
+    }
+    /* Every slot but the primary's served several hosts in turn. */
+    ck_assert_int_eq(t.n, TOPOLOGY_MAX_SERVERS);
+    ck_assert_int_ge(reused, rounds - TOPOLOGY_MAX_SERVERS);
+    ck_assert_int_eq(topology_primary(&t), 0);
+    char last[16];
+    snprintf(last, sizeof(last), "h%d", rounds);
+    ck_assert_int_ge(slot_of(&t, last), 0);
+    ck_assert_str_eq(t.overflow_msg, "");
+}
+END_TEST
+
+START_TEST(hello_with_too_many_hosts_overflows_loudly)
+{
+    struct topology t;
+    topology_init(&t, TOPOLOGY_REPLICASET, 15);
+    snprintf(t.set_name, sizeof(t.set_name), "rs");
+    add_servers(&t, 1);
+    /* 70 members, h0 to h69: 64 fit, 6 are left out and named. */
+    bson_t *b = primary_listing(0, 0, 69, -1);
+    int bits = topology_on_hello(&t, 0, b, 1, 1000);
+    bson_destroy(b);
+    ck_assert(bits & TOPO_OVERFLOW);
+    ck_assert(bits & TOPO_MEMBERS_CHANGED);
+    ck_assert_int_eq(t.n, TOPOLOGY_MAX_SERVERS);
+    ck_assert_int_eq(slots_in_use(&t), TOPOLOGY_MAX_SERVERS);
+    for (int i = 0; i < TOPOLOGY_MAX_SERVERS; i++)
+        ck_assert(!t.servers[i].removed);
+    ck_assert_int_eq(t.overflow_hosts, 6);
+    ck_assert_msg(strstr(t.overflow_msg, "6 members") != NULL, "%s", t.overflow_msg);
+    ck_assert_msg(strstr(t.overflow_msg, "h0:27017") != NULL, "%s", t.overflow_msg);
+    ck_assert_msg(strstr(t.overflow_msg, "h64:27017, h65:27017") != NULL, "%s", t.overflow_msg);
+    ck_assert_msg(strstr(t.overflow_msg, "64 server slots") != NULL, "%s", t.overflow_msg);
+    ck_assert_int_eq(slot_of(&t, "h64"), -1);
+
+    /* h60 to h63 leave the set (the list is h0 to h59 and h64 to h69): removed, but their slots
+     * stay taken until released, so the six still wait and are reported again. */
+    bson_t *mixed = bson_new();
+    {
+        bson_t hosts;
+        BSON_APPEND_INT32(mixed, "ok", 1);
+        BSON_APPEND_UTF8(mixed, "setName", "rs");
+        BSON_APPEND_BOOL(mixed, "isWritablePrimary", true);
+        BSON_APPEND_ARRAY_BEGIN(mixed, "hosts", &hosts);
+        int k = 0;
+        for (int i = 0; i < 70; i++) {
+            if (i >= 60 && i <= 63)
+                continue;
+            char key[16], host[32];
+            snprintf(key, sizeof(key), "%d", k++);
+            snprintf(host, sizeof(host), "h%d:27017", i);
+            BSON_APPEND_UTF8(&hosts, key, host);
+        }
+        bson_append_array_end(mixed, &hosts);
+    }
+    bits = topology_on_hello(&t, 0, mixed, 1, 2000);
+    ck_assert(bits & TOPO_OVERFLOW);
+    ck_assert(bits & TOPO_MEMBERS_CHANGED);
+    ck_assert_int_eq(t.overflow_hosts, 6);
+    for (int i = 60; i <= 63; i++) {
+        char host[16];
+        snprintf(host, sizeof(host), "h%d", i);
+        int idx = slot_of(&t, host);
+        ck_assert_int_ge(idx, 0);
+        ck_assert(t.servers[idx].removed);
+        ck_assert(!topology_is_selectable(&t, &t.servers[idx]));
+        ck_assert_int_eq(topology_release(&t, idx), 0);
+    }
+    /* The next hello finds four free slots: four more members, two still left out. */
+    bits = topology_on_hello(&t, 0, mixed, 1, 3000);
+    bson_destroy(mixed);
+    ck_assert(bits & TOPO_OVERFLOW);
+    ck_assert(bits & TOPO_MEMBERS_CHANGED);
+    ck_assert_int_eq(t.overflow_hosts, 2);
+    ck_assert_int_eq(slots_in_use(&t), TOPOLOGY_MAX_SERVERS);
+    for (int i = 64; i <= 67; i++) {
+        char host[16];
+        snprintf(host, sizeof(host), "h%d", i);
+        ck_assert_int_ge(slot_of(&t, host), 0);
+    }
+    ck_assert_msg(strstr(t.overflow_msg, "2 members") != NULL, "%s", t.overflow_msg);
+    ck_assert_msg(strstr(t.overflow_msg, "h68:27017, h69:27017") != NULL, "%s", t.overflow_msg);
+    ck_assert_msg(strstr(t.overflow_msg, "more") == NULL, "%s", t.overflow_msg);
+
+    /* A list that fits clears the report. */
+    b = primary_listing(0, 0, 9, -1);
+    bits = topology_on_hello(&t, 0, b, 1, 4000);
+    bson_destroy(b);
+    ck_assert(!(bits & TOPO_OVERFLOW));
+    ck_assert_int_eq(t.overflow_hosts, 0);
+    ck_assert_str_eq(t.overflow_msg, "");
+}
+END_TEST
+
+START_TEST(overflow_message_names_a_few_and_counts_the_rest)
+{
+    /* Without a primary, a secondary's list only adds; long names are not all spelled out. */
+    struct topology t;
+    topology_init(&t, TOPOLOGY_REPLICASET, 15);
+    add_servers(&t, TOPOLOGY_MAX_SERVERS);
+    bson_t *b = bson_new();
+    bson_t hosts;
+    BSON_APPEND_INT32(b, "ok", 1);
+    BSON_APPEND_UTF8(b, "setName", "rs");
+    BSON_APPEND_BOOL(b, "secondary", true);
+    BSON_APPEND_ARRAY_BEGIN(b, "hosts", &hosts);
+    for (int i = 0; i < 40; i++) {
+        char key[16], host[128];
+        snprintf(key, sizeof(key), "%d", i);
+        snprintf(host, sizeof(host),
+                 "a-rather-long-pod-name-%02d.mongo.example.svc.cluster.local:27017", i);
+        BSON_APPEND_UTF8(&hosts, key, host);
+    }
+    bson_append_array_end(b, &hosts);
+    int bits = topology_on_hello(&t, 3, b, 1, 1000);
+    bson_destroy(b);
+    ck_assert(bits & TOPO_OVERFLOW);
+    ck_assert_int_eq(t.overflow_hosts, 40);
+    ck_assert_msg(strstr(t.overflow_msg, "40 members listed by h3:27017") != NULL, "%s",
+                  t.overflow_msg);
+    ck_assert_msg(strstr(t.overflow_msg, "a-rather-long-pod-name-00.") != NULL, "%s",
+                  t.overflow_msg);
+    ck_assert_msg(strstr(t.overflow_msg, " more") != NULL, "%s", t.overflow_msg);
+    ck_assert_int_lt(strlen(t.overflow_msg), sizeof(t.overflow_msg) - 1);
+}
+END_TEST
+
+START_TEST(released_slots_never_selected)
+{
+    struct topology t;
+    replica_set(&t, 1000);
+    /* h2 (a secondary, tagged dc:west) leaves the set and is released. */
+    hello(&t, 0,
+          "{\"ok\": 1, \"setName\": \"rs\", \"isWritablePrimary\": true, \"hosts\": "
+          "[\"h0:27017\", \"h1:27017\"]}",
+          1);
+    ck_assert_int_eq(topology_release(&t, 2), 0);
+    struct read_pref rp = {.mode = READ_NEAREST, .max_staleness_s = -1};
+    struct select_request r = {.write = false, .exclude_idx = -1, .rp = &rp};
+    int counts[TOPOLOGY_MAX_SERVERS];
+    draw_many(&t, &r, 1000, counts);
+    ck_assert_int_eq(counts[2], 0);
+    ck_assert_int_gt(counts[0], 0);
+    ck_assert_int_gt(counts[1], 0);
+    /* Even as the one excluded server's only alternative, or by a tag only it had. */
+    rp.mode = READ_SECONDARY;
+    r.exclude_idx = 1;
+    draw_many(&t, &r, 100, counts);
+    ck_assert_int_eq(counts[1], 100);
+    r.exclude_idx = -1;
+    rp.n_sets = 1;
+    rp.sets[0].n = 1;
+    snprintf(rp.sets[0].tags[0].name, sizeof(rp.sets[0].tags[0].name), "dc");
+    snprintf(rp.sets[0].tags[0].value, sizeof(rp.sets[0].tags[0].value), "west");
+    uint32_t state = 5;
+    ck_assert_int_eq(topology_select(&t, &r, xorshift, &state), -EAGAIN);
+    /* Stale fields left in the free slot would not count either. */
+    t.servers[2].type = SERVER_RS_PRIMARY;
+    t.servers[2].removed = false;
+    t.servers[2].rtt_known = true;
+    t.servers[2].max_wire = 1;
+    ck_assert_int_eq(topology_primary(&t), 0);
+    struct topology_limits l;
+    ck_assert(topology_limits(&t, &l));
+    ck_assert_int_ne(l.max_wire, 1);
+    struct select_request w = {.write = true, .exclude_idx = -1};
+    draw_many(&t, &w, 100, counts);
+    ck_assert_int_eq(counts[0], 100);
+    /* The primary's list no longer counts a free slot as a member to remove. */
+    int bits = hello(&t, 0,
+                     "{\"ok\": 1, \"setName\": \"rs\", \"isWritablePrimary\": true, \"hosts\": "
+                     "[\"h0:27017\", \"h1:27017\"]}",
+                     1);
+    ck_assert_int_eq(bits & TOPO_MEMBERS_CHANGED, 0);
 }
 END_TEST
 
@@ -853,10 +1347,18 @@ Suite *topology_suite(void)
     tcase_add_test(tc, read_preference_modes);
     tcase_add_test(tc, read_preference_max_staleness);
     tcase_add_test(tc, read_preference_parse_validate);
+    tcase_add_test(tc, read_preference_parse_refuses_what_it_cannot_keep);
     tcase_add_test(tc, replicaset_refuses_other_set_and_mongos);
     tcase_add_test(tc, replicaset_primary_hosts_are_membership);
     tcase_add_test(tc, replicaset_new_primary_demotes_old);
     tcase_add_test(tc, replicaset_election_id_precedes_set_version);
+    tcase_add_test(tc, release_needs_a_removed_server);
+    tcase_add_test(tc, release_refused_when_listed_again);
+    tcase_add_test(tc, add_prefers_unused_then_lowest_released_slot);
+    tcase_add_test(tc, churn_reuses_slots_and_generations_grow);
+    tcase_add_test(tc, hello_with_too_many_hosts_overflows_loudly);
+    tcase_add_test(tc, overflow_message_names_a_few_and_counts_the_rest);
+    tcase_add_test(tc, released_slots_never_selected);
     tcase_add_test(tc, mark_unknown_keeps_pool_unless_asked);
     tcase_add_test(tc, limits_most_conservative);
     tcase_add_test(tc, limits_replicaset_skip_arbiters);
