@@ -519,6 +519,17 @@ void pool_clear(struct proxy *p, int idx, bool interrupt, const char *why)
     fail_waiters(p, idx, -EHOSTUNREACH, why);
 }
 
+void pool_reset(struct proxy *p, int idx)
+{
+    struct pool *pl = &p->pools[idx];
+    fail_waiters(p, idx, -EHOSTUNREACH, "the server was removed");
+    memset(pl, 0, sizeof(*pl));
+    pl->server = idx;
+    list_init(&pl->idle);
+    list_init(&pl->busy);
+    list_init(&pl->waiters);
+}
+
 void pool_reap(struct proxy *p)
 {
     int64_t now = proxy_now(p);

@@ -70,11 +70,41 @@ static void server_gone(struct proxy *p, int idx, const char *what)
         log_info(s->addr, "%s: forgot %zu cursors and %zu transaction pins", what, n, pins);
 }
 
+/*
+ * Gives back the slots of removed servers once nothing refers to them any more: no monitor, no
+ * backend connection (so no request in flight), no cursor and no pin. The topology then reuses
+ * them for new members, so that membership churn (pods changing addresses) never runs out of
+ * slots. If members were left out for want of a slot, the primary is asked again at once.
+ */
+static void reclaim_slots(struct proxy *p)
+{
+    bool freed = false;
+    for (int i = 0; i < p->topo.n; i++) {
+        struct server *s = &p->topo.servers[i];
+        if (!s->in_use || !s->removed || p->monitors[i] || p->pools[i].total > 0)
+            continue;
+        server_gone(p, i, "removed");
+        if (topology_release(&p->topo, i) == 0) {
+            log_debug(s->addr, "slot %d released", i);
+            pool_reset(p, i);
+            freed = true;
+        }
+    }
+    if (freed && p->topo.overflow_hosts > 0) {
+        int primary = topology_primary(&p->topo);
+        for (int i = 0; i < p->topo.n; i++)
+            if (primary < 0 || i == primary)
+                monitor_request_check(p, i);
+    }
+}
+
 /* Starts monitors for new members and retires removed ones. */
 static void members_changed(struct proxy *p)
 {
     for (int i = 0; i < p->topo.n; i++) {
         struct server *s = &p->topo.servers[i];
+        if (!s->in_use)
+            continue;
         if (s->removed) {
             if (p->monitors[i] || p->pools[i].total > 0) {
                 log_info(s->addr, "removed from the replica set's member list");
@@ -91,6 +121,7 @@ static void members_changed(struct proxy *p)
                 log_error(s->addr, "cannot start monitoring");
         }
     }
+    reclaim_slots(p);
 }
 
 void proxy_check_ok(struct proxy *p, int idx, int bits)
@@ -102,6 +133,12 @@ void proxy_check_ok(struct proxy *p, int idx, int bits)
     }
     if (bits & TOPO_MEMBERS_CHANGED)
         members_changed(p);
+    if ((bits & TOPO_OVERFLOW) && strcmp(p->last_overflow, p->topo.overflow_msg) != 0) {
+        snprintf(p->last_overflow, sizeof(p->last_overflow), "%s", p->topo.overflow_msg);
+        log_warn(NULL, "%s", p->topo.overflow_msg);
+    } else if (!(bits & TOPO_OVERFLOW) && p->topo.overflow_hosts == 0) {
+        p->last_overflow[0] = 0;
+    }
     proxy_topology_changed(p);
 }
 
@@ -176,6 +213,7 @@ static void on_janitor(uv_timer_t *t)
         log_debug(NULL, "expired %zu idle cursors", n);
     txn_pins_expire(p);
     pool_reap(p);
+    reclaim_slots(p);
     if (p->shutting_down && p->n_clients == 0)
         final_stop(p);
 }

@@ -61,7 +61,7 @@ struct pool {
     struct list waiters;          /* struct pool_waiter.link */
     struct sockaddr_storage addr; /* resolved by the monitor */
     bool have_addr;
-    bool clearing;        /* pool_clear is closing connections: open no new ones meanwhile */
+    bool clearing;  /* pool_clear is closing connections: open no new ones meanwhile */
     uint64_t waits; /* requests that had to wait for a connection */
 };
 
@@ -127,6 +127,7 @@ struct proxy {
     uint64_t rng_state;
     int64_t started_ms;
     int64_t last_fd_warn_ms;
+    char last_overflow[320]; /* the member overflow last logged, so it is logged once */
     bool shutting_down;
     struct proxy_stats stats;
     uv_timer_t janitor;
@@ -245,6 +246,8 @@ void bconn_reply_done(struct bconn *b);
  * topology's generation decides reuse). With interrupt, in-use connections are closed too and
  * their users told. */
 void pool_clear(struct proxy *p, int idx, bool interrupt, const char *why);
+/* Empties the pool of a released server slot (it has no connection left) for its next use. */
+void pool_reset(struct proxy *p, int idx);
 /* Closes idle connections past max_idle_time_ms or max_lifetime_ms. */
 void pool_reap(struct proxy *p);
 void pool_close_all(struct proxy *p);

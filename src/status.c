@@ -79,10 +79,13 @@ void status_build(struct proxy *p, bson_t *doc)
     BSON_APPEND_INT64(doc, "bufferedBytes", (int64_t)p->sctx.buffered);
     BSON_APPEND_INT64(doc, "maxBufferBytes", (int64_t)p->sctx.budget_max);
     BSON_APPEND_ARRAY_BEGIN(doc, "servers", &servers);
+    int shown = 0;
     for (int i = 0; i < p->topo.n; i++) {
         const struct server *sv = &p->topo.servers[i];
+        if (!sv->in_use)
+            continue; /* a released slot */
         char key[16];
-        snprintf(key, sizeof(key), "%d", i);
+        snprintf(key, sizeof(key), "%d", shown++);
         BSON_APPEND_DOCUMENT_BEGIN(&servers, key, &s);
         BSON_APPEND_UTF8(&s, "address", sv->addr);
         BSON_APPEND_UTF8(&s, "type", server_type_name(sv->type));

@@ -272,3 +272,43 @@ def test_non_retryable_write_gets_a_clean_error(rs):
         assert coll.count_documents({"_id": "y"}) == 1
     finally:
         client.close()
+
+
+def test_not_writable_primary_inside_a_transaction_is_transient(rs):
+    """A statement of a transaction refused with NotWritablePrimary (10107) and no label reaches
+    the application with TransientTransactionError: the transaction is gone with that primary,
+    and only retrying it whole (what with_transaction does on that label) can succeed."""
+    client = pymongo.MongoClient(rs.lb.uri, retryWrites=True, serverSelectionTimeoutMS=10000)
+    try:
+        coll = client.failover_txn_label.docs
+        coll.drop()
+        coll.insert_one({"_id": "seed"})
+        wait_for(lambda: lb_primary(rs) == rs.sim.servers[0], timeout=10,
+                 what="the primary known")
+        # The failpoint's empty errorLabels replace whatever the simulator would add itself, so
+        # the label can only come from mongolb.
+        fail_point(rs, 0, ["insert"], errorCode=10107, errorLabels=[])
+        with client.start_session() as s:
+            s.start_transaction()
+            # PyMongo raises NotMasterError (an AutoReconnect) for this code.
+            with pytest.raises(pymongo.errors.PyMongoError) as e:
+                coll.insert_one({"_id": "in-txn"}, session=s)
+            s.abort_transaction()
+        details = getattr(e.value, "details", None) or {}
+        assert details.get("code") == 10107, details
+        # The reply itself must carry the label: PyMongo adds it on its own to this error class,
+        # but drivers such as Node's do not, and see only what the server (here mongolb) sent.
+        assert "TransientTransactionError" in details.get("errorLabels", []), details
+        # Outside a transaction the same error gets no such label.
+        wait_for(lambda: lb_primary(rs) == rs.sim.servers[0], timeout=10,
+                 what="the primary known again")
+        fail_point(rs, 0, ["find"], errorCode=10107, errorLabels=[])
+        client2 = pymongo.MongoClient(rs.lb.uri, retryReads=False,
+                                      serverSelectionTimeoutMS=10000)
+        try:
+            doc = client2.failover_txn_label.docs.find_one({"_id": "seed"})
+            assert doc == {"_id": "seed"}  # taken back by mongolb and retried on the primary
+        finally:
+            client2.close()
+    finally:
+        client.close()
