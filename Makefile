@@ -5,6 +5,7 @@
 #                 integration tests with PyMongo, the Node.js driver and mongosh
 #   make demo     a simulated cluster, the proxy in front of it, and a workload through it
 #   make bench    direct-versus-proxied benchmarks
+#   make soak     a bounded chaos soak through real drivers (SOAK_SECONDS, default 180; not in check)
 #
 # check, demo and bench first run scripts/install-deps.sh, so each works on a fresh Debian machine.
 
@@ -36,7 +37,7 @@ LIB_OBJS    := $(LIB_SRCS:%.c=$(B)/obj/%.o)
 SIMLIB_OBJS := $(SIMLIB_SRCS:%.c=$(B)/obj/%.o)
 UNIT_BINS   := $(UNIT_SRCS:tests/unit/%.c=$(B)/tests/%)
 
-.PHONY: all check unit unit-asan format-check integration demo bench deps clean format
+.PHONY: all check unit unit-asan format-check integration demo bench deps clean format soak
 
 all: $(B)/mongolb $(B)/mongosim $(if $(BENCH_SRCS),$(B)/mlbench)
 
@@ -96,6 +97,7 @@ check: deps
 	@$(MAKE) --no-print-directory format-check
 	@$(MAKE) --no-print-directory unit
 	@$(MAKE) --no-print-directory unit-asan
+	@$(MAKE) --no-print-directory fuzz-smoke
 	@$(MAKE) --no-print-directory integration
 
 demo: deps
@@ -105,6 +107,60 @@ demo: deps
 bench: deps
 	@$(MAKE) --no-print-directory all
 	@./scripts/bench.sh
+
+# A bounded chaos soak (SOAK_SECONDS, default 180), not part of check: see scripts/soak.sh.
+soak: deps
+	@$(MAKE) --no-print-directory all
+	@./scripts/soak.sh
+
+# --- Fuzzing ---------------------------------------------------------------------------------
+#
+#   make fuzz          each libFuzzer target for FUZZ_SECONDS (default 60); what it learns is kept in
+#                      build/fuzz/corpus/<target> and used again next time
+#   make fuzz-smoke    each target over its seed corpus (tests/fuzz/corpus/<target>), then a short
+#                      bounded run of FUZZ_SMOKE_SECONDS; part of make check
+#   make fuzz-corpus   writes the seed corpora again (tests/fuzz/gen_corpus.c)
+#
+# The targets and the pure modules they exercise are built with clang, libFuzzer's instrumentation,
+# ASan and UBSan, in their own tree (build/fuzz). A crash, leak or sanitizer report fails the run;
+# the input is kept under build/fuzz/artifacts/ (scripts/fuzz.sh says how to replay it).
+FUZZ_SECONDS       ?= 60
+FUZZ_SMOKE_SECONDS ?= 10
+FUZZ_B             := build/fuzz
+FUZZ_CFLAGS        := -O1 -g -fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer \
+                      -fno-sanitize-recover=all
+FUZZ_LDFLAGS       := -fsanitize=fuzzer,address,undefined
+FUZZ_SRCS          := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_TARGETS       := $(FUZZ_SRCS:tests/fuzz/%.c=%)
+
+.PHONY: fuzz fuzz-smoke fuzz-build fuzz-bins fuzz-corpus
+
+# One binary per target, linked with libFuzzer's main and only the modules it exercises, so that
+# work in progress elsewhere does not stop it from building; built by fuzz-build in $(FUZZ_B).
+$(B)/fuzz_wire: $(B)/obj/src/wire.o
+$(B)/fuzz_request: $(B)/obj/src/request.o $(B)/obj/src/wire.o $(B)/obj/src/bson_check.o
+$(B)/fuzz_bson_check: $(B)/obj/src/bson_check.o
+$(B)/fuzz_config: $(B)/obj/src/config.o $(B)/obj/src/log.o
+$(B)/fuzz_%: $(B)/obj/tests/fuzz/fuzz_%.o
+	$(CC) $(ALL_CFLAGS) $(FUZZ_LDFLAGS) -o $@ $^ $(PKG_LIBS) -lm
+
+fuzz-bins: $(FUZZ_TARGETS:%=$(B)/%)
+	@:
+
+fuzz-build:
+	@$(MAKE) --no-print-directory B=$(FUZZ_B) CC=clang CFLAGS="$(FUZZ_CFLAGS)" fuzz-bins
+
+fuzz: fuzz-build
+	@./scripts/fuzz.sh run $(FUZZ_SECONDS) $(FUZZ_B) $(FUZZ_TARGETS)
+
+fuzz-smoke: fuzz-build
+	@./scripts/fuzz.sh smoke $(FUZZ_SMOKE_SECONDS) $(FUZZ_B) $(FUZZ_TARGETS)
+
+$(B)/gen_fuzz_corpus: $(B)/obj/tests/fuzz/gen_corpus.o $(B)/obj/src/wire.o
+	$(CC) $(ALL_CFLAGS) -o $@ $^ $(PKG_LIBS) -lm
+
+fuzz-corpus: $(B)/gen_fuzz_corpus
+	$(B)/gen_fuzz_corpus tests/fuzz/corpus
 
 format:
 	clang-format -i $(wildcard src/*.[ch] tests/sim/*.[ch] tests/unit/*.[ch] tests/bench/*.[ch])

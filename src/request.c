@@ -8,6 +8,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "bson_check.h"
+
 bool request_command_opens_cursor(const char *name)
 {
     return strcmp(name, "find") == 0 || strcmp(name, "aggregate") == 0 ||
@@ -107,6 +109,9 @@ static void read_command_fields(const bson_t *cmd, struct request_info *ri)
                 BSON_ITER_HOLDS_UTF8(&rp))
                 snprintf(ri->read_pref_mode, sizeof(ri->read_pref_mode), "%s",
                          bson_iter_utf8(&rp, NULL));
+        } else if (strcmp(k, "maxTimeMS") == 0 && BSON_ITER_HOLDS_NUMBER(&it)) {
+            int64_t v = bson_iter_as_int64(&it);
+            ri->max_time_ms = v > 0 ? v : 0;
         } else if (strcmp(k, "helloOk") == 0) {
             ri->hello_ok = bson_iter_as_bool(&it);
         }
@@ -153,6 +158,67 @@ static int classify_command(const bson_t *cmd, struct request_info *ri, char *er
     return 0;
 }
 
+/*
+ * Checks one document a client sent with bson_check(), at mongod's depth limit. what names the
+ * document in the reason written to err. Returns 0, -EPROTO or -EOVERFLOW.
+ */
+static int check_doc(const uint8_t *doc, size_t len, const char *what, char *err, size_t err_len)
+{
+    char why[160];
+    int rc = bson_check(doc, len, BSON_CHECK_MAX_DEPTH, why, sizeof(why));
+    if (rc < 0)
+        snprintf(err, err_len, "%s in %s", why, what);
+    return rc;
+}
+
+/*
+ * Checks every document of every kind-1 section of m. They are forwarded as they are, so one
+ * malformed document would reach the server, which answers it by closing the connection; one
+ * client could so keep breaking pooled connections. Returns 0, -EPROTO or -EOVERFLOW.
+ */
+static int check_sequences(const struct wire_msg *m, char *err, size_t err_len)
+{
+    for (int i = 0; i < m->nseq; i++) {
+        uint32_t off = 0, dlen;
+        const uint8_t *d;
+        int n = 0, r;
+        while ((r = wire_doc_seq_next(&m->seq[i], &off, &d, &dlen)) == 1) {
+            char what[96];
+            snprintf(what, sizeof(what), "document %d of sequence '%.48s'", n++,
+                     m->seq[i].identifier);
+            int rc = check_doc(d, dlen, what, err, err_len);
+            if (rc < 0)
+                return rc;
+        }
+        if (r < 0) {
+            snprintf(err, err_len, "malformed document sequence '%.48s'", m->seq[i].identifier);
+            return -EPROTO;
+        }
+    }
+    return 0;
+}
+
+/*
+ * Reads the command name (the first key) and $db of a command document that nests too deeply to
+ * be classified, so that the error reply and the log line can name them. Only the top level is
+ * read, element by element with libbson's bounds-checked iterator, which does not descend.
+ */
+static void read_names_shallow(const bson_t *cmd, struct request_info *ri)
+{
+    bson_iter_t it;
+    if (!bson_iter_init(&it, cmd))
+        return;
+    bool first = true;
+    while (bson_iter_next(&it)) {
+        const char *k = bson_iter_key(&it);
+        if (first)
+            snprintf(ri->command, sizeof(ri->command), "%s", k);
+        first = false;
+        if (strcmp(k, "$db") == 0 && BSON_ITER_HOLDS_UTF8(&it))
+            snprintf(ri->db, sizeof(ri->db), "%s", bson_iter_utf8(&it, NULL));
+    }
+}
+
 int request_classify(const uint8_t *frame, size_t len, struct request_info *ri, char *err,
                      size_t err_len)
 {
@@ -175,9 +241,24 @@ int request_classify(const uint8_t *frame, size_t len, struct request_info *ri, 
         ri->msg_flags = m.flags;
         ri->more_to_come = (m.flags & WIRE_MSG_MORE_TO_COME) != 0;
         ri->exhaust_allowed = (m.flags & WIRE_MSG_EXHAUST_ALLOWED) != 0;
-        if (!wire_msg_body(&m, &cmd) || !bson_validate(&cmd, BSON_VALIDATE_NONE, NULL)) {
+        /* bson_check, not bson_validate: the latter recurses once per level of nesting, and a
+         * client decides how deep that goes. */
+        int brc = check_doc(m.body, m.body_len, "OP_MSG body", err, err_len);
+        if (brc == -EPROTO)
+            return brc;
+        if (!wire_msg_body(&m, &cmd)) {
             snprintf(err, err_len, "invalid BSON in OP_MSG body");
             return -EPROTO;
+        }
+        if (brc == -EOVERFLOW) {
+            read_names_shallow(&cmd, ri);
+            return brc;
+        }
+        char seq_err[320] = ""; /* room for any reason check_doc() writes */
+        int src = check_sequences(&m, seq_err, sizeof(seq_err));
+        if (src == -EPROTO) {
+            snprintf(err, err_len, "%s", seq_err);
+            return src;
         }
         int rc = classify_command(&cmd, ri, err, err_len);
         if (rc < 0)
@@ -185,6 +266,11 @@ int request_classify(const uint8_t *frame, size_t len, struct request_info *ri, 
         if (!ri->db[0]) {
             snprintf(err, err_len, "OP_MSG command '%s' without $db", ri->command);
             return -EPROTO;
+        }
+        if (src == -EOVERFLOW) {
+            /* The body is fine and classified, so the error reply can say what it was for. */
+            snprintf(err, err_len, "%s", seq_err);
+            return src;
         }
         return 0;
     }
@@ -196,20 +282,40 @@ int request_classify(const uint8_t *frame, size_t len, struct request_info *ri, 
         }
         ri->legacy = true;
         ri->secondary_ok = (q.flags & WIRE_QUERY_SECONDARY_OK) != 0;
-        if (!bson_init_static(&cmd, q.query, q.query_len) ||
-            !bson_validate(&cmd, BSON_VALIDATE_NONE, NULL)) {
-            snprintf(err, err_len, "invalid BSON in OP_QUERY");
-            return -EPROTO;
-        }
         const char *dot = strchr(q.ns, '.');
         size_t dblen = dot ? (size_t)(dot - q.ns) : strlen(q.ns);
         if (dblen >= sizeof(ri->db))
             dblen = sizeof(ri->db) - 1;
         memcpy(ri->db, q.ns, dblen);
         ri->db[dblen] = 0;
+        bool is_cmd = dot && strcmp(dot + 1, "$cmd") == 0;
+        /* The walk of the query covers a $query document inside it, at its true depth. The
+         * projection is forwarded too, so it gets the same check. */
+        int qrc = check_doc(q.query, q.query_len, "OP_QUERY query", err, err_len);
+        if (qrc == 0 && q.fields)
+            qrc = check_doc(q.fields, q.fields_len, "OP_QUERY projection", err, err_len);
+        if (qrc == -EPROTO)
+            return qrc;
+        if (!bson_init_static(&cmd, q.query, q.query_len)) {
+            snprintf(err, err_len, "invalid BSON in OP_QUERY");
+            return -EPROTO;
+        }
         /* A legacy command may be wrapped as {$query: {...}, $readPreference: {...}}. */
-        bson_iter_t it;
+        bson_iter_t it, in;
         bson_t inner;
+        if (qrc == -EOVERFLOW) {
+            /* Name the command for the error reply; only what the iterator bounds-checks is read,
+             * since the query was not checked beyond the level that was too deep. */
+            if (!is_cmd) {
+                snprintf(ri->command, sizeof(ri->command), "%s", "find");
+            } else if (bson_iter_init_find(&it, &cmd, "$query") && BSON_ITER_HOLDS_DOCUMENT(&it) &&
+                       bson_iter_recurse(&it, &in) && bson_iter_next(&in)) {
+                snprintf(ri->command, sizeof(ri->command), "%s", bson_iter_key(&in));
+            } else if (bson_iter_init(&it, &cmd) && bson_iter_next(&it)) {
+                snprintf(ri->command, sizeof(ri->command), "%s", bson_iter_key(&it));
+            }
+            return qrc;
+        }
         if (bson_iter_init_find(&it, &cmd, "$query") && BSON_ITER_HOLDS_DOCUMENT(&it)) {
             uint32_t n;
             const uint8_t *d;
@@ -221,7 +327,7 @@ int request_classify(const uint8_t *frame, size_t len, struct request_info *ri, 
             read_command_fields(&cmd, ri); /* picks up the outer $readPreference */
             cmd = inner;
         }
-        if (!dot || strcmp(dot + 1, "$cmd") != 0) {
+        if (!is_cmd) {
             /* A legacy find on a collection: servers since 5.1 refuse it, and so do we, by
              * forwarding it so the client gets the server's own error. */
             ri->kind = REQ_FORWARD;

@@ -56,6 +56,10 @@ struct request_info {
     bool autocommit_false;
     bool start_transaction;
 
+    /* The command's maxTimeMS (0 when absent), so that mongolb's own request timeout never cuts
+     * a command short of the limit its client gave it. */
+    int64_t max_time_ms;
+
     /* Read preference. */
     bool has_read_pref;
     char read_pref_mode[32];
@@ -69,10 +73,19 @@ struct request_info {
 };
 
 /*
- * Classifies a whole frame (len bytes, header length already checked). On success returns 0 and
- * fills *ri. Returns -EPROTO for a malformed frame and -ENOTSUP for an opcode mongolb does not
- * accept from clients (OP_COMPRESSED, fire-and-forget legacy writes, OP_REPLY, unknown), with a
- * reason in err for the log line.
+ * Classifies a whole frame (len bytes, header length already checked). Every BSON document a
+ * client sent is checked with bson_check() (bson_check.h): the OP_MSG body, each document of each
+ * kind-1 sequence, and the OP_QUERY query (with any $query inside it) and projection. Returns, with
+ * a reason in err for the log line or the error reply:
+ *   0           success; *ri is filled.
+ *   -EPROTO     a malformed frame or document: close that client's connection.
+ *   -EOVERFLOW  well framed, but a document nests deeper than BSON_CHECK_MAX_DEPTH: answer, as
+ *               mongod does, with an error document (BSON_CHECK_DEPTH_ERROR_CODE, _NAME) rather
+ *               than closing, and forward nothing. ri->opcode, request_id, legacy, msg_flags,
+ *               more_to_come (no reply is expected then) and exhaust_allowed are filled, and
+ *               command and db as far as they could be read; ri->kind means nothing.
+ *   -ENOTSUP    an opcode mongolb does not accept from clients (OP_COMPRESSED, fire-and-forget
+ *               legacy writes, OP_REPLY, unknown).
  */
 int request_classify(const uint8_t *frame, size_t len, struct request_info *ri, char *err,
                      size_t err_len);

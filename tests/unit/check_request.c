@@ -2,13 +2,18 @@
  * check_request.c: classifying client frames: OP_MSG commands (hello and its legacy spellings,
  * mongolbStatus, reads, writes, getMore, killCursors), session and transaction fields, read
  * preference, OP_MSG flags, legacy OP_QUERY commands with and without the $query wrapping,
- * OP_GET_MORE and OP_KILL_CURSORS, opcodes mongolb refuses, and malformed frames.
+ * OP_GET_MORE and OP_KILL_CURSORS, opcodes mongolb refuses, and malformed frames; every BSON
+ * document checked: too deep (-EOVERFLOW, with what the error reply needs) and malformed documents
+ * in kind-1 sequences and OP_QUERY projections.
  */
 #include "request.h"
 
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+
+#include "bson_check.h"
 
 #include "check_main.h"
 
@@ -397,6 +402,21 @@ START_TEST(msg_session_fields)
 }
 END_TEST
 
+/* maxTimeMS is read so that mongolb's request timeout never cuts a command short of it. */
+START_TEST(msg_max_time_ms)
+{
+    struct request_info ri;
+    ck_assert_int_eq(
+        classify_msg("{\"find\": \"c\", \"maxTimeMS\": 5000, \"$db\": \"test\"}", 0, &ri), 0);
+    ck_assert_int_eq(ri.max_time_ms, 5000);
+    ck_assert_int_eq(
+        classify_msg("{\"find\": \"c\", \"maxTimeMS\": -1, \"$db\": \"test\"}", 0, &ri), 0);
+    ck_assert_int_eq(ri.max_time_ms, 0);
+    ck_assert_int_eq(classify_msg("{\"find\": \"c\", \"$db\": \"test\"}", 0, &ri), 0);
+    ck_assert_int_eq(ri.max_time_ms, 0);
+}
+END_TEST
+
 START_TEST(msg_read_preference)
 {
     struct request_info ri;
@@ -664,8 +684,258 @@ START_TEST(query_kill_cursors_ids)
     ck_assert_int_eq(classify_buf(&b, &ri), 0);
     ck_assert_int_eq(ri.kind, REQ_FORWARD);
     ck_assert(ri.legacy);
-    (void)ids;
+    ck_assert_str_eq(ri.command, "killCursors");
+    ck_assert_int_eq(ri.n_kill_ids, 2);
+    /* The id collector reads OP_KILL_CURSORS and OP_MSG only: it refuses this frame and leaves
+     * ids alone. */
+    ck_assert_int_eq(request_kill_ids(b.data, b.len, ids, 4), -EPROTO);
+    ck_assert_int_eq(ids[0], 0);
+    ck_assert_int_eq(ids[1], 0);
+    /* Classifying changed nothing: the frame still names ids 11 and 12, in order, as int64s. */
+    struct wire_query wq;
+    ck_assert_int_eq(wire_query_parse(b.data, b.len, &wq), 0);
+    bson_t qd;
+    bson_iter_t it, c;
+    ck_assert(bson_init_static(&qd, wq.query, wq.query_len));
+    ck_assert(bson_iter_init_find(&it, &qd, "cursors") && bson_iter_recurse(&it, &c));
+    const int64_t want[] = {11, 12};
+    int n = 0;
+    while (bson_iter_next(&c)) {
+        ck_assert_int_lt(n, 2);
+        ck_assert(BSON_ITER_HOLDS_INT64(&c));
+        ck_assert_int_eq(bson_iter_int64(&c), want[n]);
+        n++;
+    }
+    ck_assert_int_eq(n, 2);
+    ck_assert_int_eq(wq.query_len, q->len);
+    ck_assert_mem_eq(wq.query, bson_get_data(q), q->len);
     bson_destroy(q);
+    wire_buf_free(&b);
+}
+END_TEST
+
+/* --- BSON checks: depth, document sequences, projection --------------------------------------
+ */
+
+/* Builds a document nested depth levels below the top, {a: {a: ... {} ...}}, from the outside in
+ * without recursion: level i starts at 7 * i and is 5 + 8 * (depth - i) bytes long. */
+static bson_t *nested(int depth)
+{
+    size_t total = 5 + 8 * (size_t)depth;
+    uint8_t *d = malloc(total);
+    ck_assert_ptr_nonnull(d);
+    for (int i = 0; i <= depth; i++) {
+        size_t start = 7 * (size_t)i;
+        size_t l = 5 + 8 * (size_t)(depth - i);
+        wire_put_i32(d + start, (int32_t)l);
+        d[start + 4] = i < depth ? 0x03 : 0x00;
+        if (i < depth) {
+            d[start + 5] = 'a';
+            d[start + 6] = 0;
+        }
+        d[start + l - 1] = 0;
+    }
+    bson_t *b = bson_new_from_data(d, total);
+    ck_assert_ptr_nonnull(b);
+    free(d);
+    return b;
+}
+
+/* {find: "c", filter: <nested below filter by depth levels>, $db: "test"}: filter itself is one
+ * level below the top, so the document is depth + 1 deep. */
+static bson_t *deep_find(int depth)
+{
+    bson_t *filter = nested(depth);
+    bson_t *cmd = bson_new();
+    BSON_APPEND_UTF8(cmd, "find", "c");
+    BSON_APPEND_DOCUMENT(cmd, "filter", filter);
+    BSON_APPEND_UTF8(cmd, "$db", "test");
+    bson_destroy(filter);
+    return cmd;
+}
+
+START_TEST(msg_deep_nesting)
+{
+    struct wire_buf b = {0};
+    struct request_info ri;
+    /* Exactly mongod's limit passes. */
+    bson_t *cmd = deep_find(BSON_CHECK_MAX_DEPTH - 1);
+    ck_assert_int_eq(wire_append_msg(&b, 31, 0, 0, cmd), 0);
+    ck_assert_int_eq(classify_buf(&b, &ri), 0);
+    ck_assert_str_eq(ri.command, "find");
+    bson_destroy(cmd);
+    wire_buf_reset(&b);
+
+    /* One level more, and the 9,350 levels that used to overflow the stack: -EOVERFLOW, with what
+     * the error reply needs. */
+    const int depths[] = {BSON_CHECK_MAX_DEPTH, 9350};
+    for (int i = 0; i < 2; i++) {
+        cmd = deep_find(depths[i]);
+        ck_assert_int_eq(wire_append_msg(&b, 32, 0, WIRE_MSG_MORE_TO_COME, cmd), 0);
+        ck_assert_int_eq(classify_buf(&b, &ri), -EOVERFLOW);
+        ck_assert_msg(strstr(err, BSON_CHECK_DEPTH_ERROR_MSG) != NULL, "%s", err);
+        ck_assert_int_eq(ri.opcode, WIRE_OP_MSG);
+        ck_assert_int_eq(ri.request_id, 32);
+        ck_assert_str_eq(ri.command, "find");
+        ck_assert_str_eq(ri.db, "test");
+        ck_assert(ri.more_to_come);
+        ck_assert(!ri.legacy);
+        bson_destroy(cmd);
+        wire_buf_reset(&b);
+    }
+    wire_buf_free(&b);
+}
+END_TEST
+
+START_TEST(query_deep_nesting)
+{
+    struct wire_buf b = {0};
+    struct request_info ri;
+    /* {$query: {isMaster: 1, x: <deep>}}: the walk of the outer document reaches inside $query,
+     * whose x is two levels below the top. */
+    bson_t *deep = nested(BSON_CHECK_MAX_DEPTH - 1);
+    bson_t *inner = bson_new(), *q = bson_new();
+    BSON_APPEND_INT32(inner, "isMaster", 1);
+    BSON_APPEND_DOCUMENT(inner, "x", deep);
+    BSON_APPEND_DOCUMENT(q, "$query", inner);
+    ck_assert_int_eq(wire_append_query(&b, 33, 0, "admin.$cmd", 0, -1, q), 0);
+    ck_assert_int_eq(classify_buf(&b, &ri), -EOVERFLOW);
+    ck_assert_msg(strstr(err, BSON_CHECK_DEPTH_ERROR_MSG) != NULL, "%s", err);
+    ck_assert_int_eq(ri.opcode, WIRE_OP_QUERY);
+    ck_assert_int_eq(ri.request_id, 33);
+    ck_assert(ri.legacy);
+    ck_assert_str_eq(ri.command, "isMaster");
+    ck_assert_str_eq(ri.db, "admin");
+    bson_destroy(q);
+    bson_destroy(inner);
+    bson_destroy(deep);
+    wire_buf_reset(&b);
+
+    /* Unwrapped, and on a collection (a legacy find). */
+    q = deep_find(9350);
+    ck_assert_int_eq(wire_append_query(&b, 34, 0, "test.$cmd", 0, -1, q), 0);
+    ck_assert_int_eq(classify_buf(&b, &ri), -EOVERFLOW);
+    ck_assert_str_eq(ri.command, "find");
+    ck_assert_str_eq(ri.db, "test");
+    wire_buf_reset(&b);
+    ck_assert_int_eq(wire_append_query(&b, 35, 0, "sales.orders", 0, -1, q), 0);
+    ck_assert_int_eq(classify_buf(&b, &ri), -EOVERFLOW);
+    ck_assert_str_eq(ri.command, "find");
+    ck_assert_str_eq(ri.db, "sales");
+    bson_destroy(q);
+    wire_buf_free(&b);
+}
+END_TEST
+
+/* Appends a kind-1 section named id holding the n documents. */
+static void put_sequence(struct wire_buf *b, const char *id, bson_t *const *docs, int n)
+{
+    uint8_t kind = 1;
+    size_t size = 4 + strlen(id) + 1;
+    for (int i = 0; i < n; i++)
+        size += docs[i]->len;
+    ck_assert_int_eq(wire_buf_append(b, &kind, 1), 0);
+    put_i32(b, (int32_t)size);
+    ck_assert_int_eq(wire_buf_append(b, id, strlen(id) + 1), 0);
+    for (int i = 0; i < n; i++)
+        ck_assert_int_eq(wire_buf_append(b, bson_get_data(docs[i]), docs[i]->len), 0);
+}
+
+/* Builds an OP_MSG: the body, then two sequences, "documents" and "updates". */
+static void build_two_sequences(struct wire_buf *b, const bson_t *body, bson_t *const *d1, int n1,
+                                bson_t *const *d2, int n2)
+{
+    put_header(b, 0, 36, WIRE_OP_MSG);
+    put_i32(b, 0);
+    uint8_t kind = 0;
+    ck_assert_int_eq(wire_buf_append(b, &kind, 1), 0);
+    ck_assert_int_eq(wire_buf_append(b, bson_get_data(body), body->len), 0);
+    put_sequence(b, "documents", d1, n1);
+    put_sequence(b, "updates", d2, n2);
+    wire_put_i32(b->data, (int32_t)b->len);
+}
+
+START_TEST(msg_sequences_checked)
+{
+    bson_t *body = doc("{\"insert\": \"c\", \"$db\": \"test\"}");
+    bson_t *d[3] = {doc("{\"_id\": 1, \"a\": {\"b\": [1, 2]}}"), doc("{\"_id\": 2}"),
+                    doc("{\"_id\": 3, \"s\": \"x\"}")};
+    bson_t *u[2] = {doc("{\"q\": {}, \"u\": {\"$set\": {\"a\": 1}}}"), doc("{}")};
+    struct wire_buf b = {0};
+    struct request_info ri;
+
+    /* Valid sequences pass. */
+    build_two_sequences(&b, body, d, 3, u, 2);
+    ck_assert_int_eq(classify_buf(&b, &ri), 0);
+    ck_assert_str_eq(ri.command, "insert");
+    ck_assert(ri.is_write);
+    size_t len = b.len;
+
+    /* A malformed document in either sequence closes the client: the element type of "s" in the
+     * third document, then the $set document's terminator in the first update. */
+    struct wire_msg m;
+    ck_assert_int_eq(wire_msg_parse(b.data, len, &m), 0);
+    ck_assert_int_eq(m.nseq, 2);
+    uint8_t *third = (uint8_t *)m.seq[0].docs + d[0]->len + d[1]->len;
+    ck_assert_int_eq(third[4 + 1 + 4 + 4], 0x02); /* after {len, 0x10 "_id" 3} */
+    third[4 + 1 + 4 + 4] = 0x7e;
+    ck_assert_int_eq(wire_msg_parse(b.data, len, &m), 0); /* framing is intact */
+    ck_assert_int_eq(classify_buf(&b, &ri), -EPROTO);
+    ck_assert_msg(strstr(err, "sequence 'documents'") != NULL, "%s", err);
+    third[4 + 1 + 4 + 4] = 0x02;
+    ck_assert_int_eq(classify_buf(&b, &ri), 0);
+
+    uint8_t *upd = (uint8_t *)m.seq[1].docs;
+    uint8_t *set_end = upd + u[0]->len - 3; /* the $set document's NUL, then u's, then upd's */
+    ck_assert_int_eq(*set_end, 0);
+    *set_end = 1;
+    ck_assert_int_eq(classify_buf(&b, &ri), -EPROTO);
+    ck_assert_msg(strstr(err, "sequence 'updates'") != NULL, "%s", err);
+    wire_buf_reset(&b);
+
+    /* A document of a sequence that nests too deeply: the body is classified for the reply. */
+    bson_t *deep = nested(BSON_CHECK_MAX_DEPTH + 1);
+    bson_t *dd[2] = {d[0], deep};
+    build_two_sequences(&b, body, dd, 2, u, 2);
+    ck_assert_int_eq(classify_buf(&b, &ri), -EOVERFLOW);
+    ck_assert_msg(strstr(err, "sequence 'documents'") != NULL, "%s", err);
+    ck_assert_str_eq(ri.command, "insert");
+    ck_assert_str_eq(ri.db, "test");
+    ck_assert_int_eq(ri.request_id, 36);
+    bson_destroy(deep);
+    wire_buf_reset(&b);
+
+    /* Through wire_append_msg_seq too, as drivers send it. */
+    ck_assert_int_eq(
+        wire_append_msg_seq(&b, 37, 0, 0, body, "documents", (const bson_t *const *)d, 3), 0);
+    ck_assert_int_eq(classify_buf(&b, &ri), 0);
+
+    bson_destroy(body);
+    for (int i = 0; i < 3; i++)
+        bson_destroy(d[i]);
+    for (int i = 0; i < 2; i++)
+        bson_destroy(u[i]);
+    wire_buf_free(&b);
+}
+END_TEST
+
+START_TEST(query_projection_checked)
+{
+    struct wire_buf b = {0};
+    struct request_info ri;
+    bson_t *q = doc("{\"a\": 1}"), *f = doc("{\"a\": 1, \"b\": 0}");
+    ck_assert_int_eq(wire_append_query(&b, 38, 0, "test.coll", 0, -1, q), 0);
+    ck_assert_int_eq(wire_buf_append(&b, bson_get_data(f), f->len), 0);
+    wire_put_i32(b.data, (int32_t)b.len);
+    ck_assert_int_eq(classify_buf(&b, &ri), 0);
+    /* The projection's second element gets a type that does not exist. */
+    uint8_t *proj = b.data + b.len - f->len;
+    ck_assert_int_eq(proj[4 + 1 + 2 + 4], 0x10);
+    proj[4 + 1 + 2 + 4] = 0x55;
+    ck_assert_int_eq(classify_buf(&b, &ri), -EPROTO);
+    ck_assert_msg(strstr(err, "projection") != NULL, "%s", err);
+    bson_destroy(q);
+    bson_destroy(f);
     wire_buf_free(&b);
 }
 END_TEST
@@ -714,6 +984,7 @@ Suite *request_suite(void)
     tcase_add_test(tc, msg_kill_cursors);
     tcase_add_test(tc, opens_cursor_names);
     tcase_add_test(tc, msg_session_fields);
+    tcase_add_test(tc, msg_max_time_ms);
     tcase_add_test(tc, msg_read_preference);
     tcase_add_test(tc, msg_flags);
     tcase_add_test(tc, msg_missing_db);
@@ -725,6 +996,10 @@ Suite *request_suite(void)
     tcase_add_test(tc, legacy_get_more_and_kill_cursors);
     tcase_add_test(tc, query_kill_cursors_ids);
     tcase_add_test(tc, unsupported_opcodes);
+    tcase_add_test(tc, msg_deep_nesting);
+    tcase_add_test(tc, query_deep_nesting);
+    tcase_add_test(tc, msg_sequences_checked);
+    tcase_add_test(tc, query_projection_checked);
     suite_add_tcase(s, tc);
     return s;
 }
