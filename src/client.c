@@ -110,7 +110,11 @@ static void arm_timer(struct client *c)
         break;
     case CLIENT_FORWARDING:
         if (cfg->request_timeout_ms > 0) {
-            due = c->state_since_ms + cfg->request_timeout_ms;
+            /* A command's own time limit, when longer, is the server's to enforce. */
+            int64_t limit = cfg->request_timeout_ms;
+            if (c->ri.max_time_ms > limit)
+                limit = c->ri.max_time_ms + 1000;
+            due = c->state_since_ms + limit;
         }
         break;
     case CLIENT_REPLYING:
@@ -826,7 +830,7 @@ static void handle_request(struct client *c)
          * the client can read; the connection stays usable. */
         p->stats.too_deep++;
         log_warn(c->prefix, "refused: %s", err);
-        c->ri.more_to_come = false;
+        /* A moreToCome request expects no reply: reply_local then sends none. */
         reply_error(c, BSON_CHECK_DEPTH_ERROR_CODE, "%s", err);
         return;
     }

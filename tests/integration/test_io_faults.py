@@ -595,6 +595,23 @@ def test_request_timeout_returns_network_error():
         assert after["requestsTimedOut"] > before.get("requestsTimedOut", 0)
 
 
+def test_request_timeout_respects_a_longer_max_time_ms():
+    """A command that gives itself more time (maxTimeMS) than request_timeout_ms is not cut at
+    request_timeout_ms: the server enforces the command's own limit."""
+    with SimAndMongolb(("--mongos", "1"), {"upstream.request_timeout_ms": 1000}) as (sim, lb):
+        fail_command(sim, 0, ["find"], blockConnection=True, blockTimeMS=2000)
+        try:
+            with connect(lb, 10) as s:
+                send_msg(s, {"find": "c", "filter": {}, "maxTimeMS": 5000, "$db": "test"},
+                         request_id=62)
+                kind, hdr, body = read_outcome(s, 6.0)
+            assert kind == "reply", kind
+            doc, _ = decode_msg_body(body)
+            assert doc["ok"] == 1, doc
+        finally:
+            fail_off(sim, 0)
+
+
 # --- 18. killCursors with 1,500,000 ids ----------------------------------------------------------
 
 def kill_cursors_frame(n, request_id):
