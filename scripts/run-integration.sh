@@ -11,6 +11,7 @@ if [ ! -x "${MONGOSIM:-build/mongosim}" ]; then
 fi
 
 rc=0
+echo "integration: mongolb ${MONGOLB:-build/mongolb}, mongosim ${MONGOSIM:-build/mongosim}"
 echo "integration: pytest tests/integration"
 /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/integration || rc=1
 

@@ -64,8 +64,11 @@ int reply_inspect(const uint8_t *frame, size_t len, bool command, struct reply_i
     } else {
         return -EPROTO;
     }
-    if (!out->body)
+    if (!out->body) {
+        if (!out->ok)
+            out->code = -1;
         return 0;
+    }
     bson_t body;
     bson_iter_t it;
     if (!bson_init_static(&body, out->body, out->body_len) || !bson_iter_init(&it, &body))
