@@ -156,3 +156,35 @@ def test_truncated_frame_closes_only_that_connection(sim):
         bad.shutdown(socket.SHUT_WR)
         assert closed_by_peer(bad)
     assert_still_serving(sim)
+
+
+def test_deeply_nested_request_gets_overflow_like_mongod(sim):
+    """A document nested deeper than BSON allows (200 levels below the top) is refused as mongod
+    does, with 15 Overflow and the connection kept, never by a crash of the simulator: tests
+    through mongolb may forward such a request to it. 201 levels (the most allowed) still run."""
+    def nested(depth):
+        doc = {}
+        for _ in range(depth):
+            doc = {"a": doc}
+        return doc
+
+    deep_lens = [5]
+    key = b"nest_level"
+    for _ in range(9350):
+        deep_lens.append(4 + 1 + len(key) + 1 + deep_lens[-1] + 1)
+    deep = (b"".join(struct.pack("<i", deep_lens[i]) + b"\x03" + key + b"\x00"
+                     for i in range(9350, 0, -1)) + b"\x05\x00\x00\x00\x00" + b"\x00" * 9350)
+    head = bson.encode({"find": "w"})[4:-1]
+    tail = bson.encode({"$db": "test"})[4:-1]
+    body = head + b"\x03filter\x00" + deep + tail
+    doc = struct.pack("<i", 4 + len(body) + 1) + body + b"\x00"
+    with connect(sim) as s:
+        s.sendall(frame(OP_MSG, struct.pack("<I", 0) + b"\x00" + doc, request_id=91))
+        hdr, reply, _ = recv_msg(s)
+        assert hdr[2] == 91 and reply["ok"] == 0 and reply["code"] == 15, reply
+        assert reply["codeName"] == "Overflow"
+        # Within the limit: the filter's 199 levels under filter, 201 in all, still run.
+        send_msg(s, {"find": "w", "filter": nested(199), "$db": "test"}, request_id=92)
+        hdr, reply, _ = recv_msg(s)
+        assert hdr[2] == 92 and reply["ok"] == 1, reply
+    assert_still_serving(sim)

@@ -447,13 +447,74 @@ static void bad_input(struct sim_conn *c, const char *why)
     conn_close(c);
 }
 
-static bool validate_doc(const uint8_t *p, size_t len)
+/* Nesting deeper than BSON allows, as mongod refuses it (BSONDepth: 200 levels, code 15
+ * Overflow): the request gets an error and the connection stays open. */
+#define SIM_MAX_DEPTH 200
+
+/* How deep a well-formed document nests, walked without recursion (a peer controls the depth);
+ * stops counting past limit. */
+static int doc_depth(const bson_t *doc, int limit)
+{
+    /* Wrapped: bson_iter_t is more aligned than it is large, so it cannot be an array element. */
+    struct frame {
+        bson_iter_t it;
+    } stack[SIM_MAX_DEPTH + 2];
+    int top = 0, deepest = 1;
+    if (!bson_iter_init(&stack[0].it, doc))
+        return 0;
+    while (top >= 0) {
+        if (!bson_iter_next(&stack[top].it)) {
+            top--;
+            continue;
+        }
+        if (BSON_ITER_HOLDS_DOCUMENT(&stack[top].it) || BSON_ITER_HOLDS_ARRAY(&stack[top].it)) {
+            if (top + 2 > limit)
+                return limit + 1;
+            if (bson_iter_recurse(&stack[top].it, &stack[top + 1].it)) {
+                top++;
+                if (top + 1 > deepest)
+                    deepest = top + 1;
+            }
+        }
+    }
+    return deepest;
+}
+
+/* 0 for a valid document, -EPROTO for malformed BSON, -EOVERFLOW for one nested too deep. The
+ * depth is checked first: libbson's own validation recurses and must never see such a
+ * document. */
+static int validate_doc(const uint8_t *p, size_t len)
 {
     bson_t b;
     if (!bson_init_static(&b, p, len))
-        return false;
+        return -EPROTO;
+    /* A frame's length bounds how deep it can nest: a shallow document skips the walk. */
+    if (len > 5 * SIM_MAX_DEPTH && doc_depth(&b, SIM_MAX_DEPTH + 1) > SIM_MAX_DEPTH + 1)
+        return -EOVERFLOW;
     size_t off;
-    return bson_validate(&b, BSON_VALIDATE_NONE, &off);
+    return bson_validate(&b, BSON_VALIDATE_NONE, &off) ? 0 : -EPROTO;
+}
+
+/* mongod's answer to a document nested too deep: an error, the connection kept. */
+static void reply_too_deep(struct sim_conn *c, bool msg, int32_t response_to)
+{
+    bson_t doc;
+    bson_init(&doc);
+    BSON_APPEND_DOUBLE(&doc, "ok", 0.0);
+    BSON_APPEND_UTF8(&doc, "errmsg", "BSONObj exceeds maximum nested object depth");
+    BSON_APPEND_INT32(&doc, "code", 15);
+    BSON_APPEND_UTF8(&doc, "codeName", "Overflow");
+    size_t start = c->out.len;
+    const bson_t *docs[1] = {&doc};
+    int rc = msg ? wire_append_msg(&c->out, next_request_id(), response_to, 0, &doc)
+                 : wire_append_reply(&c->out, next_request_id(), response_to,
+                                     WIRE_REPLY_QUERY_FAILURE, 0, 0, docs, 1);
+    bson_destroy(&doc);
+    if (rc < 0) {
+        conn_close(c);
+        return;
+    }
+    finish_reply(c, start);
 }
 
 /* Runs the dispatcher and frames its reply. kind selects OP_MSG or OP_REPLY framing. */
@@ -514,7 +575,12 @@ static void handle_msg(struct sim_conn *c, const uint8_t *frame, size_t len)
         bad_input(c, "malformed OP_MSG");
         return;
     }
-    if (!validate_doc(m.body, m.body_len)) {
+    int vrc = validate_doc(m.body, m.body_len);
+    if (vrc == -EOVERFLOW) {
+        reply_too_deep(c, true, m.h.request_id);
+        return;
+    }
+    if (vrc < 0) {
         bad_input(c, "invalid BSON in OP_MSG body");
         return;
     }
@@ -532,7 +598,12 @@ static void handle_msg(struct sim_conn *c, const uint8_t *frame, size_t len)
         size_t n = 0;
         int rc;
         while ((rc = wire_doc_seq_next(&m.seq[i], &off, &doc, &dlen)) == 1) {
-            if (!validate_doc(doc, dlen)) {
+            int drc = validate_doc(doc, dlen);
+            if (drc == -EOVERFLOW) {
+                reply_too_deep(c, true, m.h.request_id);
+                return;
+            }
+            if (drc < 0) {
                 bad_input(c, "invalid BSON in a document sequence");
                 return;
             }
@@ -594,8 +665,14 @@ static void handle_query(struct sim_conn *c, const uint8_t *frame, size_t len)
         bad_input(c, "malformed OP_QUERY");
         return;
     }
-    if (!validate_doc(q.query, q.query_len) ||
-        (q.fields && !validate_doc(q.fields, q.fields_len))) {
+    int qrc = validate_doc(q.query, q.query_len);
+    if (qrc == 0 && q.fields)
+        qrc = validate_doc(q.fields, q.fields_len);
+    if (qrc == -EOVERFLOW) {
+        reply_too_deep(c, false, q.h.request_id);
+        return;
+    }
+    if (qrc < 0) {
         bad_input(c, "invalid BSON in OP_QUERY");
         return;
     }
