@@ -39,8 +39,8 @@ struct kc {
  * their owners and settles the unknown ones. Returns 0, -EPROTO (malformed), -E2BIG (too many
  * ids) or -ENOMEM. kc_end() must follow a successful start.
  */
-int kc_begin(struct kc *k, const uint8_t *frame, size_t len, int32_t opcode, int n_ids,
-             struct cursor_table *t, int64_t now_ms);
+MLB_MUSTCHECK int kc_begin(struct kc *k, const uint8_t *frame, size_t len, int32_t opcode,
+                           int n_ids, struct cursor_table *t, int64_t now_ms);
 
 /* The next owner to ask, or -1 when every id is settled. */
 int kc_next_owner(const struct kc *k);
@@ -50,8 +50,9 @@ int kc_next_owner(const struct kc *k);
  * frame) and only this owner's real ids, or an OP_KILL_CURSORS. For OP_KILL_CURSORS, which gets
  * no reply, the ids are settled (and forgotten) at once. Returns 0 or -ENOMEM.
  */
-int kc_build_part(struct kc *k, int owner, const uint8_t *frame, size_t len, int32_t request_id,
-                  struct cursor_table *t, int64_t now_ms, struct wire_buf *out);
+MLB_MUSTCHECK int kc_build_part(struct kc *k, int owner, const uint8_t *frame, size_t len,
+                                int32_t request_id, struct cursor_table *t, int64_t now_ms,
+                                struct wire_buf *out);
 
 /* Merges owner's answer (reply frame, or NULL when that owner could not be asked: its ids go to
  * cursorsUnknown) and settles its ids. */

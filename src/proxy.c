@@ -60,12 +60,16 @@ void proxy_topology_changed(struct proxy *p)
         clients_retry_waiting(p);
 }
 
-/* A server is gone: forget what only it held. */
-static void server_gone(struct proxy *p, int idx, const char *what)
+/*
+ * A server is gone: forget the cursors only it held. Transaction pins are kept while the slot is
+ * (so that the transaction's next statement gets NoSuchTransaction rather than wandering to
+ * another server as a new write), and dropped with the slot when a removed member's is released.
+ */
+static void server_gone(struct proxy *p, int idx, const char *what, bool slot_released)
 {
     struct server *s = &p->topo.servers[idx];
     size_t n = cursors_remove_server(&p->cursors, idx);
-    size_t pins = txn_pins_remove_server(p, idx);
+    size_t pins = slot_released ? txn_pins_remove_server(p, idx) : 0;
     if (n || pins)
         log_info(s->addr, "%s: forgot %zu cursors and %zu transaction pins", what, n, pins);
 }
@@ -83,7 +87,7 @@ static void reclaim_slots(struct proxy *p)
         struct server *s = &p->topo.servers[i];
         if (!s->in_use || !s->removed || p->monitors[i] || p->pools[i].total > 0)
             continue;
-        server_gone(p, i, "removed");
+        server_gone(p, i, "removed", true);
         if (topology_release(&p->topo, i) == 0) {
             log_debug(s->addr, "slot %d released", i);
             pool_reset(p, i);
@@ -112,7 +116,7 @@ static void members_changed(struct proxy *p)
                 pool_clear(p, i, false, "removed from the replica set");
             }
             /* Always, even with an empty pool: a removed member's cursors must not survive. */
-            server_gone(p, i, "removed");
+            server_gone(p, i, "removed", false);
             continue;
         }
         if (!p->monitors[i]) {
@@ -157,7 +161,7 @@ void proxy_check_failed(struct proxy *p, int idx, const char *why, bool timed_ou
 {
     server_failed(p, idx, why, timed_out);
     if (consecutive >= 2)
-        server_gone(p, idx, "unreachable");
+        server_gone(p, idx, "unreachable", false);
 }
 
 void proxy_connect_failed(struct proxy *p, int idx, const char *why)

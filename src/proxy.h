@@ -239,7 +239,7 @@ void pool_abandon(struct proxy *p, struct bconn *b, bool reply_held);
 /* Closes a connection (after an error, or when its exchange cannot be finished). */
 void bconn_close(struct bconn *b, const char *why);
 /* Sends a request on a busy connection. Returns 0 or a negative errno. */
-int bconn_send(struct bconn *b, const uint8_t *data, size_t len, bool reply_expected);
+MLB_MUSTCHECK int bconn_send(struct bconn *b, const uint8_t *data, size_t len, bool reply_expected);
 /* The user is done with the reply frame it held. */
 void bconn_reply_done(struct bconn *b);
 /* Closes every idle connection of a server and retires the others (bumps nothing itself: the

@@ -12,6 +12,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "wire.h"
+
 struct reply_info {
     int32_t opcode;
     int32_t request_id;
@@ -34,6 +36,7 @@ struct reply_info {
  * data. Returns 0, or -EPROTO when the frame cannot be read (it is then relayed as it is, and
  * nothing is learnt from it).
  */
-int reply_inspect(const uint8_t *frame, size_t len, bool command, struct reply_info *out);
+MLB_MUSTCHECK int reply_inspect(const uint8_t *frame, size_t len, bool command,
+                                struct reply_info *out);
 
 #endif

@@ -32,10 +32,12 @@ bool retry_may(const struct request_info *ri, int attempts, bool may_have_reache
 
 bool retry_take_back(const struct request_info *ri, int attempts, int32_t code, bool retry_label)
 {
+    /* An error that says the command did not run at all is as if it never reached the server:
+     * any command outside a transaction may go elsewhere, a plain write included. */
+    if (mongo_error_not_run(code) && !ri->autocommit_false)
+        return retry_may(ri, attempts, false);
     if (!retry_may(ri, attempts, true))
         return false;
-    if (mongo_error_not_run(code) && !ri->autocommit_false)
-        return true;
     if (retry_label && (retry_is_retryable_write(ri) || retry_is_txn_end(ri)))
         return true;
     return code > 0 && ri->retryable_read && mongo_error_is_retryable_read(code);
@@ -53,7 +55,10 @@ int retry_error_labels(const struct request_info *ri, int32_t code, const char *
     } else if (strcmp(ri->command, "abortTransaction") == 0) {
         if (network)
             labels[n++] = "RetryableWriteError";
-    } else if (ri->autocommit_false && code != MONGO_ERR_CURSOR_NOT_FOUND) {
+    } else if (ri->autocommit_false) {
+        /* Every error mongolb makes inside a transaction comes from a server that failed or
+         * cannot be chosen, CursorNotFound included (a cursor is forgotten only once its server
+         * is gone): only running the transaction again can succeed. */
         labels[n++] = "TransientTransactionError";
     } else if (retry_is_retryable_write(ri) && network) {
         labels[n++] = "RetryableWriteError";

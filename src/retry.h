@@ -33,8 +33,9 @@ bool retry_is_retryable_write(const struct request_info *ri);
 bool retry_may(const struct request_info *ri, int attempts, bool may_have_reached);
 
 /* Whether an error reply is taken back and the request routed again rather than relayed: an error
- * that means the command did not run (outside a transaction), a retryable write or commit/abort
- * labelled RetryableWriteError, and a retryable read with a retryable code. */
+ * that means the command did not run (outside a transaction, whatever the command), a retryable
+ * write or commit/abort labelled RetryableWriteError, and a retryable read with a retryable
+ * code. */
 bool retry_take_back(const struct request_info *ri, int attempts, int32_t code, bool retry_label);
 
 /* The labels an error mongolb makes itself carries (code is the MongoDB code it returns). Fills

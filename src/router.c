@@ -91,8 +91,12 @@ void router_route(const struct router_input *in, struct read_pref *rp_scratch, s
     if (idx < 0) {
         out->kind = ROUTE_WAIT;
         out->add_read_pref = NULL;
-        snprintf(out->errmsg, sizeof(out->errmsg), "%s",
-                 t->mode == TOPOLOGY_REPLICASET && sr.write ? "no primary" : "none known");
+        const char *why = "no mongos known";
+        if (t->mode == TOPOLOGY_REPLICASET)
+            why = sr.write || !rpp || rpp->mode == READ_PRIMARY
+                      ? "no primary"
+                      : "no member suits the read preference";
+        snprintf(out->errmsg, sizeof(out->errmsg), "%s", why);
         return;
     }
     out->kind = ROUTE_SERVER;

@@ -134,17 +134,17 @@ int stream_init_pipe(struct stream_ctx *ctx, struct stream *s, const struct stre
                      void *owner, int32_t max_frame);
 
 /* Starts delivering frames. Returns 0 or a negative errno. */
-int stream_read_start(struct stream *s);
+MLB_MUSTCHECK int stream_read_start(struct stream *s);
 /* The owner is done with the frame it held: the loop goes on with the next one (from the loop,
  * not from inside this call). */
 void stream_release(struct stream *s);
 
 /* Writes n buffers, which must stay valid until on_written. One write at a time. Returns 0 (then
  * on_written follows, always from the loop) or a negative errno (then it does not). */
-int stream_write(struct stream *s, const uv_buf_t *bufs, unsigned n);
+MLB_MUSTCHECK int stream_write(struct stream *s, const uv_buf_t *bufs, unsigned n);
 
 /* Connects a TCP stream; on_connect follows unless this returns a negative errno. */
-int stream_connect(struct stream *s, uv_connect_t *req, const struct sockaddr *addr);
+MLB_MUSTCHECK int stream_connect(struct stream *s, uv_connect_t *req, const struct sockaddr *addr);
 
 /* Keepalive and TCP_USER_TIMEOUT on a TCP stream; 0 turns either off. Returns 0 or -errno. */
 int stream_tcp_tune(struct stream *s, int keepalive_s, int user_timeout_ms);

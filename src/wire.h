@@ -17,6 +17,10 @@
 
 #include <bson/bson.h>
 
+/* A result the caller must look at (pgbouncer's _MUSTCHECK): the compiler refuses to let it be
+ * dropped. */
+#define MLB_MUSTCHECK __attribute__((warn_unused_result))
+
 #define WIRE_HEADER_LEN        16
 #define WIRE_MAX_MESSAGE_SIZE  48000000 /* maxMessageSizeBytes of every MongoDB since 2.6 */
 #define WIRE_MAX_BSON_SIZE     16777216 /* maxBsonObjectSize */
@@ -198,8 +202,8 @@ struct wire_buf {
     size_t cap;
 };
 
-int wire_buf_reserve(struct wire_buf *b, size_t extra);
-int wire_buf_append(struct wire_buf *b, const void *p, size_t n);
+MLB_MUSTCHECK int wire_buf_reserve(struct wire_buf *b, size_t extra);
+MLB_MUSTCHECK int wire_buf_append(struct wire_buf *b, const void *p, size_t n);
 void wire_buf_reset(struct wire_buf *b); /* len = 0, keeps the memory */
 void wire_buf_free(struct wire_buf *b);
 
@@ -207,8 +211,8 @@ void wire_buf_free(struct wire_buf *b);
  * Appends a complete OP_MSG with one kind-0 body to b. flags may carry WIRE_MSG_MORE_TO_COME.
  * Returns 0 or -ENOMEM.
  */
-int wire_append_msg(struct wire_buf *b, int32_t request_id, int32_t response_to, uint32_t flags,
-                    const bson_t *body);
+MLB_MUSTCHECK int wire_append_msg(struct wire_buf *b, int32_t request_id, int32_t response_to,
+                                  uint32_t flags, const bson_t *body);
 
 /* Appends an OP_MSG with a body and one kind-1 sequence of n documents. */
 int wire_append_msg_seq(struct wire_buf *b, int32_t request_id, int32_t response_to, uint32_t flags,
@@ -220,12 +224,13 @@ int wire_append_msg_seq(struct wire_buf *b, int32_t request_id, int32_t response
  * its end (replacing a field of that name); kind-1 sections are copied as they are, the request id
  * is kept and a checksum is dropped. Used to add a $readPreference. Returns 0 or -ENOMEM.
  */
-int wire_append_msg_with_field(struct wire_buf *b, const struct wire_msg *m, const char *key,
-                               const bson_t *value);
+MLB_MUSTCHECK int wire_append_msg_with_field(struct wire_buf *b, const struct wire_msg *m,
+                                             const char *key, const bson_t *value);
 
 /* Appends an OP_REPLY carrying n documents (n may be 0). */
-int wire_append_reply(struct wire_buf *b, int32_t request_id, int32_t response_to, int32_t flags,
-                      int64_t cursor_id, int32_t starting_from, const bson_t *const *docs, int n);
+MLB_MUSTCHECK int wire_append_reply(struct wire_buf *b, int32_t request_id, int32_t response_to,
+                                    int32_t flags, int64_t cursor_id, int32_t starting_from,
+                                    const bson_t *const *docs, int n);
 
 /* Appends an OP_QUERY (the legacy handshake and the simulator's tests use it). */
 int wire_append_query(struct wire_buf *b, int32_t request_id, int32_t flags, const char *ns,

@@ -312,3 +312,25 @@ def test_not_writable_primary_inside_a_transaction_is_transient(rs):
             client2.close()
     finally:
         client.close()
+
+
+def test_plain_write_refused_as_not_primary_waits_for_the_new_primary(rs):
+    """An insert without txnNumber (retryWrites=false) refused with NotWritablePrimary did not
+    run, so mongolb sends it to the primary instead of passing the error on (found by the soak:
+    only retryable writes were taken back)."""
+    client = pymongo.MongoClient(rs.lb.uri, retryWrites=False, serverSelectionTimeoutMS=10000)
+    try:
+        coll = client.failover_plain_nwp.docs
+        coll.drop()
+        coll.insert_one({"_id": "seed"})
+        wait_for(lambda: lb_primary(rs) == rs.sim.servers[0], timeout=10,
+                 what="the primary known")
+        before = rs.lb.counters()["retries"]
+        rs.sim_stats(reset=True)
+        fail_point(rs, 0, ["insert"], errorCode=10107, errorLabels=[])
+        r = client.failover_plain_nwp.command("insert", "docs", documents=[{"_id": "plain"}])
+        assert r["ok"] == 1 and r["n"] == 1, r
+        assert rs.lb.counters()["retries"] > before
+        assert coll.count_documents({"_id": "plain"}) == 1
+    finally:
+        client.close()

@@ -4,6 +4,7 @@ shows every command of each transaction (lsid + txnNumber) on exactly one mongos
 
 import collections
 import threading
+import time
 
 import pymongo
 
@@ -82,3 +83,66 @@ def test_transactions_each_stay_on_one_mongos(cluster):  # noqa: F811
     st = cluster.lb.status()
     assert st["transactionsPinned"] <= THREADS
     assert st["counters"]["transactionCommandsPinned"] >= THREADS * PER_THREAD * 5
+
+
+def test_getmore_of_a_dead_mongos_inside_a_transaction_is_transient(cluster):  # noqa: F811
+    """Inside a transaction, a getMore whose mongos is gone gets an error with
+    TransientTransactionError in the reply itself (found by the soak: mongolb answered a bare
+    CursorNotFound, so withTransaction gave up), and the transaction's next statement stays
+    pinned: it fails with that label instead of reaching another mongos as a new write."""
+    cluster.need_sim()
+    client = pymongo.MongoClient(cluster.lb.uri, serverSelectionTimeoutMS=5000)
+    try:
+        db = client.failover_txn_dead
+        db.seed.drop()
+        db.w.drop()
+        db.seed.insert_many([{"_id": i} for i in range(10)])
+        db.w.insert_one({"_id": "exists"})
+        cluster.sim_stats(reset=True)
+        listener_errors = []
+        with client.start_session() as s:
+            lsid = s.session_id["id"].hex()
+            s.start_transaction()
+            db.w.insert_one({"x": 1}, session=s)
+            cur = db.seed.find({}, batch_size=2, session=s)
+            next(cur)
+            owner = [x["index"] for x in cluster.sim_stats()["servers"]
+                     if x["cursorsOpen"] > 0][0]
+            other = (owner + 1) % 3
+            cluster.sim.command(other, {"simKill": owner})
+            # Two failed checks in a row: the server is taken as gone and its cursors forgotten.
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                st = cluster.lb.status()
+                if st["cursors"]["open"] == 0:
+                    break
+                time.sleep(0.1)
+            try:
+                list(cur)
+            except pymongo.errors.PyMongoError as e:
+                listener_errors.append(e)
+            try:
+                db.w.insert_one({"y": 2}, session=s)
+            except pymongo.errors.PyMongoError as e:
+                listener_errors.append(e)
+            try:
+                s.abort_transaction()
+            except pymongo.errors.PyMongoError:
+                pass
+        assert len(listener_errors) == 2, listener_errors
+        gm, nxt = listener_errors
+        assert "TransientTransactionError" in (gm.details or {}).get("errorLabels", []), gm.details
+        # The next statement stays pinned: it fails (NoSuchTransaction, or HostUnreachable from its
+        # one attempt at the pinned mongos), labelled for with_transaction to start again.
+        assert (nxt.details or {}).get("code") in (6, 251), nxt.details
+        assert "TransientTransactionError" in nxt.details.get("errorLabels", []), nxt.details
+        # The second statement reached no other mongos: the transaction's statements are all on
+        # the dead one.
+        log = cluster.sim_command({"simTxnLog": 1})
+        elsewhere = [(srv["index"], e["cmd"]) for srv in log["servers"] for e in srv["entries"]
+                     if e["inTxn"] and e["lsid"] == lsid and srv["index"] != owner
+                     and e["cmd"] != "abortTransaction"]
+        assert elsewhere == [], elsewhere
+        cluster.sim.command(other, {"simRevive": owner})
+    finally:
+        client.close()
