@@ -3,6 +3,8 @@
  */
 #include "topology.h"
 
+#include "config.h"
+
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -149,34 +151,16 @@ const char *server_type_name(enum server_type t)
     return "?";
 }
 
-/* Parses "host:port" or "[v6]:port" (port 27017 when absent), lower-casing the host as SDAM does.
- */
+/* Parses "host:port" or "[v6]:port" (port 27017 when absent) with the one host:port parser the
+ * configuration uses too, then lower-cases the host as SDAM does. */
 static bool parse_address(const char *a, char *host, size_t host_len, int *port)
 {
-    const char *colon;
-    size_t n;
-    if (a[0] == '[') {
-        const char *close = strchr(a, ']');
-        if (!close)
-            return false;
-        n = (size_t)(close - a - 1);
-        if (n >= host_len)
-            return false;
-        memcpy(host, a + 1, n);
-        colon = close[1] == ':' ? close + 1 : NULL;
-    } else {
-        colon = strrchr(a, ':');
-        n = colon ? (size_t)(colon - a) : strlen(a);
-        if (n >= host_len)
-            return false;
-        memcpy(host, a, n);
-    }
-    host[n] = 0;
+    if (config_parse_hostport(a, 27017, host, host_len, port) < 0 || !host[0])
+        return false;
     for (char *h = host; *h; h++)
         if (*h >= 'A' && *h <= 'Z')
             *h = (char)(*h - 'A' + 'a');
-    *port = colon ? atoi(colon + 1) : 27017;
-    return *port > 0 && *port < 65536 && n > 0;
+    return true;
 }
 
 /* What one hello's member list did to the table. */
