@@ -38,7 +38,11 @@ bool retry_take_back(const struct request_info *ri, int attempts, int32_t code, 
         return retry_may(ri, attempts, false);
     if (!retry_may(ri, attempts, true))
         return false;
-    if (retry_label && (retry_is_retryable_write(ri) || retry_is_txn_end(ri)))
+    /* A mongos never labels its own errors RetryableWriteError, so the retryable-writes
+     * specification's list of codes counts too; the server's record of the txnNumber applies a
+     * retried write once whatever made it fail. */
+    if ((retry_label || mongo_error_is_retryable_write(code)) &&
+        (retry_is_retryable_write(ri) || retry_is_txn_end(ri)))
         return true;
     return code > 0 && ri->retryable_read && mongo_error_is_retryable_read(code);
 }

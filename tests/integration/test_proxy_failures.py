@@ -67,3 +67,31 @@ def test_write_failure_is_an_error_document(cluster):
         assert after["clientsAccepted"] == before["clientsAccepted"]
     finally:
         client.close()
+
+
+def test_unlabelled_shutdown_error_of_a_mongos_is_retried_for_retryable_writes(cluster):
+    """A mongos never labels its own errors RetryableWriteError (the server's rule), so a
+    retryable write that gets ShutdownInProgress (91) from one mongos is retried by mongolb on
+    another on the strength of the code, as the retryable-writes specification lists it; the
+    application sees no error (found by the soak, where the driver then also dropped its whole
+    pool to mongolb on the relayed 91)."""
+    cluster.need_sim()
+    client = pymongo.MongoClient(cluster.lb.uri, serverSelectionTimeoutMS=5000, retryWrites=True)
+    try:
+        coll = client.test_unlabelled.docs
+        coll.drop()
+        # Two of the three fail every insert: the third is always there to take the retry.
+        for i in (0, 1):
+            fail_command(cluster, i, ["insert"], errorCode=91, errorLabels=[])
+        before = cluster.lb.counters()
+        cluster.sim_stats(reset=True)
+        for k in range(12):
+            coll.insert_one({"_id": k})
+        assert coll.count_documents({}) == 12
+        counts = cluster.command_counts("insert")
+        assert counts[0] + counts[1] >= 1, "no insert reached a failing mongos"
+        assert cluster.lb.counters()["retries"] > before["retries"]
+    finally:
+        for i in range(3):
+            fail_off(cluster, i)
+        client.close()
