@@ -689,32 +689,15 @@ static void note_cursor(struct client *c, uint8_t *frame, const struct reply_inf
     }
 }
 
-/* Relays a server's error inside a transaction with a TransientTransactionError label added. */
-static void relay_with_transient_label(struct client *c, const struct reply_info *r)
+/* The errmsg of a reply's body, or "" (for a log line or a wrapped error). */
+static const char *reply_errmsg(const struct reply_info *r)
 {
-    bson_t body, doc = BSON_INITIALIZER;
+    bson_t body;
     bson_iter_t it;
-    if (!bson_init_static(&body, r->body, r->body_len) || !bson_iter_init(&it, &body)) {
-        bson_destroy(&doc);
-        return;
-    }
-    const char *labels[8];
-    int n = 0;
-    while (bson_iter_next(&it)) {
-        if (strcmp(bson_iter_key(&it), "errorLabels") == 0) {
-            bson_iter_t arr;
-            if (BSON_ITER_HOLDS_ARRAY(&it) && bson_iter_recurse(&it, &arr))
-                while (bson_iter_next(&arr) && n < 7)
-                    if (BSON_ITER_HOLDS_UTF8(&arr))
-                        labels[n++] = bson_iter_utf8(&arr, NULL);
-            continue;
-        }
-        bson_append_iter(&doc, NULL, 0, &it);
-    }
-    labels[n++] = "TransientTransactionError";
-    retry_append_labels(&doc, labels, n);
-    reply_local(c, &doc, 0);
-    bson_destroy(&doc);
+    if (r->body && bson_init_static(&body, r->body, r->body_len) &&
+        bson_iter_init_find(&it, &body, "errmsg") && BSON_ITER_HOLDS_UTF8(&it))
+        return bson_iter_utf8(&it, NULL);
+    return "";
 }
 
 static int on_reply(void *user, struct bconn *b, uint8_t *frame, size_t len)
@@ -755,11 +738,25 @@ static int on_reply(void *user, struct bconn *b, uint8_t *frame, size_t len)
         route(c);
         return STREAM_NEXT;
     }
-    if (retry_relay_needs_transient(&c->ri, &r) && !r.more_to_come && r.opcode == WIRE_OP_MSG) {
+    if (r.code > 0 && mongo_error_is_state_change(r.code) && !r.more_to_come && !c->last_reply_id &&
+        r.opcode == WIRE_OP_MSG) {
+        /*
+         * "Not writable primary" and "shutting down" describe one backend, not mongolb: relayed
+         * as they are, they would make the driver mark mongolb itself unknown and drop every
+         * pooled connection to it. The request could not be taken back (it may have run), so it
+         * becomes what a lost server is: HostUnreachable, with the labels the specifications
+         * give it (TransientTransactionError inside a transaction, UnknownTransactionCommitResult
+         * on commit), and the server's own answer in the message.
+         */
+        char addr[300], msg[300];
+        snprintf(addr, sizeof(addr), "%s", p->topo.servers[c->server].addr);
+        snprintf(msg, sizeof(msg), "%s", reply_errmsg(&r));
+        int32_t code = r.code;
         c->bc = NULL;
         leave_server(c);
-        relay_with_transient_label(c, &r);
         pool_release(p, b);
+        reply_error(c, MONGO_ERR_HOST_UNREACHABLE, "mongolb: %s on %s answered %d: %s",
+                    c->ri.command, addr, code, msg);
         return STREAM_NEXT;
     }
     c->relay_len = len;

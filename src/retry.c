@@ -70,12 +70,6 @@ int retry_error_labels(const struct request_info *ri, int32_t code, const char *
     return n;
 }
 
-bool retry_relay_needs_transient(const struct request_info *ri, const struct reply_info *r)
-{
-    return ri->autocommit_false && !retry_is_txn_end(ri) && !r->ok && !r->transient_label &&
-           r->code > 0 && mongo_error_is_state_change(r->code);
-}
-
 void retry_append_labels(bson_t *doc, const char *const *labels, int n)
 {
     if (n <= 0)

@@ -42,12 +42,6 @@ bool retry_take_back(const struct request_info *ri, int attempts, int32_t code, 
  * labels (at most 2) and returns how many. */
 int retry_error_labels(const struct request_info *ri, int32_t code, const char **labels);
 
-/* Whether a server's error relayed inside a transaction lacks a TransientTransactionError label
- * the transactions specification asks for: a state-change error ("not writable primary", "node
- * is recovering") on a statement other than commit/abort means the transaction is gone with that
- * primary, and only retrying it whole can succeed. */
-bool retry_relay_needs_transient(const struct request_info *ri, const struct reply_info *r);
-
 /* Appends {errorLabels: [labels...]} to doc (nothing when n is 0). */
 void retry_append_labels(bson_t *doc, const char *const *labels, int n);
 
