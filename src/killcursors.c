@@ -26,21 +26,15 @@ int kc_begin(struct kc *k, const uint8_t *frame, size_t len, int32_t opcode, int
         return -E2BIG;
     size_t n = (size_t)(n_ids > 0 ? n_ids : 1);
     k->ids = calloc(n, sizeof(*k->ids));
+    k->real = calloc(n, sizeof(*k->real));
     k->owner = calloc(n, sizeof(*k->owner));
-    if (!k->ids || !k->owner) {
-        free(k->ids);
-        free(k->owner);
-        k->ids = NULL;
-        k->owner = NULL;
-        return -ENOMEM;
-    }
-    int got = request_kill_ids(frame, len, k->ids, n_ids);
+    int got = k->ids && k->real && k->owner ? request_kill_ids(frame, len, k->ids, n_ids) : -ENOMEM;
     if (got < 0) {
         free(k->ids);
+        free(k->real);
         free(k->owner);
-        k->ids = NULL;
-        k->owner = NULL;
-        return -EPROTO;
+        memset(k, 0, sizeof(*k));
+        return got == -ENOMEM ? -ENOMEM : -EPROTO;
     }
     k->n = got;
     k->legacy = opcode == WIRE_OP_KILL_CURSORS;
@@ -52,6 +46,7 @@ int kc_begin(struct kc *k, const uint8_t *frame, size_t len, int32_t opcode, int
     for (int i = 0; i < got; i++) {
         struct cursor_entry *e = cursors_find(t, k->ids[i], now_ms);
         k->owner[i] = e ? e->server : -1;
+        k->real[i] = e ? e->real_id : k->ids[i];
         /* Unknown ids are not found anywhere: no server is asked about them. */
         if (!e)
             note(&k->not_found, &k->n_not_found, k->ids[i]);
@@ -65,12 +60,6 @@ int kc_next_owner(const struct kc *k)
         if (k->owner[i] >= 0)
             return k->owner[i];
     return -1;
-}
-
-static int64_t real_id(struct cursor_table *t, int64_t id, int64_t now_ms)
-{
-    struct cursor_entry *e = cursors_find(t, id, now_ms);
-    return e ? e->real_id : id;
 }
 
 int kc_build_part(struct kc *k, int owner, const uint8_t *frame, size_t len, int32_t request_id,
@@ -93,7 +82,7 @@ int kc_build_part(struct kc *k, int owner, const uint8_t *frame, size_t len, int
             if (k->owner[i] != owner)
                 continue;
             uint8_t idb[8];
-            wire_put_i64(idb, real_id(t, k->ids[i], now_ms));
+            wire_put_i64(idb, k->real[i]);
             if (wire_buf_append(out, idb, 8) < 0)
                 return -ENOMEM;
             cursors_remove(t, k->ids[i]);
@@ -122,7 +111,7 @@ int kc_build_part(struct kc *k, int owner, const uint8_t *frame, size_t len, int
             continue;
         char key[16];
         snprintf(key, sizeof(key), "%d", j++);
-        bson_append_int64(&arr, key, -1, real_id(t, k->ids[i], now_ms));
+        bson_append_int64(&arr, key, -1, k->real[i]);
     }
     bson_append_array_end(&part, &arr);
     int rc = wire_append_msg(out, request_id, 0, 0, &part);
@@ -167,7 +156,7 @@ void kc_merge(struct kc *k, int owner, const uint8_t *reply, size_t len, struct 
         if (k->owner[i] != owner)
             continue;
         where[m_ids] = 3;
-        pos[m_ids].real = real_id(t, k->ids[i], now_ms);
+        pos[m_ids].real = k->real[i];
         pos[m_ids].idx = m_ids;
         m_ids++;
     }
@@ -236,6 +225,7 @@ void kc_end(struct kc *k)
         bson_destroy(&k->unknown);
     }
     free(k->ids);
+    free(k->real);
     free(k->owner);
     memset(k, 0, sizeof(*k));
 }

@@ -25,8 +25,10 @@
 #define KC_MAX_IDS 100000
 
 struct kc {
-    int64_t *ids; /* client-visible ids, in request order */
-    int *owner;   /* owning server per id, or -1 once settled */
+    int64_t *ids;  /* client-visible ids, in request order */
+    int64_t *real; /* the owners' own ids for them, read once at the start: an entry may leave
+                      the table before its owner is asked */
+    int *owner;    /* owning server per id, or -1 once settled */
     int n;
     bool legacy;                              /* OP_KILL_CURSORS: no reply is sent */
     bson_t killed, not_found, alive, unknown; /* the merged answer, as arrays being built */

@@ -50,9 +50,18 @@ static void defer(struct stream *s)
 static void on_check(uv_check_t *h)
 {
     struct stream_ctx *ctx = h->data;
+    /* Take the list over first: a stream that defers itself again during this pass (it reached
+     * its per-wakeup cap) waits for the next loop iteration, so the cap holds. */
+    struct list pass;
+    list_init(&pass);
     int n = 0;
     while (!list_empty(&ctx->deferred) && n++ < DEFERRED_PER_PASS) {
-        struct stream *s = list_entry(ctx->deferred.next, struct stream, link);
+        struct list *e = ctx->deferred.next;
+        list_remove(e);
+        list_push_back(&pass, e);
+    }
+    while (!list_empty(&pass)) {
+        struct stream *s = list_entry(pass.next, struct stream, link);
         list_leave(s);
         if (s->closing)
             continue;
@@ -85,9 +94,9 @@ int stream_ctx_init(struct stream_ctx *ctx, uv_loop_t *loop, size_t budget_max)
     ctx->check.data = ctx;
     ctx->idle.data = ctx;
     uv_check_start(&ctx->check, on_check);
-    /* Neither handle keeps the loop alive by itself: streams do. */
+    /* The check handle does not keep the loop alive by itself; the idle handle does, while it is
+     * started, which is exactly while deferred work is queued. */
     uv_unref((uv_handle_t *)&ctx->check);
-    uv_unref((uv_handle_t *)&ctx->idle);
     return 0;
 }
 
@@ -368,6 +377,8 @@ int stream_write(struct stream *s, const uv_buf_t *bufs, unsigned n)
         return -ECANCELED;
     if (s->write_pending || s->write_done)
         return -EBUSY;
+    if (n > STREAM_MAX_BUFS)
+        return -EINVAL;
     size_t total = 0;
     for (unsigned i = 0; i < n; i++)
         total += bufs[i].len;
@@ -382,10 +393,10 @@ int stream_write(struct stream *s, const uv_buf_t *bufs, unsigned n)
         return 0;
     }
     /* Queue what is left; uv_write copies the buffer array, not the bytes. */
-    uv_buf_t rest[4];
+    uv_buf_t rest[STREAM_MAX_BUFS];
     unsigned m = 0;
     size_t skip = (size_t)done;
-    for (unsigned i = 0; i < n && m < 4; i++) {
+    for (unsigned i = 0; i < n; i++) {
         if (skip >= bufs[i].len) {
             skip -= bufs[i].len;
             continue;

@@ -45,6 +45,8 @@
 /* A stream's buffer up to this size is not charged against the budget: it is bounded by the
  * number of connections, and charging it would let a full budget stop small requests. */
 #define STREAM_FREE_BYTES (64 * 1024)
+/* Buffers one stream_write may take. */
+#define STREAM_MAX_BUFS 8
 
 /* What an owner's on_frame returns. */
 enum {
@@ -73,7 +75,7 @@ struct stream_cb {
      * owner closed the stream (or wants the loop to stop). */
     int (*on_frame)(struct stream *s, uint8_t *frame, size_t len);
     /* Optional: a frame's header is complete (the body may not be): a chance to refuse a frame,
-     * by returning a negative errno, before any room is made for it. */
+     * by closing the stream and returning a negative errno, before any room is made for it. */
     int (*on_header)(struct stream *s, const struct wire_header *h, const uint8_t *bytes);
     /* Optional: the first bytes of a frame arrived and the frame is not whole yet. */
     void (*on_frame_begin)(struct stream *s);
@@ -139,8 +141,9 @@ MLB_MUSTCHECK int stream_read_start(struct stream *s);
  * not from inside this call). */
 void stream_release(struct stream *s);
 
-/* Writes n buffers, which must stay valid until on_written. One write at a time. Returns 0 (then
- * on_written follows, always from the loop) or a negative errno (then it does not). */
+/* Writes n buffers (at most STREAM_MAX_BUFS), which must stay valid until on_written. One write at
+ * a time. Returns 0 (then on_written follows, always from the loop) or a negative errno (then it
+ * does not). */
 MLB_MUSTCHECK int stream_write(struct stream *s, const uv_buf_t *bufs, unsigned n);
 
 /* Connects a TCP stream; on_connect follows unless this returns a negative errno. */
