@@ -19,6 +19,15 @@
 
 #include "wire.h"
 
+/* The generator stops at the first failure: a seed corpus is all or nothing. */
+static void must(int rc)
+{
+    if (rc < 0) {
+        fprintf(stderr, "gen_corpus: out of memory\n");
+        exit(1);
+    }
+}
+
 static const char *root;
 
 static void write_file(const char *target, const char *name, const void *p, size_t n)
@@ -185,12 +194,12 @@ static void msg_seed(const char *name, const char *body_json, uint32_t flags)
 {
     struct wire_buf b = {0};
     bson_t *body = json(body_json);
-    wire_append_msg(&b, 1, 0, flags, body);
+    must(wire_append_msg(&b, 1, 0, flags, body));
     if (flags & WIRE_MSG_CHECKSUM_PRESENT) {
         /* wire_append_msg does not write a checksum: add one and fix the length. */
         uint8_t crc[4];
         wire_put_i32(crc, (int32_t)wire_crc32c(0, b.data, b.len));
-        wire_buf_append(&b, crc, 4);
+        must(wire_buf_append(&b, crc, 4));
         wire_put_i32(b.data, (int32_t)b.len);
     }
     frame_seed(name, &b);
@@ -203,10 +212,10 @@ static void query_seed(const char *name, const char *ns, int32_t flags, const ch
 {
     struct wire_buf b = {0};
     bson_t *q = json(q_json);
-    wire_append_query(&b, 2, flags, ns, 0, -1, q);
+    must(wire_append_query(&b, 2, flags, ns, 0, -1, q));
     if (fields_json) {
         bson_t *f = json(fields_json);
-        wire_buf_append(&b, bson_get_data(f), f->len);
+        must(wire_buf_append(&b, bson_get_data(f), f->len));
         wire_put_i32(b.data, (int32_t)b.len);
         bson_destroy(f);
     }
@@ -220,21 +229,21 @@ static void put_header(struct wire_buf *b, int32_t op)
     uint8_t h[16] = {0};
     wire_put_i32(h + 4, 3);
     wire_put_i32(h + 12, op);
-    wire_buf_append(b, h, 16);
+    must(wire_buf_append(b, h, 16));
 }
 
 static void put_i32(struct wire_buf *b, int32_t v)
 {
     uint8_t p[4];
     wire_put_i32(p, v);
-    wire_buf_append(b, p, 4);
+    must(wire_buf_append(b, p, 4));
 }
 
 static void put_i64(struct wire_buf *b, int64_t v)
 {
     uint8_t p[8];
     wire_put_i64(p, v);
-    wire_buf_append(b, p, 8);
+    must(wire_buf_append(b, p, 8));
 }
 
 static void gen_frames(void)
@@ -271,7 +280,7 @@ static void gen_frames(void)
     bson_t *cmd = json("{\"insert\": \"c\", \"$db\": \"test\"}");
     bson_t *d1 = json("{\"_id\": 1, \"a\": [1]}"), *d2 = json("{\"_id\": 2}");
     const bson_t *docs[] = {d1, d2};
-    wire_append_msg_seq(&b, 4, 0, 0, cmd, "documents", docs, 2);
+    must(wire_append_msg_seq(&b, 4, 0, 0, cmd, "documents", docs, 2));
     frame_seed("msg_sequence", &b);
     wire_buf_reset(&b);
     put_header(&b, WIRE_OP_MSG);
@@ -279,16 +288,16 @@ static void gen_frames(void)
     uint8_t kind = 1;
     const char *ids[] = {"documents", "updates", "x"};
     for (int s = 0; s < 3; s++) {
-        wire_buf_append(&b, &kind, 1);
+        must(wire_buf_append(&b, &kind, 1));
         int nd = s == 2 ? 0 : 2;
         put_i32(&b, (int32_t)(4 + strlen(ids[s]) + 1 + (nd ? d1->len + d2->len : 0)));
-        wire_buf_append(&b, ids[s], strlen(ids[s]) + 1);
+        must(wire_buf_append(&b, ids[s], strlen(ids[s]) + 1));
         for (int i = 0; i < nd; i++)
-            wire_buf_append(&b, bson_get_data(docs[i]), docs[i]->len);
+            must(wire_buf_append(&b, bson_get_data(docs[i]), docs[i]->len));
     }
     kind = 0;
-    wire_buf_append(&b, &kind, 1);
-    wire_buf_append(&b, bson_get_data(cmd), cmd->len);
+    must(wire_buf_append(&b, &kind, 1));
+    must(wire_buf_append(&b, bson_get_data(cmd), cmd->len));
     wire_put_i32(b.data, (int32_t)b.len);
     frame_seed("msg_sequences", &b);
     wire_buf_reset(&b);
@@ -299,11 +308,11 @@ static void gen_frames(void)
     BSON_APPEND_UTF8(dcmd, "find", "c");
     BSON_APPEND_DOCUMENT(dcmd, "filter", deep);
     BSON_APPEND_UTF8(dcmd, "$db", "t");
-    wire_append_msg(&b, 5, 0, 0, dcmd);
+    must(wire_append_msg(&b, 5, 0, 0, dcmd));
     frame_seed("msg_deep_body", &b);
     wire_buf_reset(&b);
     const bson_t *ddocs[] = {d1, deep};
-    wire_append_msg_seq(&b, 6, 0, 0, cmd, "documents", ddocs, 2);
+    must(wire_append_msg_seq(&b, 6, 0, 0, cmd, "documents", ddocs, 2));
     frame_seed("msg_deep_sequence", &b);
     wire_buf_reset(&b);
     bson_destroy(dcmd);
@@ -321,17 +330,17 @@ static void gen_frames(void)
     query_seed("query_find", "t.c", 0, "{\"a\": {\"$gt\": 1}}", "{\"a\": 1, \"_id\": 0}");
 
     /* OP_REPLY with no document and with two. */
-    wire_append_reply(&b, 7, 1, 0, 0, 0, NULL, 0);
+    must(wire_append_reply(&b, 7, 1, 0, 0, 0, NULL, 0));
     frame_seed("reply_empty", &b);
     wire_buf_reset(&b);
-    wire_append_reply(&b, 8, 1, WIRE_REPLY_AWAIT_CAPABLE, 123, 0, docs, 2);
+    must(wire_append_reply(&b, 8, 1, WIRE_REPLY_AWAIT_CAPABLE, 123, 0, docs, 2));
     frame_seed("reply_two", &b);
     wire_buf_reset(&b);
 
     /* OP_GET_MORE and OP_KILL_CURSORS. */
     put_header(&b, WIRE_OP_GET_MORE);
     put_i32(&b, 0);
-    wire_buf_append(&b, "t.c", 4);
+    must(wire_buf_append(&b, "t.c", 4));
     put_i32(&b, 10);
     put_i64(&b, -42);
     wire_put_i32(b.data, (int32_t)b.len);
@@ -353,15 +362,15 @@ static void gen_frames(void)
     put_i32(&b, WIRE_OP_MSG);
     put_i32(&b, 20);
     uint8_t zlib = 2;
-    wire_buf_append(&b, &zlib, 1);
-    wire_buf_append(&b, "\x78\x9c\x03\x00\x00\x00\x00\x01", 8);
+    must(wire_buf_append(&b, &zlib, 1));
+    must(wire_buf_append(&b, "\x78\x9c\x03\x00\x00\x00\x00\x01", 8));
     wire_put_i32(b.data, (int32_t)b.len);
     frame_seed("compressed", &b);
     wire_buf_reset(&b);
     put_header(&b, WIRE_OP_INSERT);
     put_i32(&b, 0);
-    wire_buf_append(&b, "t.c", 4);
-    wire_buf_append(&b, bson_get_data(d1), d1->len);
+    must(wire_buf_append(&b, "t.c", 4));
+    must(wire_buf_append(&b, bson_get_data(d1), d1->len));
     wire_put_i32(b.data, (int32_t)b.len);
     frame_seed("insert", &b);
     wire_buf_reset(&b);
@@ -374,8 +383,8 @@ static void gen_frames(void)
     put_i32(&b, 0);
     for (int i = 0; i < 2; i++) {
         kind = 0;
-        wire_buf_append(&b, &kind, 1);
-        wire_buf_append(&b, bson_get_data(ping), ping->len);
+        must(wire_buf_append(&b, &kind, 1));
+        must(wire_buf_append(&b, bson_get_data(ping), ping->len));
     }
     wire_put_i32(b.data, (int32_t)b.len);
     frame_seed("msg_two_bodies", &b);
@@ -384,14 +393,14 @@ static void gen_frames(void)
     put_i32(&b, 0);
     for (int i = 0; i < 2; i++) {
         kind = 1;
-        wire_buf_append(&b, &kind, 1);
+        must(wire_buf_append(&b, &kind, 1));
         put_i32(&b, (int32_t)(4 + 2 + d2->len));
-        wire_buf_append(&b, "d", 2);
-        wire_buf_append(&b, bson_get_data(d2), d2->len);
+        must(wire_buf_append(&b, "d", 2));
+        must(wire_buf_append(&b, bson_get_data(d2), d2->len));
     }
     kind = 0;
-    wire_buf_append(&b, &kind, 1);
-    wire_buf_append(&b, bson_get_data(ping), ping->len);
+    must(wire_buf_append(&b, &kind, 1));
+    must(wire_buf_append(&b, bson_get_data(ping), ping->len));
     wire_put_i32(b.data, (int32_t)b.len);
     frame_seed("msg_repeated_sequence", &b);
     wire_put_i32(b.data + 21, 200);

@@ -122,7 +122,7 @@ START_TEST(checksum_strip)
     uint32_t crc = wire_crc32c(0, b.data, len0);
     uint8_t tail[4];
     wire_put_i32(tail, (int32_t)crc);
-    wire_buf_append(&b, tail, 4);
+    ck_assert_int_eq(wire_buf_append(&b, tail, 4), 0);
     struct wire_msg m;
     ck_assert_int_eq(wire_msg_parse(b.data, b.len, &m), 0);
     ck_assert_uint_eq(m.flags & WIRE_MSG_CHECKSUM_PRESENT, WIRE_MSG_CHECKSUM_PRESENT);
