@@ -178,7 +178,8 @@ void proxy_socket_failed(struct proxy *p, int idx, const char *why)
 
 void proxy_state_change(struct proxy *p, int idx, int32_t code)
 {
-    bool clear = code == MONGO_ERR_SHUTDOWN_IN_PROGRESS || code == 11600;
+    bool clear =
+        code == MONGO_ERR_SHUTDOWN_IN_PROGRESS || code == MONGO_ERR_INTERRUPTED_AT_SHUTDOWN;
     char why[96];
     snprintf(why, sizeof(why), "replied with state-change error %d", code);
     log_info(p->topo.servers[idx].addr, "%s: marked unknown, re-checking", why);
