@@ -404,6 +404,217 @@ def test_step_down_in_a_transaction_gives_transient_errors(replset):
     assert r["code"] == 10107 and "errorLabels" not in r, r
 
 
+def test_commit_retried_on_another_mongos_is_recovered_with_the_token(mongos2):
+    """A commit retried on a mongos that did not route the transaction (its own one became
+    unreachable) is answered from the transaction's outcome, which a real mongos finds through the
+    recoveryToken: raw commands, so that what is checked is the server's answer."""
+    lsid = new_lsid()
+
+    def txn(cmd, n, **more):
+        doc = dict(cmd, lsid=lsid, txnNumber=Int64(n), autocommit=False)
+        doc.update(more)
+        return doc
+
+    def start(n, _id):
+        r = mongos2.command(0, txn({"insert": "rt", "documents": [{"_id": _id}]}, n,
+                                   startTransaction=True), db="test")
+        assert r["ok"] == 1, r
+        return r["recoveryToken"]
+
+    def commit(i, n, **more):
+        return mongos2.command(i, txn({"commitTransaction": 1}, n, **more), db="admin")
+
+    def ids():
+        return [d["_id"] for d in mongos2.command(0, {"find": "rt"}, db="test")["cursor"][
+            "firstBatch"]]
+
+    # Committed on mongos 0: the commit retried on mongos 1 with the token succeeds, and so does
+    # a commit retried on mongos 0 itself. The transaction's writes are there once.
+    token = start(1, "committed")
+    assert token == {"recoveryShardId": "mongosim"}
+    r = commit(0, 1, recoveryToken=token)
+    assert r["ok"] == 1 and r["recoveryToken"] == token, r
+    r = commit(1, 1, recoveryToken=token)
+    assert r["ok"] == 1 and "errorLabels" not in r, r
+    # A mongos that only recovered the decision knows no shard of its own: its token is empty.
+    assert r["recoveryToken"] == {}, r
+    assert commit(0, 1, recoveryToken=token)["ok"] == 1
+    assert commit(1, 1, recoveryToken=token)["ok"] == 1
+    assert ids() == ["committed"]
+    # Without the token the mongos cannot recover anything (drivers always send it).
+    r = commit(1, 1)
+    assert r["code"] == 251 and labels(r) == ["TransientTransactionError"], r
+
+    # Aborted on mongos 0: NoSuchTransaction, which lets the driver run the transaction again.
+    token = start(2, "aborted")
+    assert mongos2.command(0, txn({"abortTransaction": 1}, 2), db="admin")["ok"] == 1
+    r = commit(1, 2, recoveryToken=token)
+    assert r["code"] == 251 and r["codeName"] == "NoSuchTransaction", r
+    assert labels(r) == ["TransientTransactionError"], r
+    # Never started anywhere: the same.
+    r = commit(1, 3, recoveryToken=token)
+    assert r["code"] == 251 and labels(r) == ["TransientTransactionError"], r
+    assert ids() == ["committed"]
+
+    # Still open on mongos 0 (its commit never arrived): recovering the decision aborts it, as the
+    # shard does, so that it cannot commit after the driver was told to run it again.
+    token = start(4, "open")
+    r = commit(1, 4, recoveryToken=token)
+    assert r["code"] == 251 and labels(r) == ["TransientTransactionError"], r
+    r = commit(0, 4, recoveryToken=token)
+    assert r["code"] == 251, r
+    assert ids() == ["committed"]
+
+    # An empty token (a transaction that only read) and a token naming an unknown shard.
+    start(5, "read-only")
+    r = commit(1, 5, recoveryToken={})
+    assert r["code"] == 251 and labels(r) == ["TransientTransactionError"], r
+    r = commit(1, 5, recoveryToken={"recoveryShardId": "elsewhere"})
+    assert r["code"] == 70 and r["codeName"] == "ShardNotFound" and labels(r) == [], r
+    # An abort on a mongos that did not route the transaction is not recovered.
+    r = mongos2.command(1, txn({"abortTransaction": 1}, 5), db="admin")
+    assert r["code"] == 251, r
+    assert commit(0, 5)["ok"] == 1
+    assert sorted(ids()) == ["committed", "read-only"]
+
+
+def committed_on(sim, via, i):
+    """Whether server i has run a commitTransaction (asked through server via)."""
+    log = sim.command(via, {"simTxnLog": 1})["servers"][i]["entries"]
+    return any(e["cmd"] == "commitTransaction" for e in log)
+
+
+def test_pymongo_commit_retried_on_another_mongos_succeeds_once():
+    """PyMongo through two mongoses: the commit runs on the pinned mongos, which dies before its
+    reply leaves; the driver retries the commit on the other mongos with the recoveryToken, which
+    succeeds, so with_transaction does not run the transaction again."""
+    import threading
+
+    with start_sim("--mongos", "2") as sim:
+        client = pymongo.MongoClient(sim.uri(), serverSelectionTimeoutMS=5000,
+                                     heartbeatFrequencyMS=500)
+        try:
+            coll = client.test.get_collection("once")
+            coll.insert_one({"_id": "seed"})
+            attempts, pinned, threads = [], [], []
+
+            def kill_after_commit(p):
+                wait_for(lambda: committed_on(sim, 1 - p, p))
+                sim.command(1 - p, {"simKill": p})
+
+            def callback(session):
+                attempts.append(1)
+                coll.insert_one({"_id": "t%d" % len(attempts)}, session=session)
+                if len(attempts) > 1:
+                    return
+                p = sim.servers.index("%s:%d" % session._pinned_address)
+                pinned.append(p)
+                # The commit runs on the pinned mongos and its reply is held back; the mongos
+                # then dies, so the driver sees a network error after the commit took effect.
+                sim.command(p, {"configureFailPoint": "failCommand", "mode": {"times": 1},
+                                "data": {"failCommands": ["commitTransaction"],
+                                         "blockConnection": True, "blockTimeMS": 3000}})
+                t = threading.Thread(target=kill_after_commit, args=(p,), daemon=True)
+                t.start()
+                threads.append(t)
+
+            with client.start_session() as s:
+                s.with_transaction(callback)
+            threads[0].join()
+            assert attempts == [1]
+            p, other = pinned[0], 1 - pinned[0]
+            assert sorted(d["_id"] for d in coll.find()) == ["seed", "t1"]
+            log = sim.command(other, {"simTxnLog": 1})["servers"]
+            commits = [[e["cmd"] for e in srv["entries"] if e["cmd"] == "commitTransaction"]
+                       for srv in log]
+            assert commits[p] == commits[other] == ["commitTransaction"], commits
+        finally:
+            client.close()
+
+
+def test_commit_retried_on_the_new_primary_after_a_step_down(replset):
+    """mongod: a committed transaction is known to every member through replication, so its commit
+    retried on the new primary succeeds; one that never committed is NoSuchTransaction there."""
+    lsid = new_lsid()
+
+    def txn(cmd, n, **more):
+        doc = dict(cmd, lsid=lsid, txnNumber=Int64(n), autocommit=False)
+        doc.update(more)
+        return doc
+
+    r = replset.command(0, txn({"insert": "np", "documents": [{"_id": 1}]}, 1,
+                               startTransaction=True), db="test")
+    assert r["ok"] == 1 and "recoveryToken" not in r, r
+    assert replset.command(0, txn({"commitTransaction": 1}, 1), db="admin")["ok"] == 1
+    # Retried on the same member: mongod answers a commit of a committed transaction with success.
+    r = replset.command(0, txn({"commitTransaction": 1}, 1), db="admin")
+    assert r["ok"] == 1 and "errorLabels" not in r, r
+    # A second transaction is left open, then the primary steps down (which aborts it).
+    assert replset.command(0, txn({"insert": "np", "documents": [{"_id": 2}]}, 2,
+                                  startTransaction=True), db="test")["ok"] == 1
+    assert replset.command(2, {"simStepDown": {"to": 1}})["primary"] == replset.servers[1]
+    r = replset.command(1, txn({"commitTransaction": 1}, 1), db="admin")
+    assert r["ok"] == 1 and "errorLabels" not in r, r
+    r = replset.command(1, txn({"abortTransaction": 1}, 1), db="admin")
+    assert r["code"] == 256 and r["codeName"] == "TransactionCommitted", r
+    r = replset.command(1, txn({"commitTransaction": 1}, 2), db="admin")
+    assert r["code"] == 251 and labels(r) == ["TransientTransactionError"], r
+    # The old primary, now a secondary, refuses the commit as before.
+    r = replset.command(0, txn({"commitTransaction": 1}, 1), db="admin")
+    assert r["code"] == 10107 and labels(r) == ["RetryableWriteError"], r
+    # Still known after another election, and stats resets do not forget it.
+    replset.stats(reset=True)
+    assert replset.command(2, {"simStepDown": {"to": 2}})["primary"] == replset.servers[2]
+    assert replset.command(2, txn({"commitTransaction": 1}, 1), db="admin")["ok"] == 1
+    assert [d["_id"] for d in replset.command(2, {"find": "np"}, db="test")["cursor"][
+        "firstBatch"]] == [1]
+
+
+def test_pymongo_commit_retried_on_the_new_primary_succeeds(replset):
+    """PyMongo against the replica set: the primary commits, and steps down before its reply
+    (with a PrimarySteppedDown write-concern error) leaves; the driver retries the commit on the
+    new primary, which knows through replication that the transaction committed, so
+    with_transaction runs the transaction once."""
+    import threading
+
+    client = rs_client(replset)
+    try:
+        coll = client.test.get_collection("rsonce")
+        coll.insert_one({"_id": "seed"})
+        attempts, threads = [], []
+
+        def step_down_after_commit():
+            wait_for(lambda: committed_on(replset, 2, 0))
+            replset.command(2, {"simStepDown": {"to": 1}})
+
+        def callback(session):
+            attempts.append(1)
+            coll.insert_one({"_id": "t%d" % len(attempts)}, session=session)
+            if len(attempts) > 1:
+                return
+            replset.command(0, {"configureFailPoint": "failCommand", "mode": {"times": 1},
+                                "data": {"failCommands": ["commitTransaction"],
+                                         "blockConnection": True, "blockTimeMS": 1500,
+                                         "writeConcernError": {
+                                             "code": 189, "codeName": "PrimarySteppedDown",
+                                             "errmsg": "primary stepped down"}}})
+            t = threading.Thread(target=step_down_after_commit, daemon=True)
+            t.start()
+            threads.append(t)
+
+        with client.start_session() as s:
+            s.with_transaction(callback)
+        threads[0].join()
+        assert attempts == [1]
+        assert sorted(d["_id"] for d in coll.find()) == ["seed", "t1"]
+        log = replset.command(0, {"simTxnLog": 1})["servers"]
+        commits = [[e["cmd"] for e in srv["entries"] if e["cmd"] == "commitTransaction"]
+                   for srv in log]
+        assert commits[0] == ["commitTransaction"] and "commitTransaction" in commits[1], commits
+    finally:
+        client.close()
+
+
 def test_pymongo_sees_step_down_in_a_transaction_as_transient(replset):
     client = rs_client(replset)
     try:

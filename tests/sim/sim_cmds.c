@@ -7,8 +7,10 @@
  * The rules copy MongoDB's observable behaviour where the proxy depends on it: error documents
  * {ok:0, errmsg, code, codeName, errorLabels} (the labels decided as the servers decide them, by
  * sim_errors.c), per-server cursors and transactions (so a request that reaches the wrong server
- * fails as it would on a real cluster), and one deployment-wide record of retryable writes (so a
- * retry that lands elsewhere still returns the first result).
+ * fails as it would on a real cluster), one deployment-wide record of retryable writes (so a
+ * retry that lands elsewhere still returns the first result), and one of transaction outcomes in
+ * the store (so a commit retried on a new primary, or on another mongos with its recoveryToken,
+ * finds that the transaction committed, as on a real deployment).
  */
 #include <errno.h>
 #include <stdio.h>
@@ -22,6 +24,9 @@
 #include "sim_errors.h"
 
 /* --- small helpers ----------------------------------------------------------------------- */
+
+/* The one shard behind the simulated mongoses, as their recoveryTokens name it. */
+#define SIM_SHARD_ID "mongosim"
 
 struct code_name {
     int32_t code;
@@ -46,6 +51,7 @@ static const struct code_name code_names[] = {
     {59, "CommandNotFound"},
     {63, "StaleShardVersion"},
     {64, "WriteConcernFailed"},
+    {70, "ShardNotFound"},
     {89, "NetworkTimeout"},
     {91, "ShutdownInProgress"},
     {112, "WriteConflict"},
@@ -327,13 +333,30 @@ static struct sim_txn *txn_find(struct sim_server *srv, const uint8_t *lsid)
     return NULL;
 }
 
+/*
+ * Ends an open transaction: keeps or undoes its writes, and records the outcome for the whole
+ * deployment (store_txn_outcome_set), where a new primary or another mongos recovering the commit
+ * decision finds it.
+ */
+static void txn_end(struct sim *s, struct sim_txn *t, bool commit)
+{
+    if (commit)
+        store_txn_commit(s->store, t->undo);
+    else
+        store_txn_abort(s->store, t->undo);
+    t->undo = NULL;
+    t->state = commit ? SIM_TXN_COMMITTED : SIM_TXN_ABORTED;
+    store_txn_outcome_set(s->store, t->lsid, t->txn_number,
+                          commit ? STORE_TXN_COMMITTED : STORE_TXN_ABORTED);
+}
+
 static struct sim_txn *txn_create(struct sim_server *srv, const uint8_t *lsid, int64_t number)
 {
     struct sim_txn *t = txn_find(srv, lsid);
     if (t) {
         /* A newer transaction on the session replaces the old one, aborting it if still open. */
         if (t->state == SIM_TXN_ACTIVE)
-            store_txn_abort(srv->sim->store, t->undo);
+            txn_end(srv->sim, t, false);
     } else {
         t = calloc(1, sizeof(*t));
         if (!t)
@@ -351,15 +374,10 @@ static struct sim_txn *txn_create(struct sim_server *srv, const uint8_t *lsid, i
 
 void sim_abort_txns(struct sim_server *srv)
 {
-    for (size_t b = 0; b < SIM_TXN_BUCKETS; b++) {
-        for (struct sim_txn *t = srv->txns[b]; t; t = t->next) {
-            if (t->state == SIM_TXN_ACTIVE) {
-                store_txn_abort(srv->sim->store, t->undo);
-                t->undo = NULL;
-                t->state = SIM_TXN_ABORTED;
-            }
-        }
-    }
+    for (size_t b = 0; b < SIM_TXN_BUCKETS; b++)
+        for (struct sim_txn *t = srv->txns[b]; t; t = t->next)
+            if (t->state == SIM_TXN_ACTIVE)
+                txn_end(srv->sim, t, false);
 }
 
 /*
@@ -1065,36 +1083,121 @@ static void no_such_txn(bson_t *reply, const struct session_info *si)
     sim_error(reply, 251, "NoSuchTransaction", msg);
 }
 
-static bool finish_txn(struct sim_server *srv, const char *name, const struct session_info *si,
-                       bson_t *reply)
+static void txn_committed_error(bson_t *reply)
 {
-    struct sim_txn *t = si->has_lsid ? txn_find(srv, si->lsid) : NULL;
-    bool commit = strcmp(name, "commitTransaction") == 0;
-    if (!t || !si->has_txn_number || t->txn_number != si->txn_number) {
-        no_such_txn(reply, si);
+    sim_error(reply, 256, "TransactionCommitted",
+              "Transaction has been committed and cannot be aborted");
+}
+
+/*
+ * What the deployment knows of a transaction: committed if a server holds it committed or the
+ * outcome record says so, aborted or unknown otherwise. With abort_open, the transaction is first
+ * aborted wherever it is still open: the shard does that when a mongos asks it for the decision of
+ * a transaction that has not committed, so that it can never commit afterwards.
+ */
+static enum store_txn_outcome deployment_outcome(struct sim *s, const uint8_t *lsid, int64_t number,
+                                                 bool abort_open)
+{
+    for (int i = 0; i < s->nservers; i++) {
+        struct sim_txn *t = txn_find(&s->servers[i], lsid);
+        if (!t || t->txn_number != number)
+            continue;
+        if (t->state == SIM_TXN_ACTIVE && abort_open)
+            txn_end(s, t, false);
+        if (t->state == SIM_TXN_COMMITTED)
+            return STORE_TXN_COMMITTED;
+    }
+    return store_txn_outcome_get(s->store, lsid, number);
+}
+
+/*
+ * A commitTransaction reached a mongos that never routed the transaction (the driver or a proxy
+ * retried it elsewhere). A real mongos then recovers the decision with the recoveryToken: it sends
+ * coordinateCommitTransaction without participants to the shard the token names, and that shard
+ * answers from its own record: success if the transaction committed, NoSuchTransaction otherwise
+ * (after aborting it if it was still open). An empty token means the transaction only read, and is
+ * NoSuchTransaction at once. Returns false, with nothing in reply, when the command carries no
+ * recoveryToken document: the caller keeps its answer for that case.
+ */
+static bool recover_commit(struct sim_server *srv, const struct session_info *si, const bson_t *cmd,
+                           bson_t *reply)
+{
+    bson_iter_t it, tok;
+    if (!bson_iter_init_find(&it, cmd, "recoveryToken") || !BSON_ITER_HOLDS_DOCUMENT(&it))
+        return false;
+    if (!bson_iter_recurse(&it, &tok) || !bson_iter_find(&tok, "recoveryShardId")) {
+        sim_error(reply, 251, "NoSuchTransaction",
+                  "Recovery token is empty, meaning the transaction only performed reads and can "
+                  "be safely retried");
         return true;
     }
+    if (!BSON_ITER_HOLDS_UTF8(&tok) || strcmp(bson_iter_utf8(&tok, NULL), SIM_SHARD_ID) != 0) {
+        sim_error(reply, 70, "ShardNotFound",
+                  "The recoveryToken names a shard that does not exist");
+        return true;
+    }
+    if (deployment_outcome(srv->sim, si->lsid, si->txn_number, true) != STORE_TXN_COMMITTED) {
+        sim_error(reply, 251, "NoSuchTransaction",
+                  "Recovering the transaction's outcome found the transaction aborted");
+        return true;
+    }
+    BSON_APPEND_DOUBLE(reply, "ok", 1.0);
+    return true;
+}
+
+/*
+ * Runs commitTransaction or abortTransaction into reply. *recovered is set when a mongos answered
+ * a commit from the deployment's knowledge rather than from a transaction it holds.
+ */
+static void finish_txn(struct sim_server *srv, const char *name, const struct session_info *si,
+                       const bson_t *cmd, bson_t *reply, bool *recovered)
+{
+    struct sim *s = srv->sim;
+    struct sim_txn *t = si->has_lsid ? txn_find(srv, si->lsid) : NULL;
+    bool commit = strcmp(name, "commitTransaction") == 0;
+    *recovered = false;
+    if (!si->has_lsid || !si->has_txn_number) {
+        no_such_txn(reply, si);
+        return;
+    }
+    if (!t || t->txn_number != si->txn_number) {
+        if (s->opt.mode == SIM_MODE_MONGOS) {
+            /* Only a commit can be recovered by a mongos that did not route the transaction; an
+             * abort, or a commit without a token, is NoSuchTransaction. (MongoDB answers a commit
+             * without a token with error 50940; the simulator has always said NoSuchTransaction,
+             * which drivers never see, since they send the token they were given.) */
+            if (commit && recover_commit(srv, si, cmd, reply))
+                *recovered = !bson_has_field(reply, "code");
+            else
+                no_such_txn(reply, si);
+            return;
+        }
+        /* A mongod knows every transaction its replica set committed: the commit is replicated
+         * in config.transactions, which a new primary reads when the session is next used. So a
+         * retried commit succeeds and an abort is refused, as on the member that committed it.
+         * A transaction that did not commit left nothing behind (an unprepared transaction
+         * writes no oplog entry before its commit): it is unknown here. */
+        if (deployment_outcome(s, si->lsid, si->txn_number, false) == STORE_TXN_COMMITTED) {
+            if (commit)
+                BSON_APPEND_DOUBLE(reply, "ok", 1.0);
+            else
+                txn_committed_error(reply);
+            return;
+        }
+        no_such_txn(reply, si);
+        return;
+    }
     if (t->state == SIM_TXN_ACTIVE) {
-        if (commit)
-            store_txn_commit(srv->sim->store, t->undo);
-        else
-            store_txn_abort(srv->sim->store, t->undo);
-        t->undo = NULL;
-        t->state = commit ? SIM_TXN_COMMITTED : SIM_TXN_ABORTED;
+        txn_end(s, t, commit);
     } else if (t->state == SIM_TXN_COMMITTED && !commit) {
-        sim_error(reply, 256, "TransactionCommitted",
-                  "Transaction has been committed and cannot be aborted");
-        return true;
-    } else if (t->state == SIM_TXN_ABORTED && commit) {
+        txn_committed_error(reply);
+        return;
+    } else if (t->state == SIM_TXN_ABORTED) {
         no_such_txn(reply, si);
-        return true;
-    } else if (t->state == SIM_TXN_ABORTED && !commit) {
-        no_such_txn(reply, si);
-        return true;
+        return;
     }
     /* A repeated commitTransaction after a successful commit succeeds again, as in MongoDB. */
     BSON_APPEND_DOUBLE(reply, "ok", 1.0);
-    return true;
 }
 
 static void simple_ok(bson_t *reply)
@@ -1367,15 +1470,19 @@ static bool run_one(struct sim_server *srv, struct sim_conn *conn, const struct 
     }
 
     if (commit_or_abort) {
-        finish_txn(srv, name, si, reply);
+        bool recovered;
+        finish_txn(srv, name, si, &req->cmd, reply, &recovered);
         if (bson_has_field(reply, "code"))
             return true;
         if (wce)
             append_fp_write_concern_error(srv, reply);
         if (s->opt.mode == SIM_MODE_MONGOS) {
+            /* A mongos appends the token of the shard that recorded the transaction's writes; one
+             * that only recovered the decision knows no such shard, and its token is empty. */
             bson_t rt;
             BSON_APPEND_DOCUMENT_BEGIN(reply, "recoveryToken", &rt);
-            BSON_APPEND_UTF8(&rt, "recoveryShardId", "mongosim");
+            if (!recovered)
+                BSON_APPEND_UTF8(&rt, "recoveryShardId", SIM_SHARD_ID);
             bson_append_document_end(reply, &rt);
         }
         return true;
@@ -1438,11 +1545,8 @@ static bool run_one(struct sim_server *srv, struct sim_conn *conn, const struct 
         if (si->in_txn && err.code != 59) {
             /* MongoDB aborts a transaction when one of its statements fails. */
             struct sim_txn *t = txn_find(srv, si->lsid);
-            if (t && t->state == SIM_TXN_ACTIVE) {
-                store_txn_abort(s->store, t->undo);
-                t->undo = NULL;
-                t->state = SIM_TXN_ABORTED;
-            }
+            if (t && t->state == SIM_TXN_ACTIVE)
+                txn_end(s, t, false);
         }
         return true;
     }
@@ -1480,7 +1584,7 @@ static bool run_one(struct sim_server *srv, struct sim_conn *conn, const struct 
     if (si->in_txn && s->opt.mode == SIM_MODE_MONGOS) {
         bson_t rt;
         BSON_APPEND_DOCUMENT_BEGIN(reply, "recoveryToken", &rt);
-        BSON_APPEND_UTF8(&rt, "recoveryShardId", "mongosim");
+        BSON_APPEND_UTF8(&rt, "recoveryShardId", SIM_SHARD_ID);
         bson_append_document_end(reply, &rt);
     }
     return true;

@@ -10,6 +10,9 @@
  *
  * Commands build their replies directly in the caller's bson_t and put copies of result documents
  * into a struct store_results, so a cursor never points into the store.
+ *
+ * The store also remembers how transactions ended (store_txn_outcome_*), in a ring of fixed size
+ * with a hash index, because it is the one state every simulated server shares.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -52,9 +55,29 @@ struct db {
     size_t n, cap;
 };
 
+/* One remembered transaction outcome (store.h). The slots form a ring, so the oldest outcome is
+ * the one overwritten, and a chained hash index on (lsid, txnNumber) finds them. */
+struct txn_outcome {
+    uint8_t lsid[16];
+    int64_t txn_number;
+    uint32_t next; /* the next slot in the same bucket, or NO_OUTCOME */
+    uint8_t outcome;
+};
+
+#define NO_OUTCOME UINT32_MAX
+
 struct store {
     struct db **dbs;
     size_t n, cap;
+
+    /* Transaction outcomes: allocated on the first one, because a test that runs no transaction
+     * should not pay for the whole ring. */
+    struct txn_outcome *outcomes; /* outcomes_max slots */
+    uint32_t *outcome_buckets;    /* outcome_nbuckets (a power of two) chain heads */
+    size_t outcomes_max;          /* 0 until set: STORE_TXN_OUTCOMES_MAX */
+    size_t outcomes_len;          /* slots in use */
+    size_t outcomes_next;         /* the slot the next new outcome takes (the oldest once full) */
+    size_t outcome_nbuckets;
 };
 
 /* What an undo entry reverses. */
@@ -569,6 +592,8 @@ void store_free(struct store *s)
     for (size_t i = 0; i < s->n; i++)
         db_free(s->dbs[i]);
     free(s->dbs);
+    free(s->outcomes);
+    free(s->outcome_buckets);
     free(s);
 }
 
@@ -904,6 +929,124 @@ void store_txn_abort(struct store *s, struct store_txn *t)
             coll_maybe_compact(c);
     }
     txn_free(t);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Transaction outcomes                                                                       */
+/* ------------------------------------------------------------------------------------------ */
+
+static size_t outcome_bucket(const struct store *s, const uint8_t *lsid, int64_t txn_number)
+{
+    /* FNV-1a over the session id and then the txnNumber's bytes. */
+    uint64_t h = 1469598103934665603ull;
+    for (int i = 0; i < 16; i++)
+        h = (h ^ lsid[i]) * 1099511628211ull;
+    uint64_t v = (uint64_t)txn_number;
+    for (int i = 0; i < 8; i++, v >>= 8)
+        h = (h ^ (v & 0xff)) * 1099511628211ull;
+    return (size_t)h & (s->outcome_nbuckets - 1);
+}
+
+static uint32_t outcome_find(const struct store *s, const uint8_t *lsid, int64_t txn_number)
+{
+    if (!s->outcomes)
+        return NO_OUTCOME;
+    uint32_t i = s->outcome_buckets[outcome_bucket(s, lsid, txn_number)];
+    for (; i != NO_OUTCOME; i = s->outcomes[i].next)
+        if (s->outcomes[i].txn_number == txn_number && memcmp(s->outcomes[i].lsid, lsid, 16) == 0)
+            return i;
+    return NO_OUTCOME;
+}
+
+static int outcomes_alloc(struct store *s)
+{
+    size_t max = s->outcomes_max ? s->outcomes_max : STORE_TXN_OUTCOMES_MAX;
+    size_t nb = 16;
+    while (nb < max)
+        nb <<= 1;
+    s->outcomes = calloc(max, sizeof(*s->outcomes));
+    s->outcome_buckets = malloc(nb * sizeof(*s->outcome_buckets));
+    if (!s->outcomes || !s->outcome_buckets) {
+        free(s->outcomes);
+        free(s->outcome_buckets);
+        s->outcomes = NULL;
+        s->outcome_buckets = NULL;
+        return -ENOMEM;
+    }
+    for (size_t i = 0; i < nb; i++)
+        s->outcome_buckets[i] = NO_OUTCOME;
+    s->outcomes_max = max;
+    s->outcome_nbuckets = nb;
+    s->outcomes_len = 0;
+    s->outcomes_next = 0;
+    return 0;
+}
+
+/* Takes the slot out of its bucket's chain, before the slot is given to a newer outcome. */
+static void outcome_unlink(struct store *s, uint32_t slot)
+{
+    const struct txn_outcome *o = &s->outcomes[slot];
+    uint32_t *p = &s->outcome_buckets[outcome_bucket(s, o->lsid, o->txn_number)];
+    while (*p != slot && *p != NO_OUTCOME)
+        p = &s->outcomes[*p].next;
+    if (*p == slot)
+        *p = o->next;
+}
+
+int store_txn_outcome_set(struct store *s, const uint8_t *lsid, int64_t txn_number,
+                          enum store_txn_outcome outcome)
+{
+    if (outcome != STORE_TXN_COMMITTED && outcome != STORE_TXN_ABORTED)
+        return -EINVAL;
+    if (!s->outcomes && outcomes_alloc(s) < 0)
+        return -ENOMEM;
+    uint32_t slot = outcome_find(s, lsid, txn_number);
+    if (slot != NO_OUTCOME) {
+        s->outcomes[slot].outcome = (uint8_t)outcome;
+        return 0;
+    }
+    slot = (uint32_t)s->outcomes_next;
+    if (s->outcomes_len == s->outcomes_max)
+        outcome_unlink(s, slot); /* the oldest outcome is forgotten */
+    else
+        s->outcomes_len++;
+    s->outcomes_next = (s->outcomes_next + 1) % s->outcomes_max;
+    struct txn_outcome *o = &s->outcomes[slot];
+    memcpy(o->lsid, lsid, 16);
+    o->txn_number = txn_number;
+    o->outcome = (uint8_t)outcome;
+    uint32_t *head = &s->outcome_buckets[outcome_bucket(s, lsid, txn_number)];
+    o->next = *head;
+    *head = slot;
+    return 0;
+}
+
+enum store_txn_outcome store_txn_outcome_get(const struct store *s, const uint8_t *lsid,
+                                             int64_t txn_number)
+{
+    uint32_t slot = outcome_find(s, lsid, txn_number);
+    return slot == NO_OUTCOME ? STORE_TXN_UNKNOWN
+                              : (enum store_txn_outcome)s->outcomes[slot].outcome;
+}
+
+size_t store_txn_outcome_count(const struct store *s)
+{
+    return s->outcomes_len;
+}
+
+int store_txn_outcome_limit(struct store *s, size_t max)
+{
+    if (max == 0 || max >= NO_OUTCOME)
+        return -EINVAL;
+    free(s->outcomes);
+    free(s->outcome_buckets);
+    s->outcomes = NULL;
+    s->outcome_buckets = NULL;
+    s->outcomes_max = max;
+    s->outcomes_len = 0;
+    s->outcomes_next = 0;
+    s->outcome_nbuckets = 0;
+    return 0;
 }
 
 /* ------------------------------------------------------------------------------------------ */

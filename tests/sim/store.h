@@ -17,6 +17,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include <bson/bson.h>
 
@@ -74,6 +75,37 @@ void store_txn_commit(struct store *s, struct store_txn *t);
 
 /* Undoes the transaction's writes, newest first, and frees t. t may be NULL. */
 void store_txn_abort(struct store *s, struct store_txn *t);
+
+/*
+ * The outcomes of finished transactions, by session id (lsid.id, 16 bytes) and txnNumber: the
+ * deployment-wide knowledge that a real deployment keeps in config.transactions and replicates, so
+ * that a new primary, or the shard a mongos asks with a recoveryToken, can tell whether a
+ * transaction committed. Only the latest STORE_TXN_OUTCOMES_MAX outcomes are kept, the oldest
+ * being forgotten first, so that a long run does not grow without bound.
+ */
+enum store_txn_outcome {
+    STORE_TXN_UNKNOWN = 0, /* never recorded, or forgotten */
+    STORE_TXN_COMMITTED = 1,
+    STORE_TXN_ABORTED = 2,
+};
+
+#define STORE_TXN_OUTCOMES_MAX 100000
+
+/* Records (or updates) the outcome of one transaction. Returns 0, or -ENOMEM (nothing recorded),
+ * or -EINVAL for STORE_TXN_UNKNOWN. */
+int store_txn_outcome_set(struct store *s, const uint8_t *lsid, int64_t txn_number,
+                          enum store_txn_outcome outcome);
+
+/* The recorded outcome of a transaction, or STORE_TXN_UNKNOWN. */
+enum store_txn_outcome store_txn_outcome_get(const struct store *s, const uint8_t *lsid,
+                                             int64_t txn_number);
+
+/* How many outcomes are remembered now (at most the bound). */
+size_t store_txn_outcome_count(const struct store *s);
+
+/* Changes the bound (1 to UINT32_MAX - 1) and forgets every outcome; tests use a small bound to
+ * see the oldest dropped. Returns 0 or -EINVAL. */
+int store_txn_outcome_limit(struct store *s, size_t max);
 
 /*
  * Runs one command against the store.

@@ -1,6 +1,6 @@
 /*
  * check_store.c: unit tests of mongosim's in-memory store (tests/sim/store.c): every command,
- * its errors, the _id index, transactions' undo, and MongoDB's value ordering.
+ * its errors, the _id index, transactions' undo and outcomes, and MongoDB's value ordering.
  */
 #include <check.h>
 #include <errno.h>
@@ -848,6 +848,77 @@ START_TEST(transaction_abort_and_commit)
 }
 END_TEST
 
+/* A session id whose first bytes are n, so that tests can make many distinct ones. */
+static void make_lsid(uint8_t *lsid, uint32_t n)
+{
+    memset(lsid, 0xab, 16);
+    memcpy(lsid, &n, sizeof(n));
+}
+
+START_TEST(transaction_outcomes)
+{
+    uint8_t a[16], b[16];
+    make_lsid(a, 1);
+    make_lsid(b, 2);
+    ck_assert_int_eq(store_txn_outcome_get(st, a, 1), STORE_TXN_UNKNOWN);
+    ck_assert_uint_eq(store_txn_outcome_count(st), 0);
+    ck_assert_int_eq(store_txn_outcome_set(st, a, 1, STORE_TXN_COMMITTED), 0);
+    ck_assert_int_eq(store_txn_outcome_set(st, a, 2, STORE_TXN_ABORTED), 0);
+    ck_assert_int_eq(store_txn_outcome_set(st, b, 1, STORE_TXN_ABORTED), 0);
+    ck_assert_int_eq(store_txn_outcome_set(st, b, 1, STORE_TXN_UNKNOWN), -EINVAL);
+    /* Keyed by session and txnNumber together. */
+    ck_assert_int_eq(store_txn_outcome_get(st, a, 1), STORE_TXN_COMMITTED);
+    ck_assert_int_eq(store_txn_outcome_get(st, a, 2), STORE_TXN_ABORTED);
+    ck_assert_int_eq(store_txn_outcome_get(st, b, 1), STORE_TXN_ABORTED);
+    ck_assert_int_eq(store_txn_outcome_get(st, b, 2), STORE_TXN_UNKNOWN);
+    ck_assert_int_eq(store_txn_outcome_get(st, a, 3), STORE_TXN_UNKNOWN);
+    /* Recording a transaction again updates it in place. */
+    ck_assert_int_eq(store_txn_outcome_set(st, b, 1, STORE_TXN_COMMITTED), 0);
+    ck_assert_int_eq(store_txn_outcome_get(st, b, 1), STORE_TXN_COMMITTED);
+    ck_assert_uint_eq(store_txn_outcome_count(st), 3);
+}
+END_TEST
+
+START_TEST(transaction_outcomes_forget_the_oldest)
+{
+    uint8_t l[16];
+    ck_assert_int_eq(store_txn_outcome_limit(st, 0), -EINVAL);
+    ck_assert_int_eq(store_txn_outcome_limit(st, 100), 0);
+    /* 1000 outcomes through a record of 100: only the last 100 are left, whatever the hash
+     * chains they were in, and the record never holds more. */
+    for (uint32_t i = 0; i < 1000; i++) {
+        make_lsid(l, i % 37);
+        ck_assert_int_eq(
+            store_txn_outcome_set(st, l, i, i % 2 ? STORE_TXN_ABORTED : STORE_TXN_COMMITTED), 0);
+        ck_assert_uint_le(store_txn_outcome_count(st), 100);
+    }
+    ck_assert_uint_eq(store_txn_outcome_count(st), 100);
+    for (uint32_t i = 0; i < 1000; i++) {
+        make_lsid(l, i % 37);
+        enum store_txn_outcome want = i < 900 ? STORE_TXN_UNKNOWN
+                                      : i % 2 ? STORE_TXN_ABORTED
+                                              : STORE_TXN_COMMITTED;
+        ck_assert_int_eq(store_txn_outcome_get(st, l, i), want);
+    }
+    /* Updating a remembered outcome does not take a slot. */
+    make_lsid(l, 999 % 37);
+    ck_assert_int_eq(store_txn_outcome_set(st, l, 999, STORE_TXN_COMMITTED), 0);
+    make_lsid(l, 900 % 37);
+    ck_assert_int_eq(store_txn_outcome_get(st, l, 900), STORE_TXN_COMMITTED);
+    /* The default bound keeps 100,000. */
+    ck_assert_int_eq(store_txn_outcome_limit(st, STORE_TXN_OUTCOMES_MAX), 0);
+    for (uint32_t i = 0; i < STORE_TXN_OUTCOMES_MAX + 10; i++) {
+        make_lsid(l, i);
+        ck_assert_int_eq(store_txn_outcome_set(st, l, 1, STORE_TXN_COMMITTED), 0);
+    }
+    ck_assert_uint_eq(store_txn_outcome_count(st), STORE_TXN_OUTCOMES_MAX);
+    make_lsid(l, 9);
+    ck_assert_int_eq(store_txn_outcome_get(st, l, 1), STORE_TXN_UNKNOWN);
+    make_lsid(l, 10);
+    ck_assert_int_eq(store_txn_outcome_get(st, l, 1), STORE_TXN_COMMITTED);
+}
+END_TEST
+
 START_TEST(find_by_id_is_fast)
 {
     enum { N = 100000 };
@@ -921,6 +992,8 @@ static Suite *store_suite(void)
     tcase_add_test(tc, aggregate_group_constant);
     tcase_add_test(tc, databases);
     tcase_add_test(tc, transaction_abort_and_commit);
+    tcase_add_test(tc, transaction_outcomes);
+    tcase_add_test(tc, transaction_outcomes_forget_the_oldest);
     tcase_add_test(tc, find_by_id_is_fast);
     tcase_set_timeout(tc, 120);
     suite_add_tcase(s, tc);
