@@ -1013,9 +1013,9 @@ def explain_dup_txn(item):
         return ("txnNumber %s was committed on server %s, then its commit was retried on server(s)"
                 " %s, which did not know the transaction and answered NoSuchTransaction with"
                 " TransientTransactionError, so the driver ran the transaction again (txnNumbers"
-                " %s all committed). A real mongos finds the first outcome through the"
-                " recoveryToken (a new primary through replication); mongosim keeps transactions"
-                " per server and ignores recoveryToken."
+                " %s all committed). mongosim records outcomes deployment-wide and answers a"
+                " commit retried with its recoveryToken from that record, as a real mongos does,"
+                " so this is a real duplicate: look at how the retried commit was routed."
                 % (n, srv[0], srv[1:], sorted(ran, key=int)))
     return "two attempts of the same with_transaction committed (txnNumbers %s)" % sorted(ran)
 
