@@ -974,8 +974,11 @@ def classify(err, events):
         return "duplicate", "DuplicateKey: a retried write was executed a second time"
     if "UnknownTransactionCommitResult" in labels:
         return "expected", "transaction commit outcome unknown (UnknownTransactionCommitResult)"
-    if cursor_op and code in (91, 11600) and events.in_window(cluster, err["t1"], {
-            "failpoint-shutdown"}):
+    if cursor_op and (code in (91, 11600) or (code == 6 and (" answered 91" in msg or
+                                                            " answered 11600" in msg))) and \
+            events.in_window(cluster, err["t1"], {"failpoint-shutdown"}):
+        # mongolb relays a server's "shutting down" as HostUnreachable (a state-change code would
+        # make the driver drop its whole pool to mongolb), with the server's answer in the text.
         return "expected", "cursor's server answered a getMore with ShutdownInProgress"
     if code in NOT_RUN and not kind.endswith(".txn"):
         return "unexpected", ("%s %s: the command did not run, mongolb should have sent it to "
