@@ -362,6 +362,79 @@ static void print_string(const struct config_key *k, const void *field, FILE *f)
 
 static const struct config_type type_string = {parse_string, print_string, NULL, 0};
 
+/*
+ * A boolean, stored as 0 or 1 in an int. true/false is what the dump writes; yes/no, on/off and
+ * 1/0 are accepted too, in any case, since ini files in the wild use all of them.
+ */
+static int parse_bool(const struct config_key *k, const char *v, void *field, char *why,
+                      size_t why_len)
+{
+    static const char *const yes[] = {"true", "yes", "on", "1"};
+    static const char *const no[] = {"false", "no", "off", "0"};
+    for (size_t i = 0; i < sizeof(yes) / sizeof(yes[0]); i++) {
+        if (strcasecmp(v, yes[i]) == 0) {
+            *(int *)field = 1;
+            return 0;
+        }
+        if (strcasecmp(v, no[i]) == 0) {
+            *(int *)field = 0;
+            return 0;
+        }
+    }
+    snprintf(why, why_len, "'%s' is not true or false (yes/no, on/off and 1/0 work too)", v);
+    return -EINVAL;
+}
+
+static void print_bool(const struct config_key *k, const void *field, FILE *f)
+{
+    fputs(*(const int *)field ? "true" : "false", f);
+}
+
+static const struct config_type type_bool = {parse_bool, print_bool, NULL, 0};
+
+/* Frees a path and leaves NULL, the unset value, in its place. */
+static void free_path(void *field)
+{
+    char **p = field;
+    free(*p);
+    *p = NULL;
+}
+
+/*
+ * A file's path, in a char * the configuration owns: NULL when the value is empty, so that users
+ * of the configuration test one thing. At most k->max characters; the file itself is not looked
+ * at here (tls.c reads it, and --check-config runs that too).
+ */
+static int parse_path(const struct config_key *k, const char *v, void *field, char *why,
+                      size_t why_len)
+{
+    size_t n = strlen(v);
+    if (n > (size_t)k->max) {
+        snprintf(why, why_len, "the path is longer than %lld characters", k->max);
+        return -ENAMETOOLONG;
+    }
+    char *copy = NULL;
+    if (n > 0) {
+        copy = strdup(v);
+        if (!copy) {
+            snprintf(why, why_len, "out of memory");
+            return -ENOMEM;
+        }
+    }
+    free_path(field);
+    *(char **)field = copy;
+    return 0;
+}
+
+static void print_path(const struct config_key *k, const void *field, FILE *f)
+{
+    const char *p = *(char *const *)field;
+    if (p)
+        fputs(p, f);
+}
+
+static const struct config_type type_path = {parse_path, print_path, free_path, 0};
+
 /* Copies item (length n) into buf as a string; false if it does not fit. */
 static bool copy_item(char *buf, size_t buf_len, const char *item, size_t n)
 {
@@ -705,11 +778,38 @@ static const struct config_enum read_pref_names[] = {
     {"nearest", MLB_READ_NEAREST},     {NULL, 0},
 };
 
+static const struct config_enum tls_mode_names[] = {
+    {"disabled", MLB_TLS_DISABLED},
+    {"allow", MLB_TLS_ALLOW},
+    {"prefer", MLB_TLS_PREFER},
+    {"require", MLB_TLS_REQUIRE},
+    {NULL, 0},
+};
+
+static const struct config_enum tls_client_certs_names[] = {
+    {"none", MLB_TLS_CERTS_NONE},
+    {"optional", MLB_TLS_CERTS_OPTIONAL},
+    {"required", MLB_TLS_CERTS_REQUIRED},
+    {NULL, 0},
+};
+
+/* The longest path a path key takes: PATH_MAX less the NUL, the most open() accepts. */
+#define PATH_KEY_MAX (PATH_MAX - 1)
+
 /* A row whose key name is the name of its struct mlb_config field. */
 #define ROW(section, field, type, def, flags, min, max, enums, doc)                                \
     {                                                                                              \
         section, #field, &type, offsetof(struct mlb_config, field), def, flags, min, max, enums,   \
             doc                                                                                    \
+    }
+
+/*
+ * A row whose key name differs from its field's: [upstream] tls_ca_file lives in
+ * upstream_tls_ca_file, since [mongolb] has a tls_ca_file of its own.
+ */
+#define ROW_AS(section, name, field, type, def, flags, min, max, enums, doc)                       \
+    {                                                                                              \
+        section, name, &type, offsetof(struct mlb_config, field), def, flags, min, max, enums, doc \
     }
 
 #define RELOAD CONFIG_RELOADABLE
@@ -741,6 +841,18 @@ static const struct config_key keys[] = {
         "closes that client's connection with a log line."),
     ROW("mongolb", shutdown_timeout_ms, type_int, "10000", RELOAD, 0, INT_MAX, NULL,
         "On SIGTERM, how long requests in flight may take before mongolb exits."),
+    ROW("mongolb", tls_ca_file, type_path, "", RELOAD, 0, PATH_KEY_MAX, NULL,
+        "PEM file of the CAs that sign client certificates: needed with tls_client_certificates "
+        "= optional or required, and used for nothing else."),
+    ROW("mongolb", tls_certificate_key_file, type_path, "", RELOAD, 0, PATH_KEY_MAX, NULL,
+        "PEM file with the certificate (and its chain) and the unencrypted private key mongolb "
+        "presents to applications; required unless tls_mode = disabled."),
+    ROW("mongolb", tls_client_certificates, type_enum, "none", RELOAD, 0, 0, tls_client_certs_names,
+        "Whether applications present a certificate signed by tls_ca_file: none (not asked for), "
+        "optional (verified when sent) or required."),
+    ROW("mongolb", tls_mode, type_enum, "disabled", 0, 0, 0, tls_mode_names,
+        "TLS towards applications, as mongod's net.tls.mode: disabled (plaintext only), allow or "
+        "prefer (TLS and plaintext on the same port), require (TLS only)."),
 
     ROW("upstream", connect_timeout_ms, type_int, "5000", RELOAD, 1, INT_MAX, NULL,
         "How long opening a connection to a server may take."),
@@ -788,6 +900,29 @@ static const struct config_key keys[] = {
     ROW("upstream", tcp_user_timeout_ms, type_int, "30000", RELOAD, 0, INT_MAX, NULL,
         "TCP_USER_TIMEOUT on server connections: data left unacknowledged this long fails the "
         "connection; 0 turns it off."),
+    ROW_AS("upstream", "tls", upstream_tls, type_bool, "false", 0, 0, 0, NULL,
+           "Connect to the servers over TLS: true or false (yes/no, on/off and 1/0 work too); the "
+           "other [upstream] tls_* keys need it."),
+    ROW_AS("upstream", "tls_allow_invalid_certificates", upstream_tls_allow_invalid_certificates,
+           type_bool, "false", RELOAD, 0, 0, NULL,
+           "Accept server certificates that fail verification (unknown CA, expired): for tests "
+           "only, since anyone in the path could pose as a server; mongolb warns at start."),
+    ROW_AS("upstream", "tls_allow_invalid_hostnames", upstream_tls_allow_invalid_hostnames,
+           type_bool, "false", RELOAD, 0, 0, NULL,
+           "Accept a server certificate issued for another host name: for tests only; mongolb "
+           "warns at start."),
+    ROW_AS("upstream", "tls_ca_file", upstream_tls_ca_file, type_path, "", RELOAD, 0, PATH_KEY_MAX,
+           NULL,
+           "PEM file of the CAs that sign the servers' certificates; when not set, the system's "
+           "trust store."),
+    ROW_AS("upstream", "tls_certificate_key_file", upstream_tls_certificate_key_file, type_path, "",
+           RELOAD, 0, PATH_KEY_MAX, NULL,
+           "PEM file with the client certificate (and its chain) and private key mongolb presents "
+           "to the servers, for clusters that require one or MONGODB-X509."),
+    ROW_AS("upstream", "tls_certificate_key_file_password",
+           upstream_tls_certificate_key_file_password, type_path, "", RELOAD, 0, PATH_KEY_MAX, NULL,
+           "The path of a file whose first line is the password of tls_certificate_key_file's "
+           "encrypted key; never the password itself."),
 
     ROW("cursors", idle_timeout_ms, type_int, "600000", RELOAD, 1000, INT_MAX, NULL,
         "Cursors left unused this long are forgotten (at least 1000)."),
@@ -819,6 +954,22 @@ const char *config_read_pref_name(enum mlb_read_pref r)
 {
     for (const struct config_enum *e = read_pref_names; e->name; e++)
         if (e->value == (int)r)
+            return e->name;
+    return "?";
+}
+
+const char *config_tls_mode_name(enum mlb_tls_mode m)
+{
+    for (const struct config_enum *e = tls_mode_names; e->name; e++)
+        if (e->value == (int)m)
+            return e->name;
+    return "?";
+}
+
+const char *config_tls_client_certs_name(enum mlb_tls_client_certs c)
+{
+    for (const struct config_enum *e = tls_client_certs_names; e->name; e++)
+        if (e->value == (int)c)
             return e->name;
     return "?";
 }
@@ -1168,6 +1319,26 @@ static const char *line_value(struct load_ctx *x, bool raw)
     return trim_end((char *)skip_space(v));
 }
 
+/*
+ * Writes the sections that have a key called name into buf, as "[mongolb]" or "[mongolb] or
+ * [upstream]" (tls_ca_file is in both). Returns how many there are.
+ */
+static int key_homes(const char *name, char *buf, size_t len)
+{
+    int found = 0;
+    size_t used = 0;
+    buf[0] = '\0';
+    for (size_t i = 0; i < KEY_COUNT; i++) {
+        if (strcmp(keys[i].name, name) != 0)
+            continue;
+        int n = snprintf(buf + used, len - used, "%s[%s]", found ? " or " : "", keys[i].section);
+        if (n > 0 && (size_t)n < len - used)
+            used += (size_t)n;
+        found++;
+    }
+    return found;
+}
+
 /* Handles a continuation line of the pending key. Returns inih's 1 (fine) or 0 (error). */
 static int on_continuation(struct load_ctx *x)
 {
@@ -1200,13 +1371,11 @@ static int on_key(void *user, const char *section, const char *name, const char 
     if (x->continuation)
         return on_continuation(x);
     x->pending = -1;
-    const char *home = NULL; /* the section a misplaced key belongs in */
-    for (size_t i = 0; i < KEY_COUNT && !home; i++)
-        if (strcmp(keys[i].name, name) == 0)
-            home = keys[i].section;
+    char home[64]; /* the sections a misplaced key belongs in, "[a]" or "[a] or [b]" */
+    bool homeless = key_homes(name, home, sizeof(home)) == 0;
     if (!section[0]) {
-        if (home)
-            add_error(x, x->lineno, "%s: key outside any section; put it under [%s]", name, home);
+        if (!homeless)
+            add_error(x, x->lineno, "%s: key outside any section; put it under %s", name, home);
         else
             add_error(x, x->lineno, "%s: key outside any section", name);
         return 0;
@@ -1215,8 +1384,15 @@ static int on_key(void *user, const char *section, const char *name, const char 
         return 1; /* its section was reported; one error for the section is enough */
     int i = find_key(section, name);
     if (i < 0) {
-        if (home)
-            add_error(x, x->lineno, "[%s] %s: unknown key; it belongs under [%s]", section, name,
+        if (strcmp(section, "mongolb") == 0 &&
+            strcmp(name, "tls_certificate_key_file_password") == 0)
+            /* Moving it to [upstream] would be the wrong advice: it is a key of the other side. */
+            add_error(x, x->lineno,
+                      "[mongolb] %s: unknown key; the key mongolb presents to applications is "
+                      "read unencrypted, so keep that file readable by mongolb alone",
+                      name);
+        else if (!homeless)
+            add_error(x, x->lineno, "[%s] %s: unknown key; it belongs under %s", section, name,
                       home);
         else
             add_error(x, x->lineno, "[%s] %s: unknown key", section, name);
@@ -1304,6 +1480,91 @@ static void validate_staleness(struct load_ctx *x)
                   v, hb, floor_hb);
 }
 
+/* True if key i of the table was parsed cleanly and holds something other than its default. */
+static bool is_set(const struct load_ctx *x, int i)
+{
+    if (i < 0 || x->failed[i])
+        return false;
+    const void *f = cfield_of(x->c, &keys[i]);
+    if (keys[i].type == &type_path)
+        return *(char *const *)f != NULL;
+    return *(const int *)f != 0; /* booleans and the enums below, whose default is 0 */
+}
+
+/*
+ * TLS towards applications: a mode other than disabled needs a certificate; client certificates
+ * need TLS and the CAs to verify them. A file that would be read for nothing is an error too,
+ * since it suggests a check that does not happen (a CA file with tls_client_certificates = none
+ * verifies no client).
+ */
+static void validate_tls_server(struct load_ctx *x)
+{
+    const struct mlb_config *c = x->c;
+    int mode = find_key("mongolb", "tls_mode"),
+        cert = find_key("mongolb", "tls_certificate_key_file");
+    int ca = find_key("mongolb", "tls_ca_file"),
+        certs = find_key("mongolb", "tls_client_certificates");
+    if (x->failed[mode])
+        return;
+    const char *mode_name = config_tls_mode_name(c->tls_mode);
+    if (c->tls_mode == MLB_TLS_DISABLED) {
+        if (is_set(x, cert))
+            key_error(x, x->seen_line[cert], cert,
+                      "set, but tls_mode = disabled; set tls_mode or remove it");
+        if (is_set(x, ca))
+            key_error(x, x->seen_line[ca], ca,
+                      "set, but tls_mode = disabled; set tls_mode or remove it");
+        if (is_set(x, certs))
+            key_error(x, x->seen_line[certs], certs,
+                      "'%s' needs TLS, but tls_mode = disabled; set tls_mode or remove it",
+                      config_tls_client_certs_name(c->tls_client_certificates));
+        return;
+    }
+    if (!x->failed[cert] && !c->tls_certificate_key_file)
+        key_error(x, x->seen_line[cert] ? x->seen_line[cert] : x->seen_line[mode], cert,
+                  "required with tls_mode = %s: the PEM file with the certificate and private key "
+                  "mongolb presents to applications",
+                  mode_name);
+    if (x->failed[certs] || x->failed[ca])
+        return;
+    if (c->tls_client_certificates != MLB_TLS_CERTS_NONE && !c->tls_ca_file)
+        key_error(x, x->seen_line[certs], certs,
+                  "'%s' needs tls_ca_file, the CAs that sign the applications' certificates",
+                  config_tls_client_certs_name(c->tls_client_certificates));
+    else if (c->tls_client_certificates == MLB_TLS_CERTS_NONE && c->tls_ca_file)
+        key_error(x, x->seen_line[ca], ca,
+                  "set, but tls_client_certificates = none, so it would verify nothing; set "
+                  "tls_client_certificates = optional or required, or remove it");
+}
+
+/*
+ * TLS towards the servers: every other [upstream] tls_* key needs tls = true, so that a file that
+ * is named but never read cannot pass for a working setup; a password needs the key it unlocks.
+ */
+static void validate_tls_upstream(struct load_ctx *x)
+{
+    static const char *const needs_tls[] = {
+        "tls_allow_invalid_certificates", "tls_allow_invalid_hostnames",       "tls_ca_file",
+        "tls_certificate_key_file",       "tls_certificate_key_file_password",
+    };
+    const struct mlb_config *c = x->c;
+    if (usable(x, "upstream", "tls") && !c->upstream_tls) {
+        for (size_t j = 0; j < sizeof(needs_tls) / sizeof(needs_tls[0]); j++) {
+            int i = find_key("upstream", needs_tls[j]);
+            if (is_set(x, i))
+                key_error(x, x->seen_line[i], i,
+                          "set, but tls = false; set tls = true to use TLS towards the servers, "
+                          "or remove it");
+        }
+        return;
+    }
+    int pw = find_key("upstream", "tls_certificate_key_file_password");
+    if (is_set(x, pw) && usable(x, "upstream", "tls_certificate_key_file") &&
+        !c->upstream_tls_certificate_key_file)
+        key_error(x, x->seen_line[pw], pw,
+                  "set, but tls_certificate_key_file is not; the password is for that file's key");
+}
+
 /* Writes line into err after *used bytes, newline-separated. Returns false if it did not fit. */
 static bool append_line(char *err, size_t err_len, size_t *used, const char *line)
 {
@@ -1362,6 +1623,8 @@ static int load(struct load_ctx *x, struct mlb_config *c, char *err, size_t err_
     validate_replica_set(x);
     validate_read_preference(x);
     validate_staleness(x);
+    validate_tls_server(x);
+    validate_tls_upstream(x);
     if (x->out_of_memory) {
         ret = -ENOMEM;
         add_error(x, 0, "out of memory");

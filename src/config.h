@@ -59,6 +59,21 @@ enum mlb_mode {
     MLB_MODE_REPLICASET, /* the seeds are members of one replica set */
 };
 
+/* [mongolb] tls_mode: mongod's net.tls.mode disabled, allowTLS, preferTLS and requireTLS. */
+enum mlb_tls_mode {
+    MLB_TLS_DISABLED, /* plaintext only; a TLS handshake is refused */
+    MLB_TLS_ALLOW,    /* plaintext and TLS on the same port */
+    MLB_TLS_PREFER,   /* plaintext and TLS on the same port, as allow (see docs/CONFIG.md) */
+    MLB_TLS_REQUIRE,  /* TLS only; a plaintext client is refused */
+};
+
+/* [mongolb] tls_client_certificates: whether applications must present a certificate. */
+enum mlb_tls_client_certs {
+    MLB_TLS_CERTS_NONE,     /* not asked for */
+    MLB_TLS_CERTS_OPTIONAL, /* asked for, and verified against tls_ca_file when sent */
+    MLB_TLS_CERTS_REQUIRED, /* a handshake without a valid one fails */
+};
+
 enum mlb_read_pref {
     MLB_READ_PRIMARY,
     MLB_READ_PRIMARY_PREFERRED,
@@ -95,6 +110,15 @@ struct mlb_config {
     int max_clients;
     int max_message_bytes; /* the largest frame a client may send */
     int shutdown_timeout_ms;
+    /*
+     * TLS towards applications. Every char * path in this structure is NULL when the key is
+     * unset or set to an empty value, never "", and otherwise a string the configuration owns
+     * (config_free frees it). The files are only named here; tls.c reads them.
+     */
+    char *tls_ca_file;              /* CAs for client certificates */
+    char *tls_certificate_key_file; /* certificate chain and private key, PEM */
+    enum mlb_tls_client_certs tls_client_certificates;
+    enum mlb_tls_mode tls_mode;
 
     /* [upstream] */
     int connect_timeout_ms;
@@ -113,6 +137,17 @@ struct mlb_config {
     int server_selection_timeout_ms;
     int tcp_keepalive_s;     /* TCP keepalive idle time on backend connections; 0: off */
     int tcp_user_timeout_ms; /* TCP_USER_TIMEOUT on backend connections; 0: off */
+    /*
+     * TLS towards the servers; the keys are [upstream] tls, tls_ca_file and so on, without the
+     * upstream_ prefix. Paths are NULL when unset, as above; the booleans are 0 or 1.
+     */
+    int upstream_tls;
+    int upstream_tls_allow_invalid_certificates;
+    int upstream_tls_allow_invalid_hostnames;
+    char *upstream_tls_ca_file; /* NULL: the system's trust store */
+    char *upstream_tls_certificate_key_file;
+    /* The path of a file holding the key's password, never the password itself. */
+    char *upstream_tls_certificate_key_file_password;
 
     /* [cursors] */
     int idle_timeout_ms;
@@ -194,8 +229,13 @@ int config_parse_hostport(const char *s, int default_port, char *host, size_t ho
 struct read_pref;
 int config_default_read_pref(const struct mlb_config *c, struct read_pref *out);
 
-/* Names of enum values, for logs: "mongos", "replicaset"; "primary", "secondaryPreferred", ... */
+/*
+ * Names of enum values, for logs: "mongos", "replicaset"; "primary", "secondaryPreferred", ...;
+ * "disabled", "allow", "prefer", "require"; "none", "optional", "required".
+ */
 const char *config_mode_name(enum mlb_mode m);
 const char *config_read_pref_name(enum mlb_read_pref r);
+const char *config_tls_mode_name(enum mlb_tls_mode m);
+const char *config_tls_client_certs_name(enum mlb_tls_client_certs c);
 
 #endif

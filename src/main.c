@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "tls.h"
 
 static struct proxy proxy;
 static const char *config_path;
@@ -112,6 +113,33 @@ int main(int argc, char **argv)
         return 1;
     }
     if (check_only) {
+        /*
+         * The files the TLS keys name are read as at start, so that an unreadable file, a key
+         * that does not match its certificate or a wrong password fails here, with the path,
+         * rather than in the daemon that systemd starts next.
+         */
+        struct tls_contexts tls;
+        int tr = tls_build(&proxy.cfg, &tls, err, sizeof(err));
+        /* One line per problem or warning, led by the file's name as the parser's errors are. */
+        char warnings[2048];
+        char *text = err;
+        const char *kind = "";
+        if (tr == 0) {
+            tls_free(&tls);
+            text = warnings;
+            kind = "warning: ";
+            tls_warnings(&proxy.cfg, warnings, sizeof(warnings)); /* "" when there are none */
+        }
+        for (char *line = text, *next; line && *line; line = next) {
+            next = strchr(line, '\n');
+            if (next)
+                *next++ = '\0';
+            fprintf(stderr, "%s: %s%s\n", config_path, kind, line);
+        }
+        if (tr < 0) {
+            config_free(&proxy.cfg);
+            return 1;
+        }
         printf("%s: configuration is valid\n", config_path);
         config_free(&proxy.cfg);
         return 0;

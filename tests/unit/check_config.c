@@ -8,6 +8,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <regex.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -108,6 +109,17 @@ START_TEST(test_defaults)
     ck_assert_int_eq(c.max_lifetime_ms, 3600000);
     ck_assert_int_eq(c.tcp_keepalive_s, 120);
     ck_assert_int_eq(c.tcp_user_timeout_ms, 30000);
+    /* TLS is off on both sides, and every path is NULL, never "". */
+    ck_assert_int_eq(c.tls_mode, MLB_TLS_DISABLED);
+    ck_assert_int_eq(c.tls_client_certificates, MLB_TLS_CERTS_NONE);
+    ck_assert_ptr_null(c.tls_certificate_key_file);
+    ck_assert_ptr_null(c.tls_ca_file);
+    ck_assert_int_eq(c.upstream_tls, 0);
+    ck_assert_int_eq(c.upstream_tls_allow_invalid_certificates, 0);
+    ck_assert_int_eq(c.upstream_tls_allow_invalid_hostnames, 0);
+    ck_assert_ptr_null(c.upstream_tls_ca_file);
+    ck_assert_ptr_null(c.upstream_tls_certificate_key_file);
+    ck_assert_ptr_null(c.upstream_tls_certificate_key_file_password);
     config_free(&c);
 
     /* A file with only the required key gives the same values. */
@@ -136,6 +148,10 @@ START_TEST(test_every_key)
                        "client_write_timeout_ms = 101\n"
                        "max_buffer_bytes = 1048576\n"
                        "max_message_bytes = 2000000\n"
+                       "tls_mode = require\n"
+                       "tls_certificate_key_file = /etc/mongolb/server.pem\n"
+                       "tls_ca_file = /etc/mongolb/client ca.pem\n"
+                       "tls_client_certificates = required\n"
                        "\n"
                        "[upstream]\n"
                        "mode = replicaset\n"
@@ -154,6 +170,12 @@ START_TEST(test_every_key)
                        "request_timeout_ms = 2500\n"
                        "tcp_keepalive_s = 0\n"
                        "tcp_user_timeout_ms = 0\n"
+                       "tls = true\n"
+                       "tls_ca_file = /etc/ssl/cluster-ca.pem\n"
+                       "tls_certificate_key_file = /etc/mongolb/client.pem\n"
+                       "tls_certificate_key_file_password = /etc/mongolb/client.pw\n"
+                       "tls_allow_invalid_certificates = yes\n"
+                       "tls_allow_invalid_hostnames = on\n"
                        "[cursors]\n"
                        "max_cursors = 1\n"
                        "idle_timeout_ms = 1000\n";
@@ -193,6 +215,16 @@ START_TEST(test_every_key)
     ck_assert_int_eq(c.request_timeout_ms, 2500);
     ck_assert_int_eq(c.tcp_keepalive_s, 0);
     ck_assert_int_eq(c.tcp_user_timeout_ms, 0);
+    ck_assert_int_eq(c.tls_mode, MLB_TLS_REQUIRE);
+    ck_assert_str_eq(c.tls_certificate_key_file, "/etc/mongolb/server.pem");
+    ck_assert_str_eq(c.tls_ca_file, "/etc/mongolb/client ca.pem");
+    ck_assert_int_eq(c.tls_client_certificates, MLB_TLS_CERTS_REQUIRED);
+    ck_assert_int_eq(c.upstream_tls, 1);
+    ck_assert_str_eq(c.upstream_tls_ca_file, "/etc/ssl/cluster-ca.pem");
+    ck_assert_str_eq(c.upstream_tls_certificate_key_file, "/etc/mongolb/client.pem");
+    ck_assert_str_eq(c.upstream_tls_certificate_key_file_password, "/etc/mongolb/client.pw");
+    ck_assert_int_eq(c.upstream_tls_allow_invalid_certificates, 1);
+    ck_assert_int_eq(c.upstream_tls_allow_invalid_hostnames, 1);
     config_free(&c);
 }
 END_TEST
@@ -219,6 +251,45 @@ START_TEST(test_enum_values)
     }
     ck_assert_str_eq(config_mode_name(MLB_MODE_REPLICASET), "replicaset");
     ck_assert_str_eq(config_mode_name(MLB_MODE_MONGOS), "mongos");
+    static const struct {
+        const char *name;
+        enum mlb_tls_mode value;
+    } modes[] = {
+        {"disabled", MLB_TLS_DISABLED},
+        {"allow", MLB_TLS_ALLOW},
+        {"prefer", MLB_TLS_PREFER},
+        {"require", MLB_TLS_REQUIRE},
+    };
+    for (size_t i = 0; i < sizeof(modes) / sizeof(modes[0]); i++) {
+        char text[256];
+        snprintf(text, sizeof(text), "[mongolb]\ntls_mode = %s\n%s" MINIMAL, modes[i].name,
+                 modes[i].value == MLB_TLS_DISABLED ? "" : "tls_certificate_key_file = /k.pem\n");
+        struct mlb_config c;
+        ck_assert_msg(load(text, &c) == 0, "%s: %s", modes[i].name, err);
+        ck_assert_int_eq(c.tls_mode, modes[i].value);
+        ck_assert_str_eq(config_tls_mode_name(c.tls_mode), modes[i].name);
+        config_free(&c);
+    }
+    static const struct {
+        const char *name;
+        enum mlb_tls_client_certs value;
+    } certs[] = {
+        {"none", MLB_TLS_CERTS_NONE},
+        {"optional", MLB_TLS_CERTS_OPTIONAL},
+        {"required", MLB_TLS_CERTS_REQUIRED},
+    };
+    for (size_t i = 0; i < sizeof(certs) / sizeof(certs[0]); i++) {
+        char text[256];
+        snprintf(text, sizeof(text),
+                 "[mongolb]\ntls_mode = allow\ntls_certificate_key_file = /k.pem\n"
+                 "tls_client_certificates = %s\n%s" MINIMAL,
+                 certs[i].name, certs[i].value == MLB_TLS_CERTS_NONE ? "" : "tls_ca_file = /ca\n");
+        struct mlb_config c;
+        ck_assert_msg(load(text, &c) == 0, "%s: %s", certs[i].name, err);
+        ck_assert_int_eq(c.tls_client_certificates, certs[i].value);
+        ck_assert_str_eq(config_tls_client_certs_name(c.tls_client_certificates), certs[i].name);
+        config_free(&c);
+    }
     const char *levels[] = {"error", "warn", "info", "debug"};
     for (int i = 0; i < 4; i++) {
         char text[256];
@@ -1134,6 +1205,148 @@ START_TEST(test_no_silent_truncation)
 }
 END_TEST
 
+START_TEST(test_tls_booleans)
+{
+    static const struct {
+        const char *text;
+        int value;
+    } forms[] = {
+        {"true", 1},  {"TRUE", 1},  {"yes", 1}, {"Yes", 1}, {"on", 1},  {"1", 1},
+        {"false", 0}, {"False", 0}, {"no", 0},  {"NO", 0},  {"off", 0}, {"0", 0},
+    };
+    for (size_t i = 0; i < sizeof(forms) / sizeof(forms[0]); i++) {
+        char text[256];
+        snprintf(text, sizeof(text), MINIMAL "tls = %s\n", forms[i].text);
+        struct mlb_config c;
+        ck_assert_msg(load(text, &c) == 0, "%s: %s", forms[i].text, err);
+        ck_assert_int_eq(c.upstream_tls, forms[i].value);
+        config_free(&c);
+    }
+    expect_error(MINIMAL "tls = maybe\n",
+                 "t.ini:3: [upstream] tls: 'maybe' is not true or false (yes/no, on/off and 1/0 "
+                 "work too)");
+    expect_error(MINIMAL "tls =\n",
+                 "t.ini:3: [upstream] tls: '' is not true or false (yes/no, on/off and 1/0 work "
+                 "too)");
+    expect_error(MINIMAL "tls = true\ntls_allow_invalid_hostnames = 2\n",
+                 "t.ini:4: [upstream] tls_allow_invalid_hostnames: '2' is not true or false "
+                 "(yes/no, on/off and 1/0 work too)");
+    /* An explicitly empty path is the same as none: NULL, not "". */
+    struct mlb_config c;
+    ck_assert_int_eq(load(MINIMAL "tls = true\ntls_ca_file =\n", &c), 0);
+    ck_assert_ptr_null(c.upstream_tls_ca_file);
+    config_free(&c);
+    /* A path is taken whole, spaces inside it included, and may be as long as PATH_MAX - 1. */
+    char *longest = malloc(PATH_MAX + 64);
+    ck_assert_ptr_nonnull(longest);
+    memset(longest, 'p', PATH_MAX - 1);
+    longest[0] = '/';
+    longest[PATH_MAX - 1] = '\0';
+    char *text = NULL;
+    ck_assert_int_gt(asprintf(&text, MINIMAL "tls = true\ntls_ca_file = %s\n", longest), 0);
+    ck_assert_msg(load(text, &c) == 0, "%s", err);
+    ck_assert_uint_eq(strlen(c.upstream_tls_ca_file), PATH_MAX - 1);
+    config_free(&c);
+    free(text);
+    strcat(longest, "q");
+    ck_assert_int_gt(asprintf(&text, MINIMAL "tls = true\ntls_ca_file = %s\n", longest), 0);
+    struct mlb_config d;
+    ck_assert_int_eq(load(text, &d), -EINVAL);
+    char expected[128];
+    snprintf(expected, sizeof(expected),
+             "t.ini:4: [upstream] tls_ca_file: the path is longer than %d characters",
+             PATH_MAX - 1);
+    ck_assert_str_eq(err, expected);
+    config_free(&d);
+    free(text);
+    free(longest);
+}
+END_TEST
+
+START_TEST(test_tls_cross_checks)
+{
+    struct mlb_config c;
+    /* TLS towards applications needs a certificate. */
+    expect_error("[mongolb]\ntls_mode = require\n" MINIMAL,
+                 "t.ini:2: [mongolb] tls_certificate_key_file: required with tls_mode = require: "
+                 "the PEM file with the certificate and private key mongolb presents to "
+                 "applications");
+    expect_error("[mongolb]\ntls_mode = allow\ntls_certificate_key_file =\n" MINIMAL,
+                 "t.ini:3: [mongolb] tls_certificate_key_file: required with tls_mode = allow: "
+                 "the PEM file with the certificate and private key mongolb presents to "
+                 "applications");
+    /* Client certificates need the CAs to verify them, and TLS. */
+    expect_error("[mongolb]\ntls_mode = prefer\ntls_certificate_key_file = /k\n"
+                 "tls_client_certificates = optional\n" MINIMAL,
+                 "t.ini:4: [mongolb] tls_client_certificates: 'optional' needs tls_ca_file, the "
+                 "CAs that sign the applications' certificates");
+    expect_error("[mongolb]\ntls_client_certificates = required\ntls_ca_file = /ca\n" MINIMAL,
+                 "t.ini:2: [mongolb] tls_client_certificates: 'required' needs TLS, but tls_mode "
+                 "= disabled; set tls_mode or remove it\n"
+                 "t.ini:3: [mongolb] tls_ca_file: set, but tls_mode = disabled; set tls_mode or "
+                 "remove it");
+    /* Files that would be read for nothing are refused too. */
+    expect_error("[mongolb]\ntls_certificate_key_file = /k\n" MINIMAL,
+                 "t.ini:2: [mongolb] tls_certificate_key_file: set, but tls_mode = disabled; set "
+                 "tls_mode or remove it");
+    expect_error("[mongolb]\ntls_mode = require\ntls_certificate_key_file = /k\n"
+                 "tls_ca_file = /ca\n" MINIMAL,
+                 "t.ini:4: [mongolb] tls_ca_file: set, but tls_client_certificates = none, so it "
+                 "would verify nothing; set tls_client_certificates = optional or required, or "
+                 "remove it");
+    /* A bad tls_mode is reported once, without errors about the keys that depend on it. */
+    expect_error("[mongolb]\ntls_mode = requireTLS\n" MINIMAL,
+                 "t.ini:2: [mongolb] tls_mode: 'requireTLS' is not one of: disabled, allow, "
+                 "prefer, require");
+
+    /* Every [upstream] tls_* key needs tls = true, each reported with its own line. */
+    expect_error(MINIMAL "tls_ca_file = /ca\ntls_certificate_key_file = /c\n"
+                         "tls_certificate_key_file_password = /pw\n"
+                         "tls_allow_invalid_certificates = true\n"
+                         "tls_allow_invalid_hostnames = true\n",
+                 "t.ini:3: [upstream] tls_ca_file: set, but tls = false; set tls = true to use TLS "
+                 "towards the servers, or remove it\n"
+                 "t.ini:4: [upstream] tls_certificate_key_file: set, but tls = false; set tls = "
+                 "true to use TLS towards the servers, or remove it\n"
+                 "t.ini:5: [upstream] tls_certificate_key_file_password: set, but tls = false; set "
+                 "tls = true to use TLS towards the servers, or remove it\n"
+                 "t.ini:6: [upstream] tls_allow_invalid_certificates: set, but tls = false; set "
+                 "tls = true to use TLS towards the servers, or remove it\n"
+                 "t.ini:7: [upstream] tls_allow_invalid_hostnames: set, but tls = false; set tls "
+                 "= true to use TLS towards the servers, or remove it");
+    expect_error(MINIMAL "tls = off\ntls_ca_file = /ca\n",
+                 "t.ini:4: [upstream] tls_ca_file: set, but tls = false; set tls = true to use TLS "
+                 "towards the servers, or remove it");
+    /* Set to their defaults, they say nothing and are accepted. */
+    ck_assert_int_eq(load(MINIMAL "tls_ca_file =\ntls_allow_invalid_hostnames = false\n", &c), 0);
+    config_free(&c);
+    /* A password needs the key it unlocks. */
+    expect_error(MINIMAL "tls = true\ntls_certificate_key_file_password = /pw\n",
+                 "t.ini:4: [upstream] tls_certificate_key_file_password: set, but "
+                 "tls_certificate_key_file is not; the password is for that file's key");
+    ck_assert_int_eq(load(MINIMAL "tls = true\n", &c), 0);
+    ck_assert_int_eq(c.upstream_tls, 1);
+    ck_assert_ptr_null(c.upstream_tls_ca_file);
+    config_free(&c);
+
+    /* Keys in the wrong section name the section they belong in. */
+    expect_error("[mongolb]\ntls = true\n" MINIMAL,
+                 "t.ini:2: [mongolb] tls: unknown key; it belongs under [upstream]");
+    expect_error(MINIMAL "tls_mode = require\n",
+                 "t.ini:3: [upstream] tls_mode: unknown key; it belongs under [mongolb]");
+    expect_error(MINIMAL "[cursors]\ntls_ca_file = /ca\n",
+                 "t.ini:4: [cursors] tls_ca_file: unknown key; it belongs under [mongolb] or "
+                 "[upstream]");
+    expect_error("tls_ca_file = /ca\n" MINIMAL,
+                 "t.ini:1: tls_ca_file: key outside any section; put it under [mongolb] or "
+                 "[upstream]");
+    expect_error("[mongolb]\ntls_certificate_key_file_password = /pw\n" MINIMAL,
+                 "t.ini:2: [mongolb] tls_certificate_key_file_password: unknown key; the key "
+                 "mongolb presents to applications is read unencrypted, so keep that file "
+                 "readable by mongolb alone");
+}
+END_TEST
+
 /* Dumps c into a string the caller frees. */
 static char *dump_string(const struct mlb_config *c)
 {
@@ -1155,6 +1368,11 @@ START_TEST(test_dump_round_trip)
         "seeds = [::1],h:2,[fe80::1%lo]:3\nread_preference = nearest\n"
         "read_preference_tags = dc:ny,rack:1 ; dc:ny ;\nmax_staleness_seconds = 100\n"
         "[cursors]\nmax_cursors = 3\n",
+        "[mongolb]\ntls_mode = prefer\ntls_certificate_key_file = /etc/m/s.pem\n"
+        "tls_ca_file = /etc/m/ca.pem\ntls_client_certificates = optional\n"
+        "[upstream]\nseeds = h\ntls = on\ntls_ca_file = /c a.pem\n"
+        "tls_certificate_key_file = /k.pem\ntls_certificate_key_file_password = /pw\n"
+        "tls_allow_invalid_hostnames = 1\n",
     };
     for (size_t i = 0; i < sizeof(texts) / sizeof(texts[0]); i++) {
         struct mlb_config a, b;
@@ -1183,6 +1401,24 @@ START_TEST(test_dump_round_trip)
     ck_assert_ptr_nonnull(strstr(text, "[mongolb]\nclient_frame_timeout_ms = 30000\n"));
     ck_assert_ptr_nonnull(strstr(text, "\nread_preference_tags = dc:ny,rack:1;dc:ny;\n"));
     ck_assert_ptr_nonnull(strstr(text, "\nseeds = [::1]:27017,h:2,[fe80::1%lo]:3\n"));
+    free(text);
+    config_free(&c);
+    ck_assert_int_eq(load(texts[2], &c), 0);
+    text = dump_string(&c);
+    ck_assert_ptr_nonnull(strstr(text, "\ntls_mode = prefer\n"));
+    ck_assert_ptr_nonnull(strstr(text, "\ntls_client_certificates = optional\n"));
+    ck_assert_ptr_nonnull(strstr(text, "\ntls = true\ntls_allow_invalid_certificates = false\n"
+                                       "tls_allow_invalid_hostnames = true\n"
+                                       "tls_ca_file = /c a.pem\n"
+                                       "tls_certificate_key_file = /k.pem\n"
+                                       "tls_certificate_key_file_password = /pw\n"));
+    free(text);
+    config_free(&c);
+    /* Unset paths dump as empty values, which load back as unset. */
+    ck_assert_int_eq(load(MINIMAL, &c), 0);
+    text = dump_string(&c);
+    ck_assert_ptr_nonnull(strstr(text, "\ntls_ca_file = \ntls_certificate_key_file = \n"
+                                       "tls_client_certificates = none\ntls_mode = disabled\n"));
     free(text);
     config_free(&c);
 }
@@ -1218,13 +1454,42 @@ START_TEST(test_reload_check)
     ck_assert_int_eq(b.tcp_user_timeout_ms, 8);
     config_free(&a);
     config_free(&b);
+
+    /* tls_mode and [upstream] tls need a restart; the files and the other TLS keys do not. */
+    ck_assert_int_eq(load(MINIMAL, &a), 0);
+    ck_assert_int_eq(load("[mongolb]\ntls_mode = require\ntls_certificate_key_file = /k\n" MINIMAL
+                          "tls = true\n",
+                          &b),
+                     0);
+    ck_assert_int_eq(config_check_reload(&a, &b, err, sizeof(err)), -EINVAL);
+    ck_assert_str_eq(err, "[mongolb] tls_mode: changed from 'disabled' to 'require', which needs a "
+                          "restart\n"
+                          "[upstream] tls: changed from 'false' to 'true', which needs a restart");
+    config_free(&a);
+    config_free(&b);
+    ck_assert_int_eq(load("[mongolb]\ntls_mode = require\ntls_certificate_key_file = /k\n" MINIMAL
+                          "tls = true\n",
+                          &a),
+                     0);
+    ck_assert_int_eq(load("[mongolb]\ntls_mode = require\ntls_certificate_key_file = /k2\n"
+                          "tls_ca_file = /ca\ntls_client_certificates = required\n" MINIMAL
+                          "tls = yes\ntls_ca_file = /ca2\ntls_certificate_key_file = /c\n"
+                          "tls_certificate_key_file_password = /pw\n"
+                          "tls_allow_invalid_certificates = true\n"
+                          "tls_allow_invalid_hostnames = true\n",
+                          &b),
+                     0);
+    ck_assert_int_eq(config_check_reload(&a, &b, err, sizeof(err)), 0);
+    ck_assert_str_eq(err, "");
+    config_free(&a);
+    config_free(&b);
 }
 END_TEST
 
 START_TEST(test_table)
 {
     size_t n = config_key_count();
-    ck_assert_uint_eq(n, 27);
+    ck_assert_uint_eq(n, 37);
     ck_assert_ptr_null(config_key_at(n));
     /* Sections form contiguous groups, and keys are alphabetical inside each. */
     for (size_t i = 1; i < n; i++) {
@@ -1358,6 +1623,8 @@ Suite *config_suite(void)
     tcase_add_test(tc, test_tag_limits);
     tcase_add_test(tc, test_default_read_pref);
     tcase_add_test(tc, test_no_silent_truncation);
+    tcase_add_test(tc, test_tls_booleans);
+    tcase_add_test(tc, test_tls_cross_checks);
     tcase_add_test(tc, test_dump_round_trip);
     tcase_add_test(tc, test_reload_check);
     tcase_add_test(tc, test_table);
