@@ -59,6 +59,7 @@ struct client {
     int handles_open;
     bool in_frame; /* inside on_frame: a request finished now needs no stream_release */
     int64_t state_since_ms;
+    int64_t accepted_ms;
     int64_t frame_began_ms;
     int64_t last_active_ms;
 
@@ -99,7 +100,9 @@ static void arm_timer(struct client *c)
     int64_t due = -1;
     switch (c->state) {
     case CLIENT_READING:
-        if (stream_partial(&c->st))
+        if (stream_tls_pending(&c->st))
+            due = c->accepted_ms + cfg->connect_timeout_ms; /* a handshake that stalls */
+        else if (stream_partial(&c->st))
             due = c->frame_began_ms + cfg->client_frame_timeout_ms;
         else if (cfg->client_idle_timeout_ms > 0)
             due = c->last_active_ms + cfg->client_idle_timeout_ms;
@@ -887,6 +890,10 @@ static void on_stream_error(struct stream *s, int status)
     struct client *c = s->owner;
     if (status == UV_EOF) {
         client_close(c, "client disconnected");
+    } else if (status == -EPROTO && stream_tls_error(s)[0]) {
+        c->p->stats.tls_handshake_failures += stream_tls_pending(s);
+        log_warn(c->prefix, "closing: %s", stream_tls_error(s));
+        client_close(c, "TLS error");
     } else if (status == -EMSGSIZE) {
         c->p->stats.bad_frames++;
         log_warn(c->prefix, "closing: message length is outside [16, %d]",
@@ -913,7 +920,15 @@ static void on_timer(uv_timer_t *t)
     int64_t now = proxy_now(p);
     switch (c->state) {
     case CLIENT_READING:
-        if (stream_partial(&c->st)) {
+        if (stream_tls_pending(&c->st)) {
+            if (now - c->accepted_ms >= p->cfg.connect_timeout_ms) {
+                p->stats.clients_timed_out++;
+                log_warn(c->prefix, "closing: no TLS handshake within connect_timeout_ms (%d ms)",
+                         p->cfg.connect_timeout_ms);
+                client_close(c, "TLS handshake timed out");
+                return;
+            }
+        } else if (stream_partial(&c->st)) {
             if (now - c->frame_began_ms >= p->cfg.client_frame_timeout_ms) {
                 p->stats.clients_timed_out++;
                 log_warn(c->prefix, "closing: a frame did not arrive whole within %d ms",
@@ -1063,7 +1078,7 @@ int client_accept(struct proxy *p, uv_stream_t *server, bool is_unix)
     p->fds_in_use++;
     c->id = ++p->next_client_id;
     c->state = CLIENT_READING;
-    c->state_since_ms = c->last_active_ms = proxy_now(p);
+    c->state_since_ms = c->last_active_ms = c->accepted_ms = proxy_now(p);
     snprintf(c->prefix, sizeof(c->prefix), "c%llu", (unsigned long long)c->id);
     rc = uv_accept(server, &c->st.h.stream);
     if (rc < 0) {
@@ -1110,6 +1125,11 @@ int client_accept(struct proxy *p, uv_stream_t *server, bool is_unix)
     }
     p->stats.clients_accepted++;
     log_debug(c->prefix, "accepted");
+    if (p->tls.server &&
+        stream_tls_accept(&c->st, p->tls.server, p->cfg.tls_mode != MLB_TLS_REQUIRE) < 0) {
+        client_close(c, "out of memory for TLS");
+        return 0;
+    }
     if (stream_read_start(&c->st) < 0)
         client_close(c, "cannot read from client");
     else

@@ -166,9 +166,14 @@ static void on_error(struct stream *st, int status)
     struct mon_conn *mc = st->owner;
     if (!mc->m)
         return;
-    char why[96];
-    snprintf(why, sizeof(why), "read: %s",
-             status == -EMSGSIZE ? "a frame of invalid length" : uv_strerror(status));
+    char why[240];
+    if (status == -EPROTO && stream_tls_error(st)[0]) {
+        mc->p->stats.tls_handshake_failures += stream_tls_pending(st);
+        snprintf(why, sizeof(why), "%s", stream_tls_error(st));
+    } else {
+        snprintf(why, sizeof(why), "read: %s",
+                 status == -EMSGSIZE ? "a frame of invalid length" : uv_strerror(status));
+    }
     check_failed(mc->m, why, false);
 }
 
@@ -183,8 +188,10 @@ static void on_written(struct stream *st, int status)
 }
 
 static void on_connect(struct stream *st, int status);
+static void on_secure(struct stream *st, int status);
 
 static const struct stream_cb mon_stream_cb = {
+    .on_secure = on_secure,
     .on_frame = on_frame,
     .on_error = on_error,
     .on_written = on_written,
@@ -234,7 +241,37 @@ static void on_connect(struct stream *st, int status)
         check_failed(m, "cannot read", false);
         return;
     }
+    struct proxy *p = m->p;
+    if (p->tls.client) {
+        /* The hello follows the TLS handshake (on_secure); the connect deadline still runs. */
+        SSL *ssl = SSL_new(p->tls.client);
+        const struct server *s = &p->topo.servers[m->idx];
+        if (!ssl ||
+            tls_client_prepare(ssl, s->host, !p->cfg.upstream_tls_allow_invalid_hostnames) < 0) {
+            SSL_free(ssl);
+            check_failed(m, "TLS: cannot prepare a connection", false);
+            return;
+        }
+        SSL_set_app_data(ssl, &p->pools[m->idx]);
+        if (p->pools[m->idx].tls_session)
+            SSL_set_session(ssl, p->pools[m->idx].tls_session);
+        if (stream_tls_client(&mc->st, ssl) < 0 && m->conn == mc) {
+            char why[240];
+            snprintf(why, sizeof(why), "%s", stream_tls_error(&mc->st));
+            p->stats.tls_handshake_failures++;
+            check_failed(m, why[0] ? why : "TLS handshake failed", false);
+        }
+        return;
+    }
     send_hello(m);
+}
+
+static void on_secure(struct stream *st, int status)
+{
+    struct mon_conn *mc = st->owner;
+    if (status == 0 && mc->m && mc->m->conn == mc && mc->m->state == MON_CONNECTING)
+        send_hello(mc->m);
+    /* A failure is reported through on_error, which follows. */
 }
 
 static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)

@@ -258,12 +258,23 @@ static void on_error(struct stream *s, int status)
     struct bconn *b = s->owner;
     struct proxy *p = b->p;
     int idx = b->server;
-    char why[96];
+    char why[240];
     if (status == -EMSGSIZE)
         snprintf(why, sizeof(why), "server sent a frame of invalid length");
+    else if (status == -EPROTO && stream_tls_error(s)[0])
+        snprintf(why, sizeof(why), "%s", stream_tls_error(s));
     else
         snprintf(why, sizeof(why), "read: %s", uv_strerror(status));
     enum bconn_state st = b->state;
+    if (stream_tls_pending(s)) {
+        /* The server (or its certificate) was refused: a new session may help next time. */
+        p->stats.tls_handshake_failures++;
+        struct pool *pl = &p->pools[idx];
+        if (pl->tls_session) {
+            SSL_SESSION_free(pl->tls_session);
+            pl->tls_session = NULL;
+        }
+    }
     if (st == BCONN_HANDSHAKE) {
         bconn_close(b, why);
         proxy_connect_failed(p, idx, why);
@@ -344,6 +355,50 @@ static int build_handshake(struct bconn *b)
     return rc;
 }
 
+/* Sends our hello: the last step of opening a connection, after TLS when there is TLS. */
+static void send_handshake(struct bconn *b)
+{
+    struct proxy *p = b->p;
+    int idx = b->server;
+    int rc = build_handshake(b);
+    if (rc == 0) {
+        uv_buf_t buf = uv_buf_init((char *)b->hbuf.data, (unsigned)b->hbuf.len);
+        rc = stream_write(&b->st, &buf, 1);
+    }
+    if (rc < 0) {
+        bconn_close(b, "handshake could not be sent");
+        proxy_connect_failed(p, idx, "handshake could not be sent");
+    }
+}
+
+static void on_secure(struct stream *s, int status)
+{
+    struct bconn *b = s->owner;
+    if (status == 0 && b->state == BCONN_HANDSHAKE)
+        send_handshake(b);
+    /* A failure is reported through on_error, which follows. */
+}
+
+/* Starts TLS on a new connection: SNI and host name checks against the name we dialled, and the
+ * server's last session to resume. Returns 0 or a negative errno. */
+static int start_tls(struct bconn *b)
+{
+    struct proxy *p = b->p;
+    struct pool *pl = &p->pools[b->server];
+    SSL *ssl = SSL_new(p->tls.client);
+    if (!ssl)
+        return -ENOMEM;
+    if (tls_client_prepare(ssl, p->topo.servers[b->server].host,
+                           !p->cfg.upstream_tls_allow_invalid_hostnames) < 0) {
+        SSL_free(ssl);
+        return -EINVAL;
+    }
+    SSL_set_app_data(ssl, pl);
+    if (pl->tls_session)
+        SSL_set_session(ssl, pl->tls_session);
+    return stream_tls_client(&b->st, ssl);
+}
+
 static void on_connect(struct stream *s, int status)
 {
     struct bconn *b = s->owner;
@@ -361,17 +416,25 @@ static void on_connect(struct stream *s, int status)
     if (rc < 0)
         log_warn(b->prefix, "cannot set keepalive/TCP_USER_TIMEOUT: %s", uv_strerror(rc));
     set_state(b, BCONN_HANDSHAKE);
-    rc = build_handshake(b);
-    if (rc == 0) {
-        uv_buf_t buf = uv_buf_init((char *)b->hbuf.data, (unsigned)b->hbuf.len);
-        rc = stream_write(&b->st, &buf, 1);
+    rc = stream_read_start(&b->st);
+    if (rc == 0 && p->tls.client) {
+        rc = start_tls(b);
+        if (rc < 0 && b->state != BCONN_CLOSING) {
+            char why[240];
+            snprintf(why, sizeof(why), "TLS: %s",
+                     stream_tls_error(&b->st)[0] ? stream_tls_error(&b->st) : uv_strerror(rc));
+            p->stats.tls_handshake_failures++;
+            bconn_close(b, why);
+            proxy_connect_failed(p, idx, why);
+        }
+        return;
     }
-    if (rc == 0)
-        rc = stream_read_start(&b->st);
     if (rc < 0) {
-        bconn_close(b, "handshake could not be sent");
-        proxy_connect_failed(p, idx, "handshake could not be sent");
+        bconn_close(b, "cannot read");
+        proxy_connect_failed(p, idx, "cannot read");
+        return;
     }
+    send_handshake(b);
 }
 
 static const struct stream_cb bconn_stream_cb = {
@@ -379,6 +442,7 @@ static const struct stream_cb bconn_stream_cb = {
     .on_error = on_error,
     .on_written = on_written,
     .on_connect = on_connect,
+    .on_secure = on_secure,
     .on_closed = on_stream_closed,
 };
 
@@ -523,6 +587,8 @@ void pool_reset(struct proxy *p, int idx)
 {
     struct pool *pl = &p->pools[idx];
     fail_waiters(p, idx, -EHOSTUNREACH, "the server was removed");
+    if (pl->tls_session)
+        SSL_SESSION_free(pl->tls_session);
     memset(pl, 0, sizeof(*pl));
     pl->server = idx;
     list_init(&pl->idle);

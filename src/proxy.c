@@ -262,6 +262,63 @@ static void apply_config(struct proxy *p)
     stream_ctx_set_budget(&p->sctx, (size_t)p->cfg.max_buffer_bytes);
 }
 
+/* Keeps each server's newest TLS session, so that new connections resume it instead of doing a
+ * full handshake (the pool holds one reference; SSL_set_session takes its own). */
+static int on_new_session(SSL *ssl, SSL_SESSION *sess)
+{
+    struct pool *pl = SSL_get_app_data(ssl);
+    if (!pl)
+        return 0;
+    if (pl->tls_session)
+        SSL_SESSION_free(pl->tls_session);
+    pl->tls_session = sess;
+    return 1;
+}
+
+/* Builds the TLS contexts the configuration asks for into out, with the session callback. */
+static int tls_setup(const struct mlb_config *cfg, struct tls_contexts *out, char *err, size_t len)
+{
+    int rc = tls_build(cfg, out, err, len);
+    if (rc == 0 && out->client)
+        SSL_CTX_sess_set_new_cb(out->client, on_new_session);
+    return rc;
+}
+
+static void log_tls_warnings(const struct mlb_config *cfg)
+{
+    char buf[1024];
+    if (tls_warnings(cfg, buf, sizeof(buf)) <= 0)
+        return;
+    char *save = NULL;
+    for (char *line = strtok_r(buf, "\n", &save); line; line = strtok_r(NULL, "\n", &save))
+        log_warn(NULL, "%s", line);
+}
+
+/* Moves one string setting of the running configuration into a fresh one. */
+static void keep_string(char **fresh, char **running)
+{
+    free(*fresh);
+    *fresh = *running;
+    *running = NULL;
+}
+
+/* A reload whose TLS files cannot be used keeps the running TLS settings with the running
+ * contexts, so that the configuration in force always describes the contexts in use. */
+static void keep_tls_settings(struct mlb_config *fresh, struct mlb_config *running)
+{
+    keep_string(&fresh->tls_ca_file, &running->tls_ca_file);
+    keep_string(&fresh->tls_certificate_key_file, &running->tls_certificate_key_file);
+    fresh->tls_client_certificates = running->tls_client_certificates;
+    keep_string(&fresh->upstream_tls_ca_file, &running->upstream_tls_ca_file);
+    keep_string(&fresh->upstream_tls_certificate_key_file,
+                &running->upstream_tls_certificate_key_file);
+    keep_string(&fresh->upstream_tls_certificate_key_file_password,
+                &running->upstream_tls_certificate_key_file_password);
+    fresh->upstream_tls_allow_invalid_certificates =
+        running->upstream_tls_allow_invalid_certificates;
+    fresh->upstream_tls_allow_invalid_hostnames = running->upstream_tls_allow_invalid_hostnames;
+}
+
 void proxy_reload(struct proxy *p, struct mlb_config *fresh, const char *path)
 {
     char err[4096];
@@ -269,6 +326,24 @@ void proxy_reload(struct proxy *p, struct mlb_config *fresh, const char *path)
         log_error(NULL, "reload: keeping the running configuration: %s", err);
         config_free(fresh);
         return;
+    }
+    /* Certificates and keys are read again: new handshakes use them, connections open now keep
+     * theirs. Files that cannot be used keep the running ones. */
+    struct tls_contexts tls = {0};
+    if (tls_setup(fresh, &tls, err, sizeof(err)) < 0) {
+        log_error(NULL, "reload: keeping the running TLS certificates, keys and settings: %s", err);
+        keep_tls_settings(fresh, &p->cfg);
+    } else {
+        tls_free(&p->tls);
+        p->tls = tls;
+        /* Sessions made under the old context skipped the new one's checks: start afresh. */
+        for (int i = 0; i < TOPOLOGY_MAX_SERVERS; i++) {
+            if (p->pools[i].tls_session) {
+                SSL_SESSION_free(p->pools[i].tls_session);
+                p->pools[i].tls_session = NULL;
+            }
+        }
+        log_tls_warnings(fresh);
     }
     /* Swap in the reloadable values; the rest are equal by the check above. */
     config_free(&p->cfg);
@@ -318,6 +393,13 @@ int proxy_start(struct proxy *p, uv_loop_t *loop)
     if (rc < 0)
         return rc;
     apply_config(p);
+    char err[4096];
+    rc = tls_setup(&p->cfg, &p->tls, err, sizeof(err));
+    if (rc < 0) {
+        log_error(NULL, "TLS: %s", err);
+        return rc;
+    }
+    log_tls_warnings(&p->cfg);
     pool_init(p, &client_pool_ops);
     for (size_t i = 0; i < p->cfg.seeds.count; i++) {
         rc = topology_add(&p->topo, p->cfg.seeds.host[i].host, p->cfg.seeds.host[i].port);
@@ -351,5 +433,9 @@ void proxy_free(struct proxy *p)
     txn_pins_free(p);
     free(p->sctx.shared);
     p->sctx.shared = NULL;
+    for (int i = 0; i < TOPOLOGY_MAX_SERVERS; i++)
+        if (p->pools[i].tls_session)
+            SSL_SESSION_free(p->pools[i].tls_session);
+    tls_free(&p->tls);
     config_free(&p->cfg);
 }

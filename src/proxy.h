@@ -34,6 +34,7 @@
 #include "list.h"
 #include "request.h"
 #include "stream.h"
+#include "tls.h"
 #include "topology.h"
 #include "wire.h"
 
@@ -61,8 +62,9 @@ struct pool {
     struct list waiters;          /* struct pool_waiter.link */
     struct sockaddr_storage addr; /* resolved by the monitor */
     bool have_addr;
-    bool clearing;  /* pool_clear is closing connections: open no new ones meanwhile */
-    uint64_t waits; /* requests that had to wait for a connection */
+    bool clearing;            /* pool_clear is closing connections: open no new ones meanwhile */
+    SSL_SESSION *tls_session; /* the server's last TLS session, to resume on new connections */
+    uint64_t waits;           /* requests that had to wait for a connection */
 };
 
 struct proxy_stats {
@@ -83,8 +85,9 @@ struct proxy_stats {
     uint64_t too_deep;           /* requests refused for nesting deeper than BSON allows */
     uint64_t backend_connects;
     uint64_t backend_connect_failures;
-    uint64_t backend_interrupted; /* in-use connections closed because their server failed */
-    uint64_t fd_limit_refusals;   /* connections refused or not opened near the fd limit */
+    uint64_t backend_interrupted;    /* in-use connections closed because their server failed */
+    uint64_t fd_limit_refusals;      /* connections refused or not opened near the fd limit */
+    uint64_t tls_handshake_failures; /* TLS handshakes that failed, with clients or servers */
 };
 
 #define PROXY_MAX_LISTENERS MLB_MAX_LISTEN
@@ -112,6 +115,7 @@ struct proxy {
     struct txn_pins *pins;
     struct read_pref default_read_pref; /* from the configuration, for reads without one */
     struct stream_ctx sctx;
+    struct tls_contexts tls; /* replaced on reload; connections keep the context they began with */
     struct pool pools[TOPOLOGY_MAX_SERVERS];
     struct monitor *monitors[TOPOLOGY_MAX_SERVERS];
     struct listener listeners[PROXY_MAX_LISTENERS];

@@ -10,6 +10,9 @@
 #include <string.h>
 #include <sys/socket.h>
 
+#include <openssl/err.h>
+#include <openssl/x509.h>
+
 /* An emptied buffer at most this large is kept for the next frame; a larger one is given back,
  * so that an idle connection costs little. */
 #define KEEP_EMPTY_BUF 1024
@@ -18,6 +21,26 @@
 
 static void process(struct stream *s);
 static void update_reading(struct stream *s);
+static bool tls_on_read(struct stream *s, const uint8_t *data, size_t n);
+static int tls_pull(struct stream *s);
+static int tls_write(struct stream *s, const uv_buf_t *bufs, unsigned n);
+static void tls_close(struct stream *s);
+static void tls_free(struct stream *s);
+
+/* A stream's TLS state: allocated only for streams that use TLS, so that plaintext connections
+ * cost nothing more. */
+struct stream_tls {
+    SSL *ssl;            /* NULL while a server-side stream waits for its first byte */
+    SSL_CTX *sniff_ctx;  /* for that first byte: the context to accept TLS with */
+    bool plain_ok;       /* a first byte that is not a TLS record keeps the stream plaintext */
+    bool done;           /* the handshake is over */
+    bool failed;         /* a TLS error was reported: nothing more is read or written */
+    struct wire_buf out; /* ciphertext not yet written to the socket */
+    size_t inflight;     /* bytes of out in the uv_write under way */
+    bool owner_pending;  /* the owner's stream_write completes once out is flushed to owner_end */
+    size_t owner_end;
+    char error[200];
+};
 
 /* --- deferred work ------------------------------------------------------------------------ */
 
@@ -201,7 +224,8 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
     struct stream *s = h->data;
     (void)suggested;
-    if (s->rbuf.len == s->rpos && !s->held_len) {
+    if (s->tls || (s->rbuf.len == s->rpos && !s->held_len)) {
+        /* Ciphertext goes into the TLS read BIO at once, so it can always use this buffer. */
         /* Nothing pending: read into the shared buffer; what arrives is copied out at once. */
         buf->base = (char *)s->ctx->shared;
         buf->len = STREAM_SHARED_BUF;
@@ -241,6 +265,8 @@ static void on_read(uv_stream_t *h, ssize_t nread, const uv_buf_t *buf)
     }
     if (nread == 0)
         return;
+    if (s->tls && tls_on_read(s, (const uint8_t *)buf->base, (size_t)nread))
+        return;
     if (buf->base == (char *)s->ctx->shared) {
         /* At most STREAM_SHARED_BUF bytes, which the budget never refuses. */
         if (make_room(s, (size_t)nread) < 0) {
@@ -275,6 +301,13 @@ static void process(struct stream *s)
 {
     if (s->in_loop || s->closing)
         return;
+    if (s->tls && s->tls->done && !s->held_len) {
+        int rc = tls_pull(s);
+        if (rc < 0) {
+            fail_read(s, rc);
+            return;
+        }
+    }
     s->in_loop = true;
     int n = 0;
     while (!s->closing && !s->held_len && s->want_read) {
@@ -379,6 +412,8 @@ int stream_write(struct stream *s, const uv_buf_t *bufs, unsigned n)
         return -EBUSY;
     if (n > STREAM_MAX_BUFS)
         return -EINVAL;
+    if (s->tls)
+        return tls_write(s, bufs, n);
     size_t total = 0;
     for (unsigned i = 0; i < n; i++)
         total += bufs[i].len;
@@ -480,6 +515,7 @@ int stream_tcp_tune(struct stream *s, int keepalive_s, int user_timeout_ms)
 static void on_closed(uv_handle_t *h)
 {
     struct stream *s = h->data;
+    tls_free(s);
     buf_free(s);
     s->cb->on_closed(s);
 }
@@ -488,10 +524,320 @@ void stream_close(struct stream *s)
 {
     if (s->closing)
         return;
+    tls_close(s);
     s->closing = true;
     s->want_read = false;
     s->held_len = 0;
     list_leave(s);
     s->budget_wait = false;
     uv_close(&s->h.handle, on_closed);
+}
+
+/* --- TLS --------------------------------------------------------------------------------- */
+
+/* Records why a TLS operation failed: OpenSSL's error queue, or the certificate check's verdict. */
+static void tls_note_error(struct stream *s, const char *what)
+{
+    struct stream_tls *t = s->tls;
+    char reason[160] = "";
+    unsigned long e = ERR_peek_last_error();
+    if (e)
+        ERR_error_string_n(e, reason, sizeof(reason));
+    long v = t->ssl ? SSL_get_verify_result(t->ssl) : X509_V_OK;
+    if (v != X509_V_OK)
+        snprintf(t->error, sizeof(t->error), "%s: certificate verification failed: %s", what,
+                 X509_verify_cert_error_string(v));
+    else
+        snprintf(t->error, sizeof(t->error), "%s: %s", what, reason[0] ? reason : "TLS error");
+    ERR_clear_error();
+    t->failed = true;
+}
+
+/* Moves the ciphertext OpenSSL produced into out. */
+static int tls_collect(struct stream *s)
+{
+    struct stream_tls *t = s->tls;
+    BIO *wbio = SSL_get_wbio(t->ssl);
+    size_t pending = BIO_ctrl_pending(wbio);
+    if (pending == 0)
+        return 0;
+    if (wire_buf_reserve(&t->out, pending) < 0)
+        return -ENOMEM;
+    int n = BIO_read(wbio, t->out.data + t->out.len, (int)pending);
+    if (n > 0)
+        t->out.len += (size_t)n;
+    return 0;
+}
+
+/* Drops the first k bytes of out (written), and completes the owner's write once its part is. */
+static void tls_consume(struct stream *s, size_t k)
+{
+    struct stream_tls *t = s->tls;
+    memmove(t->out.data, t->out.data + k, t->out.len - k);
+    t->out.len -= k;
+    if (!t->owner_pending)
+        return;
+    t->owner_end = t->owner_end > k ? t->owner_end - k : 0;
+    if (t->owner_end == 0) {
+        t->owner_pending = false;
+        s->write_done = true;
+        defer(s);
+    }
+}
+
+static void tls_flush(struct stream *s);
+
+static void tls_on_write(uv_write_t *req, int status)
+{
+    struct stream *s = req->data;
+    struct stream_tls *t = s->tls;
+    if (status == UV_ECANCELED || s->closing || !t)
+        return;
+    size_t k = t->inflight;
+    t->inflight = 0;
+    if (status < 0) {
+        fail_read(s, status);
+        return;
+    }
+    tls_consume(s, k);
+    tls_flush(s);
+}
+
+/* Writes what ciphertext there is: at once where the socket takes it, the rest queued. */
+static void tls_flush(struct stream *s)
+{
+    struct stream_tls *t = s->tls;
+    if (!t->ssl || tls_collect(s) < 0 || t->inflight || t->out.len == 0)
+        return;
+    uv_buf_t b = uv_buf_init((char *)t->out.data, (unsigned)t->out.len);
+    int done = uv_try_write(&s->h.stream, &b, 1);
+    if (done == UV_EAGAIN)
+        done = 0;
+    if (done < 0) {
+        fail_read(s, done);
+        return;
+    }
+    tls_consume(s, (size_t)done);
+    if (t->out.len == 0)
+        return;
+    t->inflight = t->out.len;
+    s->wreq.data = s;
+    b = uv_buf_init((char *)t->out.data, (unsigned)t->inflight);
+    if (uv_write(&s->wreq, &s->h.stream, &b, 1, tls_on_write) < 0) {
+        t->inflight = 0;
+        fail_read(s, -EIO);
+    }
+}
+
+/* Drives the handshake. Returns 0 (done or waiting for bytes) or -EPROTO (failed). */
+static int tls_handshake(struct stream *s)
+{
+    struct stream_tls *t = s->tls;
+    int rc = SSL_do_handshake(t->ssl);
+    if (rc == 1) {
+        t->done = true;
+        tls_flush(s);
+        if (s->cb->on_secure)
+            s->cb->on_secure(s, 0);
+        return 0;
+    }
+    int e = SSL_get_error(t->ssl, rc);
+    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+        tls_flush(s);
+        return 0;
+    }
+    tls_note_error(s, "TLS handshake");
+    tls_flush(s); /* the alert, if any */
+    if (s->cb->on_secure)
+        s->cb->on_secure(s, -EPROTO);
+    return -EPROTO;
+}
+
+/* Pulls plaintext out of OpenSSL into the read buffer, as far as there is room (never moving a
+ * held frame). Returns 0, UV_EOF (close_notify) or -EPROTO. */
+static int tls_pull(struct stream *s)
+{
+    struct stream_tls *t = s->tls;
+    for (int i = 0; i < STREAM_FRAMES_PER_WAKEUP && !t->failed; i++) {
+        size_t spare = s->rbuf.cap - s->rbuf.len;
+        if (spare < 4096 && !s->held_len && make_room(s, s->rbuf.len - s->rpos + 16 * 1024) == 0)
+            spare = s->rbuf.cap - s->rbuf.len;
+        if (spare == 0) {
+            /* No room now: stop reading the socket until the owner lets go of its frame. */
+            s->starved = s->held_len != 0;
+            break;
+        }
+        int n = SSL_read(t->ssl, s->rbuf.data + s->rbuf.len,
+                         spare > INT32_MAX ? INT32_MAX : (int)spare);
+        if (n > 0) {
+            s->rbuf.len += (size_t)n;
+            continue;
+        }
+        int e = SSL_get_error(t->ssl, n);
+        if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
+            break;
+        if (e == SSL_ERROR_ZERO_RETURN)
+            return UV_EOF;
+        tls_note_error(s, "TLS");
+        return -EPROTO;
+    }
+    tls_flush(s); /* session tickets, alerts */
+    return 0;
+}
+
+/*
+ * Takes bytes read from the socket when the stream has TLS state. Returns true when it handled
+ * them; false when a sniffing stream turned out to be plaintext (the caller goes on as for any
+ * plaintext stream).
+ */
+static bool tls_on_read(struct stream *s, const uint8_t *data, size_t n)
+{
+    struct stream_tls *t = s->tls;
+    if (t->failed)
+        return true;
+    if (!t->ssl) {
+        if (data[0] != 0x16) {
+            if (t->plain_ok) {
+                tls_free(s);
+                return false;
+            }
+            snprintf(t->error, sizeof(t->error), "a plaintext client on a TLS-only port");
+            t->failed = true;
+            fail_read(s, -EPROTO);
+            return true;
+        }
+        SSL *ssl = SSL_new(t->sniff_ctx);
+        BIO *r = BIO_new(BIO_s_mem()), *w = BIO_new(BIO_s_mem());
+        if (!ssl || !r || !w) {
+            SSL_free(ssl);
+            BIO_free(r);
+            BIO_free(w);
+            fail_read(s, -ENOMEM);
+            return true;
+        }
+        SSL_set_bio(ssl, r, w);
+        SSL_set_accept_state(ssl);
+        t->ssl = ssl;
+    }
+    if (BIO_write(SSL_get_rbio(t->ssl), data, (int)n) != (int)n) {
+        fail_read(s, -ENOMEM);
+        return true;
+    }
+    if (!t->done) {
+        if (tls_handshake(s) < 0) {
+            if (!s->closing)
+                fail_read(s, -EPROTO);
+            return true;
+        }
+        if (!t->done || s->closing)
+            return true;
+    }
+    process(s);
+    return true;
+}
+
+static int tls_write(struct stream *s, const uv_buf_t *bufs, unsigned n)
+{
+    struct stream_tls *t = s->tls;
+    if (!t->done || t->failed)
+        return -ENOTCONN;
+    if (t->owner_pending)
+        return -EBUSY;
+    for (unsigned i = 0; i < n; i++) {
+        if (bufs[i].len == 0)
+            continue;
+        /* A memory BIO takes everything, so SSL_write writes the whole buffer. */
+        int w = SSL_write(t->ssl, bufs[i].base, (int)bufs[i].len);
+        if (w <= 0) {
+            tls_note_error(s, "TLS write");
+            return -EPROTO;
+        }
+    }
+    if (tls_collect(s) < 0)
+        return -ENOMEM;
+    t->owner_pending = true;
+    t->owner_end = t->out.len;
+    if (t->owner_end == 0) {
+        t->owner_pending = false;
+        s->write_done = true;
+        defer(s);
+        return 0;
+    }
+    tls_flush(s);
+    return 0;
+}
+
+/* Sends close_notify on the way out, as far as the socket takes it at once. */
+static void tls_close(struct stream *s)
+{
+    struct stream_tls *t = s->tls;
+    if (!t || !t->ssl || !t->done || t->failed || s->closing)
+        return;
+    SSL_shutdown(t->ssl);
+    if (tls_collect(s) == 0 && t->out.len && !t->inflight) {
+        uv_buf_t b = uv_buf_init((char *)t->out.data, (unsigned)t->out.len);
+        (void)uv_try_write(&s->h.stream, &b, 1);
+    }
+}
+
+static void tls_free(struct stream *s)
+{
+    struct stream_tls *t = s->tls;
+    if (!t)
+        return;
+    s->tls = NULL;
+    SSL_free(t->ssl);
+    SSL_CTX_free(t->sniff_ctx);
+    wire_buf_free(&t->out);
+    free(t);
+}
+
+int stream_tls_client(struct stream *s, SSL *ssl)
+{
+    struct stream_tls *t = calloc(1, sizeof(*t));
+    BIO *r = BIO_new(BIO_s_mem()), *w = BIO_new(BIO_s_mem());
+    if (!t || !r || !w) {
+        free(t);
+        BIO_free(r);
+        BIO_free(w);
+        SSL_free(ssl);
+        return -ENOMEM;
+    }
+    SSL_set_bio(ssl, r, w);
+    SSL_set_connect_state(ssl);
+    t->ssl = ssl;
+    s->tls = t;
+    return tls_handshake(s);
+}
+
+int stream_tls_accept(struct stream *s, SSL_CTX *ctx, bool plain_ok)
+{
+    struct stream_tls *t = calloc(1, sizeof(*t));
+    if (!t)
+        return -ENOMEM;
+    SSL_CTX_up_ref(ctx);
+    t->sniff_ctx = ctx;
+    t->plain_ok = plain_ok;
+    s->tls = t;
+    return 0;
+}
+
+bool stream_is_tls(const struct stream *s)
+{
+    return s->tls && s->tls->ssl;
+}
+
+bool stream_tls_pending(const struct stream *s)
+{
+    return s->tls && !s->tls->done;
+}
+
+SSL *stream_ssl(const struct stream *s)
+{
+    return s->tls ? s->tls->ssl : NULL;
+}
+
+const char *stream_tls_error(const struct stream *s)
+{
+    return s->tls ? s->tls->error : "";
 }

@@ -22,8 +22,12 @@
  *  - Close: stream_close() is idempotent; on_closed runs once libuv has finished with the handle,
  *    and only there may the owner free the memory that holds the stream.
  *
- * TLS will sit in this layer (memory BIOs between the socket and the frame loop), below the
- * callbacks, so that owners do not change.
+ *  - TLS, when the owner asks for it: OpenSSL with a pair of memory BIOs between the socket and
+ *    the frame loop. Ciphertext read from the socket goes into the read BIO and SSL_read yields
+ *    the plaintext the frame loop sees; SSL_write's ciphertext is written to the socket. Owners
+ *    see the same callbacks either way (plus on_secure when a handshake ends), so nothing above
+ *    this layer knows whether a connection is encrypted. A server-side stream may sniff the first
+ *    byte to accept TLS and plaintext on one port (a TLS record starts with 0x16).
  */
 #ifndef MONGOLB_STREAM_H
 #define MONGOLB_STREAM_H
@@ -32,6 +36,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <openssl/ssl.h>
 #include <uv.h>
 
 #include "list.h"
@@ -69,6 +74,7 @@ struct stream_ctx {
 };
 
 struct stream;
+struct stream_tls;
 
 struct stream_cb {
     /* A whole frame of len bytes. Returns STREAM_NEXT, STREAM_HOLD, or a negative errno after the
@@ -86,6 +92,8 @@ struct stream_cb {
     void (*on_written)(struct stream *s, int status);
     /* Optional: stream_connect() finished. */
     void (*on_connect)(struct stream *s, int status);
+    /* Optional: a TLS handshake finished (0) or failed (< 0: stream_tls_error() says why). */
+    void (*on_secure)(struct stream *s, int status);
     /* The handle is closed: the owner may free the stream's memory now. */
     void (*on_closed)(struct stream *s);
 };
@@ -119,6 +127,7 @@ struct stream {
     bool write_done; /* a write finished at once; on_written is due from the loop */
     bool closing;
     bool is_tcp;
+    struct stream_tls *tls; /* NULL for a plaintext stream */
 };
 
 /* Sets up ctx on loop with a budget of budget_max bytes. Returns 0 or a negative errno. */
@@ -151,6 +160,25 @@ MLB_MUSTCHECK int stream_connect(struct stream *s, uv_connect_t *req, const stru
 
 /* Keepalive and TCP_USER_TIMEOUT on a TCP stream; 0 turns either off. Returns 0 or -errno. */
 int stream_tcp_tune(struct stream *s, int keepalive_s, int user_timeout_ms);
+
+/*
+ * TLS. stream_tls_client() starts a client handshake on a connected stream with ssl (made by the
+ * caller from its context, with SNI, host checks and a session to resume already set); on_secure
+ * follows. stream_tls_accept() prepares a server-side stream before it reads: with plain_ok, the
+ * first byte decides (0x16 starts TLS, anything else stays plaintext); without it, a plaintext
+ * client is refused (on_error with -EPROTO). The stream owns ssl from then on. Each returns 0 or
+ * a negative errno.
+ */
+MLB_MUSTCHECK int stream_tls_client(struct stream *s, SSL *ssl);
+MLB_MUSTCHECK int stream_tls_accept(struct stream *s, SSL_CTX *ctx, bool plain_ok);
+/* True once the stream speaks TLS (after sniffing, or from the start for a client). */
+bool stream_is_tls(const struct stream *s);
+/* True while a TLS handshake is under way (or the first byte of a sniffing stream is awaited). */
+bool stream_tls_pending(const struct stream *s);
+/* The stream's SSL, or NULL. */
+SSL *stream_ssl(const struct stream *s);
+/* Why the last TLS operation failed, or "". */
+const char *stream_tls_error(const struct stream *s);
 
 /* Closes the stream; on_closed follows. Safe to call more than once and from any callback. */
 void stream_close(struct stream *s);
