@@ -29,10 +29,23 @@ class SimError(RuntimeError):
     pass
 
 
+def connect(host_port, timeout=5.0, tls_ca=None, tls_client=None):
+    """A socket to host_port: plain, or TLS verified against tls_ca (with tls_client's certificate
+    and key when given) when tls_ca is set."""
+    s = socket.create_connection(host_port, timeout=timeout)
+    if not tls_ca:
+        return s
+    import ssl
+    ctx = ssl.create_default_context(cafile=tls_ca)
+    if tls_client:
+        ctx.load_cert_chain(tls_client)
+    return ctx.wrap_socket(s, server_hostname=host_port[0])
+
+
 class Sim:
     """A running mongosim process."""
 
-    def __init__(self, args, timeout=10.0, verbose=False):
+    def __init__(self, args, timeout=10.0, verbose=False, tls_ca=None, tls_client=None):
         binary = os.environ.get("MONGOSIM", DEFAULT_BINARY)
         if not os.path.exists(binary):
             raise SimError("mongosim not found at %s (run make)" % binary)
@@ -42,6 +55,9 @@ class Sim:
         if verbose:
             args.append("--verbose")
         self.args = args
+        # With --tls-cert the simulator speaks TLS only: control commands then need these.
+        self.tls_ca = tls_ca
+        self.tls_client = tls_client
         self.proc = subprocess.Popen([binary] + args, stdout=subprocess.PIPE,
                                      stderr=None if verbose else subprocess.DEVNULL)
         self.ready = self._wait_ready(timeout)
@@ -94,7 +110,7 @@ class Sim:
 
         doc = dict(cmd)
         doc["$db"] = db
-        with socket.create_connection(self.host_port(i), timeout=timeout) as s:
+        with connect(self.host_port(i), timeout, self.tls_ca, self.tls_client) as s:
             send_msg(s, doc, request_id=1)
             return recv_msg(s)[1]
 

@@ -24,7 +24,7 @@ import time
 
 import pytest
 
-from harness import recv_msg, send_msg, start_sim
+from harness import connect, recv_msg, send_msg, start_sim
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEFAULT_BINARY = os.path.join(ROOT, "build", "mongolb")
@@ -52,11 +52,12 @@ def free_port():
         return s.getsockname()[1]
 
 
-def raw_command(host, port, cmd, db="admin", timeout=5.0):
-    """Runs one command over a fresh raw socket (OP_MSG) and returns the reply document."""
+def raw_command(host, port, cmd, db="admin", timeout=5.0, tls_ca=None, tls_client=None):
+    """Runs one command over a fresh raw socket (OP_MSG, TLS when tls_ca is given) and returns
+    the reply document."""
     doc = dict(cmd)
     doc["$db"] = db
-    with socket.create_connection((host, port), timeout=timeout) as s:
+    with connect((host, port), timeout, tls_ca, tls_client) as s:
         send_msg(s, doc, request_id=1)
         return recv_msg(s)[1]
 
@@ -64,11 +65,15 @@ def raw_command(host, port, cmd, db="admin", timeout=5.0):
 class Mongolb:
     """A running mongolb process."""
 
-    def __init__(self, seeds, config=None, expect_known=None, timeout=15.0):
+    def __init__(self, seeds, config=None, expect_known=None, timeout=15.0, tls_ca=None,
+                 tls_client=None):
         self.binary = os.environ.get("MONGOLB", DEFAULT_BINARY)
         if not os.path.exists(self.binary):
             raise MongolbError("mongolb not found at %s (run make)" % self.binary)
         self.seeds = list(seeds)
+        # With tls_mode = require, status() and uri speak TLS, verified against tls_ca.
+        self.tls_ca = tls_ca
+        self.tls_client = tls_client
         self.tmp = tempfile.mkdtemp(prefix="mongolb-test-")
         self.log_path = os.path.join(self.tmp, "mongolb.stderr")
         self.conf_path = os.path.join(self.tmp, "mongolb.ini")
@@ -97,6 +102,11 @@ class Mongolb:
 
     @property
     def uri(self):
+        if self.tls_ca:
+            uri = "mongodb://127.0.0.1:%d/?tls=true&tlsCAFile=%s" % (self.port, self.tls_ca)
+            if self.tls_client:
+                uri += "&tlsCertificateKeyFile=%s" % self.tls_client
+            return uri
         return "mongodb://127.0.0.1:%d/" % self.port
 
     def _write_config(self, extra):
@@ -141,7 +151,8 @@ class Mongolb:
 
     def status(self, timeout=5.0):
         """mongolbStatus over a raw socket (no driver involved)."""
-        return raw_command(self.host, self.port, {"mongolbStatus": 1}, timeout=timeout)
+        return raw_command(self.host, self.port, {"mongolbStatus": 1}, timeout=timeout,
+                           tls_ca=self.tls_ca, tls_client=self.tls_client)
 
     def counters(self):
         return self.status()["counters"]
