@@ -15,6 +15,15 @@ echo "integration: mongolb ${MONGOLB:-build/mongolb}, mongosim ${MONGOSIM:-build
 echo "integration: pytest tests/integration"
 /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/integration || rc=1
 
+# The cursor, transaction, routing and failover suites once more with TLS on both legs
+# (applications to mongolb, mongolb to the simulator): the harness turns it on for every Cluster.
+TLS_SUITES=(test_proxy_basic test_proxy_cursors test_proxy_routing test_proxy_streams_txn
+            test_proxy_failures test_failover_txn test_failover_replset test_rs_routing)
+echo "integration: the same suites over TLS on both legs: ${TLS_SUITES[*]}"
+tls_files=()
+for t in "${TLS_SUITES[@]}"; do tls_files+=("tests/integration/$t.py"); done
+MONGOLB_TEST_TLS=1 /usr/bin/python3 -m pytest -q -p no:cacheprovider "${tls_files[@]}" || rc=1
+
 shopt -s nullglob
 node_tests=(tests/node/*.test.mjs)
 if [ ${#node_tests[@]} -gt 0 ]; then

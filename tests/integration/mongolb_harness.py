@@ -149,6 +149,15 @@ class Mongolb:
     def log_tail(self, lines=60):
         return "\n".join(self.log().splitlines()[-lines:])
 
+    def connect(self, timeout=5.0):
+        """A raw socket to mongolb: TLS when mongolb requires it (tls_ca given)."""
+        return connect((self.host, self.port), timeout, self.tls_ca, self.tls_client)
+
+    def command(self, cmd, db="admin", timeout=5.0):
+        """One command over a fresh raw socket to mongolb (TLS when it requires it)."""
+        return raw_command(self.host, self.port, cmd, db=db, timeout=timeout, tls_ca=self.tls_ca,
+                           tls_client=self.tls_client)
+
     def status(self, timeout=5.0):
         """mongolbStatus over a raw socket (no driver involved)."""
         return raw_command(self.host, self.port, {"mongolbStatus": 1}, timeout=timeout,
@@ -226,6 +235,22 @@ def real_seeds():
     return [s.strip() for s in v.split(",") if s.strip()] or None
 
 
+_TLS_CERTS = None
+
+
+def tls_everywhere():
+    """The certificates to use when MONGOLB_TEST_TLS=1 asks for TLS on both legs (applications to
+    mongolb, mongolb to the simulator), made once per test run; None otherwise. make check runs
+    the cursor, transaction and failover suites a second time that way."""
+    global _TLS_CERTS
+    if os.environ.get("MONGOLB_TEST_TLS") != "1":
+        return None
+    if _TLS_CERTS is None:
+        from tls_certs import make_certs
+        _TLS_CERTS = make_certs(tempfile.mkdtemp(prefix="mongolb-test-tls-"))
+    return _TLS_CERTS
+
+
 class Cluster:
     """mongolb in front of either a new simulator or the real cluster of MONGOLB_TEST_SEEDS."""
 
@@ -237,14 +262,23 @@ class Cluster:
         self.sim = None
         self.lb = None
         seeds = real_seeds()
+        certs = tls_everywhere()
+        tls = {}
+        if certs:
+            config = dict(config or {})
+            config.update({"mongolb.tls_mode": "require",
+                           "mongolb.tls_certificate_key_file": certs.server,
+                           "upstream.tls": "true", "upstream.tls_ca_file": certs.ca})
+            tls = {"tls_ca": certs.ca}
+            sim_args = tuple(sim_args) + ("--tls-cert", certs.server)
         try:
             if seeds is None:
-                self.sim = start_sim(*sim_args)
+                self.sim = start_sim(*sim_args, **tls)
                 seeds = self.sim.servers
                 if seed_indices is not None:
                     seeds = [seeds[i] for i in seed_indices]
             self.seeds = seeds
-            self.lb = start_mongolb(seeds, config=config, expect_known=expect_known)
+            self.lb = start_mongolb(seeds, config=config, expect_known=expect_known, **tls)
         except BaseException:
             self.close()
             raise

@@ -1,7 +1,6 @@
 """mongolb seen through PyMongo (Debian's 3.11) and raw sockets: the handshake, a CRUD round trip,
 mongolbStatus, legacy OP_QUERY isMaster, the local CursorNotFound, and a clean SIGTERM."""
 
-import socket
 
 import pymongo
 import pytest
@@ -91,7 +90,7 @@ def test_status_shape(cluster):
 
 def test_legacy_op_query_is_master(cluster):
     lb = cluster.lb
-    with socket.create_connection((lb.host, lb.port), timeout=5) as s:
+    with lb.connect(timeout=5) as s:
         s.sendall(frame(OP_QUERY, query_payload("admin.$cmd", {"isMaster": 1}), request_id=77))
         hdr, body = recv_frame(s)
         assert hdr[3] == OP_REPLY
@@ -136,4 +135,4 @@ def test_sigterm_exits_zero(cluster):
         client.close()
     assert cluster.lb.stop() == 0
     with pytest.raises(OSError):  # the listener is gone
-        socket.create_connection((cluster.lb.host, cluster.lb.port), timeout=2).close()
+        cluster.lb.connect(timeout=2).close()

@@ -2,7 +2,6 @@
 getMore, whose reply streams in several messages, and a transaction whose mongos dies in the
 middle, which the driver's with_transaction must be able to retry."""
 
-import socket
 import struct
 
 import bson
@@ -48,7 +47,7 @@ def test_exhaust_get_more_streams_through(cluster):
         client.test_exhaust.c.insert_many([{"_id": i} for i in range(100)])
     finally:
         client.close()
-    sock = socket.create_connection((cluster.lb.host, cluster.lb.port), timeout=10)
+    sock = cluster.lb.connect(timeout=10)
     try:
         send_msg(sock, 1, {"find": "c", "batchSize": 10, "$db": "test_exhaust"})
         _, to, _, reply = recv_msg(sock)

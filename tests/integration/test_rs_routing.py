@@ -16,7 +16,7 @@ import pytest
 from pymongo.errors import OperationFailure
 from pymongo.read_preferences import Secondary
 
-from mongolb_harness import Cluster, raw_command, real_seeds, wait_for
+from mongolb_harness import Cluster, real_seeds, wait_for
 
 TAGS = "dc=ny;dc=ny,rack=2;dc=sf"
 SIM_ARGS = ("--replset", "rs0", "--members", "3", "--tags", TAGS)
@@ -181,22 +181,22 @@ def test_configured_read_preference_and_tags_apply_to_reads_without_one():
         c.sim_stats(reset=True)
         lb = c.lb
         for _ in range(20):
-            r = raw_command(lb.host, lb.port, {"find": "docs", "batchSize": 4}, db="rs_conf_tags")
+            r = lb.command({"find": "docs", "batchSize": 4}, db="rs_conf_tags")
             assert r["ok"] == 1, r
             ids = [d["_id"] for d in r["cursor"]["firstBatch"]]
             cid = r["cursor"]["id"]
             while cid:
-                r = raw_command(lb.host, lb.port, {"getMore": cid, "collection": "docs",
+                r = lb.command({"getMore": cid, "collection": "docs",
                                                    "batchSize": 4}, db="rs_conf_tags")
                 assert r["ok"] == 1, r
                 ids += [d["_id"] for d in r["cursor"]["nextBatch"]]
                 cid = r["cursor"]["id"]
             assert sorted(ids) == list(range(10))
-        r = raw_command(lb.host, lb.port, {"aggregate": "docs", "pipeline": [{"$count": "n"}],
+        r = lb.command({"aggregate": "docs", "pipeline": [{"$count": "n"}],
                                            "cursor": {}}, db="rs_conf_tags")
         assert r["ok"] == 1 and r["cursor"]["firstBatch"] == [{"n": 10}], r
         # Writes still go to the primary.
-        r = raw_command(lb.host, lb.port, {"insert": "docs", "documents": [{"_id": "w"}]},
+        r = lb.command({"insert": "docs", "documents": [{"_id": "w"}]},
                         db="rs_conf_tags")
         assert r["ok"] == 1 and r["n"] == 1, r
         finds = counts(c, "find")
