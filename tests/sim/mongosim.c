@@ -5,8 +5,10 @@
  * One process is one deployment (N mongos routers, a replica set of N members, or a standalone)
  * listening on consecutive loopback ports and sharing one in-memory store. Once every port
  * listens it prints one JSON line on stdout, {"ready":true,"servers":[...]}, so that scripts can
- * wait for it. SIGTERM and SIGINT stop it cleanly. See sim.h for the one simplification of
- * replication, and sim_cmds.c for the control commands (simStepDown, simKill, ...).
+ * wait for it. With --tls-cert every listener speaks TLS only, as mongod with requireTLS does
+ * (sim_server.c drives OpenSSL). SIGTERM and SIGINT stop it cleanly. See sim.h for the one
+ * simplification of replication, and sim_cmds.c for the control commands (simStepDown, simKill,
+ * ...).
  */
 #include <errno.h>
 #include <getopt.h>
@@ -17,6 +19,9 @@
 #include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 
 #include "log.h"
 #include "sim.h"
@@ -32,6 +37,9 @@ static void usage(FILE *f)
             "  --lag-ms N             replication lag reported by secondaries\n"
             "  --max-wire-version N   default 21 (MongoDB 7.0)\n"
             "  --cursor-timeout-ms N  idle cursor timeout (default 600000)\n"
+            "  --tls-cert FILE        speak TLS only, with this PEM certificate and key\n"
+            "  --tls-ca FILE          CA bundle that verifies client certificates\n"
+            "  --tls-require-client-cert  refuse clients without a valid certificate\n"
             "  --verbose              log connections and bad input on stderr\n");
 }
 
@@ -61,6 +69,9 @@ static int parse_args(int argc, char **argv, struct sim_options *o)
         O_WIRE,
         O_CURSOR_TIMEOUT,
         O_VERBOSE,
+        O_TLS_CERT,
+        O_TLS_CA,
+        O_TLS_REQUIRE_CLIENT_CERT,
         O_HELP,
     };
     static const struct option opts[] = {
@@ -76,6 +87,9 @@ static int parse_args(int argc, char **argv, struct sim_options *o)
         {"max-wire-version", required_argument, NULL, O_WIRE},
         {"cursor-timeout-ms", required_argument, NULL, O_CURSOR_TIMEOUT},
         {"verbose", no_argument, NULL, O_VERBOSE},
+        {"tls-cert", required_argument, NULL, O_TLS_CERT},
+        {"tls-ca", required_argument, NULL, O_TLS_CA},
+        {"tls-require-client-cert", no_argument, NULL, O_TLS_REQUIRE_CLIENT_CERT},
         {"help", no_argument, NULL, O_HELP},
         {NULL, 0, NULL, 0},
     };
@@ -143,6 +157,18 @@ static int parse_args(int argc, char **argv, struct sim_options *o)
         case O_VERBOSE:
             o->verbose = true;
             break;
+        case O_TLS_CERT:
+        case O_TLS_CA: {
+            char *dst = c == O_TLS_CERT ? o->tls_cert : o->tls_ca;
+            size_t cap = c == O_TLS_CERT ? sizeof(o->tls_cert) : sizeof(o->tls_ca);
+            if (!optarg[0] || strlen(optarg) >= cap)
+                return -EINVAL;
+            memcpy(dst, optarg, strlen(optarg) + 1);
+            break;
+        }
+        case O_TLS_REQUIRE_CLIENT_CERT:
+            o->tls_require_client_cert = true;
+            break;
         case O_HELP:
             usage(stdout);
             exit(0);
@@ -151,6 +177,12 @@ static int parse_args(int argc, char **argv, struct sim_options *o)
         }
     }
     if (optind < argc || modes > 1)
+        return -EINVAL;
+    /* The client-certificate options only make sense on a TLS listener, and requiring a
+     * certificate needs a CA to check it against. */
+    if ((o->tls_ca[0] || o->tls_require_client_cert) && !o->tls_cert[0])
+        return -EINVAL;
+    if (o->tls_require_client_cert && !o->tls_ca[0])
         return -EINVAL;
     if (o->mode == SIM_MODE_REPLSET)
         o->nservers = members;
@@ -206,6 +238,89 @@ static int apply_tags(struct sim *s)
         p = semi ? semi + 1 : NULL;
     }
     return 0;
+}
+
+/* Prints the oldest error OpenSSL queued (the one that says what went wrong first) after what. */
+static void tls_setup_error(const char *what, const char *file)
+{
+    unsigned long e = ERR_peek_error();
+    const char *reason = e ? ERR_reason_error_string(e) : NULL;
+    char buf[256];
+    if (e && !reason) {
+        ERR_error_string_n(e, buf, sizeof(buf));
+        reason = buf;
+    }
+    fprintf(stderr, "mongosim: %s%s%s: %s\n", what, file[0] ? " " : "", file,
+            reason ? reason : "unknown error");
+    ERR_clear_error();
+}
+
+/* OpenSSL asks for a passphrase when a key is encrypted; mongosim takes none, and the default
+ * callback would prompt on the terminal and hang a test, so the key is refused instead. */
+static int no_passphrase(char *buf, int size, int rwflag, void *userdata)
+{
+    return 0;
+}
+
+/*
+ * Builds the TLS context from --tls-cert, --tls-ca and --tls-require-client-cert, the way mongod
+ * treats tlsCertificateKeyFile, tlsCAFile and tlsAllowConnectionsWithoutCertificates. Returns NULL
+ * after printing why on stderr.
+ */
+static SSL_CTX *tls_context(const struct sim_options *o)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+    if (!ctx) {
+        tls_setup_error("cannot create a TLS context", "");
+        return NULL;
+    }
+    /* TLS 1.2 is the minimum: 1.0 and 1.1 are deprecated (RFC 8996) and no current driver needs
+     * them. Renegotiation is refused because nothing in the wire protocol needs it and it only
+     * widens what a peer can make the server do. */
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION |
+                                 SSL_OP_CIPHER_SERVER_PREFERENCE);
+    SSL_CTX_set_default_passwd_cb(ctx, no_passphrase);
+    if (SSL_CTX_use_certificate_chain_file(ctx, o->tls_cert) != 1) {
+        tls_setup_error("cannot load the certificate of --tls-cert", o->tls_cert);
+        goto fail;
+    }
+    if (SSL_CTX_use_PrivateKey_file(ctx, o->tls_cert, SSL_FILETYPE_PEM) != 1) {
+        tls_setup_error("cannot load the private key of --tls-cert", o->tls_cert);
+        goto fail;
+    }
+    if (SSL_CTX_check_private_key(ctx) != 1) {
+        tls_setup_error("the private key does not match the certificate in", o->tls_cert);
+        goto fail;
+    }
+    /* Sessions are cached per context; OpenSSL refuses to resume a session of a verified client
+     * unless the context names itself, so it gets a fixed name. */
+    static const unsigned char sid_ctx[] = "mongosim";
+    SSL_CTX_set_session_id_context(ctx, sid_ctx, sizeof(sid_ctx) - 1);
+    if (o->tls_ca[0]) {
+        if (SSL_CTX_load_verify_locations(ctx, o->tls_ca, NULL) != 1) {
+            tls_setup_error("cannot load the CA bundle of --tls-ca", o->tls_ca);
+            goto fail;
+        }
+        /* The names of the acceptable CAs go in the certificate request, so that a client
+         * holding several certificates can pick the right one. */
+        STACK_OF(X509_NAME) *names = SSL_load_client_CA_file(o->tls_ca);
+        if (names)
+            SSL_CTX_set_client_CA_list(ctx, names);
+        ERR_clear_error();
+        /* Without --tls-require-client-cert a certificate is still asked for and checked when the
+         * client sends one, but its absence is accepted. */
+        int mode = SSL_VERIFY_PEER;
+        if (o->tls_require_client_cert)
+            mode |= SSL_VERIFY_FAIL_IF_NO_PEER_CERT;
+        SSL_CTX_set_verify(ctx, mode, NULL);
+    } else {
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
+    }
+    return ctx;
+fail:
+    SSL_CTX_free(ctx);
+    return NULL;
 }
 
 static void on_signal(uv_signal_t *h, int signum)
@@ -272,6 +387,11 @@ int main(int argc, char **argv)
         fprintf(stderr, "mongosim: bad --latency or --tags\n");
         return 2;
     }
+    if (s->opt.tls_cert[0]) {
+        s->tls_ctx = tls_context(&s->opt);
+        if (!s->tls_ctx)
+            return 1;
+    }
     s->start_ms = sim_now_ms(s);
     for (int i = 0; i < s->nservers; i++) {
         int rc = sim_server_listen(&s->servers[i]);
@@ -322,6 +442,7 @@ int main(int argc, char **argv)
     bson_destroy(&s->scratch);
     free(s->seq_views);
     free(s->seq_ptrs);
+    SSL_CTX_free(s->tls_ctx);
     uv_loop_close(s->loop);
     return 0;
 }

@@ -17,6 +17,7 @@
 #include <stdint.h>
 
 #include <bson/bson.h>
+#include <openssl/ssl.h>
 #include <uv.h>
 
 #include "store.h"
@@ -163,6 +164,10 @@ struct sim_options {
     int max_wire_version;
     uint64_t cursor_timeout_ms;
     bool verbose;
+    /* TLS (--tls-cert): when tls_cert is set every listener speaks TLS only. */
+    char tls_cert[4096]; /* PEM with the server certificate (and chain) and its private key */
+    char tls_ca[4096];   /* CA bundle that verifies client certificates; empty: none asked for */
+    bool tls_require_client_cert;
 };
 
 struct sim {
@@ -188,6 +193,10 @@ struct sim {
     uv_signal_t sig_term;
     uv_signal_t sig_int;
     bool stopping;
+
+    /* The TLS context every connection's SSL is made from (mongosim.c builds it from the
+     * options), or NULL when the listeners speak plaintext. */
+    SSL_CTX *tls_ctx;
 
     /* Scratch space reused by every request, so the hot path does not allocate: the reply
      * document and the views of a kind-1 document sequence. */

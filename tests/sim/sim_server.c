@@ -8,12 +8,25 @@
  *
  * A connection has one teardown path (conn_close): it unlinks the connection and closes its three
  * handles; memory is freed only in the last close callback, never inside a running callback.
+ *
+ * With --tls-cert (sim->tls_ctx set) every connection is TLS only, driven through a pair of
+ * OpenSSL memory BIOs so that libuv keeps doing all the I/O: ciphertext read from the socket is
+ * written into the read BIO and SSL_read turns it into plaintext in the same buffer the plaintext
+ * path frames from; replies are still built in c->out as plaintext, and the flush passes them
+ * through SSL_write and sends what OpenSSL left in the write BIO. Both paths share the framing and
+ * the request handling; a plaintext connection only pays a test of c->ssl in the read callbacks
+ * and the flush.
  */
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
 
 #include "log.h"
 #include "sim.h"
@@ -55,6 +68,17 @@ struct sim_conn {
     bool close_after_flush;
 
     struct delayed *dq_head, *dq_tail;
+
+    /* TLS; ssl is NULL on a plaintext listener. The SSL owns both memory BIOs. */
+    SSL *ssl;
+    BIO *rbio;              /* ciphertext from the socket, not yet consumed by OpenSSL */
+    BIO *wbio;              /* ciphertext OpenSSL produced, not yet taken for the socket */
+    size_t out_off;         /* how much of out was already passed to SSL_write */
+    bool tls_established;   /* the handshake completed */
+    bool tls_failed;        /* a fatal TLS error: OpenSSL forbids a close_notify after one */
+    bool tls_peer_closed;   /* the client sent close_notify */
+    bool tls_seen_input;    /* tls_first_byte holds the first byte the client sent */
+    uint8_t tls_first_byte; /* 0x16 for a TLS handshake record */
 
     /* Set by the dispatcher for the request being processed. */
     bool req_drop;
@@ -162,6 +186,7 @@ static void conn_free(struct sim_conn *c)
     wire_buf_free(&c->out);
     wire_buf_free(&c->writing);
     free(c->rbuf);
+    SSL_free(c->ssl);
     free(c);
 }
 
@@ -171,6 +196,8 @@ static void on_conn_handle_closed(uv_handle_t *h)
     if (--c->pending_closes == 0)
         conn_free(c);
 }
+
+static void tls_close_notify(struct sim_conn *c);
 
 static void conn_close(struct sim_conn *c)
 {
@@ -187,6 +214,8 @@ static void conn_close(struct sim_conn *c)
     c->prev = c->next = NULL;
     srv->conns_current--;
     log_debug(c->prefix, "closed");
+    if (c->ssl)
+        tls_close_notify(c);
     c->pending_closes = 3;
     uv_close((uv_handle_t *)&c->tcp, on_conn_handle_closed);
     uv_close((uv_handle_t *)&c->delay_timer, on_conn_handle_closed);
@@ -196,6 +225,7 @@ static void conn_close(struct sim_conn *c)
 /* --- writing ----------------------------------------------------------------------------- */
 
 static void conn_flush(struct sim_conn *c);
+static void tls_flush(struct sim_conn *c);
 
 static void on_write(uv_write_t *req, int status)
 {
@@ -216,6 +246,10 @@ static void on_write(uv_write_t *req, int status)
 
 static void conn_flush(struct sim_conn *c)
 {
+    if (c->ssl) {
+        tls_flush(c);
+        return;
+    }
     if (c->state != CONN_OPEN || c->write_in_flight)
         return;
     if (c->out.len == 0) {
@@ -817,9 +851,19 @@ static int ensure_rcap(struct sim_conn *c, size_t need)
     return 0;
 }
 
+/* Ciphertext lands here before it is copied into a connection's read BIO. One buffer serves every
+ * connection: libuv fills it and calls on_read at once, which empties it before anything else can
+ * read. */
+static uint8_t tls_inbuf[65536];
+
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
     struct sim_conn *c = h->data;
+    if (c->ssl) {
+        buf->base = (char *)tls_inbuf;
+        buf->len = sizeof(tls_inbuf);
+        return;
+    }
     if (c->rcap - c->rlen < 4096 && ensure_rcap(c, c->rcap + 65536) < 0) {
         buf->base = NULL;
         buf->len = 0;
@@ -829,7 +873,9 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     buf->len = c->rcap - c->rlen;
 }
 
-static void process_input(struct sim_conn *c)
+/* Handles every complete frame in rbuf, keeps the partial one at its start, and makes room for all
+ * of that one once its header is known. */
+static void frame_input(struct sim_conn *c)
 {
     size_t off = 0;
     while (c->state == CONN_OPEN) {
@@ -864,14 +910,26 @@ static void process_input(struct sim_conn *c)
         c->rbuf = malloc(65536);
         c->rcap = c->rbuf ? 65536 : 0;
     }
-    conn_flush(c);
 }
+
+static void process_input(struct sim_conn *c)
+{
+    frame_input(c);
+    if (c->state == CONN_OPEN)
+        conn_flush(c);
+}
+
+static void tls_on_read(struct sim_conn *c, ssize_t nread, const uv_buf_t *buf);
 
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 {
     struct sim_conn *c = stream->data;
     if (c->state != CONN_OPEN)
         return;
+    if (c->ssl && nread > 0) {
+        tls_on_read(c, nread, buf);
+        return;
+    }
     if (nread < 0) {
         if (nread == UV_EOF && c->rlen > 0)
             bad_input(c, "truncated frame at end of stream");
@@ -883,6 +941,273 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
         return;
     c->rlen += (size_t)nread;
     process_input(c);
+}
+
+/* --- TLS --------------------------------------------------------------------------------- */
+
+/* How much plaintext one SSL_write is given: the ciphertext waiting in the write BIO, and the
+ * copy of it that a partial write keeps in c->writing, stay this small however large a reply is. */
+#define SIM_TLS_CHUNK (64 * 1024)
+
+/* Creates the connection's SSL and its two memory BIOs. */
+static int tls_attach(struct sim_conn *c)
+{
+    c->ssl = SSL_new(c->srv->sim->tls_ctx);
+    if (!c->ssl)
+        return -ENOMEM;
+    c->rbio = BIO_new(BIO_s_mem());
+    c->wbio = BIO_new(BIO_s_mem());
+    if (!c->rbio || !c->wbio) {
+        BIO_free(c->rbio);
+        BIO_free(c->wbio);
+        c->rbio = c->wbio = NULL;
+        return -ENOMEM;
+    }
+    /* An empty memory BIO must read as "retry later" (SSL_ERROR_WANT_READ) and never as the end
+     * of the stream: more ciphertext may always arrive from the socket. */
+    BIO_set_mem_eof_return(c->rbio, -1);
+    BIO_set_mem_eof_return(c->wbio, -1);
+    SSL_set_bio(c->ssl, c->rbio, c->wbio);
+    SSL_set_accept_state(c->ssl);
+    return 0;
+}
+
+/*
+ * Writes why OpenSSL failed into buf: the reason of the oldest queued error (the first thing that
+ * went wrong), and the certificate check's verdict when a client certificate was refused. Empties
+ * the error queue, which every connection of this thread shares.
+ */
+static void tls_reason(struct sim_conn *c, int sslerr, char *buf, size_t len)
+{
+    unsigned long e = ERR_get_error();
+    const char *reason = "unknown error";
+    char code[256];
+    if (e) {
+        reason = ERR_reason_error_string(e);
+        if (!reason) {
+            ERR_error_string_n(e, code, sizeof(code));
+            reason = code;
+        }
+    } else if (sslerr == SSL_ERROR_SYSCALL) {
+        reason = "unexpected end of the TLS stream";
+    }
+    long verify = SSL_get_verify_result(c->ssl);
+    if (verify != X509_V_OK)
+        snprintf(buf, len, "%s (client certificate: %s)", reason,
+                 X509_verify_cert_error_string(verify));
+    else
+        snprintf(buf, len, "%s", reason);
+    ERR_clear_error();
+}
+
+/* Hands what OpenSSL left in the write BIO (an alert, a close_notify) to the kernel if it takes it
+ * at once. Only used just before the connection closes, when there is no later chance to write,
+ * so bytes the kernel refuses are dropped. */
+static void tls_try_send(struct sim_conn *c)
+{
+    /* Ciphertext of an earlier write is still queued: anything sent now would overtake it. */
+    if (c->write_in_flight)
+        return;
+    char buf[1024];
+    int n;
+    while ((n = BIO_read(c->wbio, buf, sizeof(buf))) > 0) {
+        uv_buf_t b = uv_buf_init(buf, (unsigned)n);
+        if (uv_try_write((uv_stream_t *)&c->tcp, &b, 1) != n)
+            break;
+    }
+}
+
+/* Called by conn_close: says goodbye with close_notify when the session is in a state that allows
+ * one. The client's own close_notify is not waited for; the socket closes right after. */
+static void tls_close_notify(struct sim_conn *c)
+{
+    if (c->tls_failed || !c->tls_established)
+        return;
+    ERR_clear_error();
+    SSL_shutdown(c->ssl);
+    ERR_clear_error();
+    tls_try_send(c);
+}
+
+/* A fatal TLS error: logs OpenSSL's reason, sends the alert OpenSSL queued for the client if the
+ * kernel takes it, and closes this connection only. */
+static void tls_fail(struct sim_conn *c, const char *what, int sslerr)
+{
+    char reason[512];
+    tls_reason(c, sslerr, reason, sizeof(reason));
+    c->tls_failed = true;
+    if (!c->tls_established && c->tls_seen_input && c->tls_first_byte != 0x16)
+        log_warn(c->prefix,
+                 "%s: %s (the first byte is not a TLS handshake record: a plaintext "
+                 "client on a TLS-only port?)",
+                 what, reason);
+    else
+        log_warn(c->prefix, "%s: %s", what, reason);
+    tls_try_send(c);
+    conn_close(c);
+}
+
+static void tls_log_established(struct sim_conn *c)
+{
+    if (LOG_DEBUG > log_current_level)
+        return;
+    char subject[256] = "none";
+#if OPENSSL_VERSION_NUMBER >= 0x30000000L
+    X509 *peer = SSL_get1_peer_certificate(c->ssl);
+#else
+    X509 *peer = SSL_get_peer_certificate(c->ssl);
+#endif
+    if (peer) {
+        X509_NAME_oneline(X509_get_subject_name(peer), subject, sizeof(subject));
+        X509_free(peer);
+    }
+    log_debug(c->prefix, "TLS established: %s, %s, client certificate %s", SSL_get_version(c->ssl),
+              SSL_get_cipher_name(c->ssl), subject);
+}
+
+/*
+ * Encrypts c->out and sends it: the TLS counterpart of the plaintext flush. Plaintext goes
+ * through SSL_write a chunk at a time; each chunk's ciphertext is taken out of the write BIO and
+ * written with uv_try_write, and what the kernel does not take at once leaves with uv_write, whose
+ * completion (on_write) calls back here for the rest. Handshake messages, session tickets and
+ * alerts that OpenSSL queued in the write BIO leave the same way, even when c->out is empty.
+ */
+static void tls_flush(struct sim_conn *c)
+{
+    while (c->state == CONN_OPEN && !c->write_in_flight) {
+        if (c->out_off < c->out.len) {
+            size_t n = c->out.len - c->out_off;
+            if (n > SIM_TLS_CHUNK)
+                n = SIM_TLS_CHUNK;
+            ERR_clear_error();
+            int w = SSL_write(c->ssl, c->out.data + c->out_off, (int)n);
+            if (w <= 0) {
+                tls_fail(c, "TLS write failed", SSL_get_error(c->ssl, w));
+                return;
+            }
+            c->out_off += (size_t)w;
+            if (c->out_off == c->out.len) {
+                wire_buf_reset(&c->out);
+                c->out_off = 0;
+                if (c->out.cap > (1u << 20))
+                    wire_buf_free(&c->out);
+            }
+        }
+        size_t pending = BIO_ctrl_pending(c->wbio);
+        if (pending == 0) {
+            if (c->out.len == 0 && c->close_after_flush && !c->dq_head)
+                conn_close(c);
+            return;
+        }
+        if (pending > INT_MAX || wire_buf_reserve(&c->writing, pending) < 0) {
+            conn_close(c);
+            return;
+        }
+        int got = BIO_read(c->wbio, c->writing.data, (int)pending);
+        if (got <= 0) {
+            conn_close(c);
+            return;
+        }
+        c->writing.len = (size_t)got;
+        uv_buf_t b = uv_buf_init((char *)c->writing.data, (unsigned)got);
+        int n = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+        if (n == got) {
+            wire_buf_reset(&c->writing);
+            continue;
+        }
+        if (n < 0 && n != UV_EAGAIN) {
+            log_debug(c->prefix, "write failed: %s", uv_strerror(n));
+            conn_close(c);
+            return;
+        }
+        size_t done = n > 0 ? (size_t)n : 0;
+        b = uv_buf_init((char *)c->writing.data + done, (unsigned)((size_t)got - done));
+        c->wreq.data = c;
+        if (uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &b, 1, on_write) < 0) {
+            conn_close(c);
+            return;
+        }
+        c->write_in_flight = true;
+        return;
+    }
+}
+
+/*
+ * Feeds ciphertext from the socket to OpenSSL: finishes the handshake first, then decrypts into
+ * rbuf, framing whenever rbuf runs short of room so that it grows exactly as on the plaintext
+ * path (one frame at most, bounded by WIRE_MAX_MESSAGE_SIZE). Everything is a loop: nothing a
+ * peer sends makes the stack deeper.
+ */
+static void tls_on_read(struct sim_conn *c, ssize_t nread, const uv_buf_t *buf)
+{
+    if (!c->tls_seen_input) {
+        c->tls_seen_input = true;
+        c->tls_first_byte = (uint8_t)buf->base[0];
+    }
+    /* A read is at most sizeof(tls_inbuf), and the loop below drains the BIO before the next one,
+     * so the read BIO never holds more than that plus one partial record. */
+    if (BIO_write(c->rbio, buf->base, (int)nread) != (int)nread) {
+        log_warn(c->prefix, "closing: cannot buffer TLS input (out of memory)");
+        ERR_clear_error();
+        conn_close(c);
+        return;
+    }
+    ERR_clear_error();
+    if (!c->tls_established) {
+        int r = SSL_do_handshake(c->ssl);
+        if (r != 1) {
+            int err = SSL_get_error(c->ssl, r);
+            if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE) {
+                /* Send the part of the handshake OpenSSL produced, then wait for the client. */
+                conn_flush(c);
+                return;
+            }
+            tls_fail(c, "TLS handshake failed", err);
+            return;
+        }
+        c->tls_established = true;
+        tls_log_established(c);
+    }
+    while (c->state == CONN_OPEN && !c->tls_peer_closed) {
+        if (c->rcap - c->rlen < 4096) {
+            frame_input(c);
+            if (c->state != CONN_OPEN)
+                return;
+            if (c->rcap - c->rlen < 4096 && ensure_rcap(c, c->rcap + 65536) < 0) {
+                conn_close(c);
+                return;
+            }
+        }
+        size_t room = c->rcap - c->rlen;
+        if (room > INT_MAX)
+            room = INT_MAX;
+        /* The framing above may have run code that touched OpenSSL for other connections;
+         * SSL_get_error below must only see what this SSL_read queued. */
+        ERR_clear_error();
+        int n = SSL_read(c->ssl, c->rbuf + c->rlen, (int)room);
+        if (n > 0) {
+            c->rlen += (size_t)n;
+            continue;
+        }
+        int err = SSL_get_error(c->ssl, n);
+        if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE)
+            break;
+        if (err == SSL_ERROR_ZERO_RETURN) {
+            /* The client's close_notify: what it sent before still gets its replies, then this
+             * side answers with its own close_notify (conn_close) and closes. */
+            log_debug(c->prefix, "the client sent close_notify");
+            c->tls_peer_closed = true;
+            c->close_after_flush = true;
+            uv_read_stop((uv_stream_t *)&c->tcp);
+            break;
+        }
+        tls_fail(c, "TLS error", err);
+        return;
+    }
+    /* Frames what was decrypted and flushes, which also sends what OpenSSL queued while reading
+     * (session tickets after the handshake, a key update). */
+    if (c->state == CONN_OPEN)
+        process_input(c);
 }
 
 static void on_connection(uv_stream_t *server, int status)
@@ -918,6 +1243,12 @@ static void on_connection(uv_stream_t *server, int status)
     srv->conns_current++;
     srv->conns_total++;
     log_debug(c->prefix, "accepted");
+    if (srv->sim->tls_ctx && tls_attach(c) < 0) {
+        log_warn(c->prefix, "closing: cannot set up TLS (out of memory)");
+        ERR_clear_error();
+        conn_close(c);
+        return;
+    }
     uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
 }
 
