@@ -33,6 +33,13 @@ if [ ${#node_tests[@]} -gt 0 ]; then
   else
     echo "integration: node --test ${node_tests[*]}"
     node --test "${node_tests[@]}" || rc=1
+
+    # The proxy, failover and replica-set files once more with TLS on both legs: the Node
+    # harness (tests/node/mongolb_harness.mjs) turns it on for every cluster it starts.
+    NODE_TLS_FILES=(tests/node/proxy.test.mjs tests/node/failover.test.mjs
+                    tests/node/replset.test.mjs)
+    echo "integration: the same Node files over TLS on both legs: ${NODE_TLS_FILES[*]}"
+    MONGOLB_TEST_TLS=1 node --test "${NODE_TLS_FILES[@]}" || rc=1
   fi
 fi
 

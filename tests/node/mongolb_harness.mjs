@@ -10,6 +10,12 @@
 // Its stderr goes to a file; logTail() returns the end of it for failure messages.
 // MONGOLB_TEST_SEEDS=host:port,... puts mongolb in front of a real cluster's mongos routers
 // instead of the simulator (c.sim is then null and sim-only checks are skipped).
+//
+// MONGOLB_TEST_TLS=1 runs every cluster of startCluster/startClusterWith with TLS on both legs:
+// the certificates of tests/integration/tls_certs.py (made once per process), the simulator with
+// --tls-cert, mongolb with tls_mode = require and [upstream] tls = true. c.lb.uri then carries
+// tls=true&tlsCAFile=..., and the harness's own connections (c.lb.status(), c.simCommand(),
+// directCommand()) speak TLS too, so the tests run unchanged.
 import { spawn } from 'node:child_process';
 import {
   closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync,
@@ -19,9 +25,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { MongoClient } from 'mongodb';
-
-import { startSim } from './harness.mjs';
+import { commandOn, startSim, tlsCerts, tlsEverywhere } from './harness.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const binary = process.env.MONGOLB || path.join(root, 'build', 'mongolb');
@@ -47,33 +51,49 @@ function freePort() {
   });
 }
 
-// One command on a fresh direct connection (used for mongolbStatus and the sim* commands).
-export async function directCommand(hostPort, cmd, timeoutMs = 5000) {
-  const client = new MongoClient(`mongodb://${hostPort}/?directConnection=true`, {
-    serverSelectionTimeoutMS: timeoutMs,
-    connectTimeoutMS: timeoutMs,
-  });
-  try {
-    return await client.db('admin').command(cmd);
-  } finally {
-    await client.close();
-  }
+// The TLS options of the harness's own connections with MONGOLB_TEST_TLS=1 (mongolb and the
+// simulator both present the test server certificate), null otherwise.
+export function defaultTls() {
+  return tlsEverywhere() ? { tlsCAFile: tlsCerts().ca } : null;
+}
+
+// One command on a fresh direct connection (used for mongolbStatus and the sim* commands); over
+// TLS with MONGOLB_TEST_TLS=1, or as tls says ({ tlsCAFile, tlsCertificateKeyFile? }, or null for
+// plaintext).
+export function directCommand(hostPort, cmd, timeoutMs = 5000, tls = defaultTls()) {
+  return commandOn(hostPort, cmd, { timeoutMs, tls });
 }
 
 export class Mongolb {
-  constructor(proc, port, dir, logPath) {
+  constructor(proc, port, dir, logPath, tls = null) {
     this.proc = proc;
     this.port = port;
     this.dir = dir;
     this.logPath = logPath;
+    // With tls_mode = require: { tlsCAFile, tlsCertificateKeyFile? } for uri, status(), command().
+    this.tls = tls;
     this.uri = `mongodb://127.0.0.1:${port}/`;
+    if (tls) {
+      const q = new URLSearchParams({ tls: 'true', tlsCAFile: tls.tlsCAFile });
+      if (tls.tlsCertificateKeyFile) q.set('tlsCertificateKeyFile', tls.tlsCertificateKeyFile);
+      this.uri += `?${q}`;
+    }
     this.exitCode = null;
     this.exited = new Promise((resolve) => proc.once('exit', (code, sig) => resolve(code ?? sig)));
     this.exited.then((c) => (this.exitCode = c));
   }
 
-  status() {
-    return directCommand(`127.0.0.1:${this.port}`, { mongolbStatus: 1 });
+  get hostPort() {
+    return `127.0.0.1:${this.port}`;
+  }
+
+  // One command on a fresh direct connection to mongolb (TLS when it requires it).
+  command(cmd, timeoutMs = 5000) {
+    return directCommand(this.hostPort, cmd, timeoutMs, this.tls);
+  }
+
+  status(timeoutMs = 5000) {
+    return this.command({ mongolbStatus: 1 }, timeoutMs);
   }
 
   log() {
@@ -107,7 +127,8 @@ export class Mongolb {
 }
 
 // config: extra keys as { upstream: { mode: 'replicaset', ... }, cursors: {...} }; a key given
-// there replaces the default of the same name.
+// there replaces the default of the same name. tls ({ tlsCAFile, tlsCertificateKeyFile? }): how
+// the harness and c.lb.uri reach a mongolb configured with tls_mode = require (null: plaintext).
 function configText(port, seeds, config) {
   const sections = {
     mongolb: { listen: `127.0.0.1:${port}`, log_level: 'info' },
@@ -125,7 +146,7 @@ function configText(port, seeds, config) {
 }
 
 export async function startMongolb(
-  seeds, { expectKnown = seeds.length, timeoutMs = 15000, config = {} } = {},
+  seeds, { expectKnown = seeds.length, timeoutMs = 15000, config = {}, tls = null } = {},
 ) {
   if (!existsSync(binary)) throw new Error(`mongolb not found at ${binary} (run make)`);
   const dir = mkdtempSync(path.join(os.tmpdir(), 'mongolb-node-'));
@@ -138,24 +159,27 @@ export async function startMongolb(
     const fd = openSync(logPath, 'a');
     const proc = spawn(binary, ['-c', conf], { stdio: ['ignore', fd, fd] });
     closeSync(fd);
-    const lb = new Mongolb(proc, port, dir, logPath);
+    const lb = new Mongolb(proc, port, dir, logPath, tls);
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       if (lb.exitCode !== null) break; // e.g. the port was taken meanwhile: try another
       try {
-        const st = await directCommand(`127.0.0.1:${port}`, { mongolbStatus: 1 }, 1000);
+        const st = await lb.status(1000);
         if (st.servers.filter((s) => s.type !== 'Unknown').length >= expectKnown) return lb;
       } catch (e) {
         lastErr = e;
       }
       if (Date.now() > deadline) {
         await lb.stop();
-        throw new Error(`mongolb did not know ${expectKnown} servers in time:\n${lb.logTail()}`);
+        const tail = lb.logTail();
+        rmSync(dir, { recursive: true, force: true });
+        throw new Error(`mongolb did not know ${expectKnown} servers in time:\n${tail}`);
       }
       await new Promise((r) => setTimeout(r, 50));
     }
     lastErr = new Error(`mongolb exited with ${lb.exitCode}:\n${lb.logTail()}`);
   }
+  rmSync(dir, { recursive: true, force: true });
   throw lastErr;
 }
 
@@ -166,10 +190,11 @@ export class Cluster {
     this.seeds = seeds;
   }
 
-  // A control command (simStats, simTxnLog, simKill...) on the first live simulator server.
+  // A control command (simStats, simTxnLog, simKill...) on simulator server i (TLS when the
+  // simulator speaks it).
   simCommand(cmd, i = 0) {
     if (!this.sim) throw new Error('needs mongosim');
-    return directCommand(this.sim.servers[i], cmd);
+    return this.sim.command(i, cmd);
   }
 
   // {server index: count of command `name`} from simStats.
@@ -194,16 +219,30 @@ export function realSeeds() {
 
 // Like startCluster, with options: simArgs (an array), config (see startMongolb), seedIndices
 // (which simulator servers are mongolb's seeds; a replica set needs one) and expectKnown.
+// With MONGOLB_TEST_TLS=1, TLS on both legs (see the top of this file).
 export async function startClusterWith({ simArgs = ['--mongos', '3'], config = {}, seedIndices,
   expectKnown } = {}) {
   let seeds = realSeeds();
   let sim = null;
+  let tls = null;
+  const cfg = { ...config };
+  if (tlsEverywhere()) {
+    const certs = tlsCerts();
+    tls = { tlsCAFile: certs.ca };
+    cfg.mongolb = { ...cfg.mongolb, tls_mode: 'require', tls_certificate_key_file: certs.server };
+    // Towards the servers only when they are the simulator's: a real cluster's CA is not ours.
+    if (!seeds) cfg.upstream = { ...cfg.upstream, tls: 'true', tls_ca_file: certs.ca };
+  }
   if (!seeds) {
-    sim = await startSim(...simArgs);
+    sim = tls
+      ? await startSim(...simArgs, '--tls-cert', tlsCerts().server, tls)
+      : await startSim(...simArgs);
     seeds = seedIndices ? seedIndices.map((i) => sim.servers[i]) : sim.servers;
   }
   try {
-    const lb = await startMongolb(seeds, { config, expectKnown: expectKnown ?? seeds.length });
+    const lb = await startMongolb(seeds, {
+      config: cfg, expectKnown: expectKnown ?? seeds.length, tls,
+    });
     return new Cluster(sim, lb, seeds);
   } catch (e) {
     await sim?.stop();
@@ -211,17 +250,6 @@ export async function startClusterWith({ simArgs = ['--mongos', '3'], config = {
   }
 }
 
-export async function startCluster(...simArgs) {
-  let seeds = realSeeds();
-  let sim = null;
-  if (!seeds) {
-    sim = await startSim(...(simArgs.length ? simArgs : ['--mongos', '3']));
-    seeds = sim.servers;
-  }
-  try {
-    return new Cluster(sim, await startMongolb(seeds), seeds);
-  } catch (e) {
-    await sim?.stop();
-    throw e;
-  }
+export function startCluster(...simArgs) {
+  return startClusterWith(simArgs.length ? { simArgs } : {});
 }
