@@ -472,6 +472,9 @@ static int open_connection(struct proxy *p, int idx)
         free(b);
         return rc;
     }
+    /* Pooled connections are few (max_pool_size per server) and carry every reply: they keep a
+     * buffer of up to 64 KiB between replies rather than allocating one per reply. */
+    stream_keep_buffer(&b->st, 64 * 1024);
     uv_timer_init(p->loop, &b->timer);
     b->timer.data = b;
     b->handles_open = 2;

@@ -14,7 +14,8 @@
 #include <openssl/x509.h>
 
 /* An emptied buffer at most this large is kept for the next frame; a larger one is given back,
- * so that an idle connection costs little. */
+ * so that an idle connection costs little. Owners with few, busy connections (the pool) keep
+ * more, through stream_keep_buffer(). */
 #define KEEP_EMPTY_BUF 1024
 /* Deferred streams handled per check callback; the rest go on at the next loop iteration. */
 #define DEFERRED_PER_PASS 4096
@@ -182,7 +183,7 @@ static void compact(struct stream *s)
         memmove(s->rbuf.data, s->rbuf.data + s->rpos, left);
     s->rbuf.len = left;
     s->rpos = 0;
-    if (left == 0 && s->rbuf.cap > KEEP_EMPTY_BUF)
+    if (left == 0 && s->rbuf.cap > s->keep_buf)
         buf_free(s);
 }
 
@@ -457,6 +458,7 @@ static void init_common(struct stream_ctx *ctx, struct stream *s, const struct s
     s->cb = cb;
     s->owner = owner;
     s->max_frame = max_frame;
+    s->keep_buf = KEEP_EMPTY_BUF;
     list_init(&s->link);
     s->h.handle.data = s;
 }

@@ -113,6 +113,7 @@ struct stream {
     size_t rpos;
     size_t held_len; /* the frame at rpos the owner holds, 0 when none */
     size_t charged;  /* bytes of rbuf.cap charged against the budget */
+    size_t keep_buf; /* an emptied buffer up to this size is kept for the next frame */
     int32_t max_frame;
     struct list link; /* on ctx->deferred or ctx->budget_waiters */
     bool on_list;
@@ -157,6 +158,13 @@ MLB_MUSTCHECK int stream_write(struct stream *s, const uv_buf_t *bufs, unsigned 
 
 /* Connects a TCP stream; on_connect follows unless this returns a negative errno. */
 MLB_MUSTCHECK int stream_connect(struct stream *s, uv_connect_t *req, const struct sockaddr *addr);
+
+/* Keeps an emptied read buffer of up to bytes for the next frame instead of freeing it: for
+ * connections that are few and busy, where a malloc and free per reply would be waste. */
+static inline void stream_keep_buffer(struct stream *s, size_t bytes)
+{
+    s->keep_buf = bytes;
+}
 
 /* Keepalive and TCP_USER_TIMEOUT on a TCP stream; 0 turns either off. Returns 0 or -errno. */
 int stream_tcp_tune(struct stream *s, int keepalive_s, int user_timeout_ms);
