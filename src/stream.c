@@ -36,6 +36,7 @@ struct stream_tls {
     bool plain_ok;       /* a first byte that is not a TLS record keeps the stream plaintext */
     bool done;           /* the handshake is over */
     bool failed;         /* a TLS error was reported: nothing more is read or written */
+    bool more;           /* the last pull stopped with decryptable bytes left (its cap, or room) */
     struct wire_buf out; /* ciphertext not yet written to the socket */
     size_t inflight;     /* bytes of out in the uv_write under way */
     bool owner_pending;  /* the owner's stream_write completes once out is flushed to owner_end */
@@ -302,9 +303,12 @@ static void process(struct stream *s)
 {
     if (s->in_loop || s->closing)
         return;
+    bool eof = false;
     if (s->tls && s->tls->done && !s->held_len) {
         int rc = tls_pull(s);
-        if (rc < 0) {
+        if (rc == UV_EOF) {
+            eof = true; /* close_notify: the frames that came before it are delivered first */
+        } else if (rc < 0) {
             fail_read(s, rc);
             return;
         }
@@ -367,10 +371,18 @@ static void process(struct stream *s)
         s->rpos += (size_t)h.length;
     }
     s->in_loop = false;
-    if (!s->closing) {
-        compact(s);
-        update_reading(s);
+    if (s->closing)
+        return;
+    compact(s);
+    update_reading(s);
+    if (eof && !s->held_len) {
+        fail_read(s, UV_EOF);
+        return;
     }
+    /* Records already read from the socket and not decrypted yet will bring no new read event:
+     * go on from the loop while the last pull stopped for its cap rather than for want of bytes. */
+    if (s->tls && s->tls->more && !s->held_len && !s->budget_wait)
+        defer(s);
 }
 
 int stream_read_start(struct stream *s)
@@ -609,7 +621,8 @@ static void tls_on_write(uv_write_t *req, int status)
 static void tls_flush(struct stream *s)
 {
     struct stream_tls *t = s->tls;
-    if (!t->ssl || tls_collect(s) < 0 || t->inflight || t->out.len == 0)
+    /* While a write is in flight its buffer must not move: new ciphertext waits in the BIO. */
+    if (!t->ssl || t->inflight || tls_collect(s) < 0 || t->out.len == 0)
         return;
     uv_buf_t b = uv_buf_init((char *)t->out.data, (unsigned)t->out.len);
     int done = uv_try_write(&s->h.stream, &b, 1);
@@ -635,10 +648,13 @@ static void tls_flush(struct stream *s)
 static int tls_handshake(struct stream *s)
 {
     struct stream_tls *t = s->tls;
+    ERR_clear_error(); /* SSL_get_error reads the thread's queue: nothing stale may be in it */
     int rc = SSL_do_handshake(t->ssl);
     if (rc == 1) {
         t->done = true;
         tls_flush(s);
+        if (s->closing)
+            return -ECANCELED; /* the flush failed and the owner closed the stream */
         if (s->cb->on_secure)
             s->cb->on_secure(s, 0);
         return 0;
@@ -646,10 +662,12 @@ static int tls_handshake(struct stream *s)
     int e = SSL_get_error(t->ssl, rc);
     if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
         tls_flush(s);
-        return 0;
+        return s->closing ? -ECANCELED : 0;
     }
     tls_note_error(s, "TLS handshake");
     tls_flush(s); /* the alert, if any */
+    if (s->closing)
+        return -EPROTO;
     if (s->cb->on_secure)
         s->cb->on_secure(s, -EPROTO);
     return -EPROTO;
@@ -660,15 +678,19 @@ static int tls_handshake(struct stream *s)
 static int tls_pull(struct stream *s)
 {
     struct stream_tls *t = s->tls;
-    for (int i = 0; i < STREAM_FRAMES_PER_WAKEUP && !t->failed; i++) {
+    t->more = false;
+    int i;
+    for (i = 0; i < STREAM_FRAMES_PER_WAKEUP && !t->failed; i++) {
         size_t spare = s->rbuf.cap - s->rbuf.len;
         if (spare < 4096 && !s->held_len && make_room(s, s->rbuf.len - s->rpos + 16 * 1024) == 0)
             spare = s->rbuf.cap - s->rbuf.len;
         if (spare == 0) {
-            /* No room now: stop reading the socket until the owner lets go of its frame. */
+            /* No room now: stop reading the socket until the owner lets go of its frame (or
+             * the budget has room again); either wakes the stream. */
             s->starved = s->held_len != 0;
             break;
         }
+        ERR_clear_error();
         int n = SSL_read(t->ssl, s->rbuf.data + s->rbuf.len,
                          spare > INT32_MAX ? INT32_MAX : (int)spare);
         if (n > 0) {
@@ -676,15 +698,40 @@ static int tls_pull(struct stream *s)
             continue;
         }
         int e = SSL_get_error(t->ssl, n);
-        if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
+        if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+            i = -1; /* wants bytes from the socket: nothing is left to pull */
             break;
+        }
         if (e == SSL_ERROR_ZERO_RETURN)
             return UV_EOF;
         tls_note_error(s, "TLS");
         return -EPROTO;
     }
+    t->more = i == STREAM_FRAMES_PER_WAKEUP;
     tls_flush(s); /* session tickets, alerts */
     return 0;
+}
+
+/* Whether a connection's first bytes open a TLS record (a handshake, protocol 3.x) rather than a
+ * MongoDB message: a message whose length happens to start with 0x16 0x03 still carries a known
+ * opcode at offset 12, which a ClientHello's random bytes almost never do. */
+static bool looks_like_tls(const uint8_t *d, size_t n)
+{
+    if (d[0] != 0x16 || (n > 1 && d[1] != 0x03))
+        return false;
+    if (n >= 16) {
+        switch (wire_get_i32(d + 12)) {
+        case WIRE_OP_MSG:
+        case WIRE_OP_QUERY:
+        case WIRE_OP_GET_MORE:
+        case WIRE_OP_KILL_CURSORS:
+        case WIRE_OP_COMPRESSED:
+            return false;
+        default:
+            break;
+        }
+    }
+    return true;
 }
 
 /*
@@ -698,7 +745,7 @@ static bool tls_on_read(struct stream *s, const uint8_t *data, size_t n)
     if (t->failed)
         return true;
     if (!t->ssl) {
-        if (data[0] != 0x16) {
+        if (!looks_like_tls(data, n)) {
             if (t->plain_ok) {
                 tls_free(s);
                 return false;
@@ -725,6 +772,12 @@ static bool tls_on_read(struct stream *s, const uint8_t *data, size_t n)
         fail_read(s, -ENOMEM);
         return true;
     }
+    if (s->held_len && BIO_ctrl_pending(SSL_get_rbio(t->ssl)) >= STREAM_SHARED_BUF) {
+        /* The owner holds a frame and the ciphertext behind it piles up: read no more from
+         * the socket until the frame is released (as a plaintext stream does). */
+        s->starved = true;
+        update_reading(s);
+    }
     if (!t->done) {
         if (tls_handshake(s) < 0) {
             if (!s->closing)
@@ -749,16 +802,15 @@ static int tls_write(struct stream *s, const uv_buf_t *bufs, unsigned n)
         if (bufs[i].len == 0)
             continue;
         /* A memory BIO takes everything, so SSL_write writes the whole buffer. */
+        ERR_clear_error();
         int w = SSL_write(t->ssl, bufs[i].base, (int)bufs[i].len);
         if (w <= 0) {
             tls_note_error(s, "TLS write");
             return -EPROTO;
         }
     }
-    if (tls_collect(s) < 0)
-        return -ENOMEM;
     t->owner_pending = true;
-    t->owner_end = t->out.len;
+    t->owner_end = t->out.len + BIO_ctrl_pending(SSL_get_wbio(t->ssl));
     if (t->owner_end == 0) {
         t->owner_pending = false;
         s->write_done = true;
@@ -775,8 +827,9 @@ static void tls_close(struct stream *s)
     struct stream_tls *t = s->tls;
     if (!t || !t->ssl || !t->done || t->failed || s->closing)
         return;
+    ERR_clear_error();
     SSL_shutdown(t->ssl);
-    if (tls_collect(s) == 0 && t->out.len && !t->inflight) {
+    if (!t->inflight && tls_collect(s) == 0 && t->out.len) {
         uv_buf_t b = uv_buf_init((char *)t->out.data, (unsigned)t->out.len);
         (void)uv_try_write(&s->h.stream, &b, 1);
     }
