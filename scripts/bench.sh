@@ -8,11 +8,15 @@
 # A second row set runs the proxied workloads in front of three mongos. A third one reads from
 # the secondaries of a simulated three-member replica set (--read-pref secondary): find_id and
 # cursor1000 straight at one secondary, and through mongolb in replicaset mode, which spreads
-# them over both secondaries. A last section measures the simulator's own capacity with
-# pipelined requests.
+# them over both secondaries. The TLS rows run the three workloads over TLS: straight at a
+# TLS-only simulated mongos, and through mongolb with TLS on both legs (applications to mongolb,
+# mongolb to the simulator), with certificates made for the run by tests/integration/tls_certs.py.
+# mlbench opens its connections, handshakes included, before a run starts. A last section measures
+# the simulator's own capacity with pipelined requests.
 #
 # Environment: BUILD (default build), BENCH_SECONDS (default 3) per run, BENCH_THREE=0 to skip
-# the three-mongos rows, BENCH_RS=0 to skip the replica-set rows.
+# the three-mongos rows, BENCH_RS=0 to skip the replica-set rows, BENCH_TLS=0 to skip the TLS
+# rows.
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "$0")/lib.sh"
@@ -130,6 +134,40 @@ if [ "${BENCH_RS:-1}" != 0 ]; then
   STATUS_RS=$("$MLBENCH" --uri "$MLBRS" --command '{"mongolbStatus": 1}' 2>/dev/null || echo '{}')
 fi
 
+RSS_TLS=""
+STATUS_TLS='{}'
+if [ "${BENCH_TLS:-1}" != 0 ]; then
+  echo "Starting a TLS-only simulated mongos and mongolb with TLS on both legs in front of it..."
+  make_tls_certs
+  start_sim simtls --mongos 1 --tls-cert "$TLS_SERVER_PEM"
+  SIMTLS=$SIM_SERVERS
+  SIMTLS_PID=$SIM_PID
+  start_mongolb_tls mlbtls "$SIMTLS" "$TLS_CA" "$TLS_SERVER_PEM"
+  MLBTLS=$MLB_ADDR
+  MLBTLS_PID=$MLB_PID
+  # wait_mongolb_ready passes only a URI to mlbench, so the URI carries the TLS options.
+  wait_mongolb_ready mlbtls "mongodb://$MLBTLS/?tls=true&tlsCAFile=$TLS_CA" 1
+  "$MLBENCH" --uri "$SIMTLS" --tls-ca "$TLS_CA" --setup --docs 1000 >/dev/null ||
+    die "could not load the benchmark data into the TLS simulator"
+  # One unmeasured pass with 64 connections fills mongolb's pool towards the simulator, so that
+  # no backend handshake falls into a measured run either (the direct runs have none to make).
+  "$MLBENCH" --uri "$MLBTLS" --tls-ca "$TLS_CA" --workload ping --conns 64 --seconds 0.5 \
+    >/dev/null 2>&1 || true
+  printf 'Running %d workloads x 2 connection counts x 2 targets over TLS ' 3
+  for wl in ping find_id cursor1000; do
+    for conns in 1 64; do
+      run_one tls direct "$SIMTLS" "$SIMTLS_PID" --tls-ca "$TLS_CA" --workload "$wl" \
+        --conns "$conns" --seconds "$SECS"
+      run_one tls mongolb "$MLBTLS" "$MLBTLS_PID" --tls-ca "$TLS_CA" --workload "$wl" \
+        --conns "$conns" --seconds "$SECS"
+    done
+  done
+  echo
+  RSS_TLS=$(rss_kb "$MLBTLS_PID")
+  STATUS_TLS=$("$MLBENCH" --uri "$MLBTLS" --tls-ca "$TLS_CA" --command '{"mongolbStatus": 1}' \
+    2>/dev/null || echo '{}')
+fi
+
 printf 'Measuring the simulator alone with pipelined requests '
 for wl in ping find_id; do
   run_one capacity direct "$SIM1" "$SIM1_PID" --workload "$wl" --conns 4 --pipeline 32 --seconds "$SECS"
@@ -137,13 +175,15 @@ done
 echo
 
 "$PY" - "$RESULTS" "$RSS1" "$HWM1" "$STATUS1" "${RSS3:-}" "$STATUS3" "$RSS_RS" "$STATUS_RS" \
-  "$DIRECT_SEC" <<'EOF'
+  "$DIRECT_SEC" "$RSS_TLS" "$STATUS_TLS" <<'EOF'
 import json
 import sys
 
 results = [json.loads(l) for l in open(sys.argv[1])]
-rss1, hwm1, status1, rss3, status3, rss_rs, status_rs, direct_sec = sys.argv[2:10]
+rss1, hwm1, status1, rss3, status3, rss_rs, status_rs, direct_sec, rss_tls, status_tls = \
+    sys.argv[2:12]
 status1, status3, status_rs = json.loads(status1), json.loads(status3), json.loads(status_rs)
+status_tls = json.loads(status_tls)
 
 
 def find(set_, target, wl, conns):
@@ -234,6 +274,25 @@ if any(r["set"] == "rs" for r in results):
     print()
 
 
+if any(r["set"] == "tls" for r in results):
+    print("Over TLS (1.2 or newer, the server's certificate and name verified; certificates made")
+    print("for the run, EC P-256): direct-tls = straight at a TLS-only simulated mongos;")
+    print("mongolb-tls = through mongolb with TLS on both legs (tls_mode = require towards the")
+    print("client, [upstream] tls = true towards the simulator). Connections, handshakes included,")
+    print("are opened before each run. ratio and p50 added compare with direct-tls; the goal is a")
+    print("ratio of at least 0.8 at 64 connections. cpu as above (mongolb's own on mongolb-tls).")
+    print()
+    tls_rows = compare("tls", ["ping", "find_id", "cursor1000"], "direct-tls", "mongolb-tls")
+    show(header, tls_rows)
+    verdicts = []
+    for r in tls_rows:
+        if r[2] == "mongolb-tls" and r[1] == "64" and r[-2]:
+            verdicts.append("{} {}".format(r[0], r[-2]))
+    if verdicts:
+        print("ratio at 64 connections (goal >= 0.80): " + ", ".join(verdicts))
+    print()
+
+
 c1 = status1.get("counters", {})
 print("mongolb memory after the one-mongos runs: VmRSS {:,} kB (peak VmHWM {:,} kB; "
       "mongolbStatus rssKB {:,})".format(int(rss1 or 0), int(hwm1 or 0),
@@ -257,6 +316,12 @@ if status_rs.get("servers"):
     print("  getMores routed {:,}, cursorNotFound {}, errors returned {}".format(
         crs.get("getMoresRouted", 0), crs.get("cursorNotFound", 0),
         crs.get("errorsReturned", 0)))
+if status_tls.get("servers") is not None:
+    ct = status_tls.get("counters", {})
+    print("mongolb-tls memory: VmRSS {:,} kB; requests {:,}, backend connections opened {} (TLS "
+          "handshakes), TLS handshake failures {}, errors returned {}".format(
+              int(rss_tls or 0), ct.get("requests", 0), ct.get("backendConnects", 0),
+              ct.get("tlsHandshakeFailures", 0), ct.get("errorsReturned", 0)))
 print()
 print("Simulator capacity (pipelined): 4 connections x 32 requests outstanding, straight at one")
 print("simulated mongos, which runs on one thread (the issue asks for >= 100k ops/s on one core).")
@@ -278,5 +343,9 @@ if [ "$FAILED" != 0 ]; then
   echo
   echo "Some runs FAILED (see the messages above); mongolb's log:" >&2
   tail -n 20 "$LIB_TMP/mlb1.log" >&2 || true
+  if [ -s "$LIB_TMP/mlbtls.log" ]; then
+    echo "The log of mongolb with TLS:" >&2
+    tail -n 20 "$LIB_TMP/mlbtls.log" >&2 || true
+  fi
   exit 1
 fi

@@ -105,6 +105,42 @@ start_mongolb() {
   LIB_PIDS+=("$MLB_PID")
 }
 
+# make_tls_certs: writes a set of test certificates (tests/integration/tls_certs.py, made with the
+# openssl command line) into $LIB_TMP/certs and sets TLS_CA (the CA certificate) and TLS_SERVER_PEM
+# (certificate and key for 127.0.0.1 and localhost, signed by TLS_CA).
+TLS_CA="" TLS_SERVER_PEM=""
+export TLS_CA TLS_SERVER_PEM
+make_tls_certs() {
+  local json
+  mkdir -p "$LIB_TMP/certs"
+  json=$("$PY" "$ROOT/tests/integration/tls_certs.py" "$LIB_TMP/certs") ||
+    die "could not make the test certificates with tests/integration/tls_certs.py"
+  TLS_CA=$("$PY" -c 'import json, sys; print(json.loads(sys.argv[1])["ca"])' "$json")
+  TLS_SERVER_PEM=$("$PY" -c 'import json, sys; print(json.loads(sys.argv[1])["server"])' "$json")
+}
+
+# start_mongolb_tls NAME SEEDS CA CERT [EXTRA_INI_LINES]: as start_mongolb (mongos mode), with TLS
+# on both legs: applications must speak TLS to it (tls_mode = require, with CERT as its certificate
+# and key), and it speaks TLS to SEEDS, verifying them against CA. EXTRA_INI_LINES go under
+# [upstream]. wait_mongolb_ready reaches it with a URI that says so:
+#   wait_mongolb_ready NAME "mongodb://$MLB_ADDR/?tls=true&tlsCAFile=$CA" N
+start_mongolb_tls() {
+  local name=$1 seeds=$2 ca=$3 cert=$4 extra=${5:-}
+  local port
+  port=$(free_port)
+  MLB_ADDR="127.0.0.1:$port"
+  local conf="$LIB_TMP/$name.ini"
+  {
+    printf '[mongolb]\nlisten = %s\nlog_level = warn\n' "$MLB_ADDR"
+    printf 'tls_mode = require\ntls_certificate_key_file = %s\n' "$cert"
+    printf '[upstream]\nmode = mongos\nseeds = %s\ntls = true\ntls_ca_file = %s\n%s\n' \
+      "$seeds" "$ca" "$extra"
+  } >"$conf"
+  "$BUILD/mongolb" -c "$conf" 2>"$LIB_TMP/$name.log" &
+  MLB_PID=$!
+  LIB_PIDS+=("$MLB_PID")
+}
+
 # wait_mongolb_ready NAME ADDR N [TYPES]: waits up to 15 s until mongolb answers hello (so it
 # knows a backend) and mongolbStatus shows N servers with a measured round-trip time whose type is
 # one of TYPES (space-separated, case-insensitive; default "mongos", for a replica set

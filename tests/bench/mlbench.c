@@ -26,6 +26,16 @@
  * primary accepts them, and mongolb in replicaset mode routes them to a secondary. getMore carries
  * none, since it goes wherever its cursor lives.
  *
+ * --tls-ca FILE speaks TLS (1.2 or newer) on every connection, verifying the server's certificate
+ * against the CAs in FILE and its name against the host of --uri (its DNS names, sent as SNI too,
+ * or its IP addresses for an IP literal), as a driver does with tls=true&tlsCAFile=FILE. The URI
+ * may say the same itself, mongodb://HOST:PORT/?tls=true&tlsCAFile=FILE (tls=true alone verifies
+ * against the system's trust store), which is how scripts/lib.sh's helpers, which take a URI
+ * only, reach a TLS port. Each connection's handshake happens when it is opened, before the run
+ * and its warm-up start, so handshakes never fall into the measured window. OpenSSL drives the
+ * blocking socket itself (a socket BIO with read-ahead); without TLS the socket is used exactly as
+ * before, with no extra copy.
+ *
  * A reply with ok other than 1 counts as an error (the first errmsg goes to stderr) and ends the
  * operation; the exit status is then 1. Transport failures (a closed connection, a reply timeout)
  * are fatal: the program prints what happened and exits with status 2.
@@ -38,19 +48,25 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <bson/bson.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509_vfy.h>
 
+#include "tls.h"
 #include "wire.h"
 
 #define MAX_PIPELINE    256
@@ -90,9 +106,13 @@ struct options {
     const char *command;
     const char *command_db;
     const char *read_pref; /* $readPreference mode of the finds, or NULL for none */
+    bool tls;              /* --tls-ca or tls=true in the URI */
+    const char *tls_ca;    /* CA file, or NULL for the system's trust store */
 };
 
 static struct options opt;
+static char uri_tls_ca[4096]; /* tlsCAFile from the URI */
+static SSL_CTX *tls_ctx;      /* with opt.tls */
 
 /* Run-wide state shared by the threads. */
 static atomic_bool stop_flag;
@@ -125,6 +145,7 @@ struct slot {
 struct conn {
     int index;
     int fd;
+    SSL *ssl; /* NULL without TLS */
     int32_t next_seq;
     uint64_t rng;
     struct slot slots[MAX_PIPELINE];
@@ -267,11 +288,72 @@ static int write_all(int fd, const uint8_t *p, size_t n)
     return 0;
 }
 
+/*
+ * Describes, in c->fatal, why an SSL call on the connection failed: ret is what it returned, err
+ * the errno right after it, what the operation ("read", "send", "TLS handshake").
+ */
+static void tls_fail(struct conn *c, int ret, int err, const char *what)
+{
+    char why[400];
+    switch (SSL_get_error(c->ssl, ret)) {
+    case SSL_ERROR_ZERO_RETURN:
+        snprintf(c->fatal, sizeof(c->fatal), "connection %d: closed by the server (close_notify)",
+                 c->index);
+        ERR_clear_error();
+        return;
+    case SSL_ERROR_WANT_READ:
+    case SSL_ERROR_WANT_WRITE:
+        /* A blocking socket only asks to retry when SO_RCVTIMEO or SO_SNDTIMEO ran out. */
+        if (strcmp(what, "read") == 0)
+            snprintf(c->fatal, sizeof(c->fatal), "connection %d: no reply within %d s", c->index,
+                     REPLY_TIMEOUT_S);
+        else
+            snprintf(c->fatal, sizeof(c->fatal), "connection %d: %s timed out after %d s", c->index,
+                     what, REPLY_TIMEOUT_S);
+        ERR_clear_error();
+        return;
+    case SSL_ERROR_SYSCALL:
+        if (err != 0 && ERR_peek_error() == 0) {
+            snprintf(c->fatal, sizeof(c->fatal), "connection %d: %s failed: %s", c->index, what,
+                     strerror(err));
+            return;
+        }
+        /* fall through */
+    default:
+        snprintf(c->fatal, sizeof(c->fatal), "connection %d: %s failed: %s", c->index, what,
+                 tls_last_error(why, sizeof(why)));
+        return;
+    }
+}
+
+/* conn_flush's TLS half: SSL_write_ex sends the whole buffer on a blocking socket. */
+static int tls_flush(struct conn *c)
+{
+    size_t done = 0;
+    while (done < c->out.len) {
+        size_t n = 0;
+        int ret = SSL_write_ex(c->ssl, c->out.data + done, c->out.len - done, &n);
+        if (ret != 1) {
+            int err = errno;
+            if (SSL_get_error(c->ssl, ret) == SSL_ERROR_WANT_WRITE && err == EINTR)
+                continue;
+            tls_fail(c, ret, err, "send");
+            wire_buf_reset(&c->out);
+            return -1;
+        }
+        done += n;
+    }
+    wire_buf_reset(&c->out);
+    return 0;
+}
+
 /* Sends what has been queued in c->out. Returns 0 or sets c->fatal and returns -1. */
 static int conn_flush(struct conn *c)
 {
     if (c->out.len == 0)
         return 0;
+    if (c->ssl)
+        return tls_flush(c);
     int rc = write_all(c->fd, c->out.data, c->out.len);
     wire_buf_reset(&c->out);
     if (rc < 0) {
@@ -308,6 +390,20 @@ static ssize_t conn_read_frame(struct conn *c)
             }
             c->in = n;
             c->in_cap = want;
+        }
+        if (c->ssl) {
+            /* Decrypted bytes go straight into c->in, as recv puts them there without TLS. */
+            size_t got = 0;
+            int ret = SSL_read_ex(c->ssl, c->in + c->in_len, c->in_cap - c->in_len, &got);
+            if (ret != 1) {
+                int err = errno;
+                if (SSL_get_error(c->ssl, ret) == SSL_ERROR_WANT_READ && err == EINTR)
+                    continue;
+                tls_fail(c, ret, err, "read");
+                return -1;
+            }
+            c->in_len += got;
+            continue;
         }
         ssize_t r = recv(c->fd, c->in + c->in_len, c->in_cap - c->in_len, 0);
         if (r < 0 && errno == EINTR)
@@ -806,9 +902,73 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: mlbench [--uri HOST:PORT] [--conns N] [--pipeline K] [--seconds S | --ops N]\n"
             "               [--workload ping|find_id|cursor1000|insert] [--warmup-ms MS]\n"
-            "               [--setup] [--docs N] [--read-pref MODE]\n"
-            "       mlbench [--uri HOST:PORT] --command JSON [--db NAME]\n"
+            "               [--setup] [--docs N] [--read-pref MODE] [--tls-ca FILE]\n"
+            "       mlbench [--uri HOST:PORT] [--tls-ca FILE] --command JSON [--db NAME]\n"
+            "--uri also takes mongodb://HOST:PORT/?tls=true&tlsCAFile=FILE.\n"
             "Prints one line of JSON: ops, ops_per_sec, p50_us, p99_us, errors, ...\n");
+}
+
+static int hex_digit(char ch)
+{
+    if (ch >= '0' && ch <= '9')
+        return ch - '0';
+    if (ch >= 'a' && ch <= 'f')
+        return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F')
+        return ch - 'A' + 10;
+    return -1;
+}
+
+/* Copies the n bytes of a URI option's value v into buf, decoding %XX. False if it is too long. */
+static bool uri_decode(const char *v, size_t n, char *buf, size_t len)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        char ch = v[i];
+        if (ch == '%' && i + 2 < n && hex_digit(v[i + 1]) >= 0 && hex_digit(v[i + 2]) >= 0) {
+            ch = (char)(hex_digit(v[i + 1]) * 16 + hex_digit(v[i + 2]));
+            i += 2;
+        }
+        if (o + 1 >= len)
+            return false;
+        buf[o++] = ch;
+    }
+    buf[o] = '\0';
+    return true;
+}
+
+/*
+ * Reads the URI options mlbench knows, tls (or ssl) = true|false and tlsCAFile, which implies
+ * tls=true as it does in drivers; others are ignored. Returns 0 or -1.
+ */
+static int parse_uri_options(const char *q)
+{
+    while (*q) {
+        size_t n = strcspn(q, "&;");
+        const char *eq = memchr(q, '=', n);
+        if (eq) {
+            size_t klen = (size_t)(eq - q), vlen = n - klen - 1;
+            const char *v = eq + 1;
+            if ((klen == 3 && strncasecmp(q, "tls", 3) == 0) ||
+                (klen == 3 && strncasecmp(q, "ssl", 3) == 0)) {
+                if (vlen == 4 && strncasecmp(v, "true", 4) == 0)
+                    opt.tls = true;
+                else if (vlen == 5 && strncasecmp(v, "false", 5) == 0)
+                    opt.tls = false;
+                else
+                    return -1;
+            } else if (klen == 9 && strncasecmp(q, "tlsCAFile", 9) == 0) {
+                if (vlen == 0 || !uri_decode(v, vlen, uri_tls_ca, sizeof(uri_tls_ca)))
+                    return -1;
+                opt.tls_ca = uri_tls_ca;
+                opt.tls = true;
+            }
+        }
+        q += n;
+        if (*q)
+            q++;
+    }
+    return 0;
 }
 
 static int parse_uri(const char *uri)
@@ -840,7 +1000,8 @@ static int parse_uri(const char *uri)
         return -1;
     strcpy(opt.host, host);
     strcpy(opt.port, port);
-    return 0;
+    const char *q = strchr(p + n, '?');
+    return q ? parse_uri_options(q + 1) : 0;
 }
 
 static bool parse_int(const char *s, long long lo, long long hi, long long *out)
@@ -869,6 +1030,7 @@ static int parse_args(int argc, char **argv)
         {"command", required_argument, NULL, 'C'},
         {"db", required_argument, NULL, 'D'},
         {"read-pref", required_argument, NULL, 'R'},
+        {"tls-ca", required_argument, NULL, 'T'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -884,11 +1046,15 @@ static int parse_args(int argc, char **argv)
     int ch;
     long long v;
     int longindex = 0;
+    const char *tls_ca = NULL;
     while ((ch = getopt_long(argc, argv, "", longopts, &longindex)) != -1) {
         switch (ch) {
         case 'u':
             if (parse_uri(optarg) != 0) {
-                fprintf(stderr, "mlbench: bad --uri '%s' (want host:port)\n", optarg);
+                fprintf(stderr,
+                        "mlbench: bad --uri '%s' (want host:port, or "
+                        "mongodb://host:port/?tls=true&tlsCAFile=FILE)\n",
+                        optarg);
                 return -1;
             }
             break;
@@ -954,6 +1120,11 @@ static int parse_args(int argc, char **argv)
                 goto bad;
             opt.read_pref = optarg;
             break;
+        case 'T':
+            if (!*optarg)
+                goto bad;
+            tls_ca = optarg;
+            break;
         case 'h':
             usage(stdout);
             exit(0);
@@ -975,11 +1146,86 @@ static int parse_args(int argc, char **argv)
         fprintf(stderr, "mlbench: give --seconds or --ops, not both\n");
         return -1;
     }
+    /* --tls-ca wins over the URI's options, wherever it stands. */
+    if (tls_ca) {
+        opt.tls = true;
+        opt.tls_ca = tls_ca;
+    }
     return 0;
+}
+
+/* Builds tls_ctx for opt.tls: TLS 1.2 or newer, the server's certificate verified. */
+static int tls_setup(void)
+{
+    char why[400];
+    tls_ctx = SSL_CTX_new(TLS_client_method());
+    if (!tls_ctx || SSL_CTX_set_min_proto_version(tls_ctx, TLS1_2_VERSION) != 1) {
+        fprintf(stderr, "mlbench: cannot create a TLS context: %s\n",
+                tls_last_error(why, sizeof(why)));
+        return -1;
+    }
+    SSL_CTX_set_options(tls_ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
+    SSL_CTX_set_verify(tls_ctx, SSL_VERIFY_PEER, NULL);
+    if (opt.tls_ca ? SSL_CTX_load_verify_locations(tls_ctx, opt.tls_ca, NULL) != 1
+                   : SSL_CTX_set_default_verify_paths(tls_ctx) != 1) {
+        fprintf(stderr, "mlbench: cannot load the CA certificates of %s: %s\n",
+                opt.tls_ca ? opt.tls_ca : "the system's trust store",
+                tls_last_error(why, sizeof(why)));
+        return -1;
+    }
+    /* Read-ahead: one recv takes whatever has arrived (up to READ_CHUNK), not a record header and
+     * then its body in two. */
+    SSL_CTX_set_read_ahead(tls_ctx, 1);
+    SSL_CTX_set_default_read_buffer_len(tls_ctx, READ_CHUNK);
+    /* A server that closes while mlbench writes must not kill it with SIGPIPE: OpenSSL's socket
+     * BIO writes without MSG_NOSIGNAL. */
+    signal(SIGPIPE, SIG_IGN);
+    return 0;
+}
+
+/* Does the TLS handshake on a connected c->fd. Returns 0 or -1 with c->fatal set. */
+static int conn_tls_start(struct conn *c)
+{
+    char why[400];
+    c->ssl = SSL_new(tls_ctx);
+    if (!c->ssl || SSL_set_fd(c->ssl, c->fd) != 1) {
+        snprintf(c->fatal, sizeof(c->fatal), "connection %d: cannot create a TLS connection: %s",
+                 c->index, tls_last_error(why, sizeof(why)));
+        return -1;
+    }
+    if (tls_client_prepare(c->ssl, opt.host, true) != 0) {
+        snprintf(c->fatal, sizeof(c->fatal), "connection %d: cannot verify TLS against host '%s'",
+                 c->index, opt.host);
+        return -1;
+    }
+    ERR_clear_error();
+    int ret = SSL_connect(c->ssl);
+    if (ret == 1)
+        return 0;
+    int err = errno;
+    long vr = SSL_get_verify_result(c->ssl);
+    if (vr != X509_V_OK) {
+        snprintf(c->fatal, sizeof(c->fatal),
+                 "connection %d: TLS handshake with %s:%s failed: certificate verify failed: %s",
+                 c->index, opt.host, opt.port, X509_verify_cert_error_string(vr));
+        ERR_clear_error();
+        return -1;
+    }
+    char what[300];
+    snprintf(what, sizeof(what), "TLS handshake with %s:%s", opt.host, opt.port);
+    tls_fail(c, ret, err, what);
+    return -1;
 }
 
 static void conn_free(struct conn *c)
 {
+    if (c->ssl) {
+        /* A close_notify, as drivers send, unless the connection already failed. */
+        if (!c->fatal[0] && SSL_is_init_finished(c->ssl))
+            SSL_shutdown(c->ssl);
+        SSL_free(c->ssl);
+        ERR_clear_error();
+    }
     if (c->fd >= 0)
         close(c->fd);
     wire_buf_free(&c->out);
@@ -996,6 +1242,8 @@ static int conn_open(struct conn *c, int index, bool hello)
         c->rng = 1;
     c->fd = connect_to(opt.host, opt.port, c->fatal, sizeof(c->fatal));
     if (c->fd < 0)
+        return -1;
+    if (opt.tls && conn_tls_start(c) != 0)
         return -1;
     return hello ? conn_hello(c) : 0;
 }
@@ -1032,6 +1280,8 @@ static int command_mode(void)
 int main(int argc, char **argv)
 {
     if (parse_args(argc, argv) != 0)
+        return 2;
+    if (opt.tls && tls_setup() != 0)
         return 2;
     if (opt.command)
         return command_mode();
