@@ -7,6 +7,8 @@
 #   make demo     a simulated cluster, the proxy in front of it, and a workload through it
 #   make bench    direct-versus-proxied benchmarks
 #   make soak     a bounded chaos soak through real drivers (SOAK_SECONDS, default 180; not in check)
+#   make coverage line coverage of each file of src/ from the unit and integration suites (gcov;
+#                 not in check)
 #
 # check, demo and bench first run scripts/install-deps.sh, so each works on a fresh Debian machine.
 
@@ -104,13 +106,27 @@ integration-asan: all
 	@MONGOLB=build/asan/mongolb ASAN_OPTIONS=quarantine_size_mb=16:detect_leaks=1 \
 		./scripts/run-integration.sh
 
+# Every step runs even when one before it failed; each test runner records its counts in the
+# file CHECK_SUMMARY names (scripts/summary.sh), and the closing lines are one per runner, then
+# the total alone on the last line: "check: N passed, N failed, N skipped", with the skipped tests
+# named above them. A step that fails without counting anything (the build, format-check) counts
+# one failure, as does a runner that never reported. make check fails if anything failed.
+CHECK_SUMMARY_FILE := $(abspath $(B))/check-summary.txt
+CHECK_RUNNERS      := unit unit-asan fuzz-smoke pytest pytest-tls node node-tls
+
 check: deps
-	@$(MAKE) --no-print-directory all
-	@$(MAKE) --no-print-directory format-check
-	@$(MAKE) --no-print-directory unit
-	@$(MAKE) --no-print-directory unit-asan
-	@$(MAKE) --no-print-directory fuzz-smoke
-	@$(MAKE) --no-print-directory integration-asan
+	@mkdir -p $(B) && rm -f $(CHECK_SUMMARY_FILE)
+	@export CHECK_SUMMARY=$(CHECK_SUMMARY_FILE); rc=0; \
+	step() { name=$$1; shift; $(MAKE) --no-print-directory "$$@" && return 0; rc=1; \
+		[ "$$name" = - ] || ./scripts/summary.sh add "$$name" 0 1 0; }; \
+	step build all; \
+	step format-check format-check; \
+	step - unit; \
+	UNIT_RUNNER=unit-asan step - unit-asan; \
+	step - fuzz-smoke; \
+	step - integration-asan; \
+	echo; ./scripts/summary.sh report $(CHECK_RUNNERS) || rc=1; \
+	exit $$rc
 
 demo: deps
 	@$(MAKE) --no-print-directory all
@@ -124,6 +140,14 @@ bench: deps
 soak: deps
 	@$(MAKE) --no-print-directory all
 	@./scripts/soak.sh
+
+# Line coverage of src/ from the unit and integration suites together (gcov; not part of check):
+# mongolb and the unit suites built with --coverage in build/cov, the integration suites run
+# against that mongolb, then the coverage of each file and the total. See scripts/coverage.sh.
+.PHONY: coverage
+coverage: deps
+	@$(MAKE) --no-print-directory all
+	@MONGOSIM=$${MONGOSIM:-$(B)/mongosim} ./scripts/coverage.sh
 
 # --- Fuzzing ---------------------------------------------------------------------------------
 #

@@ -74,6 +74,8 @@ for t in "$@"; do
   fi
 done
 
+# One line with the counts (targets that passed and failed), for make check's summary.
+./scripts/summary.sh add "fuzz-$mode" $(($# - ${#failed[@]})) ${#failed[@]} 0
 if [ ${#failed[@]} -gt 0 ]; then
   echo "fuzz $mode: failing targets: ${failed[*]}"
   exit 1

@@ -2,8 +2,37 @@
 # Runs the integration tests: PyMongo (Debian's python3-pymongo under /usr/bin/python3, with
 # pytest) over tests/integration, then the Node.js driver over tests/node/*.test.mjs with Node's
 # built-in test runner. Both run even if the first fails; exits non-zero if either failed.
+#
+# Each run ends with its counts, "RUNNER: N passed, N failed, N skipped" (pytest, pytest-tls,
+# node, node-tls), taken from pytest's JUnit XML and node's TAP reports by scripts/summary.sh,
+# which also records every skipped test by name for make check's summary: against a real cluster
+# (MONGOLB_TEST_SEEDS) the tests that need the simulator are skipped, and the summary says which.
 set -u
 cd "$(dirname "$0")/.."
+
+reports=$(mktemp -d "${TMPDIR:-/tmp}/mongolb-integration.XXXXXX")
+trap 'rm -rf "$reports"' EXIT
+# Node's own reporter on the terminal as before (spec on a terminal, TAP otherwise), and TAP in a
+# file to count from.
+node_reporter=tap
+[ -t 1 ] && node_reporter=spec
+node_test() {
+  local name=$1 status
+  shift
+  node --test --test-reporter="$node_reporter" --test-reporter-destination=stdout \
+    --test-reporter=tap --test-reporter-destination="$reports/$name.tap" "$@"
+  status=$?
+  ./scripts/summary.sh node "$name" "$reports/$name.tap" $status
+  return $status
+}
+pytest_run() {
+  local name=$1 status
+  shift
+  /usr/bin/python3 -m pytest -q -rs -p no:cacheprovider --junitxml="$reports/$name.xml" "$@"
+  status=$?
+  ./scripts/summary.sh pytest "$name" "$reports/$name.xml" $status
+  return $status
+}
 
 if [ ! -x "${MONGOSIM:-build/mongosim}" ]; then
   echo "run-integration: ${MONGOSIM:-build/mongosim} is missing (run make)" >&2
@@ -13,7 +42,7 @@ fi
 rc=0
 echo "integration: mongolb ${MONGOLB:-build/mongolb}, mongosim ${MONGOSIM:-build/mongosim}"
 echo "integration: pytest tests/integration"
-/usr/bin/python3 -m pytest -q -p no:cacheprovider tests/integration || rc=1
+pytest_run pytest tests/integration || rc=1
 
 # The cursor, transaction, routing and failover suites once more with TLS on both legs
 # (applications to mongolb, mongolb to the simulator): the harness turns it on for every Cluster.
@@ -22,24 +51,29 @@ TLS_SUITES=(test_proxy_basic test_proxy_cursors test_proxy_routing test_proxy_st
 echo "integration: the same suites over TLS on both legs: ${TLS_SUITES[*]}"
 tls_files=()
 for t in "${TLS_SUITES[@]}"; do tls_files+=("tests/integration/$t.py"); done
-MONGOLB_TEST_TLS=1 /usr/bin/python3 -m pytest -q -p no:cacheprovider "${tls_files[@]}" || rc=1
+MONGOLB_TEST_TLS=1 pytest_run pytest-tls "${tls_files[@]}" || rc=1
 
 shopt -s nullglob
 node_tests=(tests/node/*.test.mjs)
-if [ ${#node_tests[@]} -gt 0 ]; then
+if [ ${#node_tests[@]} -eq 0 ]; then
+  ./scripts/summary.sh add node 0 0 0
+  ./scripts/summary.sh add node-tls 0 0 0
+else
   if [ ! -d node_modules/mongodb ]; then
     echo "run-integration: node_modules/mongodb is missing (run ./scripts/install-deps.sh)" >&2
     rc=1
+    ./scripts/summary.sh add node 0 1 0
+    ./scripts/summary.sh add node-tls 0 1 0
   else
     echo "integration: node --test ${node_tests[*]}"
-    node --test "${node_tests[@]}" || rc=1
+    node_test node "${node_tests[@]}" || rc=1
 
     # The proxy, failover and replica-set files once more with TLS on both legs: the Node
     # harness (tests/node/mongolb_harness.mjs) turns it on for every cluster it starts.
     NODE_TLS_FILES=(tests/node/proxy.test.mjs tests/node/failover.test.mjs
                     tests/node/replset.test.mjs)
     echo "integration: the same Node files over TLS on both legs: ${NODE_TLS_FILES[*]}"
-    MONGOLB_TEST_TLS=1 node --test "${NODE_TLS_FILES[@]}" || rc=1
+    MONGOLB_TEST_TLS=1 node_test node-tls "${NODE_TLS_FILES[@]}" || rc=1
   fi
 fi
 

@@ -13,6 +13,9 @@
 
 #define RTT_ALPHA 0.2
 
+/* MongoDB 6.0: from this wire version SDAM orders primaries by electionId before setVersion. */
+#define WIRE_ELECTION_ID_FIRST 17
+
 void topology_init(struct topology *t, enum topology_mode mode, int local_threshold_ms)
 {
     memset(t, 0, sizeof(*t));
@@ -102,6 +105,15 @@ static bool get_i32(const bson_t *doc, const char *key, int32_t *out)
         return false;
     *out = (int32_t)bson_iter_as_int64(&it);
     return true;
+}
+
+bool topology_wire_supported(int32_t max_wire, char *why, size_t why_len)
+{
+    if (max_wire >= TOPOLOGY_MIN_WIRE_VERSION)
+        return true;
+    snprintf(why, why_len, "wire version %d is older than mongolb's minimum %d (MongoDB %s)",
+             (int)max_wire, TOPOLOGY_MIN_WIRE_VERSION, TOPOLOGY_MIN_MONGODB);
+    return false;
 }
 
 enum server_type topology_classify(const bson_t *reply)
@@ -263,6 +275,43 @@ static int compare_election(const struct topology *t, const struct server *s)
     return 0;
 }
 
+/*
+ * SDAM's updateRSFromPrimary for a primary's (electionId, setVersion): false when the primary is
+ * stale, else true once the topology's newest pair has been updated. From wire version 17
+ * (MongoDB 6.0) electionId comes first and the pair is kept whole; before, setVersion comes first,
+ * only a primary that reports both can be stale, and each half of the newest pair is kept on its
+ * own (the highest setVersion seen, the electionId of the last primary that had one).
+ */
+static bool accept_primary(struct topology *t, const struct server *s)
+{
+    if (s->max_wire >= WIRE_ELECTION_ID_FIRST) {
+        if (compare_election(t, s) < 0)
+            return false;
+        /* An accepted primary's pair becomes the newest, both halves together, even when its
+         * setVersion is lower than one seen before (electionId takes precedence). */
+        t->has_max_election_id = s->has_election_id;
+        if (s->has_election_id)
+            memcpy(t->max_election_id, s->election_id, 12);
+        t->has_max_set_version = s->has_set_version;
+        t->max_set_version = s->set_version;
+        return true;
+    }
+    if (s->has_set_version && s->has_election_id) {
+        if (t->has_max_set_version && t->has_max_election_id &&
+            (t->max_set_version > s->set_version ||
+             (t->max_set_version == s->set_version &&
+              memcmp(t->max_election_id, s->election_id, 12) > 0)))
+            return false;
+        t->has_max_election_id = true;
+        memcpy(t->max_election_id, s->election_id, 12);
+    }
+    if (s->has_set_version && (!t->has_max_set_version || s->set_version > t->max_set_version)) {
+        t->has_max_set_version = true;
+        t->max_set_version = s->set_version;
+    }
+    return true;
+}
+
 /* Applies the replica-set rules of SDAM to a reply of server idx (already classified). */
 static int apply_replset(struct topology *t, int idx, const bson_t *reply, char *why,
                          size_t why_len)
@@ -281,18 +330,13 @@ static int apply_replset(struct topology *t, int idx, const bson_t *reply, char 
     }
     struct member_list ml;
     if (s->type == SERVER_RS_PRIMARY) {
-        if (compare_election(t, s) < 0) {
-            snprintf(why, why_len, "%s claims to be primary with an older electionId", s->addr);
+        if (!accept_primary(t, s)) {
+            snprintf(why, why_len, "%s claims to be primary with an older %s", s->addr,
+                     s->max_wire >= WIRE_ELECTION_ID_FIRST ? "electionId"
+                                                           : "setVersion or electionId");
             s->type = SERVER_UNKNOWN;
             return TOPO_REFUSED;
         }
-        /* An accepted primary's pair becomes the newest, both halves together, even when its
-         * setVersion is lower than one seen before (electionId takes precedence). */
-        t->has_max_election_id = s->has_election_id;
-        if (s->has_election_id)
-            memcpy(t->max_election_id, s->election_id, 12);
-        t->has_max_set_version = s->has_set_version;
-        t->max_set_version = s->set_version;
         /* There is one primary: any other that still says so is out of date. */
         for (int i = 0; i < t->n; i++) {
             if (i != idx && t->servers[i].in_use && t->servers[i].type == SERVER_RS_PRIMARY) {
@@ -345,8 +389,20 @@ int topology_on_hello(struct topology *t, int idx, const bson_t *reply, double r
     s->last_error[0] = 0;
     if (!get_i32(reply, "minWireVersion", &s->min_wire))
         s->min_wire = 0;
-    if (!get_i32(reply, "maxWireVersion", &s->max_wire))
+    bool has_max_wire = get_i32(reply, "maxWireVersion", &s->max_wire);
+    if (!has_max_wire)
         s->max_wire = 0;
+    char too_old[sizeof(s->last_error)];
+    if (has_max_wire && !topology_wire_supported(s->max_wire, too_old, sizeof(too_old))) {
+        /* Refused as a whole: neither its type nor its member list counts. */
+        bool first = !s->wire_refused;
+        s->wire_refused = true;
+        s->type = SERVER_UNKNOWN;
+        snprintf(s->last_error, sizeof(s->last_error), "%s", too_old);
+        t->version++;
+        return (first ? TOPO_REFUSED : 0) | (old != s->type ? TOPO_TYPE_CHANGED : 0);
+    }
+    s->wire_refused = false;
     if (!get_i32(reply, "maxBsonObjectSize", &s->max_bson))
         s->max_bson = 16777216;
     if (!get_i32(reply, "maxMessageSizeBytes", &s->max_msg))

@@ -75,6 +75,8 @@ struct server {
     struct server_tag tags[TOPOLOGY_MAX_TAGS];
     int64_t last_write_ms; /* lastWrite.lastWriteDate */
 
+    bool wire_refused; /* refused for its wire version: see TOPOLOGY_MIN_WIRE_VERSION */
+
     /* Replica-set fields. */
     bool removed; /* no longer a member per the primary's hosts list, or refused; its slot stays
                    * taken until topology_release (a released slot also reads removed) */
@@ -132,10 +134,29 @@ struct topology {
     char overflow_msg[320];
 };
 
-/* What topology_on_hello reports, as bits. */
+/*
+ * The oldest backend mongolb works with: MongoDB 5.0, maxWireVersion 13. mongolb's monitors and
+ * pooled connections open with the hello command, which every 5.0 release has but only some patch
+ * releases of 4.4 and 4.2 (4.4.2, 4.2.10 and later), and a wire version cannot tell those apart.
+ * What else mongolb uses is older: retryable writes and reads (3.6), transactions on sharded
+ * clusters with recoveryToken (4.2, wire 8), RetryableWriteError labels set by the server (4.4,
+ * wire 9). A server that reports a lower maxWireVersion is refused, as a driver refuses an
+ * incompatible server.
+ */
+#define TOPOLOGY_MIN_WIRE_VERSION 13
+#define TOPOLOGY_MIN_MONGODB      "5.0"
+
+/*
+ * Whether a server that reports max_wire can be used: true, or false with the reason in why
+ * ("wire version 9 is older than mongolb's minimum 13 (MongoDB 5.0)").
+ */
+bool topology_wire_supported(int32_t max_wire, char *why, size_t why_len);
+
+/* What topology_on_hello reports, as bits. A server refused for its wire version reports
+ * TOPO_REFUSED on the first reply of the refusal only, so that the caller logs it once. */
 #define TOPO_TYPE_CHANGED    0x1 /* the server's type changed */
 #define TOPO_MEMBERS_CHANGED 0x2 /* servers were added, removed or re-added */
-#define TOPO_REFUSED         0x4 /* the reply was refused (other set, stale primary, wrong kind) */
+#define TOPO_REFUSED         0x4 /* the reply was refused (old wire version, wrong set, stale) */
 #define TOPO_OVERFLOW        0x8 /* members were left out for want of a free slot: overflow_msg */
 
 /* Initialises an empty topology. */
@@ -161,9 +182,13 @@ int topology_release(struct topology *t, int idx);
 /*
  * Applies a successful hello reply from server idx measured with round-trip rtt_ms at now_ms.
  * Sets the type per the SDAM table and the limits; updates the RTT average (seeded with the first
- * sample). In replicaset mode it also follows the SDAM rules: a member of another set, a
- * standalone or a mongos is refused and removed; a primary whose (electionId, setVersion) is older
- * than the newest seen is stale and marked unknown; a new primary demotes any other to unknown;
+ * sample). A server whose maxWireVersion is below TOPOLOGY_MIN_WIRE_VERSION is refused and stays
+ * unknown, with the reason in last_error, until a reply reports a supported version (a reply
+ * without maxWireVersion is not judged by it); nothing else of its reply is applied. In
+ * replicaset mode it also follows the SDAM rules: a member of another set, a standalone or a
+ * mongos is refused and removed; a primary whose (electionId, setVersion) is older than the
+ * newest seen is stale and marked unknown (electionId first from wire version 17, MongoDB 6.0;
+ * setVersion first before it); a new primary demotes any other to unknown;
  * the primary's hosts, passives and arbiters become the member list (others are removed), and
  * while there is no primary any member's list only adds. When the reply is refused the reason is
  * left in the server's last_error. New members that find no free slot are left out and reported

@@ -4,7 +4,12 @@
  * tests/unit/data/selection_cases.txt and tests/unit/data/sdam_cases.txt (their formats are
  * described at the top of each file); this file only reads them and runs each case through
  * topology_on_hello, topology_on_failure, read_pref_validate, topology_staleness_ms and
- * topology_select. Each data file is one test, which reports every failing case by name.
+ * topology_select. Each data file is one test, which reports every failing case by name, and
+ * names every case it skips with its reason on a line of its own:
+ *
+ *     SKIP tests/unit/data/selection_cases.txt: CASE: REASON
+ *
+ * which scripts/run-unit.sh counts as skipped and lists in make check's summary.
  *
  * The files are found relative to the repository root, where the unit tests run, or under the
  * directory named by MONGOLB_SRCDIR.
@@ -25,9 +30,11 @@
 /* The state of one run over a data file. */
 struct runner {
     const char *file;
+    const char *rel; /* the file as named in SKIP lines */
     int line;
     char name[128]; /* the current case, or "" between cases */
     bool skip;
+    char skip_reason[400];
     int case_failures;
     int cases, skipped, failed;
     int stray_failures; /* failures of lines outside any case */
@@ -157,6 +164,7 @@ static void begin_case(struct runner *r, const char *name)
 {
     snprintf(r->name, sizeof(r->name), "%s", name);
     r->skip = false;
+    r->skip_reason[0] = 0;
     r->case_failures = 0;
     r->have_op = false;
     r->write = false;
@@ -175,6 +183,8 @@ static void end_case(struct runner *r)
     r->cases++;
     if (r->skip) {
         r->skipped++;
+        printf("SKIP %s: %s: %s\n", r->rel, r->name,
+               r->skip_reason[0] ? r->skip_reason : "(no reason given)");
     } else if (r->case_failures > 0) {
         r->failed++;
         size_t used = strlen(r->failed_names);
@@ -535,6 +545,23 @@ static void sdam_expect_servers(struct runner *r, char **w, int n)
                       server_type_name(r->t->servers[i].type));
 }
 
+/* "expect last_error ADDR TEXT|none": the words of TEXT, one blank apart, are the error. */
+static void sdam_expect_last_error(struct runner *r, char **w, int n)
+{
+    int idx = need_server(r, w[2]);
+    if (idx < 0)
+        return;
+    char want[512] = "";
+    size_t used = 0;
+    for (int i = 3; i < n && used < sizeof(want); i++)
+        used += (size_t)snprintf(want + used, sizeof(want) - used, "%s%s", i > 3 ? " " : "", w[i]);
+    if (strcmp(want, "none") == 0)
+        want[0] = 0;
+    const char *got = r->t->servers[idx].last_error;
+    if (strcmp(got, want) != 0)
+        case_fail(r, "last error of %s is \"%s\", expected \"%s\"", w[2], got, want);
+}
+
 /* Runs one "expect" line of sdam_cases.txt. */
 static void sdam_expect(struct runner *r, char **w, int n)
 {
@@ -581,6 +608,8 @@ static void sdam_expect(struct runner *r, char **w, int n)
                          fabs(t->servers[idx].rtt_ms - strtod(w[3], NULL)) > 1e-9))
             case_fail(r, "average RTT of %s is %g, expected %s", w[2], t->servers[idx].rtt_ms,
                       w[3]);
+    } else if (strcmp(w[1], "last_error") == 0 && n >= 4) {
+        sdam_expect_last_error(r, w, n);
     } else if (strcmp(w[1], "session_timeout") == 0 && n == 3) {
         struct topology_limits lim;
         char got[24] = "none";
@@ -596,7 +625,12 @@ static void sdam_expect(struct runner *r, char **w, int n)
 /* Runs one line of sdam_cases.txt. */
 static void sdam_line(struct runner *r, const char *raw, char **w, int n)
 {
-    if (strcmp(w[0], "seeds") == 0) {
+    if (strcmp(w[0], "mode") == 0 && n == 2 && strcmp(w[1], "mongos") == 0) {
+        if (r->t->n > 0)
+            case_fail(r, "mode must come before the seeds");
+        r->t->mode = TOPOLOGY_MONGOS;
+        r->t->set_name[0] = 0;
+    } else if (strcmp(w[0], "seeds") == 0) {
         for (int i = 1; i < n; i++)
             add_server(r, w[i]);
     } else if (strcmp(w[0], "hello") == 0) {
@@ -623,6 +657,7 @@ static void run_file(struct runner *r, const char *rel, bool sdam)
     snprintf(path, sizeof(path), "%s%s%s", dir ? dir : "", dir ? "/" : "", rel);
     memset(r, 0, sizeof(*r));
     r->file = path;
+    r->rel = rel;
     r->t = malloc(sizeof(*r->t));
     ck_assert_ptr_nonnull(r->t);
     FILE *f = fopen(path, "r");
@@ -649,6 +684,12 @@ static void run_file(struct runner *r, const char *rel, bool sdam)
         } else if (strcmp(w[0], "end") == 0) {
             end_case(r);
         } else if (strcmp(w[0], "skip") == 0) {
+            /* The reason is the rest of the line, as written. */
+            const char *reason = raw + strspn(raw, " \t") + 4;
+            reason += strspn(reason, " \t");
+            if (!reason[0])
+                case_fail(r, "skip needs a reason");
+            snprintf(r->skip_reason, sizeof(r->skip_reason), "%s", reason);
             r->skip = true;
         } else if (!r->skip) {
             if (sdam)

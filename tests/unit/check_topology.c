@@ -1314,12 +1314,186 @@ START_TEST(limits_replicaset_skip_arbiters)
           "\"logicalSessionTimeoutMinutes\": 25}",
           1);
     /* An arbiter holds no data and has no sessions: it does not lower the limits. */
-    hello(&t, 2, "{\"ok\": 1, \"setName\": \"rs\", \"arbiterOnly\": true, \"maxWireVersion\": 8}",
+    hello(&t, 2, "{\"ok\": 1, \"setName\": \"rs\", \"arbiterOnly\": true, \"maxWireVersion\": 17}",
           1);
     struct topology_limits l;
+    ck_assert_int_eq(t.servers[2].type, SERVER_RS_ARBITER);
     ck_assert(topology_limits(&t, &l));
     ck_assert_int_eq(l.max_wire, 20);
     ck_assert_int_eq(l.session_timeout_min, 25);
+}
+END_TEST
+
+/* --- the minimum backend version --------------------------------------------------------- */
+
+#define TOO_OLD_12 "wire version 12 is older than mongolb's minimum 13 (MongoDB 5.0)"
+
+START_TEST(wire_floor_is_mongodb_5_0)
+{
+    ck_assert_int_eq(TOPOLOGY_MIN_WIRE_VERSION, 13);
+    ck_assert_str_eq(TOPOLOGY_MIN_MONGODB, "5.0");
+    char why[160] = "";
+    ck_assert(topology_wire_supported(13, why, sizeof(why)));
+    ck_assert(topology_wire_supported(21, why, sizeof(why)));
+    ck_assert_str_eq(why, "");
+    ck_assert(!topology_wire_supported(12, why, sizeof(why)));
+    ck_assert_str_eq(why, TOO_OLD_12);
+    ck_assert(!topology_wire_supported(0, why, sizeof(why)));
+    ck_assert_str_eq(why, "wire version 0 is older than mongolb's minimum 13 (MongoDB 5.0)");
+}
+END_TEST
+
+/* A mongos older than the minimum is refused with its reason, never selected, does not lower
+ * mongolb's own limits, is reported once however many heartbeats say the same, and is taken as
+ * soon as it reports a supported version. */
+START_TEST(wire_floor_refuses_an_old_mongos)
+{
+    struct topology t;
+    topology_init(&t, TOPOLOGY_MONGOS, 1000);
+    add_servers(&t, 2);
+    hello(&t, 0, "{\"ok\": 1, \"msg\": \"isdbgrid\", \"maxWireVersion\": 21}", 1);
+    const char *old = "{\"ok\": 1, \"msg\": \"isdbgrid\", \"minWireVersion\": 0, "
+                      "\"maxWireVersion\": 12, \"maxBsonObjectSize\": 1000}";
+    int bits = hello(&t, 1, old, 1);
+    ck_assert_int_eq(bits, TOPO_REFUSED);
+    ck_assert_int_eq(t.servers[1].type, SERVER_UNKNOWN);
+    ck_assert_str_eq(t.servers[1].last_error, TOO_OLD_12);
+    ck_assert(!topology_is_selectable(&t, &t.servers[1]));
+    struct select_request req = {.write = false, .exclude_idx = -1};
+    int counts[TOPOLOGY_MAX_SERVERS];
+    draw_many(&t, &req, 200, counts);
+    ck_assert_int_eq(counts[0], 200);
+    /* Even when it is the one a retry should avoid, the old server is not a fallback. */
+    req.exclude_idx = 0;
+    draw_many(&t, &req, 50, counts);
+    ck_assert_int_eq(counts[0], 50);
+    struct topology_limits l;
+    ck_assert(topology_limits(&t, &l));
+    ck_assert_int_eq(l.max_wire, 21);
+    ck_assert_int_eq(l.max_bson, 16777216);
+
+    /* The next heartbeats say the same: still refused, not reported again. */
+    ck_assert_int_eq(hello(&t, 1, old, 1), 0);
+    ck_assert_int_eq(t.servers[1].type, SERVER_UNKNOWN);
+    ck_assert_str_eq(t.servers[1].last_error, TOO_OLD_12);
+    /* A failed check in between does not make the same refusal news. */
+    topology_on_failure(&t, 1, "connection refused", 2000);
+    ck_assert_int_eq(hello(&t, 1, old, 1), 0);
+    ck_assert_str_eq(t.servers[1].last_error, TOO_OLD_12);
+
+    /* Upgraded to exactly the minimum: accepted. */
+    bits = hello(&t, 1, "{\"ok\": 1, \"msg\": \"isdbgrid\", \"maxWireVersion\": 13}", 1);
+    ck_assert_int_eq(bits, TOPO_TYPE_CHANGED);
+    ck_assert_int_eq(t.servers[1].type, SERVER_MONGOS);
+    ck_assert_str_eq(t.servers[1].last_error, "");
+    ck_assert(topology_limits(&t, &l));
+    ck_assert_int_eq(l.max_wire, 13);
+    req.exclude_idx = 0;
+    draw_many(&t, &req, 50, counts);
+    ck_assert_int_eq(counts[1], 50);
+
+    /* Downgraded again: a new refusal, reported, and the type change with it. */
+    bits = hello(&t, 1, "{\"ok\": 1, \"msg\": \"isdbgrid\", \"maxWireVersion\": 9}", 1);
+    ck_assert_int_eq(bits, TOPO_REFUSED | TOPO_TYPE_CHANGED);
+    ck_assert_str_eq(t.servers[1].last_error,
+                     "wire version 9 is older than mongolb's minimum 13 (MongoDB 5.0)");
+    ck_assert(topology_limits(&t, &l));
+    ck_assert_int_eq(l.max_wire, 21);
+}
+END_TEST
+
+/* A reply without maxWireVersion (no MongoDB server since 2.6 sends one) is not judged by it. */
+START_TEST(wire_floor_needs_a_reported_version)
+{
+    struct topology t;
+    topology_init(&t, TOPOLOGY_MONGOS, 15);
+    add_servers(&t, 1);
+    ck_assert_int_eq(hello(&t, 0, MONGOS_HELLO, 1), TOPO_TYPE_CHANGED);
+    ck_assert_int_eq(t.servers[0].type, SERVER_MONGOS);
+    ck_assert_int_eq(t.servers[0].max_wire, 0);
+}
+END_TEST
+
+/* In replica-set mode an old member is refused as a whole: an old primary neither becomes the
+ * primary nor adds the members it lists nor records its (electionId, setVersion). */
+START_TEST(wire_floor_refuses_an_old_primary_as_a_whole)
+{
+    struct topology t;
+    topology_init(&t, TOPOLOGY_REPLICASET, 15);
+    snprintf(t.set_name, sizeof(t.set_name), "rs");
+    add_servers(&t, 1);
+    int bits = hello(&t, 0,
+                     "{\"ok\": 1, \"setName\": \"rs\", \"isWritablePrimary\": true, "
+                     "\"hosts\": [\"h0:27017\", \"h1:27017\"], \"setVersion\": 1, "
+                     "\"electionId\": {\"$oid\": \"000000000000000000000001\"}, "
+                     "\"maxWireVersion\": 9}",
+                     1);
+    ck_assert_int_eq(bits, TOPO_REFUSED);
+    ck_assert_int_eq(t.n, 1);
+    ck_assert_int_eq(topology_primary(&t), -1);
+    ck_assert(!t.has_max_election_id);
+    ck_assert(!t.has_max_set_version);
+    ck_assert(!t.servers[0].removed); /* still a member: it is checked again, and may upgrade */
+    ck_assert_str_eq(t.servers[0].last_error,
+                     "wire version 9 is older than mongolb's minimum 13 (MongoDB 5.0)");
+    /* The same primary at 5.0 is accepted and its list is the membership. */
+    bits = hello(&t, 0,
+                 "{\"ok\": 1, \"setName\": \"rs\", \"isWritablePrimary\": true, "
+                 "\"hosts\": [\"h0:27017\", \"h1:27017\"], \"setVersion\": 1, "
+                 "\"electionId\": {\"$oid\": \"000000000000000000000001\"}, "
+                 "\"maxWireVersion\": 13}",
+                 1);
+    ck_assert(!(bits & TOPO_REFUSED));
+    ck_assert(bits & TOPO_MEMBERS_CHANGED);
+    ck_assert_int_eq(t.n, 2);
+    ck_assert_int_eq(topology_primary(&t), 0);
+    /* A secondary it lists that is too old stays a member, unknown, never read from. */
+    bits = hello(&t, 1,
+                 "{\"ok\": 1, \"setName\": \"rs\", \"secondary\": true, "
+                 "\"hosts\": [\"h0:27017\", \"h1:27017\"], \"maxWireVersion\": 12}",
+                 1);
+    ck_assert_int_eq(bits, TOPO_REFUSED);
+    ck_assert_int_eq(t.servers[1].type, SERVER_UNKNOWN);
+    ck_assert(!t.servers[1].removed);
+    struct read_pref rp = {.mode = READ_SECONDARY_PREFERRED, .max_staleness_s = -1};
+    struct select_request req = {.write = false, .exclude_idx = -1, .rp = &rp};
+    int counts[TOPOLOGY_MAX_SERVERS];
+    draw_many(&t, &req, 50, counts);
+    ck_assert_int_eq(counts[0], 50);
+}
+END_TEST
+
+/* Before wire version 17 (MongoDB 5.x, which mongolb accepts) SDAM compares setVersion first:
+ * a primary with a newer electionId but a lower setVersion is the stale one, the opposite of
+ * replicaset_election_id_precedes_set_version. */
+START_TEST(replicaset_pre_6_0_set_version_precedes_election_id)
+{
+    struct topology t;
+    topology_init(&t, TOPOLOGY_REPLICASET, 15);
+    add_servers(&t, 2);
+    hello(&t, 0,
+          "{\"ok\": 1, \"setName\": \"rs\", \"isWritablePrimary\": true, \"setVersion\": 2, "
+          "\"electionId\": {\"$oid\": \"000000000000000000000001\"}, \"maxWireVersion\": 16}",
+          1);
+    int bits = hello(&t, 1,
+                     "{\"ok\": 1, \"setName\": \"rs\", \"isWritablePrimary\": true, "
+                     "\"setVersion\": 1, \"electionId\": {\"$oid\": \"000000000000000000000002\"}, "
+                     "\"maxWireVersion\": 16}",
+                     1);
+    ck_assert(bits & TOPO_REFUSED);
+    ck_assert_int_eq(topology_primary(&t), 0);
+    ck_assert_str_eq(t.servers[1].last_error,
+                     "h1:27017 claims to be primary with an older setVersion or electionId");
+    ck_assert_int_eq(t.max_set_version, 2);
+    /* The same pair at wire version 17 is the newer primary. */
+    bits = hello(&t, 1,
+                 "{\"ok\": 1, \"setName\": \"rs\", \"isWritablePrimary\": true, "
+                 "\"setVersion\": 1, \"electionId\": {\"$oid\": \"000000000000000000000002\"}, "
+                 "\"maxWireVersion\": 17}",
+                 1);
+    ck_assert(!(bits & TOPO_REFUSED));
+    ck_assert_int_eq(topology_primary(&t), 1);
+    ck_assert_int_eq(t.max_set_version, 1);
 }
 END_TEST
 
@@ -1362,6 +1536,11 @@ Suite *topology_suite(void)
     tcase_add_test(tc, mark_unknown_keeps_pool_unless_asked);
     tcase_add_test(tc, limits_most_conservative);
     tcase_add_test(tc, limits_replicaset_skip_arbiters);
+    tcase_add_test(tc, wire_floor_is_mongodb_5_0);
+    tcase_add_test(tc, wire_floor_refuses_an_old_mongos);
+    tcase_add_test(tc, wire_floor_needs_a_reported_version);
+    tcase_add_test(tc, wire_floor_refuses_an_old_primary_as_a_whole);
+    tcase_add_test(tc, replicaset_pre_6_0_set_version_precedes_election_id);
     suite_add_tcase(s, tc);
     return s;
 }
