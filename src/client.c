@@ -328,7 +328,8 @@ static void finish_request(struct client *c)
     if (c->xbuf.cap > 64 * 1024)
         wire_buf_free(&c->xbuf);
     client_set_state(c, CLIENT_READING);
-    size_t next = stream_pending_bytes(&c->st) - (c->in_frame ? c->raw_len : 0);
+    /* The frame is still held by the stream here, whether the request ended at once or later. */
+    size_t next = stream_pending_bytes(&c->st) - c->raw_len;
     if (!c->in_frame)
         stream_release(&c->st);
     if (p->shutting_down && next == 0)

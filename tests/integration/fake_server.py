@@ -6,8 +6,11 @@
 
 The handler gets (server, command dict) for every OP_MSG and every OP_QUERY on a $cmd
 collection and returns the reply document (or None: no reply, or FakeServer.CLOSE: drop the
-connection). Without a handler, hello/isMaster get fs.hello() and every other command an error.
-Listens on 127.0.0.1 only; one thread per connection; close() stops everything.
+connection, or a callable, called as f(socket, request_id) to write whatever it likes on that
+connection: a frame of bad length, extra frames, bytes later from a timer). Without a handler,
+hello/isMaster get fs.hello() (fs.mongos_hello() with mongos=True) and every other command an
+error. fs.received lists every command received, in order. Listens on 127.0.0.1 only; one thread
+per connection; close() stops everything.
 """
 
 import datetime
@@ -23,12 +26,20 @@ from harness import OP_MSG, OP_QUERY, OP_REPLY
 HELLO_NAMES = ("hello", "ismaster", "isMaster")
 
 
+def msg_frame(doc, request_id, response_to, flags=0):
+    """The bytes of an OP_MSG frame carrying doc (a reply when response_to is a request's id)."""
+    payload = struct.pack("<I", flags) + b"\x00" + bson.BSON.encode(doc)
+    return struct.pack("<iiii", 16 + len(payload), request_id, response_to, OP_MSG) + payload
+
+
 class FakeServer:
     CLOSE = object()
 
-    def __init__(self, handler=None, set_name="rs0"):
+    def __init__(self, handler=None, set_name="rs0", mongos=False):
         self.handler = handler
         self.set_name = set_name
+        self.mongos = mongos
+        self.received = []  # every command, in order of arrival
         self.election_id = ObjectId("7fffffff0000000000000001")
         self.set_version = 1
         self.hosts = None  # None: just itself
@@ -77,15 +88,34 @@ class FakeServer:
         }
         return doc
 
+    def mongos_hello(self, legacy=False):
+        """A mongos router's hello (msg "isdbgrid", no setName)."""
+        return {
+            "isWritablePrimary" if not legacy else "ismaster": True,
+            "msg": "isdbgrid",
+            "maxBsonObjectSize": 16777216,
+            "maxMessageSizeBytes": 48000000,
+            "maxWriteBatchSize": 100000,
+            "localTime": datetime.datetime.utcnow(),
+            "logicalSessionTimeoutMinutes": 30,
+            "connectionId": 1,
+            "minWireVersion": 0,
+            "maxWireVersion": 21,
+            "readOnly": False,
+            "ok": 1.0,
+        }
+
     def _reply_for(self, cmd, legacy):
         name = next(iter(cmd), "")
-        if name in HELLO_NAMES:
-            with self.lock:
+        with self.lock:
+            self.received.append(cmd)
+            if name in HELLO_NAMES:
                 self.hellos += 1
         if self.handler is not None:
             return self.handler(self, cmd)
         if name in HELLO_NAMES:
-            return self.hello(legacy=legacy or name != "hello")
+            legacy = legacy or name != "hello"
+            return self.mongos_hello(legacy) if self.mongos else self.hello(legacy=legacy)
         if name == "ping":
             return {"ok": 1.0}
         return {"ok": 0.0, "errmsg": "fake server: no such command: %s" % name, "code": 59,
@@ -146,6 +176,9 @@ class FakeServer:
                     reply = self._reply_for(cmd, legacy=False)
                     if reply is FakeServer.CLOSE:
                         return
+                    if callable(reply):
+                        reply(conn, request_id)
+                        continue
                     if reply is None or flags & 0x2:
                         continue
                     payload = struct.pack("<I", 0) + b"\x00" + bson.BSON.encode(reply)
@@ -160,6 +193,9 @@ class FakeServer:
                     reply = self._reply_for(cmd, legacy=True)
                     if reply is FakeServer.CLOSE:
                         return
+                    if callable(reply):
+                        reply(conn, request_id)
+                        continue
                     if reply is None:
                         continue
                     doc = bson.BSON.encode(reply)

@@ -608,16 +608,11 @@ START_TEST(test_client_prepare)
 END_TEST
 
 /*
- * Runs a handshake between an SSL from client_ctx (prepared for host) and one from server_ctx
- * over a BIO pair, as the stream layer's memory BIOs would carry it. Returns true if both sides
- * finished; *verify gets the client's verification result.
+ * Runs a handshake between the client c and the server s over a BIO pair, as the stream layer's
+ * memory BIOs would carry it. Returns true if both sides finished.
  */
-static bool handshake(SSL_CTX *client_ctx, SSL_CTX *server_ctx, const char *host, bool verify_host,
-                      long *verify, bool *server_saw_cert)
+static bool handshake_ssl(SSL *c, SSL *s)
 {
-    SSL *c = SSL_new(client_ctx), *s = SSL_new(server_ctx);
-    ck_assert(c && s);
-    ck_assert_int_eq(tls_client_prepare(c, host, verify_host), 0);
     BIO *cb, *sb;
     ck_assert_int_eq(BIO_new_bio_pair(&cb, 0, &sb, 0), 1);
     SSL_set_bio(c, cb, cb);
@@ -640,6 +635,21 @@ static bool handshake(SSL_CTX *client_ctx, SSL_CTX *server_ctx, const char *host
             }
         }
     }
+    return c_done && s_done && !failed;
+}
+
+/*
+ * Runs a handshake between an SSL from client_ctx (prepared for host) and one from server_ctx
+ * (handshake_ssl). Returns true if both sides finished; *verify gets the client's verification
+ * result.
+ */
+static bool handshake(SSL_CTX *client_ctx, SSL_CTX *server_ctx, const char *host, bool verify_host,
+                      long *verify, bool *server_saw_cert)
+{
+    SSL *c = SSL_new(client_ctx), *s = SSL_new(server_ctx);
+    ck_assert(c && s);
+    ck_assert_int_eq(tls_client_prepare(c, host, verify_host), 0);
+    bool ok = handshake_ssl(c, s);
     *verify = SSL_get_verify_result(c);
     if (server_saw_cert) {
         X509 *peer = SSL_get1_peer_certificate(s);
@@ -649,7 +659,16 @@ static bool handshake(SSL_CTX *client_ctx, SSL_CTX *server_ctx, const char *host
     SSL_free(c);
     SSL_free(s);
     ERR_clear_error();
-    return c_done && s_done && !failed;
+    return ok;
+}
+
+/* The common name of a certificate's subject, in buf. */
+static const char *subject_cn(X509 *cert, char *buf, int len)
+{
+    ck_assert_ptr_nonnull(cert);
+    ck_assert_int_gt(
+        X509_NAME_get_text_by_NID(X509_get_subject_name(cert), NID_commonName, buf, len), 0);
+    return buf;
 }
 
 START_TEST(test_handshakes)
@@ -709,12 +728,29 @@ START_TEST(test_handshakes)
     ck_assert_msg(tls_build(&c, &t, err, sizeof(err)) == 0, "%s", err);
     ck_assert(handshake(t.client, t.server, "localhost", true, &v, &saw));
     ck_assert(!saw);
-    /* A connection keeps its context alive after tls_free(), as a reload needs. */
-    SSL *kept = SSL_new(t.server);
+    /* A connection keeps its context alive after tls_free(), as a reload needs: connections
+     * begun before a reload finish their handshakes with the certificates they began with. */
+    SSL *kept = SSL_new(t.server), *kept_client = SSL_new(t.client);
+    ck_assert(kept && kept_client);
+    SSL_CTX *old_server = t.server;
     tls_free(&t);
-    ck_assert_ptr_nonnull(SSL_get_SSL_CTX(kept));
-    ck_assert_ptr_nonnull(SSL_CTX_get0_certificate(SSL_get_SSL_CTX(kept)));
+    ck_assert_ptr_null(t.server);
+    ck_assert_ptr_null(t.client);
+    ck_assert_ptr_eq(SSL_get_SSL_CTX(kept), old_server);
+    char cn[64];
+    ck_assert_str_eq(subject_cn(SSL_CTX_get0_certificate(old_server), cn, sizeof(cn)), "localhost");
+    ck_assert_int_eq(SSL_CTX_check_private_key(old_server), 1);
+    ck_assert_int_eq(SSL_get_verify_mode(kept), SSL_VERIFY_PEER); /* optional client certificates */
+    ck_assert_int_eq(tls_client_prepare(kept_client, "localhost", true), 0);
+    ck_assert(handshake_ssl(kept_client, kept));
+    ck_assert_int_eq(SSL_get_verify_result(kept_client), X509_V_OK);
+    X509 *peer = SSL_get1_peer_certificate(kept_client);
+    ck_assert_str_eq(subject_cn(peer, cn, sizeof(cn)), "localhost");
+    X509_free(peer);
+    ck_assert_ptr_null(SSL_get0_peer_certificate(kept)); /* this client sent none */
+    SSL_free(kept_client);
     SSL_free(kept);
+    ERR_clear_error();
     config_free(&c);
 }
 END_TEST
