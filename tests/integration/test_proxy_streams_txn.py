@@ -6,8 +6,9 @@ import struct
 
 import bson
 import pymongo
+import pytest
 
-from mongolb_harness import cluster, wait_for  # noqa: F401  (cluster is a fixture)
+from mongolb_harness import Cluster, cluster, wait_for  # noqa: F401  (cluster is a fixture)
 
 OP_MSG = 2013
 MORE_TO_COME = 1 << 1
@@ -39,15 +40,30 @@ def recv_msg(sock):
     return request_id, response_to, flags, body
 
 
-def test_exhaust_get_more_streams_through(cluster):
-    cluster.need_sim()
-    client = pymongo.MongoClient(cluster.lb.uri, serverSelectionTimeoutMS=5000)
+@pytest.fixture
+def cluster71():
+    """The cluster fixture with MongoDB 7.1 mongos routers: the first release whose mongos
+    streams an exhaust getMore (a 7.0 mongos answers it as a plain getMore)."""
+    c = Cluster(sim_args=("--mongos", "3", "--version", "7.1"))
+    try:
+        yield c
+    finally:
+        code = c.close()
+        print("\n----- mongolb stderr (%s) -----\n%s" % (c.lb.log_path, c.lb.log_tail(80)))
+    log = c.lb.log()
+    if code != 0 or "AddressSanitizer" in log or "runtime error:" in log:
+        pytest.fail("mongolb exited with %s after SIGTERM:\n%s" % (code, c.lb.log_tail(80)))
+
+
+def test_exhaust_get_more_streams_through(cluster71):
+    cluster71.need_sim()
+    client = pymongo.MongoClient(cluster71.lb.uri, serverSelectionTimeoutMS=5000)
     try:
         client.test_exhaust.c.drop()
         client.test_exhaust.c.insert_many([{"_id": i} for i in range(100)])
     finally:
         client.close()
-    sock = cluster.lb.connect(timeout=10)
+    sock = cluster71.lb.connect(timeout=10)
     try:
         send_msg(sock, 1, {"find": "c", "batchSize": 10, "$db": "test_exhaust"})
         _, to, _, reply = recv_msg(sock)

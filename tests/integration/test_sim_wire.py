@@ -1,5 +1,9 @@
 """mongosim at the byte level: legacy opcodes, exhaust, moreToCome, and bad input. These send
-what drivers no longer send (or never should), over raw sockets."""
+what drivers no longer send (or never should), over raw sockets.
+
+The default simulator is MongoDB 7.0, which refuses the legacy opcodes and whose mongos has no
+exhaust getMore: the tests of those paths run against the release that has them (--version 5.0
+for the legacy opcodes, 7.1 for a mongos that streams); test_sim_faithful.py checks the refusals."""
 
 import socket
 import struct
@@ -12,10 +16,29 @@ from harness import (OP_GET_MORE, OP_KILL_CURSORS, OP_MSG, OP_QUERY, OP_REPLY, c
                      send_msg, start_sim)
 
 
+def seeded_sim(*args):
+    s = start_sim(*args)
+    s.command(0, {"insert": "w", "documents": [{"_id": i} for i in range(30)]}, db="test")
+    return s
+
+
 @pytest.fixture(scope="module")
 def sim():
-    with start_sim("--mongos", "2") as s:
-        s.command(0, {"insert": "w", "documents": [{"_id": i} for i in range(30)]}, db="test")
+    with seeded_sim("--mongos", "2") as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def sim50():
+    """A MongoDB 5.0 mongos: the last release that takes legacy opcodes."""
+    with seeded_sim("--mongos", "2", "--version", "5.0") as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def sim71():
+    """A MongoDB 7.1 mongos: the first whose mongos streams exhaust getMore."""
+    with seeded_sim("--mongos", "2", "--version", "7.1") as s:
         yield s
 
 
@@ -41,6 +64,13 @@ def test_legacy_is_master_over_op_query(sim):
         assert docs[0]["ismaster"] is True and docs[0]["msg"] == "isdbgrid"
         assert docs[0]["helloOk"] is True
         # The $query wrapper of old drivers is understood too.
+        s.sendall(frame(OP_QUERY, query_payload("admin.$cmd", {"$query": {"isMaster": 1}}), 6))
+        _, body = recv_frame(s)
+        assert parse_reply(body)[3][0]["ismaster"] is True
+
+
+def test_other_commands_over_op_query_before_5_1(sim50):
+    with connect(sim50) as s:
         s.sendall(frame(OP_QUERY, query_payload("admin.$cmd", {"$query": {"ping": 1}}), 6))
         _, body = recv_frame(s)
         assert parse_reply(body)[3][0]["ok"] == 1
@@ -52,10 +82,12 @@ def test_op_query_on_a_collection_is_refused_like_mongodb_5_1(sim):
         hdr, body = recv_frame(s)
         flags, _, _, docs = parse_reply(body)
         assert flags & 2  # QueryFailure
-        assert docs[0]["code"] == 352
+        assert docs[0]["code"] == 5739101 and docs[0]["ok"] == 0
+        assert docs[0]["$err"].startswith("OP_QUERY is no longer supported")
 
 
-def test_legacy_get_more_and_kill_cursors(sim):
+def test_legacy_get_more_and_kill_cursors(sim50):
+    sim = sim50
     with connect(sim) as s:
         send_msg(s, {"find": "w", "batchSize": 10, "$db": "test"})
         _, doc, _ = recv_msg(s)
@@ -75,8 +107,8 @@ def test_legacy_get_more_and_kill_cursors(sim):
         assert hdr[2] == 13 and flags & 1 and docs == []  # CursorNotFound
 
 
-def test_exhaust_get_more_streams_with_more_to_come(sim):
-    with connect(sim) as s:
+def test_exhaust_get_more_streams_with_more_to_come(sim71):
+    with connect(sim71) as s:
         send_msg(s, {"find": "w", "batchSize": 4, "$db": "test"})
         _, doc, _ = recv_msg(s)
         cid = doc["cursor"]["id"]

@@ -3,12 +3,13 @@
  * benchmarks.
  *
  * One process is one deployment (N mongos routers, a replica set of N members, or a standalone)
- * listening on consecutive loopback ports and sharing one in-memory store. Once every port
+ * listening on consecutive loopback ports and sharing one in-memory store (until a replica set's
+ * members are given a replication lag: then each keeps its own, see sim_repl.c). Once every port
  * listens it prints one JSON line on stdout, {"ready":true,"servers":[...]}, so that scripts can
  * wait for it. With --tls-cert every listener speaks TLS only, as mongod with requireTLS does
- * (sim_server.c drives OpenSSL). SIGTERM and SIGINT stop it cleanly. See sim.h for the one
- * simplification of replication, and sim_cmds.c for the control commands (simStepDown, simKill,
- * ...).
+ * (sim_server.c drives OpenSSL). SIGTERM and SIGINT stop it cleanly. --version picks the MongoDB
+ * release it behaves as (sim_version.c); sim_cmds.c has the control commands (simStepDown,
+ * simKill, simSetLag, simReconfig, simSetMe, ...).
  */
 #include <errno.h>
 #include <getopt.h>
@@ -34,8 +35,11 @@ static void usage(FILE *f)
             "  --host H               address to listen on (default 127.0.0.1)\n"
             "  --latency MS[,MS...]   extra delay added to every reply, per server\n"
             "  --tags 'k=v,k=v;...'   replica-set member tags, ';' between members\n"
-            "  --lag-ms N             replication lag reported by secondaries\n"
-            "  --max-wire-version N   default 21 (MongoDB 7.0)\n"
+            "  --lag-ms MS[,MS...]    replication lag of secondaries, per member; any value\n"
+            "                         but 0 gives every member its own data (default 0)\n"
+            "  --version X.Y          the MongoDB release to behave as, 4.0 to 8.0 (default\n"
+            "                         7.0): wire version, legacy opcodes, exhaust, write concern\n"
+            "  --max-wire-version N   advertise this wire version (default: the release's)\n"
             "  --cursor-timeout-ms N  idle cursor timeout (default 600000)\n"
             "  --tls-cert FILE        speak TLS only, with this PEM certificate and key\n"
             "  --tls-ca FILE          CA bundle that verifies client certificates\n"
@@ -72,6 +76,7 @@ static int parse_args(int argc, char **argv, struct sim_options *o)
         O_TLS_CERT,
         O_TLS_CA,
         O_TLS_REQUIRE_CLIENT_CERT,
+        O_VERSION,
         O_HELP,
     };
     static const struct option opts[] = {
@@ -90,6 +95,7 @@ static int parse_args(int argc, char **argv, struct sim_options *o)
         {"tls-cert", required_argument, NULL, O_TLS_CERT},
         {"tls-ca", required_argument, NULL, O_TLS_CA},
         {"tls-require-client-cert", no_argument, NULL, O_TLS_REQUIRE_CLIENT_CERT},
+        {"version", required_argument, NULL, O_VERSION},
         {"help", no_argument, NULL, O_HELP},
         {NULL, 0, NULL, 0},
     };
@@ -98,6 +104,7 @@ static int parse_args(int argc, char **argv, struct sim_options *o)
     o->nservers = 1;
     o->port = 27017;
     snprintf(o->host, sizeof(o->host), "127.0.0.1");
+    o->version = 700;
     o->max_wire_version = 21;
     o->cursor_timeout_ms = 600000;
     int members = 3, modes = 0, c;
@@ -140,15 +147,24 @@ static int parse_args(int argc, char **argv, struct sim_options *o)
             snprintf(o->tags, sizeof(o->tags), "%s", optarg);
             break;
         case O_LAG:
-            if (parse_int(optarg, 0, 86400000, &v) < 0)
+            if (strlen(optarg) >= sizeof(o->lag))
                 return -EINVAL;
-            o->lag_ms = (uint64_t)v;
+            snprintf(o->lag, sizeof(o->lag), "%s", optarg);
             break;
         case O_WIRE:
             if (parse_int(optarg, 0, 100, &v) < 0)
                 return -EINVAL;
             o->max_wire_version = (int)v;
+            o->wire_given = true;
             break;
+        case O_VERSION: {
+            int version;
+            if (sim_version_parse(optarg, &version) < 0)
+                return -EINVAL;
+            o->version = version;
+            o->version_given = true;
+            break;
+        }
         case O_CURSOR_TIMEOUT:
             if (parse_int(optarg, 1, 86400000L * 7, &v) < 0)
                 return -EINVAL;
@@ -186,6 +202,12 @@ static int parse_args(int argc, char **argv, struct sim_options *o)
         return -EINVAL;
     if (o->mode == SIM_MODE_REPLSET)
         o->nservers = members;
+    /* A release advertises its wire version unless told otherwise; a wire version alone stands
+     * for the newest release that has it, so that its features follow. */
+    if (o->version_given && !o->wire_given)
+        o->max_wire_version = sim_version_wire(o->version);
+    else if (o->wire_given && !o->version_given)
+        o->version = sim_version_of_wire(o->max_wire_version);
     if (o->port > 0 && o->port + o->nservers - 1 > 65535)
         return -EINVAL;
     return 0;
@@ -209,6 +231,27 @@ static int apply_latency(struct sim *s)
     }
     for (int i = 0; i < s->nservers; i++)
         s->servers[i].latency_ms = (uint64_t)(n == 1 ? vals[0] : (i < n ? vals[i] : 0));
+    return 0;
+}
+
+/* Applies --lag-ms: one value for every member, or one per member (missing ones are 0). */
+static int apply_lag(struct sim *s)
+{
+    if (!s->opt.lag[0])
+        return 0;
+    char buf[256];
+    snprintf(buf, sizeof(buf), "%s", s->opt.lag);
+    int n = 0;
+    long vals[SIM_MAX_SERVERS];
+    char *save, *tok = strtok_r(buf, ",", &save);
+    while (tok) {
+        if (n >= SIM_MAX_SERVERS || parse_int(tok, 0, 86400000, &vals[n]) < 0)
+            return -EINVAL;
+        n++;
+        tok = strtok_r(NULL, ",", &save);
+    }
+    for (int i = 0; i < s->nservers; i++)
+        s->servers[i].lag_ms = (uint64_t)(n == 1 ? vals[0] : (i < n ? vals[i] : 0));
     return 0;
 }
 
@@ -382,9 +425,11 @@ int main(int argc, char **argv)
         srv->port = s->opt.port ? s->opt.port + i : 0;
         bson_init(&srv->tags);
         bson_oid_init(&srv->process_id, NULL);
+        srv->store = s->store;
     }
-    if (apply_latency(s) < 0 || apply_tags(s) < 0) {
-        fprintf(stderr, "mongosim: bad --latency or --tags\n");
+    s->set_version = 1;
+    if (apply_latency(s) < 0 || apply_tags(s) < 0 || apply_lag(s) < 0) {
+        fprintf(stderr, "mongosim: bad --latency, --tags or --lag-ms\n");
         return 2;
     }
     if (s->opt.tls_cert[0]) {
@@ -404,6 +449,13 @@ int main(int argc, char **argv)
     if (s->opt.mode == SIM_MODE_REPLSET) {
         s->servers[0].primary = true;
         s->term = 1;
+        bool lagging = false;
+        for (int i = 0; i < s->nservers; i++)
+            lagging |= s->servers[i].lag_ms > 0;
+        if (lagging && sim_repl_start(s, true) < 0) {
+            fprintf(stderr, "mongosim: out of memory\n");
+            return 1;
+        }
     }
 
     uv_signal_init(s->loop, &s->sig_term);
@@ -438,6 +490,7 @@ int main(int argc, char **argv)
     for (int i = 0; i < s->nservers; i++)
         sim_free_server_state(&s->servers[i]);
     sim_free_retries(s);
+    sim_repl_free(s);
     store_free(s->store);
     bson_destroy(&s->scratch);
     free(s->seq_views);

@@ -2,12 +2,18 @@
  * sim.h: the structures shared by mongosim's server side (tests/sim/sim_*.c).
  *
  * One process simulates one deployment: a few servers (mongos routers, replica-set members or one
- * standalone) on consecutive loopback ports, all sharing one in-memory store (store.h). Everything
- * runs on one libuv loop in one thread, so nothing here is locked.
+ * standalone) on consecutive loopback ports, sharing one in-memory store (store.h). Everything runs
+ * on one libuv loop in one thread, so nothing here is locked.
  *
- * Simplification worth knowing: a replica set's data is shared and immediately visible on every
- * member. Replication lag (--lag-ms) is only reflected in the secondaries' lastWrite.lastWriteDate,
- * which is what drivers use for maxStalenessSeconds; reads on a secondary never see stale data.
+ * Replication: while no member of a replica set has a replication lag, the members share that one
+ * store and a write is visible everywhere at once (the fast default). Once a member is given a lag
+ * (--lag-ms, simSetLag), every member keeps its own copy and the secondaries apply the primary's
+ * oplog lag_ms late (sim_repl.c): stale reads, lastWrite, causal reads and write concern then
+ * behave as on a real replica set.
+ *
+ * Versions (--version, sim_version.c): the MongoDB version a deployment claims decides its
+ * maxWireVersion and what depends on it: legacy opcodes refused from 5.1, exhaust getMore on a
+ * mongos from 7.1, w:majority as the default write concern from 5.0.
  */
 #ifndef MONGOSIM_SIM_H
 #define MONGOSIM_SIM_H
@@ -128,6 +134,15 @@ struct sim_server {
     int64_t topology_counter;
 
     bool primary; /* replica sets: this member is the primary */
+    bool removed; /* replica sets: left out of the set's configuration by simReconfig */
+    char me[96];  /* the "me" its hello reports when it differs from host_port (simSetMe) */
+
+    /* Replication (sim_repl.c). store is the shared store until replication starts, then this
+     * member's own copy. */
+    struct store *store;
+    uint64_t lag_ms;    /* how late this member applies the primary's writes when secondary */
+    uint64_t applied;   /* oplog entries applied */
+    int64_t applied_ms; /* wall time up to which it has applied the primary's writes */
 
     struct sim_conn *conns; /* doubly linked list of open connections */
     uint64_t conns_current;
@@ -160,7 +175,10 @@ struct sim_options {
     int port;
     char latency[256];
     char tags[1024];
-    uint64_t lag_ms;
+    char lag[256];      /* --lag-ms: one value, or one per member */
+    int version;        /* the MongoDB version claimed, major * 100 + minor (700 for 7.0) */
+    bool version_given; /* --version */
+    bool wire_given;    /* --max-wire-version */
     int max_wire_version;
     uint64_t cursor_timeout_ms;
     bool verbose;
@@ -177,7 +195,11 @@ struct sim {
     int nservers;
     struct sim_server servers[SIM_MAX_SERVERS];
 
-    int64_t term; /* replica sets: the election term, in electionId and opTime.t */
+    int64_t term;        /* replica sets: the election term, in electionId and opTime.t */
+    int64_t set_version; /* replica sets: the configuration's version, one more per simReconfig */
+    /* Replica sets whose members keep their own data: the primary's oplog (sim_repl.c); NULL
+     * while the members share s->store. */
+    struct store_oplog *oplog;
     /* Replica sets: an election pending after the primary was killed (see sim_primary_lost). */
     uv_timer_t election_timer;
     int election_after; /* the lost primary's index: the search for a live member starts after it */
@@ -223,6 +245,7 @@ struct sim_request {
     const bson_t *const *seq_docs;
     size_t n_seq;
     const char *seq_id; /* identifier of the first kind-1 section, or NULL */
+    bool legacy_find;   /* an OP_QUERY on a collection, run as a find (servers before 5.1) */
 };
 
 /* --- sim_server.c -------------------------------------------------------------------------- */
@@ -251,6 +274,11 @@ void sim_conn_await_hello(struct sim_conn *c, uint64_t max_await_ms, bool exhaus
                           bool legacy);
 /* Streams the remaining batches of a cursor as moreToCome replies (OP_MSG exhaust getMore). */
 void sim_conn_set_exhaust(struct sim_conn *c, int64_t cursor_id, int64_t batch_size);
+/* Handles the current request again in delay_ms instead of answering it now; the connection reads
+ * nothing more meanwhile (a read waiting for its afterClusterTime). */
+void sim_conn_defer(struct sim_conn *c, uint64_t delay_ms);
+/* How long the current request has waited in sim_conn_defer so far (0 on its first run). */
+uint64_t sim_conn_waited_ms(const struct sim_conn *c);
 
 /* --- sim_cursor.c -------------------------------------------------------------------------- */
 
@@ -290,10 +318,63 @@ void sim_free_retries(struct sim *s);
 void sim_elect(struct sim *s, int index);
 /* Delay between the loss of the primary and the election of the next live member. */
 #define SIM_ELECTION_DELAY_MS 200
+/* Whether a replica-set member is eligible for election: alive and in the configuration. */
+bool sim_electable(const struct sim_server *srv);
 /* Initialises the election timer (once, at start-up); sim_stop closes it. */
 void sim_elections_init(struct sim *s);
 /* The primary, member index, went down (simKill): the set has no primary now, and the next live
  * member is elected after SIM_ELECTION_DELAY_MS with a higher term. */
 void sim_primary_lost(struct sim *s, int index);
+
+/* --- sim_version.c ------------------------------------------------------------------------- */
+
+/* Parses "X.Y" (a version the simulator knows, 4.0 to 8.0) into X * 100 + Y. Returns 0 or
+ * -EINVAL. */
+int sim_version_parse(const char *text, int *version);
+/* The maxWireVersion of a MongoDB version (700 -> 21), or -1 for a version it does not know. */
+int sim_version_wire(int version);
+/* The newest version whose maxWireVersion is at most wire (21 -> 700, 12 -> 404). */
+int sim_version_of_wire(int wire);
+/* "7.0.0" for 700. */
+void sim_version_string(int version, char *buf, size_t len);
+/* MongoDB 5.1 removed OP_QUERY (but for the handshake), OP_GET_MORE, OP_KILL_CURSORS and the legacy
+ * writes. */
+bool sim_legacy_opcodes_removed(int version);
+/* Exhaust getMore (exhaustAllowed on getMore): mongod since 4.2, mongos only since 7.1. */
+bool sim_exhaust_get_more(int version, bool mongos);
+/* The write concern a command without one gets: w:majority since 5.0, w:1 before. */
+bool sim_default_write_concern_majority(int version);
+
+/* --- sim_repl.c ---------------------------------------------------------------------------- */
+
+/* The wall clock in ms (what lastWriteDate, localTime and the oplog are stamped with). */
+int64_t sim_wall_ms(void);
+/* Gives every member its own copy of the data and starts the primary's oplog (the first lag
+ * does it: at_start for --lag-ms, else simSetLag). Open transactions are aborted: their undo logs
+ * belong to the shared store. Returns 0 or -ENOMEM. */
+int sim_repl_start(struct sim *s, bool at_start);
+/* Frees the members' copies and the oplog, at exit. */
+void sim_repl_free(struct sim *s);
+/* Brings srv's copy up to date with what its lag lets it have applied by now. */
+void sim_repl_catch_up(struct sim_server *srv);
+/* The primary moves from old to next (either may be -1): the new one first applies everything
+ * the old one wrote (MongoDB's catch-up phase), then records the oplog. */
+void sim_repl_elect(struct sim *s, int old, int next);
+/* Appends lastWrite to a hello reply of a member (replication started). */
+void sim_repl_append_last_write(struct sim_server *srv, bson_t *reply);
+/* Appends $clusterTime and operationTime, as replica-set members do in every reply. */
+void sim_repl_append_times(struct sim_server *srv, bson_t *reply);
+/*
+ * For a command carrying readConcern.afterClusterTime on a member that has not applied that far:
+ * returns how many ms to wait before trying again (and the caller defers the request), 0 to run it
+ * now, or -1 with an error in reply (an afterClusterTime beyond the cluster's time, or maxTimeMS
+ * spent waiting). waited_ms is how long the request has waited already.
+ */
+int64_t sim_repl_read_wait(struct sim_server *srv, const bson_t *cmd, uint64_t waited_ms,
+                           bson_t *reply);
+/* After a write on the primary: holds its reply until its write concern is satisfied, or adds a
+ * writeConcernError (wtimeout, or a w the set cannot satisfy). */
+void sim_repl_write_concern(struct sim_server *srv, struct sim_conn *conn, const bson_t *cmd,
+                            bson_t *reply);
 
 #endif

@@ -11,12 +11,16 @@
  * retry that lands elsewhere still returns the first result), and one of transaction outcomes in
  * the store (so a commit retried on a new primary, or on another mongos with its recoveryToken,
  * finds that the transaction committed, as on a real deployment).
+ *
+ * Control commands: simStats, simTxnLog, simStepDown, simKill, simRevive, simSetLatency, and for
+ * replica sets simSetLag {server, ms} (replication lag, see sim_repl.c), simReconfig {remove,
+ * add} (membership and setVersion; members by index or host:port) and simSetMe {server, me} (a
+ * member whose hello names another address than the one it is reached at).
  */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/time.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -116,30 +120,6 @@ static void build_labels(bson_t *arr, unsigned labels)
     }
 }
 
-static int64_t wall_ms(void)
-{
-    struct timeval tv;
-    gettimeofday(&tv, NULL);
-    return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
-}
-
-static const char *version_of(int wire)
-{
-    if (wire >= 25)
-        return "8.0.0";
-    if (wire >= 21)
-        return "7.0.0";
-    if (wire >= 17)
-        return "6.0.0";
-    if (wire >= 13)
-        return "5.0.0";
-    if (wire >= 9)
-        return "4.4.0";
-    if (wire >= 8)
-        return "4.2.0";
-    return "4.0.0";
-}
-
 static bool iter_int64(const bson_iter_t *it, int64_t *out)
 {
     if (BSON_ITER_HOLDS_INT64(it) || BSON_ITER_HOLDS_INT32(it) || BSON_ITER_HOLDS_DOUBLE(it)) {
@@ -213,7 +193,7 @@ void sim_build_hello(struct sim_server *srv, struct sim_conn *conn, bool legacy,
     struct sim *s = srv->sim;
     bool replset = s->opt.mode == SIM_MODE_REPLSET;
     bool writable = !replset || srv->primary;
-    int64_t now = wall_ms();
+    int64_t now = sim_wall_ms();
     bson_t sub;
 
     BSON_APPEND_BOOL(reply, legacy ? "ismaster" : "isWritablePrimary", writable);
@@ -223,30 +203,47 @@ void sim_build_hello(struct sim_server *srv, struct sim_conn *conn, bool legacy,
     BSON_APPEND_OID(&sub, "processId", &srv->process_id);
     BSON_APPEND_INT64(&sub, "counter", srv->topology_counter);
     bson_append_document_end(reply, &sub);
-    if (replset) {
+    if (replset && srv->removed) {
+        /* A member that the configuration no longer lists answers as a member without a valid
+         * configuration (MongoDB's HelloResponse::markAsNoConfig): no hosts, no me, and
+         * isreplicaset, which drivers take for an RSGhost. */
         BSON_APPEND_UTF8(reply, "setName", s->opt.set_name);
-        BSON_APPEND_INT32(reply, "setVersion", 1);
+        BSON_APPEND_BOOL(reply, "secondary", false);
+        BSON_APPEND_UTF8(reply, "info", "Does not have a valid replica set config");
+        BSON_APPEND_BOOL(reply, "isreplicaset", true);
+    } else if (replset) {
+        BSON_APPEND_UTF8(reply, "setName", s->opt.set_name);
+        BSON_APPEND_INT32(reply, "setVersion", (int32_t)s->set_version);
         BSON_APPEND_BOOL(reply, "secondary", !srv->primary);
         BSON_APPEND_ARRAY_BEGIN(reply, "hosts", &sub);
         char key[16];
+        uint32_t n = 0;
         for (int i = 0; i < s->nservers; i++) {
+            if (s->servers[i].removed)
+                continue;
             const char *k;
-            bson_uint32_to_string((uint32_t)i, &k, key, sizeof(key));
+            bson_uint32_to_string(n++, &k, key, sizeof(key));
             BSON_APPEND_UTF8(&sub, k, s->servers[i].host_port);
         }
         bson_append_array_end(reply, &sub);
         int p = primary_index(s);
         if (p >= 0)
             BSON_APPEND_UTF8(reply, "primary", s->servers[p].host_port);
-        BSON_APPEND_UTF8(reply, "me", srv->host_port);
+        BSON_APPEND_UTF8(reply, "me", srv->me[0] ? srv->me : srv->host_port);
         if (srv->primary) {
             bson_oid_t eid;
             election_id(s, &eid);
             BSON_APPEND_OID(reply, "electionId", &eid);
         }
-        /* The primary writes continuously (MongoDB's periodic no-op writer), so its lastWriteDate
-         * is now; secondaries trail it by the configured lag. */
-        int64_t lw = srv->primary ? now : now - (int64_t)s->opt.lag_ms;
+    }
+    if (replset && !srv->removed && s->oplog) {
+        sim_repl_append_last_write(srv, reply);
+        if (!bson_empty(&srv->tags))
+            BSON_APPEND_DOCUMENT(reply, "tags", &srv->tags);
+    } else if (replset && !srv->removed) {
+        /* The members share one store: everyone has every write. The primary writes continuously
+         * (MongoDB's periodic no-op writer), so every lastWriteDate is now. */
+        int64_t lw = now;
         bson_t ot;
         BSON_APPEND_DOCUMENT_BEGIN(reply, "lastWrite", &sub);
         BSON_APPEND_DOCUMENT_BEGIN(&sub, "opTime", &ot);
@@ -275,6 +272,8 @@ void sim_build_hello(struct sim_server *srv, struct sim_conn *conn, bool legacy,
     if (hello_ok)
         BSON_APPEND_BOOL(reply, "helloOk", true);
     BSON_APPEND_DOUBLE(reply, "ok", 1.0);
+    if (replset && s->oplog)
+        sim_repl_append_times(srv, reply);
 }
 
 static bool handle_hello(struct sim_server *srv, struct sim_conn *conn,
@@ -338,12 +337,13 @@ static struct sim_txn *txn_find(struct sim_server *srv, const uint8_t *lsid)
  * deployment (store_txn_outcome_set), where a new primary or another mongos recovering the commit
  * decision finds it.
  */
-static void txn_end(struct sim *s, struct sim_txn *t, bool commit)
+static void txn_end(struct sim_server *srv, struct sim_txn *t, bool commit)
 {
+    struct sim *s = srv->sim;
     if (commit)
-        store_txn_commit(s->store, t->undo);
+        store_txn_commit(srv->store, t->undo);
     else
-        store_txn_abort(s->store, t->undo);
+        store_txn_abort(srv->store, t->undo);
     t->undo = NULL;
     t->state = commit ? SIM_TXN_COMMITTED : SIM_TXN_ABORTED;
     store_txn_outcome_set(s->store, t->lsid, t->txn_number,
@@ -356,7 +356,7 @@ static struct sim_txn *txn_create(struct sim_server *srv, const uint8_t *lsid, i
     if (t) {
         /* A newer transaction on the session replaces the old one, aborting it if still open. */
         if (t->state == SIM_TXN_ACTIVE)
-            txn_end(srv->sim, t, false);
+            txn_end(srv, t, false);
     } else {
         t = calloc(1, sizeof(*t));
         if (!t)
@@ -377,7 +377,7 @@ void sim_abort_txns(struct sim_server *srv)
     for (size_t b = 0; b < SIM_TXN_BUCKETS; b++)
         for (struct sim_txn *t = srv->txns[b]; t; t = t->next)
             if (t->state == SIM_TXN_ACTIVE)
-                txn_end(srv->sim, t, false);
+                txn_end(srv, t, false);
 }
 
 /*
@@ -433,7 +433,7 @@ void sim_free_server_state(struct sim_server *srv)
         while (t) {
             struct sim_txn *n = t->next;
             if (t->state == SIM_TXN_ACTIVE)
-                store_txn_abort(srv->sim->store, t->undo);
+                store_txn_abort(srv->store, t->undo);
             free(t);
             t = n;
         }
@@ -471,8 +471,14 @@ static void txn_log_add(struct sim_server *srv, const uint8_t *lsid, int64_t num
 
 /* --- elections --------------------------------------------------------------------------- */
 
+bool sim_electable(const struct sim_server *srv)
+{
+    return srv->listening && !srv->removed;
+}
+
 void sim_elect(struct sim *s, int index)
 {
+    sim_repl_elect(s, primary_index(s), index);
     for (int i = 0; i < s->nservers; i++)
         s->servers[i].primary = false;
     if (index >= 0) {
@@ -503,7 +509,7 @@ static void on_election_timer(uv_timer_t *t)
     int next = -1;
     for (int d = 1; d <= s->nservers; d++) {
         int j = (s->election_after + d) % s->nservers;
-        if (s->servers[j].listening) {
+        if (sim_electable(&s->servers[j])) {
             next = j;
             break;
         }
@@ -704,10 +710,17 @@ static void append_stats(struct sim_server *srv, bson_t *doc)
     if (srv->sim->opt.mode == SIM_MODE_MONGOS)
         role = "mongos";
     else if (srv->sim->opt.mode == SIM_MODE_REPLSET)
-        role = srv->primary ? "primary" : "secondary";
+        role = srv->removed ? "removed" : srv->primary ? "primary" : "secondary";
     BSON_APPEND_UTF8(doc, "role", role);
     BSON_APPEND_BOOL(doc, "alive", srv->listening);
     BSON_APPEND_INT64(doc, "latencyMs", (int64_t)srv->latency_ms);
+    if (srv->sim->opt.mode == SIM_MODE_REPLSET) {
+        sim_repl_catch_up(srv);
+        BSON_APPEND_INT64(doc, "lagMs", (int64_t)srv->lag_ms);
+        BSON_APPEND_INT64(doc, "oplogApplied", (int64_t)srv->applied);
+        if (srv->me[0])
+            BSON_APPEND_UTF8(doc, "me", srv->me);
+    }
     BSON_APPEND_DOCUMENT_BEGIN(doc, "commands", &sub);
     for (int i = 0; i < srv->n_cmd_counts; i++)
         BSON_APPEND_INT64(&sub, srv->cmd_counts[i].name, (int64_t)srv->cmd_counts[i].count);
@@ -727,6 +740,180 @@ static void reset_stats(struct sim_server *srv)
     srv->txn_commands = 0;
     srv->txn_log_len = 0;
     srv->cursors_timed_out = 0;
+}
+
+/* The arguments of a control command: {simX: {args}} or the command itself ({simX: 1, args}). */
+static const bson_t *control_args(const bson_t *cmd, const char *name, bson_t *sub)
+{
+    bson_iter_t it;
+    uint32_t len;
+    const uint8_t *data;
+    if (bson_iter_init_find(&it, cmd, name) && BSON_ITER_HOLDS_DOCUMENT(&it)) {
+        bson_iter_document(&it, &len, &data);
+        if (bson_init_static(sub, data, len))
+            return sub;
+    }
+    return cmd;
+}
+
+/* Every member's hello changed (hosts, setVersion, me): their topologyVersions move on and
+ * awaiting monitors are answered at once, as a real reconfig makes them. */
+static void topology_changed_everywhere(struct sim *s)
+{
+    for (int i = 0; i < s->nservers; i++) {
+        s->servers[i].topology_counter++;
+        sim_server_topology_changed(&s->servers[i]);
+    }
+}
+
+/* simSetLag {server: i, ms: N}: member i applies the primary's writes N ms late from now on. The
+ * first lag other than 0 gives every member its own copy of the data (sim_repl_start). */
+static void set_lag(struct sim *s, const bson_t *args, bson_t *reply)
+{
+    int64_t ms;
+    int i = server_arg(s, args, "server", reply);
+    if (i < 0)
+        return;
+    if (!get_int64(args, "ms", &ms) || ms < 0 || ms > 86400000) {
+        sim_error(reply, 2, NULL, "simSetLag needs 0 <= ms <= 86400000");
+        return;
+    }
+    /* What the member applied under its old lag stays applied: a smaller lag makes it catch up,
+     * a larger one makes it stall until the new lag is reached, never go back. */
+    sim_repl_catch_up(&s->servers[i]);
+    s->servers[i].lag_ms = (uint64_t)ms;
+    if (ms > 0 && sim_repl_start(s, false) < 0) {
+        sim_error(reply, 1, NULL, "simSetLag: out of memory");
+        return;
+    }
+    BSON_APPEND_BOOL(reply, "replicating", s->oplog != NULL);
+    BSON_APPEND_DOUBLE(reply, "ok", 1.0);
+}
+
+/* simSetMe {server: i, me: "host:port" | null}: member i reports another address as its own in
+ * hello (a member reached through an address that is not the one in the set's configuration). */
+static void set_me(struct sim *s, const bson_t *args, bson_t *reply)
+{
+    bson_iter_t it;
+    int i = server_arg(s, args, "server", reply);
+    if (i < 0)
+        return;
+    struct sim_server *srv = &s->servers[i];
+    if (!bson_iter_init_find(&it, args, "me") ||
+        (!BSON_ITER_HOLDS_UTF8(&it) && !BSON_ITER_HOLDS_NULL(&it))) {
+        sim_error(reply, 2, NULL, "simSetMe needs me: \"host:port\" or null");
+        return;
+    }
+    if (BSON_ITER_HOLDS_UTF8(&it)) {
+        uint32_t len;
+        const char *me = bson_iter_utf8(&it, &len);
+        if (len == 0 || len >= sizeof(srv->me)) {
+            sim_error(reply, 2, NULL, "simSetMe: me must be 1 to 95 characters");
+            return;
+        }
+        memcpy(srv->me, me, len + 1);
+    } else {
+        srv->me[0] = '\0';
+    }
+    srv->topology_counter++;
+    sim_server_topology_changed(srv);
+    BSON_APPEND_UTF8(reply, "me", srv->me[0] ? srv->me : srv->host_port);
+    BSON_APPEND_DOUBLE(reply, "ok", 1.0);
+}
+
+/* Marks in set[] the members an array of simReconfig names: indexes or "host:port". Returns
+ * false with an error in reply for a name that is no member. */
+static bool reconfig_members(struct sim *s, const bson_t *args, const char *key, bool *set,
+                             bson_t *reply)
+{
+    bson_iter_t it, a;
+    if (!bson_iter_init_find(&it, args, key))
+        return true;
+    if (!BSON_ITER_HOLDS_ARRAY(&it) || !bson_iter_recurse(&it, &a)) {
+        sim_error(reply, 2, NULL, "simReconfig: add and remove are arrays of members");
+        return false;
+    }
+    while (bson_iter_next(&a)) {
+        int found = -1;
+        int64_t v;
+        if (iter_int64(&a, &v)) {
+            if (v >= 0 && v < s->nservers)
+                found = (int)v;
+        } else if (BSON_ITER_HOLDS_UTF8(&a)) {
+            for (int i = 0; i < s->nservers; i++)
+                if (strcmp(s->servers[i].host_port, bson_iter_utf8(&a, NULL)) == 0)
+                    found = i;
+        }
+        if (found < 0) {
+            sim_error(reply, 2, NULL,
+                      "simReconfig: a member is a server index or the host:port of one");
+            return false;
+        }
+        set[found] = true;
+    }
+    return true;
+}
+
+/*
+ * simReconfig {remove: [member...], add: [member...]}: a new configuration of the replica set
+ * without the removed members and with the added ones (members of this simulator, by index or
+ * host:port, that an earlier simReconfig removed). setVersion goes up by one, as with
+ * replSetReconfig; a removed member answers hello as a member without a configuration (an
+ * RSGhost) and serves nothing, and applies no writes until it is added back. The primary cannot
+ * remove itself (replSetReconfig refuses a configuration without the node it runs on), and the
+ * set keeps at least one member.
+ */
+static void reconfig(struct sim *s, const bson_t *args, bson_t *reply)
+{
+    bool rm[SIM_MAX_SERVERS] = {false}, add[SIM_MAX_SERVERS] = {false};
+    if (!reconfig_members(s, args, "remove", rm, reply) ||
+        !reconfig_members(s, args, "add", add, reply))
+        return;
+    int left = 0;
+    for (int i = 0; i < s->nservers; i++) {
+        if (rm[i] && add[i]) {
+            sim_error(reply, 2, NULL, "simReconfig: a member cannot be both added and removed");
+            return;
+        }
+        if (rm[i] && s->servers[i].primary) {
+            sim_error(reply, 103, "NewReplicaSetConfigurationIncompatible",
+                      "simReconfig: the new configuration must include the primary");
+            return;
+        }
+        left += add[i] || (!rm[i] && !s->servers[i].removed);
+    }
+    if (left == 0) {
+        sim_error(reply, 103, "NewReplicaSetConfigurationIncompatible",
+                  "simReconfig: the new configuration has no member");
+        return;
+    }
+    for (int i = 0; i < s->nservers; i++) {
+        struct sim_server *srv = &s->servers[i];
+        if (add[i] && srv->removed) {
+            /* Back in the set: it starts from where it stopped and catches up with its lag. */
+            srv->removed = false;
+        } else if (rm[i]) {
+            sim_repl_catch_up(srv);
+            srv->removed = true;
+        }
+    }
+    s->set_version++;
+    topology_changed_everywhere(s);
+    log_info(NULL, "simReconfig: setVersion %lld, %d members", (long long)s->set_version, left);
+    bson_t hosts;
+    char key[16];
+    uint32_t n = 0;
+    BSON_APPEND_INT64(reply, "setVersion", s->set_version);
+    BSON_APPEND_ARRAY_BEGIN(reply, "hosts", &hosts);
+    for (int i = 0; i < s->nservers; i++) {
+        if (s->servers[i].removed)
+            continue;
+        const char *k;
+        bson_uint32_to_string(n++, &k, key, sizeof(key));
+        BSON_APPEND_UTF8(&hosts, k, s->servers[i].host_port);
+    }
+    bson_append_array_end(reply, &hosts);
+    BSON_APPEND_DOUBLE(reply, "ok", 1.0);
 }
 
 static bool handle_sim(struct sim_server *srv, struct sim_conn *conn, const char *name,
@@ -787,15 +974,16 @@ static bool handle_sim(struct sim_server *srv, struct sim_conn *conn, const char
         int64_t want;
         if (bson_iter_init_find(&it, cmd, "simStepDown") && BSON_ITER_HOLDS_DOCUMENT(&it) &&
             bson_iter_recurse(&it, &to) && bson_iter_find(&to, "to") && iter_int64(&to, &want)) {
-            if (want < 0 || want >= s->nservers || !s->servers[want].listening) {
-                sim_error(reply, 2, NULL, "simStepDown: 'to' must name a live member");
+            if (want < 0 || want >= s->nservers || !sim_electable(&s->servers[want])) {
+                sim_error(reply, 2, NULL,
+                          "simStepDown: 'to' must name a live member of the configuration");
                 return true;
             }
             next = (int)want;
         } else {
             for (int d = 1; d <= s->nservers; d++) {
                 int j = ((old < 0 ? -1 : old) + d + s->nservers) % s->nservers;
-                if (j != old && s->servers[j].listening) {
+                if (j != old && sim_electable(&s->servers[j])) {
                     next = j;
                     break;
                 }
@@ -862,6 +1050,24 @@ static bool handle_sim(struct sim_server *srv, struct sim_conn *conn, const char
         }
         s->servers[i].latency_ms = (uint64_t)ms;
         BSON_APPEND_DOUBLE(reply, "ok", 1.0);
+        return true;
+    }
+    if (strcmp(name, "simSetLag") == 0 || strcmp(name, "simSetMe") == 0 ||
+        strcmp(name, "simReconfig") == 0) {
+        if (s->opt.mode != SIM_MODE_REPLSET) {
+            char msg[64];
+            snprintf(msg, sizeof(msg), "%s needs a replica set", name);
+            sim_error(reply, 20, NULL, msg);
+            return true;
+        }
+        bson_t sub;
+        const bson_t *args = control_args(cmd, name, &sub);
+        if (strcmp(name, "simSetLag") == 0)
+            set_lag(s, args, reply);
+        else if (strcmp(name, "simSetMe") == 0)
+            set_me(s, args, reply);
+        else
+            reconfig(s, args, reply);
         return true;
     }
     char msg[128];
@@ -942,9 +1148,12 @@ static bool handle_get_more(struct sim_server *srv, struct sim_conn *conn,
     bson_append_document_end(reply, &cdoc);
     BSON_APPEND_DOUBLE(reply, "ok", 1.0);
     c->last_used_ms = sim_now_ms(srv->sim);
+    /* A server without exhaust getMore (a mongos before 7.1) ignores exhaustAllowed and answers
+     * this one request, as any getMore. */
     if (done)
         sim_cursor_close(srv, c);
-    else if (req->kind == SIM_REQ_MSG && (req->msg_flags & WIRE_MSG_EXHAUST_ALLOWED))
+    else if (req->kind == SIM_REQ_MSG && (req->msg_flags & WIRE_MSG_EXHAUST_ALLOWED) &&
+             sim_exhaust_get_more(srv->sim->opt.version, srv->sim->opt.mode == SIM_MODE_MONGOS))
         sim_conn_set_exhaust(conn, id, batch);
     return true;
 }
@@ -1103,7 +1312,7 @@ static enum store_txn_outcome deployment_outcome(struct sim *s, const uint8_t *l
         if (!t || t->txn_number != number)
             continue;
         if (t->state == SIM_TXN_ACTIVE && abort_open)
-            txn_end(s, t, false);
+            txn_end(&s->servers[i], t, false);
         if (t->state == SIM_TXN_COMMITTED)
             return STORE_TXN_COMMITTED;
     }
@@ -1188,7 +1397,7 @@ static void finish_txn(struct sim_server *srv, const char *name, const struct se
         return;
     }
     if (t->state == SIM_TXN_ACTIVE) {
-        txn_end(s, t, commit);
+        txn_end(srv, t, commit);
     } else if (t->state == SIM_TXN_COMMITTED && !commit) {
         txn_committed_error(reply);
         return;
@@ -1216,7 +1425,8 @@ static bool builtin(struct sim_server *srv, struct sim_conn *conn, const char *n
         return true;
     }
     if (strcmp(name, "buildInfo") == 0 || strcmp(name, "buildinfo") == 0) {
-        const char *v = version_of(s->opt.max_wire_version);
+        char v[16];
+        sim_version_string(s->opt.version, v, sizeof(v));
         int a = 0, b = 0, c = 0;
         sscanf(v, "%d.%d.%d", &a, &b, &c);
         BSON_APPEND_UTF8(reply, "version", v);
@@ -1239,12 +1449,14 @@ static bool builtin(struct sim_server *srv, struct sim_conn *conn, const char *n
     if (strcmp(name, "serverStatus") == 0) {
         uint64_t up = sim_now_ms(s) - s->start_ms;
         BSON_APPEND_UTF8(reply, "host", srv->host_port);
-        BSON_APPEND_UTF8(reply, "version", version_of(s->opt.max_wire_version));
+        char v[16];
+        sim_version_string(s->opt.version, v, sizeof(v));
+        BSON_APPEND_UTF8(reply, "version", v);
         BSON_APPEND_UTF8(reply, "process", s->opt.mode == SIM_MODE_MONGOS ? "mongos" : "mongod");
         BSON_APPEND_INT64(reply, "pid", (int64_t)getpid());
         BSON_APPEND_INT64(reply, "uptime", (int64_t)(up / 1000));
         BSON_APPEND_INT64(reply, "uptimeMillis", (int64_t)up);
-        BSON_APPEND_DATE_TIME(reply, "localTime", wall_ms());
+        BSON_APPEND_DATE_TIME(reply, "localTime", sim_wall_ms());
         BSON_APPEND_DOCUMENT_BEGIN(reply, "connections", &sub);
         BSON_APPEND_INT32(&sub, "current", (int32_t)srv->conns_current);
         BSON_APPEND_INT32(&sub, "available", 838860);
@@ -1288,8 +1500,8 @@ static bool builtin(struct sim_server *srv, struct sim_conn *conn, const char *n
     }
     if (strcmp(name, "getParameter") == 0) {
         BSON_APPEND_DOCUMENT_BEGIN(reply, "featureCompatibilityVersion", &sub);
-        char v[8];
-        snprintf(v, sizeof(v), "%.3s", version_of(s->opt.max_wire_version));
+        char v[16];
+        snprintf(v, sizeof(v), "%d.%d", s->opt.version / 100, s->opt.version % 100);
         BSON_APPEND_UTF8(&sub, "version", v);
         bson_append_document_end(reply, &sub);
         simple_ok(reply);
@@ -1457,6 +1669,13 @@ static bool run_one(struct sim_server *srv, struct sim_conn *conn, const struct 
             sim_error(reply, 10107, "NotWritablePrimary", "not primary");
             return true;
         }
+        if (is_read_command(name) && srv->removed) {
+            /* A removed member is neither primary nor secondary (state REMOVED): it serves no
+             * reads, whatever the read preference. */
+            sim_error(reply, 13436, "NotPrimaryOrSecondary",
+                      "not primary or secondary; cannot currently read from this replSet member");
+            return true;
+        }
         if (is_read_command(name) && !secondary_ok(req)) {
             sim_error(reply, 13435, "NotPrimaryNoSecondaryOk", "not primary and secondaryOk=false");
             return true;
@@ -1476,6 +1695,7 @@ static bool run_one(struct sim_server *srv, struct sim_conn *conn, const struct 
             return true;
         if (wce)
             append_fp_write_concern_error(srv, reply);
+        sim_repl_write_concern(srv, conn, &req->cmd, reply);
         if (s->opt.mode == SIM_MODE_MONGOS) {
             /* A mongos appends the token of the shard that recorded the transaction's writes; one
              * that only recovered the decision knows no such shard, and its token is empty. */
@@ -1526,6 +1746,8 @@ static bool run_one(struct sim_server *srv, struct sim_conn *conn, const struct 
              * first execution did, without applying the write again. */
             s->retries_deduplicated++;
             bson_concat(reply, r->reply);
+            /* The retry waits for its write concern as the first execution did. */
+            sim_repl_write_concern(srv, conn, &req->cmd, reply);
             return true;
         }
     }
@@ -1536,7 +1758,7 @@ static bool run_one(struct sim_server *srv, struct sim_conn *conn, const struct 
     char ns[256];
     ns[0] = '\0';
     memset(&err, 0, sizeof(err));
-    int rc = store_exec(s->store, req->db, &req->cmd, req->seq_docs, req->n_seq, reply, &res,
+    int rc = store_exec(srv->store, req->db, &req->cmd, req->seq_docs, req->n_seq, reply, &res,
                         &is_cursor, ns, sizeof(ns), undo, &err);
     if (rc < 0) {
         store_results_free(&res);
@@ -1546,7 +1768,7 @@ static bool run_one(struct sim_server *srv, struct sim_conn *conn, const struct 
             /* MongoDB aborts a transaction when one of its statements fails. */
             struct sim_txn *t = txn_find(srv, si->lsid);
             if (t && t->state == SIM_TXN_ACTIVE)
-                txn_end(s, t, false);
+                txn_end(srv, t, false);
         }
         return true;
     }
@@ -1581,6 +1803,8 @@ static bool run_one(struct sim_server *srv, struct sim_conn *conn, const struct 
      * such an error, and the retry must then find the saved reply (saved above, without it). */
     if (wce)
         append_fp_write_concern_error(srv, reply);
+    if (!si->in_txn && needs_primary(name))
+        sim_repl_write_concern(srv, conn, &req->cmd, reply);
     if (si->in_txn && s->opt.mode == SIM_MODE_MONGOS) {
         bson_t rt;
         BSON_APPEND_DOCUMENT_BEGIN(reply, "recoveryToken", &rt);
@@ -1600,10 +1824,33 @@ bool sim_dispatch(struct sim_server *srv, struct sim_conn *conn, const struct si
         sim_error(reply, 9, "FailedToParse", "empty command document");
         return true;
     }
+    struct sim *s = srv->sim;
+    bool control = strncmp(d.name, "sim", 3) == 0;
+    bool hello = strcmp(d.name, "hello") == 0 || strcmp(d.name, "isMaster") == 0 ||
+                 strcmp(d.name, "ismaster") == 0;
+    /* Members that keep their own data stamp replies with times and may make a causal read wait:
+     * before anything else, so that a read run again after waiting is counted (and meets the
+     * failpoint) once. */
+    bool times = s->oplog && !control && !hello;
+    if (s->oplog)
+        sim_repl_catch_up(srv);
+    /* Only a read the member will serve waits: one it refuses (no secondaryOk) fails at once. */
+    if (times && !srv->primary && !srv->removed && is_read_command(d.name) && secondary_ok(req)) {
+        int64_t wait = sim_repl_read_wait(srv, &req->cmd, sim_conn_waited_ms(conn), reply);
+        if (wait > 0) {
+            sim_conn_defer(conn, (uint64_t)wait);
+            return false;
+        }
+        if (wait < 0) {
+            count_command(srv, d.name);
+            sim_repl_append_times(srv, reply);
+            return true;
+        }
+    }
     count_command(srv, d.name);
 
     /* Control commands and configureFailPoint are never failed by the failpoint. */
-    if (strncmp(d.name, "sim", 3) == 0)
+    if (control)
         return handle_sim(srv, conn, d.name, &req->cmd, reply);
     if (strcmp(d.name, "configureFailPoint") == 0)
         return configure_fail_point(srv, &req->cmd, reply);
@@ -1614,5 +1861,7 @@ bool sim_dispatch(struct sim_server *srv, struct sim_conn *conn, const struct si
     bool send = run_one(srv, conn, req, &d, reply);
     if (send && !d.labelled)
         label_reply(srv, &d, reply);
+    if (send && times)
+        sim_repl_append_times(srv, reply);
     return send;
 }

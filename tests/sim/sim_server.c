@@ -48,6 +48,7 @@ struct sim_conn {
     uv_tcp_t tcp;
     uv_timer_t delay_timer;
     uv_timer_t hello_timer;
+    uv_timer_t defer_timer;
     uv_write_t wreq;
 
     struct sim_server *srv;
@@ -88,6 +89,10 @@ struct sim_conn {
     int64_t exhaust_batch;
     bool hello_arm;
     bool hello_replied_now;
+    bool defer_req;       /* the dispatcher asked to run the request again later */
+    uint64_t defer_ms;    /* ... in this many ms */
+    bool deferred;        /* a request waits in rbuf[0] for defer_timer; nothing else is read */
+    uint64_t defer_since; /* loop time the waiting request first arrived, 0 when none waits */
 
     /* An awaitable hello in progress. */
     bool hello_waiting;
@@ -163,6 +168,17 @@ void sim_conn_set_exhaust(struct sim_conn *c, int64_t cursor_id, int64_t batch_s
     c->exhaust_batch = batch_size;
 }
 
+void sim_conn_defer(struct sim_conn *c, uint64_t delay_ms)
+{
+    c->defer_req = true;
+    c->defer_ms = delay_ms;
+}
+
+uint64_t sim_conn_waited_ms(const struct sim_conn *c)
+{
+    return c->defer_since ? uv_now(c->srv->sim->loop) - c->defer_since : 0;
+}
+
 void sim_conn_await_hello(struct sim_conn *c, uint64_t max_await_ms, bool exhaust, bool hello_ok,
                           bool legacy)
 {
@@ -216,10 +232,11 @@ static void conn_close(struct sim_conn *c)
     log_debug(c->prefix, "closed");
     if (c->ssl)
         tls_close_notify(c);
-    c->pending_closes = 3;
+    c->pending_closes = 4;
     uv_close((uv_handle_t *)&c->tcp, on_conn_handle_closed);
     uv_close((uv_handle_t *)&c->delay_timer, on_conn_handle_closed);
     uv_close((uv_handle_t *)&c->hello_timer, on_conn_handle_closed);
+    uv_close((uv_handle_t *)&c->defer_timer, on_conn_handle_closed);
 }
 
 /* --- writing ----------------------------------------------------------------------------- */
@@ -416,6 +433,7 @@ static void reset_request_state(struct sim_conn *c)
     c->req_block_ms = 0;
     c->exhaust_pending = false;
     c->hello_arm = false;
+    c->defer_req = false;
 }
 
 /* Streams the rest of a cursor after the first getMore reply (at out[start]) of an exhaust
@@ -551,6 +569,86 @@ static void reply_too_deep(struct sim_conn *c, bool msg, int32_t response_to)
     finish_reply(c, start);
 }
 
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf);
+static void process_input(struct sim_conn *c);
+
+/* A deferred request's time has come: read again, and handle it (first in rbuf) and what
+ * followed it. */
+static void on_defer_timer(uv_timer_t *t)
+{
+    struct sim_conn *c = t->data;
+    if (c->state != CONN_OPEN || !c->deferred)
+        return;
+    c->deferred = false;
+    if (!c->tls_peer_closed && !c->close_after_flush)
+        uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+    process_input(c);
+}
+
+/* The reply to an OP_QUERY on a collection (a legacy find, servers before 5.1), made from the
+ * find command's reply: the first batch as the reply's documents, or the error as {$err, code}
+ * with QueryFailure. */
+static int append_legacy_find_reply(struct sim_conn *c, int32_t rid, int32_t response_to,
+                                    const bson_t *reply)
+{
+    bson_iter_t it, cur, batch;
+    if (!bson_iter_init_find(&it, reply, "ok") || !bson_iter_as_bool(&it)) {
+        bson_t err = BSON_INITIALIZER;
+        const char *msg = "query failed";
+        int32_t code = 0;
+        if (bson_iter_init_find(&it, reply, "errmsg") && BSON_ITER_HOLDS_UTF8(&it))
+            msg = bson_iter_utf8(&it, NULL);
+        if (bson_iter_init_find(&it, reply, "code") && BSON_ITER_HOLDS_NUMBER(&it))
+            code = (int32_t)bson_iter_as_int64(&it);
+        BSON_APPEND_UTF8(&err, "$err", msg);
+        BSON_APPEND_INT32(&err, "code", code);
+        const bson_t *docs[1] = {&err};
+        int rc =
+            wire_append_reply(&c->out, rid, response_to, WIRE_REPLY_QUERY_FAILURE, 0, 0, docs, 1);
+        bson_destroy(&err);
+        return rc;
+    }
+    int64_t id = 0;
+    size_t n = 0;
+    if (bson_iter_init_find(&it, reply, "cursor") && bson_iter_recurse(&it, &cur)) {
+        while (bson_iter_next(&cur)) {
+            if (strcmp(bson_iter_key(&cur), "id") == 0)
+                id = bson_iter_as_int64(&cur);
+            else if (strcmp(bson_iter_key(&cur), "firstBatch") == 0 &&
+                     bson_iter_recurse(&cur, &batch))
+                while (bson_iter_next(&batch))
+                    n++;
+        }
+    }
+    /* bson_t asks for more alignment than malloc promises. */
+    bson_t *views = n ? aligned_alloc(_Alignof(bson_t), n * sizeof(*views)) : NULL;
+    const bson_t **ptrs = n ? calloc(n, sizeof(*ptrs)) : NULL;
+    if (n && (!views || !ptrs)) {
+        free(views);
+        free(ptrs);
+        return -ENOMEM;
+    }
+    size_t i = 0;
+    if (n && bson_iter_init_find(&it, reply, "cursor") && bson_iter_recurse(&it, &cur) &&
+        bson_iter_find(&cur, "firstBatch") && bson_iter_recurse(&cur, &batch)) {
+        while (i < n && bson_iter_next(&batch)) {
+            uint32_t len;
+            const uint8_t *data;
+            bson_iter_document(&batch, &len, &data);
+            if (bson_init_static(&views[i], data, len)) {
+                ptrs[i] = &views[i];
+                i++;
+            }
+        }
+    }
+    int rc = wire_append_reply(&c->out, rid, response_to, WIRE_REPLY_AWAIT_CAPABLE, id, 0,
+                               (const bson_t *const *)ptrs, (int)i);
+    free(views);
+    free(ptrs);
+    return rc;
+}
+
 /* Runs the dispatcher and frames its reply. kind selects OP_MSG or OP_REPLY framing. */
 static void run_command(struct sim_conn *c, struct sim_request *req)
 {
@@ -561,6 +659,18 @@ static void run_command(struct sim_conn *c, struct sim_request *req)
     bool send = sim_dispatch(srv, c, req, reply);
     if (c->state != CONN_OPEN)
         return;
+    if (c->defer_req) {
+        /* Not answered yet: the frame stays first in rbuf (frame_input stops at it) and is
+         * handled again when the timer fires. Reading stops meanwhile, so that the requests
+         * behind it wait, as they do behind a command that a server is still running. */
+        if (!c->defer_since)
+            c->defer_since = uv_now(srv->sim->loop);
+        c->deferred = true;
+        uv_read_stop((uv_stream_t *)&c->tcp);
+        uv_timer_start(&c->defer_timer, on_defer_timer, c->defer_ms, 0);
+        return;
+    }
+    c->defer_since = 0;
     if (c->req_drop) {
         log_debug(c->prefix, "dropping the connection (failCommand closeConnection)");
         conn_close(c);
@@ -582,6 +692,8 @@ static void run_command(struct sim_conn *c, struct sim_request *req)
     int rc;
     if (req->kind == SIM_REQ_MSG)
         rc = wire_append_msg(&c->out, rid, req->request_id, 0, reply);
+    else if (req->legacy_find)
+        rc = append_legacy_find_reply(c, rid, req->request_id, reply);
     else
         rc = wire_append_reply(&c->out, rid, req->request_id, 0, 0, 0,
                                (const bson_t *const *)&reply, 1);
@@ -692,6 +804,134 @@ static void reply_query_failure(struct sim_conn *c, int32_t response_to, int32_t
     finish_reply(c, start);
 }
 
+/* Where MongoDB 5.1 and later explain the removal of the legacy opcodes. */
+#define LEGACY_REMOVED_HINT                                                                        \
+    ". The client driver may require an upgrade. For more details see "                            \
+    "https://dochub.mongodb.org/core/legacy-opcode-removal"
+
+/* MongoDB 5.1+'s answer to an OP_QUERY on a collection or an OP_GET_MORE: an OP_REPLY with
+ * QueryFailure and {$err, code: 5739101, ok: 0} (makeErrorResponseToUnsupportedOpQuery). */
+static void reply_legacy_removed(struct sim_conn *c, int32_t response_to, const char *what)
+{
+    bson_t doc;
+    bson_init(&doc);
+    char msg[256];
+    snprintf(msg, sizeof(msg), "%s%s", what, LEGACY_REMOVED_HINT);
+    BSON_APPEND_UTF8(&doc, "$err", msg);
+    BSON_APPEND_INT32(&doc, "code", 5739101);
+    BSON_APPEND_DOUBLE(&doc, "ok", 0.0);
+    size_t start = c->out.len;
+    const bson_t *docs[1] = {&doc};
+    int rc = wire_append_reply(&c->out, next_request_id(), response_to, WIRE_REPLY_QUERY_FAILURE, 0,
+                               0, docs, 1);
+    bson_destroy(&doc);
+    if (rc < 0) {
+        conn_close(c);
+        return;
+    }
+    finish_reply(c, start);
+}
+
+/* The commands MongoDB 5.1+ still takes over OP_QUERY (checkAllowedOpQueryCommand): the
+ * handshake, and a few that old drivers need to authenticate before they send anything else. */
+static bool allowed_over_op_query(const char *name)
+{
+    static const char *const allowed[] = {"hello",     "isMaster",     "ismaster",
+                                          "_isSelf",   "authenticate", "buildinfo",
+                                          "buildInfo", "saslContinue", "saslStart"};
+    for (size_t i = 0; i < sizeof(allowed) / sizeof(allowed[0]); i++)
+        if (name && strcmp(name, allowed[i]) == 0)
+            return true;
+    return false;
+}
+
+/* MongoDB 5.1+'s answer to any other command over OP_QUERY: a command error, 352. */
+static void reply_op_query_command_refused(struct sim_conn *c, int32_t response_to,
+                                           const char *name)
+{
+    bson_t doc;
+    bson_init(&doc);
+    char msg[256];
+    snprintf(msg, sizeof(msg), "Unsupported OP_QUERY command: %s%s", name ? name : "",
+             LEGACY_REMOVED_HINT);
+    BSON_APPEND_DOUBLE(&doc, "ok", 0.0);
+    BSON_APPEND_UTF8(&doc, "errmsg", msg);
+    BSON_APPEND_INT32(&doc, "code", 352);
+    BSON_APPEND_UTF8(&doc, "codeName", "UnsupportedOpQueryCommand");
+    size_t start = c->out.len;
+    const bson_t *docs[1] = {&doc};
+    int rc = wire_append_reply(&c->out, next_request_id(), response_to, 0, 0, 0, docs, 1);
+    bson_destroy(&doc);
+    if (rc < 0) {
+        conn_close(c);
+        return;
+    }
+    finish_reply(c, start);
+}
+
+/* Marks a legacy request as allowed on a secondary when its $readPreference (the wrapper of old
+ * drivers and of mongos) asks for anything but the primary. */
+static void legacy_read_preference(const bson_t *wrapper, int32_t *flags)
+{
+    bson_iter_t rp, mode;
+    if (bson_iter_init_find(&rp, wrapper, "$readPreference") && bson_iter_recurse(&rp, &mode) &&
+        bson_iter_find(&mode, "mode") && BSON_ITER_HOLDS_UTF8(&mode) &&
+        strcmp(bson_iter_utf8(&mode, NULL), "primary") != 0)
+        *flags |= WIRE_QUERY_SECONDARY_OK;
+}
+
+/*
+ * An OP_QUERY on a collection, as servers before 5.1 answer it: run as the find command it stands
+ * for ({$query, $orderby} or a plain filter, the projection, nToSkip; nToReturn 1 or negative
+ * for one batch and no cursor), its first batch returned as the reply's documents, the rest
+ * through OP_GET_MORE.
+ */
+static void run_legacy_find(struct sim_conn *c, const struct wire_query *q, const char *db,
+                            const char *coll)
+{
+    bson_t query, find = BSON_INITIALIZER, part;
+    bson_iter_t it;
+    struct sim_request req;
+    memset(&req, 0, sizeof(req));
+    req.query_flags = q->flags;
+    bson_init_static(&query, q->query, q->query_len);
+    BSON_APPEND_UTF8(&find, "find", coll);
+    if (bson_iter_init_find(&it, &query, "$query") && BSON_ITER_HOLDS_DOCUMENT(&it)) {
+        uint32_t dl;
+        const uint8_t *data;
+        bson_iter_document(&it, &dl, &data);
+        if (bson_init_static(&part, data, dl))
+            BSON_APPEND_DOCUMENT(&find, "filter", &part);
+        if (bson_iter_init_find(&it, &query, "$orderby") && BSON_ITER_HOLDS_DOCUMENT(&it)) {
+            bson_iter_document(&it, &dl, &data);
+            if (bson_init_static(&part, data, dl))
+                BSON_APPEND_DOCUMENT(&find, "sort", &part);
+        }
+        legacy_read_preference(&query, &req.query_flags);
+    } else {
+        BSON_APPEND_DOCUMENT(&find, "filter", &query);
+    }
+    if (q->fields && bson_init_static(&part, q->fields, q->fields_len) && !bson_empty(&part))
+        BSON_APPEND_DOCUMENT(&find, "projection", &part);
+    if (q->skip > 0)
+        BSON_APPEND_INT64(&find, "skip", q->skip);
+    if (q->n_return == 1 || q->n_return < 0) {
+        int64_t n = q->n_return == 1 ? 1 : -(int64_t)q->n_return;
+        BSON_APPEND_INT64(&find, "limit", n);
+        BSON_APPEND_INT64(&find, "batchSize", n);
+        BSON_APPEND_BOOL(&find, "singleBatch", true);
+    } else if (q->n_return > 1) {
+        BSON_APPEND_INT64(&find, "batchSize", q->n_return);
+    }
+    req.kind = SIM_REQ_QUERY;
+    req.request_id = q->h.request_id;
+    req.db = db;
+    req.legacy_find = true;
+    bson_init_static(&req.cmd, bson_get_data(&find), find.len);
+    run_command(c, &req);
+    bson_destroy(&find);
+}
+
 static void handle_query(struct sim_conn *c, const uint8_t *frame, size_t len)
 {
     struct wire_query q;
@@ -711,20 +951,25 @@ static void handle_query(struct sim_conn *c, const uint8_t *frame, size_t len)
         return;
     }
     reset_request_state(c);
+    bool removed = sim_legacy_opcodes_removed(c->srv->sim->opt.version);
     const char *dot = strchr(q.ns, '.');
-    if (!dot || strcmp(dot, ".$cmd") != 0) {
-        c->srv->opcounters.query++;
-        reply_query_failure(c, q.h.request_id, 352, "UnsupportedOpQueryCommand",
-                            "Unsupported OP_QUERY command: find. The client driver may require "
-                            "an upgrade.");
-        return;
-    }
     char db[128];
-    size_t dl = (size_t)(dot - q.ns);
+    size_t dl = dot ? (size_t)(dot - q.ns) : 0;
     if (dl >= sizeof(db))
         dl = sizeof(db) - 1;
     memcpy(db, q.ns, dl);
     db[dl] = '\0';
+    if (!dot || strcmp(dot, ".$cmd") != 0) {
+        if (removed) {
+            c->srv->opcounters.query++;
+            reply_legacy_removed(c, q.h.request_id, "OP_QUERY is no longer supported");
+        } else if (!dot || !dot[1] || !db[0]) {
+            reply_query_failure(c, q.h.request_id, 73, "InvalidNamespace", "Invalid ns");
+        } else {
+            run_legacy_find(c, &q, db, dot + 1);
+        }
+        return;
+    }
 
     struct sim_request req;
     memset(&req, 0, sizeof(req));
@@ -741,11 +986,11 @@ static void handle_query(struct sim_conn *c, const uint8_t *frame, size_t len)
         const uint8_t *data;
         bson_iter_document(&it, &dlen, &data);
         bson_init_static(&req.cmd, data, dlen);
-        bson_iter_t rp, mode;
-        if (bson_iter_init_find(&rp, &wrapper, "$readPreference") &&
-            bson_iter_recurse(&rp, &mode) && bson_iter_find(&mode, "mode") &&
-            BSON_ITER_HOLDS_UTF8(&mode) && strcmp(bson_iter_utf8(&mode, NULL), "primary") != 0)
-            req.query_flags |= WIRE_QUERY_SECONDARY_OK;
+        legacy_read_preference(&wrapper, &req.query_flags);
+    }
+    if (removed && !allowed_over_op_query(wire_command_name(&req.cmd))) {
+        reply_op_query_command_refused(c, q.h.request_id, wire_command_name(&req.cmd));
+        return;
     }
     run_command(c, &req);
 }
@@ -759,6 +1004,10 @@ static void handle_get_more(struct sim_conn *c, const uint8_t *frame, size_t len
     }
     struct sim_server *srv = c->srv;
     srv->opcounters.getmore++;
+    if (sim_legacy_opcodes_removed(srv->sim->opt.version)) {
+        reply_legacy_removed(c, g.h.request_id, "OP_GET_MORE is no longer supported");
+        return;
+    }
     struct sim_cursor *cur = sim_cursor_find(srv, g.cursor_id);
     size_t start = c->out.len;
     int rc;
@@ -802,6 +1051,12 @@ static void handle_kill_cursors(struct sim_conn *c, const uint8_t *frame, size_t
         bad_input(c, "malformed OP_KILL_CURSORS");
         return;
     }
+    if (sim_legacy_opcodes_removed(c->srv->sim->opt.version)) {
+        /* No reply is possible (fire-and-forget), so MongoDB 5.1+ fails the request and ends the
+         * session: the connection closes. */
+        bad_input(c, "OP_KILL_CURSORS is no longer supported (MongoDB 5.1)");
+        return;
+    }
     for (int i = 0; i < k.n_ids; i++) {
         struct sim_cursor *cur = sim_cursor_find(c->srv, wire_kill_cursors_id(&k, i));
         if (cur)
@@ -827,8 +1082,9 @@ static void handle_frame(struct sim_conn *c, const uint8_t *frame, size_t len)
         handle_kill_cursors(c, frame, len);
         break;
     default: {
-        /* OP_INSERT/UPDATE/DELETE were removed in MongoDB 5.1 and we never advertise
-         * compression, so these and unknown opcodes close the connection, as mongod does. */
+        /* OP_INSERT/UPDATE/DELETE were removed in MongoDB 5.1 (and before, mongosim never ran
+         * these fire-and-forget writes), and we never advertise compression, so these and
+         * unknown opcodes close the connection, as mongod 5.1+ does. */
         char why[64];
         snprintf(why, sizeof(why), "unsupported opcode %d (%s)", opcode, wire_opcode_name(opcode));
         bad_input(c, why);
@@ -878,7 +1134,7 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 static void frame_input(struct sim_conn *c)
 {
     size_t off = 0;
-    while (c->state == CONN_OPEN) {
+    while (c->state == CONN_OPEN && !c->deferred) {
         struct wire_header h;
         int rc = wire_header_parse(c->rbuf + off, c->rlen - off, WIRE_MAX_MESSAGE_SIZE, &h);
         if (rc == -EAGAIN)
@@ -890,6 +1146,8 @@ static void frame_input(struct sim_conn *c)
         if (c->rlen - off < (size_t)h.length)
             break;
         handle_frame(c, c->rbuf + off, (size_t)h.length);
+        if (c->deferred)
+            break; /* it stays, to be handled again when its wait is over */
         off += (size_t)h.length;
     }
     if (c->state != CONN_OPEN)
@@ -1231,8 +1489,10 @@ static void on_connection(uv_stream_t *server, int status)
     uv_tcp_nodelay(&c->tcp, 1);
     uv_timer_init(srv->sim->loop, &c->delay_timer);
     uv_timer_init(srv->sim->loop, &c->hello_timer);
+    uv_timer_init(srv->sim->loop, &c->defer_timer);
     c->delay_timer.data = c;
     c->hello_timer.data = c;
+    c->defer_timer.data = c;
     c->srv = srv;
     c->id = ++srv->sim->next_conn_id;
     snprintf(c->prefix, sizeof(c->prefix), "s%d c%llu", srv->index, (unsigned long long)c->id);

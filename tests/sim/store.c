@@ -13,6 +13,12 @@
  *
  * The store also remembers how transactions ended (store_txn_outcome_*), in a ring of fixed size
  * with a hash index, because it is the one state every simulated server shares.
+ *
+ * Replication (store_oplog_*): a store given an oplog appends every change it makes to it, as whole
+ * documents by _id (the shape of MongoDB's oplog entries, which are idempotent), so that another
+ * store (a secondary's copy, made by store_clone) can apply them later and end up identical. The
+ * changes of a transaction wait in its store_txn until it commits, as MongoDB writes a
+ * transaction's oplog entry only at commit; an aborted one leaves nothing.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -66,9 +72,43 @@ struct txn_outcome {
 
 #define NO_OUTCOME UINT32_MAX
 
+/* What an oplog entry does to a secondary's copy. */
+enum oplog_kind {
+    OPLOG_INSERT,  /* insert doc (or replace the document with its _id) */
+    OPLOG_UPDATE,  /* replace the document with doc's _id by doc (insert it if missing) */
+    OPLOG_DELETE,  /* delete the document whose _id is in doc */
+    OPLOG_CREATE,  /* create the collection, with uuid */
+    OPLOG_DROP,    /* drop the collection */
+    OPLOG_DROP_DB, /* drop the database */
+};
+
+struct oplog_entry {
+    enum oplog_kind kind;
+    char *db;
+    char *coll;       /* NULL for OPLOG_DROP_DB */
+    bson_t *doc;      /* see oplog_kind; NULL for the collection and database kinds */
+    uint8_t uuid[16]; /* OPLOG_CREATE: the collection's UUID, the same on every member */
+    int64_t wall_ms;  /* when the primary made the change (a transaction's: its commit) */
+};
+
+/* A growable array of entries: the oplog itself, or a transaction's changes until it commits. */
+struct entry_list {
+    struct oplog_entry *e;
+    size_t n, cap;
+};
+
+struct store_oplog {
+    struct entry_list list; /* entries first .. first + list.n - 1 */
+    uint64_t first;         /* the number of list.e[0]: how many entries were trimmed */
+    int64_t (*clock)(void *arg);
+    void *clock_arg;
+};
+
 struct store {
     struct db **dbs;
     size_t n, cap;
+
+    struct store_oplog *oplog; /* where changes are recorded, or NULL (no replication) */
 
     /* Transaction outcomes: allocated on the first one, because a test that runs no transaction
      * should not pay for the whole ring. */
@@ -98,6 +138,7 @@ struct undo {
 struct store_txn {
     struct undo *entries;
     size_t n, cap;
+    struct entry_list redo; /* the changes to replicate at commit, when the store keeps an oplog */
 };
 
 /* ------------------------------------------------------------------------------------------ */
@@ -799,6 +840,61 @@ bool store_has_collection(struct store *s, const char *db, const char *coll)
 }
 
 /* ------------------------------------------------------------------------------------------ */
+/* Oplog entries                                                                              */
+/* ------------------------------------------------------------------------------------------ */
+
+static void entry_free(struct oplog_entry *e)
+{
+    free(e->db);
+    free(e->coll);
+    if (e->doc)
+        bson_destroy(e->doc);
+}
+
+/* Frees every entry of l and its array, and leaves l empty. */
+static void entries_clear(struct entry_list *l)
+{
+    for (size_t i = 0; i < l->n; i++)
+        entry_free(&l->e[i]);
+    free(l->e);
+    memset(l, 0, sizeof(*l));
+}
+
+/* Appends an entry (doc and uuid may be NULL; doc is copied). Returns 0 or -ENOMEM, with nothing
+ * appended. */
+static int entries_push(struct entry_list *l, enum oplog_kind kind, const char *db,
+                        const char *coll, const bson_t *doc, const uint8_t *uuid, int64_t wall_ms)
+{
+    if (grow((void **)&l->e, &l->cap, l->n + 1, sizeof(*l->e)))
+        return -ENOMEM;
+    struct oplog_entry *e = &l->e[l->n];
+    memset(e, 0, sizeof(*e));
+    e->kind = kind;
+    e->wall_ms = wall_ms;
+    e->db = strdup(db);
+    e->coll = coll ? strdup(coll) : NULL;
+    e->doc = doc ? bson_copy(doc) : NULL;
+    if (uuid)
+        memcpy(e->uuid, uuid, 16);
+    if (!e->db || (coll && !e->coll) || (doc && !e->doc)) {
+        entry_free(e);
+        return -ENOMEM;
+    }
+    l->n++;
+    return 0;
+}
+
+/* The time stamped on the next entry: the clock, never earlier than the last entry, so that the
+ * oplog stays in time order even if the wall clock steps back. */
+static int64_t oplog_now(const struct store_oplog *log)
+{
+    int64_t now = log->clock ? log->clock(log->clock_arg) : 0;
+    if (log->list.n && log->list.e[log->list.n - 1].wall_ms > now)
+        now = log->list.e[log->list.n - 1].wall_ms;
+    return now;
+}
+
+/* ------------------------------------------------------------------------------------------ */
 /* Results and transactions                                                                   */
 /* ------------------------------------------------------------------------------------------ */
 
@@ -840,14 +936,28 @@ static void txn_free(struct store_txn *t)
             bson_destroy(t->entries[i].doc);
     }
     free(t->entries);
+    entries_clear(&t->redo);
     free(t);
 }
 
 void store_txn_commit(struct store *s, struct store_txn *t)
 {
-    (void)s;
-    if (t)
-        txn_free(t);
+    if (!t)
+        return;
+    /* The transaction's changes reach the oplog now, all with the commit's time, so that a
+     * secondary applies all of them at once or none: nobody ever reads half a transaction. */
+    if (s->oplog && t->redo.n) {
+        struct entry_list *l = &s->oplog->list;
+        int64_t now = oplog_now(s->oplog);
+        if (grow((void **)&l->e, &l->cap, l->n + t->redo.n, sizeof(*l->e)) == 0) {
+            for (size_t i = 0; i < t->redo.n; i++) {
+                t->redo.e[i].wall_ms = now;
+                l->e[l->n++] = t->redo.e[i];
+            }
+            t->redo.n = 0; /* moved, not to be freed with the transaction */
+        }
+    }
+    txn_free(t);
 }
 
 /*
@@ -2482,6 +2592,32 @@ struct cmd_ctx {
 };
 
 /*
+ * Records a change for replication: in the transaction until it commits, or else in the store's
+ * oplog with the current time. Nothing when the store keeps no oplog (no replication, or a
+ * secondary's copy, which only applies). doc is copied. Returns 0 or -ENOMEM.
+ */
+static int repl_record(struct cmd_ctx *x, enum oplog_kind kind, const char *coll, const bson_t *doc,
+                       const uint8_t *uuid)
+{
+    struct store_oplog *log = x->s->oplog;
+    if (!log)
+        return 0;
+    if (x->txn)
+        return entries_push(&x->txn->redo, kind, x->db, coll, doc, uuid, 0);
+    return entries_push(&log->list, kind, x->db, coll, doc, uuid, oplog_now(log));
+}
+
+/* Takes back the change repl_record just recorded, when the write itself then failed. */
+static void repl_unrecord(struct cmd_ctx *x)
+{
+    if (!x->s->oplog)
+        return;
+    struct entry_list *l = x->txn ? &x->txn->redo : &x->s->oplog->list;
+    if (l->n)
+        entry_free(&l->e[--l->n]);
+}
+
+/*
  * Checks that the command's first field names a valid collection and stores it in x->coll.
  * Returns 0 or an InvalidNamespace error.
  */
@@ -2523,6 +2659,8 @@ static struct coll *coll_get_or_create(struct cmd_ctx *x, int *rc)
         return NULL;
     }
     *rc = txn_record(x->txn, UNDO_CREATE, x->db, x->coll, NULL);
+    if (!*rc)
+        *rc = repl_record(x, OPLOG_CREATE, x->coll, NULL, c->uuid);
     return c;
 }
 
@@ -2630,7 +2768,12 @@ static int insert_one(struct cmd_ctx *x, struct coll *c, bson_t *doc, struct sto
     }
     int rc = txn_record_insert(x->txn, x->db, x->coll, doc);
     if (!rc)
+        rc = repl_record(x, OPLOG_INSERT, x->coll, doc, NULL);
+    if (!rc) {
         rc = coll_append(c, doc);
+        if (rc)
+            repl_unrecord(x);
+    }
     if (rc) {
         bson_destroy(doc);
         return set_err(e, rc, 1, "out of memory");
@@ -2895,6 +3038,8 @@ static bool same_bytes(const bson_t *a, const bson_t *b)
 static int replace_recorded(struct cmd_ctx *x, struct coll *c, size_t slot, bson_t *nd)
 {
     int rc = txn_record(x->txn, UNDO_UPDATE, x->db, x->coll, c->docs[slot]);
+    if (!rc)
+        rc = repl_record(x, OPLOG_UPDATE, x->coll, nd, NULL);
     if (rc) {
         bson_destroy(nd);
         return rc;
@@ -3041,6 +3186,15 @@ struct del_state {
 static int delete_recorded(struct cmd_ctx *x, struct coll *c, size_t slot)
 {
     int rc = txn_record(x->txn, UNDO_DELETE, x->db, x->coll, c->docs[slot]);
+    if (!rc && x->s->oplog) {
+        /* A secondary needs only the _id to find the document. */
+        bson_iter_t id;
+        bson_t key = BSON_INITIALIZER;
+        if (doc_id(c->docs[slot], &id))
+            bson_append_iter(&key, "_id", 3, &id);
+        rc = repl_record(x, OPLOG_DELETE, x->coll, &key, NULL);
+        bson_destroy(&key);
+    }
     if (!rc)
         coll_delete_slot(c, slot);
     return rc;
@@ -3617,6 +3771,8 @@ static int cmd_drop(struct cmd_ctx *x)
         return rc;
     if (!coll_drop(x->s, x->db, x->coll))
         return set_err(x->err, -ENOENT, STORE_ERR_NAMESPACE_NOT_FOUND, "ns not found");
+    /* The drop is done: a failure to record it (memory) is not the client's error. */
+    repl_record(x, OPLOG_DROP, x->coll, NULL, NULL);
     char ns[512];
     snprintf(ns, sizeof(ns), "%s.%s", x->db, x->coll);
     BSON_APPEND_INT32(x->reply, "nIndexesWas", 1);
@@ -3628,8 +3784,10 @@ static int cmd_drop(struct cmd_ctx *x)
 static int cmd_drop_database(struct cmd_ctx *x)
 {
     struct db *d = db_find(x->s, x->db);
-    if (d)
+    if (d) {
         db_remove(x->s, d);
+        repl_record(x, OPLOG_DROP_DB, NULL, NULL, NULL);
+    }
     BSON_APPEND_UTF8(x->reply, "dropped", x->db);
     return 0;
 }
@@ -3729,4 +3887,177 @@ int store_exec(struct store *s, const char *db, const bson_t *cmd, const bson_t 
         return 0;
     }
     return set_err(err, -ENOENT, STORE_ERR_COMMAND_NOT_FOUND, "no such command: '%s'", name);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Replication                                                                                */
+/* ------------------------------------------------------------------------------------------ */
+
+struct store_oplog *store_oplog_new(int64_t (*clock)(void *arg), void *arg)
+{
+    struct store_oplog *log = calloc(1, sizeof(*log));
+    if (log) {
+        log->clock = clock;
+        log->clock_arg = arg;
+    }
+    return log;
+}
+
+void store_oplog_free(struct store_oplog *log)
+{
+    if (!log)
+        return;
+    entries_clear(&log->list);
+    free(log);
+}
+
+void store_set_oplog(struct store *s, struct store_oplog *log)
+{
+    s->oplog = log;
+}
+
+uint64_t store_oplog_count(const struct store_oplog *log)
+{
+    return log->first + log->list.n;
+}
+
+int64_t store_oplog_time(const struct store_oplog *log, uint64_t number)
+{
+    if (number < log->first || number - log->first >= log->list.n)
+        return -1;
+    return log->list.e[number - log->first].wall_ms;
+}
+
+/* Returns db.name of s, creating it with uuid if it is missing; NULL only without memory. */
+static struct coll *coll_for_apply(struct store *s, const struct oplog_entry *e)
+{
+    struct coll *c = coll_find(s, e->db, e->coll);
+    if (c)
+        return c;
+    c = coll_create(s, e->db, e->coll);
+    if (c && e->kind == OPLOG_CREATE)
+        memcpy(c->uuid, e->uuid, 16);
+    return c;
+}
+
+/*
+ * Applies one entry to s. Like MongoDB's oplog application it is idempotent and forgiving: an
+ * insert of an _id already there replaces it, an update of a missing document inserts it, a
+ * delete or drop of something missing does nothing. Returns 0 or -ENOMEM.
+ */
+static int apply_entry(struct store *s, const struct oplog_entry *e)
+{
+    switch (e->kind) {
+    case OPLOG_CREATE:
+        return coll_for_apply(s, e) ? 0 : -ENOMEM;
+    case OPLOG_DROP:
+        coll_drop(s, e->db, e->coll);
+        return 0;
+    case OPLOG_DROP_DB: {
+        struct db *d = db_find(s, e->db);
+        if (d)
+            db_remove(s, d);
+        return 0;
+    }
+    case OPLOG_INSERT:
+    case OPLOG_UPDATE:
+    case OPLOG_DELETE:
+        break;
+    }
+    bson_iter_t id;
+    if (!e->doc || !doc_id(e->doc, &id))
+        return 0;
+    if (e->kind == OPLOG_DELETE) {
+        struct coll *c = coll_find(s, e->db, e->coll);
+        size_t slot = c ? index_find(c, &id) : SIZE_MAX;
+        if (slot != SIZE_MAX) {
+            coll_delete_slot(c, slot);
+            coll_maybe_compact(c);
+        }
+        return 0;
+    }
+    struct coll *c = coll_for_apply(s, e);
+    bson_t *doc = c ? bson_copy(e->doc) : NULL;
+    if (!doc)
+        return -ENOMEM;
+    size_t slot = index_find(c, &id);
+    if (slot != SIZE_MAX) {
+        coll_replace_slot(c, slot, doc);
+        return 0;
+    }
+    if (coll_append(c, doc) < 0) {
+        bson_destroy(doc);
+        return -ENOMEM;
+    }
+    return 0;
+}
+
+int store_oplog_apply(struct store *s, const struct store_oplog *log, uint64_t *applied,
+                      int64_t until_ms)
+{
+    if (*applied < log->first)
+        return -ERANGE;
+    int n = 0;
+    while (*applied < log->first + log->list.n) {
+        const struct oplog_entry *e = &log->list.e[*applied - log->first];
+        if (e->wall_ms > until_ms)
+            break;
+        int rc = apply_entry(s, e);
+        if (rc < 0)
+            return rc;
+        (*applied)++;
+        n++;
+    }
+    return n;
+}
+
+void store_oplog_trim(struct store_oplog *log, uint64_t upto)
+{
+    if (upto <= log->first)
+        return;
+    size_t k = (size_t)(upto - log->first);
+    if (k > log->list.n)
+        k = log->list.n;
+    for (size_t i = 0; i < k; i++)
+        entry_free(&log->list.e[i]);
+    memmove(log->list.e, log->list.e + k, (log->list.n - k) * sizeof(*log->list.e));
+    log->list.n -= k;
+    log->first += k;
+    if (log->list.n == 0 && log->list.cap > 1024) {
+        /* A burst of writes is over: give its memory back. */
+        free(log->list.e);
+        log->list.e = NULL;
+        log->list.cap = 0;
+    }
+}
+
+struct store *store_clone(const struct store *src)
+{
+    struct store *s = store_new();
+    if (!s)
+        return NULL;
+    for (size_t i = 0; i < src->n; i++) {
+        const struct db *d = src->dbs[i];
+        for (size_t j = 0; j < d->n; j++) {
+            const struct coll *from = d->colls[j];
+            struct coll *c = coll_create(s, d->name, from->name);
+            if (!c)
+                goto fail;
+            memcpy(c->uuid, from->uuid, 16);
+            for (size_t k = 0; k < from->n_slots; k++) {
+                if (!from->docs[k])
+                    continue;
+                bson_t *doc = bson_copy(from->docs[k]);
+                if (!doc || coll_append(c, doc) < 0) {
+                    if (doc)
+                        bson_destroy(doc);
+                    goto fail;
+                }
+            }
+        }
+    }
+    return s;
+fail:
+    store_free(s);
+    return NULL;
 }

@@ -139,6 +139,50 @@ size_t store_count_collections(struct store *s, const char *db);
 bool store_has_collection(struct store *s, const char *db, const char *coll);
 
 /*
+ * Replication. A replica set whose members keep their own data gives the primary's store an oplog:
+ * from then on the store appends every change it makes (inserts, updates and deletes as whole
+ * documents by _id, collection creations with their UUID, drops), each stamped with the oplog's
+ * clock. A transaction's changes are appended when it commits (store_txn_commit), all with the
+ * commit's time, and never if it aborts, as MongoDB writes a transaction's oplog entry at commit.
+ * A secondary's store, a copy made with store_clone, applies the entries in order with
+ * store_oplog_apply. Entries are numbered from 0 in the order they were appended; a member that
+ * applied n entries has applied numbers 0 .. n-1.
+ */
+struct store_oplog;
+
+/* Creates an empty oplog whose entries are stamped with clock(arg), a wall time in ms. NULL only
+ * if memory is exhausted. */
+struct store_oplog *store_oplog_new(int64_t (*clock)(void *arg), void *arg);
+
+/* Frees the oplog and its entries; the stores that recorded into it must not any more. */
+void store_oplog_free(struct store_oplog *log);
+
+/* Makes s record its changes into log from now on; NULL stops recording. */
+void store_set_oplog(struct store *s, struct store_oplog *log);
+
+/* How many entries were ever appended (trimmed ones included): the number the next one gets. */
+uint64_t store_oplog_count(const struct store_oplog *log);
+
+/* The time of entry number, or -1 if it was trimmed or does not exist yet. */
+int64_t store_oplog_time(const struct store_oplog *log, uint64_t number);
+
+/*
+ * Applies to s, in order, the entries from number *applied on whose time is at most until_ms
+ * (INT64_MAX: all of them), advancing *applied past each one. Application is idempotent, as
+ * MongoDB's is. Returns how many were applied, -ERANGE if entry *applied was trimmed already, or
+ * -ENOMEM (then *applied stops before the entry that failed).
+ */
+int store_oplog_apply(struct store *s, const struct store_oplog *log, uint64_t *applied,
+                      int64_t until_ms);
+
+/* Forgets the entries numbered below upto, which every member has applied. */
+void store_oplog_trim(struct store_oplog *log, uint64_t upto);
+
+/* A copy of every database, collection (with its UUID) and document of src, for a new secondary;
+ * no oplog and no transaction outcomes. NULL if memory is exhausted. */
+struct store *store_clone(const struct store *src);
+
+/*
  * Compares two BSON values in MongoDB's order: first by canonical type (MinKey < null < numbers <
  * strings < objects < arrays < binData < ObjectId < bool < date < timestamp < regex < MaxKey), then
  * by value, numbers compared by value across int32/int64/double/decimal128. a or b may be NULL

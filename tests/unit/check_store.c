@@ -1,10 +1,13 @@
 /*
  * check_store.c: unit tests of mongosim's in-memory store (tests/sim/store.c): every command,
- * its errors, the _id index, transactions' undo and outcomes, and MongoDB's value ordering.
+ * its errors, the _id index, transactions' undo and outcomes, MongoDB's value ordering, and
+ * replication (the oplog a primary records, secondaries' copies and their catching up).
  */
 #include <check.h>
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "check_main.h"
@@ -919,6 +922,255 @@ START_TEST(transaction_outcomes_forget_the_oldest)
 }
 END_TEST
 
+/* --- replication ------------------------------------------------------------------------- */
+
+/* The fake clock the oplogs of these tests stamp their entries with. */
+static int64_t fake_now;
+
+static int64_t fake_clock(void *arg)
+{
+    (void)arg;
+    return fake_now;
+}
+
+/* Runs a command on store x (database db) that must succeed; the reply lands in `reply`. */
+static void ok_on(struct store *x, const char *db, const char *json)
+{
+    struct store *saved = st;
+    st = x;
+    int rc = exec_txn(db, json, NULL);
+    st = saved;
+    ck_assert_msg(rc == 0, "%s failed: %d %s", json, err.code, err.errmsg);
+}
+
+/* Appends s to the growing string *out. */
+static void cat(char **out, const char *s)
+{
+    size_t a = *out ? strlen(*out) : 0, b = strlen(s);
+    *out = realloc(*out, a + b + 1);
+    memcpy(*out + a, s, b + 1);
+}
+
+/*
+ * Everything a client could see of store x, as one string: the databases, each one's collections
+ * with their UUIDs, and every collection's documents by _id (natural order is not compared: an
+ * aborted delete puts documents back at the end on the primary). Two stores that print the same
+ * hold the same data.
+ */
+static char *dump(struct store *x)
+{
+    char *out = NULL;
+    bson_t dbs = BSON_INITIALIZER;
+    ok_on(x, "admin", "{\"listDatabases\": 1, \"nameOnly\": true}");
+    bson_copy_to(&reply, &dbs);
+    bson_iter_t it, d, name;
+    ck_assert(bson_iter_init_find(&it, &dbs, "databases") && bson_iter_recurse(&it, &d));
+    while (bson_iter_next(&d)) {
+        ck_assert(bson_iter_recurse(&d, &name) && bson_iter_find(&name, "name"));
+        char db[128];
+        snprintf(db, sizeof(db), "%s", bson_iter_utf8(&name, NULL));
+        cat(&out, "db ");
+        cat(&out, db);
+        cat(&out, "\n");
+        ok_on(x, db, "{\"listCollections\": 1}");
+        struct store_results colls = res;
+        memset(&res, 0, sizeof(res));
+        for (size_t i = 0; i < colls.n; i++) {
+            char *j = bson_as_relaxed_extended_json(colls.docs[i], NULL);
+            cat(&out, j);
+            cat(&out, "\n");
+            bson_free(j);
+            bson_iter_t c;
+            ck_assert(bson_iter_init_find(&c, colls.docs[i], "name"));
+            char find[300];
+            snprintf(find, sizeof(find), "{\"find\": \"%s\", \"sort\": {\"_id\": 1}}",
+                     bson_iter_utf8(&c, NULL));
+            ok_on(x, db, find);
+            for (size_t k = 0; k < res.n; k++) {
+                j = bson_as_relaxed_extended_json(res.docs[k], NULL);
+                cat(&out, "  ");
+                cat(&out, j);
+                cat(&out, "\n");
+                bson_free(j);
+            }
+        }
+        store_results_free(&colls);
+    }
+    bson_destroy(&dbs);
+    return out ? out : strdup("");
+}
+
+START_TEST(oplog_replays_every_kind_of_write)
+{
+    /* A secondary copied before the writes and one copied after them, both brought up to date
+     * from the oplog, must read exactly like the primary. */
+    seed(5);
+    struct store *before = store_clone(st);
+    ck_assert_ptr_nonnull(before);
+    struct store_oplog *log = store_oplog_new(fake_clock, NULL);
+    fake_now = 1000;
+    store_set_oplog(st, log);
+    ok("{\"insert\": \"c\", \"documents\": [{\"_id\": 6, \"a\": 6}, {\"a\": \"no id\"}]}");
+    ok("{\"update\": \"c\", \"updates\": [{\"q\": {\"b\": 1}, \"u\": {\"$inc\": {\"a\": 100}}, "
+       "\"multi\": true}, {\"q\": {\"_id\": 2}, \"u\": {\"replaced\": true}}, {\"q\": {\"_id\": "
+       "99}, \"u\": {\"$set\": {\"up\": 1}}, \"upsert\": true}]}");
+    ok("{\"delete\": \"c\", \"deletes\": [{\"q\": {\"b\": 0}, \"limit\": 0}]}");
+    ok("{\"findAndModify\": \"c\", \"query\": {\"_id\": 5}, \"update\": {\"$set\": {\"f\": 1}}}");
+    ok("{\"findAndModify\": \"c\", \"query\": {\"_id\": 4}, \"remove\": true}");
+    ok("{\"findAndModify\": \"c\", \"query\": {\"_id\": 77}, \"update\": {\"$set\": {\"g\": 1}}, "
+       "\"upsert\": true}");
+    ok("{\"insert\": \"implicit\", \"documents\": [{\"_id\": 1}]}");
+    ok("{\"create\": \"empty\"}");
+    ok("{\"create\": \"doomed\"}");
+    ok("{\"drop\": \"doomed\"}");
+    ck_assert_int_eq(exec_txn("other", "{\"insert\": \"x\", \"documents\": [{\"_id\": 1}]}", NULL),
+                     0);
+    ck_assert_int_eq(exec_txn("other", "{\"dropDatabase\": 1}", NULL), 0);
+    ck_assert_int_eq(exec_txn("third", "{\"insert\": \"y\", \"documents\": [{\"_id\": 1}]}", NULL),
+                     0);
+    /* Writes that change nothing record nothing. */
+    uint64_t n = store_oplog_count(log);
+    ok("{\"update\": \"c\", \"updates\": [{\"q\": {\"_id\": 1000}, \"u\": {\"$set\": {\"z\": "
+       "1}}}]}");
+    ok("{\"insert\": \"c\", \"documents\": [{\"_id\": 6}]}");
+    ck_assert(rhas("writeErrors"));
+    ck_assert_uint_eq(store_oplog_count(log), n);
+
+    struct store *after = store_clone(st);
+    uint64_t applied = 0, applied_after = store_oplog_count(log);
+    ck_assert_int_eq(store_oplog_apply(before, log, &applied, INT64_MAX), (int)n);
+    ck_assert_uint_eq(applied, n);
+    ck_assert_int_eq(store_oplog_apply(after, log, &applied_after, INT64_MAX), 0);
+    char *p = dump(st), *b = dump(before), *a = dump(after);
+    ck_assert_str_eq(b, p);
+    ck_assert_str_eq(a, p);
+    /* Applying again changes nothing: application is idempotent. */
+    applied = 0;
+    ck_assert_int_eq(store_oplog_apply(before, log, &applied, INT64_MAX), (int)n);
+    char *b2 = dump(before);
+    ck_assert_str_eq(b2, p);
+    free(p);
+    free(b);
+    free(a);
+    free(b2);
+    store_set_oplog(st, NULL);
+    store_oplog_free(log);
+    store_free(before);
+    store_free(after);
+}
+END_TEST
+
+START_TEST(oplog_entries_wait_for_their_time)
+{
+    struct store *sec = store_clone(st);
+    struct store_oplog *log = store_oplog_new(fake_clock, NULL);
+    store_set_oplog(st, log);
+    fake_now = 1000;
+    ok("{\"insert\": \"c\", \"documents\": [{\"_id\": 1}]}");
+    fake_now = 2000;
+    ok("{\"insert\": \"c\", \"documents\": [{\"_id\": 2}]}");
+    /* The clock stepping back does not reorder the oplog. */
+    fake_now = 1500;
+    ok("{\"insert\": \"c\", \"documents\": [{\"_id\": 3}]}");
+    ck_assert_uint_eq(store_oplog_count(log), 4); /* the collection's creation, then 3 inserts */
+    ck_assert_int_eq(store_oplog_time(log, 0), 1000);
+    ck_assert_int_eq(store_oplog_time(log, 1), 1000);
+    ck_assert_int_eq(store_oplog_time(log, 2), 2000);
+    ck_assert_int_eq(store_oplog_time(log, 3), 2000);
+    ck_assert_int_eq(store_oplog_time(log, 4), -1);
+
+    uint64_t applied = 0;
+    ck_assert_int_eq(store_oplog_apply(sec, log, &applied, 999), 0);
+    ck_assert(!store_has_collection(sec, "db", "c"));
+    ck_assert_int_eq(store_oplog_apply(sec, log, &applied, 1999), 2);
+    ck_assert_uint_eq(store_count_docs(sec, "db", "c"), 1);
+    ck_assert_int_eq(store_oplog_apply(sec, log, &applied, 2000), 2);
+    ck_assert_uint_eq(store_count_docs(sec, "db", "c"), 3);
+    ck_assert_uint_eq(applied, 4);
+
+    /* Trimmed entries are gone; a member that still needed them is told so. */
+    store_oplog_trim(log, 3);
+    ck_assert_uint_eq(store_oplog_count(log), 4);
+    ck_assert_int_eq(store_oplog_time(log, 2), -1);
+    ck_assert_int_eq(store_oplog_time(log, 3), 2000);
+    uint64_t stale = 1;
+    ck_assert_int_eq(store_oplog_apply(sec, log, &stale, INT64_MAX), -ERANGE);
+    store_oplog_trim(log, 100);
+    ck_assert_int_eq(store_oplog_time(log, 3), -1);
+    ck_assert_uint_eq(store_oplog_count(log), 4);
+    store_set_oplog(st, NULL);
+    store_oplog_free(log);
+    store_free(sec);
+}
+END_TEST
+
+START_TEST(transaction_is_replicated_at_commit_only)
+{
+    seed(2);
+    struct store *sec = store_clone(st);
+    struct store_oplog *log = store_oplog_new(fake_clock, NULL);
+    store_set_oplog(st, log);
+    fake_now = 100;
+    struct store_txn *t = store_txn_new();
+    ck_assert_int_eq(exec_txn("db", "{\"insert\": \"c\", \"documents\": [{\"_id\": 3}]}", t), 0);
+    ck_assert_int_eq(exec_txn("db",
+                              "{\"update\": \"c\", \"updates\": [{\"q\": {\"_id\": 1}, \"u\": "
+                              "{\"$set\": {\"a\": 10}}}]}",
+                              t),
+                     0);
+    ck_assert_int_eq(exec_txn("db", "{\"insert\": \"new\", \"documents\": [{\"_id\": 1}]}", t), 0);
+    /* Nothing reaches the oplog before the commit. */
+    ck_assert_uint_eq(store_oplog_count(log), 0);
+    fake_now = 500;
+    store_txn_commit(st, t);
+    ck_assert_uint_eq(store_oplog_count(log), 4);
+    for (uint64_t i = 0; i < 4; i++)
+        ck_assert_int_eq(store_oplog_time(log, i), 500);
+
+    /* An aborted transaction leaves nothing, neither its writes nor their undoing. */
+    t = store_txn_new();
+    ck_assert_int_eq(exec_txn("db", "{\"insert\": \"c\", \"documents\": [{\"_id\": 4}]}", t), 0);
+    ck_assert_int_eq(
+        exec_txn("db", "{\"delete\": \"c\", \"deletes\": [{\"q\": {}, \"limit\": 0}]}", t), 0);
+    store_txn_abort(st, t);
+    ck_assert_uint_eq(store_oplog_count(log), 4);
+
+    uint64_t applied = 0;
+    ck_assert_int_eq(store_oplog_apply(sec, log, &applied, 499), 0);
+    ck_assert_int_eq(store_oplog_apply(sec, log, &applied, 500), 4);
+    char *p = dump(st), *s2 = dump(sec);
+    ck_assert_str_eq(s2, p);
+    free(p);
+    free(s2);
+    store_set_oplog(st, NULL);
+    store_oplog_free(log);
+    store_free(sec);
+}
+END_TEST
+
+START_TEST(clone_is_a_separate_identical_copy)
+{
+    seed(40);
+    ok("{\"delete\": \"c\", \"deletes\": [{\"q\": {\"b\": 1}, \"limit\": 0}]}");
+    ok("{\"create\": \"empty\"}");
+    ck_assert_int_eq(
+        exec_txn("db2", "{\"insert\": \"d\", \"documents\": [{\"_id\": \"x\"}]}", NULL), 0);
+    struct store *copy = store_clone(st);
+    ck_assert_ptr_nonnull(copy);
+    char *p = dump(st), *c = dump(copy);
+    ck_assert_str_eq(c, p); /* the UUIDs in listCollections too */
+    /* The copy's _id index works and writes to one do not reach the other. */
+    ok_on(copy, "db", "{\"delete\": \"c\", \"deletes\": [{\"q\": {\"_id\": 3}, \"limit\": 1}]}");
+    ck_assert_int_eq(reply_int("n"), 1);
+    ck_assert_uint_eq(store_count_docs(copy, "db", "c"), store_count_docs(st, "db", "c") - 1);
+    ok("{\"find\": \"c\", \"filter\": {\"_id\": 3}}");
+    ck_assert_uint_eq(res.n, 1);
+    free(p);
+    free(c);
+    store_free(copy);
+}
+END_TEST
+
 START_TEST(find_by_id_is_fast)
 {
     enum { N = 100000 };
@@ -994,6 +1246,10 @@ static Suite *store_suite(void)
     tcase_add_test(tc, transaction_abort_and_commit);
     tcase_add_test(tc, transaction_outcomes);
     tcase_add_test(tc, transaction_outcomes_forget_the_oldest);
+    tcase_add_test(tc, oplog_replays_every_kind_of_write);
+    tcase_add_test(tc, oplog_entries_wait_for_their_time);
+    tcase_add_test(tc, transaction_is_replicated_at_commit_only);
+    tcase_add_test(tc, clone_is_a_separate_identical_copy);
     tcase_add_test(tc, find_by_id_is_fast);
     tcase_set_timeout(tc, 120);
     suite_add_tcase(s, tc);
