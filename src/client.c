@@ -437,6 +437,15 @@ static void kill_next(struct client *c)
     struct proxy *p = c->p;
     struct kc *k = &c->kill;
     int owner = kc_next_owner(k);
+    /* Servers since 5.1 (wire 14) no longer take OP_KILL_CURSORS: they drop the connection. The
+     * client asked for no answer, so its cursors are forgotten here and left to the server's own
+     * idle timeout, and no pooled connection is lost. */
+    while (k->legacy && owner >= 0 && p->topo.servers[owner].max_wire >= WIRE_LEGACY_OPS_LAST + 1) {
+        log_debug(c->prefix, "OP_KILL_CURSORS not sent to %s: it refuses legacy opcodes",
+                  p->topo.servers[owner].addr);
+        kc_merge(k, owner, NULL, 0, &p->cursors, proxy_now(p));
+        owner = kc_next_owner(k);
+    }
     if (owner < 0) {
         if (k->legacy) {
             finish_request(c);

@@ -328,6 +328,27 @@ static int apply_replset(struct topology *t, int idx, const bson_t *reply, char 
         s->removed = true;
         return TOPO_REFUSED | TOPO_MEMBERS_CHANGED;
     }
+    bson_iter_t me;
+    if ((s->type == SERVER_RS_SECONDARY || s->type == SERVER_RS_ARBITER ||
+         s->type == SERVER_RS_OTHER) &&
+        bson_iter_init_find(&me, reply, "me") && BSON_ITER_HOLDS_UTF8(&me)) {
+        /* SDAM: a member that does not know itself by the address we reached it at is not that
+         * member (a stale DNS name, a reused pod IP): it is removed. A primary is kept, as the
+         * specification's tests ask (primary_mismatched_me_not_removed). */
+        char host[sizeof(s->host)];
+        int port = 0;
+        const char *claimed = bson_iter_utf8(&me, NULL);
+        if (!parse_address(claimed, host, sizeof(host), &port) || port != s->port ||
+            strcasecmp(host, s->host) != 0) {
+            snprintf(why, why_len,
+                     "%s reports itself as %s (hello's me): not the member at that "
+                     "address",
+                     s->addr, claimed);
+            s->type = SERVER_UNKNOWN;
+            s->removed = true;
+            return TOPO_REFUSED | TOPO_MEMBERS_CHANGED;
+        }
+    }
     struct member_list ml;
     if (s->type == SERVER_RS_PRIMARY) {
         if (!accept_primary(t, s)) {

@@ -21,7 +21,10 @@
  * dropped. */
 #define MLB_MUSTCHECK __attribute__((warn_unused_result))
 
-#define WIRE_HEADER_LEN        16
+#define WIRE_HEADER_LEN 16
+/* The last wire version (MongoDB 5.0) whose servers take OP_QUERY commands, OP_GET_MORE and
+ * OP_KILL_CURSORS; 5.1 (wire 14) dropped them. */
+#define WIRE_LEGACY_OPS_LAST   13
 #define WIRE_MAX_MESSAGE_SIZE  48000000 /* maxMessageSizeBytes of every MongoDB since 2.6 */
 #define WIRE_MAX_BSON_SIZE     16777216 /* maxBsonObjectSize */
 #define WIRE_MAX_WRITE_BATCH   100000

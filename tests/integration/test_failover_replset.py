@@ -338,3 +338,32 @@ def test_plain_write_refused_as_not_primary_waits_for_the_new_primary(rs):
         assert coll.count_documents({"_id": "plain"}) == 1
     finally:
         client.close()
+
+
+def test_a_secondary_that_is_not_who_it_says_gets_no_reads(rs):
+    """SDAM's me rule: a secondary whose hello names another address than the one mongolb
+    reached it at (a stale DNS name, a reused pod IP) is removed, and reads stop going to it
+    (found by the faithful simulator: mongolb kept reading from it)."""
+    client = pymongo.MongoClient(rs.lb.uri, serverSelectionTimeoutMS=10000)
+    try:
+        coll = client.failover_me.docs
+        coll.drop()
+        coll.insert_one({"_id": 1})
+        rs.sim.command(0, {"simSetMe": {"server": 1, "me": "localhost:1"}})
+        bad = rs.sim.servers[1]
+
+        def dropped():
+            for s in rs.lb.status()["servers"]:
+                if s["address"] == bad:
+                    return s["type"] == "Unknown" and "hello's me" in s.get("lastError", "")
+            return True  # its slot was released
+        wait_for(dropped, timeout=10, what="the mismatched member dropped")
+        rs.sim_stats(reset=True)
+        sec = coll.with_options(read_preference=pymongo.ReadPreference.SECONDARY)
+        for _ in range(20):
+            assert sec.find_one({"_id": 1}) == {"_id": 1}
+        finds = rs.command_counts("find")
+        assert finds[1] == 0 and finds[2] == 20, finds
+    finally:
+        rs.sim.command(0, {"simSetMe": {"server": 1, "me": None}})
+        client.close()

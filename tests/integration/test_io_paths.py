@@ -579,6 +579,30 @@ def test_legacy_opcodes_are_routed_to_the_cursor_owner():
         sim.stop()
 
 
+def test_legacy_kill_cursors_is_not_sent_to_a_server_that_refuses_it():
+    """MongoDB 5.1+ (here the simulator's default, 7.0) drops a connection that sends
+    OP_KILL_CURSORS. mongolb therefore does not pass a client's OP_KILL_CURSORS on to such a
+    server: the ids are forgotten, the pooled connection is kept, and the server is not checked
+    for a failure it did not have (found by the faithful simulator)."""
+    with sim_and_mongolb(("--mongos", "1")) as (sim, lb):
+        sim.command(0, {"insert": "lk", "documents": [{"_id": i} for i in range(10)]}, db="test")
+        with connect(lb) as s:
+            kind, hdr, doc = request(s, {"find": "lk", "batchSize": 2, "$db": "test"}, 71)
+            assert kind == "reply" and doc["ok"] == 1, doc
+            cid = doc["cursor"]["id"]
+            assert cid != 0 and lb.status()["cursors"]["open"] == 1
+            before = lb.counters()
+            s.sendall(kill_cursors_frame([cid], 72))
+            kind, hdr, doc = request(s, {"ping": 1, "$db": "admin"}, 73)
+            assert kind == "reply" and hdr[2] == 73 and doc["ok"] == 1, (kind, doc)
+            after = lb.counters()
+            assert lb.status()["cursors"]["open"] == 0
+            assert after["backendConnects"] == before["backendConnects"], "a pooled connection died"
+            kind, hdr, doc = request(s, {"find": "lk", "batchSize": 2, "$db": "test"}, 74)
+            assert kind == "reply" and doc["ok"] == 1
+        assert "a connection failed" not in lb.log(), lb.log_tail(20)
+
+
 # --- 6. an IPv6 listener -------------------------------------------------------------------------
 
 def ipv6_loopback_port():

@@ -789,6 +789,49 @@ START_TEST(replicaset_refuses_other_set_and_mongos)
 }
 END_TEST
 
+/* SDAM's me rule: a secondary whose hello names another address is removed; a primary whose
+ * does is kept (the specification's rs/secondary_mismatched_me and primary_mismatched_me_not_
+ * removed); a matching me, in another letter case, changes nothing. */
+START_TEST(replicaset_secondary_with_mismatched_me_is_removed)
+{
+    struct topology t;
+    topology_init(&t, TOPOLOGY_REPLICASET, 15);
+    snprintf(t.set_name, sizeof(t.set_name), "rs");
+    add_servers(&t, 3);
+    char json[512];
+    snprintf(json, sizeof(json),
+             "{\"ok\": 1, \"setName\": \"rs\", \"secondary\": true, \"me\": \"%s:%d\"}",
+             "elsewhere.example", t.servers[1].port);
+    int bits = hello(&t, 1, json, 1);
+    ck_assert(bits & TOPO_REFUSED);
+    ck_assert(bits & TOPO_MEMBERS_CHANGED);
+    ck_assert(t.servers[1].removed);
+    ck_assert_int_eq(t.servers[1].type, SERVER_UNKNOWN);
+    ck_assert_msg(strstr(t.servers[1].last_error, "elsewhere.example") != NULL, "%s",
+                  t.servers[1].last_error);
+    /* The same name in capitals is the same member. */
+    char upper[sizeof(t.servers[2].host)];
+    snprintf(upper, sizeof(upper), "%s", t.servers[2].host);
+    for (char *c = upper; *c; c++)
+        if (*c >= 'a' && *c <= 'z')
+            *c = (char)(*c - 'a' + 'A');
+    snprintf(json, sizeof(json),
+             "{\"ok\": 1, \"setName\": \"rs\", \"secondary\": true, \"me\": \"%s:%d\"}", upper,
+             t.servers[2].port);
+    bits = hello(&t, 2, json, 1);
+    ck_assert(!(bits & TOPO_REFUSED));
+    ck_assert_int_eq(t.servers[2].type, SERVER_RS_SECONDARY);
+    ck_assert(!t.servers[2].removed);
+    /* A primary with a mismatched me is kept. */
+    snprintf(json, sizeof(json),
+             "{\"ok\": 1, \"setName\": \"rs\", \"isWritablePrimary\": true, \"me\": "
+             "\"elsewhere.example:1\"}");
+    bits = hello(&t, 0, json, 1);
+    ck_assert(!(bits & TOPO_REFUSED));
+    ck_assert_int_eq(topology_primary(&t), 0);
+}
+END_TEST
+
 START_TEST(replicaset_primary_hosts_are_membership)
 {
     struct topology t;
@@ -1523,6 +1566,7 @@ Suite *topology_suite(void)
     tcase_add_test(tc, read_preference_parse_validate);
     tcase_add_test(tc, read_preference_parse_refuses_what_it_cannot_keep);
     tcase_add_test(tc, replicaset_refuses_other_set_and_mongos);
+    tcase_add_test(tc, replicaset_secondary_with_mismatched_me_is_removed);
     tcase_add_test(tc, replicaset_primary_hosts_are_membership);
     tcase_add_test(tc, replicaset_new_primary_demotes_old);
     tcase_add_test(tc, replicaset_election_id_precedes_set_version);
