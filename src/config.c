@@ -942,36 +942,33 @@ const struct config_key *config_key_at(size_t i)
     return i < KEY_COUNT ? &keys[i] : NULL;
 }
 
-const char *config_mode_name(enum mlb_mode m)
+/* The name an enum table gives value v, or "?". */
+static const char *enum_name(const struct config_enum *names, int v)
 {
-    for (const struct config_enum *e = mode_names; e->name; e++)
-        if (e->value == (int)m)
+    for (const struct config_enum *e = names; e->name; e++)
+        if (e->value == v)
             return e->name;
     return "?";
+}
+
+const char *config_mode_name(enum mlb_mode m)
+{
+    return enum_name(mode_names, (int)m);
 }
 
 const char *config_read_pref_name(enum mlb_read_pref r)
 {
-    for (const struct config_enum *e = read_pref_names; e->name; e++)
-        if (e->value == (int)r)
-            return e->name;
-    return "?";
+    return enum_name(read_pref_names, (int)r);
 }
 
 const char *config_tls_mode_name(enum mlb_tls_mode m)
 {
-    for (const struct config_enum *e = tls_mode_names; e->name; e++)
-        if (e->value == (int)m)
-            return e->name;
-    return "?";
+    return enum_name(tls_mode_names, (int)m);
 }
 
 const char *config_tls_client_certs_name(enum mlb_tls_client_certs c)
 {
-    for (const struct config_enum *e = tls_client_certs_names; e->name; e++)
-        if (e->value == (int)c)
-            return e->name;
-    return "?";
+    return enum_name(tls_client_certs_names, (int)c);
 }
 
 /* Maps the configured read preference onto topology's names for the same modes. */

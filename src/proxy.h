@@ -93,12 +93,7 @@ struct proxy_stats {
 #define PROXY_MAX_LISTENERS MLB_MAX_LISTEN
 
 struct listener {
-    union {
-        uv_handle_t handle;
-        uv_stream_t stream;
-        uv_tcp_t tcp;
-        uv_pipe_t pipe;
-    } h;
+    union stream_handle h;
     struct proxy *p;
     bool is_unix;
     bool bound;   /* a unix socket file we created, to be removed at exit */

@@ -98,13 +98,16 @@ struct stream_cb {
     void (*on_closed)(struct stream *s);
 };
 
+/* A TCP or unix socket, seen as whichever libuv type a call needs. */
+union stream_handle {
+    uv_handle_t handle;
+    uv_stream_t stream;
+    uv_tcp_t tcp;
+    uv_pipe_t pipe;
+};
+
 struct stream {
-    union {
-        uv_handle_t handle;
-        uv_stream_t stream;
-        uv_tcp_t tcp;
-        uv_pipe_t pipe;
-    } h;
+    union stream_handle h;
     uv_write_t wreq;
     struct stream_ctx *ctx;
     const struct stream_cb *cb;

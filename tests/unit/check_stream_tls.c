@@ -41,6 +41,7 @@
 #include <openssl/err.h>
 
 #include "check_main.h"
+#include "test_dir.h"
 #include "config.h"
 #include "tls.h"
 
@@ -50,35 +51,6 @@
 
 /* --- certificates --------------------------------------------------------------------------- */
 
-static char dir[PATH_MAX];
-
-static const char *path(const char *name)
-{
-    static char bufs[4][PATH_MAX + 64];
-    static int next;
-    char *b = bufs[next++ % 4];
-    snprintf(b, sizeof(bufs[0]), "%s/%s", dir, name);
-    return b;
-}
-
-static void write_file(const char *name, const char *text)
-{
-    FILE *fp = fopen(path(name), "w");
-    ck_assert_ptr_nonnull(fp);
-    fputs(text, fp);
-    ck_assert_int_eq(fclose(fp), 0);
-}
-
-/* Runs a shell command in dir, quietly; fails if it fails. */
-static void run(const char *cmd)
-{
-    char *full = NULL;
-    ck_assert_int_gt(asprintf(&full, "cd '%s' && ( %s ) >/dev/null 2>&1", dir, cmd), 0);
-    int rc = system(full);
-    ck_assert_msg(rc == 0, "command failed (%d): %s", rc, cmd);
-    free(full);
-}
-
 /*
  * ca.pem/ca.key and other-ca.pem/other-ca.key: two CAs; server.pem: a certificate for localhost
  * and 127.0.0.1 signed by the first, then its key. EC P-256 throughout, because RSA key
@@ -86,15 +58,15 @@ static void run(const char *cmd)
  */
 static void make_certificates(void)
 {
-    if (dir[0])
+    if (test_dir[0])
         return;
     const char *tmp = getenv("TMPDIR");
-    snprintf(dir, sizeof(dir), "%s/check_stream_tls.XXXXXX", tmp && *tmp ? tmp : "/tmp");
-    ck_assert_ptr_nonnull(mkdtemp(dir));
-    write_file("server.ext", "basicConstraints = CA:FALSE\n"
-                             "keyUsage = digitalSignature\n"
-                             "extendedKeyUsage = serverAuth\n"
-                             "subjectAltName = DNS:localhost,IP:127.0.0.1\n");
+    snprintf(test_dir, sizeof(test_dir), "%s/check_stream_tls.XXXXXX", tmp && *tmp ? tmp : "/tmp");
+    ck_assert_ptr_nonnull(mkdtemp(test_dir));
+    test_write_file("server.ext", "basicConstraints = CA:FALSE\n"
+                                  "keyUsage = digitalSignature\n"
+                                  "extendedKeyUsage = serverAuth\n"
+                                  "subjectAltName = DNS:localhost,IP:127.0.0.1\n");
     const char *ec = "-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes";
     char cmd[1024];
     const char *cas[] = {"ca", "other-ca"};
@@ -103,25 +75,25 @@ static void make_certificates(void)
                  "openssl req -x509 %s -keyout %s.key -out %s.pem -subj /CN=stream-tls-%s -days 2 "
                  "-addext basicConstraints=critical,CA:TRUE -addext keyUsage=keyCertSign,cRLSign",
                  ec, cas[i], cas[i], cas[i]);
-        run(cmd);
+        test_run(cmd);
     }
     snprintf(cmd, sizeof(cmd),
              "openssl req -new %s -keyout server.key -out server.csr -subj /CN=localhost && "
              "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -set_serial 4096 -days 2 "
              "-extfile server.ext -out server.crt && cat server.crt server.key > server.pem",
              ec);
-    run(cmd);
+    test_run(cmd);
 }
 
 static void remove_certificates(void)
 {
-    if (!dir[0])
+    if (!test_dir[0])
         return;
     char *cmd = NULL;
-    if (asprintf(&cmd, "rm -rf '%s'", dir) > 0 && system(cmd) != 0)
-        fprintf(stderr, "check_stream_tls: could not remove %s\n", dir);
+    if (asprintf(&cmd, "rm -rf '%s'", test_dir) > 0 && system(cmd) != 0)
+        fprintf(stderr, "check_stream_tls: could not remove %s\n", test_dir);
     free(cmd);
-    dir[0] = '\0';
+    test_dir[0] = '\0';
 }
 
 /* Builds contexts with tls_build from ini text: server (server.pem) and client (trusting ca). */
@@ -131,7 +103,7 @@ static void build_contexts(struct tls_contexts *t, const char *client_ca)
     snprintf(ini, sizeof(ini),
              "[mongolb]\ntls_mode = require\ntls_certificate_key_file = %s\n"
              "[upstream]\nseeds = 127.0.0.1:27017\ntls = true\ntls_ca_file = %s\n",
-             path("server.pem"), path(client_ca));
+             test_path("server.pem"), test_path(client_ca));
     struct mlb_config c;
     ck_assert_msg(config_load_string(ini, "stream-tls.ini", &c, err, sizeof(err)) == 0, "%s", err);
     ck_assert_msg(tls_build(&c, t, err, sizeof(err)) == 0, "%s", err);

@@ -23,43 +23,14 @@
 #include <openssl/x509v3.h>
 
 #include "check_main.h"
+#include "test_dir.h"
 #include "config.h"
 
 /* The password of the encrypted client key; no error message may ever contain it. */
 #define PASSWORD       "Tr0ub4dor&3 horse"
 #define WRONG_PASSWORD "correct horse battery staple"
 
-static char dir[PATH_MAX];
 static char err[8192];
-
-/* Returns dir/name in one of a few rotating static buffers, so that a call may use several. */
-static const char *path(const char *name)
-{
-    static char bufs[8][PATH_MAX + 64];
-    static int next;
-    char *b = bufs[next++ % 8];
-    snprintf(b, sizeof(bufs[0]), "%s/%s", dir, name);
-    return b;
-}
-
-/* Writes text to dir/name. */
-static void write_file(const char *name, const char *text)
-{
-    FILE *f = fopen(path(name), "w");
-    ck_assert_ptr_nonnull(f);
-    fputs(text, f);
-    ck_assert_int_eq(fclose(f), 0);
-}
-
-/* Runs a shell command in dir, quietly; fails the test if it fails. */
-static void run(const char *cmd)
-{
-    char *full = NULL;
-    ck_assert_int_gt(asprintf(&full, "cd '%s' && ( %s ) >/dev/null 2>&1", dir, cmd), 0);
-    int rc = system(full);
-    ck_assert_msg(rc == 0, "command failed (%d): %s", rc, cmd);
-    free(full);
-}
 
 /*
  * Makes, with the openssl command line:
@@ -80,27 +51,27 @@ static void run(const char *cmd)
 static void make_certificates(void)
 {
     const char *tmp = getenv("TMPDIR");
-    snprintf(dir, sizeof(dir), "%s/check_tls.XXXXXX", tmp && *tmp ? tmp : "/tmp");
-    ck_assert_ptr_nonnull(mkdtemp(dir));
-    write_file("ca.cnf", "[ca]\n"
-                         "default_ca = ca_default\n"
-                         "[ca_default]\n"
-                         "database = index.txt\n"
-                         "new_certs_dir = .\n"
-                         "serial = serial\n"
-                         "default_md = sha256\n"
-                         "policy = any\n"
-                         "copy_extensions = copy\n"
-                         "unique_subject = no\n"
-                         "[any]\n"
-                         "commonName = supplied\n");
-    write_file("index.txt", "");
-    write_file("serial", "1000\n");
-    write_file("password.txt", PASSWORD "\n");
-    write_file("password-crlf.txt", PASSWORD "\r\nsecond line\n");
-    write_file("wrong-password.txt", WRONG_PASSWORD "\n");
-    write_file("empty-password.txt", "\n" PASSWORD "\n");
-    write_file("garbage.pem", "this is not a certificate\n");
+    snprintf(test_dir, sizeof(test_dir), "%s/check_tls.XXXXXX", tmp && *tmp ? tmp : "/tmp");
+    ck_assert_ptr_nonnull(mkdtemp(test_dir));
+    test_write_file("ca.cnf", "[ca]\n"
+                              "default_ca = ca_default\n"
+                              "[ca_default]\n"
+                              "database = index.txt\n"
+                              "new_certs_dir = .\n"
+                              "serial = serial\n"
+                              "default_md = sha256\n"
+                              "policy = any\n"
+                              "copy_extensions = copy\n"
+                              "unique_subject = no\n"
+                              "[any]\n"
+                              "commonName = supplied\n");
+    test_write_file("index.txt", "");
+    test_write_file("serial", "1000\n");
+    test_write_file("password.txt", PASSWORD "\n");
+    test_write_file("password-crlf.txt", PASSWORD "\r\nsecond line\n");
+    test_write_file("wrong-password.txt", WRONG_PASSWORD "\n");
+    test_write_file("empty-password.txt", "\n" PASSWORD "\n");
+    test_write_file("garbage.pem", "this is not a certificate\n");
     const char *ec = "-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes";
     const char *sign = "openssl ca -batch -notext -config ca.cnf -cert ca.pem -keyfile ca.key";
     char cmd[1024];
@@ -108,17 +79,17 @@ static void make_certificates(void)
              "openssl req -x509 %s -keyout ca.key -out ca.pem -subj /CN=mongolb-test-ca -days 30 "
              "-addext basicConstraints=critical,CA:TRUE -addext keyUsage=keyCertSign,cRLSign",
              ec);
-    run(cmd);
+    test_run(cmd);
     snprintf(cmd, sizeof(cmd),
              "openssl req -new %s -keyout server-key.pem -out server.csr -subj /CN=localhost "
              "-addext subjectAltName=DNS:localhost,IP:127.0.0.1 && %s -days 30 -in server.csr "
              "-out server-cert.pem && cat server-cert.pem server-key.pem > server.pem",
              ec, sign);
-    run(cmd);
+    test_run(cmd);
     snprintf(cmd, sizeof(cmd),
              "openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out other-key.pem && "
              "cat server-cert.pem other-key.pem > mismatch.pem");
-    run(cmd);
+    test_run(cmd);
     snprintf(cmd, sizeof(cmd),
              "openssl req -new %s -keyout client-key.pem -out client.csr -subj /CN=mongolb && "
              "%s -days 30 -in client.csr -out client-cert.pem && "
@@ -127,30 +98,30 @@ static void make_certificates(void)
              "&& cat client-cert.pem client-key.pem > client-plain.pem && "
              "cat server-cert.pem client-key-enc.pem > mismatch-enc.pem",
              ec, sign);
-    run(cmd);
+    test_run(cmd);
     snprintf(cmd, sizeof(cmd),
              "openssl req -new %s -keyout expired-key.pem -out expired.csr -subj /CN=expired && "
              "%s -startdate 20200101000000Z -enddate 20200201000000Z -in expired.csr "
              "-out expired-cert.pem && cat expired-cert.pem expired-key.pem > expired.pem",
              ec, sign);
-    run(cmd);
+    test_run(cmd);
     snprintf(cmd, sizeof(cmd),
              "openssl req -new %s -keyout future-key.pem -out future.csr -subj /CN=future && "
              "%s -startdate 20990101000000Z -enddate 20990201000000Z -in future.csr "
              "-out future-cert.pem && cat future-cert.pem future-key.pem > future.pem",
              ec, sign);
-    run(cmd);
-    run("openssl req -x509 -newkey rsa:1024 -nodes -keyout weak-key.pem -out weak-cert.pem "
-        "-subj /CN=weak -days 30 && cat weak-cert.pem weak-key.pem > weak.pem");
+    test_run(cmd);
+    test_run("openssl req -x509 -newkey rsa:1024 -nodes -keyout weak-key.pem -out weak-cert.pem "
+             "-subj /CN=weak -days 30 && cat weak-cert.pem weak-key.pem > weak.pem");
 }
 
 static void remove_certificates(void)
 {
-    if (!dir[0])
+    if (!test_dir[0])
         return;
     char *cmd = NULL;
-    if (asprintf(&cmd, "rm -rf '%s'", dir) > 0 && system(cmd) != 0)
-        fprintf(stderr, "check_tls: could not remove %s\n", dir);
+    if (asprintf(&cmd, "rm -rf '%s'", test_dir) > 0 && system(cmd) != 0)
+        fprintf(stderr, "check_tls: could not remove %s\n", test_dir);
     free(cmd);
 }
 
@@ -201,7 +172,7 @@ START_TEST(test_server_context)
     struct mlb_config c;
     base_config(&c);
     c.tls_mode = MLB_TLS_REQUIRE;
-    set_path(&c.tls_certificate_key_file, path("server.pem"));
+    set_path(&c.tls_certificate_key_file, test_path("server.pem"));
     struct tls_contexts t;
     ck_assert_msg(tls_build(&c, &t, err, sizeof(err)) == 0, "%s", err);
     ck_assert_ptr_nonnull(t.server);
@@ -223,7 +194,7 @@ START_TEST(test_server_context)
 
     /* Client certificates: optional asks, required also refuses a client without one. */
     c.tls_client_certificates = MLB_TLS_CERTS_OPTIONAL;
-    set_path(&c.tls_ca_file, path("ca.pem"));
+    set_path(&c.tls_ca_file, test_path("ca.pem"));
     ck_assert_msg(tls_build(&c, &t, err, sizeof(err)) == 0, "%s", err);
     ck_assert_int_eq(SSL_CTX_get_verify_mode(t.server), SSL_VERIFY_PEER);
     STACK_OF(X509_NAME) *names = SSL_CTX_get_client_CA_list(t.server);
@@ -259,17 +230,17 @@ START_TEST(test_client_context)
     tls_free(&t);
 
     c.upstream_tls_allow_invalid_certificates = 1;
-    set_path(&c.upstream_tls_ca_file, path("ca.pem"));
+    set_path(&c.upstream_tls_ca_file, test_path("ca.pem"));
     ck_assert_msg(tls_build(&c, &t, err, sizeof(err)) == 0, "%s", err);
     ck_assert_int_eq(SSL_CTX_get_verify_mode(t.client), SSL_VERIFY_NONE);
     tls_free(&t);
 
     /* A client certificate whose key is encrypted, with its password file ("\n" or "\r\n"). */
     c.upstream_tls_allow_invalid_certificates = 0;
-    set_path(&c.upstream_tls_certificate_key_file, path("client-enc.pem"));
+    set_path(&c.upstream_tls_certificate_key_file, test_path("client-enc.pem"));
     const char *pw_files[] = {"password.txt", "password-crlf.txt"};
     for (int i = 0; i < 2; i++) {
-        set_path(&c.upstream_tls_certificate_key_file_password, path(pw_files[i]));
+        set_path(&c.upstream_tls_certificate_key_file_password, test_path(pw_files[i]));
         ck_assert_msg(tls_build(&c, &t, err, sizeof(err)) == 0, "%s: %s", pw_files[i], err);
         ck_assert_ptr_nonnull(SSL_CTX_get0_certificate(t.client));
         ck_assert_ptr_nonnull(SSL_CTX_get0_privatekey(t.client));
@@ -278,7 +249,7 @@ START_TEST(test_client_context)
     }
     /* An unencrypted key needs no password. */
     set_path(&c.upstream_tls_certificate_key_file_password, NULL);
-    set_path(&c.upstream_tls_certificate_key_file, path("client-plain.pem"));
+    set_path(&c.upstream_tls_certificate_key_file, test_path("client-plain.pem"));
     ck_assert_msg(tls_build(&c, &t, err, sizeof(err)) == 0, "%s", err);
     tls_free(&t);
     config_free(&c);
@@ -290,25 +261,25 @@ START_TEST(test_unreadable_files)
     struct mlb_config c;
     base_config(&c);
     c.tls_mode = MLB_TLS_ALLOW;
-    set_path(&c.tls_certificate_key_file, path("missing.pem"));
+    set_path(&c.tls_certificate_key_file, test_path("missing.pem"));
     char want[PATH_MAX + 128];
     snprintf(want, sizeof(want),
              "[mongolb] tls_certificate_key_file: %s: cannot read it: No such file or directory",
-             path("missing.pem"));
+             test_path("missing.pem"));
     expect_failure(&c, -ENOENT, (const char *[]){want, NULL});
     ck_assert_str_eq(err, want);
 
     /* A directory is no file. */
-    set_path(&c.tls_certificate_key_file, dir);
+    set_path(&c.tls_certificate_key_file, test_dir);
     snprintf(want, sizeof(want),
-             "[mongolb] tls_certificate_key_file: %s: cannot read it: Is a directory", dir);
+             "[mongolb] tls_certificate_key_file: %s: cannot read it: Is a directory", test_dir);
     expect_failure(&c, -EISDIR, (const char *[]){want, NULL});
 
     /* A file mongolb may not read, unless this runs as root, which may read anything. */
     if (geteuid() != 0) {
-        write_file("secret.pem", "x");
-        ck_assert_int_eq(chmod(path("secret.pem"), 0), 0);
-        set_path(&c.tls_certificate_key_file, path("secret.pem"));
+        test_write_file("secret.pem", "x");
+        ck_assert_int_eq(chmod(test_path("secret.pem"), 0), 0);
+        set_path(&c.tls_certificate_key_file, test_path("secret.pem"));
         expect_failure(&c, -EACCES, (const char *[]){"Permission denied", NULL});
     }
 
@@ -316,18 +287,18 @@ START_TEST(test_unreadable_files)
     config_free(&c);
     base_config(&c);
     c.upstream_tls = 1;
-    set_path(&c.upstream_tls_ca_file, path("no-ca.pem"));
+    set_path(&c.upstream_tls_ca_file, test_path("no-ca.pem"));
     snprintf(want, sizeof(want),
              "[upstream] tls_ca_file: %s: cannot read it: No such file or directory",
-             path("no-ca.pem"));
+             test_path("no-ca.pem"));
     expect_failure(&c, -ENOENT, (const char *[]){want, NULL});
     set_path(&c.upstream_tls_ca_file, NULL);
-    set_path(&c.upstream_tls_certificate_key_file, path("client-enc.pem"));
-    set_path(&c.upstream_tls_certificate_key_file_password, path("no-password.txt"));
+    set_path(&c.upstream_tls_certificate_key_file, test_path("client-enc.pem"));
+    set_path(&c.upstream_tls_certificate_key_file_password, test_path("no-password.txt"));
     snprintf(want, sizeof(want),
              "[upstream] tls_certificate_key_file_password: %s: cannot read it: No such file or "
              "directory",
-             path("no-password.txt"));
+             test_path("no-password.txt"));
     expect_failure(&c, -ENOENT, (const char *[]){want, NULL});
     config_free(&c);
 }
@@ -340,63 +311,63 @@ START_TEST(test_certificate_and_key_problems)
     c.tls_mode = MLB_TLS_REQUIRE;
     char want[PATH_MAX + 256];
 
-    set_path(&c.tls_certificate_key_file, path("mismatch.pem"));
+    set_path(&c.tls_certificate_key_file, test_path("mismatch.pem"));
     snprintf(want, sizeof(want),
              "[mongolb] tls_certificate_key_file: %s: the private key does not match the "
              "certificate (",
-             path("mismatch.pem"));
+             test_path("mismatch.pem"));
     expect_failure(&c, -EINVAL, (const char *[]){want, "key values mismatch", NULL});
 
     /* A certificate without its key, and a key without its certificate. */
-    set_path(&c.tls_certificate_key_file, path("server-cert.pem"));
+    set_path(&c.tls_certificate_key_file, test_path("server-cert.pem"));
     snprintf(want, sizeof(want),
              "[mongolb] tls_certificate_key_file: %s: no private key could be read from it; the "
              "file must hold the certificate and its private key, in PEM",
-             path("server-cert.pem"));
+             test_path("server-cert.pem"));
     expect_failure(&c, -EINVAL, (const char *[]){want, NULL});
-    set_path(&c.tls_certificate_key_file, path("server-key.pem"));
+    set_path(&c.tls_certificate_key_file, test_path("server-key.pem"));
     snprintf(want, sizeof(want),
              "[mongolb] tls_certificate_key_file: %s: no usable certificate could be read from it",
-             path("server-key.pem"));
+             test_path("server-key.pem"));
     expect_failure(&c, -EINVAL, (const char *[]){want, NULL});
-    set_path(&c.tls_certificate_key_file, path("garbage.pem"));
+    set_path(&c.tls_certificate_key_file, test_path("garbage.pem"));
     expect_failure(&c, -EINVAL,
-                   (const char *[]){path("garbage.pem"), "no usable certificate", NULL});
+                   (const char *[]){test_path("garbage.pem"), "no usable certificate", NULL});
 
     /* An own certificate outside its validity period is refused, as mongod refuses it. */
-    set_path(&c.tls_certificate_key_file, path("expired.pem"));
+    set_path(&c.tls_certificate_key_file, test_path("expired.pem"));
     snprintf(want, sizeof(want),
              "[mongolb] tls_certificate_key_file: %s: the certificate (CN=expired) expired on "
              "2020-02-01 00:00:00 UTC; renew it",
-             path("expired.pem"));
+             test_path("expired.pem"));
     expect_failure(&c, -EINVAL, (const char *[]){want, NULL});
     ck_assert_str_eq(err, want);
-    set_path(&c.tls_certificate_key_file, path("future.pem"));
+    set_path(&c.tls_certificate_key_file, test_path("future.pem"));
     snprintf(want, sizeof(want),
              "[mongolb] tls_certificate_key_file: %s: the certificate (CN=future) is not valid "
              "before 2099-01-01 00:00:00 UTC",
-             path("future.pem"));
+             test_path("future.pem"));
     expect_failure(&c, -EINVAL, (const char *[]){want, NULL});
 
     /* RSA 1024 is below security level 2. */
-    set_path(&c.tls_certificate_key_file, path("weak.pem"));
-    expect_failure(&c, -EINVAL, (const char *[]){path("weak.pem"), "too small", NULL});
+    set_path(&c.tls_certificate_key_file, test_path("weak.pem"));
+    expect_failure(&c, -EINVAL, (const char *[]){test_path("weak.pem"), "too small", NULL});
 
     /* The key mongolb presents to applications cannot be encrypted: there is no password key. */
-    set_path(&c.tls_certificate_key_file, path("client-enc.pem"));
+    set_path(&c.tls_certificate_key_file, test_path("client-enc.pem"));
     snprintf(want, sizeof(want),
              "[mongolb] tls_certificate_key_file: %s: the private key is encrypted, but mongolb "
              "reads this key without a password",
-             path("client-enc.pem"));
+             test_path("client-enc.pem"));
     expect_failure(&c, -EINVAL, (const char *[]){want, NULL});
 
     /* A CA file without a CA in it. */
-    set_path(&c.tls_certificate_key_file, path("server.pem"));
+    set_path(&c.tls_certificate_key_file, test_path("server.pem"));
     c.tls_client_certificates = MLB_TLS_CERTS_REQUIRED;
-    set_path(&c.tls_ca_file, path("garbage.pem"));
+    set_path(&c.tls_ca_file, test_path("garbage.pem"));
     snprintf(want, sizeof(want),
              "[mongolb] tls_ca_file: %s: no CA certificate could be read from it (",
-             path("garbage.pem"));
+             test_path("garbage.pem"));
     expect_failure(&c, -EINVAL, (const char *[]){want, NULL});
     config_free(&c);
 
@@ -416,54 +387,54 @@ START_TEST(test_password_problems)
     struct mlb_config c;
     base_config(&c);
     c.upstream_tls = 1;
-    set_path(&c.upstream_tls_certificate_key_file, path("client-enc.pem"));
+    set_path(&c.upstream_tls_certificate_key_file, test_path("client-enc.pem"));
     char want[PATH_MAX * 2 + 256];
 
     /* An encrypted key without a password file. */
     snprintf(want, sizeof(want),
              "[upstream] tls_certificate_key_file: %s: the private key is encrypted; set "
              "tls_certificate_key_file_password to a file holding its password",
-             path("client-enc.pem"));
+             test_path("client-enc.pem"));
     expect_failure(&c, -EINVAL, (const char *[]){want, NULL});
     ck_assert_str_eq(err, want);
 
     /* A wrong password: both files named, neither password shown. */
-    set_path(&c.upstream_tls_certificate_key_file_password, path("wrong-password.txt"));
+    set_path(&c.upstream_tls_certificate_key_file_password, test_path("wrong-password.txt"));
     snprintf(want, sizeof(want),
              "[upstream] tls_certificate_key_file_password: %s: the password does not decrypt "
              "the private key in %s (",
-             path("wrong-password.txt"), path("client-enc.pem"));
+             test_path("wrong-password.txt"), test_path("client-enc.pem"));
     expect_failure(&c, -EINVAL, (const char *[]){want, NULL});
     ck_assert_ptr_null(strstr(err, "correct horse"));
 
     /* An empty first line, and a password longer than OpenSSL takes. */
-    set_path(&c.upstream_tls_certificate_key_file_password, path("empty-password.txt"));
+    set_path(&c.upstream_tls_certificate_key_file_password, test_path("empty-password.txt"));
     snprintf(want, sizeof(want),
              "[upstream] tls_certificate_key_file_password: %s: the first line is empty; it must "
              "hold the password",
-             path("empty-password.txt"));
+             test_path("empty-password.txt"));
     expect_failure(&c, -EINVAL, (const char *[]){want, NULL});
     char *long_pw = malloc(TLS_PASSWORD_MAX + 3);
     ck_assert_ptr_nonnull(long_pw);
     memset(long_pw, 'x', TLS_PASSWORD_MAX + 1);
     strcpy(long_pw + TLS_PASSWORD_MAX + 1, "\n");
-    write_file("long-password.txt", long_pw);
-    set_path(&c.upstream_tls_certificate_key_file_password, path("long-password.txt"));
+    test_write_file("long-password.txt", long_pw);
+    set_path(&c.upstream_tls_certificate_key_file_password, test_path("long-password.txt"));
     snprintf(want, sizeof(want),
              "[upstream] tls_certificate_key_file_password: %s: the password is longer than 1023 "
              "bytes",
-             path("long-password.txt"));
+             test_path("long-password.txt"));
     expect_failure(&c, -EINVAL, (const char *[]){want, NULL});
     ck_assert_ptr_null(strstr(err, "xxxxxxxx"));
     free(long_pw);
 
     /* The right password for a key that is not the certificate's: a mismatch, named as one. */
-    set_path(&c.upstream_tls_certificate_key_file, path("mismatch-enc.pem"));
-    set_path(&c.upstream_tls_certificate_key_file_password, path("password.txt"));
+    set_path(&c.upstream_tls_certificate_key_file, test_path("mismatch-enc.pem"));
+    set_path(&c.upstream_tls_certificate_key_file_password, test_path("password.txt"));
     snprintf(want, sizeof(want),
              "[upstream] tls_certificate_key_file: %s: the private key does not match the "
              "certificate (",
-             path("mismatch-enc.pem"));
+             test_path("mismatch-enc.pem"));
     expect_failure(&c, -EINVAL, (const char *[]){want, NULL});
     config_free(&c);
 }
@@ -474,10 +445,10 @@ START_TEST(test_every_problem_reported)
     struct mlb_config c;
     base_config(&c);
     c.tls_mode = MLB_TLS_REQUIRE;
-    set_path(&c.tls_certificate_key_file, path("mismatch.pem"));
+    set_path(&c.tls_certificate_key_file, test_path("mismatch.pem"));
     c.upstream_tls = 1;
-    set_path(&c.upstream_tls_ca_file, path("no-ca.pem"));
-    set_path(&c.upstream_tls_certificate_key_file, path("expired.pem"));
+    set_path(&c.upstream_tls_ca_file, test_path("no-ca.pem"));
+    set_path(&c.upstream_tls_certificate_key_file, test_path("expired.pem"));
     /* The first problem's code is returned; every problem has its line. */
     expect_failure(&c, -EINVAL,
                    (const char *[]){"[mongolb] tls_certificate_key_file: ", "does not match",
@@ -504,7 +475,7 @@ START_TEST(test_last_error)
     char buf[1024];
     ERR_clear_error();
     ck_assert_str_eq(tls_last_error(buf, sizeof(buf)), "no reason given by OpenSSL");
-    BIO *b = BIO_new_file(path("nothing-here.pem"), "r");
+    BIO *b = BIO_new_file(test_path("nothing-here.pem"), "r");
     ck_assert_ptr_null(b);
     const char *s = tls_last_error(buf, sizeof(buf));
     ck_assert_ptr_eq(s, buf);
@@ -512,7 +483,7 @@ START_TEST(test_last_error)
     ck_assert_ptr_null(strchr(buf, '\n'));
     ck_assert_uint_eq(ERR_peek_error(), 0);
     /* A tiny buffer is cut and terminated. */
-    BIO_new_file(path("nothing-here.pem"), "r");
+    BIO_new_file(test_path("nothing-here.pem"), "r");
     char tiny[8];
     tls_last_error(tiny, sizeof(tiny));
     ck_assert_uint_eq(strlen(tiny), 7);
@@ -676,9 +647,9 @@ START_TEST(test_handshakes)
     struct mlb_config c;
     base_config(&c);
     c.tls_mode = MLB_TLS_REQUIRE;
-    set_path(&c.tls_certificate_key_file, path("server.pem"));
+    set_path(&c.tls_certificate_key_file, test_path("server.pem"));
     c.upstream_tls = 1;
-    set_path(&c.upstream_tls_ca_file, path("ca.pem"));
+    set_path(&c.upstream_tls_ca_file, test_path("ca.pem"));
     struct tls_contexts t;
     ck_assert_msg(tls_build(&c, &t, err, sizeof(err)) == 0, "%s", err);
     long v;
@@ -705,18 +676,18 @@ START_TEST(test_handshakes)
     ck_assert(handshake(t.client, t.server, "db.example.com", true, &v, NULL));
     tls_free(&t);
     c.upstream_tls_allow_invalid_certificates = 0;
-    set_path(&c.upstream_tls_ca_file, path("ca.pem"));
+    set_path(&c.upstream_tls_ca_file, test_path("ca.pem"));
 
     /* Client certificates required: refused without one, accepted with the encrypted one. */
     c.tls_client_certificates = MLB_TLS_CERTS_REQUIRED;
-    set_path(&c.tls_ca_file, path("ca.pem"));
+    set_path(&c.tls_ca_file, test_path("ca.pem"));
     ck_assert_msg(tls_build(&c, &t, err, sizeof(err)) == 0, "%s", err);
     bool saw = true;
     ck_assert(!handshake(t.client, t.server, "localhost", true, &v, &saw));
     ck_assert(!saw);
     tls_free(&t);
-    set_path(&c.upstream_tls_certificate_key_file, path("client-enc.pem"));
-    set_path(&c.upstream_tls_certificate_key_file_password, path("password.txt"));
+    set_path(&c.upstream_tls_certificate_key_file, test_path("client-enc.pem"));
+    set_path(&c.upstream_tls_certificate_key_file_password, test_path("password.txt"));
     ck_assert_msg(tls_build(&c, &t, err, sizeof(err)) == 0, "%s", err);
     ck_assert(handshake(t.client, t.server, "localhost", true, &v, &saw));
     ck_assert(saw);
@@ -812,15 +783,15 @@ START_TEST(test_check_config_cli)
     snprintf(ini, sizeof(ini),
              "[mongolb]\ntls_mode = require\ntls_certificate_key_file = %s\n"
              "[upstream]\nseeds = 127.0.0.1:27017\n",
-             path("mismatch.pem"));
-    write_file("mismatch.ini", ini);
-    int rc = check_config(bin, path("mismatch.ini"), out, sizeof(out));
+             test_path("mismatch.pem"));
+    test_write_file("mismatch.ini", ini);
+    int rc = check_config(bin, test_path("mismatch.ini"), out, sizeof(out));
     ck_assert_msg(rc == 1, "exit %d: %s", rc, out);
     char want[PATH_MAX * 2 + 128];
     snprintf(want, sizeof(want),
              "%s: [mongolb] tls_certificate_key_file: %s: the private key does not match the "
              "certificate (",
-             path("mismatch.ini"), path("mismatch.pem"));
+             test_path("mismatch.ini"), test_path("mismatch.pem"));
     ck_assert_msg(strstr(out, want) != NULL, "'%s' is not in: %s", want, out);
     ck_assert_ptr_null(strstr(out, "configuration is valid"));
 
@@ -828,11 +799,11 @@ START_TEST(test_check_config_cli)
     snprintf(ini, sizeof(ini),
              "[upstream]\nseeds = 127.0.0.1:27017\ntls = true\ntls_certificate_key_file = %s\n"
              "tls_certificate_key_file_password = %s\n",
-             path("client-enc.pem"), path("wrong-password.txt"));
-    write_file("wrong-password.ini", ini);
-    rc = check_config(bin, path("wrong-password.ini"), out, sizeof(out));
+             test_path("client-enc.pem"), test_path("wrong-password.txt"));
+    test_write_file("wrong-password.ini", ini);
+    rc = check_config(bin, test_path("wrong-password.ini"), out, sizeof(out));
     ck_assert_msg(rc == 1, "exit %d: %s", rc, out);
-    ck_assert_msg(strstr(out, path("wrong-password.txt")) != NULL, "%s", out);
+    ck_assert_msg(strstr(out, test_path("wrong-password.txt")) != NULL, "%s", out);
     ck_assert_ptr_null(strstr(out, WRONG_PASSWORD));
     ck_assert_ptr_null(strstr(out, PASSWORD));
 
@@ -842,9 +813,10 @@ START_TEST(test_check_config_cli)
              "[upstream]\nseeds = 127.0.0.1:27017\ntls = true\ntls_ca_file = %s\n"
              "tls_certificate_key_file = %s\ntls_certificate_key_file_password = %s\n"
              "tls_allow_invalid_hostnames = true\n",
-             path("server.pem"), path("ca.pem"), path("client-enc.pem"), path("password.txt"));
-    write_file("good.ini", ini);
-    rc = check_config(bin, path("good.ini"), out, sizeof(out));
+             test_path("server.pem"), test_path("ca.pem"), test_path("client-enc.pem"),
+             test_path("password.txt"));
+    test_write_file("good.ini", ini);
+    rc = check_config(bin, test_path("good.ini"), out, sizeof(out));
     ck_assert_msg(rc == 0, "exit %d: %s", rc, out);
     ck_assert_ptr_nonnull(strstr(out, "configuration is valid"));
     ck_assert_ptr_nonnull(strstr(out, "warning: [upstream] tls_allow_invalid_hostnames = true"));
