@@ -188,6 +188,23 @@ static void leave_server(struct client *c)
     c->server = -1;
 }
 
+/* Copies the address of the server the current request went to (kept for messages written after
+ * the request has left that server). */
+static const char *server_addr(const struct client *c, char *buf, size_t len)
+{
+    snprintf(buf, len, "%s", c->server >= 0 ? c->p->topo.servers[c->server].addr : "?");
+    return buf;
+}
+
+/* Ends a complete exchange with backend connection b: it goes back to its pool, and the request
+ * no longer counts against its server. */
+static void end_exchange(struct client *c, struct bconn *b)
+{
+    c->bc = NULL;
+    leave_server(c);
+    pool_release(c->p, b);
+}
+
 /* The one teardown path of a client. Safe to call more than once and from any callback. */
 static void client_close(struct client *c, const char *why)
 {
@@ -302,9 +319,7 @@ static void on_written(struct stream *s, int status)
         client_set_state(c, CLIENT_FORWARDING);
         return;
     }
-    c->bc = NULL;
-    leave_server(c);
-    pool_release(c->p, b);
+    end_exchange(c, b);
     finish_request(c);
 }
 
@@ -572,9 +587,8 @@ static void dispatch(struct client *c, int idx)
 static void retry_or_fail(struct client *c, const char *why, bool may_have_reached)
 {
     struct proxy *p = c->p;
-    const char *addr = c->server >= 0 ? p->topo.servers[c->server].addr : "?";
     char where[300];
-    snprintf(where, sizeof(where), "%s", addr);
+    server_addr(c, where, sizeof(where));
     int failed = c->server;
     leave_server(c);
     if (c->ri.kind == REQ_GET_MORE || c->ri.kind == REQ_LEGACY_GET_MORE) {
@@ -633,9 +647,7 @@ static void on_sent(void *user, struct bconn *b)
 {
     struct client *c = user;
     /* A moreToCome request (w:0 write, OP_KILL_CURSORS): nothing comes back. */
-    c->bc = NULL;
-    leave_server(c);
-    pool_release(c->p, b);
+    end_exchange(c, b);
     if (c->kill.active) {
         kill_next(c);
         return;
@@ -719,9 +731,7 @@ static int on_reply(void *user, struct bconn *b, uint8_t *frame, size_t len)
     struct proxy *p = c->p;
     if (c->kill.active && !c->kill.legacy) {
         kc_merge(&c->kill, c->server, frame, len, &p->cursors, proxy_now(p));
-        c->bc = NULL;
-        leave_server(c);
-        pool_release(p, b);
+        end_exchange(c, b);
         kill_next(c);
         return STREAM_NEXT;
     }
@@ -744,9 +754,7 @@ static int on_reply(void *user, struct bconn *b, uint8_t *frame, size_t len)
         log_info(c->prefix, "%s got error %d from %s; trying again", c->ri.command, r.code,
                  p->topo.servers[c->server].addr);
         c->exclude = c->server;
-        c->bc = NULL;
-        leave_server(c);
-        pool_release(p, b);
+        end_exchange(c, b);
         p->stats.retries++;
         route(c);
         return STREAM_NEXT;
@@ -765,9 +773,7 @@ static int on_reply(void *user, struct bconn *b, uint8_t *frame, size_t len)
         snprintf(addr, sizeof(addr), "%s", p->topo.servers[c->server].addr);
         snprintf(msg, sizeof(msg), "%s", reply_errmsg(&r));
         int32_t code = r.code;
-        c->bc = NULL;
-        leave_server(c);
-        pool_release(p, b);
+        end_exchange(c, b);
         reply_error(c, MONGO_ERR_HOST_UNREACHABLE, "mongolb: %s on %s answered %d: %s",
                     c->ri.command, addr, code, msg);
         return STREAM_NEXT;
@@ -966,7 +972,7 @@ static void on_timer(uv_timer_t *t)
         return;
     case CLIENT_WAIT_CONN: {
         char addr[300];
-        snprintf(addr, sizeof(addr), "%s", c->server >= 0 ? p->topo.servers[c->server].addr : "?");
+        server_addr(c, addr, sizeof(addr));
         leave_server(c);
         reply_error(c, MONGO_ERR_NETWORK_IFACE_TIMEOUT,
                     "mongolb: no connection to %s became free within %d ms", addr,
@@ -977,7 +983,7 @@ static void on_timer(uv_timer_t *t)
         p->stats.requests_timed_out++;
         struct bconn *b = c->bc;
         char addr[300];
-        snprintf(addr, sizeof(addr), "%s", c->server >= 0 ? p->topo.servers[c->server].addr : "?");
+        server_addr(c, addr, sizeof(addr));
         log_warn(c->prefix, "%s on %s: no reply within request_timeout_ms; closing its connection",
                  c->ri.command, addr);
         c->bc = NULL;

@@ -29,12 +29,6 @@
 
 static const struct pool_user_ops *user_ops;
 
-const char *bconn_state_name(enum bconn_state s)
-{
-    static const char *const names[] = {"connecting", "handshake", "idle", "busy", "closing"};
-    return (unsigned)s < sizeof(names) / sizeof(names[0]) ? names[s] : "?";
-}
-
 void pool_init(struct proxy *p, const struct pool_user_ops *ops)
 {
     user_ops = ops;

@@ -250,7 +250,6 @@ void pool_reset(struct proxy *p, int idx);
 /* Closes idle connections past max_idle_time_ms or max_lifetime_ms. */
 void pool_reap(struct proxy *p);
 void pool_close_all(struct proxy *p);
-const char *bconn_state_name(enum bconn_state s);
 
 /* --- client.c --- */
 
