@@ -13,7 +13,7 @@
 # check, demo and bench first run scripts/install-deps.sh, so each works on a fresh Debian machine.
 
 CC      ?= cc
-PKGS    := libuv libbson-1.0 inih openssl
+PKGS    := libuv libbson-1.0 inih openssl libcares libzstd snappy zlib
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 CHECK_CFLAGS := $(shell pkg-config --cflags check 2>/dev/null)
