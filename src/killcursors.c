@@ -28,28 +28,31 @@ int kc_begin(struct kc *k, const uint8_t *frame, size_t len, int32_t opcode, int
     k->ids = calloc(n, sizeof(*k->ids));
     k->real = calloc(n, sizeof(*k->real));
     k->owner = calloc(n, sizeof(*k->owner));
-    int got = k->ids && k->real && k->owner ? request_kill_ids(frame, len, k->ids, n_ids) : -ENOMEM;
+    k->ans = malloc(sizeof(*k->ans));
+    int got = k->ids && k->real && k->owner && k->ans ? request_kill_ids(frame, len, k->ids, n_ids)
+                                                      : -ENOMEM;
     if (got < 0) {
         free(k->ids);
         free(k->real);
         free(k->owner);
+        free(k->ans);
         memset(k, 0, sizeof(*k));
         return got == -ENOMEM ? -ENOMEM : -EPROTO;
     }
     k->n = got;
     k->legacy = opcode == WIRE_OP_KILL_CURSORS;
     k->active = true;
-    bson_init(&k->killed);
-    bson_init(&k->not_found);
-    bson_init(&k->alive);
-    bson_init(&k->unknown);
+    bson_init(&k->ans->killed);
+    bson_init(&k->ans->not_found);
+    bson_init(&k->ans->alive);
+    bson_init(&k->ans->unknown);
     for (int i = 0; i < got; i++) {
         struct cursor_entry *e = cursors_find(t, k->ids[i], now_ms);
         k->owner[i] = e ? e->server : -1;
         k->real[i] = e ? e->real_id : k->ids[i];
         /* Unknown ids are not found anywhere: no server is asked about them. */
         if (!e)
-            note(&k->not_found, &k->n_not_found, k->ids[i]);
+            note(&k->ans->not_found, &k->n_not_found, k->ids[i]);
     }
     return 0;
 }
@@ -188,16 +191,16 @@ void kc_merge(struct kc *k, int owner, const uint8_t *reply, size_t len, struct 
         j++;
         switch (w) {
         case 0:
-            note(&k->killed, &k->n_killed, k->ids[i]);
+            note(&k->ans->killed, &k->n_killed, k->ids[i]);
             break;
         case 1:
-            note(&k->not_found, &k->n_not_found, k->ids[i]);
+            note(&k->ans->not_found, &k->n_not_found, k->ids[i]);
             break;
         case 2:
-            note(&k->alive, &k->n_alive, k->ids[i]);
+            note(&k->ans->alive, &k->n_alive, k->ids[i]);
             break;
         default:
-            note(&k->unknown, &k->n_unknown, k->ids[i]);
+            note(&k->ans->unknown, &k->n_unknown, k->ids[i]);
         }
         if (w != 2)
             cursors_remove(t, k->ids[i]);
@@ -209,21 +212,22 @@ void kc_merge(struct kc *k, int owner, const uint8_t *reply, size_t len, struct 
 
 void kc_build_reply(struct kc *k, bson_t *doc)
 {
-    bson_append_array(doc, "cursorsKilled", -1, &k->killed);
-    bson_append_array(doc, "cursorsNotFound", -1, &k->not_found);
-    bson_append_array(doc, "cursorsAlive", -1, &k->alive);
-    bson_append_array(doc, "cursorsUnknown", -1, &k->unknown);
+    bson_append_array(doc, "cursorsKilled", -1, &k->ans->killed);
+    bson_append_array(doc, "cursorsNotFound", -1, &k->ans->not_found);
+    bson_append_array(doc, "cursorsAlive", -1, &k->ans->alive);
+    bson_append_array(doc, "cursorsUnknown", -1, &k->ans->unknown);
     BSON_APPEND_DOUBLE(doc, "ok", 1.0);
 }
 
 void kc_end(struct kc *k)
 {
     if (k->active) {
-        bson_destroy(&k->killed);
-        bson_destroy(&k->not_found);
-        bson_destroy(&k->alive);
-        bson_destroy(&k->unknown);
+        bson_destroy(&k->ans->killed);
+        bson_destroy(&k->ans->not_found);
+        bson_destroy(&k->ans->alive);
+        bson_destroy(&k->ans->unknown);
     }
+    free(k->ans);
     free(k->ids);
     free(k->real);
     free(k->owner);

@@ -30,8 +30,12 @@ struct kc {
                       the table before its owner is asked */
     int *owner;    /* owning server per id, or -1 once settled */
     int n;
-    bool legacy;                              /* OP_KILL_CURSORS: no reply is sent */
-    bson_t killed, not_found, alive, unknown; /* the merged answer, as arrays being built */
+    bool legacy; /* OP_KILL_CURSORS: no reply is sent */
+    /* The merged answer, as arrays being built. Allocated by kc_begin only: every client embeds
+     * a struct kc, and four bson_t (512 bytes) in each idle client would be paid for nothing. */
+    struct kc_answer {
+        bson_t killed, not_found, alive, unknown;
+    } * ans;
     int n_killed, n_not_found, n_alive, n_unknown;
     bool active;
 };

@@ -14,6 +14,7 @@
 #include "proxy.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -209,6 +210,20 @@ static void final_stop(struct proxy *p)
     stream_ctx_close(&p->sctx);
 }
 
+/* When many clients have left since the peak, gives the freed heap back to the system. glibc
+ * keeps freed small blocks for reuse, so without this the RSS of a burst of 10,000 clients
+ * stays after they are gone; malloc_trim costs a walk of the heap, hence only after an exodus
+ * of at least a thousand clients and half the peak, at most once per janitor tick. */
+static void trim_after_exodus(struct proxy *p)
+{
+    if (p->n_clients > p->clients_peak)
+        p->clients_peak = p->n_clients;
+    if (p->clients_peak - p->n_clients >= 1000 && p->n_clients <= p->clients_peak / 2) {
+        malloc_trim(0);
+        p->clients_peak = p->n_clients;
+    }
+}
+
 static void on_janitor(uv_timer_t *t)
 {
     struct proxy *p = t->data;
@@ -219,6 +234,7 @@ static void on_janitor(uv_timer_t *t)
     txn_pins_expire(p);
     pool_reap(p);
     reclaim_slots(p);
+    trim_after_exodus(p);
     if (p->shutting_down && p->n_clients == 0)
         final_stop(p);
 }

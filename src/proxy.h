@@ -118,6 +118,7 @@ struct proxy {
     struct list clients;        /* every client, struct client.link */
     struct list select_waiters; /* clients waiting for a suitable server */
     int n_clients;
+    int clients_peak; /* the most clients since the heap was last trimmed (trim_after_exodus) */
     int fds_in_use; /* sockets of clients, backend connections and monitors */
     int fd_limit;   /* RLIMIT_NOFILE */
     uint64_t next_client_id;

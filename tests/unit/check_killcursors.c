@@ -181,7 +181,7 @@ START_TEST(begin_groups_by_owner)
     /* Nobody owns 999 and 888: not found, without asking anyone. */
     static const int64_t nf[] = {999, 888};
     ck_assert_int_eq(k.n_not_found, 2);
-    expect_kc_array(&k.not_found, nf, 2);
+    expect_kc_array(&k.ans->not_found, nf, 2);
     ck_assert_int_eq(k.n_killed + k.n_alive + k.n_unknown, 0);
     /* Beginning changes nothing in the table. */
     ck_assert_uint_eq(t.n, 10);
