@@ -10,25 +10,88 @@
 
 #include "bson_check.h"
 
-bool request_command_opens_cursor(const char *name)
+/*
+ * What the router needs to know of a command's name, from one sorted table searched by bisection
+ * (about five comparisons), instead of chains of strcmp on every request. Names not listed are
+ * ordinary commands: forwarded with the read preference, not retried as reads, not writes.
+ */
+enum {
+    CMD_OPENS_CURSOR = 1,   /* its reply may hold a cursor that getMores follow */
+    CMD_RETRYABLE_READ = 2, /* the retryable reads specification's list */
+    CMD_WRITE = 4,          /* a failure counts as a write's for retries */
+    CMD_AGGREGATE = 8,      /* a read unless its pipeline ends in $out or $merge */
+    CMD_HELLO = 16,         /* answered by mongolb: hello */
+    CMD_LEGACY_HELLO = 32,  /* answered by mongolb: isMaster, ismaster */
+    CMD_STATUS = 64,        /* answered by mongolb: mongolbStatus */
+    CMD_GET_MORE = 128,     /* routed to its cursor's owner */
+    CMD_KILL_CURSORS = 256, /* split by owner */
+};
+
+struct command_class {
+    const char *name;
+    unsigned flags;
+};
+
+/* Sorted by strcmp order (upper case before lower case). */
+static const struct command_class command_classes[] = {
+    {"abortTransaction", CMD_WRITE},
+    {"aggregate", CMD_OPENS_CURSOR | CMD_RETRYABLE_READ | CMD_AGGREGATE},
+    {"bulkWrite", CMD_WRITE},
+    {"collMod", CMD_WRITE},
+    {"commitTransaction", CMD_WRITE},
+    {"count", CMD_RETRYABLE_READ},
+    {"create", CMD_WRITE},
+    {"createIndexes", CMD_WRITE},
+    {"delete", CMD_WRITE},
+    {"distinct", CMD_RETRYABLE_READ},
+    {"drop", CMD_WRITE},
+    {"dropDatabase", CMD_WRITE},
+    {"dropIndexes", CMD_WRITE},
+    {"find", CMD_OPENS_CURSOR | CMD_RETRYABLE_READ},
+    {"findAndModify", CMD_WRITE},
+    {"findandmodify", CMD_WRITE},
+    {"getMore", CMD_GET_MORE},
+    {"hello", CMD_HELLO},
+    {"insert", CMD_WRITE},
+    {"isMaster", CMD_LEGACY_HELLO},
+    {"ismaster", CMD_LEGACY_HELLO},
+    {"killCursors", CMD_KILL_CURSORS},
+    {"listCollections", CMD_OPENS_CURSOR | CMD_RETRYABLE_READ},
+    {"listDatabases", CMD_RETRYABLE_READ},
+    {"listIndexes", CMD_OPENS_CURSOR | CMD_RETRYABLE_READ},
+    {"mongolbStatus", CMD_STATUS},
+    {"renameCollection", CMD_WRITE},
+    {"update", CMD_WRITE},
+};
+
+static unsigned command_flags(const char *name)
 {
-    return strcmp(name, "find") == 0 || strcmp(name, "aggregate") == 0 ||
-           strcmp(name, "listCollections") == 0 || strcmp(name, "listIndexes") == 0;
+    size_t lo = 0, hi = sizeof(command_classes) / sizeof(command_classes[0]);
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int cmp = strcmp(name, command_classes[mid].name);
+        if (cmp == 0)
+            return command_classes[mid].flags;
+        if (cmp < 0)
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    return 0;
 }
 
-/* Commands a replica set must run on its primary. Everything not listed as a read also goes to the
- * primary, so this list only decides whether a failure counts as a write for retries. */
-static bool command_is_write(const char *name)
+bool request_command_opens_cursor(const char *name)
 {
-    static const char *const writes[] = {
-        "insert",      "update",           "delete",  "findAndModify",     "findandmodify",
-        "bulkWrite",   "create",           "drop",    "dropDatabase",      "createIndexes",
-        "dropIndexes", "renameCollection", "collMod", "commitTransaction", "abortTransaction",
-    };
-    for (size_t i = 0; i < sizeof(writes) / sizeof(writes[0]); i++)
-        if (strcmp(name, writes[i]) == 0)
-            return true;
-    return false;
+    return (command_flags(name) & CMD_OPENS_CURSOR) != 0;
+}
+
+/* Copies a NUL-terminated string into a fixed field, truncating; cheaper than snprintf("%s") on
+ * the request path. */
+static void copy_field(char *dst, size_t cap, const char *src)
+{
+    size_t n = strnlen(src, cap - 1);
+    memcpy(dst, src, n);
+    dst[n] = '\0';
 }
 
 /* True when an aggregate pipeline ends in a stage that writes. */
@@ -49,28 +112,6 @@ static bool pipeline_writes(const bson_t *cmd)
     return false;
 }
 
-static bool command_is_retryable_read(const char *name, const bson_t *cmd)
-{
-    if (strcmp(name, "aggregate") == 0)
-        return !pipeline_writes(cmd);
-    return strcmp(name, "find") == 0 || strcmp(name, "count") == 0 ||
-           strcmp(name, "distinct") == 0 || strcmp(name, "listCollections") == 0 ||
-           strcmp(name, "listIndexes") == 0 || strcmp(name, "listDatabases") == 0;
-}
-
-static bool is_hello_name(const char *name, bool *legacy)
-{
-    if (strcmp(name, "hello") == 0) {
-        *legacy = false;
-        return true;
-    }
-    if (strcmp(name, "isMaster") == 0 || strcmp(name, "ismaster") == 0) {
-        *legacy = true;
-        return true;
-    }
-    return false;
-}
-
 /* Reads the session and read-preference fields of a command document into ri. */
 static void read_command_fields(const bson_t *cmd, struct request_info *ri)
 {
@@ -79,8 +120,21 @@ static void read_command_fields(const bson_t *cmd, struct request_info *ri)
         return;
     while (bson_iter_next(&it)) {
         const char *k = bson_iter_key(&it);
+        /* Most keys of a command are none of these: one look at the first letter skips them. */
+        switch (k[0]) {
+        case '$':
+        case 'l':
+        case 't':
+        case 'a':
+        case 's':
+        case 'm':
+        case 'h':
+            break;
+        default:
+            continue;
+        }
         if (k[0] == '$' && strcmp(k, "$db") == 0 && BSON_ITER_HOLDS_UTF8(&it)) {
-            snprintf(ri->db, sizeof(ri->db), "%s", bson_iter_utf8(&it, NULL));
+            copy_field(ri->db, sizeof(ri->db), bson_iter_utf8(&it, NULL));
         } else if (strcmp(k, "lsid") == 0 && BSON_ITER_HOLDS_DOCUMENT(&it)) {
             bson_iter_t l;
             if (bson_iter_recurse(&it, &l) && bson_iter_find(&l, "id") &&
@@ -107,8 +161,8 @@ static void read_command_fields(const bson_t *cmd, struct request_info *ri)
             bson_iter_document(&it, &ri->read_pref_len, &ri->read_pref_doc);
             if (bson_iter_recurse(&it, &rp) && bson_iter_find(&rp, "mode") &&
                 BSON_ITER_HOLDS_UTF8(&rp))
-                snprintf(ri->read_pref_mode, sizeof(ri->read_pref_mode), "%s",
-                         bson_iter_utf8(&rp, NULL));
+                copy_field(ri->read_pref_mode, sizeof(ri->read_pref_mode),
+                           bson_iter_utf8(&rp, NULL));
         } else if (strcmp(k, "maxTimeMS") == 0 && BSON_ITER_HOLDS_NUMBER(&it)) {
             int64_t v = bson_iter_as_int64(&it);
             ri->max_time_ms = v > 0 ? v : 0;
@@ -126,21 +180,22 @@ static int classify_command(const bson_t *cmd, struct request_info *ri, char *er
         snprintf(err, err_len, "empty command document");
         return -EPROTO;
     }
-    snprintf(ri->command, sizeof(ri->command), "%s", bson_iter_key(&it));
+    copy_field(ri->command, sizeof(ri->command), bson_iter_key(&it));
     read_command_fields(cmd, ri);
-    const char *name = ri->command;
-    if (is_hello_name(name, &ri->legacy_hello)) {
+    unsigned f = command_flags(ri->command);
+    if (f & (CMD_HELLO | CMD_LEGACY_HELLO)) {
         ri->kind = REQ_HELLO;
-    } else if (strcmp(name, "mongolbStatus") == 0) {
+        ri->legacy_hello = (f & CMD_LEGACY_HELLO) != 0;
+    } else if (f & CMD_STATUS) {
         ri->kind = REQ_STATUS;
-    } else if (strcmp(name, "getMore") == 0) {
+    } else if (f & CMD_GET_MORE) {
         if (!BSON_ITER_HOLDS_INT64(&it) && !BSON_ITER_HOLDS_INT32(&it)) {
             snprintf(err, err_len, "getMore without an integer cursor id");
             return -EPROTO;
         }
         ri->kind = REQ_GET_MORE;
         ri->cursor_id = bson_iter_as_int64(&it);
-    } else if (strcmp(name, "killCursors") == 0) {
+    } else if (f & CMD_KILL_CURSORS) {
         ri->kind = REQ_KILL_CURSORS;
         bson_iter_t c, ids;
         if (bson_iter_init_find(&c, cmd, "cursors") && BSON_ITER_HOLDS_ARRAY(&c) &&
@@ -150,10 +205,10 @@ static int classify_command(const bson_t *cmd, struct request_info *ri, char *er
         }
     } else {
         ri->kind = REQ_FORWARD;
-        ri->opens_cursor = request_command_opens_cursor(name);
-        ri->retryable_read = command_is_retryable_read(name, cmd);
-        ri->is_write =
-            command_is_write(name) || (strcmp(name, "aggregate") == 0 && pipeline_writes(cmd));
+        bool agg_writes = (f & CMD_AGGREGATE) && pipeline_writes(cmd);
+        ri->opens_cursor = (f & CMD_OPENS_CURSOR) != 0;
+        ri->retryable_read = (f & CMD_RETRYABLE_READ) && !agg_writes;
+        ri->is_write = (f & CMD_WRITE) || agg_writes;
     }
     return 0;
 }
@@ -212,10 +267,10 @@ static void read_names_shallow(const bson_t *cmd, struct request_info *ri)
     while (bson_iter_next(&it)) {
         const char *k = bson_iter_key(&it);
         if (first)
-            snprintf(ri->command, sizeof(ri->command), "%s", k);
+            copy_field(ri->command, sizeof(ri->command), k);
         first = false;
         if (strcmp(k, "$db") == 0 && BSON_ITER_HOLDS_UTF8(&it))
-            snprintf(ri->db, sizeof(ri->db), "%s", bson_iter_utf8(&it, NULL));
+            copy_field(ri->db, sizeof(ri->db), bson_iter_utf8(&it, NULL));
     }
 }
 
@@ -312,7 +367,7 @@ int request_classify(const uint8_t *frame, size_t len, struct request_info *ri, 
                        bson_iter_recurse(&it, &in) && bson_iter_next(&in)) {
                 snprintf(ri->command, sizeof(ri->command), "%s", bson_iter_key(&in));
             } else if (bson_iter_init(&it, &cmd) && bson_iter_next(&it)) {
-                snprintf(ri->command, sizeof(ri->command), "%s", bson_iter_key(&it));
+                copy_field(ri->command, sizeof(ri->command), bson_iter_key(&it));
             }
             return qrc;
         }

@@ -339,6 +339,62 @@ START_TEST(opens_cursor_names)
 }
 END_TEST
 
+/* Every name of request.c's command table, classified through a real frame: the table is searched
+ * by bisection, so one name out of order would silently make its neighbours ordinary commands. */
+START_TEST(command_table_every_name)
+{
+    static const struct {
+        const char *name;
+        enum request_kind kind;
+        bool opens_cursor, retryable_read, is_write;
+    } cases[] = {
+        {"abortTransaction", REQ_FORWARD, false, false, true},
+        {"aggregate", REQ_FORWARD, true, true, false},
+        {"bulkWrite", REQ_FORWARD, false, false, true},
+        {"collMod", REQ_FORWARD, false, false, true},
+        {"commitTransaction", REQ_FORWARD, false, false, true},
+        {"count", REQ_FORWARD, false, true, false},
+        {"create", REQ_FORWARD, false, false, true},
+        {"createIndexes", REQ_FORWARD, false, false, true},
+        {"delete", REQ_FORWARD, false, false, true},
+        {"distinct", REQ_FORWARD, false, true, false},
+        {"drop", REQ_FORWARD, false, false, true},
+        {"dropDatabase", REQ_FORWARD, false, false, true},
+        {"dropIndexes", REQ_FORWARD, false, false, true},
+        {"find", REQ_FORWARD, true, true, false},
+        {"findAndModify", REQ_FORWARD, false, false, true},
+        {"findandmodify", REQ_FORWARD, false, false, true},
+        {"hello", REQ_HELLO, false, false, false},
+        {"insert", REQ_FORWARD, false, false, true},
+        {"isMaster", REQ_HELLO, false, false, false},
+        {"ismaster", REQ_HELLO, false, false, false},
+        {"listCollections", REQ_FORWARD, true, true, false},
+        {"listDatabases", REQ_FORWARD, false, true, false},
+        {"listIndexes", REQ_FORWARD, true, true, false},
+        {"mongolbStatus", REQ_STATUS, false, false, false},
+        {"renameCollection", REQ_FORWARD, false, false, true},
+        {"update", REQ_FORWARD, false, false, true},
+        {"ping", REQ_FORWARD, false, false, false},
+        {"Find", REQ_FORWARD, false, false, false},
+        {"zzz", REQ_FORWARD, false, false, false},
+        {"AAA", REQ_FORWARD, false, false, false},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char json[160];
+        snprintf(json, sizeof(json), "{\"%s\": \"c\", \"$db\": \"d\"}", cases[i].name);
+        struct request_info ri;
+        ck_assert_int_eq(classify_msg(json, 0, &ri), 0);
+        ck_assert_msg(ri.kind == cases[i].kind, "%s: kind %d", cases[i].name, ri.kind);
+        ck_assert_msg(ri.opens_cursor == cases[i].opens_cursor, "%s: opens_cursor", cases[i].name);
+        ck_assert_msg(ri.retryable_read == cases[i].retryable_read, "%s: retryable_read",
+                      cases[i].name);
+        ck_assert_msg(ri.is_write == cases[i].is_write, "%s: is_write", cases[i].name);
+        ck_assert_str_eq(ri.command, cases[i].name);
+        ck_assert_str_eq(ri.db, "d");
+    }
+}
+END_TEST
+
 /* --- OP_MSG: sessions, read preference, flags ------------------------------------------------- */
 
 START_TEST(msg_session_fields)
@@ -983,6 +1039,7 @@ Suite *request_suite(void)
     tcase_add_test(tc, msg_get_more);
     tcase_add_test(tc, msg_kill_cursors);
     tcase_add_test(tc, opens_cursor_names);
+    tcase_add_test(tc, command_table_every_name);
     tcase_add_test(tc, msg_session_fields);
     tcase_add_test(tc, msg_max_time_ms);
     tcase_add_test(tc, msg_read_preference);
