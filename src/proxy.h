@@ -119,8 +119,8 @@ struct proxy {
     struct list select_waiters; /* clients waiting for a suitable server */
     int n_clients;
     int clients_peak; /* the most clients since the heap was last trimmed (trim_after_exodus) */
-    int fds_in_use; /* sockets of clients, backend connections and monitors */
-    int fd_limit;   /* RLIMIT_NOFILE */
+    int fds_in_use;   /* sockets of clients, backend connections and monitors */
+    int fd_limit;     /* RLIMIT_NOFILE */
     uint64_t next_client_id;
     uint64_t next_bconn_id;
     int32_t next_request_id;
