@@ -41,7 +41,7 @@ SIMLIB_OBJS := $(SIMLIB_SRCS:%.c=$(B)/obj/%.o)
 UNIT_BINS   := $(UNIT_SRCS:tests/unit/%.c=$(B)/tests/%)
 
 .PHONY: all check unit unit-asan format-check integration integration-asan demo bench deps clean \
-	format soak
+	format soak bench-idle
 
 all: $(B)/mongolb $(B)/mongosim $(if $(BENCH_SRCS),$(B)/mlbench)
 
@@ -135,6 +135,12 @@ demo: deps
 bench: deps
 	@$(MAKE) --no-print-directory all
 	@./scripts/bench.sh
+	@./scripts/bench-idle.sh
+
+# Idle-client memory and many-client throughput alone (also the end of make bench).
+bench-idle: deps
+	@$(MAKE) --no-print-directory all
+	@./scripts/bench-idle.sh
 
 # A bounded chaos soak (SOAK_SECONDS, default 180), not part of check: see scripts/soak.sh.
 soak: deps
