@@ -342,6 +342,29 @@ static void print_log_level(const struct config_key *k, const void *field, FILE 
 
 static const struct config_type type_log_level = {parse_log_level, print_log_level, NULL, 0};
 
+/* Permission bits written in octal, as chmod takes them ("0660" or "660"), up to k->max. */
+static int parse_octal(const struct config_key *k, const char *v, void *field, char *why,
+                       size_t why_len)
+{
+    long long n = 0;
+    const char *s = v;
+    for (; *s >= '0' && *s <= '7' && n <= k->max; s++)
+        n = n * 8 + (*s - '0');
+    if (s == v || *s != '\0' || n > k->max) {
+        snprintf(why, why_len, "'%s' is not an octal mode from 0 to %04llo (e.g. 0660)", v, k->max);
+        return -EINVAL;
+    }
+    *(int *)field = (int)n;
+    return 0;
+}
+
+static void print_octal(const struct config_key *k, const void *field, FILE *f)
+{
+    fprintf(f, "%04o", (unsigned)*(const int *)field);
+}
+
+static const struct config_type type_octal = {parse_octal, print_octal, NULL, 0};
+
 /* A string in a char array of k->max bytes. */
 static int parse_string(const struct config_key *k, const char *v, void *field, char *why,
                         size_t why_len)
@@ -853,10 +876,16 @@ static const struct config_key keys[] = {
     ROW("mongolb", tls_mode, type_enum, "disabled", 0, 0, 0, tls_mode_names,
         "TLS towards applications, as mongod's net.tls.mode: disabled (plaintext only), allow or "
         "prefer (TLS and plaintext on the same port), require (TLS only)."),
+    ROW("mongolb", unix_socket_group, type_string, "", RELOAD, 0, MLB_GROUP_MAX, NULL,
+        "The group (a name or a number) that owns the unix sockets of listen; empty for "
+        "mongolb's own group. mongolb must be a member of it."),
+    ROW("mongolb", unix_socket_mode, type_octal, "0660", RELOAD, 0, 0777, NULL,
+        "The permissions of the unix sockets of listen, in octal: 0660 lets mongolb's user and "
+        "unix_socket_group connect, 0666 every local user."),
 
     ROW("upstream", connect_timeout_ms, type_int, "5000", RELOAD, 1, INT_MAX, NULL,
         "How long opening a connection to a server may take."),
-    ROW("upstream", heartbeat_interval_ms, type_int, "1000", 0, 500, INT_MAX, NULL,
+    ROW("upstream", heartbeat_interval_ms, type_int, "1000", RELOAD, 500, INT_MAX, NULL,
         "How often each server is checked (at least 500)."),
     ROW("upstream", local_threshold_ms, type_int, "15", RELOAD, 0, INT_MAX, NULL,
         "Servers whose round-trip time is within this of the fastest one's share the load."),
@@ -866,7 +895,7 @@ static const struct config_key keys[] = {
     ROW("upstream", max_lifetime_ms, type_int, "3600000", RELOAD, 0, INT_MAX, NULL,
         "A server connection older than this is closed when it next becomes idle; 0 for no "
         "limit."),
-    ROW("upstream", max_pool_size, type_int, "100", 0, 1, INT_MAX, NULL,
+    ROW("upstream", max_pool_size, type_int, "100", RELOAD, 1, INT_MAX, NULL,
         "Connections to each server at most."),
     ROW("upstream", max_staleness_seconds, type_int, "-1", RELOAD, -1, INT_MAX, NULL,
         "Secondaries lagging further behind are not read from: -1 for no limit, else at least 90 "
@@ -1805,4 +1834,92 @@ int config_check_reload(const struct mlb_config *running, const struct mlb_confi
         free(b);
     }
     return ret;
+}
+
+/*
+ * Walks the keys that differ between running and loaded, reporting each. With keep, a key that
+ * needs a restart gets running's value back in loaded: printed and parsed again, which every type
+ * supports (print writes what parse reads), so that no type needs a copy function.
+ */
+static int walk_changes(const struct mlb_config *running, struct mlb_config *loaded, bool keep,
+                        config_change_fn report, void *ctx)
+{
+    int n = 0;
+    for (size_t i = 0; i < KEY_COUNT; i++) {
+        const struct config_key *k = &keys[i];
+        char *a = value_text(k, running), *b = value_text(k, loaded);
+        int rc = 0;
+        if (!a || !b) {
+            rc = -ENOMEM;
+        } else if (strcmp(a, b) != 0) {
+            bool kept = keep && !(k->flags & CONFIG_RELOADABLE);
+            if (kept) {
+                char why[256];
+                rc = k->type->parse(k, a, field_of(loaded, k), why, sizeof(why));
+            }
+            if (rc == 0 && (kept || !keep)) {
+                report(ctx, k, a, b, kept);
+                n++;
+            }
+        }
+        free(a);
+        free(b);
+        if (rc < 0)
+            return rc;
+    }
+    return n;
+}
+
+int config_reload_merge(const struct mlb_config *running, struct mlb_config *loaded,
+                        config_change_fn report, void *ctx, char *err, size_t err_len)
+{
+    if (err_len > 0)
+        err[0] = '\0';
+    int kept = walk_changes(running, loaded, true, report, ctx);
+    if (kept <= 0)
+        return kept;
+    /*
+     * The merged values are checked as a file would be: written out and read back. Only the keys
+     * that differ from their defaults are written, as a file that leaves the others out, since
+     * some checks ask whether a key was set at all.
+     */
+    struct mlb_config defaults;
+    config_defaults(&defaults);
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    if (!f)
+        return -ENOMEM;
+    const char *section = NULL;
+    bool nomem = false;
+    for (size_t i = 0; i < KEY_COUNT; i++) {
+        const struct config_key *k = &keys[i];
+        char *a = value_text(k, loaded), *d = value_text(k, &defaults);
+        nomem |= !a || !d;
+        if (a && d && strcmp(a, d) != 0) {
+            if (!section || strcmp(section, k->section) != 0)
+                fprintf(f, "[%s]\n", section = k->section);
+            fprintf(f, "%s = %s\n", k->name, a);
+        }
+        free(a);
+        free(d);
+    }
+    config_free(&defaults);
+    if (fclose(f) != 0 || nomem) {
+        free(text);
+        return -ENOMEM;
+    }
+    struct mlb_config check;
+    int rc = config_load_string(text, "the configuration with the restart-only keys kept", &check,
+                                err, err_len);
+    free(text);
+    config_free(&check);
+    return rc < 0 ? rc : kept;
+}
+
+int config_diff(const struct mlb_config *a, const struct mlb_config *b, config_change_fn report,
+                void *ctx)
+{
+    /* Nothing is written into b without keep. */
+    return walk_changes(a, (struct mlb_config *)b, false, report, ctx);
 }

@@ -13,6 +13,7 @@
 #ifndef MONGOLB_CONFIG_H
 #define MONGOLB_CONFIG_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
 
@@ -23,6 +24,7 @@
 #define MLB_HOST_MAX         256 /* a host name or IP literal (without brackets) and its NUL */
 #define MLB_UNIX_PATH_MAX    108 /* sizeof(sun_path) on Linux, NUL included */
 #define MLB_REPLSET_MAX      128 /* a replica set name and its NUL */
+#define MLB_GROUP_MAX        64  /* a group name or number and its NUL */
 #define MLB_DEFAULT_PORT     27017
 #define MLB_NO_MAX_STALENESS (-1)
 
@@ -119,6 +121,9 @@ struct mlb_config {
     char *tls_certificate_key_file; /* certificate chain and private key, PEM */
     enum mlb_tls_client_certs tls_client_certificates;
     enum mlb_tls_mode tls_mode;
+    /* Unix sockets of listen: the group ("" for mongolb's own) and the mode they get. */
+    char unix_socket_group[MLB_GROUP_MAX];
+    int unix_socket_mode; /* permission bits, 0 to 0777 */
 
     /* [upstream] */
     int connect_timeout_ms;
@@ -205,6 +210,30 @@ void config_dump(const struct mlb_config *c, FILE *f);
  */
 int config_check_reload(const struct mlb_config *running, const struct mlb_config *loaded,
                         char *err, size_t err_len);
+
+/*
+ * What a reload reports for one key whose value differs: its row, the running and the loaded
+ * value as the file writes them, and whether the running value was kept (the key needs a
+ * restart). Path values are shown; no key holds a secret itself.
+ */
+typedef void (*config_change_fn)(void *ctx, const struct config_key *k, const char *from,
+                                 const char *to, bool kept);
+
+/*
+ * Prepares a reload that applies what it can: every key that needs a restart and differs gets the
+ * running value back in loaded (reported with kept true), so that loaded then holds what the
+ * process will run with. The result is checked as a whole, as a file is (a reloadable key may
+ * depend on one that was kept, e.g. an [upstream] tls_* key on tls); if it does not hold together
+ * the error is in err and -EINVAL is returned, and the caller keeps the running configuration.
+ * Returns the number of keys kept, or a negative errno code.
+ */
+int config_reload_merge(const struct mlb_config *running, struct mlb_config *loaded,
+                        config_change_fn report, void *ctx, char *err, size_t err_len);
+
+/* Reports every key whose value differs between a and b (kept false), in table order. Returns
+ * how many, or -ENOMEM. */
+int config_diff(const struct mlb_config *a, const struct mlb_config *b, config_change_fn report,
+                void *ctx);
 
 /* The key table, for documentation and tests. config_key_at returns NULL past the end. */
 size_t config_key_count(void);

@@ -148,8 +148,12 @@ int32_t proxy_next_request_id(struct proxy *p);
 int proxy_start(struct proxy *p, uv_loop_t *loop);
 /* Starts a graceful shutdown (a second call stops at once). */
 void proxy_shutdown(struct proxy *p, const char *why);
-/* Applies a freshly loaded configuration: what may change live changes. */
+/* Applies a freshly loaded configuration: what may change live changes; keys that need a restart
+ * keep their running values, with a log line each. */
 void proxy_reload(struct proxy *p, struct mlb_config *fresh, const char *path);
+/* SIGHUP: reads path again and reloads it (a file that does not load keeps everything), telling
+ * systemd RELOADING=1 and then READY=1. */
+void proxy_reload_file(struct proxy *p, const char *path);
 /* Frees what is left once the loop has ended. */
 void proxy_free(struct proxy *p);
 
@@ -177,6 +181,9 @@ int listeners_start(struct proxy *p);
 void listeners_stop(struct proxy *p);
 /* Removes the unix socket files we created (at exit). */
 void listeners_cleanup(struct proxy *p);
+/* Gives the unix sockets unix_socket_group and unix_socket_mode again (after a reload). Returns 0
+ * or the first negative errno code, with a log line for each failure. */
+int listeners_set_access(struct proxy *p);
 
 /* --- pool.c --- */
 
