@@ -500,8 +500,8 @@ static void apply_changes(struct proxy *p, const struct mlb_config *old)
     if (p->cfg.unix_socket_mode != old->unix_socket_mode ||
         strcmp(p->cfg.unix_socket_group, old->unix_socket_group) != 0)
         (void)listeners_set_access(p);
-    /* Servers added and removed (monitors, pools, cursors, pins: seeds.c). */
-    seeds_reloaded(p, old);
+    /* TODO(seeds): seeds_reloaded(p, old) (seeds.h) applies a changed seed list here once it is
+     * committed; until then [upstream] seeds is restart-only and config_reload_merge keeps it. */
 }
 
 void proxy_reload(struct proxy *p, struct mlb_config *fresh, const char *path)
