@@ -582,10 +582,57 @@ static void print_listen(const struct config_key *k, const void *field, FILE *f)
 
 static const struct config_type type_listen = {parse_listen, print_listen, NULL, ','};
 
-/* Servers: host[:port] or [v6][:port], comma-separated, port 27017 when left out. */
+/*
+ * seeds = mongodb+srv://NAME (the initial DNS seedlist discovery specification): one host name,
+ * without a port, credentials or options, which have keys of their own here. srv.c looks the
+ * hosts up; the name is only checked for the shape of a DNS name.
+ */
+static int parse_srv_seed(const char *name, void *field, char *why, size_t why_len)
+{
+    size_t n = strlen(name);
+    if (n > 0 && name[n - 1] == '/')
+        n--;
+    size_t bad = strcspn(name, "@/?,:");
+    const char *what = bad >= n           ? NULL
+                       : name[bad] == '@' ? "credentials do not belong in seeds"
+                       : name[bad] == ',' ? "a mongodb+srv:// seed names one host"
+                       : name[bad] == ':' ? "a mongodb+srv:// seed takes no port"
+                                          : "options go in their own keys (srv_service_name, "
+                                            "srv_max_hosts, tls, replica_set)";
+    size_t label = 0;
+    for (size_t i = 0; !what && i <= n; i++) {
+        char ch = i < n ? name[i] : '.';
+        if (ch == '.') {
+            if (label == 0 || label > 63)
+                what = "is not a DNS name (an empty label, or one longer than 63)";
+            label = 0;
+        } else if (!isalnum((unsigned char)ch) && ch != '-' && ch != '_') {
+            what = "is not a DNS name (letters, digits, '-' and '_' between dots)";
+        } else {
+            label++;
+        }
+    }
+    if (!what && n > 253)
+        what = "is longer than a DNS name may be (253)";
+    if (what) {
+        snprintf(why, why_len, "'mongodb+srv://%s': %s", name, what);
+        return -EINVAL;
+    }
+    struct mlb_seed_list *l = field;
+    l->count = 0;
+    memcpy(l->srv, name, n);
+    l->srv[n] = '\0';
+    return 0;
+}
+
+/* Servers: host[:port] or [v6][:port], comma-separated, port 27017 when left out; or
+ * mongodb+srv://NAME. */
 static int parse_seeds(const struct config_key *k, const char *v, void *field, char *why,
                        size_t why_len)
 {
+    static const char srv_scheme[] = "mongodb+srv://";
+    if (strncasecmp(v, srv_scheme, sizeof(srv_scheme) - 1) == 0)
+        return parse_srv_seed(v + sizeof(srv_scheme) - 1, field, why, why_len);
     /* The list is large (64 host names), so it is built in place of a heap copy. */
     struct mlb_seed_list *tmp = calloc(1, sizeof(*tmp));
     if (!tmp)
@@ -631,6 +678,8 @@ static int parse_seeds(const struct config_key *k, const char *v, void *field, c
 static void print_seeds(const struct config_key *k, const void *field, FILE *f)
 {
     const struct mlb_seed_list *l = field;
+    if (l->srv[0])
+        fprintf(f, "mongodb+srv://%s", l->srv);
     for (size_t i = 0; i < l->count; i++) {
         if (i)
             fputc(',', f);
@@ -885,6 +934,10 @@ static const struct config_key keys[] = {
 
     ROW("upstream", connect_timeout_ms, type_int, "5000", RELOAD, 1, INT_MAX, NULL,
         "How long opening a connection to a server may take."),
+    ROW("upstream", dns_server, type_string, "", 0, 0, 256, NULL,
+        "With mongodb+srv:// seeds: the DNS servers (ip:port, comma-separated) asked for the SRV "
+        "and TXT records and the hosts' addresses, instead of the system's resolver; for tests "
+        "and split DNS."),
     ROW("upstream", heartbeat_interval_ms, type_int, "1000", RELOAD, 500, INT_MAX, NULL,
         "How often each server is checked (at least 500)."),
     ROW("upstream", local_threshold_ms, type_int, "15", RELOAD, 0, INT_MAX, NULL,
@@ -917,11 +970,20 @@ static const struct config_key keys[] = {
         "How long a request may wait for its server's reply; past it the server connection is "
         "closed and the client gets a network error. 0 for no limit; a command's own longer "
         "maxTimeMS is respected."),
-    ROW("upstream", seeds, type_seeds, "", CONFIG_REQUIRED, 0, 0, NULL,
+    ROW("upstream", seeds, type_seeds, "", CONFIG_REQUIRED | RELOAD, 0, 0, NULL,
         "Required. The servers to route to, comma-separated (at most 64): host:port or "
-        "[ipv6]:port, port 27017 when left out."),
+        "[ipv6]:port, port 27017 when left out; or mongodb+srv://NAME, whose SRV and TXT records "
+        "name them (a reload may change a list, not NAME)."),
     ROW("upstream", server_selection_timeout_ms, type_int, "30000", RELOAD, 1, INT_MAX, NULL,
         "How long a request waits for a suitable server before it fails."),
+    ROW("upstream", srv_max_hosts, type_int, "0", 0, 0, MLB_MAX_SEEDS, NULL,
+        "With mongodb+srv:// seeds in mode = mongos: use at most this many of the hosts the SRV "
+        "records name, drawn at random; 0 for all (at most 64)."),
+    ROW("upstream", srv_rescan_ms, type_int, "0", 0, 0, INT_MAX, NULL,
+        "With mongodb+srv:// seeds in mode = mongos: how often the SRV records are polled again; "
+        "0 follows their TTL, at least 60000."),
+    ROW("upstream", srv_service_name, type_string, "mongodb", 0, 0, 64, NULL,
+        "With mongodb+srv:// seeds: the SRV service name, queried as _NAME._tcp.HOST."),
     /* Linux refuses a keepalive idle time above 32767 seconds (MAX_TCP_KEEPIDLE). */
     ROW("upstream", tcp_keepalive_s, type_int, "120", RELOAD, 0, 32767, NULL,
         "TCP keepalive idle time, in seconds, on server connections (at most 32767); 0 turns "
@@ -1458,7 +1520,8 @@ static void validate_replica_set(struct load_ctx *x)
     if (!usable(x, "upstream", "mode") || x->failed[i])
         return;
     const struct mlb_config *c = x->c;
-    if (c->mode == MLB_MODE_REPLICASET && !c->replica_set[0]) {
+    /* With mongodb+srv:// seeds the name may come from the TXT record instead (srv.c). */
+    if (c->mode == MLB_MODE_REPLICASET && !c->replica_set[0] && !c->seeds.srv[0]) {
         if (x->seen_line[i])
             key_error(x, x->seen_line[i], i, "is empty, but mode = replicaset needs the name");
         else
@@ -1468,6 +1531,48 @@ static void validate_replica_set(struct load_ctx *x)
                   "'%s' is set, but mode = mongos; remove it or set mode = replicaset",
                   c->replica_set);
     }
+}
+
+/*
+ * mongodb+srv:// seeds: TLS is on unless [upstream] tls says otherwise (the specification's
+ * implicit tls=true); the srv_* keys and dns_server mean nothing without them, and srv_max_hosts
+ * cannot limit the members of a replica set, as srvMaxHosts cannot be used with replicaSet.
+ */
+static void validate_srv(struct load_ctx *x)
+{
+    static const char *const srv_only[] = {"srv_max_hosts", "srv_rescan_ms", "srv_service_name",
+                                           "dns_server"};
+    struct mlb_config *c = x->c;
+    int seeds = find_key("upstream", "seeds"), tls = find_key("upstream", "tls");
+    if (x->failed[seeds])
+        return;
+    if (!c->seeds.srv[0]) {
+        for (size_t j = 0; j < sizeof(srv_only) / sizeof(srv_only[0]); j++) {
+            int i = find_key("upstream", srv_only[j]);
+            if (x->seen_line[i] && !x->failed[i])
+                key_error(x, x->seen_line[i], i, "only for seeds = mongodb+srv://NAME");
+        }
+        return;
+    }
+    if (!x->seen_line[tls])
+        c->upstream_tls = 1;
+    int svc = find_key("upstream", "srv_service_name");
+    size_t n = strlen(c->srv_service_name);
+    if (!x->failed[svc] &&
+        (n == 0 || n > 62 ||
+         strspn(c->srv_service_name,
+                "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-") != n))
+        key_error(x, x->seen_line[svc], svc,
+                  "'%s' is not a service name (1 to 62 letters, digits and '-')",
+                  c->srv_service_name);
+    else if (!x->failed[svc] && n + strlen(c->seeds.srv) + 7 > 253)
+        key_error(x, x->seen_line[seeds], seeds, "_%s._tcp.%s is longer than a DNS name may be",
+                  c->srv_service_name, c->seeds.srv);
+    int max = find_key("upstream", "srv_max_hosts");
+    if (!x->failed[max] && c->srv_max_hosts > 0 && usable(x, "upstream", "mode") &&
+        c->mode == MLB_MODE_REPLICASET)
+        key_error(x, x->seen_line[max], max,
+                  "cannot limit the members of a replica set (mode = replicaset); remove it");
 }
 
 /* Tag sets and a staleness limit select secondaries, so read_preference = primary excludes them. */
@@ -1647,6 +1752,7 @@ static int load(struct load_ctx *x, struct mlb_config *c, char *err, size_t err_
     int ret = 0;
     validate_required(x);
     validate_replica_set(x);
+    validate_srv(x);
     validate_read_preference(x);
     validate_staleness(x);
     validate_tls_server(x);

@@ -54,6 +54,8 @@ struct mlb_hostport {
 struct mlb_seed_list {
     struct mlb_hostport host[MLB_MAX_SEEDS];
     size_t count;
+    /* seeds = mongodb+srv://NAME: NAME (count 0; srv.c finds the hosts), else "". */
+    char srv[MLB_HOST_MAX];
 };
 
 enum mlb_mode {
@@ -140,6 +142,12 @@ struct mlb_config {
     int request_timeout_ms; /* how long a request may wait for its reply; 0: no limit */
     struct mlb_seed_list seeds;
     int server_selection_timeout_ms;
+    /* SRV seeds (srv.c): the service name, srvMaxHosts, the rescan interval (0: the records' TTL,
+     * at least 60 s) and the DNS servers to ask ("" for the system's). */
+    char srv_service_name[64];
+    int srv_max_hosts;
+    int srv_rescan_ms;
+    char dns_server[256];
     int tcp_keepalive_s;     /* TCP keepalive idle time on backend connections; 0: off */
     int tcp_user_timeout_ms; /* TCP_USER_TIMEOUT on backend connections; 0: off */
     /*

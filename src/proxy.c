@@ -24,6 +24,8 @@
 #include "log.h"
 #include "mongo_errors.h"
 #include "sdnotify.h"
+#include "seeds.h"
+#include "srv.h"
 
 #define JANITOR_MS          1000
 #define JANITOR_SHUTDOWN_MS 20
@@ -327,6 +329,7 @@ static void final_stop(struct proxy *p)
     listeners_stop(p);
     clients_close_all(p, "shutdown");
     monitor_stop_all(p);
+    srv_stop(p);
     pool_close_all(p);
     uv_close((uv_handle_t *)&p->janitor, NULL);
     uv_close((uv_handle_t *)&shutdown_timer, NULL);
@@ -500,8 +503,8 @@ static void apply_changes(struct proxy *p, const struct mlb_config *old)
     if (p->cfg.unix_socket_mode != old->unix_socket_mode ||
         strcmp(p->cfg.unix_socket_group, old->unix_socket_group) != 0)
         (void)listeners_set_access(p);
-    /* TODO(seeds): seeds_reloaded(p, old) (seeds.h) applies a changed seed list here once it is
-     * committed; until then [upstream] seeds is restart-only and config_reload_merge keeps it. */
+    /* Servers added and removed (monitors, pools, cursors, pins: seeds.c). */
+    seeds_reloaded(p, old);
 }
 
 void proxy_reload(struct proxy *p, struct mlb_config *fresh, const char *path)
@@ -629,6 +632,9 @@ int proxy_start(struct proxy *p, uv_loop_t *loop)
         if (rc < 0)
             return rc;
     }
+    /* seeds = mongodb+srv://: the servers arrive with the first SRV lookup (srv.c). */
+    if (p->cfg.seeds.srv[0] && (rc = srv_start(p)) < 0)
+        return rc;
     uv_timer_start(&p->janitor, on_janitor, JANITOR_MS, JANITOR_MS);
     notify_start(p);
     log_info(NULL, "mongolb %s started: %s mode, %d seed%s", MONGOLB_VERSION,

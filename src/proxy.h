@@ -42,6 +42,7 @@ struct client;
 struct bconn;
 struct monitor;
 struct txn_pins;
+struct srv;
 
 /* A user (a client) waiting for a pooled connection. */
 struct pool_waiter {
@@ -130,6 +131,7 @@ struct proxy {
     bool shutting_down;
     struct proxy_stats stats;
     uv_timer_t janitor;
+    struct srv *srv; /* seeds = mongodb+srv://: the resolver and its polls (srv.c), else NULL */
 };
 
 /* Milliseconds on the loop's monotonic clock. */

@@ -123,3 +123,32 @@ int proxy_apply_seeds(struct proxy *p, const struct mlb_seed_list *seeds, const 
     }
     return changes;
 }
+
+/* Whether two plain seed lists name the same servers in the same order. */
+static bool same_list(const struct mlb_seed_list *a, const struct mlb_seed_list *b)
+{
+    if (a->count != b->count)
+        return false;
+    for (size_t i = 0; i < a->count; i++)
+        if (a->host[i].port != b->host[i].port || strcasecmp(a->host[i].host, b->host[i].host))
+            return false;
+    return true;
+}
+
+void seeds_reloaded(struct proxy *p, const struct mlb_config *old)
+{
+    const struct mlb_seed_list *now = &p->cfg.seeds, *was = &old->seeds;
+    if (now->srv[0] || was->srv[0]) {
+        if (strcasecmp(now->srv, was->srv) != 0) {
+            log_error(NULL,
+                      "reload: [upstream] seeds: changing between a list and mongodb+srv://, or "
+                      "the SRV name, needs a restart; keeping %s%s",
+                      was->srv[0] ? "mongodb+srv://" : "the running list",
+                      was->srv[0] ? was->srv : "");
+            p->cfg.seeds = *was;
+        }
+        return;
+    }
+    if (!same_list(now, was))
+        (void)proxy_apply_seeds(p, now, "reload");
+}

@@ -33,4 +33,11 @@ struct proxy;
  */
 int proxy_apply_seeds(struct proxy *p, const struct mlb_seed_list *seeds, const char *why);
 
+/*
+ * After a reload swapped in p->cfg: applies a changed seed list. A change between a list and
+ * mongodb+srv://, or of the SRV name, needs a restart: the running seeds are put back into
+ * p->cfg with a log line saying so.
+ */
+void seeds_reloaded(struct proxy *p, const struct mlb_config *old);
+
 #endif
