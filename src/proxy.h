@@ -97,8 +97,11 @@ struct listener {
     union stream_handle h;
     struct proxy *p;
     bool is_unix;
-    bool bound;   /* a unix socket file we created, to be removed at exit */
-    uint64_t ino; /* that file's inode, so that we never remove another's */
+    bool bound; /* a unix socket file we created, to be removed at exit */
+    /* That file's identity, so that we never remove another's: an inode number alone is not
+     * enough, since a file created after ours was unlinked may get the same one. */
+    uint64_t dev, ino;
+    int64_t ctime_ns; /* the file's ctime after our last chmod/chown of it */
     char path[MLB_UNIX_PATH_MAX];
     char name[300];
 };
