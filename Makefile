@@ -196,6 +196,7 @@ $(B)/fuzz_request: $(B)/obj/src/request.o $(B)/obj/src/wire.o $(B)/obj/src/bson_
 $(B)/fuzz_bson_check: $(B)/obj/src/bson_check.o
 $(B)/fuzz_config: $(B)/obj/src/config.o $(B)/obj/src/log.o
 $(B)/fuzz_reply: $(B)/obj/src/reply.o $(B)/obj/src/wire.o
+$(B)/fuzz_srv_txt: $(B)/obj/src/srv_parse.o
 $(B)/fuzz_killcursors: $(B)/obj/src/killcursors.o $(B)/obj/src/request.o $(B)/obj/src/wire.o \
                        $(B)/obj/src/bson_check.o $(B)/obj/src/cursors.o
 $(B)/fuzz_%: $(B)/obj/tests/fuzz/fuzz_%.o

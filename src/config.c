@@ -993,7 +993,7 @@ static const struct config_key keys[] = {
         "connection; 0 turns it off."),
     ROW_AS("upstream", "tls", upstream_tls, type_bool, "false", 0, 0, 0, NULL,
            "Connect to the servers over TLS: true or false (yes/no, on/off and 1/0 work too); the "
-           "other [upstream] tls_* keys need it."),
+           "other [upstream] tls_* keys need it. With mongodb+srv:// seeds it is true unless set."),
     ROW_AS("upstream", "tls_allow_invalid_certificates", upstream_tls_allow_invalid_certificates,
            type_bool, "false", RELOAD, 0, 0, NULL,
            "Accept server certificates that fail verification (unknown CA, expired): for tests "
@@ -1538,6 +1538,8 @@ static void validate_replica_set(struct load_ctx *x)
  * implicit tls=true); the srv_* keys and dns_server mean nothing without them, and srv_max_hosts
  * cannot limit the members of a replica set, as srvMaxHosts cannot be used with replicaSet.
  */
+static char *value_text(const struct config_key *k, const struct mlb_config *c);
+
 static void validate_srv(struct load_ctx *x)
 {
     static const char *const srv_only[] = {"srv_max_hosts", "srv_rescan_ms", "srv_service_name",
@@ -1547,10 +1549,13 @@ static void validate_srv(struct load_ctx *x)
     if (x->failed[seeds])
         return;
     if (!c->seeds.srv[0]) {
+        /* A value other than the default, that is: a dump writes every key. */
         for (size_t j = 0; j < sizeof(srv_only) / sizeof(srv_only[0]); j++) {
             int i = find_key("upstream", srv_only[j]);
-            if (x->seen_line[i] && !x->failed[i])
+            char *v = x->seen_line[i] && !x->failed[i] ? value_text(&keys[i], c) : NULL;
+            if (v && strcmp(v, keys[i].default_value) != 0)
                 key_error(x, x->seen_line[i], i, "only for seeds = mongodb+srv://NAME");
+            free(v);
         }
         return;
     }

@@ -6,6 +6,7 @@ re-poll that adds and removes a mongos, a name that does not resolve; and a relo
 seeds line adds one mongos and removes another that holds an open cursor.
 """
 
+import contextlib
 import re
 import signal
 import time
@@ -15,10 +16,25 @@ import pytest
 
 from dns_responder import DnsResponder
 from harness import start_sim
-from mongolb_harness import start_mongolb, wait_for
+from mongolb_harness import start_mongolb as _start_mongolb
+from mongolb_harness import wait_for
 
 SRV_HOST = "cluster.mongolb.test"
 SRV_NAME = "_mongodb._tcp." + SRV_HOST
+
+
+@contextlib.contextmanager
+def start_mongolb(seeds, **kw):
+    """mongolb, which must then stop cleanly: exit status 0 and no sanitizer report (the ASan
+    build of make check)."""
+    lb = _start_mongolb(seeds, **kw)
+    try:
+        yield lb
+    finally:
+        lb.cleanup()
+    log = lb.log()
+    assert lb.proc.returncode == 0, log[-3000:]
+    assert "AddressSanitizer" not in log and "runtime error:" not in log, log[-6000:]
 
 
 def port_of(addr):
