@@ -147,7 +147,9 @@ check: deps
 	exit $$rc
 
 demo: deps
-	@$(MAKE) --no-print-directory all
+	@[ -x $(B)/mongolb ] && [ -x $(B)/mongosim ] || \
+		echo "demo: building mongolb and mongosim (about a minute the first time)..."
+	@$(MAKE) --no-print-directory -s all
 	@./scripts/demo.sh
 
 bench: deps
