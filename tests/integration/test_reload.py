@@ -6,7 +6,8 @@
 - a smaller max_pool_size closes the connections above it and bounds the pool from then on;
 - a file with a mistake keeps everything, the valid lines included;
 - a reloadable key that only makes sense with a kept one (an [upstream] TLS file without
-  tls = true) refuses the reload as a whole, with the reason.
+  tls = true) refuses the reload as a whole, with the reason;
+- seeds added and removed (seeds.c) in the same SIGHUP as a restart-only change.
 
 Every mongolb must exit 0 on SIGTERM at the end.
 """
@@ -19,8 +20,9 @@ import time
 
 import pymongo
 
+from harness import start_sim
 from mongolb_harness import (IO_TEST_DEFAULTS, SimAndMongolb, free_port, log_lines, raw_command,
-                             wait_for)
+                             start_mongolb_clean, stop_quietly, wait_for)
 
 
 def reload_with(lb, config, expect, raw=None):
@@ -151,3 +153,30 @@ def test_a_bad_file_keeps_everything():
         assert log_lines(lb, r"reload: tls needs a restart; kept false")
         assert not ping_logged_at_debug(lb)
         assert raw_command(lb.host, lb.port, {"ping": 1})["ok"] == 1
+
+
+def test_seeds_added_and_removed_next_to_a_restart_only_change():
+    sim = start_sim("--mongos", "2")
+    try:
+        lb = start_mongolb_clean([sim.servers[0]], dict(IO_TEST_DEFAULTS))
+        try:
+            port = lb.port
+            lb.seeds = list(sim.servers)  # what _write_config writes as seeds
+            reload_with(lb, {"mongolb.listen": "127.0.0.1:%d" % free_port()},
+                        r"reloaded .*: \d+ keys? changed")
+            assert log_lines(lb, r"reload: seeds %s -> %s,%s$"
+                             % (sim.servers[0], sim.servers[0], sim.servers[1]))
+            assert log_lines(lb, r"reload: listen needs a restart")
+            lb.wait_known(2, 10)
+            assert listening(port)
+            # And removed again: the server leaves mongolbStatus (its slot is released).
+            lb.seeds = [sim.servers[1]]
+            reload_with(lb, {}, r"reload: seeds ")
+            wait_for(lambda: [s["address"] for s in lb.status()["servers"]
+                              if not s.get("removed")] == [sim.servers[1]], 10,
+                     what="only the second mongos left")
+            assert raw_command(lb.host, lb.port, {"ping": 1})["ok"] == 1
+        finally:
+            assert stop_quietly(lb) == 0, lb.log_tail()
+    finally:
+        sim.stop()
