@@ -9,7 +9,10 @@
 #   make soak     a bounded chaos soak through real drivers (SOAK_SECONDS, default 180; not in check)
 #   make coverage line coverage of each file of src/ from the unit and integration suites (gcov;
 #                 not in check)
+#   make install  the daemon, its systemd unit, an example configuration and the man pages
+#                 (PREFIX=/usr/local, DESTDIR, BINDIR, SYSCONFDIR, UNITDIR, MANDIR; see below)
 #
+# The build prints one short line per file ("CC src/proxy.c"); V=1 shows the full commands.
 # check, demo and bench first run scripts/install-deps.sh, so each works on a fresh Debian machine.
 
 CC      ?= cc
@@ -41,32 +44,47 @@ SIMLIB_OBJS := $(SIMLIB_SRCS:%.c=$(B)/obj/%.o)
 UNIT_BINS   := $(UNIT_SRCS:tests/unit/%.c=$(B)/tests/%)
 
 .PHONY: all check unit unit-asan format-check integration integration-asan demo bench deps clean \
-	format soak bench-idle
+	format soak bench-idle install uninstall
+
+# Quiet rules: "CC file" instead of the whole command line (none at all under make -s).
+ifeq ($(V),1)
+Q :=
+say = @:
+else
+Q := @
+say = $(if $(findstring s,$(firstword -$(MAKEFLAGS))),@:,@printf '  %-5s %s\n')
+endif
 
 all: $(B)/mongolb $(B)/mongosim $(if $(BENCH_SRCS),$(B)/mlbench)
 
 $(B)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -MMD -MP -c $< -o $@
+	$(say) CC $<
+	$(Q)$(CC) $(ALL_CFLAGS) -MMD -MP -c $< -o $@
 
 $(B)/libmongolb.a: $(LIB_OBJS)
 	@rm -f $@
-	ar rcs $@ $^
+	$(say) AR $@
+	$(Q)ar rcs $@ $^
 
 $(B)/libmongosim.a: $(SIMLIB_OBJS)
 	@rm -f $@
-	ar rcs $@ $^
+	$(say) AR $@
+	$(Q)ar rcs $@ $^
 
 SIMLIB := $(if $(SIMLIB_OBJS),$(B)/libmongosim.a)
 
 $(B)/mongolb: $(B)/obj/src/main.o $(B)/libmongolb.a
-	$(CC) $(ALL_CFLAGS) -o $@ $^ $(PKG_LIBS) -lm
+	$(say) LD $@
+	$(Q)$(CC) $(ALL_CFLAGS) -o $@ $^ $(PKG_LIBS) -lm
 
 $(B)/mongosim: $(B)/obj/tests/sim/mongosim.o $(SIMLIB) $(B)/libmongolb.a
-	$(CC) $(ALL_CFLAGS) -o $@ $^ $(PKG_LIBS) -lm
+	$(say) LD $@
+	$(Q)$(CC) $(ALL_CFLAGS) -o $@ $^ $(PKG_LIBS) -lm
 
 $(B)/mlbench: $(BENCH_SRCS:%.c=$(B)/obj/%.o) $(B)/libmongolb.a
-	$(CC) $(ALL_CFLAGS) -o $@ $^ $(PKG_LIBS) -lm
+	$(say) LD $@
+	$(Q)$(CC) $(ALL_CFLAGS) -o $@ $^ $(PKG_LIBS) -lm
 
 # One Check binary per suite file; each check_*.c has its own main (tests/unit/check_main.h).
 $(B)/tests/%: $(B)/obj/tests/unit/%.o $(SIMLIB) $(B)/libmongolb.a
@@ -129,7 +147,9 @@ check: deps
 	exit $$rc
 
 demo: deps
-	@$(MAKE) --no-print-directory all
+	@[ -x $(B)/mongolb ] && [ -x $(B)/mongosim ] || \
+		echo "demo: building mongolb and mongosim (about a minute the first time)..."
+	@$(MAKE) --no-print-directory -s all
 	@./scripts/demo.sh
 
 bench: deps
@@ -184,6 +204,7 @@ $(B)/fuzz_request: $(B)/obj/src/request.o $(B)/obj/src/wire.o $(B)/obj/src/bson_
 $(B)/fuzz_bson_check: $(B)/obj/src/bson_check.o
 $(B)/fuzz_config: $(B)/obj/src/config.o $(B)/obj/src/log.o
 $(B)/fuzz_reply: $(B)/obj/src/reply.o $(B)/obj/src/wire.o
+$(B)/fuzz_srv_txt: $(B)/obj/src/srv_parse.o
 $(B)/fuzz_killcursors: $(B)/obj/src/killcursors.o $(B)/obj/src/request.o $(B)/obj/src/wire.o \
                        $(B)/obj/src/bson_check.o $(B)/obj/src/cursors.o
 $(B)/fuzz_%: $(B)/obj/tests/fuzz/fuzz_%.o
@@ -210,6 +231,52 @@ fuzz-corpus: $(B)/gen_fuzz_corpus
 format:
 	clang-format -i $(wildcard src/*.[ch] tests/sim/*.[ch] tests/unit/*.[ch] tests/bench/*.[ch] \
 		tests/fuzz/*.[ch])
+
+# --- Installing ------------------------------------------------------------------------------
+#
+#   make install [PREFIX=/usr/local] [DESTDIR=/staging] [BINDIR=...] [SYSCONFDIR=/etc] ...
+#
+# puts build/mongolb in BINDIR, systemd/mongolb.service in UNITDIR with BINDIR and SYSCONFDIR
+# written into it, conf/mongolb.ini as SYSCONFDIR/mongolb/mongolb.ini unless that file exists
+# (then as mongolb.ini.example next to it: an operator's configuration is never overwritten),
+# and the man pages mongolb(8) and mongolb.ini(5) in MANDIR. SYSCONFDIR is /etc whatever the
+# PREFIX, since that is where the unit and the documentation look. DESTDIR is prepended to every
+# path, for packaging. `make uninstall` removes what install put in place except the configuration.
+PREFIX     ?= /usr/local
+BINDIR     ?= $(PREFIX)/bin
+SYSCONFDIR ?= /etc
+UNITDIR    ?= $(PREFIX)/lib/systemd/system
+MANDIR     ?= $(PREFIX)/share/man
+INSTALL    ?= install
+
+install: $(B)/mongolb
+	@$(INSTALL) -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSCONFDIR)/mongolb \
+		$(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(MANDIR)/man5
+	$(INSTALL) -m 0755 $(B)/mongolb $(DESTDIR)$(BINDIR)/mongolb
+	@sed -e 's|/usr/local/bin/mongolb|$(BINDIR)/mongolb|g' \
+		-e 's|/etc/mongolb/|$(SYSCONFDIR)/mongolb/|g' systemd/mongolb.service > $(B)/mongolb.service
+	$(INSTALL) -m 0644 $(B)/mongolb.service $(DESTDIR)$(UNITDIR)/mongolb.service
+	@# The configuration holds no secret (passwords live in files it names), and the unit's
+	@# transient user must read it: 0644.
+	@if [ -e $(DESTDIR)$(SYSCONFDIR)/mongolb/mongolb.ini ]; then \
+		echo "$(DESTDIR)$(SYSCONFDIR)/mongolb/mongolb.ini exists: kept; the example goes to mongolb.ini.example"; \
+		$(INSTALL) -m 0644 conf/mongolb.ini $(DESTDIR)$(SYSCONFDIR)/mongolb/mongolb.ini.example; \
+	else \
+		echo "$(INSTALL) -m 0644 conf/mongolb.ini $(DESTDIR)$(SYSCONFDIR)/mongolb/mongolb.ini"; \
+		$(INSTALL) -m 0644 conf/mongolb.ini $(DESTDIR)$(SYSCONFDIR)/mongolb/mongolb.ini; \
+	fi
+	@sed -e 's|/etc/mongolb/|$(SYSCONFDIR)/mongolb/|g' -e 's|/usr/local/bin/|$(BINDIR)/|g' \
+		docs/mongolb.8 > $(B)/mongolb.8
+	$(INSTALL) -m 0644 $(B)/mongolb.8 $(DESTDIR)$(MANDIR)/man8/mongolb.8
+	@./scripts/man-keys.py docs/mongolb.ini.5 docs/CONFIG.md | \
+		sed -e 's|/etc/mongolb/|$(SYSCONFDIR)/mongolb/|g' > $(B)/mongolb.ini.5
+	$(INSTALL) -m 0644 $(B)/mongolb.ini.5 $(DESTDIR)$(MANDIR)/man5/mongolb.ini.5
+	@echo "installed; then: systemctl daemon-reload && systemctl enable --now mongolb"
+
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/mongolb $(DESTDIR)$(UNITDIR)/mongolb.service \
+		$(DESTDIR)$(MANDIR)/man8/mongolb.8 $(DESTDIR)$(MANDIR)/man5/mongolb.ini.5
+	@echo "kept $(DESTDIR)$(SYSCONFDIR)/mongolb/ (your configuration)"
 
 clean:
 	rm -rf build

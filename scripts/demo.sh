@@ -3,8 +3,9 @@
 # them, and a PyMongo application (tests/bench/demo_workload.py) that uses mongolb as its one
 # mongos. It shows which mongos served the requests and that cursors stayed on their server.
 #
-# The setup is the example of PyMongo's load-balancing documentation: mongos latencies of 20, 35
-# and 40 ms with localThresholdMS = 15, where the 40 ms mongos gets no requests.
+# Two mongoses are near (10 and 15 ms, inside local_threshold_ms = 15 of the fastest) and share
+# the requests; the third is far (50 ms) and gets none. Cursors are handed between threads, so
+# that getMores arrive on other connections than their finds (the "misroutes avoided").
 #
 # A second part puts mongolb in replicaset mode in front of a simulated three-member replica set,
 # seeded with one member, and runs tests/bench/demo_rs_workload.py: discovery, writes, reads by
@@ -20,8 +21,8 @@ lib_require mongosim mongolb mlbench
   die "$PY cannot import pymongo: run scripts/install-deps.sh (python3-pymongo)"
 
 echo "== mongolb demo =="
-echo "Starting three simulated mongos that add 20, 35 and 40 ms to every reply..."
-start_sim sim --mongos 3 --latency 20,35,40
+echo "Starting three simulated mongos that add 10, 15 and 50 ms to every reply..."
+start_sim sim --mongos 3 --latency 10,15,50
 SIM0=${SIM_SERVERS%%,*}
 echo "  mongos: ${SIM_SERVERS//,/ }"
 

@@ -19,7 +19,8 @@ if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then
   missing=("${tmp[@]+"${tmp[@]}"}")
 fi
 if [ ${#missing[@]} -gt 0 ]; then
-  echo "install-deps: installing ${missing[*]}"
+  echo "install-deps: installing ${#missing[@]} Debian packages with apt-get (a first run on a fresh"
+  echo "  machine takes a few minutes; later runs skip this): ${missing[*]}"
   SUDO=""
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
@@ -31,8 +32,10 @@ fi
 if [ -f package-lock.json ]; then
   stamp=node_modules/.mongolb-lock-stamp
   if [ ! -f "$stamp" ] || ! cmp -s package-lock.json "$stamp"; then
-    echo "install-deps: npm ci"
+    echo "install-deps: installing the Node.js driver and mongosh for the tests with npm ci (about a"
+    echo "  minute the first time; later runs skip this)..."
     npm ci --no-audit --no-fund --loglevel=error
+    echo "install-deps: npm packages installed"
     cp package-lock.json "$stamp"
   fi
 fi

@@ -342,6 +342,29 @@ static void print_log_level(const struct config_key *k, const void *field, FILE 
 
 static const struct config_type type_log_level = {parse_log_level, print_log_level, NULL, 0};
 
+/* Permission bits written in octal, as chmod takes them ("0660" or "660"), up to k->max. */
+static int parse_octal(const struct config_key *k, const char *v, void *field, char *why,
+                       size_t why_len)
+{
+    long long n = 0;
+    const char *s = v;
+    for (; *s >= '0' && *s <= '7' && n <= k->max; s++)
+        n = n * 8 + (*s - '0');
+    if (s == v || *s != '\0' || n > k->max) {
+        snprintf(why, why_len, "'%s' is not an octal mode from 0 to %04llo (e.g. 0660)", v, k->max);
+        return -EINVAL;
+    }
+    *(int *)field = (int)n;
+    return 0;
+}
+
+static void print_octal(const struct config_key *k, const void *field, FILE *f)
+{
+    fprintf(f, "%04o", (unsigned)*(const int *)field);
+}
+
+static const struct config_type type_octal = {parse_octal, print_octal, NULL, 0};
+
 /* A string in a char array of k->max bytes. */
 static int parse_string(const struct config_key *k, const char *v, void *field, char *why,
                         size_t why_len)
@@ -559,10 +582,57 @@ static void print_listen(const struct config_key *k, const void *field, FILE *f)
 
 static const struct config_type type_listen = {parse_listen, print_listen, NULL, ','};
 
-/* Servers: host[:port] or [v6][:port], comma-separated, port 27017 when left out. */
+/*
+ * seeds = mongodb+srv://NAME (the initial DNS seedlist discovery specification): one host name,
+ * without a port, credentials or options, which have keys of their own here. srv.c looks the
+ * hosts up; the name is only checked for the shape of a DNS name.
+ */
+static int parse_srv_seed(const char *name, void *field, char *why, size_t why_len)
+{
+    size_t n = strlen(name);
+    if (n > 0 && name[n - 1] == '/')
+        n--;
+    size_t bad = strcspn(name, "@/?,:");
+    const char *what = bad >= n           ? NULL
+                       : name[bad] == '@' ? "credentials do not belong in seeds"
+                       : name[bad] == ',' ? "a mongodb+srv:// seed names one host"
+                       : name[bad] == ':' ? "a mongodb+srv:// seed takes no port"
+                                          : "options go in their own keys (srv_service_name, "
+                                            "srv_max_hosts, tls, replica_set)";
+    size_t label = 0;
+    for (size_t i = 0; !what && i <= n; i++) {
+        char ch = i < n ? name[i] : '.';
+        if (ch == '.') {
+            if (label == 0 || label > 63)
+                what = "is not a DNS name (an empty label, or one longer than 63)";
+            label = 0;
+        } else if (!isalnum((unsigned char)ch) && ch != '-' && ch != '_') {
+            what = "is not a DNS name (letters, digits, '-' and '_' between dots)";
+        } else {
+            label++;
+        }
+    }
+    if (!what && n > 253)
+        what = "is longer than a DNS name may be (253)";
+    if (what) {
+        snprintf(why, why_len, "'mongodb+srv://%s': %s", name, what);
+        return -EINVAL;
+    }
+    struct mlb_seed_list *l = field;
+    l->count = 0;
+    memcpy(l->srv, name, n);
+    l->srv[n] = '\0';
+    return 0;
+}
+
+/* Servers: host[:port] or [v6][:port], comma-separated, port 27017 when left out; or
+ * mongodb+srv://NAME. */
 static int parse_seeds(const struct config_key *k, const char *v, void *field, char *why,
                        size_t why_len)
 {
+    static const char srv_scheme[] = "mongodb+srv://";
+    if (strncasecmp(v, srv_scheme, sizeof(srv_scheme) - 1) == 0)
+        return parse_srv_seed(v + sizeof(srv_scheme) - 1, field, why, why_len);
     /* The list is large (64 host names), so it is built in place of a heap copy. */
     struct mlb_seed_list *tmp = calloc(1, sizeof(*tmp));
     if (!tmp)
@@ -608,6 +678,8 @@ static int parse_seeds(const struct config_key *k, const char *v, void *field, c
 static void print_seeds(const struct config_key *k, const void *field, FILE *f)
 {
     const struct mlb_seed_list *l = field;
+    if (l->srv[0])
+        fprintf(f, "mongodb+srv://%s", l->srv);
     for (size_t i = 0; i < l->count; i++) {
         if (i)
             fputc(',', f);
@@ -853,10 +925,20 @@ static const struct config_key keys[] = {
     ROW("mongolb", tls_mode, type_enum, "disabled", 0, 0, 0, tls_mode_names,
         "TLS towards applications, as mongod's net.tls.mode: disabled (plaintext only), allow or "
         "prefer (TLS and plaintext on the same port), require (TLS only)."),
+    ROW("mongolb", unix_socket_group, type_string, "", RELOAD, 0, MLB_GROUP_MAX, NULL,
+        "The group (a name or a number) that owns the unix sockets of listen; empty for "
+        "mongolb's own group. mongolb must be a member of it."),
+    ROW("mongolb", unix_socket_mode, type_octal, "0660", RELOAD, 0, 0777, NULL,
+        "The permissions of the unix sockets of listen, in octal: 0660 lets mongolb's user and "
+        "unix_socket_group connect, 0666 every local user."),
 
     ROW("upstream", connect_timeout_ms, type_int, "5000", RELOAD, 1, INT_MAX, NULL,
         "How long opening a connection to a server may take."),
-    ROW("upstream", heartbeat_interval_ms, type_int, "1000", 0, 500, INT_MAX, NULL,
+    ROW("upstream", dns_server, type_string, "", 0, 0, 256, NULL,
+        "With mongodb+srv:// seeds: the DNS servers (ip:port, comma-separated) asked for the SRV "
+        "and TXT records and the hosts' addresses, instead of the system's resolver; for tests "
+        "and split DNS."),
+    ROW("upstream", heartbeat_interval_ms, type_int, "1000", RELOAD, 500, INT_MAX, NULL,
         "How often each server is checked (at least 500)."),
     ROW("upstream", local_threshold_ms, type_int, "15", RELOAD, 0, INT_MAX, NULL,
         "Servers whose round-trip time is within this of the fastest one's share the load."),
@@ -866,7 +948,7 @@ static const struct config_key keys[] = {
     ROW("upstream", max_lifetime_ms, type_int, "3600000", RELOAD, 0, INT_MAX, NULL,
         "A server connection older than this is closed when it next becomes idle; 0 for no "
         "limit."),
-    ROW("upstream", max_pool_size, type_int, "100", 0, 1, INT_MAX, NULL,
+    ROW("upstream", max_pool_size, type_int, "100", RELOAD, 1, INT_MAX, NULL,
         "Connections to each server at most."),
     ROW("upstream", max_staleness_seconds, type_int, "-1", RELOAD, -1, INT_MAX, NULL,
         "Secondaries lagging further behind are not read from: -1 for no limit, else at least 90 "
@@ -888,11 +970,20 @@ static const struct config_key keys[] = {
         "How long a request may wait for its server's reply; past it the server connection is "
         "closed and the client gets a network error. 0 for no limit; a command's own longer "
         "maxTimeMS is respected."),
-    ROW("upstream", seeds, type_seeds, "", CONFIG_REQUIRED, 0, 0, NULL,
+    ROW("upstream", seeds, type_seeds, "", CONFIG_REQUIRED | RELOAD, 0, 0, NULL,
         "Required. The servers to route to, comma-separated (at most 64): host:port or "
-        "[ipv6]:port, port 27017 when left out."),
+        "[ipv6]:port, port 27017 when left out; or mongodb+srv://NAME, whose SRV and TXT records "
+        "name them (a reload may change a list, not NAME)."),
     ROW("upstream", server_selection_timeout_ms, type_int, "30000", RELOAD, 1, INT_MAX, NULL,
         "How long a request waits for a suitable server before it fails."),
+    ROW("upstream", srv_max_hosts, type_int, "0", 0, 0, MLB_MAX_SEEDS, NULL,
+        "With mongodb+srv:// seeds in mode = mongos: use at most this many of the hosts the SRV "
+        "records name, drawn at random; 0 for all (at most 64)."),
+    ROW("upstream", srv_rescan_ms, type_int, "0", 0, 0, INT_MAX, NULL,
+        "With mongodb+srv:// seeds in mode = mongos: how often the SRV records are polled again; "
+        "0 follows their TTL, at least 60000."),
+    ROW("upstream", srv_service_name, type_string, "mongodb", 0, 0, 64, NULL,
+        "With mongodb+srv:// seeds: the SRV service name, queried as _NAME._tcp.HOST."),
     /* Linux refuses a keepalive idle time above 32767 seconds (MAX_TCP_KEEPIDLE). */
     ROW("upstream", tcp_keepalive_s, type_int, "120", RELOAD, 0, 32767, NULL,
         "TCP keepalive idle time, in seconds, on server connections (at most 32767); 0 turns "
@@ -902,7 +993,7 @@ static const struct config_key keys[] = {
         "connection; 0 turns it off."),
     ROW_AS("upstream", "tls", upstream_tls, type_bool, "false", 0, 0, 0, NULL,
            "Connect to the servers over TLS: true or false (yes/no, on/off and 1/0 work too); the "
-           "other [upstream] tls_* keys need it."),
+           "other [upstream] tls_* keys need it. With mongodb+srv:// seeds it is true unless set."),
     ROW_AS("upstream", "tls_allow_invalid_certificates", upstream_tls_allow_invalid_certificates,
            type_bool, "false", RELOAD, 0, 0, NULL,
            "Accept server certificates that fail verification (unknown CA, expired): for tests "
@@ -1429,7 +1520,8 @@ static void validate_replica_set(struct load_ctx *x)
     if (!usable(x, "upstream", "mode") || x->failed[i])
         return;
     const struct mlb_config *c = x->c;
-    if (c->mode == MLB_MODE_REPLICASET && !c->replica_set[0]) {
+    /* With mongodb+srv:// seeds the name may come from the TXT record instead (srv.c). */
+    if (c->mode == MLB_MODE_REPLICASET && !c->replica_set[0] && !c->seeds.srv[0]) {
         if (x->seen_line[i])
             key_error(x, x->seen_line[i], i, "is empty, but mode = replicaset needs the name");
         else
@@ -1439,6 +1531,53 @@ static void validate_replica_set(struct load_ctx *x)
                   "'%s' is set, but mode = mongos; remove it or set mode = replicaset",
                   c->replica_set);
     }
+}
+
+/*
+ * mongodb+srv:// seeds: TLS is on unless [upstream] tls says otherwise (the specification's
+ * implicit tls=true); the srv_* keys and dns_server mean nothing without them, and srv_max_hosts
+ * cannot limit the members of a replica set, as srvMaxHosts cannot be used with replicaSet.
+ */
+static char *value_text(const struct config_key *k, const struct mlb_config *c);
+
+static void validate_srv(struct load_ctx *x)
+{
+    static const char *const srv_only[] = {"srv_max_hosts", "srv_rescan_ms", "srv_service_name",
+                                           "dns_server"};
+    struct mlb_config *c = x->c;
+    int seeds = find_key("upstream", "seeds"), tls = find_key("upstream", "tls");
+    if (x->failed[seeds])
+        return;
+    if (!c->seeds.srv[0]) {
+        /* A value other than the default, that is: a dump writes every key. */
+        for (size_t j = 0; j < sizeof(srv_only) / sizeof(srv_only[0]); j++) {
+            int i = find_key("upstream", srv_only[j]);
+            char *v = x->seen_line[i] && !x->failed[i] ? value_text(&keys[i], c) : NULL;
+            if (v && strcmp(v, keys[i].default_value) != 0)
+                key_error(x, x->seen_line[i], i, "only for seeds = mongodb+srv://NAME");
+            free(v);
+        }
+        return;
+    }
+    if (!x->seen_line[tls])
+        c->upstream_tls = 1;
+    int svc = find_key("upstream", "srv_service_name");
+    size_t n = strlen(c->srv_service_name);
+    if (!x->failed[svc] &&
+        (n == 0 || n > 62 ||
+         strspn(c->srv_service_name,
+                "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-") != n))
+        key_error(x, x->seen_line[svc], svc,
+                  "'%s' is not a service name (1 to 62 letters, digits and '-')",
+                  c->srv_service_name);
+    else if (!x->failed[svc] && n + strlen(c->seeds.srv) + 7 > 253)
+        key_error(x, x->seen_line[seeds], seeds, "_%s._tcp.%s is longer than a DNS name may be",
+                  c->srv_service_name, c->seeds.srv);
+    int max = find_key("upstream", "srv_max_hosts");
+    if (!x->failed[max] && c->srv_max_hosts > 0 && usable(x, "upstream", "mode") &&
+        c->mode == MLB_MODE_REPLICASET)
+        key_error(x, x->seen_line[max], max,
+                  "cannot limit the members of a replica set (mode = replicaset); remove it");
 }
 
 /* Tag sets and a staleness limit select secondaries, so read_preference = primary excludes them. */
@@ -1618,6 +1757,7 @@ static int load(struct load_ctx *x, struct mlb_config *c, char *err, size_t err_
     int ret = 0;
     validate_required(x);
     validate_replica_set(x);
+    validate_srv(x);
     validate_read_preference(x);
     validate_staleness(x);
     validate_tls_server(x);
@@ -1805,4 +1945,92 @@ int config_check_reload(const struct mlb_config *running, const struct mlb_confi
         free(b);
     }
     return ret;
+}
+
+/*
+ * Walks the keys that differ between running and loaded, reporting each. With keep, a key that
+ * needs a restart gets running's value back in loaded: printed and parsed again, which every type
+ * supports (print writes what parse reads), so that no type needs a copy function.
+ */
+static int walk_changes(const struct mlb_config *running, struct mlb_config *loaded, bool keep,
+                        config_change_fn report, void *ctx)
+{
+    int n = 0;
+    for (size_t i = 0; i < KEY_COUNT; i++) {
+        const struct config_key *k = &keys[i];
+        char *a = value_text(k, running), *b = value_text(k, loaded);
+        int rc = 0;
+        if (!a || !b) {
+            rc = -ENOMEM;
+        } else if (strcmp(a, b) != 0) {
+            bool kept = keep && !(k->flags & CONFIG_RELOADABLE);
+            if (kept) {
+                char why[256];
+                rc = k->type->parse(k, a, field_of(loaded, k), why, sizeof(why));
+            }
+            if (rc == 0 && (kept || !keep)) {
+                report(ctx, k, a, b, kept);
+                n++;
+            }
+        }
+        free(a);
+        free(b);
+        if (rc < 0)
+            return rc;
+    }
+    return n;
+}
+
+int config_reload_merge(const struct mlb_config *running, struct mlb_config *loaded,
+                        config_change_fn report, void *ctx, char *err, size_t err_len)
+{
+    if (err_len > 0)
+        err[0] = '\0';
+    int kept = walk_changes(running, loaded, true, report, ctx);
+    if (kept <= 0)
+        return kept;
+    /*
+     * The merged values are checked as a file would be: written out and read back. Only the keys
+     * that differ from their defaults are written, as a file that leaves the others out, since
+     * some checks ask whether a key was set at all.
+     */
+    struct mlb_config defaults;
+    config_defaults(&defaults);
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    if (!f)
+        return -ENOMEM;
+    const char *section = NULL;
+    bool nomem = false;
+    for (size_t i = 0; i < KEY_COUNT; i++) {
+        const struct config_key *k = &keys[i];
+        char *a = value_text(k, loaded), *d = value_text(k, &defaults);
+        nomem |= !a || !d;
+        if (a && d && strcmp(a, d) != 0) {
+            if (!section || strcmp(section, k->section) != 0)
+                fprintf(f, "[%s]\n", section = k->section);
+            fprintf(f, "%s = %s\n", k->name, a);
+        }
+        free(a);
+        free(d);
+    }
+    config_free(&defaults);
+    if (fclose(f) != 0 || nomem) {
+        free(text);
+        return -ENOMEM;
+    }
+    struct mlb_config check;
+    int rc = config_load_string(text, "the configuration with the restart-only keys kept", &check,
+                                err, err_len);
+    free(text);
+    config_free(&check);
+    return rc < 0 ? rc : kept;
+}
+
+int config_diff(const struct mlb_config *a, const struct mlb_config *b, config_change_fn report,
+                void *ctx)
+{
+    /* Nothing is written into b without keep. */
+    return walk_changes(a, (struct mlb_config *)b, false, report, ctx);
 }

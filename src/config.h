@@ -13,6 +13,7 @@
 #ifndef MONGOLB_CONFIG_H
 #define MONGOLB_CONFIG_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
 
@@ -23,6 +24,7 @@
 #define MLB_HOST_MAX         256 /* a host name or IP literal (without brackets) and its NUL */
 #define MLB_UNIX_PATH_MAX    108 /* sizeof(sun_path) on Linux, NUL included */
 #define MLB_REPLSET_MAX      128 /* a replica set name and its NUL */
+#define MLB_GROUP_MAX        64  /* a group name or number and its NUL */
 #define MLB_DEFAULT_PORT     27017
 #define MLB_NO_MAX_STALENESS (-1)
 
@@ -52,6 +54,8 @@ struct mlb_hostport {
 struct mlb_seed_list {
     struct mlb_hostport host[MLB_MAX_SEEDS];
     size_t count;
+    /* seeds = mongodb+srv://NAME: NAME (count 0; srv.c finds the hosts), else "". */
+    char srv[MLB_HOST_MAX];
 };
 
 enum mlb_mode {
@@ -119,6 +123,9 @@ struct mlb_config {
     char *tls_certificate_key_file; /* certificate chain and private key, PEM */
     enum mlb_tls_client_certs tls_client_certificates;
     enum mlb_tls_mode tls_mode;
+    /* Unix sockets of listen: the group ("" for mongolb's own) and the mode they get. */
+    char unix_socket_group[MLB_GROUP_MAX];
+    int unix_socket_mode; /* permission bits, 0 to 0777 */
 
     /* [upstream] */
     int connect_timeout_ms;
@@ -135,6 +142,12 @@ struct mlb_config {
     int request_timeout_ms; /* how long a request may wait for its reply; 0: no limit */
     struct mlb_seed_list seeds;
     int server_selection_timeout_ms;
+    /* SRV seeds (srv.c): the service name, srvMaxHosts, the rescan interval (0: the records' TTL,
+     * at least 60 s) and the DNS servers to ask ("" for the system's). */
+    char srv_service_name[64];
+    int srv_max_hosts;
+    int srv_rescan_ms;
+    char dns_server[256];
     int tcp_keepalive_s;     /* TCP keepalive idle time on backend connections; 0: off */
     int tcp_user_timeout_ms; /* TCP_USER_TIMEOUT on backend connections; 0: off */
     /*
@@ -205,6 +218,30 @@ void config_dump(const struct mlb_config *c, FILE *f);
  */
 int config_check_reload(const struct mlb_config *running, const struct mlb_config *loaded,
                         char *err, size_t err_len);
+
+/*
+ * What a reload reports for one key whose value differs: its row, the running and the loaded
+ * value as the file writes them, and whether the running value was kept (the key needs a
+ * restart). Path values are shown; no key holds a secret itself.
+ */
+typedef void (*config_change_fn)(void *ctx, const struct config_key *k, const char *from,
+                                 const char *to, bool kept);
+
+/*
+ * Prepares a reload that applies what it can: every key that needs a restart and differs gets the
+ * running value back in loaded (reported with kept true), so that loaded then holds what the
+ * process will run with. The result is checked as a whole, as a file is (a reloadable key may
+ * depend on one that was kept, e.g. an [upstream] tls_* key on tls); if it does not hold together
+ * the error is in err and -EINVAL is returned, and the caller keeps the running configuration.
+ * Returns the number of keys kept, or a negative errno code.
+ */
+int config_reload_merge(const struct mlb_config *running, struct mlb_config *loaded,
+                        config_change_fn report, void *ctx, char *err, size_t err_len);
+
+/* Reports every key whose value differs between a and b (kept false), in table order. Returns
+ * how many, or -ENOMEM. */
+int config_diff(const struct mlb_config *a, const struct mlb_config *b, config_change_fn report,
+                void *ctx);
 
 /* The key table, for documentation and tests. config_key_at returns NULL past the end. */
 size_t config_key_count(void);

@@ -4,8 +4,9 @@
  * A unix socket path is owned with care, since two processes may be configured with the same one:
  * a path that exists and is not a socket is never replaced; a socket some process still listens
  * on is never taken over (the start fails, with a log line); only a stale socket (nobody accepts
- * on it) is removed before binding. At exit the file is removed only if it is still the one this
- * process created.
+ * on it) is removed before binding. The socket gets unix_socket_mode and unix_socket_group, which
+ * decide who may connect (again on a reload). At exit the file is removed only if it is still the
+ * one this process created.
  *
  * Accepting never stops the listener: if a client cannot be set up (no memory), the connection is
  * still accepted and closed at once with a log line, since libuv stops watching a listener whose
@@ -14,6 +15,7 @@
 #include "proxy.h"
 
 #include <errno.h>
+#include <grp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -110,6 +112,124 @@ static int unix_prepare(const char *path)
     return 0;
 }
 
+/* The gid unix_socket_group names (a group name, or a number), or -1 for "leave it". Group names
+ * are looked up at start and reload only, so the blocking NSS lookup never delays a request. */
+static int socket_gid(const struct mlb_config *cfg, gid_t *gid)
+{
+    const char *name = cfg->unix_socket_group;
+    if (!*name)
+        return 1;
+    struct group *g = getgrnam(name);
+    if (g) {
+        *gid = g->gr_gid;
+        return 0;
+    }
+    char *end;
+    errno = 0;
+    unsigned long n = strtoul(name, &end, 10);
+    if (*name >= '0' && *name <= '9' && !*end && errno == 0 && n < (unsigned long)(gid_t)-1) {
+        *gid = (gid_t)n;
+        return 0;
+    }
+    log_error(NULL, "unix_socket_group: there is no group named '%s'", name);
+    return -ENOENT;
+}
+
+static int64_t ctime_ns(const struct stat *st)
+{
+    return (int64_t)st->st_ctim.tv_sec * 1000000000 + st->st_ctim.tv_nsec;
+}
+
+/* Whether the file at l->path is still the socket this process bound (see struct listener). */
+static bool unix_is_ours(const struct listener *l)
+{
+    struct stat st;
+    return stat(l->path, &st) == 0 && (uint64_t)st.st_dev == l->dev &&
+           (uint64_t)st.st_ino == l->ino && ctime_ns(&st) == l->ctime_ns;
+}
+
+/* Records the identity of the file at l->path (just bound, or just changed by us). */
+static void unix_remember(struct listener *l)
+{
+    struct stat st;
+    if (stat(l->path, &st) == 0) {
+        l->dev = (uint64_t)st.st_dev;
+        l->ino = (uint64_t)st.st_ino;
+        l->ctime_ns = ctime_ns(&st);
+    }
+}
+
+/* Gives the socket file of l its group and mode. The file is changed only while it is the one we
+ * bound (same inode), by its path: a socket's mode cannot be set through its descriptor. */
+static int unix_set_access(struct proxy *p, struct listener *l)
+{
+    gid_t gid = 0;
+    int g = socket_gid(&p->cfg, &gid);
+    if (g < 0)
+        return g;
+    struct stat st;
+    if (!unix_is_ours(l) || stat(l->path, &st) == -1)
+        return 0;
+    if (g == 0 && st.st_gid != gid && chown(l->path, (uid_t)-1, gid) == -1) {
+        int err = errno;
+        log_error(NULL,
+                  "listen %s: cannot give the socket to group '%s': %s (mongolb must be a "
+                  "member of that group)",
+                  l->name, p->cfg.unix_socket_group, strerror(err));
+        return -err;
+    }
+    int rc = chmod(l->path, (mode_t)p->cfg.unix_socket_mode);
+    int err = errno;
+    unix_remember(l); /* chown and chmod changed its ctime */
+    if (rc == -1) {
+        log_error(NULL, "listen %s: cannot set mode %04o: %s", l->name,
+                  (unsigned)p->cfg.unix_socket_mode, strerror(err));
+        return -err;
+    }
+    return 0;
+}
+
+int listeners_set_access(struct proxy *p)
+{
+    int ret = 0;
+    for (int i = 0; i < p->n_listeners; i++) {
+        struct listener *l = &p->listeners[i];
+        if (l->is_unix && l->bound) {
+            int rc = unix_set_access(p, l);
+            if (rc < 0 && ret == 0)
+                ret = rc;
+        }
+    }
+    return ret;
+}
+
+/*
+ * Binds a unix socket at path and hands it to the pipe handle. The socket is bound here rather
+ * than with uv_pipe_bind because libuv unlinks the path of a pipe it bound when the handle closes,
+ * whoever the file belongs to by then; listeners_cleanup removes it only while it is ours.
+ */
+static int unix_bind(uv_pipe_t *pipe, const char *path)
+{
+    struct sockaddr_un sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sun_family = AF_UNIX;
+    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd == -1)
+        return -errno;
+    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == -1) {
+        int err = errno;
+        close(fd);
+        return -err;
+    }
+    int rc = uv_pipe_open(pipe, fd);
+    if (rc < 0) {
+        close(fd);
+        unlink(path);
+    }
+    return rc;
+}
+
 static int listen_one(struct proxy *p, struct listener *l, const struct mlb_listen_addr *a)
 {
     int rc;
@@ -124,14 +244,12 @@ static int listen_one(struct proxy *p, struct listener *l, const struct mlb_list
         uv_pipe_init(p->loop, &l->h.pipe, 0);
         l->h.handle.data = l;
         p->n_listeners++;
-        rc = uv_pipe_bind(&l->h.pipe, a->path);
+        rc = unix_bind(&l->h.pipe, a->path);
         if (rc == 0) {
-            struct stat st;
             l->bound = true;
-            if (stat(a->path, &st) == 0)
-                l->ino = (uint64_t)st.st_ino;
-            /* Clients of any user may connect; issue 11 makes the mode a setting. */
-            chmod(a->path, 0666);
+            unix_remember(l);
+            /* Before listen: no client connects under the umask's mode meanwhile. */
+            rc = unix_set_access(p, l);
         }
     } else {
         struct sockaddr_storage ss;
@@ -183,12 +301,11 @@ void listeners_cleanup(struct proxy *p)
 {
     for (int i = 0; i < p->n_listeners; i++) {
         struct listener *l = &p->listeners[i];
-        struct stat st;
         if (!l->bound)
             continue;
         l->bound = false;
         /* Only the file we created: another instance may have replaced a stale one since. */
-        if (stat(l->path, &st) == 0 && (uint64_t)st.st_ino == l->ino)
+        if (unix_is_ours(l))
             unlink(l->path);
     }
 }

@@ -4,7 +4,9 @@
  * mongolb runs in the foreground and logs to stderr, which systemd's journal takes. SIGTERM or
  * SIGINT starts a graceful shutdown: stop accepting, close idle clients, let requests in flight
  * finish up to shutdown_timeout_ms, then exit. A second signal exits at once. SIGHUP reloads the
- * reloadable keys of the configuration file.
+ * configuration file: what can change live changes, keys that need a restart are kept (with a log
+ * line). Under systemd (Type=notify) proxy.c tells the service manager about readiness, reloads,
+ * shutdown and the watchdog (sdnotify.c).
  */
 #include "proxy.h"
 
@@ -42,13 +44,7 @@ static void on_signal(uv_signal_t *h, int signum)
 {
     (void)h;
     if (signum == SIGHUP) {
-        struct mlb_config fresh;
-        char err[4096];
-        if (config_load_file(config_path, &fresh, err, sizeof(err)) < 0) {
-            log_error(NULL, "reload: keeping the running configuration: %s", err);
-            return;
-        }
-        proxy_reload(&proxy, &fresh, config_path);
+        proxy_reload_file(&proxy, config_path);
         return;
     }
     proxy_shutdown(&proxy, signum == SIGTERM ? "SIGTERM" : "SIGINT");

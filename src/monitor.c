@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "srv.h"
 
 #define MIN_HEARTBEAT_MS 500
 
@@ -274,6 +275,8 @@ static void on_secure(struct stream *st, int status)
     /* A failure is reported through on_error, which follows. */
 }
 
+static void connect_resolved(struct monitor *m);
+
 static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
 {
     struct monitor *m = req->data;
@@ -297,7 +300,14 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
     memcpy(&pl->addr, res->ai_addr, res->ai_addrlen);
     pl->have_addr = true;
     uv_freeaddrinfo(res);
+    connect_resolved(m);
+}
 
+/* Opens the monitoring connection to the address in the server's pool. */
+static void connect_resolved(struct monitor *m)
+{
+    struct proxy *p = m->p;
+    struct pool *pl = &p->pools[m->idx];
     struct mon_conn *mc = calloc(1, sizeof(*mc));
     if (!mc || stream_init_tcp(&p->sctx, &mc->st, &mon_stream_cb, mc, WIRE_MAX_MESSAGE_SIZE) < 0) {
         free(mc);
@@ -341,6 +351,12 @@ static void check_now(struct monitor *m)
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
     m->state = MON_RESOLVING;
+    /* A host named by SRV records looked up through [upstream] dns_server (srv.c). */
+    if (srv_cached_addr(p, s->host, s->port, &p->pools[m->idx].addr) == 0) {
+        p->pools[m->idx].have_addr = true;
+        connect_resolved(m);
+        return;
+    }
     m->gai.data = m;
     m->resolving = true;
     int rc = uv_getaddrinfo(p->loop, &m->gai, on_resolved, s->host, port, &hints);

@@ -602,7 +602,10 @@ void pool_reap(struct proxy *p)
         while (e != &pl->idle) {
             struct bconn *b = list_entry(e, struct bconn, link);
             e = e->next;
-            if (p->cfg.max_idle_time_ms > 0 && now - b->idle_since_ms >= p->cfg.max_idle_time_ms)
+            if (pl->total > p->cfg.max_pool_size) /* a reload made the pool smaller */
+                bconn_close(b, "above max_pool_size");
+            else if (p->cfg.max_idle_time_ms > 0 &&
+                     now - b->idle_since_ms >= p->cfg.max_idle_time_ms)
                 bconn_close(b, "max_idle_time_ms reached");
             else if (p->cfg.max_lifetime_ms > 0 && now - b->created_ms >= p->cfg.max_lifetime_ms)
                 bconn_close(b, "max_lifetime_ms reached");

@@ -24,12 +24,29 @@
 
 #include "log.h"
 #include "mongo_errors.h"
+#include "sdnotify.h"
+#include "seeds.h"
+#include "srv.h"
 
 #define JANITOR_MS          1000
 #define JANITOR_SHUTDOWN_MS 20
+/* STATUS= lines for systemd go out when the text changes, at most this often. */
+#define NOTIFY_STATUS_MS 1000
 
 static uv_timer_t shutdown_timer;
 static bool stopped;
+
+/*
+ * systemd notification (sdnotify.h): READY=1 once the listeners are up and a server suitable for
+ * the default read preference is known, or once server_selection_timeout_ms has passed without
+ * one (requests then wait or fail as they would anyway, and systemd should not kill a sidecar
+ * whose cluster is down); the watchdog pings from a loop timer, so a stuck loop stops them.
+ */
+static struct sdnotify notify;
+static uv_timer_t ready_timer, watchdog_timer;
+static bool notified_ready, watchdog_on;
+static char last_status[256];
+static int64_t last_status_ms;
 
 uint32_t proxy_rand32(void *ctx)
 {
@@ -59,6 +76,114 @@ void proxy_topology_changed(struct proxy *p)
 {
     if (!list_empty(&p->select_waiters))
         clients_retry_waiting(p);
+}
+
+/* --- systemd notification ------------------------------------------------------------------ */
+
+/* "2 of 3 servers up, 14 clients" (and the primary in replicaset mode), for STATUS=. */
+static void status_text(struct proxy *p, char *buf, size_t len)
+{
+    int known = 0, up = 0;
+    for (int i = 0; i < p->topo.n; i++) {
+        const struct server *s = &p->topo.servers[i];
+        if (!s->in_use || s->removed)
+            continue;
+        known++;
+        up += topology_is_selectable(&p->topo, s);
+    }
+    int n = snprintf(buf, len, "%s%d of %d servers up, %d client%s",
+                     p->shutting_down ? "shutting down; " : "", up, known, p->n_clients,
+                     p->n_clients == 1 ? "" : "s");
+    if (p->topo.mode == TOPOLOGY_REPLICASET && n > 0 && (size_t)n < len) {
+        int primary = topology_primary(&p->topo);
+        snprintf(buf + n, len - (size_t)n, ", %s%s", primary >= 0 ? "primary " : "no primary",
+                 primary >= 0 ? p->topo.servers[primary].addr : "");
+    }
+}
+
+/* Sends STATUS= when the text changed since the last one sent (and force is not needed). */
+static void notify_status(struct proxy *p, bool force)
+{
+    if (notify.fd < 0)
+        return;
+    int64_t now = proxy_now(p);
+    if (!force && now - last_status_ms < NOTIFY_STATUS_MS)
+        return;
+    char text[sizeof(last_status)], msg[sizeof(last_status) + 16];
+    status_text(p, text, sizeof(text));
+    if (!force && strcmp(text, last_status) == 0)
+        return;
+    memcpy(last_status, text, sizeof(last_status));
+    last_status_ms = now;
+    snprintf(msg, sizeof(msg), "STATUS=%s", text);
+    sdnotify_send(&notify, msg);
+}
+
+static void notify_ready(struct proxy *p, const char *why)
+{
+    if (notified_ready || p->shutting_down)
+        return;
+    notified_ready = true;
+    uv_timer_stop(&ready_timer);
+    char text[sizeof(last_status)], msg[sizeof(last_status) + 32];
+    status_text(p, text, sizeof(text));
+    memcpy(last_status, text, sizeof(last_status));
+    last_status_ms = proxy_now(p);
+    snprintf(msg, sizeof(msg), "READY=1\nSTATUS=%s", text);
+    sdnotify_send(&notify, msg);
+    log_info(NULL, "ready: %s", why);
+}
+
+/* READY=1 as soon as a server suitable for the default read preference is known. */
+static void notify_ready_if_suitable(struct proxy *p)
+{
+    if (notified_ready)
+        return;
+    struct select_request req = {.write = false, .exclude_idx = -1, .rp = &p->default_read_pref};
+    if (topology_select(&p->topo, &req, proxy_rand32, p) >= 0)
+        notify_ready(p, "a server suitable for the default read preference is known");
+}
+
+static void on_ready_timeout(uv_timer_t *t)
+{
+    struct proxy *p = t->data;
+    char why[160];
+    snprintf(why, sizeof(why),
+             "no server suitable for the default read preference after %d ms; serving anyway "
+             "(requests wait for one)",
+             p->cfg.server_selection_timeout_ms);
+    notify_ready(p, why);
+}
+
+static void on_watchdog(uv_timer_t *t)
+{
+    (void)t;
+    sdnotify_send(&notify, "WATCHDOG=1");
+}
+
+/* Opens the notify socket and starts the readiness deadline and the watchdog's timer. */
+static void notify_start(struct proxy *p)
+{
+    sdnotify_open(&notify);
+    uv_timer_init(p->loop, &ready_timer);
+    ready_timer.data = p;
+    uv_timer_init(p->loop, &watchdog_timer);
+    watchdog_timer.data = p;
+    uv_timer_start(&ready_timer, on_ready_timeout, (uint64_t)p->cfg.server_selection_timeout_ms, 0);
+    uint64_t usec = sdnotify_watchdog_usec();
+    if (usec > 0 && notify.fd >= 0) {
+        /* Half the interval, as sd_watchdog_enabled(3) advises, so one late tick is no restart. */
+        uint64_t ms = usec / 2000 > 0 ? usec / 2000 : 1;
+        watchdog_on = true;
+        uv_timer_start(&watchdog_timer, on_watchdog, ms, ms);
+        log_info(NULL, "systemd watchdog: pinging every %llu ms", (unsigned long long)ms);
+    }
+}
+
+static void notify_stop(void)
+{
+    uv_close((uv_handle_t *)&ready_timer, NULL);
+    uv_close((uv_handle_t *)&watchdog_timer, NULL);
 }
 
 /*
@@ -145,6 +270,7 @@ void proxy_check_ok(struct proxy *p, int idx, int bits)
         p->last_overflow[0] = 0;
     }
     proxy_topology_changed(p);
+    notify_ready_if_suitable(p);
 }
 
 /* Marks server idx unknown and clears its pool. */
@@ -204,9 +330,11 @@ static void final_stop(struct proxy *p)
     listeners_stop(p);
     clients_close_all(p, "shutdown");
     monitor_stop_all(p);
+    srv_stop(p);
     pool_close_all(p);
     uv_close((uv_handle_t *)&p->janitor, NULL);
     uv_close((uv_handle_t *)&shutdown_timer, NULL);
+    notify_stop();
     stream_ctx_close(&p->sctx);
 }
 
@@ -235,6 +363,8 @@ static void on_janitor(uv_timer_t *t)
     pool_reap(p);
     reclaim_slots(p);
     trim_after_exodus(p);
+    if (notified_ready)
+        notify_status(p, false);
     if (p->shutting_down && p->n_clients == 0)
         final_stop(p);
 }
@@ -255,6 +385,8 @@ void proxy_shutdown(struct proxy *p, const char *why)
         return;
     }
     p->shutting_down = true;
+    sdnotify_send(&notify, "STOPPING=1");
+    notify_status(p, true);
     log_info(NULL, "%s: shutting down (in-flight requests have %d ms)", why,
              p->cfg.shutdown_timeout_ms);
     listeners_stop(p);
@@ -335,10 +467,67 @@ static void keep_tls_settings(struct mlb_config *fresh, struct mlb_config *runni
     fresh->upstream_tls_allow_invalid_hostnames = running->upstream_tls_allow_invalid_hostnames;
 }
 
+/* A key's name as a reload's log lines show it: with its section when another section has a key
+ * of the same name ([upstream] tls_ca_file and [mongolb] tls_ca_file). */
+static void key_label(const struct config_key *k, char *buf, size_t len)
+{
+    for (size_t i = 0; i < config_key_count(); i++) {
+        const struct config_key *o = config_key_at(i);
+        if (o != k && strcmp(o->name, k->name) == 0) {
+            snprintf(buf, len, "[%s] %s", k->section, k->name);
+            return;
+        }
+    }
+    snprintf(buf, len, "%s", k->name);
+}
+
+static void log_kept(void *ctx, const struct config_key *k, const char *from, const char *to,
+                     bool kept)
+{
+    (void)ctx;
+    (void)kept;
+    char name[96];
+    key_label(k, name, sizeof(name));
+    log_warn(NULL, "reload: %s needs a restart; kept %s (the file now says %s)", name,
+             *from ? from : "(none)", *to ? to : "(none)");
+}
+
+static void log_changed(void *ctx, const struct config_key *k, const char *from, const char *to,
+                        bool kept)
+{
+    (void)kept;
+    int *n = ctx;
+    char name[96];
+    key_label(k, name, sizeof(name));
+    log_info(NULL, "reload: %s %s -> %s", name, *from ? from : "(none)", *to ? to : "(none)");
+    (*n)++;
+}
+
+/* Applies what changed in cfg (from old) that needs more than a new value in p->cfg. */
+static void apply_changes(struct proxy *p, const struct mlb_config *old)
+{
+    p->topo.heartbeat_ms = p->cfg.heartbeat_interval_ms;
+    /* Monitors read the interval when they schedule their next check: check now, so that a
+     * shorter interval takes effect at once rather than after the longer one runs out. */
+    if (old->heartbeat_interval_ms != p->cfg.heartbeat_interval_ms)
+        for (int i = 0; i < p->topo.n; i++)
+            if (p->monitors[i])
+                monitor_request_check(p, i);
+    /* A smaller pool: idle connections above it close now, busy ones when they are released. */
+    if (p->cfg.max_pool_size < old->max_pool_size)
+        pool_reap(p);
+    if (p->cfg.unix_socket_mode != old->unix_socket_mode ||
+        strcmp(p->cfg.unix_socket_group, old->unix_socket_group) != 0)
+        (void)listeners_set_access(p);
+    /* Servers added and removed (monitors, pools, cursors, pins: seeds.c). */
+    seeds_reloaded(p, old);
+}
+
 void proxy_reload(struct proxy *p, struct mlb_config *fresh, const char *path)
 {
     char err[4096];
-    if (config_check_reload(&p->cfg, fresh, err, sizeof(err)) < 0) {
+    int kept = config_reload_merge(&p->cfg, fresh, log_kept, NULL, err, sizeof(err));
+    if (kept < 0) {
         log_error(NULL, "reload: keeping the running configuration: %s", err);
         config_free(fresh);
         return;
@@ -361,12 +550,35 @@ void proxy_reload(struct proxy *p, struct mlb_config *fresh, const char *path)
         }
         log_tls_warnings(fresh);
     }
-    /* Swap in the reloadable values; the rest are equal by the check above. */
-    config_free(&p->cfg);
+    int changed = 0;
+    if (config_diff(&p->cfg, fresh, log_changed, &changed) < 0)
+        log_warn(NULL, "reload: out of memory listing the changes");
+    struct mlb_config old = p->cfg;
     p->cfg = *fresh;
     apply_config(p);
+    apply_changes(p, &old);
+    config_free(&old);
     clients_rearm(p);
-    log_info(NULL, "reloaded %s", path);
+    log_info(NULL, "reloaded %s: %d key%s changed, %d kept until a restart", path, changed,
+             changed == 1 ? "" : "s", kept);
+}
+
+void proxy_reload_file(struct proxy *p, const char *path)
+{
+    /* Only a service that said READY=1 tells systemd it reloads: before that it is still
+     * starting, and READY=1 after the reload would claim a readiness not yet reached. */
+    if (notified_ready)
+        sdnotify_reloading(&notify);
+    struct mlb_config fresh;
+    char err[4096];
+    if (config_load_file(path, &fresh, err, sizeof(err)) < 0)
+        log_error(NULL, "reload: keeping the running configuration: %s", err);
+    else
+        proxy_reload(p, &fresh, path);
+    if (notified_ready) {
+        sdnotify_send(&notify, "READY=1");
+        notify_status(p, true);
+    }
 }
 
 /* Raises the soft descriptor limit to the hard one and remembers it, so that clients are refused
@@ -436,7 +648,11 @@ int proxy_start(struct proxy *p, uv_loop_t *loop)
         if (rc < 0)
             return rc;
     }
+    /* seeds = mongodb+srv://: the servers arrive with the first SRV lookup (srv.c). */
+    if (p->cfg.seeds.srv[0] && (rc = srv_start(p)) < 0)
+        return rc;
     uv_timer_start(&p->janitor, on_janitor, JANITOR_MS, JANITOR_MS);
+    notify_start(p);
     log_info(NULL, "mongolb %s started: %s mode, %d seed%s", MONGOLB_VERSION,
              config_mode_name(p->cfg.mode), p->topo.n, p->topo.n == 1 ? "" : "s");
     return 0;
@@ -454,4 +670,5 @@ void proxy_free(struct proxy *p)
             SSL_SESSION_free(p->pools[i].tls_session);
     tls_free(&p->tls);
     config_free(&p->cfg);
+    sdnotify_close(&notify);
 }

@@ -42,6 +42,7 @@ struct client;
 struct bconn;
 struct monitor;
 struct txn_pins;
+struct srv;
 
 /* A user (a client) waiting for a pooled connection. */
 struct pool_waiter {
@@ -96,8 +97,11 @@ struct listener {
     union stream_handle h;
     struct proxy *p;
     bool is_unix;
-    bool bound;   /* a unix socket file we created, to be removed at exit */
-    uint64_t ino; /* that file's inode, so that we never remove another's */
+    bool bound; /* a unix socket file we created, to be removed at exit */
+    /* That file's identity, so that we never remove another's: an inode number alone is not
+     * enough, since a file created after ours was unlinked may get the same one. */
+    uint64_t dev, ino;
+    int64_t ctime_ns; /* the file's ctime after our last chmod/chown of it */
     char path[MLB_UNIX_PATH_MAX];
     char name[300];
 };
@@ -131,6 +135,7 @@ struct proxy {
     bool shutting_down;
     struct proxy_stats stats;
     uv_timer_t janitor;
+    struct srv *srv; /* seeds = mongodb+srv://: the resolver and its polls (srv.c), else NULL */
 };
 
 /* Milliseconds on the loop's monotonic clock. */
@@ -149,8 +154,12 @@ int32_t proxy_next_request_id(struct proxy *p);
 int proxy_start(struct proxy *p, uv_loop_t *loop);
 /* Starts a graceful shutdown (a second call stops at once). */
 void proxy_shutdown(struct proxy *p, const char *why);
-/* Applies a freshly loaded configuration: what may change live changes. */
+/* Applies a freshly loaded configuration: what may change live changes; keys that need a restart
+ * keep their running values, with a log line each. */
 void proxy_reload(struct proxy *p, struct mlb_config *fresh, const char *path);
+/* SIGHUP: reads path again and reloads it (a file that does not load keeps everything), telling
+ * systemd RELOADING=1 and then READY=1. */
+void proxy_reload_file(struct proxy *p, const char *path);
 /* Frees what is left once the loop has ended. */
 void proxy_free(struct proxy *p);
 
@@ -178,6 +187,9 @@ int listeners_start(struct proxy *p);
 void listeners_stop(struct proxy *p);
 /* Removes the unix socket files we created (at exit). */
 void listeners_cleanup(struct proxy *p);
+/* Gives the unix sockets unix_socket_group and unix_socket_mode again (after a reload). Returns 0
+ * or the first negative errno code, with a log line for each failure. */
+int listeners_set_access(struct proxy *p);
 
 /* --- pool.c --- */
 

@@ -1071,7 +1071,8 @@ static bool handle_sim(struct sim_server *srv, struct sim_conn *conn, const char
         return true;
     }
     char msg[128];
-    snprintf(msg, sizeof(msg), "no such command: '%s'", name);
+    snprintf(msg, sizeof(msg),
+             "no such command: '%s' (mongosim's control commands: mongosim --help)", name);
     sim_error(reply, 59, "CommandNotFound", msg);
     return true;
 }
@@ -1814,6 +1815,43 @@ static bool run_one(struct sim_server *srv, struct sim_conn *conn, const struct 
     return true;
 }
 
+/*
+ * Commands a newcomer tries in mongosh that mongosim does not model. A real server's error would
+ * be wrong (CommandNotFound suggests a typo, an empty success hides that nothing happened), so
+ * each fails with CommandNotSupported (115) and a message that names the simulator and why.
+ */
+static const struct {
+    const char *name;
+    const char *why;
+} unsupported_cmds[] = {
+    {"createIndexes", "it keeps only the _id index; queries scan the collection"},
+    {"dropIndexes", "it keeps only the _id index"},
+    {"explain", "it has no query planner to explain"},
+    {"currentOp", "it runs one command at a time and keeps no operation table"},
+    {"killOp", "it runs one command at a time and keeps no operation table"},
+    {"listShards", "its mongos routers front one simulated shard and keep no shard registry"},
+    {"shardCollection", "its mongos routers front one simulated shard"},
+    {"balancerStatus", "its mongos routers front one simulated shard"},
+    {"replSetGetStatus", "replica set state is shown by hello and simStats"},
+    {"mapReduce", "use aggregate"},
+};
+
+static bool unsupported(const char *name, bson_t *reply)
+{
+    for (size_t i = 0; i < sizeof(unsupported_cmds) / sizeof(unsupported_cmds[0]); i++) {
+        if (strcasecmp(name, unsupported_cmds[i].name) != 0)
+            continue;
+        char msg[256];
+        snprintf(msg, sizeof(msg),
+                 "%s is not supported by mongosim, the MongoDB simulator this deployment runs "
+                 "on: %s (mongosim --help lists what it does)",
+                 unsupported_cmds[i].name, unsupported_cmds[i].why);
+        sim_error(reply, 115, "CommandNotSupported", msg);
+        return true;
+    }
+    return false;
+}
+
 bool sim_dispatch(struct sim_server *srv, struct sim_conn *conn, const struct sim_request *req,
                   bson_t *reply)
 {
@@ -1855,6 +1893,8 @@ bool sim_dispatch(struct sim_server *srv, struct sim_conn *conn, const struct si
     if (strcmp(d.name, "configureFailPoint") == 0)
         return configure_fail_point(srv, &req->cmd, reply);
 
+    if (unsupported(d.name, reply))
+        return true;
     parse_session(&req->cmd, &d.si);
     d.commit_or_abort =
         strcmp(d.name, "commitTransaction") == 0 || strcmp(d.name, "abortTransaction") == 0;

@@ -3833,6 +3833,67 @@ static int cmd_list_databases(struct cmd_ctx *x)
     return 0;
 }
 
+/* dbStats: {dbStats: 1, scale} -> the counts a newcomer's db.stats() shows. mongosim keeps no
+ * files and only the _id index, so the sizes are those of the documents themselves. */
+static int cmd_db_stats(struct cmd_ctx *x)
+{
+    int64_t scale = 1;
+    if (get_int64(x->cmd, x->name, "scale", &scale, x->err) < 0)
+        return -EINVAL;
+    if (scale < 1)
+        scale = 1;
+    struct db *d = db_find(x->s, x->db);
+    int64_t objects = 0, bytes = 0, colls = d ? (int64_t)d->n : 0;
+    for (size_t i = 0; d && i < d->n; i++) {
+        objects += (int64_t)d->colls[i]->n_live;
+        bytes += (int64_t)d->colls[i]->bytes;
+    }
+    BSON_APPEND_UTF8(x->reply, "db", x->db);
+    BSON_APPEND_INT64(x->reply, "collections", colls);
+    BSON_APPEND_INT64(x->reply, "views", 0);
+    BSON_APPEND_INT64(x->reply, "objects", objects);
+    BSON_APPEND_DOUBLE(x->reply, "avgObjSize", objects ? (double)bytes / (double)objects : 0.0);
+    BSON_APPEND_INT64(x->reply, "dataSize", bytes / scale);
+    BSON_APPEND_INT64(x->reply, "storageSize", bytes / scale);
+    BSON_APPEND_INT64(x->reply, "indexes", colls);
+    BSON_APPEND_INT64(x->reply, "indexSize", 0);
+    BSON_APPEND_INT64(x->reply, "totalSize", bytes / scale);
+    BSON_APPEND_INT64(x->reply, "scaleFactor", scale);
+    return 0;
+}
+
+/* collStats: {collStats: coll, scale} -> count and sizes, as the deprecated command reports. */
+static int cmd_coll_stats(struct cmd_ctx *x)
+{
+    int rc = need_coll(x);
+    if (rc)
+        return rc;
+    int64_t scale = 1;
+    if (get_int64(x->cmd, x->name, "scale", &scale, x->err) < 0)
+        return -EINVAL;
+    if (scale < 1)
+        scale = 1;
+    struct coll *c = coll_find(x->s, x->db, x->coll);
+    if (!c)
+        return set_err(x->err, -ENOENT, STORE_ERR_NAMESPACE_NOT_FOUND, "ns does not exist: %s.%s",
+                       x->db, x->coll);
+    char ns[512];
+    snprintf(ns, sizeof(ns), "%s.%s", x->db, x->coll);
+    bson_t sizes;
+    BSON_APPEND_UTF8(x->reply, "ns", ns);
+    BSON_APPEND_INT64(x->reply, "count", (int64_t)c->n_live);
+    BSON_APPEND_INT64(x->reply, "size", (int64_t)c->bytes / scale);
+    BSON_APPEND_INT64(x->reply, "avgObjSize", c->n_live ? (int64_t)(c->bytes / c->n_live) : 0);
+    BSON_APPEND_INT64(x->reply, "storageSize", (int64_t)c->bytes / scale);
+    BSON_APPEND_INT32(x->reply, "nindexes", 1);
+    BSON_APPEND_INT64(x->reply, "totalIndexSize", 0);
+    BSON_APPEND_DOCUMENT_BEGIN(x->reply, "indexSizes", &sizes);
+    BSON_APPEND_INT64(&sizes, "_id_", 0);
+    bson_append_document_end(x->reply, &sizes);
+    BSON_APPEND_INT64(x->reply, "scaleFactor", scale);
+    return 0;
+}
+
 /* The commands store_exec knows, by name. */
 static const struct {
     const char *name;
@@ -3853,6 +3914,10 @@ static const struct {
     {"drop", cmd_drop},
     {"dropDatabase", cmd_drop_database},
     {"listDatabases", cmd_list_databases},
+    {"dbStats", cmd_db_stats},
+    {"dbstats", cmd_db_stats},
+    {"collStats", cmd_coll_stats},
+    {"collstats", cmd_coll_stats},
 };
 
 int store_exec(struct store *s, const char *db, const bson_t *cmd, const bson_t *const *seq_docs,

@@ -1424,6 +1424,59 @@ START_TEST(test_dump_round_trip)
 }
 END_TEST
 
+/* Collects a reload's reports as "name:from:to:kept" lines. */
+static void collect_change(void *ctx, const struct config_key *k, const char *from, const char *to,
+                           bool kept)
+{
+    char *out = ctx;
+    size_t n = strlen(out);
+    snprintf(out + n, 1024 - n, "%s:%s:%s:%d\n", k->name, from, to, kept);
+}
+
+START_TEST(test_reload_merge)
+{
+    struct mlb_config a, b;
+    char seen[1024] = "";
+    expect_error("[mongolb]\nunix_socket_mode = 0800\n" MINIMAL,
+                 "t.ini:2: [mongolb] unix_socket_mode: '0800' is not an octal mode from 0 to 0777 "
+                 "(e.g. 0660)");
+    expect_error("[mongolb]\nunix_socket_mode = 1777\n" MINIMAL,
+                 "t.ini:2: [mongolb] unix_socket_mode: '1777' is not an octal mode from 0 to 0777 "
+                 "(e.g. 0660)");
+    ck_assert_int_eq(load(MINIMAL "max_pool_size = 5\n", &a), 0);
+    ck_assert_int_eq(load("[mongolb]\nlog_level = debug\nlisten = 127.0.0.1:1\n"
+                          "unix_socket_mode = 0600\n"
+                          "[upstream]\nseeds = 10.0.0.1:27017\nmax_pool_size = 50\n"
+                          "mode = replicaset\nreplica_set = rs0\n",
+                          &b),
+                     0);
+    /* The restart-only keys get the running values back; the others stay as loaded. */
+    ck_assert_int_eq(config_reload_merge(&a, &b, collect_change, seen, err, sizeof(err)), 3);
+    ck_assert_str_eq(seen, "listen:127.0.0.1:27016:127.0.0.1:1:1\n"
+                           "mode:mongos:replicaset:1\nreplica_set::rs0:1\n");
+    ck_assert_str_eq(b.listen.addr[0].host, "127.0.0.1");
+    ck_assert_int_eq(b.listen.addr[0].port, 27016);
+    ck_assert_int_eq(b.mode, MLB_MODE_MONGOS);
+    ck_assert_str_eq(b.replica_set, "");
+    ck_assert_int_eq(b.max_pool_size, 50);
+    ck_assert_int_eq(b.unix_socket_mode, 0600);
+    seen[0] = '\0';
+    ck_assert_int_eq(config_diff(&a, &b, collect_change, seen), 3);
+    ck_assert_str_eq(seen, "log_level:info:debug:0\nunix_socket_mode:0660:0600:0\n"
+                           "max_pool_size:5:50:0\n");
+    config_free(&b);
+    /* A reloadable key that needs a kept one fails as a whole: the [upstream] TLS files without
+     * tls = true, which only a restart turns on. */
+    ck_assert_int_eq(load(MINIMAL "tls = true\ntls_ca_file = /ca.pem\n", &b), 0);
+    seen[0] = '\0';
+    ck_assert_int_eq(config_reload_merge(&a, &b, collect_change, seen, err, sizeof(err)), -EINVAL);
+    ck_assert_str_eq(seen, "tls:false:true:1\n");
+    ck_assert_ptr_nonnull(strstr(err, "tls_ca_file"));
+    config_free(&b);
+    config_free(&a);
+}
+END_TEST
+
 START_TEST(test_reload_check)
 {
     struct mlb_config a, b;
@@ -1489,7 +1542,7 @@ END_TEST
 START_TEST(test_table)
 {
     size_t n = config_key_count();
-    ck_assert_uint_eq(n, 37);
+    ck_assert_uint_eq(n, 43);
     ck_assert_ptr_null(config_key_at(n));
     /* Sections form contiguous groups, and keys are alphabetical inside each. */
     for (size_t i = 1; i < n; i++) {
@@ -1627,6 +1680,7 @@ Suite *config_suite(void)
     tcase_add_test(tc, test_tls_cross_checks);
     tcase_add_test(tc, test_dump_round_trip);
     tcase_add_test(tc, test_reload_check);
+    tcase_add_test(tc, test_reload_merge);
     tcase_add_test(tc, test_table);
     tcase_add_test(tc, test_example_config_and_docs);
     suite_add_tcase(s, tc);

@@ -1,0 +1,172 @@
+"""A tiny authoritative DNS responder on 127.0.0.1 (UDP and TCP, one port) for the SRV tests.
+
+    with DnsResponder() as dns:
+        dns.srv("_mongodb._tcp.cluster.mongolb.test", [("m1.mongolb.test", 27017)], ttl=60)
+        dns.txt("cluster.mongolb.test", ["replicaSet=rs0"])
+        dns.a("m1.mongolb.test", "127.0.0.1")
+        ... mongolb with dns_server = 127.0.0.1:<dns.port> ...
+
+It answers SRV, TXT and A questions from its tables (which a test may change at any time), with
+NXDOMAIN for a name it does not know and an empty answer for a type it has none of. Every
+question it gets is counted in queries, so a test can wait for a poll. Standard library only.
+"""
+
+import socket
+import struct
+import threading
+
+TYPE_A, TYPE_SRV, TYPE_TXT, TYPE_AAAA = 1, 33, 16, 28
+
+
+def _encode_name(name):
+    out = b""
+    for label in name.rstrip(".").split("."):
+        raw = label.encode("ascii")
+        out += bytes([len(raw)]) + raw
+    return out + b"\0"
+
+
+def _read_name(msg, pos):
+    labels = []
+    while True:
+        n = msg[pos]
+        if n == 0:
+            return ".".join(labels), pos + 1
+        if n & 0xC0:
+            raise ValueError("compressed question names are not expected")
+        labels.append(msg[pos + 1:pos + 1 + n].decode("ascii", "replace"))
+        pos += 1 + n
+
+
+class DnsResponder:
+    def __init__(self):
+        self.records = {}  # (lower name, type) -> [(rdata bytes, ttl)]
+        self.names = set()
+        self.queries = []  # (name, type) in arrival order
+        self.lock = threading.Lock()
+        for _ in range(50):  # a UDP port whose TCP twin is free too
+            self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            self.udp.bind(("127.0.0.1", 0))
+            self.port = self.udp.getsockname()[1]
+            self.tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            self.tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                self.tcp.bind(("127.0.0.1", self.port))
+                break
+            except OSError:
+                self.udp.close()
+                self.tcp.close()
+        else:
+            raise OSError("no free UDP and TCP port pair")
+        self.tcp.listen(16)
+        self.stopped = False
+        self.threads = [threading.Thread(target=self._serve_udp, daemon=True),
+                        threading.Thread(target=self._serve_tcp, daemon=True)]
+        for t in self.threads:
+            t.start()
+
+    @property
+    def server(self):
+        return "127.0.0.1:%d" % self.port
+
+    # --- the tables ---------------------------------------------------------------------------
+
+    def _set(self, name, rtype, rdatas):
+        key = (name.lower().rstrip("."), rtype)
+        with self.lock:
+            self.names.add(key[0])
+            if rdatas:
+                self.records[key] = rdatas
+            else:
+                self.records.pop(key, None)
+
+    def srv(self, name, targets, ttl=60):
+        """targets: [(host, port)]; an empty list leaves the name with no SRV record."""
+        self._set(name, TYPE_SRV,
+                  [(struct.pack("!HHH", 0, 5, port) + _encode_name(host), ttl)
+                   for host, port in targets])
+
+    def txt(self, name, records, ttl=60):
+        """records: one entry per TXT record, each a string or a list of strings."""
+        out = []
+        for rec in records:
+            strings = [rec] if isinstance(rec, str) else rec
+            out.append((b"".join(bytes([len(s.encode())]) + s.encode() for s in strings), ttl))
+        self._set(name, TYPE_TXT, out)
+
+    def a(self, name, ip="127.0.0.1", ttl=60):
+        self._set(name, TYPE_A, [(socket.inet_aton(ip), ttl)])
+
+    def count(self, name, rtype=TYPE_SRV):
+        with self.lock:
+            return sum(1 for q in self.queries if q == (name.lower(), rtype))
+
+    # --- answering ------------------------------------------------------------------------------
+
+    def answer(self, msg):
+        qid, flags, qd = struct.unpack("!HHH", msg[:6])
+        name, pos = _read_name(msg, 12)
+        qtype, qclass = struct.unpack("!HH", msg[pos:pos + 4])
+        question = msg[12:pos + 4]
+        key = (name.lower(), qtype)
+        with self.lock:
+            self.queries.append(key)
+            known = key[0] in self.names
+            rdatas = list(self.records.get(key, []))
+        rcode = 0 if known else 3  # NXDOMAIN
+        # QR, AA, RD copied, RA.
+        out_flags = 0x8000 | 0x0400 | (flags & 0x0100) | 0x0080 | rcode
+        out = struct.pack("!HHHHHH", qid, out_flags, 1, len(rdatas), 0, 0) + question
+        for rdata, ttl in rdatas:
+            out += struct.pack("!HHHIH", 0xC00C, qtype, 1, ttl, len(rdata)) + rdata
+        return out
+
+    def _serve_udp(self):
+        while not self.stopped:
+            try:
+                msg, peer = self.udp.recvfrom(4096)
+                self.udp.sendto(self.answer(msg), peer)
+            except (OSError, ValueError, struct.error, IndexError):
+                if self.stopped:
+                    return
+
+    def _serve_tcp(self):
+        while not self.stopped:
+            try:
+                conn, _ = self.tcp.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve_conn, args=(conn,), daemon=True).start()
+
+    def _serve_conn(self, conn):
+        with conn:
+            try:
+                while True:
+                    head = conn.recv(2)
+                    if len(head) < 2:
+                        return
+                    n = struct.unpack("!H", head)[0]
+                    msg = b""
+                    while len(msg) < n:
+                        chunk = conn.recv(n - len(msg))
+                        if not chunk:
+                            return
+                        msg += chunk
+                    reply = self.answer(msg)
+                    conn.sendall(struct.pack("!H", len(reply)) + reply)
+            except (OSError, ValueError, struct.error, IndexError):
+                return
+
+    def close(self):
+        self.stopped = True
+        for s in (self.udp, self.tcp):
+            try:
+                s.close()
+            except OSError:
+                pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
