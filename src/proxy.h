@@ -37,6 +37,7 @@
 #include "tls.h"
 #include "topology.h"
 #include "wire.h"
+#include "zconn.h"
 
 struct client;
 struct bconn;
@@ -65,6 +66,11 @@ struct pool {
     bool clearing;            /* pool_clear is closing connections: open no new ones meanwhile */
     SSL_SESSION *tls_session; /* the server's last TLS session, to resume on new connections */
     uint64_t waits;           /* requests that had to wait for a connection */
+    /* The backend leg's traffic on pooled connections (monitors not counted): bytes as they
+     * crossed the wire, and as they were before compression or after decompression. */
+    struct {
+        uint64_t bytes_out, bytes_in, raw_out, raw_in, msgs_out, msgs_in;
+    } traffic;
 };
 
 struct proxy_stats {
@@ -219,6 +225,7 @@ struct bconn {
     int handles_open;
     int64_t created_ms;
     int64_t idle_since_ms;
+    struct zconn z; /* the compressor the server agreed to, and the buffers compression needs */
 };
 
 void pool_init(struct proxy *p, const struct pool_user_ops *ops);

@@ -115,6 +115,16 @@ void status_build(struct proxy *p, bson_t *doc)
         BSON_APPEND_INT32(&pool, "waiting", pl->n_waiters);
         BSON_APPEND_INT64(&pool, "waits", (int64_t)pl->waits);
         bson_append_document_end(&s, &pool);
+        /* The backend leg's bytes: on the wire, and before compression or after decompression
+         * (equal when nothing is compressed). */
+        BSON_APPEND_DOCUMENT_BEGIN(&s, "traffic", &pool);
+        BSON_APPEND_INT64(&pool, "bytesOut", (int64_t)pl->traffic.bytes_out);
+        BSON_APPEND_INT64(&pool, "bytesIn", (int64_t)pl->traffic.bytes_in);
+        BSON_APPEND_INT64(&pool, "uncompressedBytesOut", (int64_t)pl->traffic.raw_out);
+        BSON_APPEND_INT64(&pool, "uncompressedBytesIn", (int64_t)pl->traffic.raw_in);
+        BSON_APPEND_INT64(&pool, "compressedMsgsOut", (int64_t)pl->traffic.msgs_out);
+        BSON_APPEND_INT64(&pool, "compressedMsgsIn", (int64_t)pl->traffic.msgs_in);
+        bson_append_document_end(&s, &pool);
         if (sv->last_error[0])
             BSON_APPEND_UTF8(&s, "lastError", sv->last_error);
         bson_append_document_end(&servers, &s);
