@@ -19,6 +19,14 @@ DOCS = 300
 BATCH = 40
 
 
+def stop_checked(lb):
+    """Stops mongolb and fails on a sanitizer report in its log (make check runs these tests
+    against an ASan+UBSan build)."""
+    stop_quietly(lb)
+    log = lb.log()
+    assert "AddressSanitizer" not in log and "runtime error:" not in log, lb.log_tail()
+
+
 def traffic(lb):
     t = {}
     for s in lb.status()["servers"]:
@@ -56,7 +64,7 @@ def test_backend_leg_compressed(name):
             assert sum(x["msgsIn"] for x in z) == t["compressedMsgsOut"], (z, t)
             assert sum(x["msgsOut"] for x in z) == t["compressedMsgsIn"], (z, t)
         finally:
-            stop_quietly(lb)
+            stop_checked(lb)
 
 
 def test_backend_leg_uncompressed_by_default_and_counted():
@@ -73,7 +81,7 @@ def test_backend_leg_uncompressed_by_default_and_counted():
             assert t["bytesIn"] == t["uncompressedBytesIn"] > DOCS * 200, t
             assert sim.stats()["servers"][0]["compression"]["msgsIn"] == 0
         finally:
-            stop_quietly(lb)
+            stop_checked(lb)
 
 
 def test_backend_only_uses_what_the_server_offers():
@@ -89,7 +97,7 @@ def test_backend_only_uses_what_the_server_offers():
             assert traffic(lb)["compressedMsgsOut"] > 0
             assert sim.stats()["servers"][0]["compression"]["msgsIn"] > 0
         finally:
-            stop_quietly(lb)
+            stop_checked(lb)
     with start_sim("--mongos", "1", "--compressors", "") as sim:
         lb = start_mongolb(sim.servers, config={"upstream.compressors": "zstd,zlib"})
         try:
@@ -97,7 +105,7 @@ def test_backend_only_uses_what_the_server_offers():
             assert lb.command({"find": "x", "filter": {}}, db="test")["ok"] == 1
             assert traffic(lb)["compressedMsgsOut"] == 0
         finally:
-            stop_quietly(lb)
+            stop_checked(lb)
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +116,7 @@ def lbz():
         try:
             yield lb
         finally:
-            stop_quietly(lb)
+            stop_checked(lb)
 
 
 @pytest.mark.parametrize("name", ["zlib", "zstd", "snappy"])
@@ -158,7 +166,7 @@ def test_clients_refused_when_mongolb_offers_none():
             finally:
                 client.close()
         finally:
-            stop_quietly(lb)
+            stop_checked(lb)
 
 
 PING = {"ping": 1, "$db": "admin"}

@@ -4,7 +4,8 @@
  * its own code (truncated prefix, declared size above the limit or negative, an unknown or
  * disabled compressor, a wrapped OP_COMPRESSED or removed opcode, data that decompresses to more
  * or fewer bytes than declared, corrupt data); that a refused declared size allocates nothing; the
- * never-compressed commands of the specification; list parsing and hello negotiation.
+ * never-compressed commands of the specification; list parsing and hello negotiation; and
+ * zconn.c's buffers, charged against the streams' budget and refused past it before allocating.
  */
 #include "compress.h"
 
@@ -16,6 +17,7 @@
 #include <zstd.h>
 
 #include "wire.h"
+#include "zconn.h"
 
 #include "check_main.h"
 
@@ -391,6 +393,64 @@ START_TEST(hello_doc_from_frames)
 }
 END_TEST
 
+/* zconn: buffers above 64 KiB count against max_buffer_bytes, a frame that would take the budget
+ * past it is refused with -ENOBUFS before its buffer is made, and trim/free give the charge back.
+ */
+START_TEST(zconn_charges_the_budget)
+{
+    struct stream_ctx ctx;
+    memset(&ctx, 0, sizeof(ctx));
+    ctx.budget_max = 1024 * 1024;
+    struct zconn z;
+    memset(&z, 0, sizeof(z));
+    zconn_init(&z);
+    ck_assert_int_eq(z.compressor, COMPRESSOR_NONE);
+
+    /* A 200 KB body of zeros compresses to almost nothing but needs 200 KB decompressed. */
+    size_t body = 200 * 1024;
+    struct wire_buf f = {0}, c = {0};
+    ck_assert_int_eq(wire_buf_reserve(&f, 16 + body), 0);
+    memset(f.data, 0, 16 + body);
+    struct wire_header h = {(int32_t)(16 + body), 1, 0, WIRE_OP_MSG};
+    wire_header_write(f.data, &h);
+    f.len = 16 + body;
+    ck_assert_int_eq(compress_encode(COMPRESSOR_ZSTD, &levels, f.data, f.len, &c), 0);
+    int id;
+    ck_assert_int_eq(zconn_decode(&z, &ctx, c.data, c.len, WIRE_MAX_MESSAGE_SIZE, ALL_MASK, &id),
+                     0);
+    ck_assert_uint_eq(z.in.len, f.len);
+    ck_assert(memcmp(z.in.data, f.data, f.len) == 0);
+    ck_assert_uint_ge(ctx.budget_used, 16 + body);
+    ck_assert_uint_eq(ctx.budget_used, z.charged);
+
+    /* Encoding a small frame costs no budget; trimming gives the large buffer back. */
+    size_t before = ctx.budget_used;
+    struct wire_buf small = {0};
+    msg(&small, "{\"ping\": 1, \"$db\": \"admin\"}");
+    ck_assert_int_eq(zconn_encode(&z, &ctx, COMPRESSOR_SNAPPY, &levels, small.data, small.len), 0);
+    ck_assert_uint_eq(ctx.budget_used, before);
+    wire_buf_free(&small);
+    zconn_trim(&z, &ctx);
+    ck_assert_uint_eq(ctx.budget_used, 0);
+    ck_assert_ptr_null(z.in.data);
+
+    /* With most of the budget used by others, the same frame is refused before allocating. */
+    ctx.budget_used = ctx.budget_max - 100 * 1024;
+    ck_assert_int_eq(zconn_decode(&z, &ctx, c.data, c.len, WIRE_MAX_MESSAGE_SIZE, ALL_MASK, &id),
+                     -ENOBUFS);
+    ck_assert_ptr_null(z.in.data);
+    ck_assert_uint_eq(ctx.budget_used, ctx.budget_max - 100 * 1024);
+    ctx.budget_used = 0;
+    ck_assert_int_eq(zconn_encode(&z, &ctx, COMPRESSOR_ZLIB, &levels, f.data, f.len), 0);
+    ck_assert_uint_eq(ctx.budget_used, z.charged);
+    zconn_free(&z, &ctx);
+    ck_assert_uint_eq(ctx.budget_used, 0);
+    ck_assert_uint_eq(ctx.buffered, 0);
+    wire_buf_free(&f);
+    wire_buf_free(&c);
+}
+END_TEST
+
 static Suite *compress_suite(void)
 {
     Suite *s = suite_create("compress");
@@ -407,6 +467,9 @@ static Suite *compress_suite(void)
     tcase_add_test(tc, never_compressed_commands);
     tcase_add_test(tc, lists_and_negotiation);
     tcase_add_test(tc, hello_doc_from_frames);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("zconn");
+    tcase_add_test(tc, zconn_charges_the_budget);
     suite_add_tcase(s, tc);
     return s;
 }
