@@ -942,6 +942,7 @@ static int decompress_request(struct client *c, const uint8_t *frame, size_t len
         return rc;
     }
     c->z.reply_with = (int8_t)id;
+    p->stats.compressed_requests++;
     return 0;
 }
 

@@ -102,9 +102,9 @@ struct mlb_tag_sets {
 
 struct mlb_config {
     /* [mongolb] */
-    int client_frame_timeout_ms; /* a frame once begun must arrive whole within this */
-    int client_idle_timeout_ms;  /* close a client without a request this long; 0: never */
-    int client_write_timeout_ms; /* a client must take a reply within this */
+    int client_frame_timeout_ms;      /* a frame once begun must arrive whole within this */
+    int client_idle_timeout_ms;       /* close a client without a request this long; 0: never */
+    int client_write_timeout_ms;      /* a client must take a reply within this */
     struct compress_list compressors; /* offered to clients that ask in their hello */
     struct mlb_listen_list listen;
     enum log_level log_level;

@@ -94,6 +94,7 @@ struct proxy_stats {
     uint64_t backend_interrupted;    /* in-use connections closed because their server failed */
     uint64_t fd_limit_refusals;      /* connections refused or not opened near the fd limit */
     uint64_t tls_handshake_failures; /* TLS handshakes that failed, with clients or servers */
+    uint64_t compressed_requests;    /* OP_COMPRESSED requests from clients, decompressed */
 };
 
 #define PROXY_MAX_LISTENERS MLB_MAX_LISTEN

@@ -161,6 +161,7 @@ void status_build(struct proxy *p, bson_t *doc)
     BSON_APPEND_INT64(&counters, "tooDeep", (int64_t)st->too_deep);
     BSON_APPEND_INT64(&counters, "fdLimitRefusals", (int64_t)st->fd_limit_refusals);
     BSON_APPEND_INT64(&counters, "tlsHandshakeFailures", (int64_t)st->tls_handshake_failures);
+    BSON_APPEND_INT64(&counters, "compressedRequests", (int64_t)st->compressed_requests);
     BSON_APPEND_INT64(&counters, "bufferBudgetWaits", (int64_t)p->sctx.budget_waits);
     bson_append_document_end(doc, &counters);
     BSON_APPEND_DOUBLE(doc, "ok", 1.0);

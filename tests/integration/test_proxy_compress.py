@@ -123,11 +123,14 @@ def lbz():
 def test_clients_that_ask_get_compression(lbz, name):
     if not HAVE[name]:
         pytest.skip("PyMongo needs the python module for %s" % name)
+    before = lbz.counters()["compressedRequests"]
     client = pymongo.MongoClient(lbz.uri, compressors=name, serverSelectionTimeoutMS=5000)
     try:
         workload(client, "c_" + name)
     finally:
         client.close()
+    # insert, find, 8 getMores, find_one (and the drop): all came compressed.
+    assert lbz.counters()["compressedRequests"] - before >= 11
 
 
 def test_hello_negotiation_with_clients(lbz):
