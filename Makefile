@@ -202,11 +202,13 @@ FUZZ_TARGETS       := $(FUZZ_SRCS:tests/fuzz/%.c=%)
 $(B)/fuzz_wire: $(B)/obj/src/wire.o
 $(B)/fuzz_request: $(B)/obj/src/request.o $(B)/obj/src/wire.o $(B)/obj/src/bson_check.o
 $(B)/fuzz_bson_check: $(B)/obj/src/bson_check.o
-$(B)/fuzz_config: $(B)/obj/src/config.o $(B)/obj/src/log.o
+$(B)/fuzz_config: $(B)/obj/src/config.o $(B)/obj/src/log.o $(B)/obj/src/compress.o \
+                    $(B)/obj/src/wire.o
 $(B)/fuzz_reply: $(B)/obj/src/reply.o $(B)/obj/src/wire.o
 $(B)/fuzz_srv_txt: $(B)/obj/src/srv_parse.o
 $(B)/fuzz_killcursors: $(B)/obj/src/killcursors.o $(B)/obj/src/request.o $(B)/obj/src/wire.o \
                        $(B)/obj/src/bson_check.o $(B)/obj/src/cursors.o
+$(B)/fuzz_compress: $(B)/obj/src/compress.o $(B)/obj/src/wire.o
 $(B)/fuzz_%: $(B)/obj/tests/fuzz/fuzz_%.o
 	$(CC) $(ALL_CFLAGS) $(FUZZ_LDFLAGS) -o $@ $^ $(PKG_LIBS) -lm
 
@@ -222,7 +224,7 @@ fuzz: fuzz-build
 fuzz-smoke: fuzz-build
 	@./scripts/fuzz.sh smoke $(FUZZ_SMOKE_SECONDS) $(FUZZ_B) $(FUZZ_TARGETS)
 
-$(B)/gen_fuzz_corpus: $(B)/obj/tests/fuzz/gen_corpus.o $(B)/obj/src/wire.o
+$(B)/gen_fuzz_corpus: $(B)/obj/tests/fuzz/gen_corpus.o $(B)/obj/src/wire.o $(B)/obj/src/compress.o
 	$(CC) $(ALL_CFLAGS) -o $@ $^ $(PKG_LIBS) -lm
 
 fuzz-corpus: $(B)/gen_fuzz_corpus

@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 
 pkgs=(build-essential pkg-config libuv1-dev libbson-dev libssl-dev libinih-dev check
       clang clang-format libclang-rt-14-dev libc-ares-dev libzstd-dev libsnappy-dev
-      zlib1g-dev haproxy python3 python3-pymongo python3-pytest nodejs npm)
+      zlib1g-dev haproxy strace python3 python3-pymongo python3-pytest python3-zstandard
+      python3-snappy nodejs npm)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

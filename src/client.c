@@ -13,6 +13,11 @@
  * waiting, the request timeout while forwarding, the write timeout while replying, the frame and
  * idle timeouts while reading). No path can leave a waiting request without a deadline.
  *
+ * Compression: a client whose hello asks for it gets the compressors of [mongolb] compressors it
+ * also named. Its OP_COMPRESSED requests are decompressed into c->z.in (and handled from there as
+ * if they had arrived so), and every reply to such a request is compressed with the request's
+ * compressor on its way out (write_to_client), as mongod does.
+ *
  * Failures never silently drop the client: a backend that fails becomes an error document, with
  * the codes a mongos would use; only the client's own faults (a malformed frame, a timeout)
  * close its connection, with a log line.
@@ -82,6 +87,7 @@ struct client {
     struct kc kill;
     struct wire_buf wbuf; /* our own replies */
     struct wire_buf xbuf; /* a request rewritten before forwarding */
+    struct zconn z;       /* compression: what the hello agreed, and the buffers it needs */
 };
 
 static void route(struct client *c);
@@ -161,6 +167,7 @@ static void handle_closed(struct client *c)
         return;
     wire_buf_free(&c->wbuf);
     wire_buf_free(&c->xbuf);
+    zconn_free(&c->z, &c->p->sctx);
     kc_end(&c->kill);
     free(c);
 }
@@ -230,6 +237,19 @@ static void client_close(struct client *c, const char *why)
 
 static void write_to_client(struct client *c, const uint8_t *data, size_t len, bool from_bc)
 {
+    if (c->z.reply_with != COMPRESSOR_NONE) {
+        /* A compressed request gets compressed replies, each part of an exhaust stream too. */
+        struct compress_levels lv = {c->p->cfg.zlib_compression_level,
+                                     c->p->cfg.zstd_compression_level};
+        int rc = zconn_encode(&c->z, &c->p->sctx, c->z.reply_with, &lv, data, len);
+        if (rc < 0) {
+            client_close(c, rc == -ENOBUFS ? "max_buffer_bytes reached compressing a reply"
+                                           : "cannot compress a reply");
+            return;
+        }
+        data = c->z.out.data;
+        len = c->z.out.len;
+    }
     uv_buf_t buf = uv_buf_init((char *)data, (unsigned)len);
     c->relay_from_bc = from_bc;
     client_set_state(c, CLIENT_REPLYING);
@@ -342,6 +362,7 @@ static void finish_request(struct client *c)
         wire_buf_free(&c->wbuf);
     if (c->xbuf.cap > 64 * 1024)
         wire_buf_free(&c->xbuf);
+    zconn_trim(&c->z, &p->sctx);
     client_set_state(c, CLIENT_READING);
     /* The frame is still held by the stream here, whether the request ended at once or later. */
     size_t next = stream_pending_bytes(&c->st) - c->raw_len;
@@ -381,6 +402,18 @@ static void handle_hello(struct client *c)
     }
     bson_t doc = BSON_INITIALIZER;
     status_build_hello(p, &c->ri, (int64_t)c->id, &doc);
+    /* Compression, as a server negotiates it: a hello that names compressors gets the ones we
+     * also have, and from then on may send OP_COMPRESSED. */
+    bson_t hello;
+    struct compress_list agreed;
+    bson_iter_t it;
+    if (compress_hello_doc(c->frame, c->frame_len, &hello) &&
+        bson_iter_init_find(&it, &hello, "compression")) {
+        c->z.agreed_mask = (uint8_t)(compress_negotiate(&hello, &p->cfg.compressors, &agreed) > 0
+                                         ? compress_mask(&agreed)
+                                         : 0);
+        compress_append_names(&doc, "compression", &agreed);
+    }
     reply_local(c, &doc, 0);
     bson_destroy(&doc);
 }
@@ -805,6 +838,11 @@ static int on_header(struct stream *s, const struct wire_header *h, const uint8_
     case WIRE_OP_GET_MORE:
     case WIRE_OP_KILL_CURSORS:
         return 0;
+    case WIRE_OP_COMPRESSED:
+        /* Only from a client whose hello agreed on compression. */
+        if (c->z.agreed_mask)
+            return 0;
+        /* fall through */
     default:
         c->p->stats.bad_frames++;
         if (bytes[0] == 0x16 && bytes[1] == 0x03) {
@@ -884,12 +922,44 @@ static void handle_request(struct client *c)
     client_close(c, "unsupported request");
 }
 
+/* Decompresses an OP_COMPRESSED request into c->z.in: bounded by max_message_bytes and the
+ * buffer budget, from one of the compressors this client's hello agreed on. A frame that is
+ * refused closes this client only. Returns 0 or a negative errno (the client is closed). */
+static int decompress_request(struct client *c, const uint8_t *frame, size_t len)
+{
+    struct proxy *p = c->p;
+    int id;
+    int rc =
+        zconn_decode(&c->z, &p->sctx, frame, len, p->cfg.max_message_bytes, c->z.agreed_mask, &id);
+    if (rc < 0) {
+        p->stats.bad_frames++;
+        const char *why = rc == -ENOBUFS ? "no room in max_buffer_bytes for a decompressed request"
+                                         : compress_strerror(rc);
+        log_warn(c->prefix, "closing: %s (compressor %d, declared %d bytes, frame %zu bytes)", why,
+                 len >= COMPRESS_MIN_FRAME ? frame[24] : -1,
+                 len >= COMPRESS_MIN_FRAME ? wire_get_i32(frame + 20) : -1, len);
+        client_close(c, why);
+        return rc;
+    }
+    c->z.reply_with = (int8_t)id;
+    p->stats.compressed_requests++;
+    return 0;
+}
+
 static int on_frame(struct stream *s, uint8_t *frame, size_t len)
 {
     struct client *c = s->owner;
+    c->raw_len = len;
+    c->z.reply_with = COMPRESSOR_NONE;
+    if (len >= WIRE_HEADER_LEN && wire_get_i32(frame + 12) == WIRE_OP_COMPRESSED) {
+        c->last_active_ms = proxy_now(c->p);
+        if (decompress_request(c, frame, len) < 0)
+            return -ECANCELED;
+        frame = c->z.in.data;
+        len = c->z.in.len;
+    }
     c->frame = frame;
     c->frame_len = len;
-    c->raw_len = len;
     c->last_active_ms = proxy_now(c->p);
     c->in_frame = true;
     handle_request(c);
@@ -1080,6 +1150,7 @@ int client_accept(struct proxy *p, uv_stream_t *server, bool is_unix)
         return rc;
     }
     c->p = p;
+    zconn_init(&c->z);
     uv_timer_init(p->loop, &c->timer);
     c->timer.data = c;
     c->handles_open = 2;

@@ -836,6 +836,33 @@ static void print_tags(const struct config_key *k, const void *field, FILE *f)
 
 static const struct config_type type_tags = {parse_tags, print_tags, free_tags, ';'};
 
+/* A list of compressors in order of preference (compress.h): zstd, snappy, zlib. */
+static int parse_compressors(const struct config_key *k, const char *v, void *field, char *why,
+                             size_t why_len)
+{
+    struct compress_list l;
+    if (compress_parse_list(v, &l, why, why_len) < 0)
+        return -EINVAL;
+    for (int i = 0; i < l.n; i++) {
+        if (l.id[i] == COMPRESSOR_NOOP) {
+            snprintf(why, why_len, "'noop' is for tests only; name zstd, snappy or zlib");
+            return -EINVAL;
+        }
+    }
+    *(struct compress_list *)field = l;
+    return 0;
+}
+
+static void print_compressors(const struct config_key *k, const void *field, FILE *f)
+{
+    char buf[64];
+    compress_format_list(field, buf, sizeof(buf));
+    fputs(buf, f);
+}
+
+static const struct config_type type_compressors = {parse_compressors, print_compressors, NULL,
+                                                    ','};
+
 /* ---- the key table ---- */
 
 static const struct config_enum mode_names[] = {
@@ -897,6 +924,10 @@ static const struct config_key keys[] = {
     ROW("mongolb", client_write_timeout_ms, type_int, "30000", RELOAD, 100, INT_MAX, NULL,
         "A client must take each reply within this, or it is closed and its server connection "
         "freed (slow readers)."),
+    ROW("mongolb", compressors, type_compressors, "zstd,snappy,zlib", RELOAD, 0, 0, NULL,
+        "Compressors offered to applications that ask for compression in their hello, in order of "
+        "preference (zstd, snappy, zlib; empty for none); a client that does not ask is never "
+        "compressed."),
     ROW("mongolb", listen, type_listen, "127.0.0.1:27016", 0, 0, 0, NULL,
         "Addresses to accept client connections on, comma-separated (at most 16): ipv4:port, "
         "[ipv6]:port or unix:/path.sock; IP addresses, not host names."),
@@ -932,6 +963,10 @@ static const struct config_key keys[] = {
         "The permissions of the unix sockets of listen, in octal: 0660 lets mongolb's user and "
         "unix_socket_group connect, 0666 every local user."),
 
+    ROW_AS("upstream", "compressors", upstream_compressors, type_compressors, "", RELOAD, 0, 0,
+           NULL,
+           "Compressors offered to the servers in the hello of each new pooled connection, in "
+           "order of preference (zstd, snappy, zlib); empty turns compression off."),
     ROW("upstream", connect_timeout_ms, type_int, "5000", RELOAD, 1, INT_MAX, NULL,
         "How long opening a connection to a server may take."),
     ROW("upstream", dns_server, type_string, "", 0, 0, 256, NULL,
@@ -1014,6 +1049,12 @@ static const struct config_key keys[] = {
            upstream_tls_certificate_key_file_password, type_path, "", RELOAD, 0, PATH_KEY_MAX, NULL,
            "The path of a file whose first line is the password of tls_certificate_key_file's "
            "encrypted key; never the password itself."),
+    ROW("upstream", zlib_compression_level, type_int, "-1", RELOAD, -1, 9, NULL,
+        "zlib's level when mongolb compresses with zlib, towards servers or clients: -1 (zlib's "
+        "default, 6) or 0 to 9."),
+    ROW("upstream", zstd_compression_level, type_int, "1", RELOAD, 1, 22, NULL,
+        "zstd's level when mongolb compresses with zstd, towards servers or clients: 1 (fastest) "
+        "to 22."),
 
     ROW("cursors", idle_timeout_ms, type_int, "600000", RELOAD, 1000, INT_MAX, NULL,
         "Cursors left unused this long are forgotten (at least 1000)."),

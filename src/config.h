@@ -17,6 +17,7 @@
 #include <stddef.h>
 #include <stdio.h>
 
+#include "compress.h"
 #include "log.h"
 
 #define MLB_MAX_LISTEN       16  /* addresses in [mongolb] listen */
@@ -105,9 +106,10 @@ struct mlb_tag_sets {
 
 struct mlb_config {
     /* [mongolb] */
-    int client_frame_timeout_ms; /* a frame once begun must arrive whole within this */
-    int client_idle_timeout_ms;  /* close a client without a request this long; 0: never */
-    int client_write_timeout_ms; /* a client must take a reply within this */
+    int client_frame_timeout_ms;      /* a frame once begun must arrive whole within this */
+    int client_idle_timeout_ms;       /* close a client without a request this long; 0: never */
+    int client_write_timeout_ms;      /* a client must take a reply within this */
+    struct compress_list compressors; /* offered to clients that ask in their hello */
     struct mlb_listen_list listen;
     enum log_level log_level;
     int max_buffer_bytes; /* all connections' buffers together; past it, reading pauses */
@@ -128,6 +130,7 @@ struct mlb_config {
     int unix_socket_mode; /* permission bits, 0 to 0777 */
 
     /* [upstream] */
+    struct compress_list upstream_compressors; /* offered to the servers; empty: off */
     int connect_timeout_ms;
     int heartbeat_interval_ms;
     int local_threshold_ms;
@@ -161,6 +164,8 @@ struct mlb_config {
     char *upstream_tls_certificate_key_file;
     /* The path of a file holding the key's password, never the password itself. */
     char *upstream_tls_certificate_key_file_password;
+    int zlib_compression_level; /* -1 (zlib's default) to 9 */
+    int zstd_compression_level; /* 1 to 22 */
 
     /* [cursors] */
     int idle_timeout_ms;

@@ -8,6 +8,12 @@
  * (bconn_reply_done). A connection whose server failed since it was opened (the topology's
  * generation moved on) is closed instead of being reused, and so is one past max_lifetime_ms.
  *
+ * Compression ([upstream] compressors): the hello offers the configured compressors and the
+ * server's answer fixes the one this connection uses (bconn.z). Requests are then compressed
+ * (except the commands the specification keeps uncompressed), and a compressed reply is
+ * decompressed here, before the user sees it, so that routing, cursor bookkeeping and relaying
+ * only ever see plain frames. The pool's traffic counters record both sizes.
+ *
  * Failures are reported up, not decided here: a connection that could not be opened or
  * introduced goes to proxy_connect_failed(), one that broke while established to
  * proxy_socket_failed(), and the user of a broken connection hears of it through on_error.
@@ -84,6 +90,7 @@ static void handle_closed(struct bconn *b)
     if (--b->handles_open > 0)
         return;
     wire_buf_free(&b->hbuf);
+    zconn_free(&b->z, &b->p->sctx);
     free(b);
 }
 
@@ -173,6 +180,7 @@ void pool_release(struct proxy *p, struct bconn *b)
         return;
     b->user = NULL;
     b->reply_expected = false;
+    zconn_trim(&b->z, &p->sctx);
     const char *why = retire_reason(p, b);
     if (why) {
         bconn_close(b, why);
@@ -218,7 +226,9 @@ static int on_frame(struct stream *s, uint8_t *frame, size_t len)
         }
         uv_timer_stop(&b->timer);
         wire_buf_free(&b->hbuf);
-        log_debug(b->prefix, "connected");
+        b->z.compressor = (int8_t)compress_pick(&reply, &p->cfg.upstream_compressors);
+        log_debug(b->prefix, "connected%s%s", b->z.compressor >= 0 ? ", compressing with " : "",
+                  b->z.compressor >= 0 ? compress_name(b->z.compressor) : "");
         give_out(p, b);
         return STREAM_NEXT;
     }
@@ -231,6 +241,29 @@ static int on_frame(struct stream *s, uint8_t *frame, size_t len)
     /* While the frame is handed up it still counts as pending in the stream: a release from
      * inside the callback must not take it for stray bytes. */
     b->cur_frame = len;
+    struct pool *pl = &p->pools[b->server];
+    pl->traffic.bytes_in += len;
+    if (len >= WIRE_HEADER_LEN && wire_get_i32(frame + 12) == WIRE_OP_COMPRESSED) {
+        /* Decompressed here, bounded as an uncompressed reply is; the stream keeps holding the
+         * compressed frame, and the user relays the plain one from b->z.in. */
+        int rc = zconn_decode(&b->z, &p->sctx, frame, len, BCONN_MAX_REPLY,
+                              ZCONN_ANY_MASK | (1u << COMPRESSOR_NOOP), NULL);
+        if (rc < 0) {
+            char why[160];
+            snprintf(why, sizeof(why), "bad compressed reply: %s",
+                     rc == -ENOBUFS ? "max_buffer_bytes reached" : compress_strerror(rc));
+            log_warn(b->prefix, "%s", why);
+            b->cur_frame = 0;
+            int idx = b->server;
+            fail_user(b, -EPROTO, why);
+            proxy_socket_failed(p, idx, why);
+            return -EPROTO;
+        }
+        pl->traffic.msgs_in++;
+        frame = b->z.in.data;
+        len = b->z.in.len;
+    }
+    pl->traffic.raw_in += len;
     int rc;
     if (!b->user) {
         /* Nobody wants this exchange any more: a streamed reply continues, anything else ends. */
@@ -310,7 +343,20 @@ static void on_written(struct stream *s, int status)
 
 int bconn_send(struct bconn *b, const uint8_t *data, size_t len, bool reply_expected)
 {
+    struct proxy *p = b->p;
+    struct pool *pl = &p->pools[b->server];
     b->reply_expected = reply_expected;
+    pl->traffic.raw_out += len;
+    if (b->z.compressor != COMPRESSOR_NONE && compress_frame_allowed(data, len)) {
+        struct compress_levels lv = {p->cfg.zlib_compression_level, p->cfg.zstd_compression_level};
+        int rc = zconn_encode(&b->z, &p->sctx, b->z.compressor, &lv, data, len);
+        if (rc < 0)
+            return rc;
+        data = b->z.out.data;
+        len = b->z.out.len;
+        pl->traffic.msgs_out++;
+    }
+    pl->traffic.bytes_out += len;
     uv_buf_t buf = uv_buf_init((char *)data, (unsigned)len);
     return stream_write(&b->st, &buf, 1);
 }
@@ -343,6 +389,14 @@ static int build_handshake(struct bconn *b)
     BSON_APPEND_UTF8(&os, "type", "Linux");
     bson_append_document_end(&client, &os);
     bson_append_document_end(&cmd, &client);
+    /* An empty array when compression is off, as the compression specification asks. */
+    bson_t none;
+    if (b->p->cfg.upstream_compressors.n > 0) {
+        compress_append_names(&cmd, "compression", &b->p->cfg.upstream_compressors);
+    } else {
+        BSON_APPEND_ARRAY_BEGIN(&cmd, "compression", &none);
+        bson_append_array_end(&cmd, &none);
+    }
     BSON_APPEND_UTF8(&cmd, "$db", "admin");
     int rc = wire_append_msg(&b->hbuf, proxy_next_request_id(b->p), 0, 0, &cmd);
     bson_destroy(&cmd);
@@ -458,6 +512,7 @@ static int open_connection(struct proxy *p, int idx)
     b->generation = p->topo.servers[idx].generation;
     b->id = ++p->next_bconn_id;
     b->created_ms = proxy_now(p);
+    zconn_init(&b->z);
     snprintf(b->prefix, sizeof(b->prefix), "b%llu %.40s", (unsigned long long)b->id,
              p->topo.servers[idx].addr);
     list_init(&b->link);

@@ -37,6 +37,7 @@
 #include "tls.h"
 #include "topology.h"
 #include "wire.h"
+#include "zconn.h"
 
 struct client;
 struct bconn;
@@ -66,6 +67,11 @@ struct pool {
     bool clearing;            /* pool_clear is closing connections: open no new ones meanwhile */
     SSL_SESSION *tls_session; /* the server's last TLS session, to resume on new connections */
     uint64_t waits;           /* requests that had to wait for a connection */
+    /* The backend leg's traffic on pooled connections (monitors not counted): bytes as they
+     * crossed the wire, and as they were before compression or after decompression. */
+    struct {
+        uint64_t bytes_out, bytes_in, raw_out, raw_in, msgs_out, msgs_in;
+    } traffic;
 };
 
 struct proxy_stats {
@@ -89,6 +95,7 @@ struct proxy_stats {
     uint64_t backend_interrupted;    /* in-use connections closed because their server failed */
     uint64_t fd_limit_refusals;      /* connections refused or not opened near the fd limit */
     uint64_t tls_handshake_failures; /* TLS handshakes that failed, with clients or servers */
+    uint64_t compressed_requests;    /* OP_COMPRESSED requests from clients, decompressed */
 };
 
 #define PROXY_MAX_LISTENERS MLB_MAX_LISTEN
@@ -232,6 +239,7 @@ struct bconn {
     int handles_open;
     int64_t created_ms;
     int64_t idle_since_ms;
+    struct zconn z; /* the compressor the server agreed to, and the buffers compression needs */
 };
 
 void pool_init(struct proxy *p, const struct pool_user_ops *ops);

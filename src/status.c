@@ -115,6 +115,16 @@ void status_build(struct proxy *p, bson_t *doc)
         BSON_APPEND_INT32(&pool, "waiting", pl->n_waiters);
         BSON_APPEND_INT64(&pool, "waits", (int64_t)pl->waits);
         bson_append_document_end(&s, &pool);
+        /* The backend leg's bytes: on the wire, and before compression or after decompression
+         * (equal when nothing is compressed). */
+        BSON_APPEND_DOCUMENT_BEGIN(&s, "traffic", &pool);
+        BSON_APPEND_INT64(&pool, "bytesOut", (int64_t)pl->traffic.bytes_out);
+        BSON_APPEND_INT64(&pool, "bytesIn", (int64_t)pl->traffic.bytes_in);
+        BSON_APPEND_INT64(&pool, "uncompressedBytesOut", (int64_t)pl->traffic.raw_out);
+        BSON_APPEND_INT64(&pool, "uncompressedBytesIn", (int64_t)pl->traffic.raw_in);
+        BSON_APPEND_INT64(&pool, "compressedMsgsOut", (int64_t)pl->traffic.msgs_out);
+        BSON_APPEND_INT64(&pool, "compressedMsgsIn", (int64_t)pl->traffic.msgs_in);
+        bson_append_document_end(&s, &pool);
         if (sv->last_error[0])
             BSON_APPEND_UTF8(&s, "lastError", sv->last_error);
         bson_append_document_end(&servers, &s);
@@ -151,6 +161,7 @@ void status_build(struct proxy *p, bson_t *doc)
     BSON_APPEND_INT64(&counters, "tooDeep", (int64_t)st->too_deep);
     BSON_APPEND_INT64(&counters, "fdLimitRefusals", (int64_t)st->fd_limit_refusals);
     BSON_APPEND_INT64(&counters, "tlsHandshakeFailures", (int64_t)st->tls_handshake_failures);
+    BSON_APPEND_INT64(&counters, "compressedRequests", (int64_t)st->compressed_requests);
     BSON_APPEND_INT64(&counters, "bufferBudgetWaits", (int64_t)p->sctx.budget_waits);
     bson_append_document_end(doc, &counters);
     BSON_APPEND_DOUBLE(doc, "ok", 1.0);

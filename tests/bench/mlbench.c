@@ -108,6 +108,7 @@ struct options {
     const char *read_pref; /* $readPreference mode of the finds, or NULL for none */
     bool tls;              /* --tls-ca or tls=true in the URI */
     const char *tls_ca;    /* CA file, or NULL for the system's trust store */
+    long cpu_pid;          /* --cpu-pid: a process whose CPU time the measured window reports */
 };
 
 static struct options opt;
@@ -897,15 +898,70 @@ static int do_setup(struct conn *c)
 
 /* --- main ---------------------------------------------------------------------------------- */
 
+/* utime + stime of process pid in clock ticks from /proc/PID/stat, or -1. The command name
+ * (field 2) may hold spaces and parentheses: fields are counted from its last ')'. */
+static long long cpu_ticks_of(long pid)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof(path), "/proc/%ld/stat", pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    char *p = strrchr(buf, ')');
+    if (!p)
+        return -1;
+    unsigned long long ut = 0, st = 0;
+    /* After ')': state(3) ppid pgrp session tty_nr tpgid flags minflt cminflt majflt cmajflt
+     * utime(14) stime(15). */
+    if (sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
+        return -1;
+    return (long long)(ut + st);
+}
+
+/* VmRSS of process pid in kB, or 0. */
+static long rss_kb_of(long pid)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof(path), "/proc/%ld/status", pid);
+    FILE *f = fopen(path, "r");
+    long kb = 0;
+    if (!f)
+        return 0;
+    while (fgets(line, sizeof(line), f))
+        if (sscanf(line, "VmRSS: %ld", &kb) == 1)
+            break;
+    fclose(f);
+    return kb;
+}
+
+/* Sleeps until the monotonic clock reaches t_ns, or the run stops. */
+static void sleep_until(uint64_t t_ns)
+{
+    while (!atomic_load(&stop_flag)) {
+        uint64_t now = now_ns();
+        if (now >= t_ns)
+            return;
+        uint64_t left = t_ns - now;
+        struct timespec ts = {.tv_sec = 0, .tv_nsec = (long)(left > 50000000 ? 50000000 : left)};
+        nanosleep(&ts, NULL);
+    }
+}
+
 static void usage(FILE *f)
 {
     fprintf(f,
             "usage: mlbench [--uri HOST:PORT] [--conns N] [--pipeline K] [--seconds S | --ops N]\n"
             "               [--workload ping|find_id|cursor1000|insert] [--warmup-ms MS]\n"
             "               [--setup] [--docs N] [--read-pref MODE] [--tls-ca FILE]\n"
+            "               [--cpu-pid PID]\n"
             "       mlbench [--uri HOST:PORT] [--tls-ca FILE] --command JSON [--db NAME]\n"
             "--uri also takes mongodb://HOST:PORT/?tls=true&tlsCAFile=FILE.\n"
-            "Prints one line of JSON: ops, ops_per_sec, p50_us, p99_us, errors, ...\n");
+            "Prints one line of JSON: ops, ops_per_sec, p50_us, p99_us, errors, ...\n"
+            "--cpu-pid adds cpu_ticks, clk_tck and rss_kb: the user+system CPU time process PID\n"
+            "used during the measured window (warm-up excluded), and its VmRSS at the end.\n");
 }
 
 static int hex_digit(char ch)
@@ -1031,6 +1087,7 @@ static int parse_args(int argc, char **argv)
         {"db", required_argument, NULL, 'D'},
         {"read-pref", required_argument, NULL, 'R'},
         {"tls-ca", required_argument, NULL, 'T'},
+        {"cpu-pid", required_argument, NULL, 'P'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -1124,6 +1181,11 @@ static int parse_args(int argc, char **argv)
             if (!*optarg)
                 goto bad;
             tls_ca = optarg;
+            break;
+        case 'P':
+            if (!parse_int(optarg, 1, 4194304, &v))
+                goto bad;
+            opt.cpu_pid = (long)v;
             break;
         case 'h':
             usage(stdout);
@@ -1312,6 +1374,8 @@ int main(int argc, char **argv)
     }
     int status = 0;
     int opened = 0;
+    long long cpu0 = -1, cpu1 = -1;
+    long rss = 0;
     for (; opened < opt.conns; opened++) {
         if (conn_open(&conns[opened], opened, true) != 0) {
             fprintf(stderr, "mlbench: %s\n", conns[opened].fatal);
@@ -1341,8 +1405,20 @@ int main(int argc, char **argv)
                 break;
             }
         }
+        /* The other process's CPU time over the measured window only: sampled when the
+         * warm-up ends and when the run does (or, with --ops, when the threads are done). */
+        if (opt.cpu_pid && started == opt.conns) {
+            sleep_until(t_measure_ns);
+            cpu0 = cpu_ticks_of(opt.cpu_pid);
+            if (opt.have_seconds)
+                sleep_until(t_end_ns);
+        }
         for (int i = 0; i < started; i++)
             pthread_join(conns[i].thread, NULL);
+        if (opt.cpu_pid && cpu0 >= 0) {
+            cpu1 = cpu_ticks_of(opt.cpu_pid);
+            rss = rss_kb_of(opt.cpu_pid);
+        }
     }
     uint64_t t_done = atomic_load(&t_stopped_ns);
     if (t_done == 0)
@@ -1369,11 +1445,15 @@ int main(int argc, char **argv)
     printf("{\"workload\":\"%s\",\"conns\":%d,\"pipeline\":%d,\"ops\":%" PRId64
            ",\"seconds\":%.3f,\"ops_per_sec\":%.0f,\"p50_us\":%" PRIu64 ",\"p90_us\":%" PRIu64
            ",\"p99_us\":%" PRIu64 ",\"max_us\":%" PRIu64 ",\"errors\":%" PRId64
-           ",\"read_pref\":\"%s\"}\n",
+           ",\"read_pref\":\"%s\"",
            workload_names[opt.wl], opt.conns, opt.pipeline, ops, secs,
            secs > 0 ? (double)ops / secs : 0.0, hist_percentile(total, 50),
            hist_percentile(total, 90), hist_percentile(total, 99), total->max,
            (int64_t)atomic_load(&total_errors), opt.read_pref ? opt.read_pref : "");
+    if (cpu0 >= 0 && cpu1 >= cpu0)
+        printf(",\"cpu_ticks\":%lld,\"clk_tck\":%ld,\"rss_kb\":%ld", cpu1 - cpu0,
+               sysconf(_SC_CLK_TCK), rss);
+    printf("}\n");
     free(total);
     if (status == 0 && atomic_load(&total_errors) > 0)
         status = 1;

@@ -17,6 +17,7 @@
 
 #include <bson/bson.h>
 
+#include "compress.h"
 #include "wire.h"
 
 /* The generator stops at the first failure: a seed corpus is all or nothing. */
@@ -425,6 +426,75 @@ static void gen_frames(void)
 
 /* --- fuzz_config ---------------------------------------------------------------------------- */
 
+/* --- fuzz_compress -------------------------------------------------------------------------- */
+
+/* OP_COMPRESSED frames: each compressor over a command, a reply and an empty body, and the shapes
+ * the decoder refuses (a declared size that is wrong or too large, unknown ids, a nested
+ * OP_COMPRESSED, a truncated prefix). */
+static void gen_compress(void)
+{
+    static const char *const names[COMPRESSOR_COUNT] = {"noop", "snappy", "zlib", "zstd"};
+    const struct compress_levels lv = {.zlib = -1, .zstd = 1};
+    struct wire_buf m = {0}, z = {0};
+    char name[64];
+    bson_t *body = json("{\"find\": \"c\", \"filter\": {\"_id\": 1}, \"$db\": \"test\"}");
+    must(wire_append_msg(&m, 1, 0, 0, body));
+    bson_destroy(body);
+    for (int id = 0; id < COMPRESSOR_COUNT; id++) {
+        wire_buf_reset(&z);
+        must(compress_encode(id, &lv, m.data, m.len, &z));
+        snprintf(name, sizeof(name), "msg_%s", names[id]);
+        write_file("fuzz_compress", name, z.data, z.len);
+        /* The same data declared one byte longer: refused, never padded. */
+        wire_put_i32(z.data + 20, wire_get_i32(z.data + 20) + 1);
+        snprintf(name, sizeof(name), "size_plus_one_%s", names[id]);
+        write_file("fuzz_compress", name, z.data, z.len);
+        wire_put_i32(z.data + 20, wire_get_i32(z.data + 20) - 2);
+        snprintf(name, sizeof(name), "size_minus_one_%s", names[id]);
+        write_file("fuzz_compress", name, z.data, z.len);
+    }
+    bson_t *reply = json("{\"cursor\": {\"id\": 0, \"ns\": \"test.c\", \"firstBatch\": "
+                         "[{\"_id\": 1, \"v\": \"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\"}]}, "
+                         "\"ok\": 1}");
+    wire_buf_reset(&m);
+    must(wire_append_msg(&m, 2, 1, 0, reply));
+    bson_destroy(reply);
+    for (int id = 1; id < COMPRESSOR_COUNT; id++) {
+        wire_buf_reset(&z);
+        must(compress_encode(id, &lv, m.data, m.len, &z));
+        snprintf(name, sizeof(name), "reply_%s", names[id]);
+        write_file("fuzz_compress", name, z.data, z.len);
+    }
+    uint8_t hdr[16] = {0};
+    wire_put_i32(hdr, 16);
+    wire_put_i32(hdr + 12, WIRE_OP_MSG);
+    for (int id = 0; id < COMPRESSOR_COUNT; id++) {
+        wire_buf_reset(&m);
+        wire_buf_reset(&z);
+        must(wire_buf_append(&m, hdr, 16));
+        must(compress_encode(id, &lv, m.data, m.len, &z));
+        snprintf(name, sizeof(name), "empty_%s", names[id]);
+        write_file("fuzz_compress", name, z.data, z.len);
+    }
+    /* Refusals: a huge declared size, an unknown id, a nested OP_COMPRESSED, a short prefix. */
+    wire_buf_reset(&z);
+    put_header(&z, WIRE_OP_COMPRESSED);
+    put_i32(&z, WIRE_OP_MSG);
+    put_i32(&z, 2000000000);
+    must(wire_buf_append(&z, "\003abcdefgh", 9));
+    wire_put_i32(z.data, (int32_t)z.len);
+    write_file("fuzz_compress", "huge_declared", z.data, z.len);
+    z.data[24] = 9;
+    wire_put_i32(z.data + 20, 8);
+    write_file("fuzz_compress", "unknown_id", z.data, z.len);
+    z.data[24] = 0;
+    wire_put_i32(z.data + 16, WIRE_OP_COMPRESSED);
+    write_file("fuzz_compress", "nested", z.data, z.len);
+    write_file("fuzz_compress", "short_prefix", z.data, 20);
+    wire_buf_free(&m);
+    wire_buf_free(&z);
+}
+
 static void ini_seed(const char *name, const char *text)
 {
     write_file("fuzz_config", name, text, strlen(text));
@@ -507,5 +577,6 @@ int main(int argc, char **argv)
     gen_bson();
     gen_frames();
     gen_config();
+    gen_compress();
     return 0;
 }

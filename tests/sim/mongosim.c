@@ -44,6 +44,8 @@ static void usage(FILE *f)
             "  --tls-cert FILE        speak TLS only, with this PEM certificate and key\n"
             "  --tls-ca FILE          CA bundle that verifies client certificates\n"
             "  --tls-require-client-cert  refuse clients without a valid certificate\n"
+            "  --compressors LIST     compressors a hello may negotiate, in order of\n"
+            "                         preference (default zstd,snappy,zlib; '' for none)\n"
             "  --verbose              log connections and bad input on stderr\n"
             "\n"
             "Fault injection and inspection: commands sent to any server of the deployment\n"
@@ -103,6 +105,7 @@ static int parse_args(int argc, char **argv, struct sim_options *o)
         O_TLS_CA,
         O_TLS_REQUIRE_CLIENT_CERT,
         O_VERSION,
+        O_COMPRESSORS,
         O_HELP,
     };
     static const struct option opts[] = {
@@ -122,6 +125,7 @@ static int parse_args(int argc, char **argv, struct sim_options *o)
         {"tls-ca", required_argument, NULL, O_TLS_CA},
         {"tls-require-client-cert", no_argument, NULL, O_TLS_REQUIRE_CLIENT_CERT},
         {"version", required_argument, NULL, O_VERSION},
+        {"compressors", required_argument, NULL, O_COMPRESSORS},
         {"help", no_argument, NULL, O_HELP},
         {NULL, 0, NULL, 0},
     };
@@ -133,6 +137,9 @@ static int parse_args(int argc, char **argv, struct sim_options *o)
     o->version = 700;
     o->max_wire_version = 21;
     o->cursor_timeout_ms = 600000;
+    char why[128];
+    if (compress_parse_list("zstd,snappy,zlib", &o->compressors, why, sizeof(why)) < 0)
+        return -EINVAL;
     int members = 3, modes = 0, c;
     long v;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -210,6 +217,12 @@ static int parse_args(int argc, char **argv, struct sim_options *o)
         }
         case O_TLS_REQUIRE_CLIENT_CERT:
             o->tls_require_client_cert = true;
+            break;
+        case O_COMPRESSORS:
+            if (compress_parse_list(optarg, &o->compressors, why, sizeof(why)) < 0) {
+                fprintf(stderr, "mongosim: --compressors: %s\n", why);
+                return -EINVAL;
+            }
             break;
         case O_HELP:
             usage(stdout);

@@ -26,6 +26,7 @@
 #include <openssl/ssl.h>
 #include <uv.h>
 
+#include "compress.h"
 #include "store.h"
 #include "wire.h"
 
@@ -161,6 +162,11 @@ struct sim_server {
     struct {
         uint64_t insert, query, update, del, getmore, command;
     } opcounters;
+    /* OP_COMPRESSED traffic: frames and bytes as they crossed the wire, and what they held. */
+    struct {
+        uint64_t msgs_in, bytes_in, raw_in;
+        uint64_t msgs_out, bytes_out, raw_out;
+    } compressed;
     uint64_t txn_commands;
 
     struct sim_txn_log_entry *txn_log;
@@ -186,6 +192,9 @@ struct sim_options {
     char tls_cert[4096]; /* PEM with the server certificate (and chain) and its private key */
     char tls_ca[4096];   /* CA bundle that verifies client certificates; empty: none asked for */
     bool tls_require_client_cert;
+    /* --compressors: what a hello's `compression` is intersected with (default zstd,snappy,zlib);
+     * OP_COMPRESSED frames with any of them are accepted. */
+    struct compress_list compressors;
 };
 
 struct sim {

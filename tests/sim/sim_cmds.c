@@ -311,6 +311,11 @@ static bool handle_hello(struct sim_server *srv, struct sim_conn *conn,
             sim_conn_await_hello(conn, (uint64_t)max_await, exhaust, hello_ok, legacy);
     }
     sim_build_hello(srv, conn, legacy, hello_ok, reply);
+    /* Compression, as mongod negotiates it: the compressors of the hello's list that this server
+     * also has, in its own order of preference; no field when there are none. */
+    struct compress_list agreed;
+    if (compress_negotiate(&req->cmd, &srv->sim->opt.compressors, &agreed) > 0)
+        compress_append_names(reply, "compression", &agreed);
     return true;
 }
 
@@ -692,6 +697,14 @@ static int server_arg(struct sim *s, const bson_t *cmd, const char *key, bson_t 
 static void append_opcounters(bson_t *doc, const struct sim_server *srv)
 {
     bson_t sub;
+    BSON_APPEND_DOCUMENT_BEGIN(doc, "compression", &sub);
+    BSON_APPEND_INT64(&sub, "msgsIn", (int64_t)srv->compressed.msgs_in);
+    BSON_APPEND_INT64(&sub, "bytesIn", (int64_t)srv->compressed.bytes_in);
+    BSON_APPEND_INT64(&sub, "uncompressedBytesIn", (int64_t)srv->compressed.raw_in);
+    BSON_APPEND_INT64(&sub, "msgsOut", (int64_t)srv->compressed.msgs_out);
+    BSON_APPEND_INT64(&sub, "bytesOut", (int64_t)srv->compressed.bytes_out);
+    BSON_APPEND_INT64(&sub, "uncompressedBytesOut", (int64_t)srv->compressed.raw_out);
+    bson_append_document_end(doc, &sub);
     BSON_APPEND_DOCUMENT_BEGIN(doc, "opcounters", &sub);
     BSON_APPEND_INT64(&sub, "insert", (int64_t)srv->opcounters.insert);
     BSON_APPEND_INT64(&sub, "query", (int64_t)srv->opcounters.query);
@@ -737,6 +750,7 @@ static void reset_stats(struct sim_server *srv)
 {
     srv->n_cmd_counts = 0;
     memset(&srv->opcounters, 0, sizeof(srv->opcounters));
+    memset(&srv->compressed, 0, sizeof(srv->compressed));
     srv->txn_commands = 0;
     srv->txn_log_len = 0;
     srv->cursors_timed_out = 0;

@@ -16,6 +16,10 @@
  * through SSL_write and sends what OpenSSL left in the write BIO. Both paths share the framing and
  * the request handling; a plaintext connection only pays a test of c->ssl in the read callbacks
  * and the flush.
+ *
+ * OP_COMPRESSED (compress.h): a compressed request is decompressed into the connection's zin
+ * buffer and handled as if it had arrived so; its replies are compressed with the compressor the
+ * request used, as mongod does, when they are framed (finish_reply), before any delay holds them.
  */
 #include <errno.h>
 #include <limits.h>
@@ -69,6 +73,10 @@ struct sim_conn {
     bool close_after_flush;
 
     struct delayed *dq_head, *dq_tail;
+
+    struct wire_buf zin;  /* the request an OP_COMPRESSED carried, decompressed */
+    struct wire_buf zout; /* replies being compressed */
+    int req_compressor;   /* the compressor of the request being handled, or COMPRESSOR_NONE */
 
     /* TLS; ssl is NULL on a plaintext listener. The SSL owns both memory BIOs. */
     SSL *ssl;
@@ -201,6 +209,8 @@ static void conn_free(struct sim_conn *c)
     }
     wire_buf_free(&c->out);
     wire_buf_free(&c->writing);
+    wire_buf_free(&c->zin);
+    wire_buf_free(&c->zout);
     free(c->rbuf);
     SSL_free(c->ssl);
     free(c);
@@ -342,8 +352,14 @@ static void on_delay_timer(uv_timer_t *t)
  * holds them back when the server has latency, the request was blocked, or earlier replies are
  * still held (replies leave in order).
  */
+static void compress_replies(struct sim_conn *c, size_t start);
+
 static void finish_reply(struct sim_conn *c, size_t start)
 {
+    if (c->req_compressor != COMPRESSOR_NONE)
+        compress_replies(c, start);
+    if (c->state != CONN_OPEN)
+        return;
     uint64_t delay = c->srv->latency_ms + c->req_block_ms;
     if (delay == 0 && !c->dq_head)
         return;
@@ -372,6 +388,41 @@ static void finish_reply(struct sim_conn *c, size_t start)
     c->dq_tail = d;
     if (was_empty)
         arm_delay_timer(c);
+}
+
+/* Compresses the replies framed in c->out from start with the compressor the request used (the
+ * frames of an exhaust stream each on its own). */
+static void compress_replies(struct sim_conn *c, size_t start)
+{
+    struct sim_server *srv = c->srv;
+    static const struct compress_levels levels = {.zlib = -1, .zstd = 1};
+    wire_buf_reset(&c->zout);
+    size_t off = start;
+    while (off + WIRE_HEADER_LEN <= c->out.len) {
+        size_t len = (size_t)wire_get_i32(c->out.data + off);
+        if (len < WIRE_HEADER_LEN || len > c->out.len - off)
+            break;
+        const uint8_t *f = c->out.data + off;
+        size_t before = c->zout.len;
+        int rc = compress_frame_allowed(f, len)
+                     ? compress_encode(c->req_compressor, &levels, f, len, &c->zout)
+                     : wire_buf_append(&c->zout, f, len);
+        if (rc < 0) {
+            conn_close(c);
+            return;
+        }
+        if (wire_get_i32(c->zout.data + before + 12) == WIRE_OP_COMPRESSED) {
+            srv->compressed.msgs_out++;
+            srv->compressed.bytes_out += c->zout.len - before;
+            srv->compressed.raw_out += len;
+        }
+        off += len;
+    }
+    c->out.len = start;
+    if (wire_buf_append(&c->out, c->zout.data, c->zout.len) < 0)
+        conn_close(c);
+    if (c->zout.cap > (1u << 20))
+        wire_buf_free(&c->zout);
 }
 
 /* --- awaitable hello --------------------------------------------------------------------- */
@@ -1064,11 +1115,16 @@ static void handle_kill_cursors(struct sim_conn *c, const uint8_t *frame, size_t
     }
 }
 
+static void handle_compressed(struct sim_conn *c, const uint8_t *frame, size_t len);
+
 static void handle_frame(struct sim_conn *c, const uint8_t *frame, size_t len)
 {
     int32_t opcode = wire_get_i32(frame + 12);
     c->req_block_ms = 0;
     switch (opcode) {
+    case WIRE_OP_COMPRESSED:
+        handle_compressed(c, frame, len);
+        break;
     case WIRE_OP_MSG:
         handle_msg(c, frame, len);
         break;
@@ -1083,14 +1139,41 @@ static void handle_frame(struct sim_conn *c, const uint8_t *frame, size_t len)
         break;
     default: {
         /* OP_INSERT/UPDATE/DELETE were removed in MongoDB 5.1 (and before, mongosim never ran
-         * these fire-and-forget writes), and we never advertise compression, so these and
-         * unknown opcodes close the connection, as mongod 5.1+ does. */
+         * these fire-and-forget writes): these and unknown opcodes close the connection, as
+         * mongod 5.1+ does. */
         char why[64];
         snprintf(why, sizeof(why), "unsupported opcode %d (%s)", opcode, wire_opcode_name(opcode));
         bad_input(c, why);
         break;
     }
     }
+}
+
+/*
+ * An OP_COMPRESSED request: decompressed (with the checks of compress_decode: the declared size
+ * within the maximum message size and exactly what the data holds, a compressor this server has,
+ * an opcode that may be wrapped) and handled as the frame it carries, whose replies are then
+ * compressed the same way. A frame the decoder refuses closes the connection, as mongod does.
+ */
+static void handle_compressed(struct sim_conn *c, const uint8_t *frame, size_t len)
+{
+    struct sim_server *srv = c->srv;
+    int id;
+    int rc = compress_decode(frame, len, WIRE_MAX_MESSAGE_SIZE,
+                             compress_mask(&srv->sim->opt.compressors), &c->zin, &id);
+    if (rc < 0) {
+        bad_input(c, compress_strerror(rc));
+        return;
+    }
+    srv->compressed.msgs_in++;
+    srv->compressed.bytes_in += len;
+    srv->compressed.raw_in += c->zin.len;
+    c->req_compressor = id;
+    /* compress_decode never yields an OP_COMPRESSED, so this goes one level down at most. */
+    handle_frame(c, c->zin.data, c->zin.len);
+    c->req_compressor = COMPRESSOR_NONE;
+    if (c->zin.cap > (1u << 20))
+        wire_buf_free(&c->zin);
 }
 
 /* --- reading ----------------------------------------------------------------------------- */
@@ -1478,6 +1561,7 @@ static void on_connection(uv_stream_t *server, int status)
         return;
     c->rbuf = malloc(16384);
     c->rcap = c->rbuf ? 16384 : 0;
+    c->req_compressor = COMPRESSOR_NONE;
     uv_tcp_init(srv->sim->loop, &c->tcp);
     c->tcp.data = c;
     if (uv_accept(server, (uv_stream_t *)&c->tcp) < 0 || !c->rbuf) {

@@ -1539,10 +1539,40 @@ START_TEST(test_reload_check)
 }
 END_TEST
 
+/* Compressor lists: the defaults (clients offered all three, servers none), an order of
+ * preference kept as written, and the names that are refused. */
+START_TEST(test_compressors)
+{
+    struct mlb_config c;
+    ck_assert_int_eq(load(MINIMAL, &c), 0);
+    ck_assert_int_eq(c.compressors.n, 3);
+    ck_assert_int_eq(c.compressors.id[0], COMPRESSOR_ZSTD);
+    ck_assert_int_eq(c.upstream_compressors.n, 0);
+    ck_assert_int_eq(c.zlib_compression_level, -1);
+    ck_assert_int_eq(c.zstd_compression_level, 1);
+    config_free(&c);
+    ck_assert_int_eq(load(MINIMAL "compressors = zlib, zstd\nzstd_compression_level = 3\n"
+                                  "[mongolb]\ncompressors =\n",
+                          &c),
+                     0);
+    ck_assert_int_eq(c.upstream_compressors.n, 2);
+    ck_assert_int_eq(c.upstream_compressors.id[0], COMPRESSOR_ZLIB);
+    ck_assert_int_eq(c.upstream_compressors.id[1], COMPRESSOR_ZSTD);
+    ck_assert_int_eq(c.compressors.n, 0);
+    ck_assert_int_eq(c.zstd_compression_level, 3);
+    config_free(&c);
+    ck_assert_int_ne(load(MINIMAL "compressors = lz4\n", &c), 0);
+    ck_assert_ptr_nonnull(strstr(err, "lz4"));
+    ck_assert_int_ne(load(MINIMAL "compressors = noop\n", &c), 0);
+    ck_assert_int_ne(load(MINIMAL "compressors = zlib,zlib\n", &c), 0);
+    ck_assert_int_ne(load(MINIMAL "zstd_compression_level = 23\n", &c), 0);
+}
+END_TEST
+
 START_TEST(test_table)
 {
     size_t n = config_key_count();
-    ck_assert_uint_eq(n, 43);
+    ck_assert_uint_eq(n, 47);
     ck_assert_ptr_null(config_key_at(n));
     /* Sections form contiguous groups, and keys are alphabetical inside each. */
     for (size_t i = 1; i < n; i++) {
@@ -1682,6 +1712,7 @@ Suite *config_suite(void)
     tcase_add_test(tc, test_reload_check);
     tcase_add_test(tc, test_reload_merge);
     tcase_add_test(tc, test_table);
+    tcase_add_test(tc, test_compressors);
     tcase_add_test(tc, test_example_config_and_docs);
     suite_add_tcase(s, tc);
     return s;
