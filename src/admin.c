@@ -33,9 +33,9 @@
 #include "http.h"
 #include "log.h"
 
-#define ADMIN_MAX_HEAD       8192
-#define ADMIN_REFUSE_LOG_MS  1000
-#define ADMIN_UNIX_MODE      0660
+#define ADMIN_MAX_HEAD      8192
+#define ADMIN_REFUSE_LOG_MS 1000
+#define ADMIN_UNIX_MODE     0660
 
 enum admin_conn_state {
     ADMIN_READING = 0,
@@ -172,8 +172,7 @@ static void respond(struct admin_conn *c, int status, const char *type, const ui
 
 static void respond_text(struct admin_conn *c, int status, const char *text, bool head_only)
 {
-    respond(c, status, "text/plain; charset=utf-8", (const uint8_t *)text, strlen(text),
-            head_only);
+    respond(c, status, "text/plain; charset=utf-8", (const uint8_t *)text, strlen(text), head_only);
 }
 
 static void serve(struct admin_conn *c, const struct http_request *req)

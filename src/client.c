@@ -997,8 +997,9 @@ static void on_timer(uv_timer_t *t)
         } else if (stream_partial(&c->st)) {
             if (now - c->frame_began_ms >= p->cfg.client_frame_timeout_ms) {
                 p->stats.clients_timed_out++;
-                client_close_warn(c, "a frame did not arrive whole within %d ms "
-                                     "(client_frame_timeout_ms)",
+                client_close_warn(c,
+                                  "a frame did not arrive whole within %d ms "
+                                  "(client_frame_timeout_ms)",
                                   p->cfg.client_frame_timeout_ms);
                 return;
             }

@@ -157,8 +157,8 @@ struct mlb_config {
     int max_cursors;
 
     /* [admin] */
-    int http_allow_remote;               /* 0 or 1 */
-    struct mlb_listen_list http_listen;  /* count 0: no admin listener */
+    int http_allow_remote;              /* 0 or 1 */
+    struct mlb_listen_list http_listen; /* count 0: no admin listener */
     int http_max_connections;
     int http_timeout_ms;
 };

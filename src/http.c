@@ -78,8 +78,7 @@ int http_parse_head(const uint8_t *buf, size_t len, size_t max_head, struct http
         return fail(status, 400);
     if (memcmp(buf + i, "HTTP/", 5) != 0)
         return fail(status, 400);
-    if (memcmp(buf + i, proto, sizeof(proto) - 1) != 0 ||
-        (buf[i + 7] != '0' && buf[i + 7] != '1'))
+    if (memcmp(buf + i, proto, sizeof(proto) - 1) != 0 || (buf[i + 7] != '0' && buf[i + 7] != '1'))
         return fail(status, buf[i + 5] >= '0' && buf[i + 5] <= '9' ? 505 : 400);
     req->minor = buf[i + 7] - '0';
     i += 8;

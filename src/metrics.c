@@ -16,8 +16,8 @@
  * outage (it lands in +Inf, and _sum still holds its time).
  */
 const uint64_t metrics_bucket_ns[METRICS_BUCKETS] = {
-    100000ull,    250000ull,    500000ull,     1000000ull,    2500000ull,    5000000ull,
-    10000000ull,  25000000ull,  50000000ull,   100000000ull,  250000000ull,  500000000ull,
+    100000ull,     250000ull,     500000ull,     1000000ull,     2500000ull,   5000000ull,
+    10000000ull,   25000000ull,   50000000ull,   100000000ull,   250000000ull, 500000000ull,
     1000000000ull, 2500000000ull, 5000000000ull, 10000000000ull,
 };
 

@@ -60,8 +60,7 @@ static const char *slot_addr(struct proxy *p, int server)
 }
 
 void ops_error_returned(struct proxy *p, const char *prefix, const struct request_info *ri,
-                        const uint8_t *frame, size_t len, int server, int32_t code,
-                        const char *msg)
+                        const uint8_t *frame, size_t len, int server, int32_t code, const char *msg)
 {
     struct metrics_state *m = &p->metrics;
     metrics_codes_add(&m->errors, code);
@@ -70,8 +69,10 @@ void ops_error_returned(struct proxy *p, const char *prefix, const struct reques
                                 ERROR_LOG_WINDOW_MS, &suppressed);
     if (suppressed > 0) {
         char line[160];
-        snprintf(line, sizeof(line), "%llu more errors with code %d were not logged in the last "
-                 "%d s", (unsigned long long)suppressed, code, ERROR_LOG_WINDOW_MS / 1000);
+        snprintf(line, sizeof(line),
+                 "%llu more errors with code %d were not logged in the last "
+                 "%d s",
+                 (unsigned long long)suppressed, code, ERROR_LOG_WINDOW_MS / 1000);
         struct log_field f[] = {{"code", NULL, code}, {"suppressed", NULL, (long long)suppressed}};
         if (LOG_WARN <= log_current_level)
             log_write_fields(LOG_WARN, NULL, line, f, 2);
@@ -184,8 +185,9 @@ bool ops_hello_limits(struct proxy *p, struct topology_limits *out)
         /* The first checks have all ended and none succeeded. */
         if (!p->fallback_logged) {
             p->fallback_logged = true;
-            log_warn(NULL, "no backend has answered yet; hello reports MongoDB %s limits until "
-                           "one does",
+            log_warn(NULL,
+                     "no backend has answered yet; hello reports MongoDB %s limits until "
+                     "one does",
                      TOPOLOGY_MIN_MONGODB);
         }
         *out = fallback_limits;
@@ -315,8 +317,7 @@ int ops_ready(struct proxy *p, char *why, size_t why_len)
 /* --- the Prometheus exposition --------------------------------------------------------------- */
 
 /* One metric without labels: HELP, TYPE and the value. */
-static int one(struct wire_buf *b, const char *name, const char *type, const char *help,
-               uint64_t v)
+static int one(struct wire_buf *b, const char *name, const char *type, const char *help, uint64_t v)
 {
     if (metrics_write_header(b, name, type, help) < 0)
         return -ENOMEM;
@@ -372,7 +373,8 @@ static int per_server(struct proxy *p, struct wire_buf *b, const char *name, con
                 rc = metrics_write_value(b, name, labels, s->rtt_ms / 1000.0);
             break;
         case PS_IN_FLIGHT:
-            rc = metrics_write_uint(b, name, labels, (uint64_t)(s->in_flight > 0 ? s->in_flight : 0));
+            rc = metrics_write_uint(b, name, labels,
+                                    (uint64_t)(s->in_flight > 0 ? s->in_flight : 0));
             break;
         case PS_REQUESTS:
             rc = metrics_write_uint(b, name, labels, s->requests);
@@ -474,9 +476,9 @@ int ops_render_metrics(struct proxy *p, struct wire_buf *b)
               "getMores that came on another connection than the one that opened their cursor "
               "(a per-connection balancer would have sent them elsewhere).",
               st->misroutes_avoided);
-    rc |= one(b, "mongolb_cursor_id_collisions_total", "counter",
-              "Cursor ids two servers both handed out, rewritten by mongolb.",
-              p->cursors.collisions);
+    rc |=
+        one(b, "mongolb_cursor_id_collisions_total", "counter",
+            "Cursor ids two servers both handed out, rewritten by mongolb.", p->cursors.collisions);
     rc |= one(b, "mongolb_cursors_expired_total", "counter",
               "Cursors forgotten after cursors.idle_timeout_ms.", p->cursors.expired);
     rc |= one(b, "mongolb_cursors_evicted_total", "counter",
@@ -540,8 +542,7 @@ int ops_render_metrics(struct proxy *p, struct wire_buf *b)
         per_server(p, b, "mongolb_pool_waiters", "gauge",
                    "Requests waiting for a connection to the server.", PS_POOL_WAITERS) < 0 ||
         per_server(p, b, "mongolb_pool_waits_total", "counter",
-                   "Requests that had to wait for a connection to the server.",
-                   PS_POOL_WAITS) < 0)
+                   "Requests that had to wait for a connection to the server.", PS_POOL_WAITS) < 0)
         return -ENOMEM;
     if (metrics_write_header(b, "mongolb_request_duration_seconds", "histogram",
                              "Time from a request's arrival to the end of its reply, by command "

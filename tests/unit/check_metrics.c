@@ -52,7 +52,7 @@ START_TEST(test_hist_text)
 {
     struct metrics_hist h;
     memset(&h, 0, sizeof(h));
-    metrics_hist_record(&h, 200000);    /* 0.2 ms: le 0.00025 */
+    metrics_hist_record(&h, 200000); /* 0.2 ms: le 0.00025 */
     metrics_hist_record(&h, 200000);
     metrics_hist_record(&h, 700000000); /* 0.7 s: le 1 */
     struct wire_buf b = {0};
