@@ -7,7 +7,7 @@ import re
 import socket
 import subprocess
 
-from mongolb_harness import Mongolb, free_port
+from mongolb_harness import Mongolb, free_port, stop_quietly
 
 
 class AdminMongolb(Mongolb):
@@ -188,3 +188,11 @@ def histogram_ok(m, name, **labels):
                                                                    buckets[-1][1], count)
     assert m.get(name + "_sum", **labels) is not None
     return count
+
+
+def finish(lb):
+    """Stops lb (SIGTERM) and checks that it exited cleanly with no sanitizer report."""
+    code = stop_quietly(lb)
+    log = lb.log()
+    assert code == 0 and "AddressSanitizer" not in log and "runtime error:" not in log, (
+        "mongolb exited with %s:\n%s" % (code, lb.log_tail(60)))

@@ -5,7 +5,6 @@ connection, the connection bound and timeout; and ping, buildInfo and mongolbSta
 mongolb itself while every backend is down, through PyMongo."""
 
 import os
-import socket
 import subprocess
 import tempfile
 import time
@@ -15,10 +14,10 @@ import pytest
 from bson.int64 import Int64
 from pymongo.errors import OperationFailure
 
-from admin_harness import (AdminMongolb, histogram_ok, http_connect, http_get, parse_prometheus,
-                           read_response)
+from admin_harness import (AdminMongolb, finish, histogram_ok, http_connect, http_get,
+                           parse_prometheus, read_response)
 from harness import start_sim
-from mongolb_harness import free_port, stop_quietly, wait_for
+from mongolb_harness import free_port, wait_for
 
 BASE = {"mongolb.shutdown_timeout_ms": 1000, "upstream.server_selection_timeout_ms": 3000}
 
@@ -77,7 +76,7 @@ def test_metrics_parse_and_move_with_traffic():
                 assert m.get("mongolb_pool_open_connections", server=s) is not None
             assert m.value("mongolb_buffer_limit_bytes") > 0
         finally:
-            stop_quietly(lb)
+            finish(lb)
 
 
 def test_errors_by_code_and_cursor_not_found():
@@ -96,7 +95,7 @@ def test_errors_by_code_and_cursor_not_found():
             assert m.value("mongolb_errors_total", code="43", codeName="CursorNotFound") == 3
             assert m.value("mongolb_cursors_not_found_total") == 3
         finally:
-            stop_quietly(lb)
+            finish(lb)
 
 
 def test_healthz_and_readyz_with_every_backend_killed():
@@ -127,7 +126,7 @@ def test_healthz_and_readyz_with_every_backend_killed():
             assert lb.http("/nope")[0] == 404
             assert lb.http("/metrics", method="POST")[0] == 405
         finally:
-            stop_quietly(lb)
+            finish(lb)
     finally:
         sim.stop()
 
@@ -146,7 +145,7 @@ def test_readyz_follows_the_read_preference():
             wait_for(lambda: lb.http("/readyz")[0] == 503, timeout=10, what="readyz 503")
             assert "read preference secondary" in lb.http("/readyz")[2].decode()
         finally:
-            stop_quietly(lb)
+            finish(lb)
 
 
 def test_ping_build_info_and_status_with_every_backend_down():
@@ -180,7 +179,7 @@ def test_ping_build_info_and_status_with_every_backend_down():
             finally:
                 fresh.close()
         finally:
-            stop_quietly(lb)
+            finish(lb)
     finally:
         sim.stop()
 
@@ -200,7 +199,7 @@ def test_ping_when_no_backend_was_ever_reachable():
         assert "no backend has answered yet" in lb.log()
         assert lb.http("/readyz")[0] == 503
     finally:
-        stop_quietly(lb)
+        finish(lb)
 
 
 def test_unix_socket_listener():
@@ -215,7 +214,7 @@ def test_unix_socket_listener():
             assert status == 200 and headers["content-type"].startswith("text/plain; version=0.0.4")
             parse_prometheus(body.decode())
         finally:
-            stop_quietly(lb)
+            finish(lb)
             assert not os.path.exists(path), "the admin socket was not removed at exit"
             os.rmdir(d)
 
@@ -250,7 +249,7 @@ def test_bad_requests_close_only_their_connection():
             assert lb.command({"ping": 1})["ok"] == 1
             assert "admin request refused: 400" in lb.log()
         finally:
-            stop_quietly(lb)
+            finish(lb)
 
 
 def test_connection_bound_and_timeout():
@@ -275,7 +274,7 @@ def test_connection_bound_and_timeout():
             assert "http_max_connections (2) reached" in log
             assert "no whole request within http_timeout_ms" in log
         finally:
-            stop_quietly(lb)
+            finish(lb)
 
 
 def test_remote_address_refused_without_http_allow_remote():
@@ -310,4 +309,4 @@ def test_off_by_default():
         try:
             assert "admin endpoints" not in lb.log()
         finally:
-            stop_quietly(lb)
+            finish(lb)

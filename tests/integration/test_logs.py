@@ -15,9 +15,9 @@ import pytest
 from bson.int64 import Int64
 from pymongo.errors import OperationFailure
 
-from admin_harness import AdminMongolb
+from admin_harness import AdminMongolb, finish
 from harness import send_msg, start_sim
-from mongolb_harness import stop_quietly, wait_for
+from mongolb_harness import wait_for
 
 BASE = {"mongolb.shutdown_timeout_ms": 1000, "upstream.server_selection_timeout_ms": 3000}
 
@@ -53,7 +53,7 @@ def test_json_format_parses_line_by_line():
                 c.close()
             wait_for(lambda: "client disconnected" in lb.log(), timeout=5, what="disconnect")
         finally:
-            stop_quietly(lb)
+            finish(lb)
         lines = lb.log().splitlines()
         assert len(lines) > 5
         docs = [json.loads(line) for line in lines]  # every line is one JSON object
@@ -80,7 +80,7 @@ def test_journald_priority_prefixes():
             finally:
                 c.close()
         finally:
-            stop_quietly(lb)
+            finish(lb)
         lines = lb.log().splitlines()
         assert lines
         for line in lines:
@@ -98,7 +98,7 @@ def test_journal_stream_of_another_file_is_ignored():
         try:
             pass
         finally:
-            stop_quietly(lb)
+            finish(lb)
         for line in lb.log().splitlines():
             assert re.match(r"\d{4}-\d\d-\d\dT", line), line
 
@@ -135,7 +135,7 @@ def test_error_lines_are_rate_limited_per_code():
             finally:
                 c.close()
         finally:
-            stop_quietly(lb)
+            finish(lb)
 
 
 def test_error_line_names_the_server_of_a_backend_failure():
@@ -156,7 +156,7 @@ def test_error_line_names_the_server_of_a_backend_failure():
             assert "server=" + sim.servers[0] in line and "code=6 " in line, line
             assert "do-not-log-me" not in lb.log()
         finally:
-            stop_quietly(lb)
+            finish(lb)
 
 
 def test_slow_request_line():
@@ -184,7 +184,7 @@ def test_slow_request_line():
             assert ms >= 300
             assert "do-not-log-me" not in lb.log()
         finally:
-            stop_quietly(lb)
+            finish(lb)
 
 
 def test_connects_and_disconnects_at_info_and_closing_logged_once():
@@ -214,4 +214,4 @@ def test_connects_and_disconnects_at_info_and_closing_logged_once():
             line = [ln for ln in lb.log().splitlines() if "closing: client disconnected" in ln][0]
             assert " info " in line
         finally:
-            stop_quietly(lb)
+            finish(lb)
