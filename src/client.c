@@ -898,7 +898,7 @@ static void handle_request(struct client *c)
         /* Well framed but nested deeper than BSON allows: refused as mongod does, with an error
          * the client can read; the connection stays usable. */
         p->stats.too_deep++;
-        log_warn(c->prefix, "refused: %s", err);
+        /* reply_error logs it, with the command and the code. */
         /* A moreToCome request expects no reply: reply_local then sends none. */
         reply_error(c, BSON_CHECK_DEPTH_ERROR_CODE, "%s", err);
         return;
@@ -1042,8 +1042,7 @@ static void on_timer(uv_timer_t *t)
         struct bconn *b = c->bc;
         char addr[300];
         server_addr(c, addr, sizeof(addr));
-        log_warn(c->prefix, "%s on %s: no reply within request_timeout_ms; closing its connection",
-                 c->ri.command, addr);
+        /* One line for it: reply_error's, with the command, the server and the code. */
         c->bc = NULL;
         if (b)
             bconn_close(b, "request_timeout_ms reached");
