@@ -83,11 +83,14 @@ static void putf(struct line *ln, const char *fmt, ...)
         put(ln, tmp, (size_t)k < sizeof(tmp) ? (size_t)k : sizeof(tmp) - 1);
 }
 
+/* Past this, strings are cut short so that a cut line still closes every string and the object. */
+#define LINE_SOFT_END (LINE_MAX_BYTES - 128)
+
 /* A JSON string: quotes, and escapes for '"', '\\' and control characters. */
 static void put_json_str(struct line *ln, const char *s)
 {
     puts_(ln, "\"");
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+    for (const unsigned char *p = (const unsigned char *)s; *p && ln->n < LINE_SOFT_END; p++) {
         if (*p == '"' || *p == '\\') {
             char e[2] = {'\\', (char)*p};
             put(ln, e, 2);
@@ -177,7 +180,7 @@ void log_write_fields(enum log_level l, const char *prefix, const char *msg,
     static struct line ln;
     begin(&ln, l, prefix);
     put_msg(&ln, msg);
-    for (int i = 0; i < n; i++) {
+    for (int i = 0; i < n && ln.n < LINE_SOFT_END; i++) {
         const struct log_field *f = &fields[i];
         if (log_current_format == LOG_FORMAT_JSON) {
             puts_(&ln, ",");
