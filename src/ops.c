@@ -296,13 +296,18 @@ int ops_ready(struct proxy *p, char *why, size_t why_len)
         .rp = p->cfg.mode == MLB_MODE_REPLICASET ? &p->default_read_pref : NULL,
     };
     int idx = topology_select(&p->topo, &req, proxy_rand32, p);
+    bool mongos = p->cfg.mode == MLB_MODE_MONGOS;
+    const char *rp = config_read_pref_name(p->cfg.read_preference);
     if (idx >= 0) {
-        snprintf(why, why_len, "ready: %s can serve read preference %s", p->topo.servers[idx].addr,
-                 config_read_pref_name(p->cfg.read_preference));
+        if (mongos)
+            snprintf(why, why_len, "ready: mongos %s is usable", p->topo.servers[idx].addr);
+        else
+            snprintf(why, why_len, "ready: %s can serve read preference %s",
+                     p->topo.servers[idx].addr, rp);
         return 0;
     }
-    int n = snprintf(why, why_len, "no server is suitable for read preference %s:",
-                     config_read_pref_name(p->cfg.read_preference));
+    int n = mongos ? snprintf(why, why_len, "no mongos is usable:")
+                   : snprintf(why, why_len, "no server is suitable for read preference %s:", rp);
     for (int i = 0; i < p->topo.n && n >= 0 && (size_t)n < why_len; i++) {
         const struct server *s = &p->topo.servers[i];
         if (!s->in_use)
