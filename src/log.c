@@ -193,11 +193,18 @@ void log_write_fields(enum log_level l, const char *prefix, const char *msg,
         } else if (f->str) {
             bool quote = f->str[0] == '\0' || strpbrk(f->str, " \t\"=") != NULL;
             putf(&ln, " %s=", f->key);
-            if (quote)
+            if (quote) {
+                /* "..." with \" and \\ escaped, so that the value's end is unambiguous. */
                 puts_(&ln, "\"");
-            put_msg(&ln, f->str);
-            if (quote)
+                for (const char *q = f->str; *q && ln.n < LINE_SOFT_END; q++) {
+                    if (*q == '"' || *q == '\\')
+                        puts_(&ln, "\\");
+                    put(&ln, *q == '\n' || *q == '\r' ? " " : q, 1);
+                }
                 puts_(&ln, "\"");
+            } else {
+                put_msg(&ln, f->str);
+            }
         } else {
             putf(&ln, " %s=%lld", f->key, f->num);
         }

@@ -35,8 +35,11 @@ static char *capture(void (*fn)(void))
 static void write_some(void)
 {
     log_write(LOG_WARN, "c1 127.0.0.1:5", "closing: %s", "bad\nframe \"x\"");
-    struct log_field f[] = {{"command", "find", 0}, {"ns", "test.a b", 0}, {"code", NULL, 43}};
-    log_write_fields(LOG_INFO, NULL, "slow request", f, 3);
+    struct log_field f[] = {{"command", "find", 0},
+                            {"ns", "test.a b", 0},
+                            {"code", NULL, 43},
+                            {"errmsg", "a \"q\"\nb", 0}};
+    log_write_fields(LOG_INFO, NULL, "slow request", f, 4);
 }
 
 START_TEST(test_text)
@@ -47,8 +50,9 @@ START_TEST(test_text)
     char *second = strchr(out, '\n');
     ck_assert_ptr_nonnull(second);
     ck_assert_ptr_nonnull(strstr(out, "Z warn  [c1 127.0.0.1:5] closing: bad frame \"x\"\n"));
-    ck_assert_ptr_nonnull(
-        strstr(second, "Z info  slow request command=find ns=\"test.a b\" code=43\n"));
+    ck_assert_ptr_nonnull(strstr(second,
+                                 "Z info  slow request command=find ns=\"test.a b\" code=43 "
+                                 "errmsg=\"a \\\"q\\\" b\"\n"));
     /* Two events, two lines. */
     ck_assert_ptr_eq(strchr(second + 1, '\n'), out + strlen(out) - 1);
     free(out);
@@ -66,9 +70,9 @@ START_TEST(test_json)
     ck_assert_ptr_nonnull(strstr(out, "{\"ts\":\""));
     ck_assert_ptr_nonnull(strstr(out, "\",\"level\":\"warn\",\"conn\":\"c1 127.0.0.1:5\","
                                       "\"msg\":\"closing: bad\\u000aframe \\\"x\\\"\"}"));
-    ck_assert_ptr_nonnull(strstr(nl + 1,
-                                 "\"level\":\"info\",\"msg\":\"slow request\","
-                                 "\"command\":\"find\",\"ns\":\"test.a b\",\"code\":43}\n"));
+    ck_assert_ptr_nonnull(strstr(nl + 1, "\"level\":\"info\",\"msg\":\"slow request\","
+                                         "\"command\":\"find\",\"ns\":\"test.a b\",\"code\":43,"
+                                         "\"errmsg\":\"a \\\"q\\\"\\u000ab\"}\n"));
     free(out);
     log_current_format = LOG_FORMAT_TEXT;
 }
