@@ -209,6 +209,7 @@ $(B)/fuzz_srv_txt: $(B)/obj/src/srv_parse.o
 $(B)/fuzz_killcursors: $(B)/obj/src/killcursors.o $(B)/obj/src/request.o $(B)/obj/src/wire.o \
                        $(B)/obj/src/bson_check.o $(B)/obj/src/cursors.o
 $(B)/fuzz_compress: $(B)/obj/src/compress.o $(B)/obj/src/wire.o
+$(B)/fuzz_http: $(B)/obj/src/http.o
 $(B)/fuzz_%: $(B)/obj/tests/fuzz/fuzz_%.o
 	$(CC) $(ALL_CFLAGS) $(FUZZ_LDFLAGS) -o $@ $^ $(PKG_LIBS) -lm
 

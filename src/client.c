@@ -88,6 +88,14 @@ struct client {
     struct wire_buf wbuf; /* our own replies */
     struct wire_buf xbuf; /* a request rewritten before forwarding */
     struct zconn z;       /* compression: what the hello agreed, and the buffers it needs */
+
+    /* For /metrics and the log (ops.c): when the request began (uv_hrtime, 0 when none is being
+     * timed), the server it last went to, the error mongolb returned and the one relayed. */
+    uint64_t m_start_ns;
+    int m_server;
+    int32_t m_code;
+    int32_t m_relayed;
+    bool close_logged; /* the closing line was logged at warn already */
 };
 
 static void route(struct client *c);
@@ -218,7 +226,8 @@ static void client_close(struct client *c, const char *why)
     struct proxy *p = c->p;
     if (c->state == CLIENT_CLOSING)
         return;
-    log_info(c->prefix, "closing: %s", why);
+    if (!c->close_logged)
+        log_info(c->prefix, "closing: %s", why);
     struct bconn *b = c->bc;
     if (b) {
         /* A reply being relayed is held in b; a request in flight may run long. */
@@ -231,6 +240,24 @@ static void client_close(struct client *c, const char *why)
     p->n_clients--;
     stream_close(&c->st);
     uv_close((uv_handle_t *)&c->timer, on_timer_closed);
+}
+
+/* Closes the client for a fault of its own or a limit it reached: one line at warn with the
+ * reason, instead of a warning followed by client_close's own line. */
+static void client_close_warn(struct client *c, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void client_close_warn(struct client *c, const char *fmt, ...)
+{
+    if (c->state == CLIENT_CLOSING)
+        return;
+    char why[300];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why, sizeof(why), fmt, ap);
+    va_end(ap);
+    log_warn(c->prefix, "closing: %s", why);
+    c->close_logged = true;
+    client_close(c, why);
 }
 
 /* --- writing to the client ------------------------------------------------------------------ */
@@ -300,7 +327,8 @@ static void reply_error(struct client *c, int code, const char *fmt, ...)
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
     c->p->stats.errors_returned++;
-    log_debug(c->prefix, "%s: error %d %s: %s", c->ri.command, code, mongo_error_name(code), msg);
+    c->m_code = code;
+    ops_error_returned(c->p, c->prefix, &c->ri, c->frame, c->frame_len, c->m_server, code, msg);
     bson_t doc = BSON_INITIALIZER;
     status_build_error(&doc, code, mongo_error_name(code), msg);
     const char *labels[2];
@@ -351,6 +379,11 @@ static void finish_request(struct client *c)
     struct proxy *p = c->p;
     if (c->state == CLIENT_CLOSING)
         return;
+    if (c->m_start_ns) {
+        ops_request_done(p, c->prefix, &c->ri, c->frame, c->frame_len, c->m_server, c->m_code,
+                         c->m_relayed, c->m_start_ns);
+        c->m_start_ns = 0;
+    }
     kc_end(&c->kill);
     c->server = -1;
     c->bc = NULL;
@@ -395,8 +428,12 @@ static void handle_hello(struct client *c)
 {
     struct proxy *p = c->p;
     struct topology_limits lim;
-    if (!topology_limits(&p->topo, &lim)) {
-        /* No backend known yet: wait for one rather than guess the limits. */
+    if (!ops_hello_limits(p, &lim)) {
+        /* No backend known yet, and the first checks are still under way: wait for them rather
+         * than guess the limits (ops_hello_limits answers once they have all ended). */
+        int64_t until = ops_hello_wait_until(p);
+        if (until < c->deadline_ms)
+            c->deadline_ms = until;
         client_set_state(c, CLIENT_WAIT_SERVER);
         return;
     }
@@ -416,6 +453,17 @@ static void handle_hello(struct client *c)
     }
     reply_local(c, &doc, 0);
     bson_destroy(&doc);
+}
+
+/* ping and buildInfo: answered by mongolb itself, as a mongos does, without a backend. */
+static bool handle_local(struct client *c)
+{
+    bson_t doc = BSON_INITIALIZER;
+    bool mine = ops_local_command(c->p, &c->ri, &doc);
+    if (mine)
+        reply_local(c, &doc, 0);
+    bson_destroy(&doc);
+    return mine;
 }
 
 static void handle_status(struct client *c)
@@ -472,8 +520,7 @@ static void handle_kill_cursors(struct client *c)
     }
     if (rc < 0) {
         p->stats.bad_frames++;
-        log_warn(c->prefix, "closing: malformed killCursors");
-        client_close(c, "malformed killCursors");
+        client_close_warn(c, "malformed killCursors");
         return;
     }
     kill_next(c);
@@ -606,6 +653,7 @@ static void dispatch(struct client *c, int idx)
 {
     struct proxy *p = c->p;
     c->server = idx;
+    c->m_server = idx;
     c->attempts++;
     struct server *s = &p->topo.servers[idx];
     s->in_flight++;
@@ -811,6 +859,10 @@ static int on_reply(void *user, struct bconn *b, uint8_t *frame, size_t len)
                     c->ri.command, addr, code, msg);
         return STREAM_NEXT;
     }
+    if (!r.ok && r.code > 0) {
+        c->m_relayed = r.code;
+        metrics_codes_add(&p->metrics.relayed_errors, r.code);
+    }
     c->relay_len = len;
     c->relay_more = r.more_to_come;
     c->last_reply_id = r.more_to_come ? r.request_id : 0;
@@ -847,12 +899,10 @@ static int on_header(struct stream *s, const struct wire_header *h, const uint8_
         c->p->stats.bad_frames++;
         if (bytes[0] == 0x16 && bytes[1] == 0x03) {
             /* A TLS record header: 0x16 (handshake), then the protocol version 3.x. */
-            log_warn(c->prefix, "closing: a TLS handshake on a plaintext port");
-            client_close(c, "TLS handshake on a plaintext port");
+            client_close_warn(c, "a TLS handshake on a plaintext port");
         } else {
-            log_warn(c->prefix, "closing: unsupported opcode %d (%s)", h->opcode,
-                     wire_opcode_name(h->opcode));
-            client_close(c, "unsupported opcode");
+            client_close_warn(c, "unsupported opcode %d (%s)", h->opcode,
+                              wire_opcode_name(h->opcode));
         }
         return -EPROTO;
     }
@@ -879,22 +929,25 @@ static void handle_request(struct client *c)
     c->attempts = 0;
     c->last_reply_id = 0;
     c->deadline_ms = proxy_now(p) + p->cfg.server_selection_timeout_ms;
+    c->m_server = -1;
+    c->m_code = 0;
+    c->m_relayed = 0;
     if (rc == -EOVERFLOW) {
         /* Well framed but nested deeper than BSON allows: refused as mongod does, with an error
          * the client can read; the connection stays usable. */
         p->stats.too_deep++;
-        log_warn(c->prefix, "refused: %s", err);
+        /* reply_error logs it, with the command and the code. */
         /* A moreToCome request expects no reply: reply_local then sends none. */
         reply_error(c, BSON_CHECK_DEPTH_ERROR_CODE, "%s", err);
         return;
     }
     if (rc < 0) {
         p->stats.bad_frames++;
-        log_warn(c->prefix, "closing: %s", err);
-        client_close(c, err);
+        client_close_warn(c, "%s", err);
         return;
     }
     p->stats.requests++;
+    c->m_start_ns = uv_hrtime();
     log_debug(c->prefix, "%s %s.%s", wire_opcode_name(c->ri.opcode), c->ri.db, c->ri.command);
     clear_unknown_flags(c);
     txn_pin_observe(p, &c->ri);
@@ -914,7 +967,8 @@ static void handle_request(struct client *c)
         handle_kill_cursors(c);
         return;
     case REQ_FORWARD:
-        route(c);
+        if (!handle_local(c))
+            route(c);
         return;
     case REQ_UNSUPPORTED:
         break;
@@ -978,13 +1032,10 @@ static void on_stream_error(struct stream *s, int status)
         client_close(c, "client disconnected");
     } else if (status == -EPROTO && stream_tls_error(s)[0]) {
         c->p->stats.tls_handshake_failures += stream_tls_pending(s);
-        log_warn(c->prefix, "closing: %s", stream_tls_error(s));
-        client_close(c, "TLS error");
+        client_close_warn(c, "%s", stream_tls_error(s));
     } else if (status == -EMSGSIZE) {
         c->p->stats.bad_frames++;
-        log_warn(c->prefix, "closing: message length is outside [16, %d]",
-                 c->p->cfg.max_message_bytes);
-        client_close(c, "invalid message length");
+        client_close_warn(c, "message length is outside [16, %d]", c->p->cfg.max_message_bytes);
     } else {
         client_close(c, uv_strerror(status));
     }
@@ -1009,29 +1060,36 @@ static void on_timer(uv_timer_t *t)
         if (stream_tls_pending(&c->st)) {
             if (now - c->accepted_ms >= p->cfg.connect_timeout_ms) {
                 p->stats.clients_timed_out++;
-                log_warn(c->prefix, "closing: no TLS handshake within connect_timeout_ms (%d ms)",
-                         p->cfg.connect_timeout_ms);
-                client_close(c, "TLS handshake timed out");
+                client_close_warn(c, "no TLS handshake within connect_timeout_ms (%d ms)",
+                                  p->cfg.connect_timeout_ms);
                 return;
             }
         } else if (stream_partial(&c->st)) {
             if (now - c->frame_began_ms >= p->cfg.client_frame_timeout_ms) {
                 p->stats.clients_timed_out++;
-                log_warn(c->prefix, "closing: a frame did not arrive whole within %d ms",
-                         p->cfg.client_frame_timeout_ms);
-                client_close(c, "client_frame_timeout_ms reached");
+                client_close_warn(c,
+                                  "a frame did not arrive whole within %d ms "
+                                  "(client_frame_timeout_ms)",
+                                  p->cfg.client_frame_timeout_ms);
                 return;
             }
         } else if (p->cfg.client_idle_timeout_ms > 0 &&
                    now - c->last_active_ms >= p->cfg.client_idle_timeout_ms) {
             p->stats.clients_timed_out++;
-            log_info(c->prefix, "closing: idle for %d ms", p->cfg.client_idle_timeout_ms);
-            client_close(c, "client_idle_timeout_ms reached");
+            char why[96];
+            snprintf(why, sizeof(why), "idle for %d ms (client_idle_timeout_ms)",
+                     p->cfg.client_idle_timeout_ms);
+            client_close(c, why);
             return;
         }
         arm_timer(c);
         return;
     case CLIENT_WAIT_SERVER:
+        if (c->ri.kind == REQ_HELLO && now >= ops_hello_wait_until(p)) {
+            /* The first checks have ended: hello answers with what is known. */
+            handle_hello(c);
+            return;
+        }
         if (c->ri.kind == REQ_HELLO)
             reply_error(c, MONGO_ERR_HOST_UNREACHABLE, "mongolb: no backend reachable after %d ms",
                         p->cfg.server_selection_timeout_ms);
@@ -1054,8 +1112,7 @@ static void on_timer(uv_timer_t *t)
         struct bconn *b = c->bc;
         char addr[300];
         server_addr(c, addr, sizeof(addr));
-        log_warn(c->prefix, "%s on %s: no reply within request_timeout_ms; closing its connection",
-                 c->ri.command, addr);
+        /* One line for it: reply_error's, with the command, the server and the code. */
         c->bc = NULL;
         if (b)
             bconn_close(b, "request_timeout_ms reached");
@@ -1066,9 +1123,8 @@ static void on_timer(uv_timer_t *t)
     }
     case CLIENT_REPLYING:
         p->stats.clients_timed_out++;
-        log_warn(c->prefix, "closing: the reply was not taken within %d ms",
-                 p->cfg.client_write_timeout_ms);
-        client_close(c, "client_write_timeout_ms reached");
+        client_close_warn(c, "the reply was not taken within %d ms (client_write_timeout_ms)",
+                          p->cfg.client_write_timeout_ms);
         return;
     case CLIENT_CLOSING:
         return;
@@ -1155,6 +1211,7 @@ int client_accept(struct proxy *p, uv_stream_t *server, bool is_unix)
     c->timer.data = c;
     c->handles_open = 2;
     c->server = -1;
+    c->m_server = -1;
     c->pw.pool = -1;
     c->pw.user = c;
     list_init(&c->pw.link);
@@ -1206,12 +1263,12 @@ int client_accept(struct proxy *p, uv_stream_t *server, bool is_unix)
     }
     if (refuse) {
         p->stats.clients_refused++;
-        log_warn(c->prefix, "refused: %s", refuse);
-        client_close(c, "refused");
+        client_close_warn(c, "refused: %s", refuse);
         return 0;
     }
     p->stats.clients_accepted++;
-    log_debug(c->prefix, "accepted");
+    /* At the level of the closing line, so that both ends of a connection are in the log. */
+    log_info(c->prefix, "accepted");
     if (p->tls.server &&
         stream_tls_accept(&c->st, p->tls.server, p->cfg.tls_mode != MLB_TLS_REQUIRE) < 0) {
         client_close(c, "out of memory for TLS");

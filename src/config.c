@@ -625,6 +625,19 @@ static int parse_srv_seed(const char *name, void *field, char *why, size_t why_l
     return 0;
 }
 
+/* The same addresses, or none at all (an empty value turns the listener off). */
+static int parse_listen_opt(const struct config_key *k, const char *v, void *field, char *why,
+                            size_t why_len)
+{
+    if (*v == '\0') {
+        memset(field, 0, sizeof(struct mlb_listen_list));
+        return 0;
+    }
+    return parse_listen(k, v, field, why, why_len);
+}
+
+static const struct config_type type_listen_opt = {parse_listen_opt, print_listen, NULL, ','};
+
 /* Servers: host[:port] or [v6][:port], comma-separated, port 27017 when left out; or
  * mongodb+srv://NAME. */
 static int parse_seeds(const struct config_key *k, const char *v, void *field, char *why,
@@ -877,6 +890,12 @@ static const struct config_enum read_pref_names[] = {
     {"nearest", MLB_READ_NEAREST},     {NULL, 0},
 };
 
+static const struct config_enum log_format_names[] = {
+    {"text", LOG_FORMAT_TEXT},
+    {"json", LOG_FORMAT_JSON},
+    {NULL, 0},
+};
+
 static const struct config_enum tls_mode_names[] = {
     {"disabled", MLB_TLS_DISABLED},
     {"allow", MLB_TLS_ALLOW},
@@ -928,9 +947,15 @@ static const struct config_key keys[] = {
         "Compressors offered to applications that ask for compression in their hello, in order of "
         "preference (zstd, snappy, zlib; empty for none); a client that does not ask is never "
         "compressed."),
+    ROW("mongolb", error_log_limit, type_int, "10", RELOAD, 0, INT_MAX, NULL,
+        "Warnings for errors mongolb returns to applications, at most this many per error code "
+        "per 10 seconds, then one line counting those suppressed; 0 for no limit."),
     ROW("mongolb", listen, type_listen, "127.0.0.1:27016", 0, 0, 0, NULL,
         "Addresses to accept client connections on, comma-separated (at most 16): ipv4:port, "
         "[ipv6]:port or unix:/path.sock; IP addresses, not host names."),
+    ROW("mongolb", log_format, type_enum, "text", RELOAD, 0, 0, log_format_names,
+        "text (one line per event: time, level, [connection], message) or json (one object per "
+        "line: ts, level, conn, msg and the event's fields)."),
     ROW("mongolb", log_level, type_log_level, "info", RELOAD, 0, 0, NULL,
         "The least severe messages logged: error, warn, info or debug."),
     ROW("mongolb", max_buffer_bytes, type_int, "268435456", RELOAD, 1048576, INT_MAX, NULL,
@@ -944,6 +969,9 @@ static const struct config_key keys[] = {
         "closes that client's connection with a log line."),
     ROW("mongolb", shutdown_timeout_ms, type_int, "10000", RELOAD, 0, INT_MAX, NULL,
         "On SIGTERM, how long requests in flight may take before mongolb exits."),
+    ROW("mongolb", slow_request_ms, type_int, "0", RELOAD, 0, INT_MAX, NULL,
+        "Requests that take at least this long get an info line (command, namespace, server, "
+        "duration, outcome; never documents); 0 turns it off; awaitData getMores are left out."),
     ROW("mongolb", tls_ca_file, type_path, "", RELOAD, 0, PATH_KEY_MAX, NULL,
         "PEM file of the CAs that sign client certificates: needed with tls_client_certificates "
         "= optional or required, and used for nothing else."),
@@ -1060,6 +1088,18 @@ static const struct config_key keys[] = {
         "Cursors left unused this long are forgotten (at least 1000)."),
     ROW("cursors", max_cursors, type_int, "1000000", RELOAD, 1, INT_MAX, NULL,
         "Open cursors tracked at once at most."),
+
+    ROW("admin", http_allow_remote, type_bool, "false", 0, 0, 0, NULL,
+        "Allow http_listen on addresses other than loopback (127.0.0.0/8, ::1): the endpoints "
+        "have no authentication, so only with a firewall in front."),
+    ROW("admin", http_listen, type_listen_opt, "", 0, 0, 0, NULL,
+        "Where to serve /metrics (Prometheus), /healthz and /readyz over HTTP: 127.0.0.1:port, "
+        "[::1]:port or unix:/path, comma-separated; empty (the default) turns it off."),
+    ROW("admin", http_max_connections, type_int, "16", RELOAD, 1, 1024, NULL,
+        "Admin HTTP connections served at once (1 to 1024); further ones are closed at once "
+        "with a log line."),
+    ROW("admin", http_timeout_ms, type_int, "5000", RELOAD, 100, INT_MAX, NULL,
+        "An admin HTTP request must arrive whole, and its response be taken, within this."),
 };
 
 #define KEY_COUNT (sizeof(keys) / sizeof(keys[0]))
@@ -1381,7 +1421,7 @@ static void classify_line(struct load_ctx *x)
         } else if (!section_exists(start + 1, (size_t)(end - start - 1))) {
             add_error(x, x->lineno,
                       "unknown section [%.*s]; the sections are [mongolb], "
-                      "[upstream] and [cursors]",
+                      "[upstream], [cursors] and [admin]",
                       (int)(end - start - 1), start + 1);
         }
         x->have_prev_key = false;
@@ -1657,6 +1697,40 @@ static void validate_staleness(struct load_ctx *x)
                   v, hb, floor_hb);
 }
 
+/* True for an address of the loopback interface: 127.0.0.0/8 or ::1. */
+static bool is_loopback(const char *host)
+{
+    struct in_addr a4;
+    struct in6_addr a6;
+    if (inet_pton(AF_INET, host, &a4) == 1)
+        return (ntohl(a4.s_addr) >> 24) == 127;
+    char addr[INET6_ADDRSTRLEN];
+    size_t n = strcspn(host, "%");
+    if (n >= sizeof(addr))
+        return false;
+    memcpy(addr, host, n);
+    addr[n] = '\0';
+    return inet_pton(AF_INET6, addr, &a6) == 1 && IN6_IS_ADDR_LOOPBACK(&a6);
+}
+
+/* The admin endpoints have no authentication: other addresses than loopback only on request. */
+static void validate_http_listen(struct load_ctx *x)
+{
+    int i = find_key("admin", "http_listen");
+    if (x->failed[i] || !usable(x, "admin", "http_allow_remote") || x->c->http_allow_remote)
+        return;
+    const struct mlb_listen_list *l = &x->c->http_listen;
+    for (size_t j = 0; j < l->count; j++) {
+        if (l->addr[j].kind == MLB_LISTEN_TCP && !is_loopback(l->addr[j].host)) {
+            key_error(x, x->seen_line[i], i,
+                      "'%s' is not a loopback address; the endpoints have no authentication, so "
+                      "set http_allow_remote = true to serve them there",
+                      l->addr[j].host);
+            return;
+        }
+    }
+}
+
 /* True if key i of the table was parsed cleanly and holds something other than its default. */
 static bool is_set(const struct load_ctx *x, int i)
 {
@@ -1801,6 +1875,7 @@ static int load(struct load_ctx *x, struct mlb_config *c, char *err, size_t err_
     validate_srv(x);
     validate_read_preference(x);
     validate_staleness(x);
+    validate_http_listen(x);
     validate_tls_server(x);
     validate_tls_upstream(x);
     if (x->out_of_memory) {

@@ -110,12 +110,15 @@ struct mlb_config {
     int client_idle_timeout_ms;       /* close a client without a request this long; 0: never */
     int client_write_timeout_ms;      /* a client must take a reply within this */
     struct compress_list compressors; /* offered to clients that ask in their hello */
+    int error_log_limit;              /* error lines per code per 10 s; 0: no limit */
     struct mlb_listen_list listen;
+    enum log_format log_format;
     enum log_level log_level;
     int max_buffer_bytes; /* all connections' buffers together; past it, reading pauses */
     int max_clients;
     int max_message_bytes; /* the largest frame a client may send */
     int shutdown_timeout_ms;
+    int slow_request_ms; /* log requests at least this slow; 0: off */
     /*
      * TLS towards applications. Every char * path in this structure is NULL when the key is
      * unset or set to an empty value, never "", and otherwise a string the configuration owns
@@ -170,6 +173,12 @@ struct mlb_config {
     /* [cursors] */
     int idle_timeout_ms;
     int max_cursors;
+
+    /* [admin] */
+    int http_allow_remote;              /* 0 or 1 */
+    struct mlb_listen_list http_listen; /* count 0: no admin listener */
+    int http_max_connections;
+    int http_timeout_ms;
 };
 
 /* config_key.flags */

@@ -309,3 +309,8 @@ void listeners_cleanup(struct proxy *p)
             unlink(l->path);
     }
 }
+
+int listener_unix_prepare(const char *path)
+{
+    return unix_prepare(path);
+}

@@ -141,6 +141,8 @@ int main(int argc, char **argv)
         return 0;
     }
     log_current_level = proxy.cfg.log_level;
+    log_current_format = proxy.cfg.log_format;
+    log_detect_journald();
     signal(SIGPIPE, SIG_IGN);
     uv_loop_t *loop = uv_default_loop();
     signals_start(loop);

@@ -87,7 +87,9 @@ static void check_failed(struct monitor *m, const char *why, bool timed_out)
     m->failures++;
     const struct server *s = &p->topo.servers[m->idx];
     bool was_known = s->type != SERVER_UNKNOWN;
-    if (was_known || !s->last_error[0] || strcmp(s->last_error, why) != 0)
+    /* A server that was known gets one line, "marked unknown: why", from the coordinator; one
+     * that was not gets this line when the reason changes. */
+    if (!was_known && (!s->last_error[0] || strcmp(s->last_error, why) != 0))
         log_warn(s->addr, "check failed: %s", why);
     proxy_check_failed(p, m->idx, why, timed_out, m->failures);
     if (was_known && !m->retry_pending) {

@@ -74,6 +74,7 @@ int32_t proxy_next_request_id(struct proxy *p)
 
 void proxy_topology_changed(struct proxy *p)
 {
+    ops_topology_changed(p);
     if (!list_empty(&p->select_waiters))
         clients_retry_waiting(p);
 }
@@ -279,6 +280,7 @@ static void server_failed(struct proxy *p, int idx, const char *why, bool interr
     struct server *s = &p->topo.servers[idx];
     bool was_known = s->type != SERVER_UNKNOWN;
     topology_on_failure(&p->topo, idx, why, proxy_now(p));
+    ops_topology_changed(p);
     if (was_known)
         log_warn(s->addr, "marked unknown: %s", why);
     pool_clear(p, idx, interrupt, why);
@@ -311,6 +313,7 @@ void proxy_state_change(struct proxy *p, int idx, int32_t code)
     snprintf(why, sizeof(why), "replied with state-change error %d", code);
     log_info(p->topo.servers[idx].addr, "%s: marked unknown, re-checking", why);
     topology_mark_unknown(&p->topo, idx, clear, why);
+    ops_topology_changed(p);
     if (clear)
         pool_clear(p, idx, false, why);
     /* The member that refused is out of date, and so is the topology's idea of who is primary:
@@ -328,6 +331,7 @@ static void final_stop(struct proxy *p)
     stopped = true;
     log_info(NULL, "stopped");
     listeners_stop(p);
+    admin_stop(p);
     clients_close_all(p, "shutdown");
     monitor_stop_all(p);
     srv_stop(p);
@@ -402,6 +406,7 @@ void proxy_shutdown(struct proxy *p, const char *why)
 static void apply_config(struct proxy *p)
 {
     log_current_level = p->cfg.log_level;
+    log_current_format = p->cfg.log_format;
     p->topo.local_threshold_ms = p->cfg.local_threshold_ms;
     p->cursors.idle_ms = p->cfg.idle_timeout_ms;
     p->cursors.max = (size_t)p->cfg.max_cursors;
@@ -602,6 +607,7 @@ int proxy_start(struct proxy *p, uv_loop_t *loop)
 {
     p->loop = loop;
     p->started_ms = (int64_t)uv_now(loop);
+    ops_init(p);
     p->rng_state = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32) ^ uv_hrtime();
     if (p->rng_state == 0)
         p->rng_state = 88172645463325252ull;
@@ -639,7 +645,10 @@ int proxy_start(struct proxy *p, uv_loop_t *loop)
     uv_timer_init(loop, &shutdown_timer);
     shutdown_timer.data = p;
     rc = listeners_start(p);
+    if (rc == 0)
+        rc = admin_start(p);
     if (rc < 0) {
+        admin_cleanup(p);
         listeners_cleanup(p);
         return rc;
     }
@@ -661,6 +670,7 @@ int proxy_start(struct proxy *p, uv_loop_t *loop)
 void proxy_free(struct proxy *p)
 {
     listeners_cleanup(p);
+    admin_cleanup(p);
     cursors_free(&p->cursors);
     txn_pins_free(p);
     free(p->sctx.shared);

@@ -32,6 +32,7 @@
 #include "config.h"
 #include "cursors.h"
 #include "list.h"
+#include "metrics.h"
 #include "request.h"
 #include "stream.h"
 #include "tls.h"
@@ -44,6 +45,7 @@ struct bconn;
 struct monitor;
 struct txn_pins;
 struct srv;
+struct admin;
 
 /* A user (a client) waiting for a pooled connection. */
 struct pool_waiter {
@@ -141,6 +143,12 @@ struct proxy {
     char last_overflow[320]; /* the member overflow last logged, so it is logged once */
     bool shutting_down;
     struct proxy_stats stats;
+    struct metrics_state metrics; /* histograms and counts for /metrics (ops.c) */
+    struct admin *admin;          /* the admin HTTP listener, or NULL (admin.c) */
+    /* What hello reported last while some backend was known, for when none is (ops.c). */
+    struct topology_limits last_limits;
+    bool limits_seen;
+    bool fallback_logged;
     uv_timer_t janitor;
     struct srv *srv; /* seeds = mongodb+srv://: the resolver and its polls (srv.c), else NULL */
 };
@@ -197,6 +205,9 @@ void listeners_cleanup(struct proxy *p);
 /* Gives the unix sockets unix_socket_group and unix_socket_mode again (after a reload). Returns 0
  * or the first negative errno code, with a log line for each failure. */
 int listeners_set_access(struct proxy *p);
+/* Makes sure a unix socket path may be bound: refuses a non-socket and a live socket, removes a
+ * stale one. Returns 0 or a negative errno. */
+int listener_unix_prepare(const char *path);
 
 /* --- pool.c --- */
 
@@ -305,6 +316,46 @@ void status_build_hello(struct proxy *p, const struct request_info *ri, int64_t 
 void status_build(struct proxy *p, bson_t *doc);
 /* Builds an error document {ok:0, errmsg, code, codeName}. */
 void status_build_error(bson_t *doc, int code, const char *code_name, const char *errmsg);
+
+/* --- ops.c: accounting, error and slow-request lines, exposition, local answers --- */
+
+void ops_init(struct proxy *p);
+enum metrics_class ops_class(const struct request_info *ri);
+/* An error document mongolb made for a request is being returned: count it, and log it at warn
+ * (rate limited per code by error_log_limit) with the command, namespace, server and code. */
+void ops_error_returned(struct proxy *p, const char *prefix, const struct request_info *ri,
+                        const uint8_t *frame, size_t len, int server, int32_t code,
+                        const char *msg);
+/* A request that began at start_ns (uv_hrtime) is over: its latency goes into the histograms,
+ * and a line is logged if it reached slow_request_ms. code is the error mongolb returned (0 for
+ * none), relayed_code an error reply relayed from the server. */
+void ops_request_done(struct proxy *p, const char *prefix, const struct request_info *ri,
+                      const uint8_t *frame, size_t len, int server, int32_t code,
+                      int32_t relayed_code, uint64_t start_ns);
+/* The topology changed: counts failovers and servers lost. */
+void ops_topology_changed(struct proxy *p);
+/* The limits hello reports: the backends', the last ones known once none is reachable, or
+ * MongoDB 5.0's once the first checks have all failed. False while hello should wait (until
+ * ops_hello_wait_until). */
+bool ops_hello_limits(struct proxy *p, struct topology_limits *out);
+int64_t ops_hello_wait_until(struct proxy *p);
+/* Builds the reply to a command mongolb answers itself without a backend (ping, buildInfo) and
+ * returns true, or returns false for any other request. */
+bool ops_local_command(struct proxy *p, const struct request_info *ri, bson_t *doc);
+/* 0 when some server suits the default read preference, else a negative errno; why says which
+ * or why not. */
+int ops_ready(struct proxy *p, char *why, size_t why_len);
+/* The Prometheus text exposition (format 0.0.4). Returns 0 or -ENOMEM. */
+int ops_render_metrics(struct proxy *p, struct wire_buf *b);
+
+/* --- admin.c: the admin HTTP listener --- */
+
+/* Starts listening on [admin] http_listen (nothing when it is empty). Returns 0 or -errno. */
+int admin_start(struct proxy *p);
+/* Closes the listeners and every admin connection (at the final stop). */
+void admin_stop(struct proxy *p);
+/* Removes the unix socket files it created; frees the object once admin_stop has run. */
+void admin_cleanup(struct proxy *p);
 
 /* --- txnpin.c --- */
 

@@ -26,7 +26,9 @@ void status_build_hello(struct proxy *p, const struct request_info *ri, int64_t 
                         bson_t *doc)
 {
     struct topology_limits lim;
-    topology_limits(&p->topo, &lim);
+    /* The backends' limits; the last ones known, or MongoDB 5.0's, when none is reachable. */
+    if (!ops_hello_limits(p, &lim))
+        return;
     if (ri->legacy_hello)
         BSON_APPEND_BOOL(doc, "ismaster", true);
     else

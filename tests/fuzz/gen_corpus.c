@@ -563,6 +563,34 @@ static void gen_config(void)
     ini_seed("continuation", "[upstream]\nseeds = h:1,\n  g:2\n");
 }
 
+/* --- fuzz_http ------------------------------------------------------------------------------ */
+
+static void http_seed(const char *name, const char *text)
+{
+    write_file("fuzz_http", name, text, strlen(text));
+}
+
+static void gen_http(void)
+{
+    http_seed("metrics", "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:9216\r\nUser-Agent: "
+                         "Prometheus/2.45.0\r\nAccept: application/openmetrics-text;version=1.0.0,"
+                         "text/plain;version=0.0.4;q=0.5,*/*;q=0.1\r\nAccept-Encoding: gzip\r\n"
+                         "X-Prometheus-Scrape-Timeout-Seconds: 10\r\n\r\n");
+    http_seed("healthz_10", "GET /healthz HTTP/1.0\r\n\r\n");
+    http_seed("readyz_head", "HEAD /readyz?verbose=1 HTTP/1.1\r\nHost: x\r\n\r\n");
+    http_seed("curl", "GET /readyz HTTP/1.1\r\nHost: localhost\r\nUser-Agent: curl/7.88.1\r\n"
+                      "Accept: */*\r\n\r\n");
+    http_seed("post_body", "POST /metrics HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello");
+    http_seed("http2", "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+    http_seed("folded", "GET / HTTP/1.1\r\nX: a\r\n b\r\n\r\n");
+    http_seed("bare_lf", "GET / HTTP/1.1\nHost: x\n\n");
+    http_seed("no_end", "GET / HTTP/1.1\r\nHost: x\r\n");
+    http_seed("empty_header", "GET / HTTP/1.1\r\nX-Empty:\r\n:\r\n\r\n");
+    http_seed("tls_hello", "\x16\x03\x01\x02\x01\x01\r\n\r\n");
+    http_seed("mongo_frame", "\x3a\x01\x01\x01\x01\x01\x01\x01\xdd\x07\x01\x01\r\n\r\n");
+    http_seed("long_method", "PROPPATCHPROPPATCH / HTTP/1.1\r\n\r\n");
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 2) {
@@ -578,5 +606,6 @@ int main(int argc, char **argv)
     gen_frames();
     gen_config();
     gen_compress();
+    gen_http();
     return 0;
 }

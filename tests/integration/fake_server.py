@@ -116,7 +116,7 @@ class FakeServer:
         if name in HELLO_NAMES:
             legacy = legacy or name != "hello"
             return self.mongos_hello(legacy) if self.mongos else self.hello(legacy=legacy)
-        if name == "ping":
+        if name in ("ping", "connectionStatus"):
             return {"ok": 1.0}
         return {"ok": 0.0, "errmsg": "fake server: no such command: %s" % name, "code": 59,
                 "codeName": "CommandNotFound"}

@@ -555,9 +555,10 @@ def test_one_failed_backend_socket_keeps_other_cursors():
             coll.insert_many([{"_id": i} for i in range(10)])
             cursor = coll.find({}, batch_size=2).sort("_id", 1)
             assert [next(cursor)["_id"], next(cursor)["_id"]] == [0, 1]
-            fail_command(sim, 0, ["ping"], mode={"times": 1}, closeConnection=True)
+            # connectionStatus, since mongolb answers ping itself.
+            fail_command(sim, 0, ["connectionStatus"], mode={"times": 1}, closeConnection=True)
             with connect(lb) as s:  # client B
-                send_msg(s, {"ping": 1, "$db": "admin"}, request_id=51)
+                send_msg(s, {"connectionStatus": 1, "$db": "admin"}, request_id=51)
                 kind, _, _ = read_outcome(s, 5.0)
             assert kind in ("reply", "closed")
             lb.wait_known(1, timeout=5)

@@ -465,8 +465,8 @@ END_TEST
 START_TEST(test_structure_errors)
 {
     expect_error("[proxy]\nlisten = 1.2.3.4:5\n" MINIMAL,
-                 "t.ini:1: unknown section [proxy]; the sections are [mongolb], [upstream] and "
-                 "[cursors]");
+                 "t.ini:1: unknown section [proxy]; the sections are [mongolb], [upstream], "
+                 "[cursors] and [admin]");
     expect_error(MINIMAL "max_conns = 5\n", "t.ini:3: [upstream] max_conns: unknown key");
     /* Keys of the right name in the wrong section are unknown there. */
     expect_error("[mongolb]\nmode = mongos\n" MINIMAL,
@@ -622,7 +622,7 @@ START_TEST(test_all_errors_reported)
     expect_error(text, "t.ini:2: [mongolb] max_clients: 'x' is not a whole number\n"
                        "t.ini:3: [mongolb] bogus: unknown key\n"
                        "t.ini:4: unknown section [nowhere]; the sections are [mongolb], "
-                       "[upstream] and [cursors]\n"
+                       "[upstream], [cursors] and [admin]\n"
                        "t.ini:8: [upstream] local_threshold_ms: '-' is not a whole number\n"
                        "t.ini:9: [upstream] mode: duplicate key (first set on line 7)\n"
                        "t.ini: [upstream] seeds: required key is missing");
@@ -1397,7 +1397,7 @@ START_TEST(test_dump_round_trip)
     ck_assert_int_eq(load(texts[1], &c), 0);
     char *text = dump_string(&c);
     ck_assert_ptr_nonnull(strstr(text, "\nlisten = [::1]:27016,unix:/run/mongolb.sock,"
-                                       "0.0.0.0:1\nlog_level = warn\n"));
+                                       "0.0.0.0:1\nlog_format = text\nlog_level = warn\n"));
     ck_assert_ptr_nonnull(strstr(text, "[mongolb]\nclient_frame_timeout_ms = 30000\n"));
     ck_assert_ptr_nonnull(strstr(text, "\nread_preference_tags = dc:ny,rack:1;dc:ny;\n"));
     ck_assert_ptr_nonnull(strstr(text, "\nseeds = [::1]:27017,h:2,[fe80::1%lo]:3\n"));
@@ -1572,7 +1572,7 @@ END_TEST
 START_TEST(test_table)
 {
     size_t n = config_key_count();
-    ck_assert_uint_eq(n, 47);
+    ck_assert_uint_eq(n, 54);
     ck_assert_ptr_null(config_key_at(n));
     /* Sections form contiguous groups, and keys are alphabetical inside each. */
     for (size_t i = 1; i < n; i++) {
@@ -1676,11 +1676,53 @@ START_TEST(test_example_config_and_docs)
 }
 END_TEST
 
+/* [admin] http_listen: off when empty, loopback and unix sockets only unless
+ * http_allow_remote; log_format and the other operator keys. */
+START_TEST(test_admin_and_log_keys)
+{
+    struct mlb_config c;
+    ck_assert_int_eq(load(MINIMAL, &c), 0);
+    ck_assert_uint_eq(c.http_listen.count, 0);
+    ck_assert_int_eq(c.log_format, LOG_FORMAT_TEXT);
+    ck_assert_int_eq(c.slow_request_ms, 0);
+    ck_assert_int_eq(c.error_log_limit, 10);
+    ck_assert_int_eq(c.http_max_connections, 16);
+    config_free(&c);
+    ck_assert_int_eq(load("[mongolb]\nlog_format = json\nslow_request_ms = 250\n" MINIMAL
+                          "[admin]\nhttp_listen = 127.0.0.1:9216, [::1]:9216, 127.9.9.9:1,"
+                          " unix:/run/a.sock\n",
+                          &c),
+                     0);
+    ck_assert_int_eq(c.log_format, LOG_FORMAT_JSON);
+    ck_assert_int_eq(c.slow_request_ms, 250);
+    ck_assert_uint_eq(c.http_listen.count, 4);
+    ck_assert_int_eq(c.http_listen.addr[3].kind, MLB_LISTEN_UNIX);
+    config_free(&c);
+    expect_error(MINIMAL "[admin]\nhttp_listen = 0.0.0.0:9216\n",
+                 "t.ini:4: [admin] http_listen: '0.0.0.0' is not a loopback address; the "
+                 "endpoints have no authentication, so set http_allow_remote = true to serve them "
+                 "there");
+    expect_error(MINIMAL "[admin]\nhttp_listen = [::1]:1,[2001:db8::1]:9216\n",
+                 "t.ini:4: [admin] http_listen: '2001:db8::1' is not a loopback address; the "
+                 "endpoints have no authentication, so set http_allow_remote = true to serve them "
+                 "there");
+    ck_assert_int_eq(
+        load(MINIMAL "[admin]\nhttp_listen = 0.0.0.0:9216\nhttp_allow_remote = yes\n", &c), 0);
+    config_free(&c);
+    expect_error("[mongolb]\nlog_format = xml\n" MINIMAL,
+                 "t.ini:2: [mongolb] log_format: 'xml' is not one of: text, json");
+    expect_error(MINIMAL "[admin]\nhttp_listen = localhost:1\n",
+                 "t.ini:4: [admin] http_listen: 'localhost:1' is a host name, but listen takes an "
+                 "IP address; write 127.0.0.1:1 or [::1]:1");
+}
+END_TEST
+
 Suite *config_suite(void)
 {
     Suite *s = suite_create("config");
     TCase *tc = tcase_create("config");
     tcase_add_test(tc, test_defaults);
+    tcase_add_test(tc, test_admin_and_log_keys);
     tcase_add_test(tc, test_every_key);
     tcase_add_test(tc, test_enum_values);
     tcase_add_test(tc, test_listen_forms);

@@ -1,0 +1,56 @@
+/*
+ * fuzz_http.c: http_parse_head() on arbitrary bytes, as the admin listener feeds it: the whole
+ * input, then every prefix length a read could end at (a sample of them for long inputs), with a
+ * small and the real maximum head size. A complete result must describe a head within the input
+ * that ends with CRLF CRLF, with NUL-terminated method and path; a refusal must carry a status;
+ * and a prefix of a complete head must never be judged complete.
+ */
+#include <errno.h>
+#include <string.h>
+
+#include "fuzz_common.h"
+#include "http.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+static void check_one(const uint8_t *data, size_t len, size_t max_head)
+{
+    struct http_request r;
+    int status = -1;
+    int rc = http_parse_head(data, len, max_head, &r, &status);
+    if (rc == 0) {
+        FUZZ_CHECK(r.head_len >= 4 && r.head_len <= len && r.head_len <= max_head);
+        FUZZ_CHECK(memcmp(data + r.head_len - 4, "\r\n\r\n", 4) == 0);
+        FUZZ_CHECK(memchr(r.method, 0, sizeof(r.method)) != NULL);
+        FUZZ_CHECK(memchr(r.path, 0, sizeof(r.path)) != NULL);
+        FUZZ_CHECK(r.minor == 0 || r.minor == 1);
+        FUZZ_CHECK(r.n_headers >= 0 && r.n_headers <= HTTP_MAX_HEADERS);
+        fuzz_touch(r.method, strlen(r.method));
+        fuzz_touch(r.path, strlen(r.path));
+        /* Any shorter prefix that ends before the head is not complete. */
+        struct http_request r2;
+        int st2;
+        FUZZ_CHECK(http_parse_head(data, r.head_len - 1, max_head, &r2, &st2) != 0);
+    } else if (rc == HTTP_INCOMPLETE) {
+        FUZZ_CHECK(len < max_head);
+    } else {
+        FUZZ_CHECK(rc == -EINVAL);
+        FUZZ_CHECK(status >= 400 && status <= 505);
+        fuzz_touch(http_reason(status), strlen(http_reason(status)));
+    }
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    /* A copy of exactly size bytes, so that ASan sees any read past the end. */
+    uint8_t *copy = malloc(size ? size : 1);
+    FUZZ_CHECK(copy != NULL);
+    memcpy(copy, data, size);
+    check_one(copy, size, 8192);
+    check_one(copy, size, 64);
+    size_t step = size > 256 ? size / 64 : 1;
+    for (size_t i = 0; i < size; i += step)
+        check_one(copy, i, 8192);
+    free(copy);
+    return 0;
+}
