@@ -26,6 +26,7 @@
 #include <openssl/ssl.h>
 #include <uv.h>
 
+#include "sim_auth.h"
 #include "store.h"
 #include "wire.h"
 
@@ -52,6 +53,7 @@ struct sim_cursor {
     struct store_results res;
     size_t pos;
     uint64_t last_used_ms;
+    char owner[SIM_AUTH_OWNER_MAX]; /* "user@db" of the user that opened it, "" for none */
 };
 
 /* A multi-document transaction a server holds, keyed by lsid.id and txnNumber. */
@@ -66,7 +68,8 @@ struct sim_txn {
     uint8_t lsid[16];
     int64_t txn_number;
     enum sim_txn_state state;
-    struct store_txn *undo; /* NULL once committed or aborted */
+    struct store_txn *undo;         /* NULL once committed or aborted */
+    char owner[SIM_AUTH_OWNER_MAX]; /* the session's user: with --auth, part of its key */
 };
 
 /* A saved reply of a retryable write, shared by all servers of the deployment. */
@@ -75,6 +78,7 @@ struct sim_retry {
     uint8_t lsid[16];
     int64_t txn_number;
     bson_t *reply;
+    char owner[SIM_AUTH_OWNER_MAX]; /* the session's user: with --auth, part of its key */
 };
 
 /* One line of the per-server log of commands that carried a txnNumber. */
@@ -186,6 +190,10 @@ struct sim_options {
     char tls_cert[4096]; /* PEM with the server certificate (and chain) and its private key */
     char tls_ca[4096];   /* CA bundle that verifies client certificates; empty: none asked for */
     bool tls_require_client_cert;
+    /* --auth: commands need a login and a role (sim_auth.c); --auth-user seeds users. */
+    bool auth;
+    const char *auth_users[32]; /* --auth-user specs, pointing into argv */
+    int n_auth_users;
 };
 
 struct sim {
@@ -219,6 +227,10 @@ struct sim {
     /* The TLS context every connection's SSL is made from (mongosim.c builds it from the
      * options), or NULL when the listeners speak plaintext. */
     SSL_CTX *tls_ctx;
+
+    /* The deployment's users (sim_auth.c), seen alike by every server. */
+    struct sim_user *users;
+    size_t nusers;
 
     /* Scratch space reused by every request, so the hot path does not allocate: the reply
      * document and the views of a kind-1 document sequence. */
@@ -265,6 +277,8 @@ void sim_stop(struct sim *s);
 const char *sim_conn_app_name(const struct sim_conn *c);
 uint64_t sim_conn_id(const struct sim_conn *c);
 void sim_conn_set_app_name(struct sim_conn *c, const char *name);
+/* The connection's login state (sim_auth.h). */
+struct sim_conn_auth *sim_conn_auth(struct sim_conn *c);
 /* Closes the connection right after this request, without a reply (failCommand closeConnection). */
 void sim_conn_drop(struct sim_conn *c);
 /* Delays the reply to the current request by ms (failCommand blockConnection). */

@@ -311,6 +311,7 @@ static bool handle_hello(struct sim_server *srv, struct sim_conn *conn,
             sim_conn_await_hello(conn, (uint64_t)max_await, exhaust, hello_ok, legacy);
     }
     sim_build_hello(srv, conn, legacy, hello_ok, reply);
+    sim_auth_hello(srv, conn, &req->cmd, reply);
     return true;
 }
 
@@ -324,10 +325,17 @@ static size_t lsid_hash(const uint8_t *lsid)
     return (size_t)h;
 }
 
-static struct sim_txn *txn_find(struct sim_server *srv, const uint8_t *lsid)
+/* With --auth a session is known by its id and its user (mongod's lsid.uid): another user's
+ * session of the same id is another session. owner NULL matches any. */
+static bool owner_matches(const struct sim *s, const char *have, const char *want)
+{
+    return !want || !s->opt.auth || strcmp(have, want) == 0;
+}
+
+static struct sim_txn *txn_find(struct sim_server *srv, const uint8_t *lsid, const char *owner)
 {
     for (struct sim_txn *t = srv->txns[lsid_hash(lsid) % SIM_TXN_BUCKETS]; t; t = t->next)
-        if (memcmp(t->lsid, lsid, 16) == 0)
+        if (memcmp(t->lsid, lsid, 16) == 0 && owner_matches(srv->sim, t->owner, owner))
             return t;
     return NULL;
 }
@@ -350,9 +358,10 @@ static void txn_end(struct sim_server *srv, struct sim_txn *t, bool commit)
                           commit ? STORE_TXN_COMMITTED : STORE_TXN_ABORTED);
 }
 
-static struct sim_txn *txn_create(struct sim_server *srv, const uint8_t *lsid, int64_t number)
+static struct sim_txn *txn_create(struct sim_server *srv, const uint8_t *lsid, int64_t number,
+                                  const char *owner)
 {
-    struct sim_txn *t = txn_find(srv, lsid);
+    struct sim_txn *t = txn_find(srv, lsid, owner);
     if (t) {
         /* A newer transaction on the session replaces the old one, aborting it if still open. */
         if (t->state == SIM_TXN_ACTIVE)
@@ -362,6 +371,7 @@ static struct sim_txn *txn_create(struct sim_server *srv, const uint8_t *lsid, i
         if (!t)
             return NULL;
         memcpy(t->lsid, lsid, 16);
+        snprintf(t->owner, sizeof(t->owner), "%s", owner);
         size_t b = lsid_hash(lsid) % SIM_TXN_BUCKETS;
         t->next = srv->txns[b];
         srv->txns[b] = t;
@@ -385,17 +395,18 @@ void sim_abort_txns(struct sim_server *srv)
  * per session is kept (the highest txnNumber), so memory is bounded by the number of sessions
  * rather than growing with every write.
  */
-static struct sim_retry *retry_find(struct sim *s, const uint8_t *lsid)
+static struct sim_retry *retry_find(struct sim *s, const uint8_t *lsid, const char *owner)
 {
     for (struct sim_retry *r = s->retries[lsid_hash(lsid) % SIM_RETRY_BUCKETS]; r; r = r->next)
-        if (memcmp(r->lsid, lsid, 16) == 0)
+        if (memcmp(r->lsid, lsid, 16) == 0 && owner_matches(s, r->owner, owner))
             return r;
     return NULL;
 }
 
-static void retry_save(struct sim *s, const uint8_t *lsid, int64_t number, const bson_t *reply)
+static void retry_save(struct sim *s, const uint8_t *lsid, int64_t number, const bson_t *reply,
+                       const char *owner)
 {
-    struct sim_retry *r = retry_find(s, lsid);
+    struct sim_retry *r = retry_find(s, lsid, owner);
     if (r) {
         bson_destroy(r->reply);
     } else {
@@ -403,6 +414,7 @@ static void retry_save(struct sim *s, const uint8_t *lsid, int64_t number, const
         if (!r)
             return;
         memcpy(r->lsid, lsid, 16);
+        snprintf(r->owner, sizeof(r->owner), "%s", owner);
         size_t b = lsid_hash(lsid) % SIM_RETRY_BUCKETS;
         r->next = s->retries[b];
         s->retries[b] = r;
@@ -1078,8 +1090,8 @@ static bool handle_sim(struct sim_server *srv, struct sim_conn *conn, const char
 
 /* --- cursors ----------------------------------------------------------------------------- */
 
-static void build_first_batch(struct sim_server *srv, const char *ns, struct store_results *res,
-                              int64_t batch, bool single, bson_t *reply)
+static void build_first_batch(struct sim_server *srv, const char *ns, const char *owner,
+                              struct store_results *res, int64_t batch, bool single, bson_t *reply)
 {
     bson_t cdoc, arr;
     size_t pos = 0;
@@ -1095,6 +1107,7 @@ static void build_first_batch(struct sim_server *srv, const char *ns, struct sto
         struct sim_cursor *c = sim_cursor_open(srv, ns, res);
         if (c) {
             c->pos = pos;
+            snprintf(c->owner, sizeof(c->owner), "%s", owner);
             id = c->id;
         }
     }
@@ -1120,6 +1133,12 @@ static bool handle_get_more(struct sim_server *srv, struct sim_conn *conn,
     if (!c) {
         snprintf(msg, sizeof(msg), "cursor id %lld not found", (long long)id);
         sim_error(reply, 43, "CursorNotFound", msg);
+        return true;
+    }
+    if (!sim_auth_owns(srv->sim, conn, c->owner)) {
+        snprintf(msg, sizeof(msg), "cursor id %lld was not created by the authenticated user",
+                 (long long)id);
+        sim_error(reply, 13, "Unauthorized", msg);
         return true;
     }
     const char *coll = "";
@@ -1158,13 +1177,27 @@ static bool handle_get_more(struct sim_server *srv, struct sim_conn *conn,
     return true;
 }
 
-static bool handle_kill_cursors(struct sim_server *srv, const struct sim_request *req,
-                                bson_t *reply)
+static bool handle_kill_cursors(struct sim_server *srv, struct sim_conn *conn,
+                                const struct sim_request *req, bson_t *reply)
 {
     bson_iter_t it, ids;
     if (!bson_iter_init_find(&it, &req->cmd, "cursors") || !BSON_ITER_HOLDS_ARRAY(&it)) {
         sim_error(reply, 9, NULL, "killCursors needs a cursors array");
         return true;
+    }
+    /* As mongod checks before killing anything: one cursor of another user (unless the caller
+     * may kill any cursor) fails the whole command, and nothing is killed. */
+    bson_iter_recurse(&it, &ids);
+    while (bson_iter_next(&ids)) {
+        int64_t id;
+        struct sim_cursor *c = iter_int64(&ids, &id) ? sim_cursor_find(srv, id) : NULL;
+        if (c && !sim_auth_owns(srv->sim, conn, c->owner) &&
+            !sim_auth_kill_any_cursor(srv->sim, conn)) {
+            char msg[320];
+            snprintf(msg, sizeof(msg), "not authorized to kill cursor on %s", c->ns);
+            sim_error(reply, 13, "Unauthorized", msg);
+            return true;
+        }
     }
     bson_t killed, notfound, empty;
     bson_init(&killed);
@@ -1245,6 +1278,7 @@ struct session_info {
     bool has_autocommit; /* the field is there, as in every statement of a transaction */
     bool in_txn;         /* autocommit:false */
     bool start;          /* startTransaction:true */
+    const char *owner;   /* the connection's user, "" for none (sim_auth_owner) */
 };
 
 static void parse_session(const bson_t *cmd, struct session_info *si)
@@ -1308,7 +1342,7 @@ static enum store_txn_outcome deployment_outcome(struct sim *s, const uint8_t *l
                                                  bool abort_open)
 {
     for (int i = 0; i < s->nservers; i++) {
-        struct sim_txn *t = txn_find(&s->servers[i], lsid);
+        struct sim_txn *t = txn_find(&s->servers[i], lsid, NULL);
         if (!t || t->txn_number != number)
             continue;
         if (t->state == SIM_TXN_ACTIVE && abort_open)
@@ -1362,7 +1396,7 @@ static void finish_txn(struct sim_server *srv, const char *name, const struct se
                        const bson_t *cmd, bson_t *reply, bool *recovered)
 {
     struct sim *s = srv->sim;
-    struct sim_txn *t = si->has_lsid ? txn_find(srv, si->lsid) : NULL;
+    struct sim_txn *t = si->has_lsid ? txn_find(srv, si->lsid, si->owner) : NULL;
     bool commit = strcmp(name, "commitTransaction") == 0;
     *recovered = false;
     if (!si->has_lsid || !si->has_txn_number) {
@@ -1463,17 +1497,6 @@ static bool builtin(struct sim_server *srv, struct sim_conn *conn, const char *n
         BSON_APPEND_INT32(&sub, "totalCreated", (int32_t)srv->conns_total);
         bson_append_document_end(reply, &sub);
         append_opcounters(reply, srv);
-        simple_ok(reply);
-        return true;
-    }
-    if (strcmp(name, "connectionStatus") == 0) {
-        bson_t ai, e;
-        BSON_APPEND_DOCUMENT_BEGIN(reply, "authInfo", &ai);
-        BSON_APPEND_ARRAY_BEGIN(&ai, "authenticatedUsers", &e);
-        bson_append_array_end(&ai, &e);
-        BSON_APPEND_ARRAY_BEGIN(&ai, "authenticatedUserRoles", &e);
-        bson_append_array_end(&ai, &e);
-        bson_append_document_end(reply, &ai);
         simple_ok(reply);
         return true;
     }
@@ -1649,11 +1672,13 @@ static bool run_one(struct sim_server *srv, struct sim_conn *conn, const struct 
         return true;
     }
 
+    if (sim_auth_command(srv, conn, req, name, reply))
+        return true;
     if (strcmp(name, "getMore") == 0)
         return handle_get_more(srv, conn, req, reply);
     srv->opcounters.command += strcmp(name, "find") != 0 && !is_write_command(name);
     if (strcmp(name, "killCursors") == 0)
-        return handle_kill_cursors(srv, req, reply);
+        return handle_kill_cursors(srv, conn, req, reply);
     if (builtin(srv, conn, name, req, reply))
         return true;
 
@@ -1717,13 +1742,13 @@ static bool run_one(struct sim_server *srv, struct sim_conn *conn, const struct 
         }
         struct sim_txn *t;
         if (si->start) {
-            t = txn_create(srv, si->lsid, si->txn_number);
+            t = txn_create(srv, si->lsid, si->txn_number, si->owner);
             if (!t) {
                 sim_error(reply, 1, NULL, "out of memory");
                 return true;
             }
         } else {
-            t = txn_find(srv, si->lsid);
+            t = txn_find(srv, si->lsid, si->owner);
             if (!t || t->txn_number != si->txn_number || t->state != SIM_TXN_ACTIVE) {
                 no_such_txn(reply, si);
                 return true;
@@ -1731,7 +1756,7 @@ static bool run_one(struct sim_server *srv, struct sim_conn *conn, const struct 
         }
         undo = t->undo;
     } else if (retryable) {
-        struct sim_retry *r = retry_find(s, si->lsid);
+        struct sim_retry *r = retry_find(s, si->lsid, si->owner);
         if (r && si->txn_number < r->txn_number) {
             char msg[256];
             snprintf(msg, sizeof(msg),
@@ -1766,7 +1791,7 @@ static bool run_one(struct sim_server *srv, struct sim_conn *conn, const struct 
                   err.errmsg[0] ? err.errmsg : "store error");
         if (si->in_txn && err.code != 59) {
             /* MongoDB aborts a transaction when one of its statements fails. */
-            struct sim_txn *t = txn_find(srv, si->lsid);
+            struct sim_txn *t = txn_find(srv, si->lsid, si->owner);
             if (t && t->state == SIM_TXN_ACTIVE)
                 txn_end(srv, t, false);
         }
@@ -1794,11 +1819,11 @@ static bool run_one(struct sim_server *srv, struct sim_conn *conn, const struct 
                 bson_iter_find(&b, "batchSize"))
                 iter_int64(&b, &batch);
         }
-        build_first_batch(srv, ns, &res, batch, single, reply);
+        build_first_batch(srv, ns, sim_auth_owner(conn), &res, batch, single, reply);
     }
 
     if (retryable)
-        retry_save(s, si->lsid, si->txn_number, reply);
+        retry_save(s, si->lsid, si->txn_number, reply, si->owner);
     /* The write was applied, only its write concern "failed": drivers retry a retryable write on
      * such an error, and the retry must then find the saved reply (saved above, without it). */
     if (wce)
@@ -1855,7 +1880,10 @@ bool sim_dispatch(struct sim_server *srv, struct sim_conn *conn, const struct si
     if (strcmp(d.name, "configureFailPoint") == 0)
         return configure_fail_point(srv, &req->cmd, reply);
 
+    if (!sim_auth_check(srv, conn, req, d.name, reply))
+        return true;
     parse_session(&req->cmd, &d.si);
+    d.si.owner = sim_auth_owner(conn);
     d.commit_or_abort =
         strcmp(d.name, "commitTransaction") == 0 || strcmp(d.name, "abortTransaction") == 0;
     bool send = run_one(srv, conn, req, &d, reply);

@@ -99,6 +99,9 @@ struct sim_conn {
     bool hello_exhaust, hello_ok, hello_legacy;
     uint64_t hello_await_ms;
     int32_t hello_response_to;
+
+    /* Who is logged in, and the SCRAM conversation in progress (sim_auth.c). */
+    struct sim_conn_auth auth;
 };
 
 static int32_t request_counter;
@@ -139,6 +142,11 @@ uint64_t sim_random64(struct sim *s)
 const char *sim_conn_app_name(const struct sim_conn *c)
 {
     return c->app_name;
+}
+
+struct sim_conn_auth *sim_conn_auth(struct sim_conn *c)
+{
+    return &c->auth;
 }
 
 uint64_t sim_conn_id(const struct sim_conn *c)
@@ -203,6 +211,7 @@ static void conn_free(struct sim_conn *c)
     wire_buf_free(&c->writing);
     free(c->rbuf);
     SSL_free(c->ssl);
+    OPENSSL_cleanse(&c->auth, sizeof(c->auth));
     free(c);
 }
 
