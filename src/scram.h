@@ -48,15 +48,16 @@
 
 /* --- bounds ----------------------------------------------------------------------------------- */
 
-#define SCRAM_MAX_KEY        32        /* the largest digest (SHA-256) */
-#define SCRAM_MAX_SALT       64        /* bytes of salt; MongoDB uses 16 (SHA-1) and 28 (SHA-256) */
-#define SCRAM_MAX_USER       256       /* bytes of a user name, unescaped, without its NUL */
-#define SCRAM_MAX_PASSWORD   1024      /* bytes of a password, without its NUL */
-#define SCRAM_MAX_NONCE      128       /* characters of a combined (client + server) nonce */
-#define SCRAM_MAX_MSG        2048      /* bytes of any one SCRAM message, in or out */
-#define SCRAM_MIN_ITERATIONS 4096      /* fewer is refused (driver authentication specification) */
-#define SCRAM_MAX_ITERATIONS 100000000 /* more is refused: it would stall the caller for minutes   \
-                                        */
+#define SCRAM_MAX_KEY        32   /* the largest digest (SHA-256) */
+#define SCRAM_MAX_SALT       64   /* bytes of salt; MongoDB uses 16 (SHA-1) and 28 (SHA-256) */
+#define SCRAM_MAX_USER       256  /* bytes of a user name, unescaped, without its NUL */
+#define SCRAM_MAX_PASSWORD   1024 /* bytes of a password, without its NUL */
+#define SCRAM_MAX_NONCE      128  /* characters of a combined (client + server) nonce */
+#define SCRAM_MAX_MSG        2048 /* bytes of any one SCRAM message, in or out */
+#define SCRAM_MIN_ITERATIONS 4096 /* fewer is refused (driver authentication specification) */
+#define SCRAM_MAX_ITERATIONS                                                                       \
+    100000000                 /* more is refused: it would stall the caller for minutes            \
+                               */
 #define SCRAM_NONCE_RANDOM 24 /* random bytes behind each generated nonce part (base64: 32) */
 
 /* --- errors ------------------------------------------------------------------------------------
@@ -313,10 +314,10 @@ int scram_client_verify(struct scram_client *c, const uint8_t *msg, size_t len);
 int scram_client_done(const struct scram_client *c);
 
 /*
- * After scram_client_final() with a password: the ClientKey and the verifier this login used
- * (salt and count from the server), so that later logins of the same user use
- * scram_client_set_key() and skip PBKDF2 (the credential cache the authentication specification
- * asks drivers for). Returns 0 or -EINVAL.
+ * After a successful scram_client_verify(): the ClientKey and the verifier this login used (salt
+ * and count from the server), so that later logins of the same user use scram_client_set_key()
+ * and skip PBKDF2 (the credential cache the authentication specification asks drivers for).
+ * Returns 0 or -EINVAL.
  */
 int scram_client_export_key(const struct scram_client *c, uint8_t *key, size_t *key_len,
                             struct scram_verifier *v);
