@@ -103,6 +103,15 @@ class Sim:
         q = "&".join("%s=%s" % (k, v) for k, v in opts.items())
         return "mongodb://%s/%s" % (hosts, "?" + q if q else "")
 
+    def uri_as(self, user, password, i=None, **options):
+        """uri() with credentials, for a simulator started with --auth and --auth-user:
+        sim.uri_as("app", "pw", 0, authSource="test")."""
+        from urllib.parse import quote_plus
+
+        base = self.uri(i, **options)
+        return base.replace("mongodb://", "mongodb://%s:%s@" % (quote_plus(user),
+                                                               quote_plus(password)), 1)
+
     def command(self, i, cmd, db="admin", timeout=5.0):
         """Runs one command on server i over a raw socket (OP_MSG) and returns the reply as a
         dict. Needs no driver; used for the sim* control commands."""

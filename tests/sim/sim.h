@@ -166,6 +166,11 @@ struct sim_server {
         uint64_t insert, query, update, del, getmore, command;
     } opcounters;
     uint64_t txn_commands;
+    /* Logins seen (sim_auth.c): saslStart first steps (in hello too), first steps taken inside a
+     * hello, logins completed, logins refused (18), commands refused with 13. */
+    struct {
+        uint64_t sasl_starts, speculative, successes, failures, unauthorized;
+    } auth_stats;
 
     struct sim_txn_log_entry *txn_log;
     size_t txn_log_len;

@@ -559,6 +559,7 @@ bool sim_auth_check(struct sim_server *srv, struct sim_conn *conn, const struct 
         char msg[160];
         snprintf(msg, sizeof(msg), "Command %s requires authentication", name);
         sim_error(reply, 13, "Unauthorized", msg);
+        srv->auth_stats.unauthorized++;
         return false;
     }
     if (need == NEED_READ && strcmp(name, "aggregate") == 0 && aggregate_writes(&req->cmd))
@@ -566,6 +567,7 @@ bool sim_auth_check(struct sim_server *srv, struct sim_conn *conn, const struct 
     if (user_may(u, need, db))
         return true;
     unauthorized(reply, db, &req->cmd);
+    srv->auth_stats.unauthorized++;
     return false;
 }
 
@@ -667,10 +669,12 @@ static void append_payload(bson_t *reply, const char *msg)
  * The first step: client-first "n,,n=user,r=nonce" -> server-first "r=nonce+snonce,s=salt,i=n".
  * Returns 0 with the reply built, or an error code put in reply (18, 17, 334).
  */
-static int sasl_start(struct sim *s, struct sim_conn_auth *a, const char *db, const char *mechanism,
-                      const bson_t *cmd, bson_t *reply)
+static int sasl_start(struct sim_server *srv, struct sim_conn_auth *a, const char *db,
+                      const char *mechanism, const bson_t *cmd, bson_t *reply)
 {
+    struct sim *s = srv->sim;
     sim_auth_conn_reset(a);
+    srv->auth_stats.sasl_starts++;
     enum sim_scram_mech m = mech_parse(mechanism);
     if (m == SIM_SCRAM_NONE) {
         char msg[256];
@@ -769,19 +773,22 @@ fail:
     OPENSSL_cleanse(msg, sizeof(msg));
     sim_auth_conn_reset(a);
     auth_failed(reply);
+    srv->auth_stats.failures++;
     return -1;
 }
 
 /* Makes the conversation's user the connection's user. Returns -1 (reply: 18) when the
  * connection is already someone else's: mongod allows one user per connection. */
-static int login(struct sim_conn_auth *a, bson_t *reply)
+static int login(struct sim_server *srv, struct sim_conn_auth *a, bson_t *reply)
 {
     if (a->authenticated &&
         (strcmp(a->user, a->conv_user) != 0 || strcmp(a->db, a->conv_db) != 0)) {
         sim_auth_conn_reset(a);
         auth_failed(reply);
+        srv->auth_stats.failures++;
         return -1;
     }
+    srv->auth_stats.successes++;
     a->authenticated = true;
     snprintf(a->user, sizeof(a->user), "%s", a->conv_user);
     snprintf(a->db, sizeof(a->db), "%s", a->conv_db);
@@ -790,8 +797,10 @@ static int login(struct sim_conn_auth *a, bson_t *reply)
 }
 
 /* The second step: client-final "c=biws,r=nonce,p=proof" -> server-final "v=signature". */
-static int sasl_continue(struct sim *s, struct sim_conn_auth *a, const bson_t *cmd, bson_t *reply)
+static int sasl_continue(struct sim_server *srv, struct sim_conn_auth *a, const bson_t *cmd,
+                         bson_t *reply)
 {
+    struct sim *s = srv->sim;
     char msg[SIM_AUTH_MSG_MAX];
     int len = get_payload(cmd, msg, sizeof(msg));
     if (len == -1) {
@@ -804,7 +813,7 @@ static int sasl_continue(struct sim *s, struct sim_conn_auth *a, const bson_t *c
         /* The empty exchange of a client that did not ask to skip it. */
         if (len != 0)
             goto fail;
-        if (login(a, reply) < 0)
+        if (login(srv, a, reply) < 0)
             return -1;
         sim_auth_conn_reset(a);
         BSON_APPEND_INT32(reply, "conversationId", CONVERSATION_ID);
@@ -861,7 +870,7 @@ static int sasl_continue(struct sim *s, struct sim_conn_auth *a, const bson_t *c
     if (b64_encode(server_sig, kl, final + 2, sizeof(final) - 2) < 0)
         goto fail;
     if (a->skip_empty) {
-        if (login(a, reply) < 0)
+        if (login(srv, a, reply) < 0)
             return -1;
         sim_auth_conn_reset(a);
     } else {
@@ -877,6 +886,7 @@ fail:
     OPENSSL_cleanse(msg, sizeof(msg));
     sim_auth_conn_reset(a);
     auth_failed(reply);
+    srv->auth_stats.failures++;
     return -1;
 }
 
@@ -1267,7 +1277,7 @@ bool sim_auth_command(struct sim_server *srv, struct sim_conn *conn, const struc
             sim_error(reply, 17, "ProtocolError", "saslStart needs a mechanism");
             return true;
         }
-        sasl_start(s, a, db, mech, cmd, reply);
+        sasl_start(srv, a, db, mech, cmd, reply);
         return true;
     }
     if (strcmp(name, "saslContinue") == 0) {
@@ -1282,7 +1292,7 @@ bool sim_auth_command(struct sim_server *srv, struct sim_conn *conn, const struc
             sim_error(reply, 17, "ProtocolError", "sasl: Mismatched conversation id");
             return true;
         }
-        sasl_continue(s, a, cmd, reply);
+        sasl_continue(srv, a, cmd, reply);
         return true;
     }
     if (strcmp(name, "authenticate") == 0) {
@@ -1371,7 +1381,8 @@ void sim_auth_hello(struct sim_server *srv, struct sim_conn *conn, const bson_t 
         /* A failed speculative first step is not reported: the field is left out and the
          * driver starts over with saslStart, which then gets the error. */
         bson_t out = BSON_INITIALIZER;
-        if (sasl_start(s, sim_conn_auth(conn), db, mech, &spec, &out) == 0) {
+        if (sasl_start(srv, sim_conn_auth(conn), db, mech, &spec, &out) == 0) {
+            srv->auth_stats.speculative++;
             bson_t sub;
             bson_iter_t o;
             BSON_APPEND_DOCUMENT_BEGIN(reply, "speculativeAuthenticate", &sub);

@@ -743,6 +743,13 @@ static void append_stats(struct sim_server *srv, bson_t *doc)
     BSON_APPEND_INT64(doc, "connections", (int64_t)srv->conns_current);
     BSON_APPEND_INT64(doc, "connectionsTotal", (int64_t)srv->conns_total);
     BSON_APPEND_INT64(doc, "txnCommands", (int64_t)srv->txn_commands);
+    BSON_APPEND_DOCUMENT_BEGIN(doc, "auth", &sub);
+    BSON_APPEND_INT64(&sub, "saslStarts", (int64_t)srv->auth_stats.sasl_starts);
+    BSON_APPEND_INT64(&sub, "speculative", (int64_t)srv->auth_stats.speculative);
+    BSON_APPEND_INT64(&sub, "successes", (int64_t)srv->auth_stats.successes);
+    BSON_APPEND_INT64(&sub, "failures", (int64_t)srv->auth_stats.failures);
+    BSON_APPEND_INT64(&sub, "unauthorized", (int64_t)srv->auth_stats.unauthorized);
+    bson_append_document_end(doc, &sub);
 }
 
 static void reset_stats(struct sim_server *srv)
@@ -752,6 +759,7 @@ static void reset_stats(struct sim_server *srv)
     srv->txn_commands = 0;
     srv->txn_log_len = 0;
     srv->cursors_timed_out = 0;
+    memset(&srv->auth_stats, 0, sizeof(srv->auth_stats));
 }
 
 /* The arguments of a control command: {simX: {args}} or the command itself ({simX: 1, args}). */
