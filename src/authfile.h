@@ -52,12 +52,17 @@ struct authfile_entry {
     char db[AUTHFILE_MAX_DB + 1];
     char user[SCRAM_MAX_USER + 1];
     struct scram_verifier v; /* v.mech is the entry's mechanism */
+    size_t line;             /* where it was in the file, for messages */
 };
 
-/* A parsed file: an array of entries, owned. Zero-initialise before the first parse. */
+/*
+ * A parsed file: an array of entries sorted by (db, user, mechanism), owned. Zero-initialise
+ * before the first parse.
+ */
 struct authfile {
     struct authfile_entry *entries;
     size_t count;
+    size_t cap; /* entries allocated */
 };
 
 /*
