@@ -29,6 +29,7 @@
 
 #include <uv.h>
 
+#include "auth.h"
 #include "config.h"
 #include "cursors.h"
 #include "list.h"
@@ -48,9 +49,15 @@ struct pool_waiter {
     struct list link;
     int pool; /* which pool's waiters it is on, or -1 */
     void *user;
+    struct auth_user *au; /* passthrough: the user its connection must be logged in as */
 };
 
-/* One server's pool of backend connections. */
+/*
+ * One server's pool of backend connections. In passthrough mode its connections are each logged
+ * in as one user (struct bconn.au) and only ever serve that user: a waiter gets a connection of its
+ * own user, the per-user cap (max_pool_size_per_user) and the pool's cap (max_pool_size) both
+ * hold, and an idle connection of another user gives way when the pool is full.
+ */
 struct pool {
     int server;
     int total;                    /* connections open or opening */
@@ -108,6 +115,7 @@ struct proxy {
     struct topology topo;
     struct cursor_table cursors;
     struct txn_pins *pins;
+    struct auth_state *auth;            /* auth.c */
     struct read_pref default_read_pref; /* from the configuration, for reads without one */
     struct stream_ctx sctx;
     struct tls_contexts tls; /* replaced on reload; connections keep the context they began with */
@@ -182,7 +190,7 @@ void listeners_cleanup(struct proxy *p);
 
 enum bconn_state {
     BCONN_CONNECTING = 0, /* TCP connect in progress */
-    BCONN_HANDSHAKE,      /* our hello sent, waiting for its reply */
+    BCONN_HANDSHAKE,      /* our hello (then our login, auth.c) sent, waiting for its reply */
     BCONN_IDLE,           /* in the pool, ready */
     BCONN_BUSY,           /* a request is in flight, or its reply is being relayed */
     BCONN_CLOSING,        /* closed; freed in the close callback */
@@ -213,9 +221,11 @@ struct bconn {
     char prefix[64];
     void *user; /* the client whose request it carries, or NULL */
     struct list link;
-    struct wire_buf hbuf; /* our handshake message */
-    bool reply_expected;  /* a reply is due for the request in flight */
-    size_t cur_frame;     /* the reply frame being handed to or held by the user */
+    struct wire_buf hbuf;    /* our handshake message */
+    struct auth_user *au;    /* passthrough: the user it is logged in as (a reference), or NULL */
+    struct auth_backend *ab; /* the login in progress */
+    bool reply_expected;     /* a reply is due for the request in flight */
+    size_t cur_frame;        /* the reply frame being handed to or held by the user */
     int handles_open;
     int64_t created_ms;
     int64_t idle_since_ms;
@@ -282,6 +292,8 @@ void status_build_hello(struct proxy *p, const struct request_info *ri, int64_t 
                         bson_t *doc);
 /* Builds the mongolbStatus reply into doc. */
 void status_build(struct proxy *p, bson_t *doc);
+/* Adds mongolbStatus's per-user pool rows for server idx (user names only). */
+void status_user_pools(struct proxy *p, int idx, bson_t *pool_doc);
 /* Builds an error document {ok:0, errmsg, code, codeName}. */
 void status_build_error(bson_t *doc, int code, const char *code_name, const char *errmsg);
 

@@ -133,6 +133,10 @@ static int classify_command(const bson_t *cmd, struct request_info *ri, char *er
         ri->kind = REQ_HELLO;
     } else if (strcmp(name, "mongolbStatus") == 0) {
         ri->kind = REQ_STATUS;
+    } else if (strcmp(name, "saslStart") == 0 || strcmp(name, "saslContinue") == 0 ||
+               strcmp(name, "authenticate") == 0 || strcmp(name, "logout") == 0) {
+        /* Logins end in mongolb, never on a pooled connection that other clients share. */
+        ri->kind = REQ_AUTH;
     } else if (strcmp(name, "getMore") == 0) {
         if (!BSON_ITER_HOLDS_INT64(&it) && !BSON_ITER_HOLDS_INT32(&it)) {
             snprintf(err, err_len, "getMore without an integer cursor id");
