@@ -20,12 +20,13 @@ from bson.int64 import Int64
 from pymongo.errors import OperationFailure
 
 from harness import DEFAULT_BINARY, connect, recv_msg, send_msg, start_sim
+from tls_certs import tls_certs  # noqa: F401 (a pytest fixture)
 
 ROOT_USER, ROOT_PWD = "admin", "s3cret"
 
 
-def auth_sim(*extra, mode=("--standalone",)):
-    return start_sim(*mode, "--auth", "--auth-user", "%s:%s" % (ROOT_USER, ROOT_PWD), *extra)
+def auth_sim(*extra, mode=("--standalone",), **kw):
+    return start_sim(*mode, "--auth", "--auth-user", "%s:%s" % (ROOT_USER, ROOT_PWD), *extra, **kw)
 
 
 def client(sim, user=None, pwd=None, i=0, **kw):
@@ -533,3 +534,54 @@ def test_bad_auth_user_is_refused_without_echoing_the_password():
                         "--auth-user", "x:topsecret", "--auth-user", "x:topsecret"],
                        capture_output=True, text=True, timeout=10)
     assert p.returncode == 2 and "topsecret" not in p.stderr
+
+
+# --- MONGODB-X509 ---------------------------------------------------------------------------------
+
+
+def test_x509_maps_the_client_certificate_to_an_external_user(tls_certs):
+    subject = "CN=mongosim-client"
+    with auth_sim("--auth-user", subject + "@$external::readWrite@test",
+                  "--tls-cert", tls_certs.server, "--tls-ca", tls_certs.ca,
+                  tls_ca=tls_certs.ca) as sim:
+        host, port = sim.host_port(0)
+        tls = dict(tls=True, tlsCAFile=tls_certs.ca, serverSelectionTimeoutMS=5000,
+                   directConnection=True)
+        c = pymongo.MongoClient(host, port, tlsCertificateKeyFile=tls_certs.client,
+                                authMechanism="MONGODB-X509", **tls)
+        c.test.c.insert_one({"_id": 1})
+        st = c.admin.command("connectionStatus")["authInfo"]
+        assert st["authenticatedUsers"] == [{"user": subject, "db": "$external"}]
+        assert st["authenticatedUserRoles"] == [{"role": "readWrite", "db": "test"}]
+        with pytest.raises(OperationFailure) as e:
+            c.other.c.find_one()
+        assert e.value.code == 13
+        c.close()
+        users = root_tls(sim, tls).admin.command("usersInfo", {"forAllDBs": True})["users"]
+        assert [u["mechanisms"] for u in users if u["db"] == "$external"] == [["external"]]
+        # Without a certificate there is no subject: 18.
+        c = pymongo.MongoClient(host, port, authMechanism="MONGODB-X509", username=subject,
+                                **tls)
+        with pytest.raises(OperationFailure) as e:
+            c.test.c.find_one()
+        assert e.value.code == 18
+        c.close()
+        # A password for an $external user is refused.
+        r = root_tls(sim, tls)
+        with pytest.raises(OperationFailure) as e:
+            r["$external"].command("createUser", "CN=x", pwd="p", roles=[])
+        assert e.value.code == 2
+        # Once the user is gone, the subject is an unknown user: 11 UserNotFound, as mongod.
+        r["$external"].command("dropUser", subject)
+        r.close()
+        c = pymongo.MongoClient(host, port, tlsCertificateKeyFile=tls_certs.client,
+                                authMechanism="MONGODB-X509", **tls)
+        with pytest.raises(OperationFailure) as e:
+            c.test.c.find_one()
+        assert e.value.code == 11
+        c.close()
+
+
+def root_tls(sim, tls):
+    host, port = sim.host_port(0)
+    return pymongo.MongoClient(host, port, username=ROOT_USER, password=ROOT_PWD, **tls)

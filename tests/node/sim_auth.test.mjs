@@ -10,7 +10,7 @@ import { after, before, describe, test } from 'node:test';
 
 import { Long, MongoClient } from 'mongodb';
 
-import { startSim } from './harness.mjs';
+import { startSim, tlsCerts } from './harness.mjs';
 
 const ROOT = ['admin', 's3cret'];
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -180,5 +180,44 @@ describe('errors and roles', () => {
       ),
     );
     assert.match(out, /n=5/);
+  });
+});
+
+describe('MONGODB-X509', () => {
+  let sim;
+  let certs;
+  before(async () => {
+    certs = tlsCerts();
+    sim = await authSim(
+      ['--standalone'],
+      '--auth-user',
+      'CN=mongosim-client@$external::readWrite@test',
+      '--tls-cert',
+      certs.server,
+      '--tls-ca',
+      certs.ca,
+      { tlsCAFile: certs.ca },
+    );
+  });
+  after(async () => {
+    await sim?.stop();
+  });
+
+  test('the client certificate logs in as its $external user, speculatively', async () => {
+    const before = await authStats(sim);
+    const uri = sim.uri(0, { authMechanism: 'MONGODB-X509' });
+    await withClient(
+      uri,
+      async (c) => {
+        await c.db('test').collection('c').insertOne({ x509: true });
+        const st = await c.db('admin').command({ connectionStatus: 1 });
+        assert.deepEqual(st.authInfo.authenticatedUsers, [
+          { user: 'CN=mongosim-client', db: '$external' },
+        ]);
+      },
+      { tlsCertificateKeyFile: certs.client },
+    );
+    const now = await authStats(sim);
+    assert.ok(now.speculative > before.speculative, JSON.stringify(now));
   });
 });

@@ -284,6 +284,9 @@ uint64_t sim_conn_id(const struct sim_conn *c);
 void sim_conn_set_app_name(struct sim_conn *c, const char *name);
 /* The connection's login state (sim_auth.h). */
 struct sim_conn_auth *sim_conn_auth(struct sim_conn *c);
+/* The RFC 2253 subject of the certificate the client presented and the server verified, into
+ * buf; false without one (plaintext, no certificate, or not verified). */
+bool sim_conn_peer_subject(struct sim_conn *c, char *buf, size_t len);
 /* Closes the connection right after this request, without a reply (failCommand closeConnection). */
 void sim_conn_drop(struct sim_conn *c);
 /* Delays the reply to the current request by ms (failCommand blockConnection). */

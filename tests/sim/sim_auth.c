@@ -306,7 +306,7 @@ int sim_auth_add_user_spec(struct sim *s, const char *spec)
         return -EINVAL;
     *colon = '\0';
     char *user = buf, *pwd = colon + 1, *roles = NULL;
-    char *udb = strchr(user, '@');
+    char *udb = strrchr(user, '@');
     const char *db = "admin";
     if (udb) {
         *udb = '\0';
@@ -332,7 +332,9 @@ int sim_auth_add_user_spec(struct sim *s, const char *spec)
             roles = last + 1;
         }
     }
-    if (!name_ok(user) || !name_ok(db) || !pwd[0])
+    /* $external users (X.509 subjects) have no password; everyone else must have one. */
+    bool external = strcmp(db, "$external") == 0;
+    if (!name_ok(user) || !name_ok(db) || (pwd[0] != '\0') == external)
         return -EINVAL;
     if (user_find(s, user, db))
         return -EEXIST;
@@ -360,7 +362,7 @@ int sim_auth_add_user_spec(struct sim *s, const char *spec)
             tok = strtok_r(NULL, ",", &save);
         }
     }
-    int rc = set_password(u, pwd, true, true);
+    int rc = external ? 0 : set_password(u, pwd, true, true);
     OPENSSL_cleanse(buf, sizeof(buf));
     if (rc < 0) {
         user_remove(s, u);
@@ -921,6 +923,8 @@ static void append_mechanisms(bson_t *doc, const char *key, const struct sim_use
     bson_t arr;
     uint32_t n = 0;
     BSON_APPEND_ARRAY_BEGIN(doc, key, &arr);
+    if (strcmp(u->db, "$external") == 0)
+        BSON_APPEND_UTF8(&arr, "0", "external");
     if (u->sha1.set)
         BSON_APPEND_UTF8(&arr, "0", "SCRAM-SHA-1");
     n += u->sha1.set;
@@ -1060,7 +1064,13 @@ static bool create_or_update_user(struct sim *s, const char *db, const bson_t *c
         sim_error(reply, 2, "BadValue", "User passwords must not be empty");
         return true;
     }
-    if (create && !pwd) {
+    bool external = strcmp(db, "$external") == 0;
+    if (external && has_pwd) {
+        sim_error(reply, 2, "BadValue",
+                  "Cannot set the password for users defined on the '$external' database");
+        return true;
+    }
+    if (create && !pwd && !external) {
         sim_error(reply, 2, "BadValue",
                   "Must provide a 'pwd' field for all user documents, except those with "
                   "'$external' as the user's source db");
@@ -1264,6 +1274,49 @@ static void connection_status(struct sim *s, struct sim_conn *conn, bson_t *repl
     BSON_APPEND_DOUBLE(reply, "ok", 1.0);
 }
 
+/*
+ * MONGODB-X509: the user is the subject of the client certificate the TLS handshake verified,
+ * and must exist on $external. Returns 0 with {dbname, user} appended to out, or -1 with the
+ * error mongod gives there (UserNotFound passes through; anything else is 18).
+ */
+static int x509_authenticate(struct sim_server *srv, struct sim_conn *conn, const char *db,
+                             const bson_t *cmd, bson_t *out)
+{
+    struct sim_conn_auth *a = sim_conn_auth(conn);
+    const char *mech = get_utf8(cmd, "mechanism");
+    if (!mech || strcmp(mech, "MONGODB-X509") != 0) {
+        char msg[256];
+        snprintf(msg, sizeof(msg),
+                 "Received authentication for mechanism %.64s which is not enabled",
+                 mech ? mech : "");
+        sim_error(out, 334, "MechanismUnavailable", msg);
+        return -1;
+    }
+    char subject[SIM_AUTH_NAME_MAX];
+    const char *user = get_utf8(cmd, "user");
+    if (strcmp(db, "$external") != 0 || !sim_conn_peer_subject(conn, subject, sizeof(subject)) ||
+        (user && strcmp(user, subject) != 0)) {
+        auth_failed(out);
+        srv->auth_stats.failures++;
+        return -1;
+    }
+    if (!user_find(srv->sim, subject, "$external")) {
+        user_not_found(out, subject, "$external");
+        srv->auth_stats.failures++;
+        return -1;
+    }
+    sim_auth_conn_reset(a);
+    snprintf(a->conv_user, sizeof(a->conv_user), "%s", subject);
+    snprintf(a->conv_db, sizeof(a->conv_db), "%s", "$external");
+    int rc = login(srv, a, out);
+    sim_auth_conn_reset(a);
+    if (rc < 0)
+        return -1;
+    BSON_APPEND_UTF8(out, "dbname", "$external");
+    BSON_APPEND_UTF8(out, "user", subject);
+    return 0;
+}
+
 bool sim_auth_command(struct sim_server *srv, struct sim_conn *conn, const struct sim_request *req,
                       const char *name, bson_t *reply)
 {
@@ -1296,12 +1349,8 @@ bool sim_auth_command(struct sim_server *srv, struct sim_conn *conn, const struc
         return true;
     }
     if (strcmp(name, "authenticate") == 0) {
-        const char *mech = get_utf8(cmd, "mechanism");
-        char msg[256];
-        snprintf(msg, sizeof(msg),
-                 "Received authentication for mechanism %.64s which is not enabled",
-                 mech ? mech : "");
-        sim_error(reply, 334, "MechanismUnavailable", msg);
+        if (x509_authenticate(srv, conn, db, cmd, reply) == 0)
+            BSON_APPEND_DOUBLE(reply, "ok", 1.0);
         return true;
     }
     if (strcmp(name, "logout") == 0) {
@@ -1376,7 +1425,21 @@ void sim_auth_hello(struct sim_server *srv, struct sim_conn *conn, const bson_t 
             return;
         const char *mech = get_utf8(&spec, "mechanism");
         const char *db = get_utf8(&spec, "db");
-        if (!mech || !db || !bson_has_field(&spec, "saslStart"))
+        if (!mech)
+            return;
+        if (bson_has_field(&spec, "authenticate")) {
+            /* Drivers leave the database out of an X.509 attempt: mongod takes $external. */
+            if (!db)
+                db = "$external";
+            bson_t out = BSON_INITIALIZER;
+            if (x509_authenticate(srv, conn, db, &spec, &out) == 0) {
+                srv->auth_stats.speculative++;
+                BSON_APPEND_DOCUMENT(reply, "speculativeAuthenticate", &out);
+            }
+            bson_destroy(&out);
+            return;
+        }
+        if (!db || !bson_has_field(&spec, "saslStart"))
             return;
         /* A failed speculative first step is not reported: the field is left out and the
          * driver starts over with saslStart, which then gets the error. */

@@ -149,6 +149,30 @@ struct sim_conn_auth *sim_conn_auth(struct sim_conn *c)
     return &c->auth;
 }
 
+bool sim_conn_peer_subject(struct sim_conn *c, char *buf, size_t len)
+{
+    if (!c->ssl || len == 0 || SSL_get_verify_result(c->ssl) != X509_V_OK)
+        return false;
+#if OPENSSL_VERSION_NUMBER >= 0x30000000L
+    X509 *peer = SSL_get1_peer_certificate(c->ssl);
+#else
+    X509 *peer = SSL_get_peer_certificate(c->ssl);
+#endif
+    if (!peer)
+        return false;
+    /* RFC 2253, the form mongod matches $external user names against. */
+    BIO *b = BIO_new(BIO_s_mem());
+    int n = -1;
+    if (b && X509_NAME_print_ex(b, X509_get_subject_name(peer), 0, XN_FLAG_RFC2253) >= 0)
+        n = BIO_read(b, buf, (int)len - 1);
+    BIO_free(b);
+    X509_free(peer);
+    if (n <= 0)
+        return false;
+    buf[n] = '\0';
+    return true;
+}
+
 uint64_t sim_conn_id(const struct sim_conn *c)
 {
     return c->id;
