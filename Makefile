@@ -180,6 +180,8 @@ $(B)/fuzz_config: $(B)/obj/src/config.o $(B)/obj/src/log.o
 $(B)/fuzz_reply: $(B)/obj/src/reply.o $(B)/obj/src/wire.o
 $(B)/fuzz_killcursors: $(B)/obj/src/killcursors.o $(B)/obj/src/request.o $(B)/obj/src/wire.o \
                        $(B)/obj/src/bson_check.o $(B)/obj/src/cursors.o
+$(B)/fuzz_scram: $(B)/obj/src/scram.o
+$(B)/fuzz_authfile: $(B)/obj/src/authfile.o $(B)/obj/src/scram.o
 $(B)/fuzz_%: $(B)/obj/tests/fuzz/fuzz_%.o
 	$(CC) $(ALL_CFLAGS) $(FUZZ_LDFLAGS) -o $@ $^ $(PKG_LIBS) -lm
 

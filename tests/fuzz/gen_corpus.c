@@ -2,9 +2,9 @@
  * gen_corpus.c: writes the seed corpora of the libFuzzer targets (make fuzz-corpus). Run once and
  * commit the result; seeds are small on purpose, since libFuzzer only mutates what it is given.
  *
- *   gen_fuzz_corpus DIR    writes DIR/fuzz_wire, DIR/fuzz_request, DIR/fuzz_bson_check and
- *                          DIR/fuzz_config, a few dozen files each, replacing files of the same
- * name
+ *   gen_fuzz_corpus DIR    writes DIR/fuzz_wire, DIR/fuzz_request, DIR/fuzz_bson_check,
+ *                          DIR/fuzz_config, DIR/fuzz_scram and DIR/fuzz_authfile, a few dozen
+ *                          files each at most, replacing files of the same name
  *
  * Frames are built with wire.c's builders and documents with libbson, so the valid seeds are valid
  * by construction; a few broken ones give the error paths a start.
@@ -493,6 +493,66 @@ static void gen_config(void)
     ini_seed("continuation", "[upstream]\nseeds = h:1,\n  g:2\n");
 }
 
+/* --- fuzz_scram and fuzz_authfile ------------------------------------------------------------ */
+
+/* fuzz_scram's input: control byte, big-endian length of the first message, both messages. */
+static void scram_seed(const char *name, int control, const char *m1, const char *m2)
+{
+    size_t n1 = strlen(m1), n2 = strlen(m2);
+    uint8_t b[1024];
+    b[0] = (uint8_t)control;
+    b[1] = (uint8_t)(n1 >> 8);
+    b[2] = (uint8_t)n1;
+    memcpy(b + 3, m1, n1);
+    memcpy(b + 3 + n1, m2, n2);
+    write_file("fuzz_scram", name, b, 3 + n1 + n2);
+}
+
+static void gen_auth(void)
+{
+    /* The published exchanges (fuzz_scram.c fixes the nonces to theirs): 4 = SCRAM-SHA-256. */
+    const char *r256 = "rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0";
+    const char *r1 = "fyko+d2lbbFgONRv9qkxdawLHo+Vgk7qvUOKUwuWLIWg4l/9SraGMHEE";
+    char a[256], b[256];
+    snprintf(b, sizeof(b), "c=biws,r=%s,p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=", r256);
+    scram_seed("server_sha256", 4, "n,,n=user,r=rOprNGfwEbeRWgbNEkqO", b);
+    scram_seed("server_unknown_user", 7, "n,,n=user,r=rOprNGfwEbeRWgbNEkqO", b);
+    snprintf(a, sizeof(a), "r=%s,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096", r256);
+    scram_seed("client_sha256", 5, a, "v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=");
+    snprintf(b, sizeof(b), "c=biws,r=%s,p=MC2T8BvbmWRckDw8oWl5IVghwCY=", r1);
+    scram_seed("server_sha1", 0, "n,,n=user,r=fyko+d2lbbFgONRv9qkxdawL", b);
+    snprintf(a, sizeof(a), "r=%s,s=rQ9ZY3MntBeuP3E1TDVC4w==,i=10000", r1);
+    scram_seed("client_sha1", 1, a, "v=UMWeI25JD1yNYZRMpZ4VHvhZ9e0=");
+    scram_seed("client_error", 1, a, "e=invalid-proof");
+    scram_seed("server_escaped", 4, "y,,n=a=2Cb=3D,r=abc,x=ext", "c=eSws,r=abc,p=AAAA");
+    scram_seed("server_binding", 4, "p=tls-unique,a=admin,n=user,r=abc", "");
+    scram_seed("helpers_b64", 2, "Zm9vYmE=", "");
+    scram_seed("helpers_name", 2, "a=2Cb=3Dc", "");
+    scram_seed("helpers_mech", 6, "SCRAM-SHA-256", "");
+
+    static const char *files[][2] = {
+        {"two_mechs",
+         "# verifiers\n\n"
+         "app.alice SCRAM-SHA-256 15000 JBe5FdXk8meWMBHMLIhPRMHxeq1Kir0e4/f8PA== "
+         "ezT1RF7Ow6OvpuyJnJTBQDozBc8rq7BhntA42OtK0I0= "
+         "t3O2D7JKskgOTaJQp3ZHUWEgbFX3Pnyrb14z2Aohm1I=\n"
+         "app.alice\tSCRAM-SHA-1\t10000 xH4KYS0KmGD3bUlP89MKeA== xYwHIL/p0IwSmx2t8WdKN1p/0Ow= "
+         "6jdtRTgt04/hUp+YNn1qqDx7IwQ=\r\n"},
+        {"external",
+         "$external.first.last SCRAM-SHA-256 4096 BkhwCgaOZkgKUry+Id6f8yJnw2LFVgXw7Dolhg== "
+         "pW9ZO/0L7atOpplxlpftAjppBG5pV99f/+CcsrNjkWo= "
+         "BPVAbfBB0p46atJdvbutRtg1zqOT+zpbinVYmNTSrIQ="},
+        {"duplicate", "app.a SCRAM-SHA-1 10000 xH4KYS0KmGD3bUlP89MKeA== "
+                      "xYwHIL/p0IwSmx2t8WdKN1p/0Ow= 6jdtRTgt04/hUp+YNn1qqDx7IwQ=\n"
+                      "app.a SCRAM-SHA-1 10000 xH4KYS0KmGD3bUlP89MKeA== "
+                      "xYwHIL/p0IwSmx2t8WdKN1p/0Ow= 6jdtRTgt04/hUp+YNn1qqDx7IwQ=\n"},
+        {"bad_fields", "app.a SCRAM-SHA-512 99 !!!! x\nnodot SCRAM-SHA-1 4096 a b c\n#\n"},
+        {"empty", ""},
+    };
+    for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++)
+        write_file("fuzz_authfile", files[i][0], files[i][1], strlen(files[i][1]));
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 2) {
@@ -507,5 +567,6 @@ int main(int argc, char **argv)
     gen_bson();
     gen_frames();
     gen_config();
+    gen_auth();
     return 0;
 }
