@@ -11,6 +11,7 @@ import base64
 import hashlib
 import hmac
 import os
+import struct
 import subprocess
 
 import pymongo
@@ -19,7 +20,8 @@ from bson.binary import Binary
 from bson.int64 import Int64
 from pymongo.errors import OperationFailure
 
-from harness import DEFAULT_BINARY, connect, recv_msg, send_msg, start_sim
+from harness import (DEFAULT_BINARY, OP_GET_MORE, OP_KILL_CURSORS, connect, frame, parse_reply,
+                     recv_frame, recv_msg, send_msg, start_sim)
 from tls_certs import tls_certs  # noqa: F401 (a pytest fixture)
 
 ROOT_USER, ROOT_PWD = "admin", "s3cret"
@@ -494,6 +496,33 @@ def test_cursors_belong_to_their_user():
         assert killed["cursorsKilled"] == [cid]
         for x in (rc, a, b):
             x.close()
+
+
+def test_legacy_get_more_and_kill_cursors_respect_the_owner():
+    # MongoDB 4.4 still takes OP_GET_MORE and OP_KILL_CURSORS: the owner rule holds there too.
+    with auth_sim("--version", "4.4", "--auth-user", "a:pw:read@test",
+                  "--auth-user", "b:pw:read@test") as sim:
+        rc = root(sim)
+        rc.test.w.insert_many([{"_id": i} for i in range(10)])
+        rc.close()
+        ra, rb = Raw(sim), Raw(sim)
+        assert raw_login(ra, "a", "pw")[-1]["done"] and raw_login(rb, "b", "pw")[-1]["done"]
+        cid = ra.cmd({"find": "w", "batchSize": 2}, "test")["cursor"]["id"]
+
+        def legacy_get_more(raw, rid):
+            raw.sock.sendall(frame(OP_GET_MORE, struct.pack("<i", 0) + b"test.w\x00" +
+                                   struct.pack("<iq", 2, cid), rid))
+            hdr, body = recv_frame(raw.sock)
+            return parse_reply(body)
+
+        flags, _, _, docs = legacy_get_more(rb, 100)
+        assert flags & 2 and docs[0]["code"] == 13  # QueryFailure
+        # b's OP_KILL_CURSORS is ignored; a's cursor lives on.
+        rb.sock.sendall(frame(OP_KILL_CURSORS, struct.pack("<iiq", 0, 1, cid), 101))
+        flags, rcid, start, docs = legacy_get_more(ra, 102)
+        assert flags == 0 and rcid == cid and [d["_id"] for d in docs] == [2, 3]
+        ra.close()
+        rb.close()
 
 
 def test_sessions_belong_to_their_user():

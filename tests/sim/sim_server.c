@@ -865,6 +865,30 @@ static void reply_legacy_removed(struct sim_conn *c, int32_t response_to, const 
     finish_reply(c, start);
 }
 
+/* An OP_REPLY with QueryFailure and {$err, code: 13, ok: 0}: a legacy OP_GET_MORE on a cursor of
+ * another user (or before login), under --auth. */
+static void reply_legacy_unauthorized(struct sim_conn *c, int32_t response_to, int64_t id)
+{
+    bson_t doc;
+    bson_init(&doc);
+    char msg[128];
+    snprintf(msg, sizeof(msg), "cursor id %lld was not created by the authenticated user",
+             (long long)id);
+    BSON_APPEND_UTF8(&doc, "$err", msg);
+    BSON_APPEND_INT32(&doc, "code", 13);
+    BSON_APPEND_DOUBLE(&doc, "ok", 0.0);
+    size_t start = c->out.len;
+    const bson_t *docs[1] = {&doc};
+    int rc = wire_append_reply(&c->out, next_request_id(), response_to, WIRE_REPLY_QUERY_FAILURE, 0,
+                               0, docs, 1);
+    bson_destroy(&doc);
+    if (rc < 0) {
+        conn_close(c);
+        return;
+    }
+    finish_reply(c, start);
+}
+
 /* The commands MongoDB 5.1+ still takes over OP_QUERY (checkAllowedOpQueryCommand): the
  * handshake, and a few that old drivers need to authenticate before they send anything else. */
 static bool allowed_over_op_query(const char *name)
@@ -1042,6 +1066,10 @@ static void handle_get_more(struct sim_conn *c, const uint8_t *frame, size_t len
         return;
     }
     struct sim_cursor *cur = sim_cursor_find(srv, g.cursor_id);
+    if (cur && !sim_auth_owns(srv->sim, c, cur->owner)) {
+        reply_legacy_unauthorized(c, g.h.request_id, g.cursor_id);
+        return;
+    }
     size_t start = c->out.len;
     int rc;
     if (!cur || strcmp(cur->ns, g.ns) != 0) {
@@ -1092,7 +1120,9 @@ static void handle_kill_cursors(struct sim_conn *c, const uint8_t *frame, size_t
     }
     for (int i = 0; i < k.n_ids; i++) {
         struct sim_cursor *cur = sim_cursor_find(c->srv, wire_kill_cursors_id(&k, i));
-        if (cur)
+        /* Fire-and-forget: another user's cursor is left alone without a word. */
+        if (cur &&
+            (sim_auth_owns(c->srv->sim, c, cur->owner) || sim_auth_kill_any_cursor(c->srv->sim, c)))
             sim_cursor_close(c->srv, cur);
     }
 }
