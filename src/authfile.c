@@ -18,8 +18,7 @@
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 
-/* --- names -------------------------------------------------------------------------------------
- */
+/* --- names ------------------------------------------------------------------------------------ */
 
 int authfile_db_ok(const char *db, size_t len)
 {
@@ -48,8 +47,7 @@ int authfile_user_ok(const char *user, size_t len)
     return 1;
 }
 
-/* --- errors --------------------------------------------------------------------------------------
- */
+/* --- errors ----------------------------------------------------------------------------------- */
 
 struct errlist {
     char *buf;
@@ -96,8 +94,7 @@ static void err_finish(struct errlist *e)
         e->buf[--e->len] = 0;
 }
 
-/* --- entries ------------------------------------------------------------------------------------
- */
+/* --- entries ---------------------------------------------------------------------------------- */
 
 static int entry_cmp_key(const char *db, const char *user, enum scram_mech mech,
                          const struct authfile_entry *e)
@@ -157,8 +154,7 @@ static int reserve(struct authfile *f, size_t max_entries)
     return 0;
 }
 
-/* --- parsing -------------------------------------------------------------------------------------
- */
+/* --- parsing ---------------------------------------------------------------------------------- */
 
 #define MAX_FIELDS 7 /* six, and one more to notice trailing text */
 
@@ -391,8 +387,7 @@ int authfile_load(const char *path, int check_mode, size_t max_entries, struct a
     return rc;
 }
 
-/* --- lookup
- * ---------------------------------------------------------------------------------------- */
+/* --- lookup ----------------------------------------------------------------------------------- */
 
 const struct scram_verifier *authfile_lookup(const struct authfile *f, const char *db,
                                              const char *user, enum scram_mech mech)
@@ -423,8 +418,7 @@ unsigned authfile_mechs(const struct authfile *f, const char *db, const char *us
     return m;
 }
 
-/* --- writing
- * ---------------------------------------------------------------------------------------- */
+/* --- writing ---------------------------------------------------------------------------------- */
 
 int authfile_format_verifier(const char *db, const char *user, const struct scram_verifier *v,
                              char *out, size_t cap)

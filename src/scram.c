@@ -20,8 +20,7 @@
 
 #define NONCE_PART_MAX 64 /* characters of the client's part, and of the server's part */
 
-/* --- errors ------------------------------------------------------------------------------------
- */
+/* --- errors ----------------------------------------------------------------------------------- */
 
 int scram_error_code(int rc)
 {
@@ -62,7 +61,7 @@ const char *scram_strerror(int rc)
     }
 }
 
-/* --- mechanisms and primitives --------------------------------------------------------------- */
+/* --- mechanisms and primitives ---------------------------------------------------------------- */
 
 const char *scram_mech_name(enum scram_mech mech)
 {
@@ -149,8 +148,7 @@ static int fill_random(uint8_t *p, size_t n)
     return RAND_bytes(p, (int)n) == 1 ? 0 : -EIO;
 }
 
-/* --- base64 ------------------------------------------------------------------------------------
- */
+/* --- base64 ----------------------------------------------------------------------------------- */
 
 static const char b64_alphabet[] =
     "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -236,8 +234,7 @@ int scram_b64_decode(const char *in, size_t n, uint8_t *out, size_t cap, size_t 
     return 0;
 }
 
-/* --- names and passwords ------------------------------------------------------------------------
- */
+/* --- names and passwords ---------------------------------------------------------------------- */
 
 int scram_user_escape(const char *user, size_t n, char *out, size_t cap, size_t *out_len)
 {
@@ -366,8 +363,7 @@ static int prepare_password(enum scram_mech mech, const char *user, const char *
     return scram_saslprep(password, strlen(password), buf, SCRAM_MAX_PASSWORD + 1, len);
 }
 
-/* --- verifiers -----------------------------------------------------------------------------------
- */
+/* --- verifiers -------------------------------------------------------------------------------- */
 
 static int mech_ok(enum scram_mech mech)
 {
@@ -450,8 +446,7 @@ void scram_verifier_wipe(struct scram_verifier *v)
         OPENSSL_cleanse(v, sizeof(*v));
 }
 
-/* --- message parsing
- * ------------------------------------------------------------------------------ */
+/* --- message parsing -------------------------------------------------------------------------- */
 
 /* A cursor over "a=value,a=value,...": each call yields one attribute and its value. */
 struct attr_reader {
@@ -613,8 +608,7 @@ static int auth_hmac(enum scram_mech mech, const uint8_t *key, const char *cfb, 
     return rc;
 }
 
-/* --- server side ---------------------------------------------------------------------------------
- */
+/* --- server side ------------------------------------------------------------------------------ */
 
 enum conv_state {
     CONV_NEW,     /* nothing received (server) or sent (client) yet */
@@ -916,8 +910,7 @@ void scram_server_free(struct scram_server *s)
     free(s);
 }
 
-/* --- client side
- * ---------------------------------------------------------------------------------- */
+/* --- client side ------------------------------------------------------------------------------ */
 
 struct scram_client {
     enum scram_mech mech;

@@ -48,20 +48,17 @@
 
 /* --- bounds ----------------------------------------------------------------------------------- */
 
-#define SCRAM_MAX_KEY        32   /* the largest digest (SHA-256) */
-#define SCRAM_MAX_SALT       64   /* bytes of salt; MongoDB uses 16 (SHA-1) and 28 (SHA-256) */
-#define SCRAM_MAX_USER       256  /* bytes of a user name, unescaped, without its NUL */
-#define SCRAM_MAX_PASSWORD   1024 /* bytes of a password, without its NUL */
-#define SCRAM_MAX_NONCE      128  /* characters of a combined (client + server) nonce */
-#define SCRAM_MAX_MSG        2048 /* bytes of any one SCRAM message, in or out */
-#define SCRAM_MIN_ITERATIONS 4096 /* fewer is refused (driver authentication specification) */
-#define SCRAM_MAX_ITERATIONS                                                                       \
-    100000000                 /* more is refused: it would stall the caller for minutes            \
-                               */
-#define SCRAM_NONCE_RANDOM 24 /* random bytes behind each generated nonce part (base64: 32) */
+#define SCRAM_MAX_KEY        32      /* the largest digest (SHA-256) */
+#define SCRAM_MAX_SALT       64      /* bytes of salt; MongoDB uses 16 (SHA-1) and 28 (SHA-256) */
+#define SCRAM_MAX_USER       256     /* bytes of a user name, unescaped, without its NUL */
+#define SCRAM_MAX_PASSWORD   1024    /* bytes of a password, without its NUL */
+#define SCRAM_MAX_NONCE      128     /* characters of a combined (client + server) nonce */
+#define SCRAM_MAX_MSG        2048    /* bytes of any one SCRAM message, in or out */
+#define SCRAM_MIN_ITERATIONS 4096    /* fewer is refused (driver authentication specification) */
+#define SCRAM_MAX_ITERATIONS 1000000 /* more is refused: PBKDF2 would stall the caller */
+#define SCRAM_NONCE_RANDOM   24      /* random bytes behind a generated nonce (base64: 32) */
 
-/* --- errors ------------------------------------------------------------------------------------
- */
+/* --- errors ----------------------------------------------------------------------------------- */
 
 /* A message that does not follow the grammar: MongoDB's 17 ProtocolError. */
 #define SCRAM_EPROTO (-EPROTO)
@@ -98,8 +95,7 @@ int scram_error_code(int rc);
 /* A short English text for a negative return, without any secret; never NULL. */
 const char *scram_strerror(int rc);
 
-/* --- mechanisms and verifiers ------------------------------------------------------------------
- */
+/* --- mechanisms and verifiers ----------------------------------------------------------------- */
 
 enum scram_mech {
     SCRAM_SHA_1 = 1,
@@ -158,8 +154,7 @@ int scram_verifier_equal(const struct scram_verifier *a, const struct scram_veri
 /* Wipes a verifier (OPENSSL_cleanse). */
 void scram_verifier_wipe(struct scram_verifier *v);
 
-/* --- helpers ------------------------------------------------------------------------------------
- */
+/* --- helpers ---------------------------------------------------------------------------------- */
 
 /* Characters base64 needs for n bytes, padding included, without the NUL: 4 * ceil(n / 3). */
 size_t scram_b64_len(size_t n);
@@ -203,8 +198,7 @@ int scram_sha1_password_digest(const char *user, const char *password, char out[
  */
 int scram_saslprep(const char *in, size_t n, char *out, size_t cap, size_t *out_len);
 
-/* --- server side --------------------------------------------------------------------------------
- */
+/* --- server side ------------------------------------------------------------------------------ */
 
 struct scram_server;
 
@@ -261,8 +255,7 @@ int scram_server_client_key(const struct scram_server *s, uint8_t *key, size_t *
 /* Wipes and frees; NULL is fine. */
 void scram_server_free(struct scram_server *s);
 
-/* --- client side --------------------------------------------------------------------------------
- */
+/* --- client side ------------------------------------------------------------------------------ */
 
 struct scram_client;
 
