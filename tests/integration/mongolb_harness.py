@@ -66,7 +66,7 @@ class Mongolb:
     """A running mongolb process."""
 
     def __init__(self, seeds, config=None, expect_known=None, timeout=15.0, tls_ca=None,
-                 tls_client=None):
+                 tls_client=None, admin=None):
         self.binary = os.environ.get("MONGOLB", DEFAULT_BINARY)
         if not os.path.exists(self.binary):
             raise MongolbError("mongolb not found at %s (run make)" % self.binary)
@@ -74,6 +74,8 @@ class Mongolb:
         # With tls_mode = require, status() and uri speak TLS, verified against tls_ca.
         self.tls_ca = tls_ca
         self.tls_client = tls_client
+        # With [auth] on, status() logs in first as admin = (user, password, authSource).
+        self.admin = admin
         self.tmp = tempfile.mkdtemp(prefix="mongolb-test-")
         self.log_path = os.path.join(self.tmp, "mongolb.stderr")
         self.conf_path = os.path.join(self.tmp, "mongolb.ini")
@@ -115,6 +117,7 @@ class Mongolb:
             "upstream": {"mode": "mongos", "seeds": ",".join(self.seeds),
                          "heartbeat_interval_ms": "500"},
             "cursors": {},
+            "auth": {},
         }
         for key, value in extra.items():  # "section.key": value
             section, name = key.split(".", 1)
@@ -158,8 +161,32 @@ class Mongolb:
         return raw_command(self.host, self.port, cmd, db=db, timeout=timeout, tls_ca=self.tls_ca,
                            tls_client=self.tls_client)
 
+    def uri_as(self, user, password, **options):
+        """uri with credentials (quoted), plus URI options such as authSource."""
+        from urllib.parse import quote_plus
+
+        base = self.uri
+        sep = "&" if "?" in base else "?"
+        opts = "&".join("%s=%s" % (k, v) for k, v in options.items())
+        uri = base.replace("mongodb://", "mongodb://%s:%s@" % (quote_plus(user),
+                                                               quote_plus(password)), 1)
+        return uri + (sep + opts if opts else "")
+
     def status(self, timeout=5.0):
-        """mongolbStatus over a raw socket (no driver involved)."""
+        """mongolbStatus over a raw socket (no driver involved); with admin credentials, through
+        PyMongo logged in as that user."""
+        if self.admin:
+            import pymongo
+            import pymongo.errors
+
+            user, password, source = self.admin
+            try:
+                with pymongo.MongoClient(self.uri_as(user, password, authSource=source),
+                                         serverSelectionTimeoutMS=int(timeout * 1000),
+                                         connectTimeoutMS=int(timeout * 1000)) as c:
+                    return c.admin.command("mongolbStatus")
+            except pymongo.errors.ConnectionFailure as e:
+                raise ConnectionError(str(e))
         return raw_command(self.host, self.port, {"mongolbStatus": 1}, timeout=timeout,
                            tls_ca=self.tls_ca, tls_client=self.tls_client)
 

@@ -1,0 +1,379 @@
+"""Authentication through mongolb ([auth] mode off, service and passthrough) with PyMongo, against
+mongosim --auth (whose SCRAM and roles test_sim_auth.py checks with PyMongo connecting directly).
+
+The cluster's users: admin (root, the service user), reader (read on test) and writer (readWrite
+on test), all defined in admin. What is checked: logins by URI with both mechanisms and authSource,
+wrong passwords and unknown users (18, one message), commands before a login (13), the refusal
+of any login in mode off (naming the setting), deny_commands and allow_commands, service mode with
+an auth_file made by `mongolb --make-verifier`, the privilege separation of passthrough (a read
+user and a readWrite user hammering the same collection from many threads, each on its own
+pool), another user's cursor refused, and a password changed in the cluster.
+"""
+
+import os
+import stat
+import subprocess
+import tempfile
+import threading
+import time
+
+import pymongo
+import pytest
+from pymongo.errors import OperationFailure
+
+from harness import connect, recv_msg, send_msg, start_sim
+from mongolb_harness import DEFAULT_BINARY, start_mongolb, wait_for
+
+ADMIN_PWD = "s3cret"
+USERS = ("admin:%s" % ADMIN_PWD, "reader:rpw:read@test", "writer:wpw:readWrite@test")
+
+
+@pytest.fixture(scope="module")
+def sim():
+    args = ["--mongos", "2", "--auth"]
+    for u in USERS:
+        args += ["--auth-user", u]
+    with start_sim(*args) as s:
+        yield s
+
+
+@pytest.fixture
+def files():
+    d = tempfile.mkdtemp(prefix="mongolb-auth-")
+    pw = os.path.join(d, "service.password")
+    with open(pw, "w") as f:
+        f.write(ADMIN_PWD + "\n")
+    os.chmod(pw, 0o600)
+    return d, pw
+
+
+def passthrough(sim, pw, **extra):
+    cfg = {"auth.mode": "passthrough", "auth.service_user": "admin",
+           "auth.service_password_file": pw, "auth.admin_users": "admin@admin"}
+    cfg.update(extra)
+    return start_mongolb(sim.servers, cfg, admin=("admin", ADMIN_PWD, "admin"))
+
+
+def client(uri, **kw):
+    kw.setdefault("serverSelectionTimeoutMS", 5000)
+    return pymongo.MongoClient(uri, **kw)
+
+
+def raw(lb, doc, db="admin"):
+    doc = dict(doc)
+    doc["$db"] = db
+    with connect((lb.host, lb.port), 5.0) as s:
+        send_msg(s, doc, request_id=1)
+        return recv_msg(s)[1]
+
+
+def make_verifier(name, password):
+    out = subprocess.run([DEFAULT_BINARY, "--make-verifier", name], input=password + "\n",
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+# --- mode = off --------------------------------------------------------------------------------
+
+
+def test_off_mode_refuses_logins_locally():
+    with start_sim("--mongos", "1") as s, start_mongolb(s.servers) as lb:
+        with pytest.raises(OperationFailure) as e:
+            client(lb.uri_as("writer", "wpw")).test.c.find_one()
+        assert e.value.code == 18
+        assert "[auth] mode = off" in str(e.value)
+        # Speculative authentication gets no answer; saslStart is never forwarded.
+        r = raw(lb, {"hello": 1, "speculativeAuthenticate": {"saslStart": 1,
+                                                              "mechanism": "SCRAM-SHA-256",
+                                                              "payload": b"n,,n=a,r=x",
+                                                              "db": "admin"}})
+        assert r["ok"] == 1 and "speculativeAuthenticate" not in r
+        r = raw(lb, {"saslStart": 1, "mechanism": "SCRAM-SHA-256", "payload": b"n,,n=a,r=x"})
+        assert r["code"] == 18 and "mode = off" in r["errmsg"]
+        assert lb.counters()["requests"] >= 2
+        # Without credentials everything works as before.
+        assert client(lb.uri).test.c.insert_one({"a": 1}).inserted_id
+
+
+def test_deny_and_allow_commands():
+    with start_sim("--mongos", "1") as s:
+        cfg = {"auth.deny_commands": "dropDatabase, configureFailPoint"}
+        with start_mongolb(s.servers, cfg) as lb:
+            c = client(lb.uri)
+            c.test.c.insert_many([{"i": i} for i in range(10)])
+            for name in ("dropDatabase", "configureFailPoint"):
+                with pytest.raises(OperationFailure) as e:
+                    c.test.command(name) if name == "dropDatabase" else \
+                        c.admin.command(name, "failCommand", mode="off")
+                assert e.value.code == 13 and "deny_commands" in str(e.value)
+            assert c.test.c.count_documents({}) == 10
+            wait_for(lambda: "refused: mongolb: command dropDatabase" in lb.log(),
+                     what="the refusal's log line")
+        cfg = {"auth.allow_commands": "find,insert,ping,endSessions"}
+        with start_mongolb(s.servers, cfg) as lb:
+            c = client(lb.uri)
+            c.test.d.insert_many([{"i": i} for i in range(10)])
+            # getMore is always allowed: a find in batches works.
+            assert len(list(c.test.d.find().batch_size(3))) == 10
+            with pytest.raises(OperationFailure) as e:
+                c.test.d.delete_many({})
+            assert e.value.code == 13 and "allow_commands" in str(e.value)
+
+
+# --- mode = passthrough ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mech", ["SCRAM-SHA-256", "SCRAM-SHA-1"])
+def test_passthrough_login_both_mechanisms(sim, files, mech):
+    _, pw = files
+    with passthrough(sim, pw) as lb:
+        w = client(lb.uri_as("writer", "wpw", authMechanism=mech, authSource="admin"))
+        w.test.pt.insert_one({"m": mech})
+        r = client(lb.uri_as("reader", "rpw", authMechanism=mech))
+        assert r.test.pt.count_documents({"m": mech}) >= 1
+        with pytest.raises(OperationFailure) as e:
+            r.test.pt.insert_one({"no": 1})
+        assert e.value.code == 13
+        st = lb.status()
+        assert st["auth"]["logins"] >= 2 and st["auth"]["backendLoginFailures"] == 0
+
+
+def test_passthrough_wrong_password_unknown_user_and_before_login(sim, files):
+    _, pw = files
+    with passthrough(sim, pw, **{"auth.login_failure_delay_ms": 200}) as lb:
+        for user, pwd in (("writer", "nope"), ("nobody", "x")):
+            with pytest.raises(OperationFailure) as e:
+                client(lb.uri_as(user, pwd)).test.c.find_one()
+            assert e.value.code == 18 and "Authentication failed." in str(e.value)
+        # The wrong authSource is a wrong user too.
+        with pytest.raises(OperationFailure) as e:
+            client(lb.uri_as("writer", "wpw", authSource="test")).test.c.find_one()
+        assert e.value.code == 18
+        # Repeated failures from one address get slowed down, with a log line.
+        wait_for(lambda: "failed logins in a row" in lb.log(), what="the slow-down log line")
+        # Before a login: ping and buildInfo work, the rest gets 13, nothing reaches a server.
+        assert raw(lb, {"ping": 1})["ok"] == 1
+        assert raw(lb, {"buildInfo": 1})["ok"] == 1
+        r = raw(lb, {"find": "c"}, db="test")
+        assert r["code"] == 13 and r["errmsg"] == "Command find requires authentication"
+        r = raw(lb, {"getMore": 12345, "collection": "c"}, db="test")
+        assert r["code"] == 13
+        r = raw(lb, {"mongolbStatus": 1})
+        assert r["code"] == 13
+        # A user that is not an admin may not read mongolb's status either.
+        with pytest.raises(OperationFailure) as e:
+            client(lb.uri_as("writer", "wpw")).admin.command("mongolbStatus")
+        assert e.value.code == 13 and "admin_users" in str(e.value)
+        assert "wpw" not in lb.log() and ADMIN_PWD not in lb.log()
+
+
+def test_privilege_separation_under_load(sim, files):
+    """A read user and a readWrite user on the same collection from many threads at once: no
+    connection logged in as one ever serves the other."""
+    _, pw = files
+    with passthrough(sim, pw, **{"upstream.max_pool_size": "6"}) as lb:
+        reader = client(lb.uri_as("reader", "rpw"), maxPoolSize=20)
+        writer = client(lb.uri_as("writer", "wpw"), maxPoolSize=20)
+        writer.test.hammer.delete_many({})
+        per_thread = 120
+        results = {"r_denied": 0, "r_other": [], "w_ok": 0, "w_other": [], "reads": 0}
+        lock = threading.Lock()
+
+        def read_user(t):
+            for i in range(per_thread):
+                try:
+                    reader.test.hammer.insert_one({"by": "reader", "t": t, "i": i})
+                    with lock:
+                        results["r_other"].append("insert succeeded")
+                except OperationFailure as e:
+                    with lock:
+                        if e.code == 13:
+                            results["r_denied"] += 1
+                        else:
+                            results["r_other"].append(str(e))
+                reader.test.hammer.find_one({"t": t})
+                with lock:
+                    results["reads"] += 1
+
+        def write_user(t):
+            for i in range(per_thread):
+                try:
+                    writer.test.hammer.insert_one({"by": "writer", "t": t, "i": i})
+                    with lock:
+                        results["w_ok"] += 1
+                except Exception as e:  # noqa: BLE001 (every failure is a finding)
+                    with lock:
+                        results["w_other"].append(str(e))
+
+        threads = [threading.Thread(target=read_user, args=(t,)) for t in range(8)]
+        threads += [threading.Thread(target=write_user, args=(t,)) for t in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        n = 8 * per_thread
+        assert results["r_other"] == [] and results["w_other"] == []
+        assert results["r_denied"] == n and results["w_ok"] == n and results["reads"] == n
+        assert writer.test.hammer.count_documents({"by": "reader"}) == 0
+        assert writer.test.hammer.count_documents({"by": "writer"}) == n
+        st = lb.status()
+        names = set()
+        for s in st["servers"]:
+            users = s["pool"]["users"]
+            names.update(u["user"] for u in users)
+            assert s["pool"]["total"] <= 6
+        assert {"reader@admin", "writer@admin"} <= names
+        assert st["auth"]["backendLoginFailures"] == 0
+
+
+def test_other_users_cursor_is_refused(sim, files):
+    _, pw = files
+    with passthrough(sim, pw) as lb:
+        writer = client(lb.uri_as("writer", "wpw"))
+        reader = client(lb.uri_as("reader", "rpw"))
+        writer.test.cur.delete_many({})
+        writer.test.cur.insert_many([{"i": i} for i in range(20)])
+        cur = reader.test.cur.find().batch_size(2)
+        next(cur)
+        cid = cur.cursor_id
+        assert cid
+        for cmd in ({"getMore": cid, "collection": "cur"}, {"killCursors": "cur",
+                                                            "cursors": [cid]}):
+            with pytest.raises(OperationFailure) as e:
+                writer.test.command(cmd)
+            assert e.value.code == 13
+            assert "not created by the authenticated user" in str(e.value)
+        assert "getMore of another user's cursor %d refused" % cid in lb.log()
+        # The owner's cursor is intact.
+        assert len(list(cur)) == 19
+
+
+def test_password_change_in_the_cluster(sim, files):
+    _, pw = files
+    direct = pymongo.MongoClient(sim.uri_as("admin", ADMIN_PWD, 0), serverSelectionTimeoutMS=5000)
+    direct.admin.command("createUser", "changer", pwd="old-pw",
+                         roles=[{"role": "readWrite", "db": "test"}])
+    try:
+        with passthrough(sim, pw) as lb:
+            c = client(lb.uri_as("changer", "old-pw"))
+            c.test.chg.insert_one({"v": 1})
+            for i in range(len(sim.servers)):
+                pymongo.MongoClient(sim.uri_as("admin", ADMIN_PWD, i),
+                                    serverSelectionTimeoutMS=5000).admin.command(
+                    "updateUser", "changer", pwd="new-pw")
+            # Each login reads the verifier afresh: the new password works at once...
+            assert client(lb.uri_as("changer", "new-pw")).test.chg.count_documents({}) >= 1
+            # ...and the old one no longer does.
+            with pytest.raises(OperationFailure) as e:
+                client(lb.uri_as("changer", "old-pw")).test.chg.find_one()
+            assert e.value.code == 18
+    finally:
+        for i in range(len(sim.servers)):
+            try:
+                pymongo.MongoClient(sim.uri_as("admin", ADMIN_PWD, i),
+                                    serverSelectionTimeoutMS=5000).admin.command(
+                    "dropUser", "changer")
+            except OperationFailure:
+                pass
+
+
+def cluster_lines(sim, user, db="admin"):
+    """The auth_file lines of a cluster user, copied from usersInfo as an operator would."""
+    direct = pymongo.MongoClient(sim.uri_as("admin", ADMIN_PWD, 0), serverSelectionTimeoutMS=5000)
+    u = direct[db].command("usersInfo", {"user": user, "db": db},
+                           showCredentials=True)["users"][0]
+    return "".join("%s.%s %s %d %s %s %s\n" % (db, user, mech, c["iterationCount"], c["salt"],
+                                               c["storedKey"], c["serverKey"])
+                   for mech, c in u["credentials"].items())
+
+
+def test_passthrough_from_auth_file(sim, files):
+    """Without service_user the verifiers come from the auth_file alone: lines copied from the
+    cluster. A verifier made with the right password but another salt cannot log in to the
+    servers as that user: the application gets 18 with the reason."""
+    d, _ = files
+    path = os.path.join(d, "users.auth")
+    with open(path, "w") as f:
+        f.write(cluster_lines(sim, "writer"))
+        f.write(make_verifier("reader@admin", "rpw"))
+    os.chmod(path, 0o600)
+    cfg = {"auth.mode": "passthrough", "auth.auth_file": path, "auth.admin_users": "writer@admin"}
+    with start_mongolb(sim.servers, cfg, admin=("writer", "wpw", "admin")) as lb:
+        w = client(lb.uri_as("writer", "wpw"))
+        w.test.af.insert_one({"x": 1})
+        with pytest.raises(OperationFailure) as e:
+            client(lb.uri_as("reader", "rpw")).test.af.find_one()
+        assert e.value.code == 18 and "salt or iteration count" in str(e.value)
+        with pytest.raises(OperationFailure) as e:
+            client(lb.uri_as("admin", ADMIN_PWD)).test.af.find_one()  # not in the file
+        assert e.value.code == 18
+        st = lb.status()
+        assert st["auth"]["verifierFetches"] == 0 and st["auth"]["backendLoginFailures"] >= 1
+
+
+# --- mode = service ----------------------------------------------------------------------------
+
+
+def test_service_mode(sim, files):
+    d, pw = files
+    path = os.path.join(d, "users.auth")
+    with open(path, "w") as f:
+        f.write(make_verifier("app@admin", "app-pw"))
+        f.write(make_verifier("ops@admin", "ops-pw"))
+    os.chmod(path, 0o600)
+    cfg = {"auth.mode": "service", "auth.auth_file": path, "auth.service_user": "admin",
+           "auth.service_password_file": pw, "auth.admin_users": "ops@admin"}
+    with start_mongolb(sim.servers, cfg, admin=("ops", "ops-pw", "admin")) as lb:
+        for mech in ("SCRAM-SHA-256", "SCRAM-SHA-1"):
+            c = client(lb.uri_as("app", "app-pw", authMechanism=mech))
+            c.test.svc.insert_one({"m": mech})  # the servers see admin (root)
+            assert c.test.svc.count_documents({"m": mech}) >= 1
+        with pytest.raises(OperationFailure) as e:
+            client(lb.uri_as("app", "wrong")).test.svc.find_one()
+        assert e.value.code == 18
+        # The cluster's own users are not mongolb's users in service mode.
+        with pytest.raises(OperationFailure):
+            client(lb.uri_as("writer", "wpw")).test.svc.find_one()
+        st = lb.status()
+        assert st["auth"]["mode"] == "service" and st["auth"]["backendLogins"] >= 1
+        # SIGHUP reads the auth_file again: a user added to it can log in.
+        with open(path, "a") as f:
+            f.write(make_verifier("late@admin", "late-pw"))
+        lb.proc.send_signal(1)
+        wait_for(lambda: "auth_file" in lb.log() and "read again" in lb.log(),
+                 what="the reload")
+        client(lb.uri_as("late", "late-pw")).test.svc.find_one()
+
+
+def test_files_readable_by_others_are_refused(files):
+    d, pw = files
+    path = os.path.join(d, "users.auth")
+    with open(path, "w") as f:
+        f.write(make_verifier("app@admin", "app-pw"))
+    os.chmod(path, 0o644)
+    conf = os.path.join(d, "mongolb.ini")
+    with open(conf, "w") as f:
+        f.write("[upstream]\nseeds = 127.0.0.1:1\n[auth]\nmode = service\nauth_file = %s\n"
+                "service_user = admin\nservice_password_file = %s\n" % (path, pw))
+    out = subprocess.run([DEFAULT_BINARY, "--check-config", "-c", conf], capture_output=True,
+                         text=True, timeout=30)
+    assert out.returncode == 1 and path in out.stderr
+    os.chmod(path, 0o600)
+    os.chmod(pw, 0o640)
+    out = subprocess.run([DEFAULT_BINARY, "--check-config", "-c", conf], capture_output=True,
+                         text=True, timeout=30)
+    assert out.returncode == 1 and "service_password_file" in out.stderr
+    assert ADMIN_PWD not in out.stderr
+    os.chmod(pw, 0o600)
+    out = subprocess.run([DEFAULT_BINARY, "--check-config", "-c", conf], capture_output=True,
+                         text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+
+
+def test_make_verifier_prints_both_mechanisms():
+    lines = make_verifier("alice@app", "pencil").splitlines()
+    assert [ln.split()[:2] for ln in lines] == [["app.alice", "SCRAM-SHA-256"],
+                                                ["app.alice", "SCRAM-SHA-1"]]
+    assert "pencil" not in "".join(lines)
