@@ -1198,8 +1198,13 @@ int scram_client_done(const struct scram_client *c)
 int scram_client_export_key(const struct scram_client *c, uint8_t *key, size_t *key_len,
                             struct scram_verifier *v)
 {
-    /* Only a key the server has accepted (it proved it knows the same one) is worth caching. */
-    if (!c || !key || !key_len || !v || c->state != CONV_DONE)
+    /*
+     * Allowed from a successful scram_client_final() on, as the header promised from the start. A
+     * key exported before the server proved itself is still the right key for that salt and
+     * count; a server that lied about them only gets SCRAM_ESTALE on the next login, after which
+     * the caller derives again. A failed conversation has wiped its key and exports nothing.
+     */
+    if (!c || !key || !key_len || !v || (c->state != CONV_FIRST && c->state != CONV_DONE))
         return -EINVAL;
     size_t kl = scram_key_len(c->mech);
     memcpy(key, c->client_key, kl);

@@ -307,10 +307,11 @@ int scram_client_verify(struct scram_client *c, const uint8_t *msg, size_t len);
 int scram_client_done(const struct scram_client *c);
 
 /*
- * After a successful scram_client_verify(): the ClientKey and the verifier this login used (salt
- * and count from the server), so that later logins of the same user use scram_client_set_key()
- * and skip PBKDF2 (the credential cache the authentication specification asks drivers for).
- * Returns 0 or -EINVAL.
+ * After a successful scram_client_final() (and until a failure): the ClientKey and the verifier
+ * this login used (salt and count from the server), so that later logins of the same user use
+ * scram_client_set_key() and skip PBKDF2 (the credential cache the authentication specification
+ * asks drivers for). Caching only after scram_client_verify() succeeded is the safer habit.
+ * Returns 0 or -EINVAL (before client-final, or after any failure).
  */
 int scram_client_export_key(const struct scram_client *c, uint8_t *key, size_t *key_len,
                             struct scram_verifier *v);

@@ -171,6 +171,15 @@ static void run_client(const struct exchange *x, const uint8_t *key, const struc
         0);
     assert_msg(out, n, x->client_final);
     ck_assert(!scram_client_done(c));
+    if (!key) {
+        uint8_t k[SCRAM_MAX_KEY];
+        size_t kl = 0;
+        struct scram_verifier ev, dv;
+        ck_assert_int_eq(scram_client_export_key(c, k, &kl, &ev), 0);
+        ck_assert_uint_eq(kl, scram_key_len(x->mech));
+        mongo_verifier(x, &dv);
+        ck_assert(scram_verifier_equal(&ev, &dv));
+    }
     ck_assert_int_eq(scram_client_verify(c, u8(x->server_final), strlen(x->server_final)), 0);
     ck_assert(scram_client_done(c));
     scram_client_free(c);
@@ -419,7 +428,8 @@ static void passthrough(enum scram_mech mech)
     ck_assert_int_eq(scram_server_client_key(backend, key2, &kl2), 0);
     ck_assert_uint_eq(kl, kl2);
     ck_assert_mem_eq(key, key2, kl);
-    /* The app's own client exports the same key and verifier for a credential cache. */
+    /* The app's own client exports the same key and verifier for a credential cache; so does a
+       client between client-final and the server's signature. */
     struct scram_verifier ev;
     ck_assert_int_eq(scram_client_export_key(app, key2, &kl2, &ev), 0);
     ck_assert_mem_eq(key, key2, kl);
@@ -739,6 +749,13 @@ START_TEST(malformed_server_first)
     char ok[256];
     snprintf(ok, sizeof(ok), "r=%sabc,s=%s,i=4096,x=y", n, salt);
     ck_assert_int_eq(scram_client_final(c, u8(ok), strlen(ok), out, sizeof(out), &on), 0);
+    scram_client_free(c);
+    /* Nothing to export before client-final. */
+    c = client_at(1);
+    uint8_t key[SCRAM_MAX_KEY];
+    size_t kl;
+    struct scram_verifier ev;
+    ck_assert_int_eq(scram_client_export_key(c, key, &kl, &ev), -EINVAL);
     scram_client_free(c);
     /* Out of order: before client-first. */
     c = client_at(0);
