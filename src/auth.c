@@ -463,15 +463,15 @@ static enum auth_result sasl_start(struct proxy *p, struct auth_session *s, cons
         end_conversation(s);
         return AUTH_FETCH;
     }
-    if (!v) {
-        forget_fetch(s);
-        return auth_failed(s, reply);
-    }
-    s->v = *v;
+    /* An unknown user gets a made-up salt and count from scram.c: the conversation fails at the
+     * proof, as a wrong password does, so user names cannot be probed. */
+    if (v)
+        s->v = *v;
+    s->unknown_user = v == NULL;
     forget_fetch(s);
     uint8_t out[SCRAM_MAX_MSG];
     size_t out_len;
-    rc = scram_server_first(s->ss, &s->v, out, sizeof(out), &out_len);
+    rc = scram_server_first(s->ss, v ? &s->v : NULL, out, sizeof(out), &out_len);
     if (rc < 0)
         return auth_failed(s, reply);
     BSON_APPEND_INT32(reply, "conversationId", AUTH_CONVERSATION_ID);
@@ -646,9 +646,11 @@ enum auth_result auth_hello(struct proxy *p, struct auth_session *s, const bson_
                 return AUTH_FETCH;
             }
             bson_iter_t ok;
-            /* Only a good first step is answered; anything else makes the driver fall back to
-             * saslStart, which then gets the error. */
-            if (bson_iter_init_find(&ok, &inner, "ok") && bson_iter_as_bool(&ok)) {
+            /* Only a good first step of a known user is answered, as mongod does (a driver that
+             * got no saslSupportedMechs may continue with another mechanism than it speculated
+             * with); anything else makes the driver fall back to saslStart. */
+            if (bson_iter_init_find(&ok, &inner, "ok") && bson_iter_as_bool(&ok) &&
+                !s->unknown_user) {
                 bson_t sub;
                 BSON_APPEND_DOCUMENT_BEGIN(reply, "speculativeAuthenticate", &sub);
                 bson_iter_t f;

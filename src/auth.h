@@ -61,6 +61,7 @@ struct auth_session {
     enum scram_mech mech;
     bool ss_done;         /* proof checked; an empty saslContinue may follow */
     bool skip_empty;      /* the client asked for skipEmptyExchange */
+    bool unknown_user;    /* the conversation runs on made-up values: it will fail */
     bool cluster_monitor; /* roles of the user the conversation is for */
     char db[AUTHFILE_MAX_DB + 1];
     struct scram_verifier v; /* the verifier the conversation checks against */

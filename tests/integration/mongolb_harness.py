@@ -104,6 +104,13 @@ class Mongolb:
 
     @property
     def uri(self):
+        """The URI applications use: with the admin credentials when there are some."""
+        if self.admin:
+            user, password, source = self.admin
+            return self.uri_as(user, password, authSource=source)
+        return self.base_uri()
+
+    def base_uri(self):
         if self.tls_ca:
             uri = "mongodb://127.0.0.1:%d/?tls=true&tlsCAFile=%s" % (self.port, self.tls_ca)
             if self.tls_client:
@@ -165,7 +172,7 @@ class Mongolb:
         """uri with credentials (quoted), plus URI options such as authSource."""
         from urllib.parse import quote_plus
 
-        base = self.uri
+        base = self.base_uri()
         sep = "&" if "?" in base else "?"
         opts = "&".join("%s=%s" % (k, v) for k, v in options.items())
         uri = base.replace("mongodb://", "mongodb://%s:%s@" % (quote_plus(user),
@@ -265,6 +272,30 @@ def real_seeds():
 _TLS_CERTS = None
 
 
+# MONGOLB_TEST_AUTH=passthrough runs every Cluster with authentication: the simulator with --auth
+# and a root user, mongolb in passthrough mode with that user as service_user, and lb.uri (and
+# status()) logged in as it. Raw sockets (lb.command) are not logged in.
+AUTH_USER, AUTH_PWD = "admin", "s3cret"
+_AUTH_DIR = None
+
+
+def auth_everywhere():
+    """The (sim args, mongolb config, admin) of MONGOLB_TEST_AUTH=passthrough, or None."""
+    global _AUTH_DIR
+    if os.environ.get("MONGOLB_TEST_AUTH") != "passthrough":
+        return None
+    if _AUTH_DIR is None:
+        _AUTH_DIR = tempfile.mkdtemp(prefix="mongolb-test-auth-")
+        with open(os.path.join(_AUTH_DIR, "service.password"), "w") as f:
+            f.write(AUTH_PWD + "\n")
+        os.chmod(os.path.join(_AUTH_DIR, "service.password"), 0o600)
+    config = {"auth.mode": "passthrough", "auth.service_user": AUTH_USER,
+              "auth.service_password_file": os.path.join(_AUTH_DIR, "service.password"),
+              "auth.admin_users": "%s@admin" % AUTH_USER}
+    return (("--auth", "--auth-user", "%s:%s" % (AUTH_USER, AUTH_PWD)), config,
+            (AUTH_USER, AUTH_PWD, "admin"))
+
+
 def tls_everywhere():
     """The certificates to use when MONGOLB_TEST_TLS=1 asks for TLS on both legs (applications to
     mongolb, mongolb to the simulator), made once per test run; None otherwise. make check runs
@@ -298,6 +329,13 @@ class Cluster:
                            "upstream.tls": "true", "upstream.tls_ca_file": certs.ca})
             tls = {"tls_ca": certs.ca}
             sim_args = tuple(sim_args) + ("--tls-cert", certs.server)
+        auth = auth_everywhere()
+        admin = {}
+        if auth and seeds is None:
+            sim_args = tuple(sim_args) + auth[0]
+            config = dict(config or {})
+            config.update(auth[1])
+            admin = {"admin": auth[2]}
         try:
             if seeds is None:
                 self.sim = start_sim(*sim_args, **tls)
@@ -305,7 +343,8 @@ class Cluster:
                 if seed_indices is not None:
                     seeds = [seeds[i] for i in seed_indices]
             self.seeds = seeds
-            self.lb = start_mongolb(seeds, config=config, expect_known=expect_known, **tls)
+            self.lb = start_mongolb(seeds, config=config, expect_known=expect_known, **tls,
+                                    **admin)
         except BaseException:
             self.close()
             raise
