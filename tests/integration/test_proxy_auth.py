@@ -54,6 +54,25 @@ def passthrough(sim, pw, **extra):
     return start_mongolb(sim.servers, cfg, admin=("admin", ADMIN_PWD, "admin"))
 
 
+class checked:
+    """with checked(start_mongolb(...)) as lb: stops mongolb at the end and fails the test unless
+    it exited 0 after SIGTERM with no sanitizer report in its log (the ASan build of make check)."""
+
+    def __init__(self, lb):
+        self.lb = lb
+
+    def __enter__(self):
+        return self.lb
+
+    def __exit__(self, *exc):
+        self.lb.cleanup()
+        code, log = self.lb.proc.returncode, self.lb.log()
+        if exc[0] is None:
+            assert code == 0 and "AddressSanitizer" not in log and "runtime error:" not in log, \
+                "mongolb exited with %s:\n%s" % (code, self.lb.log_tail(80))
+        return False
+
+
 def client(uri, **kw):
     kw.setdefault("serverSelectionTimeoutMS", 5000)
     return pymongo.MongoClient(uri, **kw)
@@ -78,7 +97,7 @@ def make_verifier(name, password):
 
 
 def test_off_mode_refuses_logins_locally():
-    with start_sim("--mongos", "1") as s, start_mongolb(s.servers) as lb:
+    with start_sim("--mongos", "1") as s, checked(start_mongolb(s.servers)) as lb:
         with pytest.raises(OperationFailure) as e:
             client(lb.uri_as("writer", "wpw")).test.c.find_one()
         assert e.value.code == 18
@@ -99,7 +118,7 @@ def test_off_mode_refuses_logins_locally():
 def test_deny_and_allow_commands():
     with start_sim("--mongos", "1") as s:
         cfg = {"auth.deny_commands": "dropDatabase, configureFailPoint"}
-        with start_mongolb(s.servers, cfg) as lb:
+        with checked(start_mongolb(s.servers, cfg)) as lb:
             c = client(lb.uri)
             c.test.c.insert_many([{"i": i} for i in range(10)])
             for name in ("dropDatabase", "configureFailPoint"):
@@ -111,7 +130,7 @@ def test_deny_and_allow_commands():
             wait_for(lambda: "refused: mongolb: command dropDatabase" in lb.log(),
                      what="the refusal's log line")
         cfg = {"auth.allow_commands": "find,insert,ping,endSessions"}
-        with start_mongolb(s.servers, cfg) as lb:
+        with checked(start_mongolb(s.servers, cfg)) as lb:
             c = client(lb.uri)
             c.test.d.insert_many([{"i": i} for i in range(10)])
             # getMore is always allowed: a find in batches works.
@@ -127,7 +146,7 @@ def test_deny_and_allow_commands():
 @pytest.mark.parametrize("mech", ["SCRAM-SHA-256", "SCRAM-SHA-1"])
 def test_passthrough_login_both_mechanisms(sim, files, mech):
     _, pw = files
-    with passthrough(sim, pw) as lb:
+    with checked(passthrough(sim, pw)) as lb:
         w = client(lb.uri_as("writer", "wpw", authMechanism=mech, authSource="admin"))
         w.test.pt.insert_one({"m": mech})
         r = client(lb.uri_as("reader", "rpw", authMechanism=mech))
@@ -141,7 +160,7 @@ def test_passthrough_login_both_mechanisms(sim, files, mech):
 
 def test_passthrough_wrong_password_unknown_user_and_before_login(sim, files):
     _, pw = files
-    with passthrough(sim, pw, **{"auth.login_failure_delay_ms": 200}) as lb:
+    with checked(passthrough(sim, pw, **{"auth.login_failure_delay_ms": 200})) as lb:
         for user, pwd in (("writer", "nope"), ("nobody", "x")):
             with pytest.raises(OperationFailure) as e:
                 client(lb.uri_as(user, pwd)).test.c.find_one()
@@ -172,7 +191,7 @@ def test_privilege_separation_under_load(sim, files):
     """A read user and a readWrite user on the same collection from many threads at once: no
     connection logged in as one ever serves the other."""
     _, pw = files
-    with passthrough(sim, pw, **{"upstream.max_pool_size": "6"}) as lb:
+    with checked(passthrough(sim, pw, **{"upstream.max_pool_size": "6"})) as lb:
         reader = client(lb.uri_as("reader", "rpw"), maxPoolSize=20)
         writer = client(lb.uri_as("writer", "wpw"), maxPoolSize=20)
         writer.test.hammer.delete_many({})
@@ -229,7 +248,7 @@ def test_privilege_separation_under_load(sim, files):
 
 def test_other_users_cursor_is_refused(sim, files):
     _, pw = files
-    with passthrough(sim, pw) as lb:
+    with checked(passthrough(sim, pw)) as lb:
         writer = client(lb.uri_as("writer", "wpw"))
         reader = client(lb.uri_as("reader", "rpw"))
         writer.test.cur.delete_many({})
@@ -255,7 +274,7 @@ def test_password_change_in_the_cluster(sim, files):
     direct.admin.command("createUser", "changer", pwd="old-pw",
                          roles=[{"role": "readWrite", "db": "test"}])
     try:
-        with passthrough(sim, pw) as lb:
+        with checked(passthrough(sim, pw)) as lb:
             c = client(lb.uri_as("changer", "old-pw"))
             c.test.chg.insert_one({"v": 1})
             for i in range(len(sim.servers)):
@@ -299,7 +318,7 @@ def test_passthrough_from_auth_file(sim, files):
         f.write(make_verifier("reader@admin", "rpw"))
     os.chmod(path, 0o600)
     cfg = {"auth.mode": "passthrough", "auth.auth_file": path, "auth.admin_users": "writer@admin"}
-    with start_mongolb(sim.servers, cfg, admin=("writer", "wpw", "admin")) as lb:
+    with checked(start_mongolb(sim.servers, cfg, admin=("writer", "wpw", "admin"))) as lb:
         w = client(lb.uri_as("writer", "wpw"))
         w.test.af.insert_one({"x": 1})
         with pytest.raises(OperationFailure) as e:
@@ -324,7 +343,7 @@ def test_service_mode(sim, files):
     os.chmod(path, 0o600)
     cfg = {"auth.mode": "service", "auth.auth_file": path, "auth.service_user": "admin",
            "auth.service_password_file": pw, "auth.admin_users": "ops@admin"}
-    with start_mongolb(sim.servers, cfg, admin=("ops", "ops-pw", "admin")) as lb:
+    with checked(start_mongolb(sim.servers, cfg, admin=("ops", "ops-pw", "admin"))) as lb:
         for mech in ("SCRAM-SHA-256", "SCRAM-SHA-1"):
             c = client(lb.uri_as("app", "app-pw", authMechanism=mech))
             c.test.svc.insert_one({"m": mech})  # the servers see admin (root)
