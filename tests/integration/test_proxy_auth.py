@@ -396,3 +396,43 @@ def test_make_verifier_prints_both_mechanisms():
     assert [ln.split()[:2] for ln in lines] == [["app.alice", "SCRAM-SHA-256"],
                                                 ["app.alice", "SCRAM-SHA-1"]]
     assert "pencil" not in "".join(lines)
+
+
+def test_service_user_refused_is_an_error_of_the_server(sim, files):
+    """A wrong service password: the servers' logins fail, which mongolb logs and reports as the
+    servers' error; applications get error documents, not dropped sockets."""
+    d, _ = files
+    bad = os.path.join(d, "bad.password")
+    with open(bad, "w") as f:
+        f.write("not-the-password\n")
+    os.chmod(bad, 0o600)
+    path = os.path.join(d, "users.auth")
+    with open(path, "w") as f:
+        f.write(make_verifier("app@admin", "app-pw"))
+    os.chmod(path, 0o600)
+    cfg = {"auth.mode": "service", "auth.auth_file": path, "auth.service_user": "admin",
+           "auth.service_password_file": bad, "upstream.server_selection_timeout_ms": "1500",
+           "auth.admin_users": "app@admin"}
+    with checked(start_mongolb(sim.servers, cfg, admin=("app", "app-pw", "admin"))) as lb:
+        c = client(lb.uri_as("app", "app-pw"), retryReads=False, retryWrites=False)
+        with pytest.raises(OperationFailure) as e:
+            c.test.svc.find_one()
+        assert "refused the login of admin" in str(e.value) and e.value.code == 6
+        wait_for(lambda: "the server refused the login of admin" in lb.log(),
+                 what="the log line of the refused service login")
+        assert "not-the-password" not in lb.log()
+
+
+def test_mongosh_through_passthrough(sim, files):
+    from test_mongosh import mongosh
+    _, pw = files
+    with checked(passthrough(sim, pw)) as lb:
+        uri = lb.uri_as("writer", "wpw", authSource="admin",
+                        serverSelectionTimeoutMS=5000).replace(
+            "/?", "/test?", 1)
+        lines = mongosh(uri, "db.sh.insertOne({a: 1}); print(db.sh.countDocuments({a: 1}) > 0); "
+                             "print(db.runCommand({connectionStatus: 1}).ok)")
+        assert lines[-2:] == ["true", "1"], lines
+        from test_mongosh import run_mongosh
+        code, out, err = run_mongosh(lb.uri_as("writer", "bad"), "print(1)")
+        assert code != 0 and "Authentication failed" in out + err
