@@ -23,6 +23,7 @@ from pymongo.errors import OperationFailure
 
 from harness import connect, recv_msg, send_msg, start_sim
 from mongolb_harness import DEFAULT_BINARY, start_mongolb, wait_for
+from tls_certs import tls_certs  # noqa: F401 (a pytest fixture)
 
 ADMIN_PWD = "s3cret"
 USERS = ("admin:%s" % ADMIN_PWD, "reader:rpw:read@test", "writer:wpw:readWrite@test")
@@ -436,3 +437,30 @@ def test_mongosh_through_passthrough(sim, files):
         from test_mongosh import run_mongosh
         code, out, err = run_mongosh(lb.uri_as("writer", "bad"), "print(1)")
         assert code != 0 and "Authentication failed" in out + err
+
+
+def test_service_mode_with_x509(tls_certs, files):  # noqa: F811 (a fixture)
+    """service_mechanism = MONGODB-X509: backend connections log in with mongolb's TLS client
+    certificate as its $external user."""
+    d, _ = files
+    subject = "CN=mongosim-client"
+    path = os.path.join(d, "users.auth")
+    with open(path, "w") as f:
+        f.write(make_verifier("app@admin", "app-pw"))
+    os.chmod(path, 0o600)
+    with start_sim("--mongos", "2", "--auth", "--auth-user", "admin:%s" % ADMIN_PWD,
+                   "--auth-user", subject + "@$external::readWrite@test",
+                   "--tls-cert", tls_certs.server, "--tls-ca", tls_certs.ca,
+                   tls_ca=tls_certs.ca) as s:
+        cfg = {"upstream.tls": "true", "upstream.tls_ca_file": tls_certs.ca,
+               "upstream.tls_certificate_key_file": tls_certs.client,
+               "auth.mode": "service", "auth.auth_file": path, "auth.service_user": subject,
+               "auth.service_auth_source": "$external", "auth.service_mechanism": "MONGODB-X509",
+               "auth.admin_users": "app@admin"}
+        with checked(start_mongolb(s.servers, cfg, admin=("app", "app-pw", "admin"))) as lb:
+            c = client(lb.uri_as("app", "app-pw"))
+            c.test.x509.insert_one({"ok": 1})  # readWrite on test as the certificate's user
+            with pytest.raises(OperationFailure) as e:
+                c.other.x509.insert_one({"no": 1})  # no role there
+            assert e.value.code == 13
+            assert lb.status()["auth"]["backendLogins"] >= 1
