@@ -5,7 +5,8 @@
 #                 short fuzz runs, integration tests with PyMongo, the Node.js driver and mongosh
 #                 against an ASan+UBSan build of the daemon
 #   make demo     a simulated cluster, the proxy in front of it, and a workload through it
-#   make bench    direct-versus-proxied benchmarks
+#   make bench    direct-versus-proxied benchmarks, then bench-auth
+#   make bench-auth  the cost of authentication: auth on versus off, and of one login
 #   make soak     a bounded chaos soak through real drivers (SOAK_SECONDS, default 180; not in check)
 #   make coverage line coverage of each file of src/ from the unit and integration suites (gcov;
 #                 not in check)
@@ -40,8 +41,8 @@ LIB_OBJS    := $(LIB_SRCS:%.c=$(B)/obj/%.o)
 SIMLIB_OBJS := $(SIMLIB_SRCS:%.c=$(B)/obj/%.o)
 UNIT_BINS   := $(UNIT_SRCS:tests/unit/%.c=$(B)/tests/%)
 
-.PHONY: all check unit unit-asan format-check integration integration-asan demo bench deps clean \
-	format soak
+.PHONY: all check unit unit-asan format-check integration integration-asan demo bench bench-auth \
+	deps clean format soak
 
 all: $(B)/mongolb $(B)/mongosim $(if $(BENCH_SRCS),$(B)/mlbench)
 
@@ -135,6 +136,12 @@ demo: deps
 bench: deps
 	@$(MAKE) --no-print-directory all
 	@./scripts/bench.sh
+	@./scripts/bench-auth.sh
+
+# Authentication's cost alone (also the last part of make bench): see scripts/bench-auth.sh.
+bench-auth: deps
+	@$(MAKE) --no-print-directory all
+	@./scripts/bench-auth.sh
 
 # A bounded chaos soak (SOAK_SECONDS, default 180), not part of check: see scripts/soak.sh.
 soak: deps
