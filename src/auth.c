@@ -38,6 +38,25 @@ struct auth_fail {
     int64_t last_ms;
 };
 
+struct auth_login {
+    struct scram_server *ss; /* a SCRAM conversation in progress */
+    enum scram_mech mech;
+    bool ss_done;         /* proof checked; an empty saslContinue may follow */
+    bool skip_empty;      /* the client asked for skipEmptyExchange */
+    bool unknown_user;    /* the conversation runs on made-up values: it will fail */
+    bool cluster_monitor; /* roles of the user the conversation is for */
+    char db[AUTHFILE_MAX_DB + 1];
+    struct scram_verifier v; /* the verifier the conversation checks against */
+    /* A verifier fetch with usersInfo (passthrough with service_user). */
+    char fetch_db[AUTHFILE_MAX_DB + 1];
+    char fetch_user[SCRAM_MAX_USER + 1];
+    bool fetching;          /* a usersInfo for fetch_db.fetch_user is wanted or under way */
+    bool fetched;           /* the fields below hold usersInfo's answer for fetch_db.fetch_user */
+    unsigned fetched_mechs; /* 1u << SCRAM_SHA_1 | 1u << SCRAM_SHA_256 */
+    bool fetched_monitor;
+    struct scram_verifier fetched_v[3]; /* by enum scram_mech */
+};
+
 struct auth_state {
     struct authfile file;
     bool have_file;
@@ -269,28 +288,94 @@ struct auth_user *auth_pool_user(const struct proxy *p, const struct auth_sessio
     return p->cfg.auth_mode == MLB_AUTH_PASSTHROUGH ? s->au : NULL;
 }
 
-static void forget_fetch(struct auth_session *s);
+/* The session's login state, allocated when a login starts; NULL when out of memory. */
+static struct auth_login *login_state(struct auth_session *s)
+{
+    if (!s->login)
+        s->login = calloc(1, sizeof(*s->login));
+    return s->login;
+}
+
+static void login_free(struct auth_session *s)
+{
+    struct auth_login *l = s->login;
+    if (!l)
+        return;
+    scram_server_free(l->ss);
+    OPENSSL_cleanse(l, sizeof(*l));
+    free(l);
+    s->login = NULL;
+}
+
+/* Frees the login state once it holds nothing more: no conversation and no verifier fetch. */
+static void settle(struct auth_session *s)
+{
+    struct auth_login *l = s->login;
+    if (l && !l->ss && !l->fetching && !l->fetched)
+        login_free(s);
+}
+
+static void reset_conversation(struct auth_login *l)
+{
+    scram_server_free(l->ss);
+    l->ss = NULL;
+    l->ss_done = false;
+    scram_verifier_wipe(&l->v);
+}
 
 static void end_conversation(struct auth_session *s)
 {
-    scram_server_free(s->ss);
-    s->ss = NULL;
-    s->ss_done = false;
-    scram_verifier_wipe(&s->v);
+    if (!s->login)
+        return;
+    reset_conversation(s->login);
+    settle(s);
 }
 
 /* A fetched verifier serves one login only, so that a changed password is seen at once. */
-static void forget_fetch(struct auth_session *s)
+static void forget_fetch(struct auth_login *l)
 {
-    s->fetched = false;
-    s->fetched_mechs = 0;
-    OPENSSL_cleanse(s->fetched_v, sizeof(s->fetched_v));
+    l->fetching = false;
+    l->fetched = false;
+    l->fetched_mechs = 0;
+    l->fetched_monitor = false;
+    OPENSSL_cleanse(l->fetched_v, sizeof(l->fetched_v));
+}
+
+/* Asks for the verifier of db.user to be read first. */
+static void want_fetch(struct auth_login *l, const char *db, const char *user)
+{
+    forget_fetch(l);
+    snprintf(l->fetch_db, sizeof(l->fetch_db), "%s", db);
+    snprintf(l->fetch_user, sizeof(l->fetch_user), "%s", user);
+    l->fetching = true;
+}
+
+/* Whether l holds usersInfo's answer for db.user. */
+static bool have_fetched(const struct auth_login *l, const char *db, const char *user)
+{
+    return l && l->fetched && strcmp(l->fetch_db, db) == 0 && strcmp(l->fetch_user, user) == 0;
+}
+
+const char *auth_fetch_name(const struct auth_session *s, char *buf, size_t len)
+{
+    if (s->login)
+        snprintf(buf, len, "%s@%s", s->login->fetch_user, s->login->fetch_db);
+    else
+        snprintf(buf, len, "?");
+    return buf;
+}
+
+void auth_fetch_abandon(struct auth_session *s)
+{
+    if (!s->login)
+        return;
+    forget_fetch(s->login);
+    settle(s);
 }
 
 void auth_session_end(struct proxy *p, struct auth_session *s)
 {
-    end_conversation(s);
-    forget_fetch(s);
+    login_free(s);
     if (s->au) {
         auth_user_unref(p, s->au);
         s->au = NULL;
@@ -382,13 +467,13 @@ static bool get_payload(const bson_t *cmd, const uint8_t **data, uint32_t *len)
 
 /* The verifier of (db, user, mech) from the auth_file or a fetch; NULL when unknown. *fetch is
  * set when it must be fetched first. */
-static const struct scram_verifier *find_verifier(struct proxy *p, struct auth_session *s,
+static const struct scram_verifier *find_verifier(struct proxy *p, struct auth_login *l,
                                                   const char *db, const char *user,
                                                   enum scram_mech mech, bool *fetch)
 {
     struct auth_state *a = p->auth;
     *fetch = false;
-    s->cluster_monitor = false;
+    l->cluster_monitor = false;
     if (a->have_file) {
         const struct scram_verifier *v = authfile_lookup(&a->file, db, user, mech);
         if (v || p->cfg.auth_mode == MLB_AUTH_SERVICE || !p->cfg.service_user[0])
@@ -396,15 +481,13 @@ static const struct scram_verifier *find_verifier(struct proxy *p, struct auth_s
     }
     if (p->cfg.auth_mode != MLB_AUTH_PASSTHROUGH || !p->cfg.service_user[0])
         return NULL;
-    if (!s->fetched || strcmp(s->fetch_db, db) != 0 || strcmp(s->fetch_user, user) != 0) {
-        snprintf(s->fetch_db, sizeof(s->fetch_db), "%s", db);
-        snprintf(s->fetch_user, sizeof(s->fetch_user), "%s", user);
-        forget_fetch(s);
+    if (!have_fetched(l, db, user)) {
+        want_fetch(l, db, user);
         *fetch = true;
         return NULL;
     }
-    s->cluster_monitor = s->fetched_monitor;
-    return (s->fetched_mechs & (1u << mech)) ? &s->fetched_v[mech] : NULL;
+    l->cluster_monitor = l->fetched_monitor;
+    return (l->fetched_mechs & (1u << mech)) ? &l->fetched_v[mech] : NULL;
 }
 
 static const char off_message[] =
@@ -435,43 +518,49 @@ static enum auth_result sasl_start(struct proxy *p, struct auth_session *s, cons
         error_doc(reply, MONGO_ERR_PROTOCOL_ERROR, "saslStart without a payload");
         return AUTH_REPLY;
     }
-    s->skip_empty = false;
-    bson_iter_t opt, skip;
-    if (bson_iter_init_find(&opt, cmd, "options") && BSON_ITER_HOLDS_DOCUMENT(&opt) &&
-        bson_iter_recurse(&opt, &skip) && bson_iter_find(&skip, "skipEmptyExchange"))
-        s->skip_empty = bson_iter_as_bool(&skip);
-    end_conversation(s);
-    s->ss = scram_server_new(mech);
-    if (!s->ss) {
+    struct auth_login *l = login_state(s);
+    if (!l) {
         error_doc(reply, MONGO_ERR_AUTHENTICATION_FAILED, "mongolb: out of memory");
         return AUTH_REPLY;
     }
-    s->mech = mech;
-    int rc = scram_server_start(s->ss, payload, plen);
+    l->skip_empty = false;
+    bson_iter_t opt, skip;
+    if (bson_iter_init_find(&opt, cmd, "options") && BSON_ITER_HOLDS_DOCUMENT(&opt) &&
+        bson_iter_recurse(&opt, &skip) && bson_iter_find(&skip, "skipEmptyExchange"))
+        l->skip_empty = bson_iter_as_bool(&skip);
+    reset_conversation(l);
+    l->ss = scram_server_new(mech);
+    if (!l->ss) {
+        end_conversation(s);
+        error_doc(reply, MONGO_ERR_AUTHENTICATION_FAILED, "mongolb: out of memory");
+        return AUTH_REPLY;
+    }
+    l->mech = mech;
+    int rc = scram_server_start(l->ss, payload, plen);
     if (rc < 0) {
         end_conversation(s);
         error_doc(reply, scram_error_code(rc), scram_strerror(rc));
         return AUTH_REPLY;
     }
-    const char *user = scram_server_user(s->ss);
+    const char *user = scram_server_user(l->ss);
     if (strlen(db) > AUTHFILE_MAX_DB)
         return auth_failed(s, reply);
-    snprintf(s->db, sizeof(s->db), "%s", db);
+    snprintf(l->db, sizeof(l->db), "%s", db);
     bool fetch;
-    const struct scram_verifier *v = find_verifier(p, s, db, user, mech, &fetch);
+    const struct scram_verifier *v = find_verifier(p, l, db, user, mech, &fetch);
     if (fetch) {
-        end_conversation(s);
+        reset_conversation(l); /* the login state stays for the fetch */
         return AUTH_FETCH;
     }
     /* An unknown user gets a made-up salt and count from scram.c: the conversation fails at the
      * proof, as a wrong password does, so user names cannot be probed. */
     if (v)
-        s->v = *v;
-    s->unknown_user = v == NULL;
-    forget_fetch(s);
+        l->v = *v;
+    l->unknown_user = v == NULL;
+    forget_fetch(l);
     uint8_t out[SCRAM_MAX_MSG];
     size_t out_len;
-    rc = scram_server_first(s->ss, v ? &s->v : NULL, out, sizeof(out), &out_len);
+    rc = scram_server_first(l->ss, v ? &l->v : NULL, out, sizeof(out), &out_len);
     if (rc < 0)
         return auth_failed(s, reply);
     BSON_APPEND_INT32(reply, "conversationId", AUTH_CONVERSATION_ID);
@@ -484,23 +573,24 @@ static enum auth_result sasl_start(struct proxy *p, struct auth_session *s, cons
 /* The proof was good: the session is logged in, and in passthrough the user's key is kept. */
 static int login(struct proxy *p, struct auth_session *s)
 {
-    const char *user = scram_server_user(s->ss);
-    struct auth_user *au = user_get(p, s->db, user);
+    struct auth_login *l = s->login;
+    const char *user = scram_server_user(l->ss);
+    struct auth_user *au = user_get(p, l->db, user);
     if (!au)
         return -ENOMEM;
     if (p->cfg.auth_mode == MLB_AUTH_PASSTHROUGH) {
         uint8_t key[SCRAM_MAX_KEY];
         size_t key_len;
-        if (scram_server_client_key(s->ss, key, &key_len) == 0) {
+        if (scram_server_client_key(l->ss, key, &key_len) == 0) {
             /* The verifier this login was checked against is the one the key belongs to. */
-            au->v = s->v;
+            au->v = l->v;
             memcpy(au->key, key, key_len);
             au->key_len = key_len;
             au->have_key = true;
             OPENSSL_cleanse(key, sizeof(key));
         }
     }
-    au->cluster_monitor = s->cluster_monitor;
+    au->cluster_monitor = l->cluster_monitor;
     auth_user_ref(au);
     if (s->au)
         auth_user_unref(p, s->au);
@@ -512,12 +602,13 @@ static enum auth_result sasl_continue(struct proxy *p, struct auth_session *s, c
                                       bson_t *reply)
 {
     bson_iter_t it;
-    if (!s->ss || !bson_iter_init_find(&it, cmd, "conversationId") ||
+    struct auth_login *l = s->login;
+    if (!l || !l->ss || !bson_iter_init_find(&it, cmd, "conversationId") ||
         !BSON_ITER_HOLDS_NUMBER(&it) || bson_iter_as_int64(&it) != AUTH_CONVERSATION_ID) {
         error_doc(reply, MONGO_ERR_PROTOCOL_ERROR, "No SASL session state found");
         return AUTH_REPLY;
     }
-    if (s->ss_done) {
+    if (l->ss_done) {
         /* The empty last step of a client that did not ask for skipEmptyExchange. */
         end_conversation(s);
         BSON_APPEND_INT32(reply, "conversationId", AUTH_CONVERSATION_ID);
@@ -535,7 +626,7 @@ static enum auth_result sasl_continue(struct proxy *p, struct auth_session *s, c
     }
     uint8_t out[SCRAM_MAX_MSG];
     size_t out_len;
-    int rc = scram_server_final(s->ss, payload, plen, out, sizeof(out), &out_len);
+    int rc = scram_server_final(l->ss, payload, plen, out, sizeof(out), &out_len);
     if (rc == SCRAM_EPROTO || rc == SCRAM_ENOTSUP) {
         end_conversation(s);
         error_doc(reply, scram_error_code(rc), scram_strerror(rc));
@@ -544,13 +635,13 @@ static enum auth_result sasl_continue(struct proxy *p, struct auth_session *s, c
     if (rc < 0 || login(p, s) < 0)
         return auth_failed(s, reply);
     BSON_APPEND_INT32(reply, "conversationId", AUTH_CONVERSATION_ID);
-    BSON_APPEND_BOOL(reply, "done", s->skip_empty);
+    BSON_APPEND_BOOL(reply, "done", l->skip_empty);
     BSON_APPEND_BINARY(reply, "payload", BSON_SUBTYPE_BINARY, out, (uint32_t)out_len);
     BSON_APPEND_DOUBLE(reply, "ok", 1.0);
-    if (s->skip_empty)
+    if (l->skip_empty)
         end_conversation(s);
     else
-        s->ss_done = true;
+        l->ss_done = true; /* the login state stays for the empty last step */
     return AUTH_REPLY;
 }
 
@@ -606,14 +697,15 @@ enum auth_result auth_hello(struct proxy *p, struct auth_session *s, const bson_
         if (split_name(bson_iter_utf8(&it, NULL), db, sizeof(db), user, sizeof(user))) {
             unsigned mechs = p->auth->have_file ? authfile_mechs(&p->auth->file, db, user) : 0;
             if (!mechs && p->cfg.auth_mode == MLB_AUTH_PASSTHROUGH && p->cfg.service_user[0]) {
-                if (!s->fetched || strcmp(s->fetch_db, db) != 0 ||
-                    strcmp(s->fetch_user, user) != 0) {
-                    snprintf(s->fetch_db, sizeof(s->fetch_db), "%s", db);
-                    snprintf(s->fetch_user, sizeof(s->fetch_user), "%s", user);
-                    forget_fetch(s);
+                if (!have_fetched(s->login, db, user)) {
+                    struct auth_login *l = login_state(s);
+                    if (!l)
+                        return AUTH_REPLY; /* out of memory: no mechanisms listed */
+                    want_fetch(l, db, user);
                     return AUTH_FETCH;
                 }
-                mechs = s->fetched_mechs;
+                /* The answer stays for the saslStart that follows. */
+                mechs = s->login->fetched_mechs;
             }
             if (mechs) {
                 bson_t arr;
@@ -649,8 +741,8 @@ enum auth_result auth_hello(struct proxy *p, struct auth_session *s, const bson_
             /* Only a good first step of a known user is answered, as mongod does (a driver that
              * got no saslSupportedMechs may continue with another mechanism than it speculated
              * with); anything else makes the driver fall back to saslStart. */
-            if (bson_iter_init_find(&ok, &inner, "ok") && bson_iter_as_bool(&ok) &&
-                !s->unknown_user) {
+            if (bson_iter_init_find(&ok, &inner, "ok") && bson_iter_as_bool(&ok) && s->login &&
+                !s->login->unknown_user) {
                 bson_t sub;
                 BSON_APPEND_DOCUMENT_BEGIN(reply, "speculativeAuthenticate", &sub);
                 bson_iter_t f;
@@ -670,14 +762,17 @@ enum auth_result auth_hello(struct proxy *p, struct auth_session *s, const bson_
 
 int auth_build_fetch(struct proxy *p, struct auth_session *s, struct wire_buf *out, int32_t rid)
 {
+    struct auth_login *l = s->login;
+    if (!l || !l->fetching)
+        return -EINVAL;
     p->auth->fetches++;
     bson_t cmd = BSON_INITIALIZER, who;
     BSON_APPEND_DOCUMENT_BEGIN(&cmd, "usersInfo", &who);
-    BSON_APPEND_UTF8(&who, "user", s->fetch_user);
-    BSON_APPEND_UTF8(&who, "db", s->fetch_db);
+    BSON_APPEND_UTF8(&who, "user", l->fetch_user);
+    BSON_APPEND_UTF8(&who, "db", l->fetch_db);
     bson_append_document_end(&cmd, &who);
     BSON_APPEND_BOOL(&cmd, "showCredentials", true);
-    BSON_APPEND_UTF8(&cmd, "$db", s->fetch_db);
+    BSON_APPEND_UTF8(&cmd, "$db", l->fetch_db);
     wire_buf_reset(out);
     int rc = wire_append_msg(out, rid, 0, 0, &cmd);
     bson_destroy(&cmd);
@@ -726,10 +821,15 @@ int auth_fetch_reply(struct proxy *p, struct auth_session *s, const uint8_t *fra
                      char *why, size_t why_len)
 {
     (void)p;
+    struct auth_login *l = s->login;
     struct wire_msg m;
     bson_t body;
     bson_iter_t it, users, u;
-    forget_fetch(s);
+    if (!l) {
+        snprintf(why, why_len, "usersInfo: no login in progress");
+        return -EINVAL;
+    }
+    forget_fetch(l);
     if (wire_msg_parse(frame, len, &m) < 0 || !wire_msg_body(&m, &body)) {
         snprintf(why, why_len, "usersInfo: unreadable reply");
         return -EPROTO;
@@ -745,7 +845,7 @@ int auth_fetch_reply(struct proxy *p, struct auth_session *s, const uint8_t *fra
                  msg);
         return -EACCES;
     }
-    s->fetched = true;
+    l->fetched = true;
     if (!bson_iter_init_find(&it, &body, "users") || !BSON_ITER_HOLDS_ARRAY(&it) ||
         !bson_iter_recurse(&it, &users))
         return 0;
@@ -757,9 +857,9 @@ int auth_fetch_reply(struct proxy *p, struct auth_session *s, const uint8_t *fra
         while (bson_iter_next(&f)) {
             const char *k = bson_iter_key(&f);
             if (strcmp(k, "user") == 0 && BSON_ITER_HOLDS_UTF8(&f))
-                match_user = strcmp(bson_iter_utf8(&f, NULL), s->fetch_user) == 0;
+                match_user = strcmp(bson_iter_utf8(&f, NULL), l->fetch_user) == 0;
             else if (strcmp(k, "db") == 0 && BSON_ITER_HOLDS_UTF8(&f))
-                match_db = strcmp(bson_iter_utf8(&f, NULL), s->fetch_db) == 0;
+                match_db = strcmp(bson_iter_utf8(&f, NULL), l->fetch_db) == 0;
         }
         if (!match_user || !match_db)
             continue;
@@ -773,8 +873,8 @@ int auth_fetch_reply(struct proxy *p, struct auth_session *s, const uint8_t *fra
                     enum scram_mech mech;
                     const char *mk = bson_iter_key(&sub);
                     if (scram_mech_parse(mk, strlen(mk), &mech) == 0 &&
-                        read_credential(&sub, mech, &s->fetched_v[mech]))
-                        s->fetched_mechs |= 1u << mech;
+                        read_credential(&sub, mech, &l->fetched_v[mech]))
+                        l->fetched_mechs |= 1u << mech;
                 }
             } else if (strcmp(k, "roles") == 0 && BSON_ITER_HOLDS_ARRAY(&f) &&
                        bson_iter_recurse(&f, &sub)) {
@@ -790,7 +890,7 @@ int auth_fetch_reply(struct proxy *p, struct auth_session *s, const uint8_t *fra
                             rdb = bson_iter_utf8(&r, NULL);
                     }
                     if (monitor_role(role, rdb))
-                        s->fetched_monitor = true;
+                        l->fetched_monitor = true;
                 }
             }
         }

@@ -54,24 +54,15 @@ struct auth_user {
     bool cluster_monitor; /* usersInfo listed a role that may read server status */
 };
 
+/* A login in progress (auth.c): the SCRAM conversation, the verifier it checks against and a
+ * verifier read with usersInfo. Allocated when a login starts and freed when it ends, so that a
+ * client that never logs in, or has logged in, carries none of it. */
+struct auth_login;
+
 /* One client connection's login state. Zeroed is "not logged in". */
 struct auth_session {
-    struct auth_user *au;    /* logged in as, or NULL */
-    struct scram_server *ss; /* a SCRAM conversation in progress */
-    enum scram_mech mech;
-    bool ss_done;         /* proof checked; an empty saslContinue may follow */
-    bool skip_empty;      /* the client asked for skipEmptyExchange */
-    bool unknown_user;    /* the conversation runs on made-up values: it will fail */
-    bool cluster_monitor; /* roles of the user the conversation is for */
-    char db[AUTHFILE_MAX_DB + 1];
-    struct scram_verifier v; /* the verifier the conversation checks against */
-    /* A verifier fetch with usersInfo (passthrough with service_user). */
-    char fetch_db[AUTHFILE_MAX_DB + 1];
-    char fetch_user[SCRAM_MAX_USER + 1];
-    bool fetched;           /* the fields below hold usersInfo's answer for fetch_db.fetch_user */
-    unsigned fetched_mechs; /* 1u << SCRAM_SHA_1 | 1u << SCRAM_SHA_256 */
-    bool fetched_monitor;
-    struct scram_verifier fetched_v[3]; /* by enum scram_mech */
+    struct auth_user *au;     /* logged in as (a reference), or NULL */
+    struct auth_login *login; /* while a login runs, else NULL */
 };
 
 enum auth_result {
@@ -105,6 +96,10 @@ int auth_build_fetch(struct proxy *p, struct auth_session *s, struct wire_buf *o
  * negative errno with the reason in why. */
 int auth_fetch_reply(struct proxy *p, struct auth_session *s, const uint8_t *frame, size_t len,
                      char *why, size_t why_len);
+/* The user a verifier is being read for, as "user@db" into buf (for a log line). */
+const char *auth_fetch_name(const struct auth_session *s, char *buf, size_t len);
+/* The verifier could not be read (the exchange failed): the fetch is forgotten. */
+void auth_fetch_abandon(struct auth_session *s);
 /* The client leaves: its login ends, its conversation is wiped. */
 void auth_session_end(struct proxy *p, struct auth_session *s);
 

@@ -91,10 +91,11 @@ struct client {
     struct wire_buf wbuf; /* our own replies */
     struct wire_buf xbuf; /* a request rewritten before forwarding */
 
-    struct auth_session auth; /* the login (auth.h) */
-    bool fetching;            /* the exchange in progress reads a verifier (usersInfo) */
-    int64_t delay_ms;         /* CLIENT_AUTH_DELAY: how long the reply waits */
-    char peer_ip[48];         /* failed logins are counted per address */
+    /* The login (auth.h): a user pointer, and the state of a login only while one runs. The
+     * peer's address for the failed-login count is read from the prefix, and a delayed reply's
+     * time from deadline_ms, so that an idle client carries nothing more for authentication. */
+    struct auth_session auth;
+    bool fetching; /* the exchange in progress reads a verifier (usersInfo) */
 };
 
 static void route(struct client *c);
@@ -139,7 +140,7 @@ static void arm_timer(struct client *c)
         due = c->state_since_ms + cfg->client_write_timeout_ms;
         break;
     case CLIENT_AUTH_DELAY:
-        due = c->state_since_ms + c->delay_ms;
+        due = c->deadline_ms; /* when the failed login's reply is due */
         break;
     case CLIENT_CLOSING:
         break;
@@ -288,7 +289,7 @@ static void reply_local_after(struct client *c, const bson_t *doc, int32_t reply
         return;
     }
     if (delay_ms > 0) {
-        c->delay_ms = delay_ms;
+        c->deadline_ms = proxy_now(c->p) + delay_ms;
         client_set_state(c, CLIENT_AUTH_DELAY);
         return;
     }
@@ -446,6 +447,18 @@ static void handle_hello(struct client *c)
     bson_destroy(&doc);
 }
 
+/* The peer's address without its port, for the failed-login count: the prefix is "c12 ip:port"
+ * (an IPv6 address unbracketed) or "c12 unix". */
+static const char *peer_ip(const struct client *c, char *buf, size_t len)
+{
+    const char *sp = strchr(c->prefix, ' ');
+    const char *addr = sp ? sp + 1 : "?";
+    const char *colon = strrchr(addr, ':');
+    size_t n = colon ? (size_t)(colon - addr) : strlen(addr);
+    snprintf(buf, len, "%.*s", (int)n, addr);
+    return buf;
+}
+
 /* The login commands: answered here, never forwarded. */
 static void handle_auth(struct client *c)
 {
@@ -464,12 +477,13 @@ static void handle_auth(struct client *c)
         return;
     }
     int64_t delay = 0;
+    char ip[64];
     if (r == AUTH_FAILED) {
-        delay = auth_failure_delay(p, c->peer_ip);
+        delay = auth_failure_delay(p, peer_ip(c, ip, sizeof(ip)));
         log_info(c->prefix, "login failed (%s on %s)%s", c->ri.command, c->ri.db,
                  delay > 0 ? "; its reply is delayed" : "");
     } else if (c->auth.au && c->auth.au != before) {
-        auth_login_ok(p, c->peer_ip);
+        auth_login_ok(p, peer_ip(c, ip, sizeof(ip)));
         log_info(c->prefix, "logged in as %s@%s", c->auth.au->user, c->auth.au->db);
     } else if (strcmp(c->ri.command, "logout") == 0 && before) {
         log_info(c->prefix, "logged out");
@@ -497,11 +511,13 @@ static void start_fetch(struct client *c)
  * saslStart then tries again), a saslStart gets the reason. */
 static void fetch_failed(struct client *c, const char *why)
 {
+    char who[SCRAM_MAX_USER + AUTHFILE_MAX_DB + 2];
+    auth_fetch_name(&c->auth, who, sizeof(who));
+    auth_fetch_abandon(&c->auth);
     c->fetching = false;
     c->out = c->frame;
     c->out_len = c->frame_len;
-    log_warn(c->prefix, "cannot read the verifier of %s@%s: %s", c->auth.fetch_user,
-             c->auth.fetch_db, why);
+    log_warn(c->prefix, "cannot read the verifier of %s: %s", who, why);
     if (c->ri.kind == REQ_HELLO) {
         bson_t doc = BSON_INITIALIZER;
         status_build_hello(c->p, &c->ri, (int64_t)c->id, &doc);
@@ -509,8 +525,8 @@ static void fetch_failed(struct client *c, const char *why)
         bson_destroy(&doc);
         return;
     }
-    reply_error(c, MONGO_ERR_HOST_UNREACHABLE, "mongolb: cannot read the verifier of %s@%s: %s",
-                c->auth.fetch_user, c->auth.fetch_db, why);
+    reply_error(c, MONGO_ERR_HOST_UNREACHABLE, "mongolb: cannot read the verifier of %s: %s", who,
+                why);
 }
 
 static void handle_status(struct client *c)
@@ -1310,7 +1326,6 @@ int client_accept(struct proxy *p, uv_stream_t *server, bool is_unix)
         return 0;
     }
     char peer[64] = "unix";
-    snprintf(c->peer_ip, sizeof(c->peer_ip), "unix");
     if (!is_unix) {
         struct sockaddr_storage ss;
         int sl = sizeof(ss);
@@ -1325,7 +1340,6 @@ int client_accept(struct proxy *p, uv_stream_t *server, bool is_unix)
                 port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
             }
             snprintf(peer, sizeof(peer), "%s:%d", ip, port);
-            snprintf(c->peer_ip, sizeof(c->peer_ip), "%s", ip);
         }
         uv_tcp_nodelay(&c->st.h.tcp, 1);
     }
