@@ -306,12 +306,26 @@ print("(SCRAM-SHA-256, skipEmptyExchange; mlbench caches the ClientKey as driver
 print("on the client after the first), close. The *-off rows connect and say hello only. ping =")
 print("one ping's round trip on an open, logged-in connection. Medians of the rounds.")
 print()
+PHASES = ["connect", "hello", "saslStart", "saslContinue"]
+
+
+def phase(target, name):
+    """The median over the rounds of one step's p50 (mlbench's phases_p50_us), or ''."""
+    vs = [r["phases_p50_us"][name] for r in runs(target, "login", 1)
+          if name in r.get("phases_p50_us", {})]
+    return "{:.0f}".format(statistics.median(vs)) if vs and not skips.get(target) else ""
+
+
 rows = []
 for t in TARGETS:
     lg = cells(t, "login", 1)
     pg = cells(t, "ping", 1) if t in ("direct-auth", "mongolb-pass", "mongolb-svc") else None
-    rows.append([t, lg[0], lg[1], lg[2], lg[3], pg[1] if pg else ""])
-show(["target", "logins/s", "login p50 us", "login p99 us", "errors", "ping p50 us"], rows)
+    rows.append([t, lg[0], lg[1], lg[2], lg[3]] + [phase(t, n) for n in PHASES] +
+                [pg[1] if pg else ""])
+show(["target", "logins/s", "login p50 us", "login p99 us", "errors"] + PHASES +
+     ["ping p50 us"], rows)
+print("connect .. saslContinue: the median time of each step of a login (TCP connect, hello,")
+print("saslStart, saslContinue with the proof); the close is only in the login's total.")
 print()
 d, pd = med("direct-auth", "login", 1), med("direct-auth", "ping", 1)
 for t in ["mongolb-pass", "mongolb-svc"]:

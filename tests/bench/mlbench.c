@@ -105,6 +105,11 @@ enum workload {
     WL_LOGIN,
 };
 
+/* The steps of a login, timed separately by the login workload. */
+#define LOGIN_PHASES 4
+static const char *const phase_names[LOGIN_PHASES] = {"connect", "hello", "saslStart",
+                                                      "saslContinue"};
+
 static const char *const workload_names[] = {"ping", "find_id", "cursor1000", "insert", "login"};
 
 struct options {
@@ -193,6 +198,10 @@ struct conn {
     int64_t ops_done; /* measured operations of this connection */
     pthread_t thread;
     char fatal[640];
+    /* The login workload: when each step of opening the connection ended (connected, hello,
+     * saslStart, login), and the thread's histograms of each step's duration. */
+    uint64_t t_phase[LOGIN_PHASES];
+    struct hist *phases;
 };
 
 static uint64_t now_ns(void)
@@ -794,6 +803,7 @@ static int conn_hello(struct conn *c)
     }
     conn_consume(c, (size_t)len);
     c->slots[0].state = SLOT_IDLE;
+    c->t_phase[1] = now_ns();
     return ok ? 0 : -1;
 }
 
@@ -997,6 +1007,7 @@ static int conn_login(struct conn *c)
     bson_destroy(&cmd);
     if (rc != 0)
         goto fail;
+    c->t_phase[2] = now_ns();
     rc = scram_client_final(sc, in, in_len, msg, sizeof(msg), &len);
     if (rc != 0) {
         snprintf(c->fatal, sizeof(c->fatal), "connection %d: %s login: server-first: %s%s",
@@ -1037,6 +1048,7 @@ static int conn_login(struct conn *c)
             key_cached = true;
         pthread_mutex_unlock(&key_lock);
     }
+    c->t_phase[3] = now_ns();
     OPENSSL_cleanse(msg, sizeof(msg));
     scram_client_free(sc);
     return 0;
@@ -1515,6 +1527,7 @@ static void conn_free(struct conn *c)
         close(c->fd);
     wire_buf_free(&c->out);
     free(c->in);
+    free(c->phases);
 }
 
 static int conn_open(struct conn *c, int index, bool hello)
@@ -1530,6 +1543,7 @@ static int conn_open(struct conn *c, int index, bool hello)
         return -1;
     if (opt.tls && conn_tls_start(c) != 0)
         return -1;
+    c->t_phase[0] = now_ns();
     if (!hello)
         return 0;
     if (conn_hello(c) != 0)
@@ -1546,7 +1560,9 @@ static void *login_main(void *arg)
 {
     struct conn *c = arg;
     struct conn *t = malloc(sizeof(*t));
-    if (!t) {
+    c->phases = calloc(LOGIN_PHASES, sizeof(*c->phases));
+    if (!t || !c->phases) {
+        free(t);
         snprintf(c->fatal, sizeof(c->fatal), "out of memory");
         return NULL;
     }
@@ -1559,7 +1575,16 @@ static void *login_main(void *arg)
         if (rc != 0)
             break;
         struct slot s = {.state = SLOT_WAIT, .op_start_ns = t0};
+        int64_t before = c->ops_done;
         finish_op(c, &s, true, now_ns());
+        if (c->ops_done == before)
+            continue; /* not measured (warm-up) */
+        /* Without credentials only connect and hello happen. */
+        uint64_t prev = t0;
+        for (int i = 0; i < (opt.user ? LOGIN_PHASES : 2); i++) {
+            hist_add(&c->phases[i], (t->t_phase[i] - prev + 500) / 1000);
+            prev = t->t_phase[i];
+        }
     }
     free(t);
     if (c->fatal[0])
@@ -1688,6 +1713,7 @@ int main(int argc, char **argv)
         t_done = opt.have_ops ? now_ns() : t_end_ns;
 
     struct hist *total = calloc(1, sizeof(*total));
+    struct hist *phases = calloc(LOGIN_PHASES, sizeof(*phases));
     int64_t ops = 0;
     for (int i = 0; i < opened; i++) {
         if (conns[i].fatal[0]) {
@@ -1696,25 +1722,39 @@ int main(int argc, char **argv)
         }
         if (total)
             hist_merge(total, &conns[i].hist);
+        for (int k = 0; phases && conns[i].phases && k < LOGIN_PHASES; k++)
+            hist_merge(&phases[k], &conns[i].phases[k]);
         ops += conns[i].ops_done;
         conn_free(&conns[i]);
     }
     free(conns);
-    if (!total) {
+    if (!total || !phases) {
         fprintf(stderr, "mlbench: out of memory\n");
+        free(total);
+        free(phases);
         return 2;
+    }
+    /* The login workload also tells how long each step of a login took (medians). */
+    char phase_json[256] = "";
+    if (opt.wl == WL_LOGIN) {
+        size_t o = (size_t)snprintf(phase_json, sizeof(phase_json), ",\"phases_p50_us\":{");
+        for (int k = 0; k < (opt.user ? LOGIN_PHASES : 2); k++)
+            o += (size_t)snprintf(phase_json + o, sizeof(phase_json) - o, "%s\"%s\":%" PRIu64,
+                                  k ? "," : "", phase_names[k], hist_percentile(&phases[k], 50));
+        snprintf(phase_json + o, sizeof(phase_json) - o, "}");
     }
     double secs = t_done > t_measure_ns ? (double)(t_done - t_measure_ns) / 1e9 : 0;
     printf("{\"workload\":\"%s\",\"conns\":%d,\"pipeline\":%d,\"ops\":%" PRId64
            ",\"seconds\":%.3f,\"ops_per_sec\":%.0f,\"p50_us\":%" PRIu64 ",\"p90_us\":%" PRIu64
            ",\"p99_us\":%" PRIu64 ",\"max_us\":%" PRIu64 ",\"errors\":%" PRId64
-           ",\"read_pref\":\"%s\",\"auth\":\"%s\"}\n",
+           ",\"read_pref\":\"%s\",\"auth\":\"%s\"%s}\n",
            workload_names[opt.wl], opt.conns, opt.pipeline, ops, secs,
            secs > 0 ? (double)ops / secs : 0.0, hist_percentile(total, 50),
            hist_percentile(total, 90), hist_percentile(total, 99), total->max,
            (int64_t)atomic_load(&total_errors), opt.read_pref ? opt.read_pref : "",
-           opt.user ? scram_mech_name(opt.mech) : "");
+           opt.user ? scram_mech_name(opt.mech) : "", phase_json);
     free(total);
+    free(phases);
     if (status == 0 && atomic_load(&total_errors) > 0)
         status = 1;
     return status;
