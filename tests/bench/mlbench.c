@@ -17,9 +17,10 @@
  *   cursor1000  find on bench.c with the default batch size, then getMore until the cursor id is
  *               0; one operation is the whole cursor, which must return every document.
  *   insert      insert of one document into bench.ins.
- *   login       what a new application connection costs: connect, hello, the SCRAM login (with
- *               credentials), close; repeated on each of --conns connections in turn. ops counts
- *               logins and the latencies are those of whole logins.
+ *   login       what a new application connection costs: connect (with the TLS handshake under
+ *               TLS), hello, the SCRAM login (with credentials), close; repeated on each of
+ *               --conns connections in turn. ops counts logins and the latencies are those of
+ *               whole logins; phases_p50_us gives the median of each step.
  *
  * --setup drops bench.c and inserts --docs documents {_id: i, v: "..."} before the run; with
  * neither --seconds nor --ops given it only does the setup.
@@ -142,7 +143,7 @@ static SSL_CTX *tls_ctx;      /* with opt.tls */
 /* Credentials and database from the URI (percent-decoded); the options win over them. */
 static char uri_user[SCRAM_MAX_USER + 1], uri_password[SCRAM_MAX_PASSWORD + 1];
 static char uri_db[128], uri_auth_source[128];
-static bool uri_have_mech;
+static bool uri_have_mech, uri_have_password;
 static enum scram_mech uri_mech;
 
 /*
@@ -1218,9 +1219,11 @@ static int parse_uri(const char *uri)
         size_t name_len = colon ? (size_t)(colon - p) : ulen;
         if (name_len == 0 || !uri_decode(p, name_len, uri_user, sizeof(uri_user)))
             return -1;
-        if (colon &&
-            !uri_decode(colon + 1, ulen - name_len - 1, uri_password, sizeof(uri_password)))
-            return -1;
+        if (colon) {
+            if (!uri_decode(colon + 1, ulen - name_len - 1, uri_password, sizeof(uri_password)))
+                return -1;
+            uri_have_password = true;
+        }
         p = at + 1;
     }
     size_t n = strcspn(p, "/?,");
@@ -1429,14 +1432,15 @@ static int parse_args(int argc, char **argv)
     /* The options win over the URI's credentials, wherever they stand. */
     if (!opt.user && uri_user[0])
         opt.user = uri_user;
-    if (!opt.password && opt.user == uri_user)
+    if (!opt.password && opt.user == uri_user && uri_have_password)
         opt.password = uri_password;
     if (!opt.auth_source)
         opt.auth_source = uri_auth_source[0] ? uri_auth_source : uri_db[0] ? uri_db : "admin";
     if (!have_mech && uri_have_mech)
         opt.mech = uri_mech;
     if (opt.user && !opt.password) {
-        fprintf(stderr, "mlbench: --user %s needs --password\n", opt.user);
+        fprintf(stderr, "mlbench: user %s needs a password (--password or user:password@)\n",
+                opt.user);
         return -1;
     }
     if (opt.password && !opt.user) {
