@@ -189,6 +189,7 @@ $(B)/fuzz_killcursors: $(B)/obj/src/killcursors.o $(B)/obj/src/request.o $(B)/ob
                        $(B)/obj/src/bson_check.o $(B)/obj/src/cursors.o
 $(B)/fuzz_scram: $(B)/obj/src/scram.o
 $(B)/fuzz_authfile: $(B)/obj/src/authfile.o $(B)/obj/src/scram.o
+$(B)/fuzz_auth_parse: $(B)/obj/src/auth_parse.o $(B)/obj/src/scram.o $(B)/obj/src/wire.o
 $(B)/fuzz_%: $(B)/obj/tests/fuzz/fuzz_%.o
 	$(CC) $(ALL_CFLAGS) $(FUZZ_LDFLAGS) -o $@ $^ $(PKG_LIBS) -lm
 

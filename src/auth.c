@@ -19,6 +19,7 @@
 
 #include <openssl/crypto.h>
 
+#include "auth_parse.h"
 #include "log.h"
 #include "mongo_errors.h"
 #include "proxy.h"
@@ -50,11 +51,9 @@ struct auth_login {
     /* A verifier fetch with usersInfo (passthrough with service_user). */
     char fetch_db[AUTHFILE_MAX_DB + 1];
     char fetch_user[SCRAM_MAX_USER + 1];
-    bool fetching;          /* a usersInfo for fetch_db.fetch_user is wanted or under way */
-    bool fetched;           /* the fields below hold usersInfo's answer for fetch_db.fetch_user */
-    unsigned fetched_mechs; /* 1u << SCRAM_SHA_1 | 1u << SCRAM_SHA_256 */
-    bool fetched_monitor;
-    struct scram_verifier fetched_v[3]; /* by enum scram_mech */
+    bool fetching; /* a usersInfo for fetch_db.fetch_user is wanted or under way */
+    bool fetched;  /* answer is usersInfo's for fetch_db.fetch_user */
+    struct auth_users_info answer;
 };
 
 struct auth_state {
@@ -336,9 +335,7 @@ static void forget_fetch(struct auth_login *l)
 {
     l->fetching = false;
     l->fetched = false;
-    l->fetched_mechs = 0;
-    l->fetched_monitor = false;
-    OPENSSL_cleanse(l->fetched_v, sizeof(l->fetched_v));
+    OPENSSL_cleanse(&l->answer, sizeof(l->answer));
 }
 
 /* Asks for the verifier of db.user to be read first. */
@@ -447,24 +444,6 @@ static enum auth_result auth_failed(struct auth_session *s, bson_t *reply)
     return AUTH_FAILED;
 }
 
-/* A binary or string payload field. */
-static bool get_payload(const bson_t *cmd, const uint8_t **data, uint32_t *len)
-{
-    bson_iter_t it;
-    if (!bson_iter_init_find(&it, cmd, "payload"))
-        return false;
-    if (BSON_ITER_HOLDS_BINARY(&it)) {
-        bson_subtype_t st;
-        bson_iter_binary(&it, &st, len, data);
-        return true;
-    }
-    if (BSON_ITER_HOLDS_UTF8(&it)) {
-        *data = (const uint8_t *)bson_iter_utf8(&it, len);
-        return true;
-    }
-    return false;
-}
-
 /* The verifier of (db, user, mech) from the auth_file or a fetch; NULL when unknown. *fetch is
  * set when it must be fetched first. */
 static const struct scram_verifier *find_verifier(struct proxy *p, struct auth_login *l,
@@ -486,8 +465,8 @@ static const struct scram_verifier *find_verifier(struct proxy *p, struct auth_l
         *fetch = true;
         return NULL;
     }
-    l->cluster_monitor = l->fetched_monitor;
-    return (l->fetched_mechs & (1u << mech)) ? &l->fetched_v[mech] : NULL;
+    l->cluster_monitor = l->answer.monitor;
+    return (l->answer.mechs & (1u << mech)) ? &l->answer.v[mech] : NULL;
 }
 
 static const char off_message[] =
@@ -498,23 +477,18 @@ static const char off_message[] =
 static enum auth_result sasl_start(struct proxy *p, struct auth_session *s, const bson_t *cmd,
                                    const char *db, bson_t *reply)
 {
-    bson_iter_t it;
-    const char *mech_name = "";
-    uint32_t mech_len = 0;
-    if (bson_iter_init_find(&it, cmd, "mechanism") && BSON_ITER_HOLDS_UTF8(&it))
-        mech_name = bson_iter_utf8(&it, &mech_len);
+    struct auth_sasl_cmd sc;
+    auth_parse_sasl(cmd, &sc);
     enum scram_mech mech;
-    if (scram_mech_parse(mech_name, mech_len, &mech) < 0) {
+    if (scram_mech_parse(sc.mechanism, sc.mechanism_len, &mech) < 0) {
         char msg[200];
         snprintf(msg, sizeof(msg),
                  "mongolb: mechanism '%.40s' is not available; use SCRAM-SHA-256 or SCRAM-SHA-1",
-                 mech_name);
+                 sc.mechanism);
         error_doc(reply, MONGO_ERR_MECHANISM_UNAVAILABLE, msg);
         return AUTH_REPLY;
     }
-    const uint8_t *payload;
-    uint32_t plen;
-    if (!get_payload(cmd, &payload, &plen)) {
+    if (!sc.has_payload) {
         error_doc(reply, MONGO_ERR_PROTOCOL_ERROR, "saslStart without a payload");
         return AUTH_REPLY;
     }
@@ -523,11 +497,7 @@ static enum auth_result sasl_start(struct proxy *p, struct auth_session *s, cons
         error_doc(reply, MONGO_ERR_AUTHENTICATION_FAILED, "mongolb: out of memory");
         return AUTH_REPLY;
     }
-    l->skip_empty = false;
-    bson_iter_t opt, skip;
-    if (bson_iter_init_find(&opt, cmd, "options") && BSON_ITER_HOLDS_DOCUMENT(&opt) &&
-        bson_iter_recurse(&opt, &skip) && bson_iter_find(&skip, "skipEmptyExchange"))
-        l->skip_empty = bson_iter_as_bool(&skip);
+    l->skip_empty = sc.skip_empty;
     reset_conversation(l);
     l->ss = scram_server_new(mech);
     if (!l->ss) {
@@ -536,7 +506,7 @@ static enum auth_result sasl_start(struct proxy *p, struct auth_session *s, cons
         return AUTH_REPLY;
     }
     l->mech = mech;
-    int rc = scram_server_start(l->ss, payload, plen);
+    int rc = scram_server_start(l->ss, sc.payload, sc.payload_len);
     if (rc < 0) {
         end_conversation(s);
         error_doc(reply, scram_error_code(rc), scram_strerror(rc));
@@ -601,10 +571,10 @@ static int login(struct proxy *p, struct auth_session *s)
 static enum auth_result sasl_continue(struct proxy *p, struct auth_session *s, const bson_t *cmd,
                                       bson_t *reply)
 {
-    bson_iter_t it;
+    struct auth_sasl_cmd sc;
+    auth_parse_sasl(cmd, &sc);
     struct auth_login *l = s->login;
-    if (!l || !l->ss || !bson_iter_init_find(&it, cmd, "conversationId") ||
-        !BSON_ITER_HOLDS_NUMBER(&it) || bson_iter_as_int64(&it) != AUTH_CONVERSATION_ID) {
+    if (!l || !l->ss || !sc.has_conversation || sc.conversation != AUTH_CONVERSATION_ID) {
         error_doc(reply, MONGO_ERR_PROTOCOL_ERROR, "No SASL session state found");
         return AUTH_REPLY;
     }
@@ -617,16 +587,14 @@ static enum auth_result sasl_continue(struct proxy *p, struct auth_session *s, c
         BSON_APPEND_DOUBLE(reply, "ok", 1.0);
         return AUTH_REPLY;
     }
-    const uint8_t *payload;
-    uint32_t plen;
-    if (!get_payload(cmd, &payload, &plen)) {
+    if (!sc.has_payload) {
         end_conversation(s);
         error_doc(reply, MONGO_ERR_PROTOCOL_ERROR, "saslContinue without a payload");
         return AUTH_REPLY;
     }
     uint8_t out[SCRAM_MAX_MSG];
     size_t out_len;
-    int rc = scram_server_final(l->ss, payload, plen, out, sizeof(out), &out_len);
+    int rc = scram_server_final(l->ss, sc.payload, sc.payload_len, out, sizeof(out), &out_len);
     if (rc == SCRAM_EPROTO || rc == SCRAM_ENOTSUP) {
         end_conversation(s);
         error_doc(reply, scram_error_code(rc), scram_strerror(rc));
@@ -671,92 +639,68 @@ enum auth_result auth_command(struct proxy *p, struct auth_session *s, const bso
     return sasl_continue(p, s, cmd, reply);
 }
 
-/* Splits "db.user" at its first dot. */
-static bool split_name(const char *full, char *db, size_t db_len, char *user, size_t user_len)
-{
-    const char *dot = strchr(full, '.');
-    if (!dot || dot == full || !dot[1] || (size_t)(dot - full) >= db_len ||
-        strlen(dot + 1) >= user_len)
-        return false;
-    memcpy(db, full, (size_t)(dot - full));
-    db[dot - full] = '\0';
-    snprintf(user, user_len, "%s", dot + 1);
-    return true;
-}
-
 enum auth_result auth_hello(struct proxy *p, struct auth_session *s, const bson_t *cmd,
                             bson_t *reply)
 {
     if (p->cfg.auth_mode == MLB_AUTH_OFF)
         return AUTH_REPLY; /* no mechanisms, no speculative answer: the driver's saslStart gets
                               the error that names the setting */
-    bson_iter_t it;
+    struct auth_hello_login h;
+    auth_parse_hello(cmd, &h);
     /* Mechanisms first: a fetch it needs serves the speculative first step too. */
-    if (bson_iter_init_find(&it, cmd, "saslSupportedMechs") && BSON_ITER_HOLDS_UTF8(&it)) {
-        char db[AUTHFILE_MAX_DB + 1], user[SCRAM_MAX_USER + 1];
-        if (split_name(bson_iter_utf8(&it, NULL), db, sizeof(db), user, sizeof(user))) {
-            unsigned mechs = p->auth->have_file ? authfile_mechs(&p->auth->file, db, user) : 0;
-            if (!mechs && p->cfg.auth_mode == MLB_AUTH_PASSTHROUGH && p->cfg.service_user[0]) {
-                if (!have_fetched(s->login, db, user)) {
-                    struct auth_login *l = login_state(s);
-                    if (!l)
-                        return AUTH_REPLY; /* out of memory: no mechanisms listed */
-                    want_fetch(l, db, user);
-                    return AUTH_FETCH;
-                }
-                /* The answer stays for the saslStart that follows. */
-                mechs = s->login->fetched_mechs;
-            }
-            if (mechs) {
-                bson_t arr;
-                bool sha256 = (mechs & (1u << SCRAM_SHA_256)) != 0;
-                BSON_APPEND_ARRAY_BEGIN(reply, "saslSupportedMechs", &arr);
-                if (sha256)
-                    BSON_APPEND_UTF8(&arr, "0", "SCRAM-SHA-256");
-                if (mechs & (1u << SCRAM_SHA_1))
-                    BSON_APPEND_UTF8(&arr, sha256 ? "1" : "0", "SCRAM-SHA-1");
-                bson_append_array_end(reply, &arr);
-            }
-        }
-    }
-    if (bson_iter_init_find(&it, cmd, "speculativeAuthenticate") && BSON_ITER_HOLDS_DOCUMENT(&it)) {
-        uint32_t n;
-        const uint8_t *d;
-        bson_iter_document(&it, &n, &d);
-        bson_t spec, inner = BSON_INITIALIZER;
-        bson_iter_t dbit;
-        const char *db = "admin";
-        if (bson_init_static(&spec, d, n)) {
-            if (bson_iter_init_find(&dbit, &spec, "db") && BSON_ITER_HOLDS_UTF8(&dbit))
-                db = bson_iter_utf8(&dbit, NULL);
-            const char *name = wire_command_name(&spec);
-            enum auth_result r = AUTH_REPLY;
-            if (name && strcmp(name, "saslStart") == 0)
-                r = sasl_start(p, s, &spec, db, &inner);
-            if (r == AUTH_FETCH) {
-                bson_destroy(&inner);
+    if (h.mechs_name_ok) {
+        const char *db = h.mechs_db, *user = h.mechs_user;
+        unsigned mechs = p->auth->have_file ? authfile_mechs(&p->auth->file, db, user) : 0;
+        if (!mechs && p->cfg.auth_mode == MLB_AUTH_PASSTHROUGH && p->cfg.service_user[0]) {
+            if (!have_fetched(s->login, db, user)) {
+                struct auth_login *l = login_state(s);
+                if (!l)
+                    return AUTH_REPLY; /* out of memory: no mechanisms listed */
+                want_fetch(l, db, user);
                 return AUTH_FETCH;
             }
-            bson_iter_t ok;
-            /* Only a good first step of a known user is answered, as mongod does (a driver that
-             * got no saslSupportedMechs may continue with another mechanism than it speculated
-             * with); anything else makes the driver fall back to saslStart. */
-            if (bson_iter_init_find(&ok, &inner, "ok") && bson_iter_as_bool(&ok) && s->login &&
-                !s->login->unknown_user) {
-                bson_t sub;
-                BSON_APPEND_DOCUMENT_BEGIN(reply, "speculativeAuthenticate", &sub);
-                bson_iter_t f;
-                bson_iter_init(&f, &inner);
-                while (bson_iter_next(&f))
-                    if (strcmp(bson_iter_key(&f), "ok") != 0)
-                        bson_append_iter(&sub, NULL, 0, &f);
-                bson_append_document_end(reply, &sub);
-            } else {
-                end_conversation(s);
-            }
+            /* The answer stays for the saslStart that follows. */
+            mechs = s->login->answer.mechs;
         }
-        bson_destroy(&inner);
+        if (mechs) {
+            bson_t arr;
+            bool sha256 = (mechs & (1u << SCRAM_SHA_256)) != 0;
+            BSON_APPEND_ARRAY_BEGIN(reply, "saslSupportedMechs", &arr);
+            if (sha256)
+                BSON_APPEND_UTF8(&arr, "0", "SCRAM-SHA-256");
+            if (mechs & (1u << SCRAM_SHA_1))
+                BSON_APPEND_UTF8(&arr, sha256 ? "1" : "0", "SCRAM-SHA-1");
+            bson_append_array_end(reply, &arr);
+        }
     }
+    if (!h.has_spec)
+        return AUTH_REPLY;
+    bson_t inner = BSON_INITIALIZER;
+    enum auth_result r = AUTH_REPLY;
+    if (h.spec_is_sasl_start)
+        r = sasl_start(p, s, &h.spec, h.spec_db, &inner);
+    if (r == AUTH_FETCH) {
+        bson_destroy(&inner);
+        return AUTH_FETCH;
+    }
+    bson_iter_t ok;
+    /* Only a good first step of a known user is answered, as mongod does (a driver that got no
+     * saslSupportedMechs may continue with another mechanism than it speculated with); anything
+     * else makes the driver fall back to saslStart. */
+    if (bson_iter_init_find(&ok, &inner, "ok") && bson_iter_as_bool(&ok) && s->login &&
+        !s->login->unknown_user) {
+        bson_t sub;
+        BSON_APPEND_DOCUMENT_BEGIN(reply, "speculativeAuthenticate", &sub);
+        bson_iter_t f;
+        bson_iter_init(&f, &inner);
+        while (bson_iter_next(&f))
+            if (strcmp(bson_iter_key(&f), "ok") != 0)
+                bson_append_iter(&sub, NULL, 0, &f);
+        bson_append_document_end(reply, &sub);
+    } else {
+        end_conversation(s);
+    }
+    bson_destroy(&inner);
     return AUTH_REPLY;
 }
 
@@ -779,123 +723,23 @@ int auth_build_fetch(struct proxy *p, struct auth_session *s, struct wire_buf *o
     return rc;
 }
 
-/* Reads one mechanism's credentials out of usersInfo's credentials document. */
-static bool read_credential(bson_iter_t *creds, enum scram_mech mech, struct scram_verifier *v)
-{
-    bson_iter_t c;
-    if (!BSON_ITER_HOLDS_DOCUMENT(creds) || !bson_iter_recurse(creds, &c))
-        return false;
-    int64_t iters = -1;
-    const char *salt = NULL, *stored = NULL, *server = NULL;
-    uint32_t salt_len = 0, stored_len = 0, server_len = 0;
-    while (bson_iter_next(&c)) {
-        const char *k = bson_iter_key(&c);
-        if (strcmp(k, "iterationCount") == 0 && BSON_ITER_HOLDS_NUMBER(&c))
-            iters = bson_iter_as_int64(&c);
-        else if (strcmp(k, "salt") == 0 && BSON_ITER_HOLDS_UTF8(&c))
-            salt = bson_iter_utf8(&c, &salt_len);
-        else if (strcmp(k, "storedKey") == 0 && BSON_ITER_HOLDS_UTF8(&c))
-            stored = bson_iter_utf8(&c, &stored_len);
-        else if (strcmp(k, "serverKey") == 0 && BSON_ITER_HOLDS_UTF8(&c))
-            server = bson_iter_utf8(&c, &server_len);
-    }
-    if (iters < 0 || iters > UINT32_MAX || !salt || !stored || !server)
-        return false;
-    return scram_verifier_from_b64(mech, (uint32_t)iters, salt, salt_len, stored, stored_len,
-                                   server, server_len, v) == 0;
-}
-
-/* Roles that may read mongolb's status as they may read a server's (clusterMonitor and above). */
-static bool monitor_role(const char *role, const char *db)
-{
-    static const char *const roles[] = {"clusterMonitor", "clusterManager", "clusterAdmin", "root"};
-    if (strcmp(db, "admin") != 0)
-        return false;
-    for (size_t i = 0; i < sizeof(roles) / sizeof(roles[0]); i++)
-        if (strcmp(role, roles[i]) == 0)
-            return true;
-    return false;
-}
-
 int auth_fetch_reply(struct proxy *p, struct auth_session *s, const uint8_t *frame, size_t len,
                      char *why, size_t why_len)
 {
     (void)p;
     struct auth_login *l = s->login;
-    struct wire_msg m;
-    bson_t body;
-    bson_iter_t it, users, u;
     if (!l) {
         snprintf(why, why_len, "usersInfo: no login in progress");
         return -EINVAL;
     }
     forget_fetch(l);
-    if (wire_msg_parse(frame, len, &m) < 0 || !wire_msg_body(&m, &body)) {
-        snprintf(why, why_len, "usersInfo: unreadable reply");
-        return -EPROTO;
-    }
-    if (!bson_iter_init_find(&it, &body, "ok") || !bson_iter_as_bool(&it)) {
-        const char *msg = "";
-        int64_t code = 0;
-        if (bson_iter_init_find(&it, &body, "errmsg") && BSON_ITER_HOLDS_UTF8(&it))
-            msg = bson_iter_utf8(&it, NULL);
-        if (bson_iter_init_find(&it, &body, "code") && BSON_ITER_HOLDS_NUMBER(&it))
-            code = bson_iter_as_int64(&it);
-        snprintf(why, why_len, "usersInfo as service_user failed: %lld %.200s", (long long)code,
-                 msg);
-        return -EACCES;
+    int rc =
+        auth_parse_users_info(frame, len, l->fetch_db, l->fetch_user, &l->answer, why, why_len);
+    if (rc < 0) {
+        OPENSSL_cleanse(&l->answer, sizeof(l->answer));
+        return rc;
     }
     l->fetched = true;
-    if (!bson_iter_init_find(&it, &body, "users") || !BSON_ITER_HOLDS_ARRAY(&it) ||
-        !bson_iter_recurse(&it, &users))
-        return 0;
-    while (bson_iter_next(&users)) {
-        if (!BSON_ITER_HOLDS_DOCUMENT(&users) || !bson_iter_recurse(&users, &u))
-            continue;
-        bool match_user = false, match_db = false;
-        bson_iter_t f = u;
-        while (bson_iter_next(&f)) {
-            const char *k = bson_iter_key(&f);
-            if (strcmp(k, "user") == 0 && BSON_ITER_HOLDS_UTF8(&f))
-                match_user = strcmp(bson_iter_utf8(&f, NULL), l->fetch_user) == 0;
-            else if (strcmp(k, "db") == 0 && BSON_ITER_HOLDS_UTF8(&f))
-                match_db = strcmp(bson_iter_utf8(&f, NULL), l->fetch_db) == 0;
-        }
-        if (!match_user || !match_db)
-            continue;
-        f = u;
-        while (bson_iter_next(&f)) {
-            const char *k = bson_iter_key(&f);
-            bson_iter_t sub;
-            if (strcmp(k, "credentials") == 0 && BSON_ITER_HOLDS_DOCUMENT(&f) &&
-                bson_iter_recurse(&f, &sub)) {
-                while (bson_iter_next(&sub)) {
-                    enum scram_mech mech;
-                    const char *mk = bson_iter_key(&sub);
-                    if (scram_mech_parse(mk, strlen(mk), &mech) == 0 &&
-                        read_credential(&sub, mech, &l->fetched_v[mech]))
-                        l->fetched_mechs |= 1u << mech;
-                }
-            } else if (strcmp(k, "roles") == 0 && BSON_ITER_HOLDS_ARRAY(&f) &&
-                       bson_iter_recurse(&f, &sub)) {
-                while (bson_iter_next(&sub)) {
-                    bson_iter_t r;
-                    const char *role = "", *rdb = "";
-                    if (!BSON_ITER_HOLDS_DOCUMENT(&sub) || !bson_iter_recurse(&sub, &r))
-                        continue;
-                    while (bson_iter_next(&r)) {
-                        if (strcmp(bson_iter_key(&r), "role") == 0 && BSON_ITER_HOLDS_UTF8(&r))
-                            role = bson_iter_utf8(&r, NULL);
-                        else if (strcmp(bson_iter_key(&r), "db") == 0 && BSON_ITER_HOLDS_UTF8(&r))
-                            rdb = bson_iter_utf8(&r, NULL);
-                    }
-                    if (monitor_role(role, rdb))
-                        l->fetched_monitor = true;
-                }
-            }
-        }
-        break;
-    }
     return 0;
 }
 
@@ -1075,41 +919,39 @@ int auth_backend_step(struct proxy *p, struct auth_backend *ab, const uint8_t *f
                       struct wire_buf *out, int32_t rid, char *why, size_t why_len)
 {
     struct auth_state *a = p->auth;
-    struct wire_msg m;
-    bson_t body;
-    bson_iter_t it;
+    struct auth_server_reply r;
     const char *who = ab->au ? ab->au->user : p->cfg.service_user;
-    if (wire_msg_parse(frame, len, &m) < 0 || !wire_msg_body(&m, &body)) {
+    if (auth_parse_server_reply(frame, len, &r) < 0) {
         snprintf(why, why_len, "login as %s: unreadable reply", who);
         return -EPROTO;
     }
-    if (!bson_iter_init_find(&it, &body, "ok") || !bson_iter_as_bool(&it)) {
-        const char *msg = "";
-        if (bson_iter_init_find(&it, &body, "errmsg") && BSON_ITER_HOLDS_UTF8(&it))
-            msg = bson_iter_utf8(&it, NULL);
-        snprintf(why, why_len, "the server refused the login of %s: %.200s", who, msg);
+    if (!r.ok) {
+        snprintf(why, why_len, "the server refused the login of %s: %.200s", who, r.errmsg);
         a->backend_login_failures++;
         drop_key(p, ab);
         return -EACCES;
     }
     if (ab->x509 || (ab->proven && ab->sc && scram_client_done(ab->sc))) {
-        bool done = true;
-        if (bson_iter_init_find(&it, &body, "done"))
-            done = bson_iter_as_bool(&it);
-        if (ab->x509 || done) {
+        if (ab->x509 || !r.has_done || r.done) {
             a->backend_logins++;
             return 0;
         }
     }
-    bson_iter_t cid;
-    if (bson_iter_init_find(&cid, &body, "conversationId") && BSON_ITER_HOLDS_NUMBER(&cid))
-        ab->conversation = (int32_t)bson_iter_as_int64(&cid);
-    const uint8_t *payload;
-    uint32_t plen;
-    if (!get_payload(&body, &payload, &plen)) {
+    /* Our saslContinue echoes the server's conversationId; one outside int32 is not a server's. */
+    if (r.has_conversation) {
+        if (r.conversation < INT32_MIN || r.conversation > INT32_MAX) {
+            snprintf(why, why_len, "login as %s: conversationId %lld out of range", who,
+                     (long long)r.conversation);
+            return -EPROTO;
+        }
+        ab->conversation = (int32_t)r.conversation;
+    }
+    if (!r.has_payload) {
         snprintf(why, why_len, "login as %s: a reply without a payload", who);
         return -EPROTO;
     }
+    const uint8_t *payload = r.payload;
+    uint32_t plen = r.payload_len;
     uint8_t msg[SCRAM_MAX_MSG];
     size_t mlen = 0;
     int rc;
@@ -1136,8 +978,7 @@ int auth_backend_step(struct proxy *p, struct auth_backend *ab, const uint8_t *f
             return -EACCES;
         }
         ab->proven = true;
-        bool done = bson_iter_init_find(&it, &body, "done") && bson_iter_as_bool(&it);
-        if (done) {
+        if (r.has_done && r.done) {
             a->backend_logins++;
             return 0;
         }

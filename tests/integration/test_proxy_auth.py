@@ -366,6 +366,30 @@ def test_service_mode(sim, files):
         client(lb.uri_as("late", "late-pw")).test.svc.find_one()
 
 
+def test_hostile_login_documents(sim, files):
+    """Login documents with fields of the wrong type or out of range get an error reply and cost
+    nothing else. auth_parse.c checks a number's range before converting it (libbson's
+    bson_iter_as_int64, used before, casts a double such as 1e300 or NaN unchecked, undefined
+    behaviour that no sanitizer sees inside libbson); tests/fuzz/fuzz_auth_parse.c fuzzes it."""
+    _, pw = files
+    with checked(passthrough(sim, pw)) as lb:
+        for conv in (1e300, float("nan"), -1e300, 1.5, "1"):
+            r = raw(lb, {"saslContinue": 1, "conversationId": conv, "payload": b""})
+            assert r["ok"] == 0 and r["code"] == 17, r
+        r = raw(lb, {"saslStart": 1, "mechanism": 5, "payload": [1]})
+        assert r["ok"] == 0 and r["code"] == 334, r
+        r = raw(lb, {"saslStart": 1, "mechanism": "SCRAM-SHA-256", "payload": 7})
+        assert r["ok"] == 0 and r["code"] == 17, r
+        r = raw(lb, {"hello": 1, "saslSupportedMechs": 5, "speculativeAuthenticate": {}})
+        assert r["ok"] == 1 and "saslSupportedMechs" not in r and "speculativeAuthenticate" not in r
+        r = raw(lb, {"hello": 1, "saslSupportedMechs": "nodot",
+                     "speculativeAuthenticate": {"saslStart": 1, "mechanism": "SCRAM-SHA-256",
+                                                 "payload": b"n,,n=writer,r=abc", "db": 7}})
+        assert r["ok"] == 1 and "saslSupportedMechs" not in r
+        # The proxy still serves a real login afterwards.
+        assert client(lb.uri_as("writer", "wpw")).test.command("ping")["ok"] == 1
+
+
 def test_files_readable_by_others_are_refused(files):
     d, pw = files
     path = os.path.join(d, "users.auth")
