@@ -113,7 +113,7 @@ integration-asan: all
 # named above them. A step that fails without counting anything (the build, format-check) counts
 # one failure, as does a runner that never reported. make check fails if anything failed.
 CHECK_SUMMARY_FILE := $(abspath $(B))/check-summary.txt
-CHECK_RUNNERS      := unit unit-asan fuzz-smoke pytest pytest-tls node node-tls
+CHECK_RUNNERS      := unit unit-asan fuzz-smoke pytest pytest-tls pytest-auth-tls node node-tls
 
 check: deps
 	@mkdir -p $(B) && rm -f $(CHECK_SUMMARY_FILE)

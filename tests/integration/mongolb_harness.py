@@ -24,7 +24,7 @@ import time
 
 import pytest
 
-from harness import connect, recv_msg, send_msg, start_sim
+from harness import connect, recv_msg, scram_sha256_login, send_msg, start_sim
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEFAULT_BINARY = os.path.join(ROOT, "build", "mongolb")
@@ -52,12 +52,16 @@ def free_port():
         return s.getsockname()[1]
 
 
-def raw_command(host, port, cmd, db="admin", timeout=5.0, tls_ca=None, tls_client=None):
+def raw_command(host, port, cmd, db="admin", timeout=5.0, tls_ca=None, tls_client=None,
+                login=None):
     """Runs one command over a fresh raw socket (OP_MSG, TLS when tls_ca is given) and returns
-    the reply document."""
+    the reply document; logged in first with SCRAM-SHA-256 when login = (user, password,
+    source)."""
     doc = dict(cmd)
     doc["$db"] = db
     with connect((host, port), timeout, tls_ca, tls_client) as s:
+        if login:
+            scram_sha256_login(s, *login)
         send_msg(s, doc, request_id=1)
         return recv_msg(s)[1]
 
@@ -159,14 +163,24 @@ class Mongolb:
     def log_tail(self, lines=60):
         return "\n".join(self.log().splitlines()[-lines:])
 
-    def connect(self, timeout=5.0):
-        """A raw socket to mongolb: TLS when mongolb requires it (tls_ca given)."""
-        return connect((self.host, self.port), timeout, self.tls_ca, self.tls_client)
+    def connect(self, timeout=5.0, login=True):
+        """A raw socket to mongolb: TLS when mongolb requires it (tls_ca given), logged in as the
+        admin user when there is one (MONGOLB_TEST_AUTH) unless login is False."""
+        s = connect((self.host, self.port), timeout, self.tls_ca, self.tls_client)
+        if login and self.admin:
+            try:
+                scram_sha256_login(s, *self.admin)
+            except BaseException:
+                s.close()
+                raise
+        return s
 
-    def command(self, cmd, db="admin", timeout=5.0):
-        """One command over a fresh raw socket to mongolb (TLS when it requires it)."""
+    def command(self, cmd, db="admin", timeout=5.0, login=True):
+        """One command over a fresh raw socket to mongolb (TLS when it requires it), logged in as
+        the admin user when there is one unless login is False."""
         return raw_command(self.host, self.port, cmd, db=db, timeout=timeout, tls_ca=self.tls_ca,
-                           tls_client=self.tls_client)
+                           tls_client=self.tls_client,
+                           login=self.admin if login else None)
 
     def uri_as(self, user, password, **options):
         """uri with credentials (quoted), plus URI options such as authSource."""
@@ -273,8 +287,9 @@ _TLS_CERTS = None
 
 
 # MONGOLB_TEST_AUTH=passthrough runs every Cluster with authentication: the simulator with --auth
-# and a root user, mongolb in passthrough mode with that user as service_user, and lb.uri (and
-# status()) logged in as it. Raw sockets (lb.command) are not logged in.
+# and a root user, mongolb in passthrough mode with that user as service_user, and lb.uri, status()
+# and the raw sockets of lb.connect() and lb.command() logged in as it (harness.py's
+# scram_sha256_login; login=False for a socket that must stay anonymous).
 AUTH_USER, AUTH_PWD = "admin", "s3cret"
 _AUTH_DIR = None
 
