@@ -153,17 +153,27 @@ static void close_quietly(struct bconn *b, const char *why)
     uv_close((uv_handle_t *)&b->timer, on_timer_closed);
 }
 
+/* Whether the service user's connections (au NULL) wait out a refused login: none is opened. */
+static bool login_backing_off(struct proxy *p, struct pool *pl, const struct auth_user *au)
+{
+    return !au && pl->login_refusals > 0 && proxy_now(p) < pl->login_retry_ms;
+}
+
 /* Whether a connection for au's waiters may be opened now. In passthrough mode a full pool makes
- * room by closing its oldest idle connection, which is another user's. */
+ * room by closing its oldest idle connection, which is another user's. After a refused service
+ * login, one connection at a time tries again once the back-off is over. */
 static bool may_open(struct proxy *p, int idx, struct auth_user *au)
 {
     struct pool *pl = &p->pools[idx];
-    if (pl->clearing || p->shutting_down)
+    if (pl->clearing || p->shutting_down || login_backing_off(p, pl, au))
         return false;
     if (!per_user(p))
-        return pl->connecting < pl->n_waiters && pl->total < p->cfg.max_pool_size;
+        return pl->connecting < (pl->login_refusals > 0 ? 1 : pl->n_waiters) &&
+               pl->connecting < pl->n_waiters && pl->total < p->cfg.max_pool_size;
     int total, opening;
     count_user(pl, au, &total, &opening);
+    if (!au && pl->login_refusals > 0 && opening > 0)
+        return false;
     int cap =
         p->cfg.max_pool_size_per_user > 0 ? p->cfg.max_pool_size_per_user : p->cfg.max_pool_size;
     if (opening >= waiting_for(pl, au) || total >= cap)
@@ -244,8 +254,10 @@ static void give_out(struct proxy *p, struct bconn *b)
     set_state(b, BCONN_IDLE);
 }
 
-/* Fails the waiters of one user (its login was refused), before anything is opened for them. */
-static void fail_user_waiters(struct proxy *p, int idx, struct auth_user *au, const char *why)
+/* Fails the waiters of one user (its login was refused) with status, before anything is opened
+ * for them. */
+static void fail_user_waiters(struct proxy *p, int idx, struct auth_user *au, int status,
+                              const char *why)
 {
     struct pool *pl = &p->pools[idx];
     struct list pending;
@@ -264,8 +276,41 @@ static void fail_user_waiters(struct proxy *p, int idx, struct auth_user *au, co
         struct pool_waiter *w = list_entry(pending.next, struct pool_waiter, link);
         list_remove(&w->link);
         w->pool = -1;
-        user_ops->on_ready(w->user, NULL, -EACCES, why);
+        user_ops->on_ready(w->user, NULL, status, why);
     }
+}
+
+/* The first wait after a refused service login, doubled at each refusal in a row up to the last. */
+#define LOGIN_BACKOFF_FIRST_MS 250
+#define LOGIN_BACKOFF_MAX_MS   10000
+
+/*
+ * The service user's login was refused by server idx: its credentials (service_password_file,
+ * the user's roles, the certificate) are wrong for this cluster, and the server itself is fine.
+ * Marking it unknown would only make it flap, since its monitor, which does not log in, finds it
+ * healthy at the next check, and would close the connections other users have logged in. So the
+ * server stays selectable with its connections, and its pool backs off: requests that need a new
+ * connection of the service user fail at once with the refusal (clients retry elsewhere or get
+ * HostUnreachable with the reason), and after 250 ms doubling up to 10 s one connection tries
+ * again. A success, or a reload (a new password), ends it.
+ */
+static void service_login_refused(struct bconn *b, const char *why)
+{
+    struct proxy *p = b->p;
+    int idx = b->server;
+    struct pool *pl = &p->pools[idx];
+    int shift = pl->login_refusals < 6 ? pl->login_refusals : 6;
+    int64_t wait = (int64_t)LOGIN_BACKOFF_FIRST_MS << shift;
+    if (wait > LOGIN_BACKOFF_MAX_MS)
+        wait = LOGIN_BACKOFF_MAX_MS;
+    pl->login_refusals++;
+    pl->login_retry_ms = proxy_now(p) + wait;
+    snprintf(pl->login_error, sizeof(pl->login_error), "%s", why);
+    log_error(b->prefix, "%s (%d in a row); no new connection as %s for %lld ms", why,
+              pl->login_refusals, p->cfg.service_user, (long long)wait);
+    /* Its waiters first, so that closing the connection opens nothing more for them. */
+    fail_user_waiters(p, idx, NULL, -EKEYREJECTED, why);
+    bconn_close(b, "login refused");
 }
 
 /* A login on a new connection failed (why says how; no secret in it). */
@@ -278,9 +323,13 @@ static void login_failed(struct bconn *b, int rc, const char *why)
         log_warn(b->prefix, "%s", why);
         /* Its waiters first, so that closing opens nothing more for a user without a key. */
         auth_user_ref(au);
-        fail_user_waiters(p, idx, au, why);
+        fail_user_waiters(p, idx, au, -EACCES, why);
         bconn_close(b, "login refused");
         auth_user_unref(p, au);
+        return;
+    }
+    if (!au && rc == -EACCES) {
+        service_login_refused(b, why);
         return;
     }
     log_error(b->prefix, "%s", why);
@@ -291,6 +340,13 @@ static void login_failed(struct bconn *b, int rc, const char *why)
 /* The connection is introduced (and logged in): it is ready for requests. */
 static void connected(struct bconn *b)
 {
+    struct pool *pl = &b->p->pools[b->server];
+    if (b->ab && !b->au && pl->login_refusals > 0) {
+        log_info(b->prefix, "the service user's login is accepted again (after %d refusals)",
+                 pl->login_refusals);
+        pl->login_refusals = 0;
+        pl->login_error[0] = '\0';
+    }
     uv_timer_stop(&b->timer);
     wire_buf_free(&b->hbuf);
     auth_backend_free(b->ab);
@@ -678,6 +734,14 @@ struct bconn *pool_get(struct proxy *p, int idx, struct pool_waiter *w)
         set_state(b, BCONN_BUSY);
         return b;
     }
+    if (login_backing_off(p, pl, au)) {
+        /* No connection of the service user can be had here before the back-off ends. */
+        char why[400];
+        snprintf(why, sizeof(why), "%s (login retried in %lld ms)", pl->login_error,
+                 (long long)(pl->login_retry_ms - proxy_now(p)));
+        user_ops->on_ready(w->user, NULL, -EKEYREJECTED, why);
+        return NULL;
+    }
     if (au && !au->have_key) {
         char why[600];
         snprintf(why, sizeof(why), "the server refused %s@%s's credentials; log in again", au->user,
@@ -775,6 +839,12 @@ void pool_reset(struct proxy *p, int idx)
     list_init(&pl->idle);
     list_init(&pl->busy);
     list_init(&pl->waiters);
+}
+
+void pool_login_retry_now(struct proxy *p)
+{
+    for (int i = 0; i < p->topo.n; i++)
+        p->pools[i].login_retry_ms = 0;
 }
 
 void pool_reap(struct proxy *p)

@@ -350,6 +350,7 @@ void proxy_reload(struct proxy *p, struct mlb_config *fresh, const char *path)
     p->cfg = *fresh;
     apply_config(p);
     auth_reload(p);
+    pool_login_retry_now(p);
     clients_rearm(p);
     log_info(NULL, "reloaded %s", path);
 }

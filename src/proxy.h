@@ -72,6 +72,12 @@ struct pool {
     bool clearing;            /* pool_clear is closing connections: open no new ones meanwhile */
     SSL_SESSION *tls_session; /* the server's last TLS session, to resume on new connections */
     uint64_t waits;           /* requests that had to wait for a connection */
+    /* The service user's login was refused here (pool.c, "Refused service logins" in
+     * ARCHITECTURE.md): the server stays selectable, but no connection of that user is opened
+     * before login_retry_ms, and its requests fail at once with login_error meanwhile. */
+    int login_refusals; /* in a row; 0 once a login succeeds */
+    int64_t login_retry_ms;
+    char login_error[256];
 };
 
 struct proxy_stats {
@@ -259,6 +265,8 @@ void pool_clear(struct proxy *p, int idx, bool interrupt, const char *why);
 void pool_reset(struct proxy *p, int idx);
 /* Closes idle connections past max_idle_time_ms or max_lifetime_ms. */
 void pool_reap(struct proxy *p);
+/* After a reload (maybe a new service password): refused service logins are tried again at once. */
+void pool_login_retry_now(struct proxy *p);
 void pool_close_all(struct proxy *p);
 
 /* --- client.c --- */

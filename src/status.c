@@ -167,6 +167,16 @@ void status_build(struct proxy *p, bson_t *doc)
         BSON_APPEND_INT64(&pool, "waits", (int64_t)pl->waits);
         if (p->cfg.auth_mode == MLB_AUTH_PASSTHROUGH)
             status_user_pools(p, i, &pool);
+        if (pl->login_refusals > 0) {
+            /* The service user's login was refused (the reason names no secret). */
+            bson_t lr;
+            int64_t left = pl->login_retry_ms - proxy_now(p);
+            BSON_APPEND_DOCUMENT_BEGIN(&pool, "serviceLoginRefused", &lr);
+            BSON_APPEND_INT32(&lr, "inARow", pl->login_refusals);
+            BSON_APPEND_INT64(&lr, "retryInMillis", left > 0 ? left : 0);
+            BSON_APPEND_UTF8(&lr, "error", pl->login_error);
+            bson_append_document_end(&pool, &lr);
+        }
         bson_append_document_end(&s, &pool);
         if (sv->last_error[0])
             BSON_APPEND_UTF8(&s, "lastError", sv->last_error);

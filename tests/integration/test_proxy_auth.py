@@ -423,9 +423,18 @@ def test_make_verifier_prints_both_mechanisms():
     assert "pencil" not in "".join(lines)
 
 
-def test_service_user_refused_is_an_error_of_the_server(sim, files):
+def sasl_starts(sim):
+    """saslStart commands the simulator's servers received, summed over all of them."""
+    return sum(int(sv["commands"].get("saslStart", 0)) for sv in sim.stats(0)["servers"])
+
+
+def test_service_user_refused_backs_off_without_marking_servers_unknown(sim, files):
     """A wrong service password: the servers' logins fail, which mongolb logs and reports as the
-    servers' error; applications get error documents, not dropped sockets."""
+    servers' error; applications get error documents at once, not dropped sockets nor waits. The
+    servers stay known (they are healthy: marking them unknown made them flap, since the monitor,
+    which does not log in, brought them back at once), new logins back off (250 ms doubling up to
+    10 s per server), mongolbStatus shows the refusal, and a reload with the right password ends
+    it at once."""
     d, _ = files
     bad = os.path.join(d, "bad.password")
     with open(bad, "w") as f:
@@ -436,7 +445,7 @@ def test_service_user_refused_is_an_error_of_the_server(sim, files):
         f.write(make_verifier("app@admin", "app-pw"))
     os.chmod(path, 0o600)
     cfg = {"auth.mode": "service", "auth.auth_file": path, "auth.service_user": "admin",
-           "auth.service_password_file": bad, "upstream.server_selection_timeout_ms": "1500",
+           "auth.service_password_file": bad, "upstream.server_selection_timeout_ms": "5000",
            "auth.admin_users": "app@admin"}
     with checked(start_mongolb(sim.servers, cfg, admin=("app", "app-pw", "admin"))) as lb:
         c = client(lb.uri_as("app", "app-pw"), retryReads=False, retryWrites=False)
@@ -445,7 +454,37 @@ def test_service_user_refused_is_an_error_of_the_server(sim, files):
         assert "refused the login of admin" in str(e.value) and e.value.code == 6
         wait_for(lambda: "the server refused the login of admin" in lb.log(),
                  what="the log line of the refused service login")
-        assert "not-the-password" not in lb.log()
+        # While the pools back off, requests fail at once rather than wait for a server to
+        # become known again (no "no suitable server yet" line), and open no new logins.
+        before = sasl_starts(sim)
+        for _ in range(20):
+            with pytest.raises(OperationFailure) as e:
+                c.test.svc.find_one()
+            assert e.value.code == 6 and "refused the login of admin" in str(e.value)
+        assert "no suitable server yet" not in lb.log()
+        # Each server is tried again after its back-off (250 ms doubling): a few logins at most,
+        # never one per request.
+        assert sasl_starts(sim) - before <= 2 * 6
+        st = lb.status()
+        assert all(sv["type"] != "Unknown" for sv in st["servers"]), st["servers"]
+        refused = [sv["pool"].get("serviceLoginRefused") for sv in st["servers"]]
+        assert any(refused), st["servers"]
+        for r in filter(None, refused):
+            assert r["inARow"] >= 1 and "refused the login of admin" in r["error"]
+        assert "marked unknown" not in lb.log()
+        assert "not-the-password" not in lb.log() and "not-the-password" not in str(st)
+        # The operator fixes the password: after SIGHUP the next request logs in at once.
+        with open(bad, "w") as f:
+            f.write(ADMIN_PWD + "\n")
+        lb.proc.send_signal(1)
+        wait_for(lambda: "service_password_file read again" in lb.log(), what="the reload")
+        c.test.svc.insert_one({"ok": 1})
+        assert c.test.svc.find_one({"ok": 1}) is not None
+        wait_for(lambda: "accepted again" in lb.log(), what="the log line of the recovery")
+        st = lb.status()
+        assert not any(sv["pool"].get("serviceLoginRefused") for sv in st["servers"]
+                       if sv["pool"]["total"] > 0), st["servers"]
+        c.close()
 
 
 def test_mongosh_through_passthrough(sim, files):
