@@ -340,19 +340,26 @@ static void login_failed(struct bconn *b, int rc, const char *why)
 /* The connection is introduced (and logged in): it is ready for requests. */
 static void connected(struct bconn *b)
 {
-    struct pool *pl = &b->p->pools[b->server];
+    struct proxy *p = b->p;
+    int idx = b->server;
+    struct pool *pl = &p->pools[idx];
+    bool backoff_ended = false;
     if (b->ab && !b->au && pl->login_refusals > 0) {
         log_info(b->prefix, "the service user's login is accepted again (after %d refusals)",
                  pl->login_refusals);
         pl->login_refusals = 0;
         pl->login_error[0] = '\0';
+        backoff_ended = true;
     }
     uv_timer_stop(&b->timer);
     wire_buf_free(&b->hbuf);
     auth_backend_free(b->ab);
     b->ab = NULL;
     log_debug(b->prefix, "connected%s%s", b->au ? " as " : "", b->au ? b->au->user : "");
-    give_out(b->p, b);
+    give_out(p, b);
+    /* During the back-off one connection at a time was opened: the other waiters get theirs now. */
+    if (backoff_ended)
+        refill(p, idx);
 }
 
 /* Sends the next handshake message (in hbuf). */
