@@ -5,7 +5,8 @@
 #                 short fuzz runs, integration tests with PyMongo, the Node.js driver and mongosh
 #                 against an ASan+UBSan build of the daemon
 #   make demo     a simulated cluster, the proxy in front of it, and a workload through it
-#   make bench    direct-versus-proxied benchmarks
+#   make bench    direct-versus-proxied benchmarks, then bench-auth
+#   make bench-auth  the cost of authentication: auth on versus off, and of one login
 #   make soak     a bounded chaos soak through real drivers (SOAK_SECONDS, default 180; not in check)
 #   make coverage line coverage of each file of src/ from the unit and integration suites (gcov;
 #                 not in check)
@@ -43,8 +44,8 @@ LIB_OBJS    := $(LIB_SRCS:%.c=$(B)/obj/%.o)
 SIMLIB_OBJS := $(SIMLIB_SRCS:%.c=$(B)/obj/%.o)
 UNIT_BINS   := $(UNIT_SRCS:tests/unit/%.c=$(B)/tests/%)
 
-.PHONY: all check unit unit-asan format-check integration integration-asan demo bench deps clean \
-	format soak bench-idle install uninstall
+.PHONY: all check unit unit-asan format-check integration integration-asan demo bench bench-auth \
+	deps clean format soak bench-idle install uninstall
 
 # Quiet rules: "CC file" instead of the whole command line (none at all under make -s).
 ifeq ($(V),1)
@@ -130,7 +131,7 @@ integration-asan: all
 # named above them. A step that fails without counting anything (the build, format-check) counts
 # one failure, as does a runner that never reported. make check fails if anything failed.
 CHECK_SUMMARY_FILE := $(abspath $(B))/check-summary.txt
-CHECK_RUNNERS      := unit unit-asan fuzz-smoke pytest pytest-tls node node-tls
+CHECK_RUNNERS      := unit unit-asan fuzz-smoke pytest pytest-tls pytest-auth-tls node node-tls
 
 check: deps
 	@mkdir -p $(B) && rm -f $(CHECK_SUMMARY_FILE)
@@ -156,11 +157,17 @@ bench: deps
 	@$(MAKE) --no-print-directory all
 	@./scripts/bench.sh
 	@./scripts/bench-idle.sh
+	@./scripts/bench-auth.sh
 
 # Idle-client memory and many-client throughput alone (also the end of make bench).
 bench-idle: deps
 	@$(MAKE) --no-print-directory all
 	@./scripts/bench-idle.sh
+
+# Authentication's cost alone (also the last part of make bench): see scripts/bench-auth.sh.
+bench-auth: deps
+	@$(MAKE) --no-print-directory all
+	@./scripts/bench-auth.sh
 
 # A bounded chaos soak (SOAK_SECONDS, default 180), not part of check: see scripts/soak.sh.
 soak: deps
@@ -210,6 +217,9 @@ $(B)/fuzz_killcursors: $(B)/obj/src/killcursors.o $(B)/obj/src/request.o $(B)/ob
                        $(B)/obj/src/bson_check.o $(B)/obj/src/cursors.o
 $(B)/fuzz_compress: $(B)/obj/src/compress.o $(B)/obj/src/wire.o
 $(B)/fuzz_http: $(B)/obj/src/http.o
+$(B)/fuzz_scram: $(B)/obj/src/scram.o
+$(B)/fuzz_authfile: $(B)/obj/src/authfile.o $(B)/obj/src/scram.o
+$(B)/fuzz_auth_parse: $(B)/obj/src/auth_parse.o $(B)/obj/src/scram.o $(B)/obj/src/wire.o
 $(B)/fuzz_%: $(B)/obj/tests/fuzz/fuzz_%.o
 	$(CC) $(ALL_CFLAGS) $(FUZZ_LDFLAGS) -o $@ $^ $(PKG_LIBS) -lm
 

@@ -18,6 +18,13 @@
  * if they had arrived so), and every reply to such a request is compressed with the request's
  * compressor on its way out (write_to_client), as mongod does.
  *
+ * With authentication on (auth.h), the client's login is answered here with auth.c's help and
+ * never forwarded; until it has logged in only the handshake and a few harmless commands pass. A
+ * passthrough verifier read from the cluster (usersInfo) is one exchange on a service user's
+ * connection, made the way any request is (the `fetching` flag). Cursors and transaction pins
+ * remember the user that created them: another user's getMore or killCursors of them is refused
+ * with 13, as mongod refuses it, and never reaches the owner's connection.
+ *
  * Failures never silently drop the client: a backend that fails becomes an error document, with
  * the codes a mongos would use; only the client's own faults (a malformed frame, a timeout)
  * close its connection, with a log line.
@@ -48,6 +55,7 @@ enum client_state {
     CLIENT_WAIT_CONN,   /* waiting for a pooled connection: on a pool's waiters */
     CLIENT_FORWARDING,  /* request sent or being sent; its reply is awaited */
     CLIENT_REPLYING,    /* a reply (relayed or our own) is being written to the client */
+    CLIENT_AUTH_DELAY,  /* a failed login's reply (in wbuf) waits before it is written */
     CLIENT_CLOSING,     /* closed; freed in the last close callback */
 };
 
@@ -96,9 +104,17 @@ struct client {
     int32_t m_code;
     int32_t m_relayed;
     bool close_logged; /* the closing line was logged at warn already */
+
+    /* The login (auth.h): a user pointer, and the state of a login only while one runs. The
+     * peer's address for the failed-login count is read from the prefix, and a delayed reply's
+     * time from deadline_ms, so that an idle client carries nothing more for authentication. */
+    struct auth_session auth;
+    bool fetching; /* the exchange in progress reads a verifier (usersInfo) */
 };
 
 static void route(struct client *c);
+static void start_fetch(struct client *c);
+static bool command_doc(const struct client *c, bson_t *out);
 static void dispatch(struct client *c, int idx);
 static void kill_next(struct client *c);
 static void finish_request(struct client *c);
@@ -136,6 +152,9 @@ static void arm_timer(struct client *c)
         break;
     case CLIENT_REPLYING:
         due = c->state_since_ms + cfg->client_write_timeout_ms;
+        break;
+    case CLIENT_AUTH_DELAY:
+        due = c->deadline_ms; /* when the failed login's reply is due */
         break;
     case CLIENT_CLOSING:
         break;
@@ -235,6 +254,7 @@ static void client_close(struct client *c, const char *why)
         pool_abandon(p, b, c->state == CLIENT_REPLYING && c->relay_from_bc);
     }
     leave_server(c);
+    auth_session_end(p, &c->auth);
     client_set_state(c, CLIENT_CLOSING);
     list_remove(&c->link);
     p->n_clients--;
@@ -289,8 +309,10 @@ static void write_to_client(struct client *c, const uint8_t *data, size_t len, b
 }
 
 /* Sends a document we built as the reply to the current request, in the request's own form:
- * OP_MSG for OP_MSG, OP_REPLY for the legacy opcodes. */
-static void reply_local(struct client *c, const bson_t *doc, int32_t reply_flags)
+ * OP_MSG for OP_MSG, OP_REPLY for the legacy opcodes; after delay_ms when that is positive (a
+ * failed login's reply). */
+static void reply_local_after(struct client *c, const bson_t *doc, int32_t reply_flags,
+                              int64_t delay_ms)
 {
     struct proxy *p = c->p;
     p->stats.replies_local++;
@@ -313,7 +335,17 @@ static void reply_local(struct client *c, const bson_t *doc, int32_t reply_flags
         client_close(c, "out of memory building a reply");
         return;
     }
+    if (delay_ms > 0) {
+        c->deadline_ms = proxy_now(c->p) + delay_ms;
+        client_set_state(c, CLIENT_AUTH_DELAY);
+        return;
+    }
     write_to_client(c, c->wbuf.data, c->wbuf.len, false);
+}
+
+static void reply_local(struct client *c, const bson_t *doc, int32_t reply_flags)
+{
+    reply_local_after(c, doc, reply_flags, 0);
 }
 
 /* Replies with an error document {ok:0, errmsg, code, codeName, errorLabels?}. */
@@ -424,6 +456,28 @@ static void clear_unknown_flags(struct client *c)
     c->out_len = len;
 }
 
+/* The command document of the current request (OP_MSG body, or OP_QUERY's query without its
+ * $query wrapper), pointing into the frame. */
+static bool command_doc(const struct client *c, bson_t *out)
+{
+    if (c->ri.opcode == WIRE_OP_MSG) {
+        struct wire_msg m;
+        return wire_msg_parse(c->frame, c->frame_len, &m) == 0 && wire_msg_body(&m, out);
+    }
+    struct wire_query q;
+    bson_iter_t it;
+    if (wire_query_parse(c->frame, c->frame_len, &q) < 0 ||
+        !bson_init_static(out, q.query, q.query_len))
+        return false;
+    if (bson_iter_init_find(&it, out, "$query") && BSON_ITER_HOLDS_DOCUMENT(&it)) {
+        uint32_t n;
+        const uint8_t *d;
+        bson_iter_document(&it, &n, &d);
+        return bson_init_static(out, d, n);
+    }
+    return true;
+}
+
 static void handle_hello(struct client *c)
 {
     struct proxy *p = c->p;
@@ -435,6 +489,12 @@ static void handle_hello(struct client *c)
         if (until < c->deadline_ms)
             c->deadline_ms = until;
         client_set_state(c, CLIENT_WAIT_SERVER);
+        return;
+    }
+    bson_t extra = BSON_INITIALIZER, cmd;
+    if (command_doc(c, &cmd) && auth_hello(p, &c->auth, &cmd, &extra) == AUTH_FETCH) {
+        bson_destroy(&extra);
+        start_fetch(c);
         return;
     }
     bson_t doc = BSON_INITIALIZER;
@@ -451,6 +511,8 @@ static void handle_hello(struct client *c)
                                          : 0);
         compress_append_names(&doc, "compression", &agreed);
     }
+    bson_concat(&doc, &extra);
+    bson_destroy(&extra);
     reply_local(c, &doc, 0);
     bson_destroy(&doc);
 }
@@ -464,6 +526,88 @@ static bool handle_local(struct client *c)
         reply_local(c, &doc, 0);
     bson_destroy(&doc);
     return mine;
+}
+
+/* The peer's address without its port, for the failed-login count: the prefix is "c12 ip:port"
+ * (an IPv6 address unbracketed) or "c12 unix". */
+static const char *peer_ip(const struct client *c, char *buf, size_t len)
+{
+    const char *sp = strchr(c->prefix, ' ');
+    const char *addr = sp ? sp + 1 : "?";
+    const char *colon = strrchr(addr, ':');
+    size_t n = colon ? (size_t)(colon - addr) : strlen(addr);
+    snprintf(buf, len, "%.*s", (int)n, addr);
+    return buf;
+}
+
+/* The login commands: answered here, never forwarded. */
+static void handle_auth(struct client *c)
+{
+    struct proxy *p = c->p;
+    bson_t cmd;
+    if (!command_doc(c, &cmd)) {
+        client_close(c, "unreadable login command");
+        return;
+    }
+    struct auth_user *before = c->auth.au;
+    bson_t reply = BSON_INITIALIZER;
+    enum auth_result r = auth_command(p, &c->auth, &cmd, c->ri.db, &reply);
+    if (r == AUTH_FETCH) {
+        bson_destroy(&reply);
+        start_fetch(c);
+        return;
+    }
+    int64_t delay = 0;
+    char ip[64];
+    if (r == AUTH_FAILED) {
+        delay = auth_failure_delay(p, peer_ip(c, ip, sizeof(ip)));
+        log_info(c->prefix, "login failed (%s on %s)%s", c->ri.command, c->ri.db,
+                 delay > 0 ? "; its reply is delayed" : "");
+    } else if (c->auth.au && c->auth.au != before) {
+        auth_login_ok(p, peer_ip(c, ip, sizeof(ip)));
+        log_info(c->prefix, "logged in as %s@%s", c->auth.au->user, c->auth.au->db);
+    } else if (strcmp(c->ri.command, "logout") == 0 && before) {
+        log_info(c->prefix, "logged out");
+    }
+    reply_local_after(c, &reply, 0, delay);
+    bson_destroy(&reply);
+}
+
+/* The verifier of a login is read from the cluster first (passthrough with service_user): one
+ * exchange on a service user's connection, routed as any request is. */
+static void start_fetch(struct client *c)
+{
+    struct proxy *p = c->p;
+    if (auth_build_fetch(p, &c->auth, &c->xbuf, proxy_next_request_id(p)) < 0) {
+        client_close(c, "out of memory building usersInfo");
+        return;
+    }
+    c->fetching = true;
+    c->out = c->xbuf.data;
+    c->out_len = c->xbuf.len;
+    route(c);
+}
+
+/* The verifier could not be read: a hello is answered without the login parts (the driver's
+ * saslStart then tries again), a saslStart gets the reason. */
+static void fetch_failed(struct client *c, const char *why)
+{
+    char who[SCRAM_MAX_USER + AUTHFILE_MAX_DB + 2];
+    auth_fetch_name(&c->auth, who, sizeof(who));
+    auth_fetch_abandon(&c->auth);
+    c->fetching = false;
+    c->out = c->frame;
+    c->out_len = c->frame_len;
+    log_warn(c->prefix, "cannot read the verifier of %s: %s", who, why);
+    if (c->ri.kind == REQ_HELLO) {
+        bson_t doc = BSON_INITIALIZER;
+        status_build_hello(c->p, &c->ri, (int64_t)c->id, &doc);
+        reply_local(c, &doc, 0);
+        bson_destroy(&doc);
+        return;
+    }
+    reply_error(c, MONGO_ERR_HOST_UNREACHABLE, "mongolb: cannot read the verifier of %s: %s", who,
+                why);
 }
 
 static void handle_status(struct client *c)
@@ -485,10 +629,20 @@ static void handle_get_more(struct client *c)
                     (long long)c->ri.cursor_id);
         return;
     }
+    if (e->owner != c->ri.owner) {
+        /* As mongod answers it: the cursor is another user's, so this never reaches it. */
+        log_warn(c->prefix, "getMore of another user's cursor %lld refused",
+                 (long long)c->ri.cursor_id);
+        reply_error(c, MONGO_ERR_UNAUTHORIZED,
+                    "cursor id %lld was not created by the "
+                    "authenticated user",
+                    (long long)c->ri.cursor_id);
+        return;
+    }
     p->stats.getmores_routed++;
     /* A balancer that picks a server per connection would have sent this getMore elsewhere
      * whenever it comes on another connection than the one that opened the cursor. */
-    if (e->conn != (uint32_t)c->id && p->topo.n > 1)
+    if (e->conn != (uint16_t)c->id && p->topo.n > 1)
         p->stats.misroutes_avoided++;
     if (e->real_id != e->id) {
         /* This cursor's id collided with another server's: the server knows it by its own id. */
@@ -511,6 +665,30 @@ static void handle_get_more(struct client *c)
 static void handle_kill_cursors(struct client *c)
 {
     struct proxy *p = c->p;
+    if (p->cfg.auth_mode != MLB_AUTH_OFF && c->ri.n_kill_ids > 0 &&
+        c->ri.n_kill_ids <= KC_MAX_IDS) {
+        /* Another user's cursor is refused before any part is sent, as mongod refuses it. */
+        int64_t *ids = malloc(sizeof(int64_t) * (size_t)c->ri.n_kill_ids);
+        if (!ids) {
+            client_close(c, "out of memory reading killCursors");
+            return;
+        }
+        int n = request_kill_ids(c->frame, c->frame_len, ids, c->ri.n_kill_ids);
+        for (int i = 0; i < n; i++) {
+            struct cursor_entry *e = cursors_find(&p->cursors, ids[i], proxy_now(p));
+            if (e && e->owner != c->ri.owner) {
+                long long id = (long long)ids[i];
+                free(ids);
+                log_warn(c->prefix, "killCursors of another user's cursor %lld refused", id);
+                reply_error(c, MONGO_ERR_UNAUTHORIZED,
+                            "not authorized to kill cursor id %lld: it was not created by the "
+                            "authenticated user",
+                            id);
+                return;
+            }
+        }
+        free(ids);
+    }
     int rc = kc_begin(&c->kill, c->frame, c->frame_len, c->ri.opcode, c->ri.n_kill_ids, &p->cursors,
                       proxy_now(p));
     if (rc == -E2BIG) {
@@ -659,6 +837,8 @@ static void dispatch(struct client *c, int idx)
     s->in_flight++;
     s->requests++;
     client_set_state(c, CLIENT_WAIT_CONN);
+    /* A verifier is read on a service user's connection; anything else on the client's user's. */
+    c->pw.au = c->fetching ? NULL : auth_pool_user(p, &c->auth);
     struct bconn *b = pool_get(p, idx, &c->pw);
     if (b)
         client_pool_ops.on_ready(c, b, 0, NULL);
@@ -672,6 +852,10 @@ static void retry_or_fail(struct client *c, const char *why, bool may_have_reach
     server_addr(c, where, sizeof(where));
     int failed = c->server;
     leave_server(c);
+    if (c->fetching) {
+        fetch_failed(c, why);
+        return;
+    }
     if (c->ri.kind == REQ_GET_MORE || c->ri.kind == REQ_LEGACY_GET_MORE) {
         /* The cursor lived on that server only: this getMore cannot go anywhere else. */
         reply_error(c, MONGO_ERR_HOST_UNREACHABLE,
@@ -706,6 +890,12 @@ static void on_ready(void *user, struct bconn *b, int status, const char *why)
     if (c->state == CLIENT_CLOSING) {
         if (b)
             pool_release(c->p, b);
+        return;
+    }
+    if (status == -EACCES) {
+        /* The server refused this user's kept key (its password changed): it logs in again. */
+        leave_server(c);
+        reply_error(c, MONGO_ERR_AUTHENTICATION_FAILED, "mongolb: %s", why ? why : "");
         return;
     }
     if (status < 0 || !b) {
@@ -783,7 +973,7 @@ static void note_cursor(struct client *c, uint8_t *frame, const struct reply_inf
     int64_t cid;
     if (cursors_add(&p->cursors, c->server, r->cursor_id, proxy_now(p), proxy_rand64, p, &cid) < 0)
         return;
-    cursors_set_conn(&p->cursors, cid, (uint32_t)c->id);
+    cursors_set_conn(&p->cursors, cid, (uint32_t)c->id, c->ri.owner);
     if (cid != r->cursor_id) {
         /* The reply lives in the backend connection's buffer, which is ours to change. */
         wire_put_i64(frame + r->cursor_id_off, cid);
@@ -810,6 +1000,23 @@ static int on_reply(void *user, struct bconn *b, uint8_t *frame, size_t len)
 {
     struct client *c = user;
     struct proxy *p = c->p;
+    if (c->fetching) {
+        char why[300];
+        int rc = auth_fetch_reply(p, &c->auth, frame, len, why, sizeof(why));
+        end_exchange(c, b);
+        if (rc < 0) {
+            fetch_failed(c, why);
+            return STREAM_NEXT;
+        }
+        c->fetching = false;
+        c->out = c->frame;
+        c->out_len = c->frame_len;
+        if (c->ri.kind == REQ_HELLO)
+            handle_hello(c);
+        else
+            handle_auth(c);
+        return STREAM_NEXT;
+    }
     if (c->kill.active && !c->kill.legacy) {
         kc_merge(&c->kill, c->server, frame, len, &p->cursors, proxy_now(p));
         end_exchange(c, b);
@@ -950,6 +1157,16 @@ static void handle_request(struct client *c)
     c->m_start_ns = uv_hrtime();
     log_debug(c->prefix, "%s %s.%s", wire_opcode_name(c->ri.opcode), c->ri.db, c->ri.command);
     clear_unknown_flags(c);
+    c->fetching = false;
+    c->ri.owner = auth_owner(&c->auth);
+    char refusal[300];
+    bool log_it;
+    if (auth_gate(p, &c->auth, &c->ri, refusal, sizeof(refusal), &log_it)) {
+        if (log_it)
+            log_warn(c->prefix, "refused: %s", refusal);
+        reply_error(c, MONGO_ERR_UNAUTHORIZED, "%s", refusal);
+        return;
+    }
     txn_pin_observe(p, &c->ri);
     switch (c->ri.kind) {
     case REQ_HELLO:
@@ -969,6 +1186,9 @@ static void handle_request(struct client *c)
     case REQ_FORWARD:
         if (!handle_local(c))
             route(c);
+        return;
+    case REQ_AUTH:
+        handle_auth(c);
         return;
     case REQ_UNSUPPORTED:
         break;
@@ -1121,6 +1341,9 @@ static void on_timer(uv_timer_t *t)
                     c->ri.command, addr, (long long)(now - c->state_since_ms));
         return;
     }
+    case CLIENT_AUTH_DELAY:
+        write_to_client(c, c->wbuf.data, c->wbuf.len, false);
+        return;
     case CLIENT_REPLYING:
         p->stats.clients_timed_out++;
         client_close_warn(c, "the reply was not taken within %d ms (client_write_timeout_ms)",

@@ -911,6 +911,20 @@ static const struct config_enum tls_client_certs_names[] = {
     {NULL, 0},
 };
 
+static const struct config_enum auth_mode_names[] = {
+    {"off", MLB_AUTH_OFF},
+    {"service", MLB_AUTH_SERVICE},
+    {"passthrough", MLB_AUTH_PASSTHROUGH},
+    {NULL, 0},
+};
+
+static const struct config_enum service_mech_names[] = {
+    {"SCRAM-SHA-256", MLB_SVC_SCRAM_SHA_256},
+    {"SCRAM-SHA-1", MLB_SVC_SCRAM_SHA_1},
+    {"MONGODB-X509", MLB_SVC_X509},
+    {NULL, 0},
+};
+
 /* The longest path a path key takes: PATH_MAX less the NUL, the most open() accepts. */
 #define PATH_KEY_MAX (PATH_MAX - 1)
 
@@ -1100,6 +1114,43 @@ static const struct config_key keys[] = {
         "with a log line."),
     ROW("admin", http_timeout_ms, type_int, "5000", RELOAD, 100, INT_MAX, NULL,
         "An admin HTTP request must arrive whole, and its response be taken, within this."),
+    ROW("auth", admin_users, type_string, "", RELOAD, 0, MLB_NAME_LIST_MAX, NULL,
+        "With mode = service or passthrough, the users (user@db, comma-separated) who may run "
+        "mongolbStatus; nobody else may."),
+    ROW("auth", allow_commands, type_string, "", RELOAD, 0, MLB_NAME_LIST_MAX, NULL,
+        "When set, the only commands (comma-separated, spelled as the command name) passed on to "
+        "the servers; any other gets 13 Unauthorized from mongolb. getMore, killCursors and the "
+        "handshake are always allowed."),
+    ROW("auth", auth_file, type_path, "", RELOAD, 0, PATH_KEY_MAX, NULL,
+        "File of SCRAM verifiers (mongolb --make-verifier makes a line): the users apps log in "
+        "as; it must not be readable by group or others. Reloaded on SIGHUP."),
+    ROW("auth", deny_commands, type_string, "", RELOAD, 0, MLB_NAME_LIST_MAX, NULL,
+        "Commands (comma-separated, spelled as the command name) never passed on: mongolb "
+        "answers them with 13 Unauthorized and a log line."),
+    ROW("auth", login_failure_delay_ms, type_int, "2000", RELOAD, 0, 60000, NULL,
+        "From the third failed login in a row from one address, the reply is delayed, 125 ms "
+        "doubling per failure, up to this; 0 for no delay."),
+    ROW("auth", max_cached_users, type_int, "1000", RELOAD, 1, 1000000, NULL,
+        "Users whose verifier (and, in passthrough, recovered key) is kept in memory once no "
+        "connection uses them, least recently used first out."),
+    ROW("auth", max_pool_size_per_user, type_int, "0", RELOAD, 0, INT_MAX, NULL,
+        "In passthrough mode, connections to each server logged in as one user at most; 0 for "
+        "max_pool_size."),
+    ROW_AS("auth", "mode", auth_mode, type_enum, "off", 0, 0, 0, auth_mode_names,
+           "Authentication: off (apps send no credentials), service (apps log in with auth_file "
+           "users, servers see service_user) or passthrough (apps log in as cluster users, and "
+           "servers see the same user)."),
+    ROW("auth", service_auth_source, type_string, "admin", 0, 0, MLB_AUTH_NAME_MAX, NULL,
+        "The database service_user is defined in ($external for MONGODB-X509)."),
+    ROW("auth", service_mechanism, type_enum, "SCRAM-SHA-256", 0, 0, 0, service_mech_names,
+        "How service_user logs in: SCRAM-SHA-256, SCRAM-SHA-1 or MONGODB-X509 (with [upstream] "
+        "tls_certificate_key_file)."),
+    ROW("auth", service_password_file, type_path, "", RELOAD, 0, PATH_KEY_MAX, NULL,
+        "File whose first line is service_user's password; it must not be readable by group or "
+        "others."),
+    ROW("auth", service_user, type_string, "", 0, 0, MLB_AUTH_NAME_MAX, NULL,
+        "The user backend connections log in as in service mode; in passthrough, the user (with "
+        "viewUser) that reads verifiers with usersInfo."),
 };
 
 #define KEY_COUNT (sizeof(keys) / sizeof(keys[0]))
@@ -1141,6 +1192,36 @@ const char *config_tls_mode_name(enum mlb_tls_mode m)
 const char *config_tls_client_certs_name(enum mlb_tls_client_certs c)
 {
     return enum_name(tls_client_certs_names, (int)c);
+}
+
+const char *config_auth_mode_name(enum mlb_auth_mode m)
+{
+    return enum_name(auth_mode_names, (int)m);
+}
+
+const char *config_service_mech_name(enum mlb_service_mech m)
+{
+    return enum_name(service_mech_names, (int)m);
+}
+
+int config_list_has(const char *list, const char *name)
+{
+    size_t n = strlen(name);
+    const char *s = list;
+    while (*s) {
+        while (*s == ' ' || *s == '\t' || *s == ',')
+            s++;
+        const char *e = s;
+        while (*e && *e != ',')
+            e++;
+        const char *end = e;
+        while (end > s && (end[-1] == ' ' || end[-1] == '\t'))
+            end--;
+        if ((size_t)(end - s) == n && n > 0 && memcmp(s, name, n) == 0)
+            return 1;
+        s = e;
+    }
+    return 0;
 }
 
 /* Maps the configured read preference onto topology's names for the same modes. */
@@ -1421,7 +1502,7 @@ static void classify_line(struct load_ctx *x)
         } else if (!section_exists(start + 1, (size_t)(end - start - 1))) {
             add_error(x, x->lineno,
                       "unknown section [%.*s]; the sections are [mongolb], "
-                      "[upstream], [cursors] and [admin]",
+                      "[upstream], [cursors], [admin] and [auth]",
                       (int)(end - start - 1), start + 1);
         }
         x->have_prev_key = false;
@@ -1816,6 +1897,57 @@ static void validate_tls_upstream(struct load_ctx *x)
                   "set, but tls_certificate_key_file is not; the password is for that file's key");
 }
 
+/*
+ * [auth]: each mode needs its credentials, and keys that a mode would ignore are errors, since
+ * they suggest a protection that is not there.
+ */
+static void validate_auth(struct load_ctx *x)
+{
+    const struct mlb_config *c = x->c;
+    if (!usable(x, "auth", "mode") || !usable(x, "auth", "service_mechanism"))
+        return;
+    int af = find_key("auth", "auth_file"), su = find_key("auth", "service_user"),
+        pw = find_key("auth", "service_password_file"),
+        mech = find_key("auth", "service_mechanism"), adm = find_key("auth", "admin_users");
+    bool x509 = c->service_mechanism == MLB_SVC_X509;
+    if (c->auth_mode == MLB_AUTH_OFF) {
+        const int off_keys[] = {af, su, pw, adm};
+        for (size_t j = 0; j < sizeof(off_keys) / sizeof(off_keys[0]); j++) {
+            int i = off_keys[j];
+            bool set = keys[i].type == &type_path
+                           ? is_set(x, i)
+                           : !x->failed[i] && *(const char *)cfield_of(c, &keys[i]);
+            if (set)
+                key_error(x, x->seen_line[i], i,
+                          "set, but mode = off; set mode = service or passthrough, or remove it");
+        }
+        return;
+    }
+    bool have_user = !x->failed[su] && c->service_user[0];
+    if (c->auth_mode == MLB_AUTH_SERVICE) {
+        if (!x->failed[af] && !c->auth_file)
+            key_error(x, x->seen_line[af], af,
+                      "required with mode = service: the users applications log in as");
+        if (!x->failed[su] && !have_user)
+            key_error(x, x->seen_line[su], su,
+                      "required with mode = service: the user servers see");
+    } else if (!x->failed[af] && !x->failed[su] && !c->auth_file && !have_user) {
+        key_error(x, 0, af,
+                  "mode = passthrough needs auth_file, service_user (to read verifiers with "
+                  "usersInfo), or both");
+    }
+    if (have_user && !x509 && !x->failed[pw] && !c->service_password_file)
+        key_error(x, x->seen_line[pw], pw, "required with service_user and %s",
+                  config_service_mech_name(c->service_mechanism));
+    if (x509 && is_set(x, pw))
+        key_error(x, x->seen_line[pw], pw,
+                  "set, but service_mechanism = MONGODB-X509 logs in with the TLS certificate");
+    if (x509 && usable(x, "upstream", "tls_certificate_key_file") &&
+        (!c->upstream_tls || !c->upstream_tls_certificate_key_file))
+        key_error(x, x->seen_line[mech], mech,
+                  "MONGODB-X509 needs [upstream] tls = true and tls_certificate_key_file");
+}
+
 /* Writes line into err after *used bytes, newline-separated. Returns false if it did not fit. */
 static bool append_line(char *err, size_t err_len, size_t *used, const char *line)
 {
@@ -1878,6 +2010,7 @@ static int load(struct load_ctx *x, struct mlb_config *c, char *err, size_t err_
     validate_http_listen(x);
     validate_tls_server(x);
     validate_tls_upstream(x);
+    validate_auth(x);
     if (x->out_of_memory) {
         ret = -ENOMEM;
         add_error(x, 0, "out of memory");

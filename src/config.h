@@ -79,6 +79,23 @@ enum mlb_tls_client_certs {
     MLB_TLS_CERTS_REQUIRED, /* a handshake without a valid one fails */
 };
 
+/* [auth] mode: who checks credentials, and as whom backend connections log in. */
+enum mlb_auth_mode {
+    MLB_AUTH_OFF,         /* no credentials; a client's login is refused with a clear error */
+    MLB_AUTH_SERVICE,     /* apps log in with auth_file users; backends see one service user */
+    MLB_AUTH_PASSTHROUGH, /* apps log in as cluster users; backends see that same user */
+};
+
+/* [auth] service_mechanism: how backend connections log in as service_user. */
+enum mlb_service_mech {
+    MLB_SVC_SCRAM_SHA_256,
+    MLB_SVC_SCRAM_SHA_1,
+    MLB_SVC_X509, /* the [upstream] TLS client certificate, on $external */
+};
+
+#define MLB_NAME_LIST_MAX 1024 /* bytes of a comma-separated name list, NUL included */
+#define MLB_AUTH_NAME_MAX 320  /* bytes of a user name or database name key, NUL included */
+
 enum mlb_read_pref {
     MLB_READ_PRIMARY,
     MLB_READ_PRIMARY_PREFERRED,
@@ -179,6 +196,19 @@ struct mlb_config {
     struct mlb_listen_list http_listen; /* count 0: no admin listener */
     int http_max_connections;
     int http_timeout_ms;
+    /* [auth] (auth.c). Name lists are comma-separated, "" when unset. */
+    char admin_users[MLB_NAME_LIST_MAX];    /* user@db names allowed to run mongolbStatus */
+    char allow_commands[MLB_NAME_LIST_MAX]; /* when set, the only commands passed on */
+    char *auth_file;                        /* verifiers of the users apps log in as */
+    char deny_commands[MLB_NAME_LIST_MAX];  /* commands answered locally with 13 */
+    int login_failure_delay_ms;             /* the longest delay of a failed login's reply */
+    int max_cached_users;
+    int max_pool_size_per_user; /* 0: max_pool_size */
+    enum mlb_auth_mode auth_mode;
+    char service_auth_source[MLB_AUTH_NAME_MAX];
+    enum mlb_service_mech service_mechanism;
+    char *service_password_file;
+    char service_user[MLB_AUTH_NAME_MAX];
 };
 
 /* config_key.flags */
@@ -288,5 +318,11 @@ const char *config_mode_name(enum mlb_mode m);
 const char *config_read_pref_name(enum mlb_read_pref r);
 const char *config_tls_mode_name(enum mlb_tls_mode m);
 const char *config_tls_client_certs_name(enum mlb_tls_client_certs c);
+const char *config_auth_mode_name(enum mlb_auth_mode m);
+const char *config_service_mech_name(enum mlb_service_mech m);
+
+/* True when name is an item of the comma-separated list (exact, case-sensitive; blanks around
+ * items ignored). */
+int config_list_has(const char *list, const char *name);
 
 #endif

@@ -177,9 +177,10 @@ int cursors_add(struct cursor_table *t, int server, int64_t real_id, int64_t now
     }
     e->id = id;
     e->real_id = real_id;
-    e->server = server;
+    e->server = (int16_t)server;
     e->last_used_ms = now_ms;
     e->conn = 0;
+    e->owner = 0;
     size_t h = hash_id(id, t->nbuckets);
     e->hnext = t->buckets[h];
     t->buckets[h] = e;
@@ -242,9 +243,11 @@ size_t cursors_expire(struct cursor_table *t, int64_t now_ms)
     return n;
 }
 
-void cursors_set_conn(struct cursor_table *t, int64_t client_id, uint32_t conn)
+void cursors_set_conn(struct cursor_table *t, int64_t client_id, uint32_t conn, uint32_t owner)
 {
     struct cursor_entry *e = lookup(t, client_id);
-    if (e)
-        e->conn = conn;
+    if (e) {
+        e->conn = (uint16_t)conn;
+        e->owner = owner;
+    }
 }

@@ -23,8 +23,9 @@
 struct cursor_entry {
     int64_t id;      /* the id the client sees */
     int64_t real_id; /* the id the server gave; equal to id unless it collided */
-    int server;      /* index of the owning server in the topology */
-    uint32_t conn;   /* the client connection that opened it, for the misroute counter */
+    int16_t server;  /* index of the owning server in the topology */
+    uint16_t conn;   /* low 16 bits of the opening client connection's id (misroute counter) */
+    uint32_t owner;  /* the user that opened it (auth.h's owner id; 0: no login) */
     int64_t last_used_ms;
     struct cursor_entry *hnext;
     struct cursor_entry *lru_prev; /* towards the most recently used */
@@ -71,8 +72,9 @@ int cursors_add(struct cursor_table *t, int server, int64_t real_id, int64_t now
  * pointer is valid until the next call that changes the table. */
 struct cursor_entry *cursors_find(struct cursor_table *t, int64_t client_id, int64_t now_ms);
 
-/* Records which client connection opened a cursor (the low 32 bits of its id). */
-void cursors_set_conn(struct cursor_table *t, int64_t client_id, uint32_t conn);
+/* Records which client connection opened a cursor (the low 16 bits of its id are kept: the
+ * misroute counter may rarely miss one), and as which user. */
+void cursors_set_conn(struct cursor_table *t, int64_t client_id, uint32_t conn, uint32_t owner);
 
 /* Removes a cursor by client id. Returns 0 or -ENOENT. */
 int cursors_remove(struct cursor_table *t, int64_t client_id);

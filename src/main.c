@@ -16,9 +16,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <termios.h>
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
+
+#include "authfile.h"
 #include "log.h"
 #include "tls.h"
 
@@ -36,8 +40,69 @@ static void usage(FILE *f)
                "\n"
                "  -c, --config FILE    the configuration file (required)\n"
                "  -t, --check-config   check the configuration, print what is wrong, and exit\n"
+               "  --make-verifier USER@DB\n"
+               "                       read a password from stdin and print the auth_file lines\n"
+               "                       (SCRAM-SHA-256 and SCRAM-SHA-1) of USER in database DB\n"
                "  -V, --version        print the version and exit\n"
                "  -h, --help           print this help and exit\n");
+}
+
+/*
+ * mongolb --make-verifier USER@DB: the password is read from stdin (its first line; echo is off on
+ * a terminal) and never kept: only the verifiers are printed, one line per mechanism.
+ */
+static int make_verifier(const char *name)
+{
+    const char *at = strrchr(name, '@');
+    if (!at || at == name || !at[1]) {
+        fprintf(stderr, "--make-verifier: give USER@DB, e.g. alice@admin\n");
+        return 2;
+    }
+    char user[SCRAM_MAX_USER + 1], db[AUTHFILE_MAX_DB + 1];
+    size_t ulen = (size_t)(at - name);
+    if (ulen > SCRAM_MAX_USER || !authfile_user_ok(name, ulen) ||
+        !authfile_db_ok(at + 1, strlen(at + 1)) || strlen(at + 1) > AUTHFILE_MAX_DB) {
+        fprintf(stderr, "--make-verifier: '%s' is not a user and database the auth_file takes\n",
+                name);
+        return 2;
+    }
+    memcpy(user, name, ulen);
+    user[ulen] = '\0';
+    snprintf(db, sizeof(db), "%s", at + 1);
+    struct termios old, quiet;
+    bool tty = isatty(STDIN_FILENO) && tcgetattr(STDIN_FILENO, &old) == 0;
+    if (tty) {
+        fprintf(stderr, "password for %s@%s: ", user, db);
+        quiet = old;
+        quiet.c_lflag &= ~(tcflag_t)ECHO;
+        tcsetattr(STDIN_FILENO, TCSANOW, &quiet);
+    }
+    char pw[SCRAM_MAX_PASSWORD + 2];
+    bool got = fgets(pw, sizeof(pw), stdin) != NULL;
+    if (tty) {
+        tcsetattr(STDIN_FILENO, TCSANOW, &old);
+        fputc('\n', stderr);
+    }
+    pw[got ? strcspn(pw, "\r\n") : 0] = '\0';
+    if (!pw[0]) {
+        fprintf(stderr, "--make-verifier: no password on stdin\n");
+        return 1;
+    }
+    const enum scram_mech mechs[] = {SCRAM_SHA_256, SCRAM_SHA_1};
+    int rc = 0;
+    for (size_t i = 0; i < 2 && rc == 0; i++) {
+        char line[AUTHFILE_MAX_LINE + 2];
+        int n = authfile_make_line(mechs[i], db, user, pw, 0, line, sizeof(line));
+        if (n < 0) {
+            fprintf(stderr, "--make-verifier: %s: %s\n", scram_mech_name(mechs[i]),
+                    scram_strerror(n));
+            rc = 1;
+        } else {
+            fputs(line, stdout);
+        }
+    }
+    OPENSSL_cleanse(pw, sizeof(pw));
+    return rc;
 }
 
 static void on_signal(uv_signal_t *h, int signum)
@@ -76,6 +141,7 @@ int main(int argc, char **argv)
         {"check-config", no_argument, NULL, 't'},
         {"version", no_argument, NULL, 'V'},
         {"help", no_argument, NULL, 'h'},
+        {"make-verifier", required_argument, NULL, 'M'},
         {NULL, 0, NULL, 0},
     };
     bool check_only = false;
@@ -94,6 +160,8 @@ int main(int argc, char **argv)
         case 'h':
             usage(stdout);
             return 0;
+        case 'M':
+            return make_verifier(optarg);
         default:
             usage(stderr);
             return 2;
@@ -116,6 +184,12 @@ int main(int argc, char **argv)
          */
         struct tls_contexts tls;
         int tr = tls_build(&proxy.cfg, &tls, err, sizeof(err));
+        if (tr == 0) {
+            /* The auth_file and the password file: readable, parsable, and not by others. */
+            tr = auth_check_files(&proxy.cfg, err, sizeof(err));
+            if (tr < 0)
+                tls_free(&tls);
+        }
         /* One line per problem or warning, led by the file's name as the parser's errors are. */
         char warnings[2048];
         char *text = err;

@@ -63,6 +63,12 @@ const char *mongo_error_name(int32_t code)
         return "FailedToParse";
     case MONGO_ERR_UNAUTHORIZED:
         return "Unauthorized";
+    case MONGO_ERR_PROTOCOL_ERROR:
+        return "ProtocolError";
+    case MONGO_ERR_AUTHENTICATION_FAILED:
+        return "AuthenticationFailed";
+    case MONGO_ERR_MECHANISM_UNAVAILABLE:
+        return "MechanismUnavailable";
     case MONGO_ERR_CURSOR_NOT_FOUND:
         return "CursorNotFound";
     case MONGO_ERR_NETWORK_TIMEOUT:

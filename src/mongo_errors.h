@@ -17,6 +17,8 @@
 #define MONGO_ERR_HOST_UNREACHABLE           6
 #define MONGO_ERR_FAILED_TO_PARSE            9
 #define MONGO_ERR_UNAUTHORIZED               13
+#define MONGO_ERR_PROTOCOL_ERROR             17
+#define MONGO_ERR_AUTHENTICATION_FAILED      18
 #define MONGO_ERR_CURSOR_NOT_FOUND           43
 #define MONGO_ERR_NETWORK_TIMEOUT            89
 #define MONGO_ERR_SHUTDOWN_IN_PROGRESS       91
@@ -25,6 +27,7 @@
 #define MONGO_ERR_MAX_STALENESS_OUT_OF_RANGE 160
 #define MONGO_ERR_NETWORK_IFACE_TIMEOUT      202
 #define MONGO_ERR_NO_SUCH_TRANSACTION        251
+#define MONGO_ERR_MECHANISM_UNAVAILABLE      334
 #define MONGO_ERR_TOO_MANY_CONNECTIONS       9001 /* SocketException, as a refused connection */
 
 /* The name MongoDB gives a code mongolb returns, or "UnknownError". */

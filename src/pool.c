@@ -14,6 +14,12 @@
  * decompressed here, before the user sees it, so that routing, cursor bookkeeping and relaying
  * only ever see plain frames. The pool's traffic counters record both sizes.
  *
+ * With authentication on, a connection logs in after its hello (auth.c runs the conversation):
+ * as the service user, or in passthrough mode as the user whose request it is opened for, and it
+ * then serves only that user. A login the server refuses is an error of the server for the
+ * service user (proxy_connect_failed), and of that user alone in passthrough (its waiters get
+ * -EACCES and its kept key is dropped, so that it logs in again).
+ *
  * Failures are reported up, not decided here: a connection that could not be opened or
  * introduced goes to proxy_connect_failed(), one that broke while established to
  * proxy_socket_failed(), and the user of a broken connection hears of it through on_error.
@@ -91,6 +97,8 @@ static void handle_closed(struct bconn *b)
         return;
     wire_buf_free(&b->hbuf);
     zconn_free(&b->z, &b->p->sctx);
+    auth_backend_free(b->ab);
+    auth_user_unref(b->p, b->au);
     free(b);
 }
 
@@ -106,16 +114,102 @@ static void on_stream_closed(struct stream *s)
     handle_closed(b);
 }
 
-static int open_connection(struct proxy *p, int idx);
+static int open_connection(struct proxy *p, int idx, struct auth_user *au);
+
+/* Connections are pooled per user only in passthrough mode. */
+static bool per_user(const struct proxy *p)
+{
+    return p->cfg.auth_mode == MLB_AUTH_PASSTHROUGH;
+}
+
+static bool same_user(const struct auth_user *a, const struct auth_user *b)
+{
+    return (a ? a->uid : 0) == (b ? b->uid : 0);
+}
+
+/* Counts the connections of a pool logged in (or logging in) as au, and those still opening. */
+static void count_user(struct pool *pl, const struct auth_user *au, int *total, int *opening)
+{
+    *total = *opening = 0;
+    for (struct list *e = pl->busy.next; e != &pl->busy; e = e->next) {
+        struct bconn *b = list_entry(e, struct bconn, link);
+        if (same_user(b->au, au)) {
+            (*total)++;
+            *opening += b->state == BCONN_CONNECTING || b->state == BCONN_HANDSHAKE;
+        }
+    }
+    for (struct list *e = pl->idle.next; e != &pl->idle; e = e->next)
+        *total += same_user(list_entry(e, struct bconn, link)->au, au);
+}
+
+static int waiting_for(struct pool *pl, const struct auth_user *au)
+{
+    int n = 0;
+    for (struct list *e = pl->waiters.next; e != &pl->waiters; e = e->next)
+        n += same_user(list_entry(e, struct pool_waiter, link)->au, au);
+    return n;
+}
+
+/* Closes without refilling (the caller is about to open a connection itself). */
+static void close_quietly(struct bconn *b, const char *why)
+{
+    log_debug(b->prefix, "closing: %s", why);
+    set_state(b, BCONN_CLOSING);
+    b->user = NULL;
+    stream_close(&b->st);
+    uv_close((uv_handle_t *)&b->timer, on_timer_closed);
+}
+
+/* Whether the service user's connections (au NULL) wait out a refused login: none is opened. */
+static bool login_backing_off(struct proxy *p, struct pool *pl, const struct auth_user *au)
+{
+    return !au && pl->login_refusals > 0 && proxy_now(p) < pl->login_retry_ms;
+}
+
+/* Whether a connection for au's waiters may be opened now. In passthrough mode a full pool makes
+ * room by closing its oldest idle connection, which is another user's. After a refused service
+ * login, one connection at a time tries again once the back-off is over. */
+static bool may_open(struct proxy *p, int idx, struct auth_user *au)
+{
+    struct pool *pl = &p->pools[idx];
+    if (pl->clearing || p->shutting_down || login_backing_off(p, pl, au))
+        return false;
+    if (!per_user(p))
+        return pl->connecting < (pl->login_refusals > 0 ? 1 : pl->n_waiters) &&
+               pl->connecting < pl->n_waiters && pl->total < p->cfg.max_pool_size;
+    int total, opening;
+    count_user(pl, au, &total, &opening);
+    if (!au && pl->login_refusals > 0 && opening > 0)
+        return false;
+    int cap =
+        p->cfg.max_pool_size_per_user > 0 ? p->cfg.max_pool_size_per_user : p->cfg.max_pool_size;
+    if (opening >= waiting_for(pl, au) || total >= cap)
+        return false;
+    if (pl->total >= p->cfg.max_pool_size) {
+        if (list_empty(&pl->idle))
+            return false;
+        close_quietly(list_entry(pl->idle.next, struct bconn, link),
+                      "gives way to another user's requests (max_pool_size)");
+    }
+    return true;
+}
 
 /* Opens connections for waiters that no connection being opened will serve, within
  * max_pool_size: after a connection closed, its slot must not stay empty while users wait. */
 static void refill(struct proxy *p, int idx)
 {
     struct pool *pl = &p->pools[idx];
-    while (!pl->clearing && pl->connecting < pl->n_waiters && pl->total < p->cfg.max_pool_size &&
-           !p->shutting_down) {
-        if (open_connection(p, idx) < 0)
+    if (!per_user(p)) {
+        while (may_open(p, idx, NULL)) {
+            if (open_connection(p, idx, NULL) < 0)
+                return;
+        }
+        return;
+    }
+    /* Each waiter in turn, so that every user's waiters get their share of the free slots. */
+    for (struct list *e = pl->waiters.next; e != &pl->waiters; e = e->next) {
+        struct pool_waiter *w = list_entry(e, struct pool_waiter, link);
+        if (may_open(p, idx, w->au) && open_connection(p, idx, w->au) < 0)
             return;
     }
 }
@@ -124,11 +218,7 @@ void bconn_close(struct bconn *b, const char *why)
 {
     if (b->state == BCONN_CLOSING)
         return;
-    log_debug(b->prefix, "closing: %s", why);
-    set_state(b, BCONN_CLOSING);
-    b->user = NULL;
-    stream_close(&b->st);
-    uv_close((uv_handle_t *)&b->timer, on_timer_closed);
+    close_quietly(b, why);
     refill(b->p, b->server);
 }
 
@@ -146,8 +236,20 @@ static void fail_user(struct bconn *b, int status, const char *why)
 static void give_out(struct proxy *p, struct bconn *b)
 {
     struct pool *pl = &p->pools[b->server];
-    if (!list_empty(&pl->waiters)) {
-        struct pool_waiter *w = list_entry(pl->waiters.next, struct pool_waiter, link);
+    struct pool_waiter *w = NULL;
+    for (struct list *e = pl->waiters.next; e != &pl->waiters; e = e->next) {
+        struct pool_waiter *cand = list_entry(e, struct pool_waiter, link);
+        if (!per_user(p) || same_user(cand->au, b->au)) {
+            w = cand;
+            break;
+        }
+    }
+    if (!w && !list_empty(&pl->waiters) && pl->total >= p->cfg.max_pool_size) {
+        /* Only other users wait, and the pool is full: this slot serves them better. */
+        bconn_close(b, "gives way to another user's requests (max_pool_size)");
+        return;
+    }
+    if (w) {
         list_remove(&w->link);
         pl->n_waiters--;
         w->pool = -1;
@@ -157,6 +259,121 @@ static void give_out(struct proxy *p, struct bconn *b)
         return;
     }
     set_state(b, BCONN_IDLE);
+}
+
+/* Fails the waiters of one user (its login was refused) with status, before anything is opened
+ * for them. */
+static void fail_user_waiters(struct proxy *p, int idx, struct auth_user *au, int status,
+                              const char *why)
+{
+    struct pool *pl = &p->pools[idx];
+    struct list pending;
+    list_init(&pending);
+    struct list *e = pl->waiters.next;
+    while (e != &pl->waiters) {
+        struct pool_waiter *w = list_entry(e, struct pool_waiter, link);
+        e = e->next;
+        if (!same_user(w->au, au))
+            continue;
+        list_remove(&w->link);
+        list_push_back(&pending, &w->link);
+        pl->n_waiters--;
+    }
+    while (!list_empty(&pending)) {
+        struct pool_waiter *w = list_entry(pending.next, struct pool_waiter, link);
+        list_remove(&w->link);
+        w->pool = -1;
+        user_ops->on_ready(w->user, NULL, status, why);
+    }
+}
+
+/* The first wait after a refused service login, doubled at each refusal in a row up to the last. */
+#define LOGIN_BACKOFF_FIRST_MS 250
+#define LOGIN_BACKOFF_MAX_MS   10000
+
+/*
+ * The service user's login was refused by server idx: its credentials (service_password_file,
+ * the user's roles, the certificate) are wrong for this cluster, and the server itself is fine.
+ * Marking it unknown would only make it flap, since its monitor, which does not log in, finds it
+ * healthy at the next check, and would close the connections other users have logged in. So the
+ * server stays selectable with its connections, and its pool backs off: requests that need a new
+ * connection of the service user fail at once with the refusal (clients retry elsewhere or get
+ * HostUnreachable with the reason), and after 250 ms doubling up to 10 s one connection tries
+ * again. A success, or a reload (a new password), ends it.
+ */
+static void service_login_refused(struct bconn *b, const char *why)
+{
+    struct proxy *p = b->p;
+    int idx = b->server;
+    struct pool *pl = &p->pools[idx];
+    int shift = pl->login_refusals < 6 ? pl->login_refusals : 6;
+    int64_t wait = (int64_t)LOGIN_BACKOFF_FIRST_MS << shift;
+    if (wait > LOGIN_BACKOFF_MAX_MS)
+        wait = LOGIN_BACKOFF_MAX_MS;
+    pl->login_refusals++;
+    pl->login_retry_ms = proxy_now(p) + wait;
+    snprintf(pl->login_error, sizeof(pl->login_error), "%s", why);
+    log_error(b->prefix, "%s (%d in a row); no new connection as %s for %lld ms", why,
+              pl->login_refusals, p->cfg.service_user, (long long)wait);
+    /* Its waiters first, so that closing the connection opens nothing more for them. */
+    fail_user_waiters(p, idx, NULL, -EKEYREJECTED, why);
+    bconn_close(b, "login refused");
+}
+
+/* A login on a new connection failed (why says how; no secret in it). */
+static void login_failed(struct bconn *b, int rc, const char *why)
+{
+    struct proxy *p = b->p;
+    int idx = b->server;
+    struct auth_user *au = b->au;
+    if (au && rc == -EACCES) {
+        log_warn(b->prefix, "%s", why);
+        /* Its waiters first, so that closing opens nothing more for a user without a key. */
+        auth_user_ref(au);
+        fail_user_waiters(p, idx, au, -EACCES, why);
+        bconn_close(b, "login refused");
+        auth_user_unref(p, au);
+        return;
+    }
+    if (!au && rc == -EACCES) {
+        service_login_refused(b, why);
+        return;
+    }
+    log_error(b->prefix, "%s", why);
+    bconn_close(b, "login refused");
+    proxy_connect_failed(p, idx, why);
+}
+
+/* The connection is introduced (and logged in): it is ready for requests. */
+static void connected(struct bconn *b)
+{
+    struct proxy *p = b->p;
+    int idx = b->server;
+    struct pool *pl = &p->pools[idx];
+    bool backoff_ended = false;
+    if (b->ab && !b->au && pl->login_refusals > 0) {
+        log_info(b->prefix, "the service user's login is accepted again (after %d refusals)",
+                 pl->login_refusals);
+        pl->login_refusals = 0;
+        pl->login_error[0] = '\0';
+        backoff_ended = true;
+    }
+    uv_timer_stop(&b->timer);
+    wire_buf_free(&b->hbuf);
+    auth_backend_free(b->ab);
+    b->ab = NULL;
+    log_debug(b->prefix, "connected%s%s", b->au ? " as " : "", b->au ? b->au->user : "");
+    give_out(p, b);
+    /* During the back-off one connection at a time was opened: the other waiters get theirs now. */
+    if (backoff_ended)
+        refill(p, idx);
+}
+
+/* Sends the next handshake message (in hbuf). */
+static int send_hbuf(struct bconn *b)
+{
+    uv_buf_t buf = uv_buf_init((char *)b->hbuf.data, (unsigned)b->hbuf.len);
+    return stream_write(&b->st, &buf, 1);
 }
 
 /* True when b must not serve another request. */
@@ -218,18 +435,33 @@ static int on_frame(struct stream *s, uint8_t *frame, size_t len)
         bson_iter_t it;
         bool ok = wire_msg_parse(frame, len, &m) == 0 && wire_msg_body(&m, &reply) &&
                   bson_iter_init_find(&it, &reply, "ok") && bson_iter_as_bool(&it);
-        if (!ok) {
+        char why[300] = "";
+        int rc;
+        if (b->ab) {
+            rc = auth_backend_step(p, b->ab, frame, len, &b->hbuf, proxy_next_request_id(p), why,
+                                   sizeof(why));
+        } else if (!ok) {
             int idx = b->server;
             bconn_close(b, "handshake refused");
             proxy_connect_failed(p, idx, "handshake refused");
             return -EPROTO;
+        } else {
+            /* The hello's answer fixes the compressor; the login that may follow is never
+             * compressed (the compression specification), being sent as it is from hbuf. */
+            b->z.compressor = (int8_t)compress_pick(&reply, &p->cfg.upstream_compressors);
+            rc = auth_backend_begin(p, b->au, &b->ab, &b->hbuf, proxy_next_request_id(p), why,
+                                    sizeof(why));
         }
-        uv_timer_stop(&b->timer);
-        wire_buf_free(&b->hbuf);
-        b->z.compressor = (int8_t)compress_pick(&reply, &p->cfg.upstream_compressors);
-        log_debug(b->prefix, "connected%s%s", b->z.compressor >= 0 ? ", compressing with " : "",
-                  b->z.compressor >= 0 ? compress_name(b->z.compressor) : "");
-        give_out(p, b);
+        if (rc == 1 && send_hbuf(b) < 0) {
+            rc = -EIO;
+            snprintf(why, sizeof(why), "a login message could not be sent");
+        }
+        if (rc < 0) {
+            login_failed(b, rc, why);
+            return -EPROTO;
+        }
+        if (rc == 0)
+            connected(b);
         return STREAM_NEXT;
     }
     if (b->state != BCONN_BUSY || !b->reply_expected) {
@@ -409,10 +641,8 @@ static void send_handshake(struct bconn *b)
     struct proxy *p = b->p;
     int idx = b->server;
     int rc = build_handshake(b);
-    if (rc == 0) {
-        uv_buf_t buf = uv_buf_init((char *)b->hbuf.data, (unsigned)b->hbuf.len);
-        rc = stream_write(&b->st, &buf, 1);
-    }
+    if (rc == 0)
+        rc = send_hbuf(b);
     if (rc < 0) {
         bconn_close(b, "handshake could not be sent");
         proxy_connect_failed(p, idx, "handshake could not be sent");
@@ -495,7 +725,7 @@ static const struct stream_cb bconn_stream_cb = {
 };
 
 /* Opens one more connection to server idx. Returns 0 or a negative errno. */
-static int open_connection(struct proxy *p, int idx)
+static int open_connection(struct proxy *p, int idx, struct auth_user *au)
 {
     struct pool *pl = &p->pools[idx];
     if (!pl->have_addr)
@@ -509,6 +739,10 @@ static int open_connection(struct proxy *p, int idx)
         return -ENOMEM;
     b->p = p;
     b->server = idx;
+    if (per_user(p) && au) {
+        b->au = au;
+        auth_user_ref(au);
+    }
     b->generation = p->topo.servers[idx].generation;
     b->id = ++p->next_bconn_id;
     b->created_ms = proxy_now(p);
@@ -518,6 +752,7 @@ static int open_connection(struct proxy *p, int idx)
     list_init(&b->link);
     int rc = stream_init_tcp(&p->sctx, &b->st, &bconn_stream_cb, b, BCONN_MAX_REPLY);
     if (rc < 0) {
+        auth_user_unref(p, b->au);
         free(b);
         return rc;
     }
@@ -544,24 +779,45 @@ static int open_connection(struct proxy *p, int idx)
 struct bconn *pool_get(struct proxy *p, int idx, struct pool_waiter *w)
 {
     struct pool *pl = &p->pools[idx];
-    while (!list_empty(&pl->idle)) {
-        /* The most recently used connection first: the others then age out by max_idle_time. */
-        struct bconn *b = list_entry(pl->idle.prev, struct bconn, link);
+    struct auth_user *au = per_user(p) ? w->au : NULL;
+    /* The most recently used connection first (of the waiter's user in passthrough): the others
+     * then age out by max_idle_time. */
+    struct list *e = pl->idle.prev;
+    while (e != &pl->idle) {
+        struct bconn *b = list_entry(e, struct bconn, link);
+        e = e->prev;
+        if (!same_user(b->au, au))
+            continue;
         const char *why = retire_reason(p, b);
         if (why) {
-            bconn_close(b, why);
+            close_quietly(b, why);
             continue;
         }
         b->user = w->user;
         set_state(b, BCONN_BUSY);
         return b;
     }
+    if (login_backing_off(p, pl, au)) {
+        /* No connection of the service user can be had here before the back-off ends. */
+        char why[400];
+        snprintf(why, sizeof(why), "%s (login retried in %lld ms)", pl->login_error,
+                 (long long)(pl->login_retry_ms - proxy_now(p)));
+        user_ops->on_ready(w->user, NULL, -EKEYREJECTED, why);
+        return NULL;
+    }
+    if (au && !au->have_key) {
+        char why[600];
+        snprintf(why, sizeof(why), "the server refused %s@%s's credentials; log in again", au->user,
+                 au->db);
+        user_ops->on_ready(w->user, NULL, -EACCES, why);
+        return NULL;
+    }
     list_push_back(&pl->waiters, &w->link);
     w->pool = idx;
     pl->n_waiters++;
     pl->waits++;
-    if (pl->connecting < pl->n_waiters && pl->total < p->cfg.max_pool_size) {
-        int rc = open_connection(p, idx);
+    if (may_open(p, idx, au)) {
+        int rc = open_connection(p, idx, au);
         if (rc < 0) {
             log_warn(p->topo.servers[idx].addr, "cannot open a connection: %s",
                      rc == -EMFILE ? "the file descriptor limit is reached" : uv_strerror(rc));
@@ -646,6 +902,12 @@ void pool_reset(struct proxy *p, int idx)
     list_init(&pl->idle);
     list_init(&pl->busy);
     list_init(&pl->waiters);
+}
+
+void pool_login_retry_now(struct proxy *p)
+{
+    for (int i = 0; i < p->topo.n; i++)
+        p->pools[i].login_retry_ms = 0;
 }
 
 void pool_reap(struct proxy *p)

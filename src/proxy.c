@@ -563,6 +563,8 @@ void proxy_reload(struct proxy *p, struct mlb_config *fresh, const char *path)
     apply_config(p);
     apply_changes(p, &old);
     config_free(&old);
+    auth_reload(p);
+    pool_login_retry_now(p);
     clients_rearm(p);
     log_info(NULL, "reloaded %s: %d key%s changed, %d kept until a restart", path, changed,
              changed == 1 ? "" : "s", kept);
@@ -634,6 +636,11 @@ int proxy_start(struct proxy *p, uv_loop_t *loop)
         return rc;
     }
     log_tls_warnings(&p->cfg);
+    rc = auth_init(p, err, sizeof(err));
+    if (rc < 0) {
+        log_error(NULL, "auth: %s", err);
+        return rc;
+    }
     pool_init(p, &client_pool_ops);
     for (size_t i = 0; i < p->cfg.seeds.count; i++) {
         rc = topology_add(&p->topo, p->cfg.seeds.host[i].host, p->cfg.seeds.host[i].port);
@@ -662,8 +669,9 @@ int proxy_start(struct proxy *p, uv_loop_t *loop)
         return rc;
     uv_timer_start(&p->janitor, on_janitor, JANITOR_MS, JANITOR_MS);
     notify_start(p);
-    log_info(NULL, "mongolb %s started: %s mode, %d seed%s", MONGOLB_VERSION,
-             config_mode_name(p->cfg.mode), p->topo.n, p->topo.n == 1 ? "" : "s");
+    log_info(NULL, "mongolb %s started: %s mode, %d seed%s, auth %s", MONGOLB_VERSION,
+             config_mode_name(p->cfg.mode), p->topo.n, p->topo.n == 1 ? "" : "s",
+             config_auth_mode_name(p->cfg.auth_mode));
     return 0;
 }
 
@@ -673,6 +681,7 @@ void proxy_free(struct proxy *p)
     admin_cleanup(p);
     cursors_free(&p->cursors);
     txn_pins_free(p);
+    auth_free(p);
     free(p->sctx.shared);
     p->sctx.shared = NULL;
     for (int i = 0; i < TOPOLOGY_MAX_SERVERS; i++)

@@ -29,6 +29,7 @@
 
 #include <uv.h>
 
+#include "auth.h"
 #include "config.h"
 #include "cursors.h"
 #include "list.h"
@@ -52,9 +53,15 @@ struct pool_waiter {
     struct list link;
     int pool; /* which pool's waiters it is on, or -1 */
     void *user;
+    struct auth_user *au; /* passthrough: the user its connection must be logged in as */
 };
 
-/* One server's pool of backend connections. */
+/*
+ * One server's pool of backend connections. In passthrough mode its connections are each logged
+ * in as one user (struct bconn.au) and only ever serve that user: a waiter gets a connection of its
+ * own user, the per-user cap (max_pool_size_per_user) and the pool's cap (max_pool_size) both
+ * hold, and an idle connection of another user gives way when the pool is full.
+ */
 struct pool {
     int server;
     int total;                    /* connections open or opening */
@@ -74,6 +81,12 @@ struct pool {
     struct {
         uint64_t bytes_out, bytes_in, raw_out, raw_in, msgs_out, msgs_in;
     } traffic;
+    /* The service user's login was refused here (pool.c, "Refused service logins" in
+     * ARCHITECTURE.md): the server stays selectable, but no connection of that user is opened
+     * before login_retry_ms, and its requests fail at once with login_error meanwhile. */
+    int login_refusals; /* in a row; 0 once a login succeeds */
+    int64_t login_retry_ms;
+    char login_error[256];
 };
 
 struct proxy_stats {
@@ -121,6 +134,7 @@ struct proxy {
     struct topology topo;
     struct cursor_table cursors;
     struct txn_pins *pins;
+    struct auth_state *auth;            /* auth.c */
     struct read_pref default_read_pref; /* from the configuration, for reads without one */
     struct stream_ctx sctx;
     struct tls_contexts tls; /* replaced on reload; connections keep the context they began with */
@@ -213,7 +227,7 @@ int listener_unix_prepare(const char *path);
 
 enum bconn_state {
     BCONN_CONNECTING = 0, /* TCP connect in progress */
-    BCONN_HANDSHAKE,      /* our hello sent, waiting for its reply */
+    BCONN_HANDSHAKE,      /* our hello (then our login, auth.c) sent, waiting for its reply */
     BCONN_IDLE,           /* in the pool, ready */
     BCONN_BUSY,           /* a request is in flight, or its reply is being relayed */
     BCONN_CLOSING,        /* closed; freed in the close callback */
@@ -244,9 +258,11 @@ struct bconn {
     char prefix[64];
     void *user; /* the client whose request it carries, or NULL */
     struct list link;
-    struct wire_buf hbuf; /* our handshake message */
-    bool reply_expected;  /* a reply is due for the request in flight */
-    size_t cur_frame;     /* the reply frame being handed to or held by the user */
+    struct wire_buf hbuf;    /* our handshake message */
+    struct auth_user *au;    /* passthrough: the user it is logged in as (a reference), or NULL */
+    struct auth_backend *ab; /* the login in progress */
+    bool reply_expected;     /* a reply is due for the request in flight */
+    size_t cur_frame;        /* the reply frame being handed to or held by the user */
     int handles_open;
     int64_t created_ms;
     int64_t idle_since_ms;
@@ -281,6 +297,8 @@ void pool_clear(struct proxy *p, int idx, bool interrupt, const char *why);
 void pool_reset(struct proxy *p, int idx);
 /* Closes idle connections past max_idle_time_ms or max_lifetime_ms. */
 void pool_reap(struct proxy *p);
+/* After a reload (maybe a new service password): refused service logins are tried again at once. */
+void pool_login_retry_now(struct proxy *p);
 void pool_close_all(struct proxy *p);
 
 /* --- client.c --- */
@@ -314,6 +332,8 @@ void status_build_hello(struct proxy *p, const struct request_info *ri, int64_t 
                         bson_t *doc);
 /* Builds the mongolbStatus reply into doc. */
 void status_build(struct proxy *p, bson_t *doc);
+/* Adds mongolbStatus's per-user pool rows for server idx (user names only). */
+void status_user_pools(struct proxy *p, int idx, bson_t *pool_doc);
 /* Builds an error document {ok:0, errmsg, code, codeName}. */
 void status_build_error(bson_t *doc, int code, const char *code_name, const char *errmsg);
 

@@ -25,6 +25,7 @@ enum {
     CMD_STATUS = 64,        /* answered by mongolb: mongolbStatus */
     CMD_GET_MORE = 128,     /* routed to its cursor's owner */
     CMD_KILL_CURSORS = 256, /* split by owner */
+    CMD_AUTH = 512,         /* a login command, answered by mongolb */
 };
 
 struct command_class {
@@ -36,6 +37,7 @@ struct command_class {
 static const struct command_class command_classes[] = {
     {"abortTransaction", CMD_WRITE},
     {"aggregate", CMD_OPENS_CURSOR | CMD_RETRYABLE_READ | CMD_AGGREGATE},
+    {"authenticate", CMD_AUTH},
     {"bulkWrite", CMD_WRITE},
     {"collMod", CMD_WRITE},
     {"commitTransaction", CMD_WRITE},
@@ -59,8 +61,11 @@ static const struct command_class command_classes[] = {
     {"listCollections", CMD_OPENS_CURSOR | CMD_RETRYABLE_READ},
     {"listDatabases", CMD_RETRYABLE_READ},
     {"listIndexes", CMD_OPENS_CURSOR | CMD_RETRYABLE_READ},
+    {"logout", CMD_AUTH},
     {"mongolbStatus", CMD_STATUS},
     {"renameCollection", CMD_WRITE},
+    {"saslContinue", CMD_AUTH},
+    {"saslStart", CMD_AUTH},
     {"update", CMD_WRITE},
 };
 
@@ -188,6 +193,9 @@ static int classify_command(const bson_t *cmd, struct request_info *ri, char *er
         ri->legacy_hello = (f & CMD_LEGACY_HELLO) != 0;
     } else if (f & CMD_STATUS) {
         ri->kind = REQ_STATUS;
+    } else if (f & CMD_AUTH) {
+        /* Logins end in mongolb, never on a pooled connection that other clients share. */
+        ri->kind = REQ_AUTH;
     } else if (f & CMD_GET_MORE) {
         if (!BSON_ITER_HOLDS_INT64(&it) && !BSON_ITER_HOLDS_INT32(&it)) {
             snprintf(err, err_len, "getMore without an integer cursor id");

@@ -24,6 +24,7 @@ enum request_kind {
     REQ_KILL_CURSORS,        /* killCursors command: split by owner */
     REQ_LEGACY_GET_MORE,     /* OP_GET_MORE: to the cursor's owner */
     REQ_LEGACY_KILL_CURSORS, /* OP_KILL_CURSORS: split by owner, no reply */
+    REQ_AUTH,                /* saslStart, saslContinue, authenticate, logout: answered locally */
     REQ_UNSUPPORTED,         /* a frame we refuse: the connection is closed with a log line */
 };
 
@@ -70,6 +71,10 @@ struct request_info {
     /* hello */
     bool hello_ok;     /* the client asked for helloOk */
     bool legacy_hello; /* isMaster/ismaster rather than hello: reply with "ismaster" */
+
+    /* Not read from the frame: the user the sending client is logged in as (auth.h's owner id,
+     * 0 when none), set by the client so that pins can remember their user. */
+    uint32_t owner;
 };
 
 /*

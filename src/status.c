@@ -51,6 +51,57 @@ void status_build_hello(struct proxy *p, const struct request_info *ri, int64_t 
     BSON_APPEND_DOUBLE(doc, "ok", 1.0);
 }
 
+/* Users shown per server's pool at most; more are summed up in "otherUsers". */
+#define STATUS_MAX_POOL_USERS 64
+
+/*
+ * Passthrough pools per user: the connections of server idx logged in as each user, by name only
+ * ("user@db"; the service user's, or unauthenticated, connections under "" ). Never a key.
+ */
+void status_user_pools(struct proxy *p, int idx, bson_t *pool_doc)
+{
+    struct pool *pl = &p->pools[idx];
+    const struct auth_user *users[STATUS_MAX_POOL_USERS];
+    int total[STATUS_MAX_POOL_USERS], idle[STATUS_MAX_POOL_USERS];
+    int n = 0, others = 0;
+    struct list *lists[2] = {&pl->idle, &pl->busy};
+    for (int l = 0; l < 2; l++) {
+        for (struct list *e = lists[l]->next; e != lists[l]; e = e->next) {
+            const struct bconn *b = list_entry(e, struct bconn, link);
+            int k = 0;
+            while (k < n && users[k] != b->au)
+                k++;
+            if (k == n) {
+                if (n == STATUS_MAX_POOL_USERS) {
+                    others++;
+                    continue;
+                }
+                users[n] = b->au;
+                total[n] = idle[n] = 0;
+                n++;
+            }
+            total[k]++;
+            idle[k] += l == 0;
+        }
+    }
+    bson_t arr, row;
+    BSON_APPEND_ARRAY_BEGIN(pool_doc, "users", &arr);
+    for (int k = 0; k < n; k++) {
+        char key[16], name[SCRAM_MAX_USER + AUTHFILE_MAX_DB + 2] = "";
+        snprintf(key, sizeof(key), "%d", k);
+        if (users[k])
+            snprintf(name, sizeof(name), "%s@%s", users[k]->user, users[k]->db);
+        BSON_APPEND_DOCUMENT_BEGIN(&arr, key, &row);
+        BSON_APPEND_UTF8(&row, "user", name);
+        BSON_APPEND_INT32(&row, "total", total[k]);
+        BSON_APPEND_INT32(&row, "idle", idle[k]);
+        bson_append_document_end(&arr, &row);
+    }
+    bson_append_array_end(pool_doc, &arr);
+    if (others)
+        BSON_APPEND_INT32(pool_doc, "otherUsersConnections", others);
+}
+
 /* Resident set size in kilobytes, from /proc. */
 static long rss_kb(void)
 {
@@ -116,6 +167,18 @@ void status_build(struct proxy *p, bson_t *doc)
         BSON_APPEND_INT32(&pool, "connecting", pl->connecting);
         BSON_APPEND_INT32(&pool, "waiting", pl->n_waiters);
         BSON_APPEND_INT64(&pool, "waits", (int64_t)pl->waits);
+        if (p->cfg.auth_mode == MLB_AUTH_PASSTHROUGH)
+            status_user_pools(p, i, &pool);
+        if (pl->login_refusals > 0) {
+            /* The service user's login was refused (the reason names no secret). */
+            bson_t lr;
+            int64_t left = pl->login_retry_ms - proxy_now(p);
+            BSON_APPEND_DOCUMENT_BEGIN(&pool, "serviceLoginRefused", &lr);
+            BSON_APPEND_INT32(&lr, "inARow", pl->login_refusals);
+            BSON_APPEND_INT64(&lr, "retryInMillis", left > 0 ? left : 0);
+            BSON_APPEND_UTF8(&lr, "error", pl->login_error);
+            bson_append_document_end(&pool, &lr);
+        }
         bson_append_document_end(&s, &pool);
         /* The backend leg's bytes: on the wire, and before compression or after decompression
          * (equal when nothing is compressed). */
@@ -141,6 +204,7 @@ void status_build(struct proxy *p, bson_t *doc)
     BSON_APPEND_INT64(&cur, "expired", (int64_t)p->cursors.expired);
     bson_append_document_end(doc, &cur);
     BSON_APPEND_INT64(doc, "transactionsPinned", (int64_t)txn_pins_count(p));
+    auth_status(p, doc);
     BSON_APPEND_DOCUMENT_BEGIN(doc, "counters", &counters);
     const struct proxy_stats *st = &p->stats;
     BSON_APPEND_INT64(&counters, "clientsAccepted", (int64_t)st->clients_accepted);

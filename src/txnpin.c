@@ -7,6 +7,10 @@
  * transaction (getMores included, which go to their cursor's owner anyway), and ends with the next
  * transaction number or a command of that session outside a transaction. Pins also expire with
  * the session timeout the backends report, since a driver that vanished never ends them.
+ *
+ * With authentication on, a pin belongs to the user whose command set it (request_info.owner), as
+ * mongod keys sessions by lsid and user: another user's command with the same lsid neither follows
+ * nor ends it.
  */
 #include "proxy.h"
 
@@ -21,6 +25,7 @@ struct pin {
     uint8_t lsid[16];
     int64_t txn_number;
     int server;
+    uint32_t owner; /* the user that started the transaction (0: no login) */
     int64_t last_used_ms;
     struct pin *next;
 };
@@ -58,10 +63,10 @@ void txn_pins_free(struct proxy *p)
     p->pins = NULL;
 }
 
-static struct pin **find(struct txn_pins *t, const uint8_t *lsid)
+static struct pin **find(struct txn_pins *t, const uint8_t *lsid, uint32_t owner)
 {
     struct pin **pp = &t->buckets[bucket_of(lsid)];
-    while (*pp && memcmp((*pp)->lsid, lsid, 16) != 0)
+    while (*pp && (memcmp((*pp)->lsid, lsid, 16) != 0 || (*pp)->owner != owner))
         pp = &(*pp)->next;
     return pp;
 }
@@ -78,7 +83,7 @@ int txn_pin_lookup(struct proxy *p, const struct request_info *ri)
 {
     if (!ri->has_lsid || !ri->has_txn_number || !ri->autocommit_false || ri->start_transaction)
         return -1;
-    struct pin **pp = find(p->pins, ri->lsid);
+    struct pin **pp = find(p->pins, ri->lsid, ri->owner);
     if (!*pp || (*pp)->txn_number != ri->txn_number)
         return -1;
     (*pp)->last_used_ms = proxy_now(p);
@@ -89,13 +94,14 @@ void txn_pin_set(struct proxy *p, const struct request_info *ri, int idx)
 {
     if (!ri->has_lsid || !ri->has_txn_number)
         return;
-    struct pin **pp = find(p->pins, ri->lsid);
+    struct pin **pp = find(p->pins, ri->lsid, ri->owner);
     struct pin *e = *pp;
     if (!e) {
         e = calloc(1, sizeof(*e));
         if (!e)
             return;
         memcpy(e->lsid, ri->lsid, 16);
+        e->owner = ri->owner;
         *pp = e;
         p->pins->n++;
     }
@@ -108,7 +114,7 @@ void txn_pin_observe(struct proxy *p, const struct request_info *ri)
 {
     if (!ri->has_lsid)
         return;
-    struct pin **pp = find(p->pins, ri->lsid);
+    struct pin **pp = find(p->pins, ri->lsid, ri->owner);
     if (!*pp)
         return;
     /* A command outside a transaction, or of a newer transaction, ends the old pin. */

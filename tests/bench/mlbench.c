@@ -17,6 +17,10 @@
  *   cursor1000  find on bench.c with the default batch size, then getMore until the cursor id is
  *               0; one operation is the whole cursor, which must return every document.
  *   insert      insert of one document into bench.ins.
+ *   login       what a new application connection costs: connect (with the TLS handshake under
+ *               TLS), hello, the SCRAM login (with credentials), close; repeated on each of
+ *               --conns connections in turn. ops counts logins and the latencies are those of
+ *               whole logins; phases_p50_us gives the median of each step.
  *
  * --setup drops bench.c and inserts --docs documents {_id: i, v: "..."} before the run; with
  * neither --seconds nor --ops given it only does the setup.
@@ -35,6 +39,17 @@
  * and its warm-up start, so handshakes never fall into the measured window. OpenSSL drives the
  * blocking socket itself (a socket BIO with read-ahead); without TLS the socket is used exactly as
  * before, with no extra copy.
+ *
+ * --user U --password P [--auth-source DB] [--mechanism SCRAM-SHA-256|SCRAM-SHA-1], or the URI
+ * form mongodb://U:P@HOST:PORT/DB?authSource=DB&authMechanism=M (user and password
+ * percent-decoded; authSource defaults to the URI's database, then to admin; the options win over
+ * the URI), makes every connection log in after its hello, before the run and its warm-up start,
+ * so that a run measures requests and not logins. The login is the one drivers make: saslStart
+ * with options {skipEmptyExchange: true}, then saslContinue with the proof, on the authentication
+ * database (scram.c's client side). The first login derives the keys from the password (PBKDF2);
+ * the ClientKey, salt and iteration count are then cached and later logins skip PBKDF2, as the
+ * drivers' authentication specification asks, so that the login workload measures the server
+ * and the round trips rather than mlbench's own key derivation.
  *
  * A reply with ok other than 1 counts as an error (the first errmsg goes to stderr) and ends the
  * operation; the exit status is then 1. Transport failures (a closed connection, a reply timeout)
@@ -62,10 +77,12 @@
 #include <unistd.h>
 
 #include <bson/bson.h>
+#include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509_vfy.h>
 
+#include "scram.h"
 #include "tls.h"
 #include "wire.h"
 
@@ -86,9 +103,15 @@ enum workload {
     WL_FIND_ID,
     WL_CURSOR,
     WL_INSERT,
+    WL_LOGIN,
 };
 
-static const char *const workload_names[] = {"ping", "find_id", "cursor1000", "insert"};
+/* The steps of a login, timed separately by the login workload. */
+#define LOGIN_PHASES 4
+static const char *const phase_names[LOGIN_PHASES] = {"connect", "hello", "saslStart",
+                                                      "saslContinue"};
+
+static const char *const workload_names[] = {"ping", "find_id", "cursor1000", "insert", "login"};
 
 struct options {
     char host[200];
@@ -109,11 +132,31 @@ struct options {
     bool tls;              /* --tls-ca or tls=true in the URI */
     const char *tls_ca;    /* CA file, or NULL for the system's trust store */
     long cpu_pid;          /* --cpu-pid: a process whose CPU time the measured window reports */
+    const char *user;      /* log in as this user (SCRAM), or NULL for no login */
+    const char *password;
+    const char *auth_source; /* NULL: the URI's database, else admin */
+    enum scram_mech mech;
 };
 
 static struct options opt;
 static char uri_tls_ca[4096]; /* tlsCAFile from the URI */
 static SSL_CTX *tls_ctx;      /* with opt.tls */
+/* Credentials and database from the URI (percent-decoded); the options win over them. */
+static char uri_user[SCRAM_MAX_USER + 1], uri_password[SCRAM_MAX_PASSWORD + 1];
+static char uri_db[128], uri_auth_source[128];
+static bool uri_have_mech, uri_have_password;
+static enum scram_mech uri_mech;
+
+/*
+ * The client-side credential cache: after the first successful login, its ClientKey and the
+ * verifier it was derived with (salt, iteration count, keys), so that later logins of the same
+ * user skip PBKDF2. Shared by the threads of the login workload.
+ */
+static pthread_mutex_t key_lock = PTHREAD_MUTEX_INITIALIZER;
+static bool key_cached;
+static uint8_t cached_key[SCRAM_MAX_KEY];
+static size_t cached_key_len;
+static struct scram_verifier cached_verifier;
 
 /* Run-wide state shared by the threads. */
 static atomic_bool stop_flag;
@@ -157,6 +200,10 @@ struct conn {
     int64_t ops_done; /* measured operations of this connection */
     pthread_t thread;
     char fatal[640];
+    /* The login workload: when each step of opening the connection ended (connected, hello,
+     * saslStart, login), and the thread's histograms of each step's duration. */
+    uint64_t t_phase[LOGIN_PHASES];
+    struct hist *phases;
 };
 
 static uint64_t now_ns(void)
@@ -562,6 +609,9 @@ static int start_op(struct conn *c, int slot)
         bson_destroy(&doc);
         break;
     }
+    case WL_LOGIN: /* login_main opens its own connections and sends no requests here */
+        rc = -EINVAL;
+        break;
     }
     bson_destroy(&cmd);
     return rc;
@@ -717,6 +767,8 @@ static int handle_reply(struct conn *c, const uint8_t *frame, size_t len, bool s
         finish_op(c, s, true, t);
         return 0;
     }
+    case WL_LOGIN:
+        break;
     }
     return 0;
 }
@@ -753,6 +805,7 @@ static int conn_hello(struct conn *c)
     }
     conn_consume(c, (size_t)len);
     c->slots[0].state = SLOT_IDLE;
+    c->t_phase[1] = now_ns();
     return ok ? 0 : -1;
 }
 
@@ -841,6 +894,170 @@ static int run_command(struct conn *c, const bson_t *cmd, const char *seq_name,
     bson_copy_to(&body, out);
     conn_consume(c, (size_t)len);
     return 0;
+}
+
+/* --- login ---------------------------------------------------------------------------------- */
+
+/*
+ * Sends one SASL command (saslStart or saslContinue) with a SCRAM message as its payload and
+ * returns the server's payload in out (NUL-terminated for the error messages) and its done flag.
+ * Returns 0, or -1 with c->fatal set (a transport failure or an ok: 0 reply).
+ */
+static int sasl_step(struct conn *c, bson_t *cmd, const uint8_t *msg, size_t len,
+                     int64_t *conversation, uint8_t *out, size_t cap, size_t *out_len, bool *done)
+{
+    const char *what = conversation && *conversation >= 0 ? "saslContinue" : "saslStart";
+    BSON_APPEND_BINARY(cmd, "payload", BSON_SUBTYPE_BINARY, msg, (uint32_t)len);
+    BSON_APPEND_UTF8(cmd, "$db", opt.auth_source);
+    bson_t reply;
+    if (run_command(c, cmd, NULL, NULL, 0, &reply) != 0)
+        return -1;
+    int rc = -1;
+    bson_iter_t it;
+    *out_len = 0;
+    *done = false;
+    if (!is_ok(&reply)) {
+        char msg_err[512];
+        reply_error(&reply, msg_err, sizeof(msg_err));
+        snprintf(c->fatal, sizeof(c->fatal), "connection %d: %s as %s@%s failed: %s", c->index,
+                 what, opt.user, opt.auth_source, msg_err);
+        goto out;
+    }
+    if (bson_iter_init_find(&it, &reply, "conversationId") && BSON_ITER_HOLDS_NUMBER(&it))
+        *conversation = bson_iter_as_int64(&it);
+    if (bson_iter_init_find(&it, &reply, "done"))
+        *done = bson_iter_as_bool(&it);
+    if (bson_iter_init_find(&it, &reply, "payload") && BSON_ITER_HOLDS_BINARY(&it)) {
+        bson_subtype_t sub;
+        uint32_t n;
+        const uint8_t *data;
+        bson_iter_binary(&it, &sub, &n, &data);
+        if (n >= cap) {
+            snprintf(c->fatal, sizeof(c->fatal), "connection %d: %s: payload of %u bytes", c->index,
+                     what, n);
+            goto out;
+        }
+        memcpy(out, data, n);
+        out[n] = '\0';
+        *out_len = n;
+    } else {
+        snprintf(c->fatal, sizeof(c->fatal), "connection %d: %s reply without a payload", c->index,
+                 what);
+        goto out;
+    }
+    rc = 0;
+out:
+    bson_destroy(&reply);
+    return rc;
+}
+
+/* A saslContinue command for the conversation, its payload still to be appended. */
+static void sasl_continue_cmd(bson_t *cmd, int64_t conversation)
+{
+    bson_init(cmd);
+    BSON_APPEND_INT32(cmd, "saslContinue", 1);
+    if (conversation <= INT32_MAX)
+        BSON_APPEND_INT32(cmd, "conversationId", (int32_t)conversation);
+    else
+        BSON_APPEND_INT64(cmd, "conversationId", conversation);
+}
+
+/*
+ * Logs the connection in as opt.user with SCRAM: saslStart (skipEmptyExchange) with the
+ * client-first message, saslContinue with the proof, and an empty saslContinue only if the server
+ * still says it is not done. The first login derives the keys from the password; later ones use
+ * the cached ClientKey. Returns 0, or -1 with c->fatal set.
+ */
+static int conn_login(struct conn *c)
+{
+    struct scram_client *sc = scram_client_new(opt.mech, opt.user);
+    uint8_t msg[SCRAM_MAX_MSG], in[SCRAM_MAX_MSG + 1];
+    size_t len = 0, in_len = 0;
+    int64_t conversation = -1;
+    bool done = false, from_cache = false;
+    int rc;
+    bson_t cmd, opts;
+    if (!sc) {
+        snprintf(c->fatal, sizeof(c->fatal), "connection %d: cannot start a %s login as '%s'",
+                 c->index, scram_mech_name(opt.mech), opt.user);
+        return -1;
+    }
+    pthread_mutex_lock(&key_lock);
+    if (key_cached) {
+        rc = scram_client_set_key(sc, cached_key, cached_key_len, &cached_verifier);
+        from_cache = true;
+    } else {
+        rc = scram_client_set_password(sc, opt.password);
+    }
+    pthread_mutex_unlock(&key_lock);
+    if (rc == 0)
+        rc = scram_client_first(sc, msg, sizeof(msg), &len);
+    if (rc != 0) {
+        snprintf(c->fatal, sizeof(c->fatal), "connection %d: %s login: %s", c->index,
+                 scram_mech_name(opt.mech), scram_strerror(rc));
+        goto fail;
+    }
+
+    bson_init(&cmd);
+    BSON_APPEND_INT32(&cmd, "saslStart", 1);
+    BSON_APPEND_UTF8(&cmd, "mechanism", scram_mech_name(opt.mech));
+    BSON_APPEND_INT32(&cmd, "autoAuthorize", 1);
+    BSON_APPEND_DOCUMENT_BEGIN(&cmd, "options", &opts);
+    BSON_APPEND_BOOL(&opts, "skipEmptyExchange", true);
+    bson_append_document_end(&cmd, &opts);
+    rc = sasl_step(c, &cmd, msg, len, &conversation, in, sizeof(in), &in_len, &done);
+    bson_destroy(&cmd);
+    if (rc != 0)
+        goto fail;
+    c->t_phase[2] = now_ns();
+    rc = scram_client_final(sc, in, in_len, msg, sizeof(msg), &len);
+    if (rc != 0) {
+        snprintf(c->fatal, sizeof(c->fatal), "connection %d: %s login: server-first: %s%s",
+                 c->index, scram_mech_name(opt.mech), scram_strerror(rc),
+                 rc == SCRAM_ESTALE && from_cache ? " (the password changed during the run)" : "");
+        goto fail;
+    }
+
+    sasl_continue_cmd(&cmd, conversation);
+    rc = sasl_step(c, &cmd, msg, len, &conversation, in, sizeof(in), &in_len, &done);
+    bson_destroy(&cmd);
+    if (rc != 0)
+        goto fail;
+    rc = scram_client_verify(sc, in, in_len);
+    if (rc != 0) {
+        snprintf(c->fatal, sizeof(c->fatal), "connection %d: %s login: server-final: %s", c->index,
+                 scram_mech_name(opt.mech), scram_strerror(rc));
+        goto fail;
+    }
+    if (!done) {
+        /* A server that ignores skipEmptyExchange wants one more, empty, step. */
+        sasl_continue_cmd(&cmd, conversation);
+        rc = sasl_step(c, &cmd, (const uint8_t *)"", 0, &conversation, in, sizeof(in), &in_len,
+                       &done);
+        bson_destroy(&cmd);
+        if (rc != 0)
+            goto fail;
+        if (!done) {
+            snprintf(c->fatal, sizeof(c->fatal),
+                     "connection %d: the server did not end the SASL conversation", c->index);
+            goto fail;
+        }
+    }
+    if (!from_cache) {
+        pthread_mutex_lock(&key_lock);
+        if (!key_cached &&
+            scram_client_export_key(sc, cached_key, &cached_key_len, &cached_verifier) == 0)
+            key_cached = true;
+        pthread_mutex_unlock(&key_lock);
+    }
+    c->t_phase[3] = now_ns();
+    OPENSSL_cleanse(msg, sizeof(msg));
+    scram_client_free(sc);
+    return 0;
+fail:
+    OPENSSL_cleanse(msg, sizeof(msg));
+    scram_client_free(sc);
+    return -1;
 }
 
 /* Drops bench.c and inserts opt.docs documents {_id: i, v: "value-i"} in batches. */
@@ -954,11 +1171,16 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: mlbench [--uri HOST:PORT] [--conns N] [--pipeline K] [--seconds S | --ops N]\n"
-            "               [--workload ping|find_id|cursor1000|insert] [--warmup-ms MS]\n"
+            "               [--workload ping|find_id|cursor1000|insert|login] [--warmup-ms MS]\n"
             "               [--setup] [--docs N] [--read-pref MODE] [--tls-ca FILE]\n"
-            "               [--cpu-pid PID]\n"
-            "       mlbench [--uri HOST:PORT] [--tls-ca FILE] --command JSON [--db NAME]\n"
-            "--uri also takes mongodb://HOST:PORT/?tls=true&tlsCAFile=FILE.\n"
+            "               [--user U --password P [--auth-source DB]\n"
+            "                [--mechanism SCRAM-SHA-256|SCRAM-SHA-1]] [--cpu-pid PID]\n"
+            "       mlbench [--uri HOST:PORT] [--tls-ca FILE] [--user U ...] --command JSON\n"
+            "               [--db NAME]\n"
+            "--uri also takes mongodb://[USER:PASSWORD@]HOST:PORT[/DB][?OPTIONS] with the options\n"
+            "tls=true, tlsCAFile=FILE, authSource=DB and authMechanism=M.\n"
+            "With credentials every connection logs in (SCRAM) before the run starts; the login\n"
+            "workload measures connect + hello + login + close.\n"
             "Prints one line of JSON: ops, ops_per_sec, p50_us, p99_us, errors, ...\n"
             "--cpu-pid adds cpu_ticks, clk_tck and rss_kb: the user+system CPU time process PID\n"
             "used during the measured window (warm-up excluded), and its VmRSS at the end.\n");
@@ -994,8 +1216,9 @@ static bool uri_decode(const char *v, size_t n, char *buf, size_t len)
 }
 
 /*
- * Reads the URI options mlbench knows, tls (or ssl) = true|false and tlsCAFile, which implies
- * tls=true as it does in drivers; others are ignored. Returns 0 or -1.
+ * Reads the URI options mlbench knows: tls (or ssl) = true|false; tlsCAFile, which implies
+ * tls=true as it does in drivers; authSource and authMechanism. Others are ignored. Returns 0 or
+ * -1.
  */
 static int parse_uri_options(const char *q)
 {
@@ -1018,6 +1241,13 @@ static int parse_uri_options(const char *q)
                     return -1;
                 opt.tls_ca = uri_tls_ca;
                 opt.tls = true;
+            } else if (klen == 10 && strncasecmp(q, "authSource", 10) == 0) {
+                if (vlen == 0 || !uri_decode(v, vlen, uri_auth_source, sizeof(uri_auth_source)))
+                    return -1;
+            } else if (klen == 13 && strncasecmp(q, "authMechanism", 13) == 0) {
+                if (scram_mech_parse(v, vlen, &uri_mech) != 0)
+                    return -1;
+                uri_have_mech = true;
             }
         }
         q += n;
@@ -1032,6 +1262,25 @@ static int parse_uri(const char *uri)
     const char *p = uri;
     if (strncmp(p, "mongodb://", 10) == 0)
         p += 10;
+    /* user:password@ before the hosts (the last '@' before the path, as drivers read it). */
+    size_t auth_end = strcspn(p, "/?");
+    const char *at = NULL;
+    for (size_t i = 0; i < auth_end; i++)
+        if (p[i] == '@')
+            at = p + i;
+    if (at) {
+        size_t ulen = (size_t)(at - p);
+        const char *colon = memchr(p, ':', ulen);
+        size_t name_len = colon ? (size_t)(colon - p) : ulen;
+        if (name_len == 0 || !uri_decode(p, name_len, uri_user, sizeof(uri_user)))
+            return -1;
+        if (colon) {
+            if (!uri_decode(colon + 1, ulen - name_len - 1, uri_password, sizeof(uri_password)))
+                return -1;
+            uri_have_password = true;
+        }
+        p = at + 1;
+    }
     size_t n = strcspn(p, "/?,");
     char hp[240];
     if (n == 0 || n >= sizeof(hp))
@@ -1056,6 +1305,12 @@ static int parse_uri(const char *uri)
         return -1;
     strcpy(opt.host, host);
     strcpy(opt.port, port);
+    const char *rest = p + n + strcspn(p + n, "/?");
+    if (*rest == '/') {
+        size_t dlen = strcspn(rest + 1, "?");
+        if (dlen > 0 && !uri_decode(rest + 1, dlen, uri_db, sizeof(uri_db)))
+            return -1;
+    }
     const char *q = strchr(p + n, '?');
     return q ? parse_uri_options(q + 1) : 0;
 }
@@ -1087,7 +1342,11 @@ static int parse_args(int argc, char **argv)
         {"db", required_argument, NULL, 'D'},
         {"read-pref", required_argument, NULL, 'R'},
         {"tls-ca", required_argument, NULL, 'T'},
-        {"cpu-pid", required_argument, NULL, 'P'},
+        {"cpu-pid", required_argument, NULL, 'K'},
+        {"user", required_argument, NULL, 'U'},
+        {"password", required_argument, NULL, 'P'},
+        {"auth-source", required_argument, NULL, 'A'},
+        {"mechanism", required_argument, NULL, 'M'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -1104,14 +1363,17 @@ static int parse_args(int argc, char **argv)
     long long v;
     int longindex = 0;
     const char *tls_ca = NULL;
+    bool have_mech = false;
+    opt.mech = SCRAM_SHA_256;
     while ((ch = getopt_long(argc, argv, "", longopts, &longindex)) != -1) {
         switch (ch) {
         case 'u':
             if (parse_uri(optarg) != 0) {
+                /* A URI with credentials is not repeated: it may hold a password. */
                 fprintf(stderr,
                         "mlbench: bad --uri '%s' (want host:port, or "
-                        "mongodb://host:port/?tls=true&tlsCAFile=FILE)\n",
-                        optarg);
+                        "mongodb://[user:password@]host:port[/db][?options])\n",
+                        strchr(optarg, '@') ? "..." : optarg);
                 return -1;
             }
             break;
@@ -1182,10 +1444,30 @@ static int parse_args(int argc, char **argv)
                 goto bad;
             tls_ca = optarg;
             break;
-        case 'P':
+        case 'K':
             if (!parse_int(optarg, 1, 4194304, &v))
                 goto bad;
             opt.cpu_pid = (long)v;
+            break;
+        case 'U':
+            if (!*optarg || strlen(optarg) > SCRAM_MAX_USER)
+                goto bad;
+            opt.user = optarg;
+            break;
+        case 'P':
+            if (strlen(optarg) > SCRAM_MAX_PASSWORD)
+                goto bad;
+            opt.password = optarg;
+            break;
+        case 'A':
+            if (!*optarg)
+                goto bad;
+            opt.auth_source = optarg;
+            break;
+        case 'M':
+            if (scram_mech_parse(optarg, strlen(optarg), &opt.mech) != 0)
+                goto bad;
+            have_mech = true;
             break;
         case 'h':
             usage(stdout);
@@ -1206,6 +1488,24 @@ static int parse_args(int argc, char **argv)
     }
     if (opt.have_seconds && opt.have_ops) {
         fprintf(stderr, "mlbench: give --seconds or --ops, not both\n");
+        return -1;
+    }
+    /* The options win over the URI's credentials, wherever they stand. */
+    if (!opt.user && uri_user[0])
+        opt.user = uri_user;
+    if (!opt.password && opt.user == uri_user && uri_have_password)
+        opt.password = uri_password;
+    if (!opt.auth_source)
+        opt.auth_source = uri_auth_source[0] ? uri_auth_source : uri_db[0] ? uri_db : "admin";
+    if (!have_mech && uri_have_mech)
+        opt.mech = uri_mech;
+    if (opt.user && !opt.password) {
+        fprintf(stderr, "mlbench: user %s needs a password (--password or user:password@)\n",
+                opt.user);
+        return -1;
+    }
+    if (opt.password && !opt.user) {
+        fprintf(stderr, "mlbench: --password needs --user\n");
         return -1;
     }
     /* --tls-ca wins over the URI's options, wherever it stands. */
@@ -1292,6 +1592,7 @@ static void conn_free(struct conn *c)
         close(c->fd);
     wire_buf_free(&c->out);
     free(c->in);
+    free(c->phases);
 }
 
 static int conn_open(struct conn *c, int index, bool hello)
@@ -1307,7 +1608,53 @@ static int conn_open(struct conn *c, int index, bool hello)
         return -1;
     if (opt.tls && conn_tls_start(c) != 0)
         return -1;
-    return hello ? conn_hello(c) : 0;
+    c->t_phase[0] = now_ns();
+    if (!hello)
+        return 0;
+    if (conn_hello(c) != 0)
+        return -1;
+    return opt.user ? conn_login(c) : 0;
+}
+
+/*
+ * The login workload on one thread: a new connection, its hello and login, then its close, again
+ * and again until the run ends. c keeps the thread's histogram and count; each login uses its own
+ * short-lived connection object.
+ */
+static void *login_main(void *arg)
+{
+    struct conn *c = arg;
+    struct conn *t = malloc(sizeof(*t));
+    c->phases = calloc(LOGIN_PHASES, sizeof(*c->phases));
+    if (!t || !c->phases) {
+        free(t);
+        snprintf(c->fatal, sizeof(c->fatal), "out of memory");
+        return NULL;
+    }
+    while (!time_is_up(now_ns())) {
+        uint64_t t0 = now_ns();
+        int rc = conn_open(t, c->index, true);
+        if (rc != 0)
+            memcpy(c->fatal, t->fatal, sizeof(c->fatal));
+        conn_free(t);
+        if (rc != 0)
+            break;
+        struct slot s = {.state = SLOT_WAIT, .op_start_ns = t0};
+        int64_t before = c->ops_done;
+        finish_op(c, &s, true, now_ns());
+        if (c->ops_done == before)
+            continue; /* not measured (warm-up) */
+        /* Without credentials only connect and hello happen. */
+        uint64_t prev = t0;
+        for (int i = 0; i < (opt.user ? LOGIN_PHASES : 2); i++) {
+            hist_add(&c->phases[i], (t->t_phase[i] - prev + 500) / 1000);
+            prev = t->t_phase[i];
+        }
+    }
+    free(t);
+    if (c->fatal[0])
+        atomic_store(&stop_flag, true);
+    return NULL;
 }
 
 /* --command: sends one JSON command and prints the reply as relaxed extended JSON. */
@@ -1324,7 +1671,9 @@ static int command_mode(void)
     struct conn c;
     bson_t reply;
     int status = 2;
-    if (conn_open(&c, 0, false) == 0 && run_command(&c, cmd, NULL, NULL, 0, &reply) == 0) {
+    /* Without credentials the command goes first, as before; with them, after hello and login. */
+    if (conn_open(&c, 0, opt.user != NULL) == 0 &&
+        run_command(&c, cmd, NULL, NULL, 0, &reply) == 0) {
         char *json = bson_as_relaxed_extended_json(&reply, NULL);
         printf("%s\n", json);
         bson_free(json);
@@ -1376,6 +1725,23 @@ int main(int argc, char **argv)
     int opened = 0;
     long long cpu0 = -1, cpu1 = -1;
     long rss = 0;
+    if (opt.wl == WL_LOGIN) {
+        /* Each thread opens its own connections; one login first fills the key cache (and shows
+         * bad credentials once rather than once per thread). */
+        struct conn c;
+        int rc = conn_open(&c, 0, true);
+        if (rc != 0)
+            fprintf(stderr, "mlbench: %s\n", c.fatal);
+        conn_free(&c);
+        if (rc != 0) {
+            free(conns);
+            return 2;
+        }
+        for (; opened < opt.conns; opened++) {
+            conns[opened].index = opened;
+            conns[opened].fd = -1;
+        }
+    }
     for (; opened < opt.conns; opened++) {
         if (conn_open(&conns[opened], opened, true) != 0) {
             fprintf(stderr, "mlbench: %s\n", conns[opened].fatal);
@@ -1398,7 +1764,8 @@ int main(int argc, char **argv)
             atomic_store(&stop_flag, true);
         int started = 0;
         for (; started < opt.conns; started++) {
-            if (pthread_create(&conns[started].thread, NULL, conn_main, &conns[started]) != 0) {
+            if (pthread_create(&conns[started].thread, NULL,
+                               opt.wl == WL_LOGIN ? login_main : conn_main, &conns[started]) != 0) {
                 fprintf(stderr, "mlbench: cannot start thread %d\n", started);
                 atomic_store(&stop_flag, true);
                 status = 2;
@@ -1425,6 +1792,7 @@ int main(int argc, char **argv)
         t_done = opt.have_ops ? now_ns() : t_end_ns;
 
     struct hist *total = calloc(1, sizeof(*total));
+    struct hist *phases = calloc(LOGIN_PHASES, sizeof(*phases));
     int64_t ops = 0;
     for (int i = 0; i < opened; i++) {
         if (conns[i].fatal[0]) {
@@ -1433,28 +1801,43 @@ int main(int argc, char **argv)
         }
         if (total)
             hist_merge(total, &conns[i].hist);
+        for (int k = 0; phases && conns[i].phases && k < LOGIN_PHASES; k++)
+            hist_merge(&phases[k], &conns[i].phases[k]);
         ops += conns[i].ops_done;
         conn_free(&conns[i]);
     }
     free(conns);
-    if (!total) {
+    if (!total || !phases) {
         fprintf(stderr, "mlbench: out of memory\n");
+        free(total);
+        free(phases);
         return 2;
+    }
+    /* The login workload also tells how long each step of a login took (medians). */
+    char phase_json[256] = "";
+    if (opt.wl == WL_LOGIN) {
+        size_t o = (size_t)snprintf(phase_json, sizeof(phase_json), ",\"phases_p50_us\":{");
+        for (int k = 0; k < (opt.user ? LOGIN_PHASES : 2); k++)
+            o += (size_t)snprintf(phase_json + o, sizeof(phase_json) - o, "%s\"%s\":%" PRIu64,
+                                  k ? "," : "", phase_names[k], hist_percentile(&phases[k], 50));
+        snprintf(phase_json + o, sizeof(phase_json) - o, "}");
     }
     double secs = t_done > t_measure_ns ? (double)(t_done - t_measure_ns) / 1e9 : 0;
     printf("{\"workload\":\"%s\",\"conns\":%d,\"pipeline\":%d,\"ops\":%" PRId64
            ",\"seconds\":%.3f,\"ops_per_sec\":%.0f,\"p50_us\":%" PRIu64 ",\"p90_us\":%" PRIu64
            ",\"p99_us\":%" PRIu64 ",\"max_us\":%" PRIu64 ",\"errors\":%" PRId64
-           ",\"read_pref\":\"%s\"",
+           ",\"read_pref\":\"%s\",\"auth\":\"%s\"%s",
            workload_names[opt.wl], opt.conns, opt.pipeline, ops, secs,
            secs > 0 ? (double)ops / secs : 0.0, hist_percentile(total, 50),
            hist_percentile(total, 90), hist_percentile(total, 99), total->max,
-           (int64_t)atomic_load(&total_errors), opt.read_pref ? opt.read_pref : "");
+           (int64_t)atomic_load(&total_errors), opt.read_pref ? opt.read_pref : "",
+           opt.user ? scram_mech_name(opt.mech) : "", phase_json);
     if (cpu0 >= 0 && cpu1 >= cpu0)
         printf(",\"cpu_ticks\":%lld,\"clk_tck\":%ld,\"rss_kb\":%ld", cpu1 - cpu0,
                sysconf(_SC_CLK_TCK), rss);
     printf("}\n");
     free(total);
+    free(phases);
     if (status == 0 && atomic_load(&total_errors) > 0)
         status = 1;
     return status;

@@ -2,9 +2,10 @@
  * gen_corpus.c: writes the seed corpora of the libFuzzer targets (make fuzz-corpus). Run once and
  * commit the result; seeds are small on purpose, since libFuzzer only mutates what it is given.
  *
- *   gen_fuzz_corpus DIR    writes DIR/fuzz_wire, DIR/fuzz_request, DIR/fuzz_bson_check and
- *                          DIR/fuzz_config, a few dozen files each, replacing files of the same
- * name
+ *   gen_fuzz_corpus DIR    writes DIR/fuzz_wire, DIR/fuzz_request, DIR/fuzz_bson_check,
+ *                          DIR/fuzz_config, DIR/fuzz_scram, DIR/fuzz_authfile and
+ *                          DIR/fuzz_auth_parse, a few dozen files each at most, replacing files
+ *                          of the same name
  *
  * Frames are built with wire.c's builders and documents with libbson, so the valid seeds are valid
  * by construction; a few broken ones give the error paths a start.
@@ -591,6 +592,233 @@ static void gen_http(void)
     http_seed("long_method", "PROPPATCHPROPPATCH / HTTP/1.1\r\n\r\n");
 }
 
+/* --- fuzz_scram and fuzz_authfile ------------------------------------------------------------ */
+
+/* fuzz_scram's input: control byte, big-endian length of the first message, both messages. */
+static void scram_seed(const char *name, int control, const char *m1, const char *m2)
+{
+    size_t n1 = strlen(m1), n2 = strlen(m2);
+    uint8_t b[1024];
+    b[0] = (uint8_t)control;
+    b[1] = (uint8_t)(n1 >> 8);
+    b[2] = (uint8_t)n1;
+    memcpy(b + 3, m1, n1);
+    memcpy(b + 3 + n1, m2, n2);
+    write_file("fuzz_scram", name, b, 3 + n1 + n2);
+}
+
+static void gen_auth(void)
+{
+    /* The published exchanges (fuzz_scram.c fixes the nonces to theirs): 4 = SCRAM-SHA-256. */
+    const char *r256 = "rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0";
+    const char *r1 = "fyko+d2lbbFgONRv9qkxdawLHo+Vgk7qvUOKUwuWLIWg4l/9SraGMHEE";
+    char a[256], b[256];
+    snprintf(b, sizeof(b), "c=biws,r=%s,p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=", r256);
+    scram_seed("server_sha256", 4, "n,,n=user,r=rOprNGfwEbeRWgbNEkqO", b);
+    scram_seed("server_unknown_user", 7, "n,,n=user,r=rOprNGfwEbeRWgbNEkqO", b);
+    snprintf(a, sizeof(a), "r=%s,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096", r256);
+    scram_seed("client_sha256", 5, a, "v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=");
+    snprintf(b, sizeof(b), "c=biws,r=%s,p=MC2T8BvbmWRckDw8oWl5IVghwCY=", r1);
+    scram_seed("server_sha1", 0, "n,,n=user,r=fyko+d2lbbFgONRv9qkxdawL", b);
+    snprintf(a, sizeof(a), "r=%s,s=rQ9ZY3MntBeuP3E1TDVC4w==,i=10000", r1);
+    scram_seed("client_sha1", 1, a, "v=UMWeI25JD1yNYZRMpZ4VHvhZ9e0=");
+    scram_seed("client_error", 1, a, "e=invalid-proof");
+    scram_seed("server_escaped", 4, "y,,n=a=2Cb=3D,r=abc,x=ext", "c=eSws,r=abc,p=AAAA");
+    scram_seed("server_binding", 4, "p=tls-unique,a=admin,n=user,r=abc", "");
+    scram_seed("helpers_b64", 2, "Zm9vYmE=", "");
+    scram_seed("helpers_name", 2, "a=2Cb=3Dc", "");
+    scram_seed("helpers_mech", 6, "SCRAM-SHA-256", "");
+
+    static const char *files[][2] = {
+        {"two_mechs",
+         "# verifiers\n\n"
+         "app.alice SCRAM-SHA-256 15000 JBe5FdXk8meWMBHMLIhPRMHxeq1Kir0e4/f8PA== "
+         "ezT1RF7Ow6OvpuyJnJTBQDozBc8rq7BhntA42OtK0I0= "
+         "t3O2D7JKskgOTaJQp3ZHUWEgbFX3Pnyrb14z2Aohm1I=\n"
+         "app.alice\tSCRAM-SHA-1\t10000 xH4KYS0KmGD3bUlP89MKeA== xYwHIL/p0IwSmx2t8WdKN1p/0Ow= "
+         "6jdtRTgt04/hUp+YNn1qqDx7IwQ=\r\n"},
+        {"external",
+         "$external.first.last SCRAM-SHA-256 4096 BkhwCgaOZkgKUry+Id6f8yJnw2LFVgXw7Dolhg== "
+         "pW9ZO/0L7atOpplxlpftAjppBG5pV99f/+CcsrNjkWo= "
+         "BPVAbfBB0p46atJdvbutRtg1zqOT+zpbinVYmNTSrIQ="},
+        {"duplicate", "app.a SCRAM-SHA-1 10000 xH4KYS0KmGD3bUlP89MKeA== "
+                      "xYwHIL/p0IwSmx2t8WdKN1p/0Ow= 6jdtRTgt04/hUp+YNn1qqDx7IwQ=\n"
+                      "app.a SCRAM-SHA-1 10000 xH4KYS0KmGD3bUlP89MKeA== "
+                      "xYwHIL/p0IwSmx2t8WdKN1p/0Ow= 6jdtRTgt04/hUp+YNn1qqDx7IwQ=\n"},
+        {"bad_fields", "app.a SCRAM-SHA-512 99 !!!! x\nnodot SCRAM-SHA-1 4096 a b c\n#\n"},
+        {"empty", ""},
+    };
+    for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++)
+        write_file("fuzz_authfile", files[i][0], files[i][1], strlen(files[i][1]));
+}
+
+/* --- fuzz_auth_parse ------------------------------------------------------------------------ */
+
+/* A control byte (fuzz_auth_parse.c's parser choice), then the bytes. */
+static void auth_parse_seed(const char *name, int control, const uint8_t *p, size_t n)
+{
+    uint8_t *b = malloc(n + 1);
+    if (!b)
+        must(-ENOMEM);
+    b[0] = (uint8_t)control;
+    memcpy(b + 1, p, n);
+    write_file("fuzz_auth_parse", name, b, n + 1);
+    free(b);
+}
+
+static void auth_doc_seed(const char *name, int control, const bson_t *doc)
+{
+    auth_parse_seed(name, control, bson_get_data(doc), doc->len);
+}
+
+/* A reply frame (OP_MSG) with body doc. */
+static void auth_frame_seed(const char *name, int control, const bson_t *doc)
+{
+    struct wire_buf b = {0};
+    must(wire_append_msg(&b, 7, 1, 0, doc));
+    auth_parse_seed(name, control, b.data, b.len);
+    wire_buf_free(&b);
+}
+
+static void gen_auth_parse(void)
+{
+    /* RFC 7677's client-first and server-first, as drivers and servers carry them. */
+    static const char cfirst[] = "n,,n=user,r=rOprNGfwEbeRWgbNEkqO";
+    static const char sfirst[] = "r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,"
+                                 "s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096";
+    bson_t *d, opt;
+
+    /* 0: a client's saslStart and saslContinue. */
+    d = bson_new();
+    BSON_APPEND_INT32(d, "saslStart", 1);
+    BSON_APPEND_UTF8(d, "mechanism", "SCRAM-SHA-256");
+    BSON_APPEND_BINARY(d, "payload", BSON_SUBTYPE_BINARY, (const uint8_t *)cfirst,
+                       sizeof(cfirst) - 1);
+    BSON_APPEND_BOOL(d, "autoAuthorize", true);
+    BSON_APPEND_DOCUMENT_BEGIN(d, "options", &opt);
+    BSON_APPEND_BOOL(&opt, "skipEmptyExchange", true);
+    bson_append_document_end(d, &opt);
+    BSON_APPEND_UTF8(d, "$db", "app");
+    auth_doc_seed("sasl_start", 0, d);
+    bson_destroy(d);
+    static const char *sasl_json[][2] = {
+        {"sasl_start_string", "{\"saslStart\": 1, \"mechanism\": \"SCRAM-SHA-1\", \"payload\": "
+                              "\"n,,n=user,r=fyko+d2lbbFgONRv9qkxdawL\", \"$db\": \"admin\"}"},
+        {"sasl_continue", "{\"saslContinue\": 1, \"conversationId\": 1, \"payload\": "
+                          "{\"$binary\": {\"base64\": \"Yz1iaXdz\", \"subType\": \"00\"}}}"},
+        {"sasl_continue_double",
+         "{\"saslContinue\": 1, \"conversationId\": 1.0, \"payload\": \"\"}"},
+        {"sasl_continue_huge",
+         "{\"saslContinue\": 1, \"conversationId\": 1e300, \"payload\": \"\"}"},
+        {"sasl_continue_nan",
+         "{\"saslContinue\": 1, \"conversationId\": {\"$numberDouble\": \"NaN\"}}"},
+        {"sasl_continue_long",
+         "{\"saslContinue\": 1, \"conversationId\": {\"$numberLong\": \"-9223372036854775808\"}}"},
+        {"sasl_wrong_types",
+         "{\"saslStart\": 1, \"mechanism\": 5, \"payload\": [1], \"options\": 1}"},
+    };
+    for (size_t i = 0; i < sizeof(sasl_json) / sizeof(sasl_json[0]); i++) {
+        d = json(sasl_json[i][1]);
+        auth_doc_seed(sasl_json[i][0], 0, d);
+        bson_destroy(d);
+    }
+
+    /* 1: hello with saslSupportedMechs and a speculative saslStart. */
+    bson_t spec;
+    d = bson_new();
+    BSON_APPEND_INT32(d, "hello", 1);
+    BSON_APPEND_UTF8(d, "saslSupportedMechs", "app.alice");
+    BSON_APPEND_DOCUMENT_BEGIN(d, "speculativeAuthenticate", &spec);
+    BSON_APPEND_INT32(&spec, "saslStart", 1);
+    BSON_APPEND_UTF8(&spec, "mechanism", "SCRAM-SHA-256");
+    BSON_APPEND_BINARY(&spec, "payload", BSON_SUBTYPE_BINARY, (const uint8_t *)cfirst,
+                       sizeof(cfirst) - 1);
+    BSON_APPEND_DOCUMENT_BEGIN(&spec, "options", &opt);
+    BSON_APPEND_BOOL(&opt, "skipEmptyExchange", true);
+    bson_append_document_end(&spec, &opt);
+    BSON_APPEND_UTF8(&spec, "db", "app");
+    bson_append_document_end(d, &spec);
+    BSON_APPEND_UTF8(d, "$db", "admin");
+    auth_doc_seed("hello_speculative", 1, d);
+    bson_destroy(d);
+    static const char *hello_json[][2] = {
+        {"hello_x509", "{\"hello\": 1, \"speculativeAuthenticate\": {\"authenticate\": 1, "
+                       "\"mechanism\": \"MONGODB-X509\", \"db\": \"$external\"}}"},
+        {"hello_bad_names", "{\"isMaster\": 1, \"saslSupportedMechs\": \".alice\", "
+                            "\"speculativeAuthenticate\": {}}"},
+        {"hello_no_dot", "{\"hello\": 1, \"saslSupportedMechs\": \"alice\"}"},
+    };
+    for (size_t i = 0; i < sizeof(hello_json) / sizeof(hello_json[0]); i++) {
+        d = json(hello_json[i][1]);
+        auth_doc_seed(hello_json[i][0], 1, d);
+        bson_destroy(d);
+    }
+
+    /* 2: servers' answers to mongolb's logins. */
+    d = bson_new();
+    BSON_APPEND_INT32(d, "conversationId", 1);
+    BSON_APPEND_BOOL(d, "done", false);
+    BSON_APPEND_BINARY(d, "payload", BSON_SUBTYPE_BINARY, (const uint8_t *)sfirst,
+                       sizeof(sfirst) - 1);
+    BSON_APPEND_DOUBLE(d, "ok", 1.0);
+    auth_frame_seed("server_first", 2, d);
+    bson_destroy(d);
+    static const char *reply_json[][2] = {
+        {"server_final", "{\"conversationId\": 1, \"done\": true, \"payload\": "
+                         "\"v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=\", \"ok\": 1}"},
+        {"server_refused", "{\"ok\": 0, \"errmsg\": \"Authentication failed.\", \"code\": 18, "
+                           "\"codeName\": \"AuthenticationFailed\"}"},
+        {"server_huge_code", "{\"ok\": 0.0, \"code\": 1e300, \"conversationId\": -1e300}"},
+        {"server_x509", "{\"dbname\": \"$external\", \"user\": \"CN=client\", \"ok\": 1}"},
+    };
+    for (size_t i = 0; i < sizeof(reply_json) / sizeof(reply_json[0]); i++) {
+        d = json(reply_json[i][1]);
+        auth_frame_seed(reply_json[i][0], 2, d);
+        bson_destroy(d);
+    }
+
+    /* 3: usersInfo with showCredentials (the verifiers of gen_auth's auth files). */
+    static const char *users_json[][2] = {
+        {"users_info",
+         "{\"users\": [{\"_id\": \"app.bob\", \"user\": \"bob\", \"db\": \"app\"}, "
+         "{\"_id\": \"app.alice\", \"userId\": {\"$binary\": {\"base64\": "
+         "\"AAAAAAAAAAAAAAAAAAAAAA==\", "
+         "\"subType\": \"04\"}}, \"user\": \"alice\", \"db\": \"app\", \"credentials\": "
+         "{\"SCRAM-SHA-1\": {\"iterationCount\": 10000, \"salt\": \"xH4KYS0KmGD3bUlP89MKeA==\", "
+         "\"storedKey\": \"xYwHIL/p0IwSmx2t8WdKN1p/0Ow=\", \"serverKey\": "
+         "\"6jdtRTgt04/hUp+YNn1qqDx7IwQ=\"}, \"SCRAM-SHA-256\": {\"iterationCount\": 15000, "
+         "\"salt\": \"JBe5FdXk8meWMBHMLIhPRMHxeq1Kir0e4/f8PA==\", \"storedKey\": "
+         "\"ezT1RF7Ow6OvpuyJnJTBQDozBc8rq7BhntA42OtK0I0=\", \"serverKey\": "
+         "\"t3O2D7JKskgOTaJQp3ZHUWEgbFX3Pnyrb14z2Aohm1I=\"}}, \"roles\": [{\"role\": "
+         "\"readWrite\", \"db\": \"app\"}, {\"role\": \"clusterMonitor\", \"db\": \"admin\"}], "
+         "\"mechanisms\": [\"SCRAM-SHA-1\", \"SCRAM-SHA-256\"]}], \"ok\": 1}"},
+        {"users_info_double_count",
+         "{\"users\": [{\"user\": \"alice\", \"db\": \"app\", \"credentials\": {\"SCRAM-SHA-1\": "
+         "{\"iterationCount\": 1e300, \"salt\": \"xH4KYS0KmGD3bUlP89MKeA==\", \"storedKey\": "
+         "\"xYwHIL/p0IwSmx2t8WdKN1p/0Ow=\", \"serverKey\": \"6jdtRTgt04/hUp+YNn1qqDx7IwQ=\"}}}], "
+         "\"ok\": 1}"},
+        {"users_info_bad_b64",
+         "{\"users\": [{\"user\": \"alice\", \"db\": \"app\", \"credentials\": {\"SCRAM-SHA-256\": "
+         "{\"iterationCount\": 4096, \"salt\": \"!!!\", \"storedKey\": \"AA==\", \"serverKey\": "
+         "\"\"}}}], \"ok\": 1}"},
+        {"users_info_empty", "{\"users\": [], \"ok\": 1}"},
+        {"users_info_refused",
+         "{\"ok\": 0, \"errmsg\": \"not authorized on app to execute command\", "
+         "\"code\": 13}"},
+    };
+    for (size_t i = 0; i < sizeof(users_json) / sizeof(users_json[0]); i++) {
+        d = json(users_json[i][1]);
+        auth_frame_seed(users_json[i][0], 3, d);
+        bson_destroy(d);
+    }
+
+    /* 4: names. */
+    static const char *names[][2] = {
+        {"name", "app.alice"}, {"name_dots", "app.first.last"}, {"name_empty_user", "app."}};
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        auth_parse_seed(names[i][0], 4, (const uint8_t *)names[i][1], strlen(names[i][1]));
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 2) {
@@ -607,5 +835,7 @@ int main(int argc, char **argv)
     gen_config();
     gen_compress();
     gen_http();
+    gen_auth();
+    gen_auth_parse();
     return 0;
 }

@@ -42,6 +42,65 @@ def connect(host_port, timeout=5.0, tls_ca=None, tls_client=None):
     return ctx.wrap_socket(s, server_hostname=host_port[0])
 
 
+_SALTED = {}
+
+
+def scram_sha256_login(sock, user, password, source="admin", request_id=0x7FFF0000):
+    """Logs a raw socket in with SCRAM-SHA-256 (RFC 5802/7677 as MongoDB speaks it: saslStart
+    with skipEmptyExchange, then saslContinue; an empty last step when the server asks for one).
+    hashlib and hmac only; the password must be printable ASCII (SASLprep is then the identity).
+    The salted password is cached per (password, salt, count), as drivers cache it. Raises
+    AssertionError when the server refuses the login or fails to prove it knows the password."""
+    import base64
+    import hashlib
+    import hmac
+
+    import bson
+
+    def h(data):
+        return hashlib.sha256(data).digest()
+
+    def mac(key, data):
+        return hmac.new(key, data, hashlib.sha256).digest()
+
+    def call(doc, rid):
+        doc = dict(doc)
+        doc["$db"] = source
+        send_msg(sock, doc, request_id=rid)
+        _, reply, _ = recv_msg(sock)
+        assert reply.get("ok") == 1, "login of %s@%s refused: %r" % (user, source, reply)
+        return reply
+
+    name = user.replace("=", "=3D").replace(",", "=2C")
+    cnonce = base64.b64encode(os.urandom(24)).decode()
+    first_bare = "n=%s,r=%s" % (name, cnonce)
+    r = call({"saslStart": 1, "mechanism": "SCRAM-SHA-256",
+              "payload": bson.Binary(("n,," + first_bare).encode()), "autoAuthorize": 1,
+              "options": {"skipEmptyExchange": True}}, request_id)
+    server_first = bytes(r["payload"]).decode()
+    fields = dict(kv.split("=", 1) for kv in server_first.split(","))
+    nonce, salt, iters = fields["r"], base64.b64decode(fields["s"]), int(fields["i"])
+    assert nonce.startswith(cnonce), "the server's nonce does not extend ours"
+    key = (password, salt, iters)
+    if key not in _SALTED:
+        _SALTED[key] = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iters)
+    salted = _SALTED[key]
+    client_key = mac(salted, b"Client Key")
+    without_proof = "c=biws,r=%s" % nonce
+    auth_message = ",".join((first_bare, server_first, without_proof)).encode()
+    signature = mac(h(client_key), auth_message)
+    proof = base64.b64encode(bytes(a ^ b for a, b in zip(client_key, signature))).decode()
+    r = call({"saslContinue": 1, "conversationId": r["conversationId"],
+              "payload": bson.Binary(("%s,p=%s" % (without_proof, proof)).encode())},
+             request_id + 1)
+    expect = base64.b64encode(mac(mac(salted, b"Server Key"), auth_message)).decode()
+    assert bytes(r["payload"]).decode() == "v=" + expect, "the server's signature is wrong"
+    if not r.get("done"):
+        r = call({"saslContinue": 1, "conversationId": r["conversationId"],
+                  "payload": bson.Binary(b"")}, request_id + 2)
+        assert r.get("done"), r
+
+
 class Sim:
     """A running mongosim process."""
 
@@ -102,6 +161,15 @@ class Sim:
             opts["directConnection"] = "true"
         q = "&".join("%s=%s" % (k, v) for k, v in opts.items())
         return "mongodb://%s/%s" % (hosts, "?" + q if q else "")
+
+    def uri_as(self, user, password, i=None, **options):
+        """uri() with credentials, for a simulator started with --auth and --auth-user:
+        sim.uri_as("app", "pw", 0, authSource="test")."""
+        from urllib.parse import quote_plus
+
+        base = self.uri(i, **options)
+        return base.replace("mongodb://", "mongodb://%s:%s@" % (quote_plus(user),
+                                                               quote_plus(password)), 1)
 
     def command(self, i, cmd, db="admin", timeout=5.0):
         """Runs one command on server i over a raw socket (OP_MSG) and returns the reply as a

@@ -24,7 +24,7 @@ import time
 
 import pytest
 
-from harness import connect, recv_msg, send_msg, start_sim
+from harness import connect, recv_msg, scram_sha256_login, send_msg, start_sim
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEFAULT_BINARY = os.path.join(ROOT, "build", "mongolb")
@@ -52,12 +52,16 @@ def free_port():
         return s.getsockname()[1]
 
 
-def raw_command(host, port, cmd, db="admin", timeout=5.0, tls_ca=None, tls_client=None):
+def raw_command(host, port, cmd, db="admin", timeout=5.0, tls_ca=None, tls_client=None,
+                login=None):
     """Runs one command over a fresh raw socket (OP_MSG, TLS when tls_ca is given) and returns
-    the reply document."""
+    the reply document; logged in first with SCRAM-SHA-256 when login = (user, password,
+    source)."""
     doc = dict(cmd)
     doc["$db"] = db
     with connect((host, port), timeout, tls_ca, tls_client) as s:
+        if login:
+            scram_sha256_login(s, *login)
         send_msg(s, doc, request_id=1)
         return recv_msg(s)[1]
 
@@ -66,7 +70,7 @@ class Mongolb:
     """A running mongolb process."""
 
     def __init__(self, seeds, config=None, expect_known=None, timeout=15.0, tls_ca=None,
-                 tls_client=None):
+                 tls_client=None, admin=None):
         self.binary = os.environ.get("MONGOLB", DEFAULT_BINARY)
         if not os.path.exists(self.binary):
             raise MongolbError("mongolb not found at %s (run make)" % self.binary)
@@ -74,6 +78,8 @@ class Mongolb:
         # With tls_mode = require, status() and uri speak TLS, verified against tls_ca.
         self.tls_ca = tls_ca
         self.tls_client = tls_client
+        # With [auth] on, status() logs in first as admin = (user, password, authSource).
+        self.admin = admin
         self.tmp = tempfile.mkdtemp(prefix="mongolb-test-")
         self.log_path = os.path.join(self.tmp, "mongolb.stderr")
         self.conf_path = os.path.join(self.tmp, "mongolb.ini")
@@ -102,6 +108,13 @@ class Mongolb:
 
     @property
     def uri(self):
+        """The URI applications use: with the admin credentials when there are some."""
+        if self.admin:
+            user, password, source = self.admin
+            return self.uri_as(user, password, authSource=source)
+        return self.base_uri()
+
+    def base_uri(self):
         if self.tls_ca:
             uri = "mongodb://127.0.0.1:%d/?tls=true&tlsCAFile=%s" % (self.port, self.tls_ca)
             if self.tls_client:
@@ -115,6 +128,7 @@ class Mongolb:
             "upstream": {"mode": "mongos", "seeds": ",".join(self.seeds),
                          "heartbeat_interval_ms": "500"},
             "cursors": {},
+            "auth": {},
         }
         for key, value in extra.items():  # "section.key": value
             section, name = key.split(".", 1)
@@ -149,17 +163,51 @@ class Mongolb:
     def log_tail(self, lines=60):
         return "\n".join(self.log().splitlines()[-lines:])
 
-    def connect(self, timeout=5.0):
-        """A raw socket to mongolb: TLS when mongolb requires it (tls_ca given)."""
-        return connect((self.host, self.port), timeout, self.tls_ca, self.tls_client)
+    def connect(self, timeout=5.0, login=True):
+        """A raw socket to mongolb: TLS when mongolb requires it (tls_ca given), logged in as the
+        admin user when there is one (MONGOLB_TEST_AUTH) unless login is False."""
+        s = connect((self.host, self.port), timeout, self.tls_ca, self.tls_client)
+        if login and self.admin:
+            try:
+                scram_sha256_login(s, *self.admin)
+            except BaseException:
+                s.close()
+                raise
+        return s
 
-    def command(self, cmd, db="admin", timeout=5.0):
-        """One command over a fresh raw socket to mongolb (TLS when it requires it)."""
+    def command(self, cmd, db="admin", timeout=5.0, login=True):
+        """One command over a fresh raw socket to mongolb (TLS when it requires it), logged in as
+        the admin user when there is one unless login is False."""
         return raw_command(self.host, self.port, cmd, db=db, timeout=timeout, tls_ca=self.tls_ca,
-                           tls_client=self.tls_client)
+                           tls_client=self.tls_client,
+                           login=self.admin if login else None)
+
+    def uri_as(self, user, password, **options):
+        """uri with credentials (quoted), plus URI options such as authSource."""
+        from urllib.parse import quote_plus
+
+        base = self.base_uri()
+        sep = "&" if "?" in base else "?"
+        opts = "&".join("%s=%s" % (k, v) for k, v in options.items())
+        uri = base.replace("mongodb://", "mongodb://%s:%s@" % (quote_plus(user),
+                                                               quote_plus(password)), 1)
+        return uri + (sep + opts if opts else "")
 
     def status(self, timeout=5.0):
-        """mongolbStatus over a raw socket (no driver involved)."""
+        """mongolbStatus over a raw socket (no driver involved); with admin credentials, through
+        PyMongo logged in as that user."""
+        if self.admin:
+            import pymongo
+            import pymongo.errors
+
+            user, password, source = self.admin
+            try:
+                with pymongo.MongoClient(self.uri_as(user, password, authSource=source),
+                                         serverSelectionTimeoutMS=int(timeout * 1000),
+                                         connectTimeoutMS=int(timeout * 1000)) as c:
+                    return c.admin.command("mongolbStatus")
+            except pymongo.errors.ConnectionFailure as e:
+                raise ConnectionError(str(e))
         return raw_command(self.host, self.port, {"mongolbStatus": 1}, timeout=timeout,
                            tls_ca=self.tls_ca, tls_client=self.tls_client)
 
@@ -238,6 +286,31 @@ def real_seeds():
 _TLS_CERTS = None
 
 
+# MONGOLB_TEST_AUTH=passthrough runs every Cluster with authentication: the simulator with --auth
+# and a root user, mongolb in passthrough mode with that user as service_user, and lb.uri, status()
+# and the raw sockets of lb.connect() and lb.command() logged in as it (harness.py's
+# scram_sha256_login; login=False for a socket that must stay anonymous).
+AUTH_USER, AUTH_PWD = "admin", "s3cret"
+_AUTH_DIR = None
+
+
+def auth_everywhere():
+    """The (sim args, mongolb config, admin) of MONGOLB_TEST_AUTH=passthrough, or None."""
+    global _AUTH_DIR
+    if os.environ.get("MONGOLB_TEST_AUTH") != "passthrough":
+        return None
+    if _AUTH_DIR is None:
+        _AUTH_DIR = tempfile.mkdtemp(prefix="mongolb-test-auth-")
+        with open(os.path.join(_AUTH_DIR, "service.password"), "w") as f:
+            f.write(AUTH_PWD + "\n")
+        os.chmod(os.path.join(_AUTH_DIR, "service.password"), 0o600)
+    config = {"auth.mode": "passthrough", "auth.service_user": AUTH_USER,
+              "auth.service_password_file": os.path.join(_AUTH_DIR, "service.password"),
+              "auth.admin_users": "%s@admin" % AUTH_USER}
+    return (("--auth", "--auth-user", "%s:%s" % (AUTH_USER, AUTH_PWD)), config,
+            (AUTH_USER, AUTH_PWD, "admin"))
+
+
 def tls_everywhere():
     """The certificates to use when MONGOLB_TEST_TLS=1 asks for TLS on both legs (applications to
     mongolb, mongolb to the simulator), made once per test run; None otherwise. make check runs
@@ -271,6 +344,13 @@ class Cluster:
                            "upstream.tls": "true", "upstream.tls_ca_file": certs.ca})
             tls = {"tls_ca": certs.ca}
             sim_args = tuple(sim_args) + ("--tls-cert", certs.server)
+        auth = auth_everywhere()
+        admin = {}
+        if auth and seeds is None:
+            sim_args = tuple(sim_args) + auth[0]
+            config = dict(config or {})
+            config.update(auth[1])
+            admin = {"admin": auth[2]}
         try:
             if seeds is None:
                 self.sim = start_sim(*sim_args, **tls)
@@ -278,7 +358,8 @@ class Cluster:
                 if seed_indices is not None:
                     seeds = [seeds[i] for i in seed_indices]
             self.seeds = seeds
-            self.lb = start_mongolb(seeds, config=config, expect_known=expect_known, **tls)
+            self.lb = start_mongolb(seeds, config=config, expect_known=expect_known, **tls,
+                                    **admin)
         except BaseException:
             self.close()
             raise

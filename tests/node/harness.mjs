@@ -97,6 +97,13 @@ export class Sim {
     return `mongodb://${hosts}/${q ? '?' + q : ''}`;
   }
 
+  // uri() with credentials, for a simulator started with --auth and --auth-user:
+  // sim.uriAs('app', 'pw', 0, { authSource: 'test' }).
+  uriAs(user, password, i, options = {}) {
+    const creds = `${encodeURIComponent(user)}:${encodeURIComponent(password)}@`;
+    return this.uri(i, options).replace('mongodb://', `mongodb://${creds}`);
+  }
+
   // One command (simStats, simKill...) on a fresh direct connection to server i.
   command(i, cmd, timeoutMs = 5000) {
     return commandOn(this.servers[i], cmd, { timeoutMs, tls: this.tls });

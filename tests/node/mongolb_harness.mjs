@@ -92,8 +92,29 @@ export class Mongolb {
     return directCommand(this.hostPort, cmd, timeoutMs, this.tls);
   }
 
-  status(timeoutMs = 5000) {
-    return this.command({ mongolbStatus: 1 }, timeoutMs);
+  // uri with credentials and URI options (authSource, authMechanism...).
+  uriAs(user, password, options = {}) {
+    const u = new URL(this.uri);
+    u.username = encodeURIComponent(user);
+    u.password = encodeURIComponent(password);
+    for (const [k, v] of Object.entries(options)) u.searchParams.set(k, v);
+    return u.toString();
+  }
+
+  // With [auth] on (this.admin = { user, password, source }), mongolbStatus through the Node
+  // driver logged in as that user; else over a raw connection.
+  async status(timeoutMs = 5000) {
+    if (!this.admin) return this.command({ mongolbStatus: 1 }, timeoutMs);
+    const { MongoClient } = await import('mongodb');
+    const { user, password, source } = this.admin;
+    const client = new MongoClient(this.uriAs(user, password, { authSource: source }), {
+      serverSelectionTimeoutMS: timeoutMs, connectTimeoutMS: timeoutMs,
+    });
+    try {
+      return await client.db('admin').command({ mongolbStatus: 1 });
+    } finally {
+      await client.close();
+    }
   }
 
   log() {
@@ -146,7 +167,9 @@ function configText(port, seeds, config) {
 }
 
 export async function startMongolb(
-  seeds, { expectKnown = seeds.length, timeoutMs = 15000, config = {}, tls = null } = {},
+  seeds, {
+    expectKnown = seeds.length, timeoutMs = 15000, config = {}, tls = null, admin = null,
+  } = {},
 ) {
   if (!existsSync(binary)) throw new Error(`mongolb not found at ${binary} (run make)`);
   const dir = mkdtempSync(path.join(os.tmpdir(), 'mongolb-node-'));
@@ -160,6 +183,7 @@ export async function startMongolb(
     const proc = spawn(binary, ['-c', conf], { stdio: ['ignore', fd, fd] });
     closeSync(fd);
     const lb = new Mongolb(proc, port, dir, logPath, tls);
+    lb.admin = admin;
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       if (lb.exitCode !== null) break; // e.g. the port was taken meanwhile: try another

@@ -46,6 +46,12 @@ static void usage(FILE *f)
             "  --tls-require-client-cert  refuse clients without a valid certificate\n"
             "  --compressors LIST     compressors a hello may negotiate, in order of\n"
             "                         preference (default zstd,snappy,zlib; '' for none)\n"
+            "  --auth                 require authentication and enforce the built-in roles\n"
+            "                         (sim* commands and configureFailPoint stay open)\n"
+            "  --auth-user U:P[:ROLES]  create user U (name[@db], db admin by default) with\n"
+            "                         password P and ROLES (role[@db][,...], default\n"
+            "                         root@admin), with SCRAM-SHA-1 and SCRAM-SHA-256\n"
+            "                         credentials; repeatable\n"
             "  --verbose              log connections and bad input on stderr\n"
             "\n"
             "Fault injection and inspection: commands sent to any server of the deployment\n"
@@ -106,6 +112,8 @@ static int parse_args(int argc, char **argv, struct sim_options *o)
         O_TLS_REQUIRE_CLIENT_CERT,
         O_VERSION,
         O_COMPRESSORS,
+        O_AUTH,
+        O_AUTH_USER,
         O_HELP,
     };
     static const struct option opts[] = {
@@ -126,6 +134,8 @@ static int parse_args(int argc, char **argv, struct sim_options *o)
         {"tls-require-client-cert", no_argument, NULL, O_TLS_REQUIRE_CLIENT_CERT},
         {"version", required_argument, NULL, O_VERSION},
         {"compressors", required_argument, NULL, O_COMPRESSORS},
+        {"auth", no_argument, NULL, O_AUTH},
+        {"auth-user", required_argument, NULL, O_AUTH_USER},
         {"help", no_argument, NULL, O_HELP},
         {NULL, 0, NULL, 0},
     };
@@ -223,6 +233,14 @@ static int parse_args(int argc, char **argv, struct sim_options *o)
                 fprintf(stderr, "mongosim: --compressors: %s\n", why);
                 return -EINVAL;
             }
+            break;
+        case O_AUTH:
+            o->auth = true;
+            break;
+        case O_AUTH_USER:
+            if (o->n_auth_users >= (int)(sizeof(o->auth_users) / sizeof(o->auth_users[0])))
+                return -EINVAL;
+            o->auth_users[o->n_auth_users++] = optarg;
             break;
         case O_HELP:
             usage(stdout);
@@ -471,6 +489,19 @@ int main(int argc, char **argv)
         fprintf(stderr, "mongosim: bad --latency, --tags or --lag-ms\n");
         return 2;
     }
+    for (int i = 0; i < s->opt.n_auth_users; i++) {
+        int rc = sim_auth_add_user_spec(s, s->opt.auth_users[i]);
+        if (rc < 0) {
+            /* The spec holds a password: only its user part is printed. */
+            const char *spec = s->opt.auth_users[i];
+            fprintf(stderr, "mongosim: bad --auth-user for %.*s: %s\n", (int)strcspn(spec, ":"),
+                    spec,
+                    rc == -EEXIST ? "that user is given twice"
+                                  : "expected user[@db]:password"
+                                    "[:role[@db],...] with known roles");
+            return 2;
+        }
+    }
     if (s->opt.tls_cert[0]) {
         s->tls_ctx = tls_context(&s->opt);
         if (!s->tls_ctx)
@@ -530,6 +561,7 @@ int main(int argc, char **argv)
         sim_free_server_state(&s->servers[i]);
     sim_free_retries(s);
     sim_repl_free(s);
+    sim_auth_free(s);
     store_free(s->store);
     bson_destroy(&s->scratch);
     free(s->seq_views);

@@ -27,6 +27,7 @@
 #include <uv.h>
 
 #include "compress.h"
+#include "sim_auth.h"
 #include "store.h"
 #include "wire.h"
 
@@ -53,6 +54,7 @@ struct sim_cursor {
     struct store_results res;
     size_t pos;
     uint64_t last_used_ms;
+    char owner[SIM_AUTH_OWNER_MAX]; /* "user@db" of the user that opened it, "" for none */
 };
 
 /* A multi-document transaction a server holds, keyed by lsid.id and txnNumber. */
@@ -67,7 +69,8 @@ struct sim_txn {
     uint8_t lsid[16];
     int64_t txn_number;
     enum sim_txn_state state;
-    struct store_txn *undo; /* NULL once committed or aborted */
+    struct store_txn *undo;         /* NULL once committed or aborted */
+    char owner[SIM_AUTH_OWNER_MAX]; /* the session's user: with --auth, part of its key */
 };
 
 /* A saved reply of a retryable write, shared by all servers of the deployment. */
@@ -76,6 +79,7 @@ struct sim_retry {
     uint8_t lsid[16];
     int64_t txn_number;
     bson_t *reply;
+    char owner[SIM_AUTH_OWNER_MAX]; /* the session's user: with --auth, part of its key */
 };
 
 /* One line of the per-server log of commands that carried a txnNumber. */
@@ -168,6 +172,11 @@ struct sim_server {
         uint64_t msgs_out, bytes_out, raw_out;
     } compressed;
     uint64_t txn_commands;
+    /* Logins seen (sim_auth.c): saslStart first steps (in hello too), first steps taken inside a
+     * hello, logins completed, logins refused (18), commands refused with 13. */
+    struct {
+        uint64_t sasl_starts, speculative, successes, failures, unauthorized;
+    } auth_stats;
 
     struct sim_txn_log_entry *txn_log;
     size_t txn_log_len;
@@ -195,6 +204,10 @@ struct sim_options {
     /* --compressors: what a hello's `compression` is intersected with (default zstd,snappy,zlib);
      * OP_COMPRESSED frames with any of them are accepted. */
     struct compress_list compressors;
+    /* --auth: commands need a login and a role (sim_auth.c); --auth-user seeds users. */
+    bool auth;
+    const char *auth_users[32]; /* --auth-user specs, pointing into argv */
+    int n_auth_users;
 };
 
 struct sim {
@@ -228,6 +241,10 @@ struct sim {
     /* The TLS context every connection's SSL is made from (mongosim.c builds it from the
      * options), or NULL when the listeners speak plaintext. */
     SSL_CTX *tls_ctx;
+
+    /* The deployment's users (sim_auth.c), seen alike by every server. */
+    struct sim_user *users;
+    size_t nusers;
 
     /* Scratch space reused by every request, so the hot path does not allocate: the reply
      * document and the views of a kind-1 document sequence. */
@@ -274,6 +291,11 @@ void sim_stop(struct sim *s);
 const char *sim_conn_app_name(const struct sim_conn *c);
 uint64_t sim_conn_id(const struct sim_conn *c);
 void sim_conn_set_app_name(struct sim_conn *c, const char *name);
+/* The connection's login state (sim_auth.h). */
+struct sim_conn_auth *sim_conn_auth(struct sim_conn *c);
+/* The RFC 2253 subject of the certificate the client presented and the server verified, into
+ * buf; false without one (plaintext, no certificate, or not verified). */
+bool sim_conn_peer_subject(struct sim_conn *c, char *buf, size_t len);
 /* Closes the connection right after this request, without a reply (failCommand closeConnection). */
 void sim_conn_drop(struct sim_conn *c);
 /* Delays the reply to the current request by ms (failCommand blockConnection). */

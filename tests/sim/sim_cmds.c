@@ -316,6 +316,7 @@ static bool handle_hello(struct sim_server *srv, struct sim_conn *conn,
     struct compress_list agreed;
     if (compress_negotiate(&req->cmd, &srv->sim->opt.compressors, &agreed) > 0)
         compress_append_names(reply, "compression", &agreed);
+    sim_auth_hello(srv, conn, &req->cmd, reply);
     return true;
 }
 
@@ -329,10 +330,17 @@ static size_t lsid_hash(const uint8_t *lsid)
     return (size_t)h;
 }
 
-static struct sim_txn *txn_find(struct sim_server *srv, const uint8_t *lsid)
+/* With --auth a session is known by its id and its user (mongod's lsid.uid): another user's
+ * session of the same id is another session. owner NULL matches any. */
+static bool owner_matches(const struct sim *s, const char *have, const char *want)
+{
+    return !want || !s->opt.auth || strcmp(have, want) == 0;
+}
+
+static struct sim_txn *txn_find(struct sim_server *srv, const uint8_t *lsid, const char *owner)
 {
     for (struct sim_txn *t = srv->txns[lsid_hash(lsid) % SIM_TXN_BUCKETS]; t; t = t->next)
-        if (memcmp(t->lsid, lsid, 16) == 0)
+        if (memcmp(t->lsid, lsid, 16) == 0 && owner_matches(srv->sim, t->owner, owner))
             return t;
     return NULL;
 }
@@ -355,9 +363,10 @@ static void txn_end(struct sim_server *srv, struct sim_txn *t, bool commit)
                           commit ? STORE_TXN_COMMITTED : STORE_TXN_ABORTED);
 }
 
-static struct sim_txn *txn_create(struct sim_server *srv, const uint8_t *lsid, int64_t number)
+static struct sim_txn *txn_create(struct sim_server *srv, const uint8_t *lsid, int64_t number,
+                                  const char *owner)
 {
-    struct sim_txn *t = txn_find(srv, lsid);
+    struct sim_txn *t = txn_find(srv, lsid, owner);
     if (t) {
         /* A newer transaction on the session replaces the old one, aborting it if still open. */
         if (t->state == SIM_TXN_ACTIVE)
@@ -367,6 +376,7 @@ static struct sim_txn *txn_create(struct sim_server *srv, const uint8_t *lsid, i
         if (!t)
             return NULL;
         memcpy(t->lsid, lsid, 16);
+        snprintf(t->owner, sizeof(t->owner), "%s", owner);
         size_t b = lsid_hash(lsid) % SIM_TXN_BUCKETS;
         t->next = srv->txns[b];
         srv->txns[b] = t;
@@ -390,17 +400,18 @@ void sim_abort_txns(struct sim_server *srv)
  * per session is kept (the highest txnNumber), so memory is bounded by the number of sessions
  * rather than growing with every write.
  */
-static struct sim_retry *retry_find(struct sim *s, const uint8_t *lsid)
+static struct sim_retry *retry_find(struct sim *s, const uint8_t *lsid, const char *owner)
 {
     for (struct sim_retry *r = s->retries[lsid_hash(lsid) % SIM_RETRY_BUCKETS]; r; r = r->next)
-        if (memcmp(r->lsid, lsid, 16) == 0)
+        if (memcmp(r->lsid, lsid, 16) == 0 && owner_matches(s, r->owner, owner))
             return r;
     return NULL;
 }
 
-static void retry_save(struct sim *s, const uint8_t *lsid, int64_t number, const bson_t *reply)
+static void retry_save(struct sim *s, const uint8_t *lsid, int64_t number, const bson_t *reply,
+                       const char *owner)
 {
-    struct sim_retry *r = retry_find(s, lsid);
+    struct sim_retry *r = retry_find(s, lsid, owner);
     if (r) {
         bson_destroy(r->reply);
     } else {
@@ -408,6 +419,7 @@ static void retry_save(struct sim *s, const uint8_t *lsid, int64_t number, const
         if (!r)
             return;
         memcpy(r->lsid, lsid, 16);
+        snprintf(r->owner, sizeof(r->owner), "%s", owner);
         size_t b = lsid_hash(lsid) % SIM_RETRY_BUCKETS;
         r->next = s->retries[b];
         s->retries[b] = r;
@@ -744,6 +756,13 @@ static void append_stats(struct sim_server *srv, bson_t *doc)
     BSON_APPEND_INT64(doc, "connections", (int64_t)srv->conns_current);
     BSON_APPEND_INT64(doc, "connectionsTotal", (int64_t)srv->conns_total);
     BSON_APPEND_INT64(doc, "txnCommands", (int64_t)srv->txn_commands);
+    BSON_APPEND_DOCUMENT_BEGIN(doc, "auth", &sub);
+    BSON_APPEND_INT64(&sub, "saslStarts", (int64_t)srv->auth_stats.sasl_starts);
+    BSON_APPEND_INT64(&sub, "speculative", (int64_t)srv->auth_stats.speculative);
+    BSON_APPEND_INT64(&sub, "successes", (int64_t)srv->auth_stats.successes);
+    BSON_APPEND_INT64(&sub, "failures", (int64_t)srv->auth_stats.failures);
+    BSON_APPEND_INT64(&sub, "unauthorized", (int64_t)srv->auth_stats.unauthorized);
+    bson_append_document_end(doc, &sub);
 }
 
 static void reset_stats(struct sim_server *srv)
@@ -754,6 +773,7 @@ static void reset_stats(struct sim_server *srv)
     srv->txn_commands = 0;
     srv->txn_log_len = 0;
     srv->cursors_timed_out = 0;
+    memset(&srv->auth_stats, 0, sizeof(srv->auth_stats));
 }
 
 /* The arguments of a control command: {simX: {args}} or the command itself ({simX: 1, args}). */
@@ -1093,8 +1113,8 @@ static bool handle_sim(struct sim_server *srv, struct sim_conn *conn, const char
 
 /* --- cursors ----------------------------------------------------------------------------- */
 
-static void build_first_batch(struct sim_server *srv, const char *ns, struct store_results *res,
-                              int64_t batch, bool single, bson_t *reply)
+static void build_first_batch(struct sim_server *srv, const char *ns, const char *owner,
+                              struct store_results *res, int64_t batch, bool single, bson_t *reply)
 {
     bson_t cdoc, arr;
     size_t pos = 0;
@@ -1110,6 +1130,7 @@ static void build_first_batch(struct sim_server *srv, const char *ns, struct sto
         struct sim_cursor *c = sim_cursor_open(srv, ns, res);
         if (c) {
             c->pos = pos;
+            snprintf(c->owner, sizeof(c->owner), "%s", owner);
             id = c->id;
         }
     }
@@ -1135,6 +1156,12 @@ static bool handle_get_more(struct sim_server *srv, struct sim_conn *conn,
     if (!c) {
         snprintf(msg, sizeof(msg), "cursor id %lld not found", (long long)id);
         sim_error(reply, 43, "CursorNotFound", msg);
+        return true;
+    }
+    if (!sim_auth_owns(srv->sim, conn, c->owner)) {
+        snprintf(msg, sizeof(msg), "cursor id %lld was not created by the authenticated user",
+                 (long long)id);
+        sim_error(reply, 13, "Unauthorized", msg);
         return true;
     }
     const char *coll = "";
@@ -1173,13 +1200,27 @@ static bool handle_get_more(struct sim_server *srv, struct sim_conn *conn,
     return true;
 }
 
-static bool handle_kill_cursors(struct sim_server *srv, const struct sim_request *req,
-                                bson_t *reply)
+static bool handle_kill_cursors(struct sim_server *srv, struct sim_conn *conn,
+                                const struct sim_request *req, bson_t *reply)
 {
     bson_iter_t it, ids;
     if (!bson_iter_init_find(&it, &req->cmd, "cursors") || !BSON_ITER_HOLDS_ARRAY(&it)) {
         sim_error(reply, 9, NULL, "killCursors needs a cursors array");
         return true;
+    }
+    /* As mongod checks before killing anything: one cursor of another user (unless the caller
+     * may kill any cursor) fails the whole command, and nothing is killed. */
+    bson_iter_recurse(&it, &ids);
+    while (bson_iter_next(&ids)) {
+        int64_t id;
+        struct sim_cursor *c = iter_int64(&ids, &id) ? sim_cursor_find(srv, id) : NULL;
+        if (c && !sim_auth_owns(srv->sim, conn, c->owner) &&
+            !sim_auth_kill_any_cursor(srv->sim, conn)) {
+            char msg[320];
+            snprintf(msg, sizeof(msg), "not authorized to kill cursor on %s", c->ns);
+            sim_error(reply, 13, "Unauthorized", msg);
+            return true;
+        }
     }
     bson_t killed, notfound, empty;
     bson_init(&killed);
@@ -1260,6 +1301,7 @@ struct session_info {
     bool has_autocommit; /* the field is there, as in every statement of a transaction */
     bool in_txn;         /* autocommit:false */
     bool start;          /* startTransaction:true */
+    const char *owner;   /* the connection's user, "" for none (sim_auth_owner) */
 };
 
 static void parse_session(const bson_t *cmd, struct session_info *si)
@@ -1323,7 +1365,7 @@ static enum store_txn_outcome deployment_outcome(struct sim *s, const uint8_t *l
                                                  bool abort_open)
 {
     for (int i = 0; i < s->nservers; i++) {
-        struct sim_txn *t = txn_find(&s->servers[i], lsid);
+        struct sim_txn *t = txn_find(&s->servers[i], lsid, NULL);
         if (!t || t->txn_number != number)
             continue;
         if (t->state == SIM_TXN_ACTIVE && abort_open)
@@ -1377,7 +1419,7 @@ static void finish_txn(struct sim_server *srv, const char *name, const struct se
                        const bson_t *cmd, bson_t *reply, bool *recovered)
 {
     struct sim *s = srv->sim;
-    struct sim_txn *t = si->has_lsid ? txn_find(srv, si->lsid) : NULL;
+    struct sim_txn *t = si->has_lsid ? txn_find(srv, si->lsid, si->owner) : NULL;
     bool commit = strcmp(name, "commitTransaction") == 0;
     *recovered = false;
     if (!si->has_lsid || !si->has_txn_number) {
@@ -1478,17 +1520,6 @@ static bool builtin(struct sim_server *srv, struct sim_conn *conn, const char *n
         BSON_APPEND_INT32(&sub, "totalCreated", (int32_t)srv->conns_total);
         bson_append_document_end(reply, &sub);
         append_opcounters(reply, srv);
-        simple_ok(reply);
-        return true;
-    }
-    if (strcmp(name, "connectionStatus") == 0) {
-        bson_t ai, e;
-        BSON_APPEND_DOCUMENT_BEGIN(reply, "authInfo", &ai);
-        BSON_APPEND_ARRAY_BEGIN(&ai, "authenticatedUsers", &e);
-        bson_append_array_end(&ai, &e);
-        BSON_APPEND_ARRAY_BEGIN(&ai, "authenticatedUserRoles", &e);
-        bson_append_array_end(&ai, &e);
-        bson_append_document_end(reply, &ai);
         simple_ok(reply);
         return true;
     }
@@ -1664,11 +1695,13 @@ static bool run_one(struct sim_server *srv, struct sim_conn *conn, const struct 
         return true;
     }
 
+    if (sim_auth_command(srv, conn, req, name, reply))
+        return true;
     if (strcmp(name, "getMore") == 0)
         return handle_get_more(srv, conn, req, reply);
     srv->opcounters.command += strcmp(name, "find") != 0 && !is_write_command(name);
     if (strcmp(name, "killCursors") == 0)
-        return handle_kill_cursors(srv, req, reply);
+        return handle_kill_cursors(srv, conn, req, reply);
     if (builtin(srv, conn, name, req, reply))
         return true;
 
@@ -1732,13 +1765,13 @@ static bool run_one(struct sim_server *srv, struct sim_conn *conn, const struct 
         }
         struct sim_txn *t;
         if (si->start) {
-            t = txn_create(srv, si->lsid, si->txn_number);
+            t = txn_create(srv, si->lsid, si->txn_number, si->owner);
             if (!t) {
                 sim_error(reply, 1, NULL, "out of memory");
                 return true;
             }
         } else {
-            t = txn_find(srv, si->lsid);
+            t = txn_find(srv, si->lsid, si->owner);
             if (!t || t->txn_number != si->txn_number || t->state != SIM_TXN_ACTIVE) {
                 no_such_txn(reply, si);
                 return true;
@@ -1746,7 +1779,7 @@ static bool run_one(struct sim_server *srv, struct sim_conn *conn, const struct 
         }
         undo = t->undo;
     } else if (retryable) {
-        struct sim_retry *r = retry_find(s, si->lsid);
+        struct sim_retry *r = retry_find(s, si->lsid, si->owner);
         if (r && si->txn_number < r->txn_number) {
             char msg[256];
             snprintf(msg, sizeof(msg),
@@ -1781,7 +1814,7 @@ static bool run_one(struct sim_server *srv, struct sim_conn *conn, const struct 
                   err.errmsg[0] ? err.errmsg : "store error");
         if (si->in_txn && err.code != 59) {
             /* MongoDB aborts a transaction when one of its statements fails. */
-            struct sim_txn *t = txn_find(srv, si->lsid);
+            struct sim_txn *t = txn_find(srv, si->lsid, si->owner);
             if (t && t->state == SIM_TXN_ACTIVE)
                 txn_end(srv, t, false);
         }
@@ -1809,11 +1842,11 @@ static bool run_one(struct sim_server *srv, struct sim_conn *conn, const struct 
                 bson_iter_find(&b, "batchSize"))
                 iter_int64(&b, &batch);
         }
-        build_first_batch(srv, ns, &res, batch, single, reply);
+        build_first_batch(srv, ns, sim_auth_owner(conn), &res, batch, single, reply);
     }
 
     if (retryable)
-        retry_save(s, si->lsid, si->txn_number, reply);
+        retry_save(s, si->lsid, si->txn_number, reply, si->owner);
     /* The write was applied, only its write concern "failed": drivers retry a retryable write on
      * such an error, and the retry must then find the saved reply (saved above, without it). */
     if (wce)
@@ -1907,9 +1940,10 @@ bool sim_dispatch(struct sim_server *srv, struct sim_conn *conn, const struct si
     if (strcmp(d.name, "configureFailPoint") == 0)
         return configure_fail_point(srv, &req->cmd, reply);
 
-    if (unsupported(d.name, reply))
+    if (!sim_auth_check(srv, conn, req, d.name, reply) || unsupported(d.name, reply))
         return true;
     parse_session(&req->cmd, &d.si);
+    d.si.owner = sim_auth_owner(conn);
     d.commit_or_abort =
         strcmp(d.name, "commitTransaction") == 0 || strcmp(d.name, "abortTransaction") == 0;
     bool send = run_one(srv, conn, req, &d, reply);

@@ -107,6 +107,9 @@ struct sim_conn {
     bool hello_exhaust, hello_ok, hello_legacy;
     uint64_t hello_await_ms;
     int32_t hello_response_to;
+
+    /* Who is logged in, and the SCRAM conversation in progress (sim_auth.c). */
+    struct sim_conn_auth auth;
 };
 
 static int32_t request_counter;
@@ -147,6 +150,35 @@ uint64_t sim_random64(struct sim *s)
 const char *sim_conn_app_name(const struct sim_conn *c)
 {
     return c->app_name;
+}
+
+struct sim_conn_auth *sim_conn_auth(struct sim_conn *c)
+{
+    return &c->auth;
+}
+
+bool sim_conn_peer_subject(struct sim_conn *c, char *buf, size_t len)
+{
+    if (!c->ssl || len == 0 || SSL_get_verify_result(c->ssl) != X509_V_OK)
+        return false;
+#if OPENSSL_VERSION_NUMBER >= 0x30000000L
+    X509 *peer = SSL_get1_peer_certificate(c->ssl);
+#else
+    X509 *peer = SSL_get_peer_certificate(c->ssl);
+#endif
+    if (!peer)
+        return false;
+    /* RFC 2253, the form mongod matches $external user names against. */
+    BIO *b = BIO_new(BIO_s_mem());
+    int n = -1;
+    if (b && X509_NAME_print_ex(b, X509_get_subject_name(peer), 0, XN_FLAG_RFC2253) >= 0)
+        n = BIO_read(b, buf, (int)len - 1);
+    BIO_free(b);
+    X509_free(peer);
+    if (n <= 0)
+        return false;
+    buf[n] = '\0';
+    return true;
 }
 
 uint64_t sim_conn_id(const struct sim_conn *c)
@@ -213,6 +245,7 @@ static void conn_free(struct sim_conn *c)
     wire_buf_free(&c->zout);
     free(c->rbuf);
     SSL_free(c->ssl);
+    OPENSSL_cleanse(&c->auth, sizeof(c->auth));
     free(c);
 }
 
@@ -883,6 +916,30 @@ static void reply_legacy_removed(struct sim_conn *c, int32_t response_to, const 
     finish_reply(c, start);
 }
 
+/* An OP_REPLY with QueryFailure and {$err, code: 13, ok: 0}: a legacy OP_GET_MORE on a cursor of
+ * another user (or before login), under --auth. */
+static void reply_legacy_unauthorized(struct sim_conn *c, int32_t response_to, int64_t id)
+{
+    bson_t doc;
+    bson_init(&doc);
+    char msg[128];
+    snprintf(msg, sizeof(msg), "cursor id %lld was not created by the authenticated user",
+             (long long)id);
+    BSON_APPEND_UTF8(&doc, "$err", msg);
+    BSON_APPEND_INT32(&doc, "code", 13);
+    BSON_APPEND_DOUBLE(&doc, "ok", 0.0);
+    size_t start = c->out.len;
+    const bson_t *docs[1] = {&doc};
+    int rc = wire_append_reply(&c->out, next_request_id(), response_to, WIRE_REPLY_QUERY_FAILURE, 0,
+                               0, docs, 1);
+    bson_destroy(&doc);
+    if (rc < 0) {
+        conn_close(c);
+        return;
+    }
+    finish_reply(c, start);
+}
+
 /* The commands MongoDB 5.1+ still takes over OP_QUERY (checkAllowedOpQueryCommand): the
  * handshake, and a few that old drivers need to authenticate before they send anything else. */
 static bool allowed_over_op_query(const char *name)
@@ -1060,6 +1117,10 @@ static void handle_get_more(struct sim_conn *c, const uint8_t *frame, size_t len
         return;
     }
     struct sim_cursor *cur = sim_cursor_find(srv, g.cursor_id);
+    if (cur && !sim_auth_owns(srv->sim, c, cur->owner)) {
+        reply_legacy_unauthorized(c, g.h.request_id, g.cursor_id);
+        return;
+    }
     size_t start = c->out.len;
     int rc;
     if (!cur || strcmp(cur->ns, g.ns) != 0) {
@@ -1110,7 +1171,9 @@ static void handle_kill_cursors(struct sim_conn *c, const uint8_t *frame, size_t
     }
     for (int i = 0; i < k.n_ids; i++) {
         struct sim_cursor *cur = sim_cursor_find(c->srv, wire_kill_cursors_id(&k, i));
-        if (cur)
+        /* Fire-and-forget: another user's cursor is left alone without a word. */
+        if (cur &&
+            (sim_auth_owns(c->srv->sim, c, cur->owner) || sim_auth_kill_any_cursor(c->srv->sim, c)))
             sim_cursor_close(c->srv, cur);
     }
 }

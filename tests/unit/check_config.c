@@ -466,11 +466,11 @@ START_TEST(test_structure_errors)
 {
     expect_error("[proxy]\nlisten = 1.2.3.4:5\n" MINIMAL,
                  "t.ini:1: unknown section [proxy]; the sections are [mongolb], [upstream], "
-                 "[cursors] and [admin]");
+                 "[cursors], [admin] and [auth]");
     expect_error(MINIMAL "max_conns = 5\n", "t.ini:3: [upstream] max_conns: unknown key");
     /* Keys of the right name in the wrong section are unknown there. */
     expect_error("[mongolb]\nmode = mongos\n" MINIMAL,
-                 "t.ini:2: [mongolb] mode: unknown key; it belongs under [upstream]");
+                 "t.ini:2: [mongolb] mode: unknown key; it belongs under [upstream] or [auth]");
 }
 END_TEST
 
@@ -622,7 +622,7 @@ START_TEST(test_all_errors_reported)
     expect_error(text, "t.ini:2: [mongolb] max_clients: 'x' is not a whole number\n"
                        "t.ini:3: [mongolb] bogus: unknown key\n"
                        "t.ini:4: unknown section [nowhere]; the sections are [mongolb], "
-                       "[upstream], [cursors] and [admin]\n"
+                       "[upstream], [cursors], [admin] and [auth]\n"
                        "t.ini:8: [upstream] local_threshold_ms: '-' is not a whole number\n"
                        "t.ini:9: [upstream] mode: duplicate key (first set on line 7)\n"
                        "t.ini: [upstream] seeds: required key is missing");
@@ -1572,7 +1572,7 @@ END_TEST
 START_TEST(test_table)
 {
     size_t n = config_key_count();
-    ck_assert_uint_eq(n, 54);
+    ck_assert_uint_eq(n, 66);
     ck_assert_ptr_null(config_key_at(n));
     /* Sections form contiguous groups, and keys are alphabetical inside each. */
     for (size_t i = 1; i < n; i++) {
