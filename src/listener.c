@@ -22,6 +22,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "fault.h"
 #include "log.h"
 
 /* Repeated accept errors (the fd limit) are logged at most once per this many ms. */
@@ -53,6 +54,12 @@ static void on_connection(uv_stream_t *server, int status)
 {
     struct listener *l = server->data;
     struct proxy *p = l->p;
+    if (status == 0 && fault_hit(FAULT_ACCEPT)) {
+        /* Test-only: as if accept(2) had failed at the descriptor limit, where libuv closes the
+         * pending connection and reports UV_EMFILE. */
+        reject(server, l->is_unix);
+        status = UV_EMFILE;
+    }
     if (status < 0) {
         int64_t now = proxy_now(p);
         if (now - p->last_fd_warn_ms >= ACCEPT_WARN_INTERVAL_MS) {
@@ -69,7 +76,7 @@ static void on_connection(uv_stream_t *server, int status)
             p->stats.fd_limit_refusals++;
         return;
     }
-    int rc = client_accept(p, server, l->is_unix);
+    int rc = fault_hit(FAULT_CLIENT_ALLOC) ? UV_ENOMEM : client_accept(p, server, l->is_unix);
     if (rc < 0) {
         log_warn(l->name, "cannot take a connection (%s); closing it", uv_strerror(rc));
         p->stats.clients_refused++;
@@ -110,6 +117,33 @@ static int unix_prepare(const char *path)
     return 0;
 }
 
+/*
+ * Binds a unix socket at path into *fd. The socket is bound here rather than by uv_pipe_bind()
+ * because libuv removes the path of a pipe it bound when the handle closes, whatever file is
+ * there by then: another instance's socket, made after an operator removed ours, would vanish
+ * with our exit. A handle opened on a bound descriptor has no path to libuv, so the only removal
+ * is listeners_cleanup()'s, which checks that the file is still ours.
+ */
+static int unix_bind(const char *path, int *fd)
+{
+    struct sockaddr_un sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sun_family = AF_UNIX;
+    if (strlen(path) >= sizeof(sa.sun_path))
+        return -ENAMETOOLONG;
+    memcpy(sa.sun_path, path, strlen(path) + 1);
+    int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (s == -1)
+        return -errno;
+    if (bind(s, (struct sockaddr *)&sa, sizeof(sa)) == -1) {
+        int e = errno;
+        close(s);
+        return -e;
+    }
+    *fd = s;
+    return 0;
+}
+
 static int listen_one(struct proxy *p, struct listener *l, const struct mlb_listen_addr *a)
 {
     int rc;
@@ -124,7 +158,15 @@ static int listen_one(struct proxy *p, struct listener *l, const struct mlb_list
         uv_pipe_init(p->loop, &l->h.pipe, 0);
         l->h.handle.data = l;
         p->n_listeners++;
-        rc = uv_pipe_bind(&l->h.pipe, a->path);
+        int fd = -1;
+        rc = unix_bind(a->path, &fd);
+        if (rc == 0) {
+            rc = uv_pipe_open(&l->h.pipe, fd);
+            if (rc < 0) {
+                close(fd);
+                unlink(a->path);
+            }
+        }
         if (rc == 0) {
             struct stat st;
             l->bound = true;

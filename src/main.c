@@ -17,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "fault.h"
 #include "log.h"
 #include "tls.h"
 
@@ -108,6 +109,14 @@ int main(int argc, char **argv)
         return 2;
     }
     static char err[16384];
+    /* Test-only fault injection (fault.h): inert unless the variable is set. */
+    const char *faults = getenv("MONGOLB_FAULT");
+    if (fault_init(faults, err, sizeof(err)) < 0) {
+        fprintf(stderr, "%s\n", err);
+        return 2;
+    }
+    if (fault_armed)
+        log_warn(NULL, "MONGOLB_FAULT=%s: fault injection is on (for tests only)", faults);
     if (config_load_file(config_path, &proxy.cfg, err, sizeof(err)) < 0) {
         fprintf(stderr, "%s\n", err);
         return 1;
