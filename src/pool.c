@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fault.h"
 #include "log.h"
 
 /* Replies may be as large as a maximal message plus a little: the header's length may go up to
@@ -354,7 +355,7 @@ static void send_handshake(struct bconn *b)
 {
     struct proxy *p = b->p;
     int idx = b->server;
-    int rc = build_handshake(b);
+    int rc = fault_hit(FAULT_BACKEND_HELLO) ? -ENOMEM : build_handshake(b);
     if (rc == 0) {
         uv_buf_t buf = uv_buf_init((char *)b->hbuf.data, (unsigned)b->hbuf.len);
         rc = stream_write(&b->st, &buf, 1);
@@ -379,7 +380,7 @@ static int start_tls(struct bconn *b)
 {
     struct proxy *p = b->p;
     struct pool *pl = &p->pools[b->server];
-    SSL *ssl = SSL_new(p->tls.client);
+    SSL *ssl = fault_hit(FAULT_BACKEND_TLS) ? NULL : SSL_new(p->tls.client);
     if (!ssl)
         return -ENOMEM;
     if (tls_client_prepare(ssl, p->topo.servers[b->server].host,
@@ -406,11 +407,13 @@ static void on_connect(struct stream *s, int status)
         proxy_connect_failed(p, idx, why);
         return;
     }
-    int rc = stream_tcp_tune(&b->st, p->cfg.tcp_keepalive_s, p->cfg.tcp_user_timeout_ms);
+    int rc = fault_hit(FAULT_BACKEND_SOCKOPT)
+                 ? UV_EINVAL
+                 : stream_tcp_tune(&b->st, p->cfg.tcp_keepalive_s, p->cfg.tcp_user_timeout_ms);
     if (rc < 0)
         log_warn(b->prefix, "cannot set keepalive/TCP_USER_TIMEOUT: %s", uv_strerror(rc));
     set_state(b, BCONN_HANDSHAKE);
-    rc = stream_read_start(&b->st);
+    rc = fault_hit(FAULT_BACKEND_READ) ? UV_ENOBUFS : stream_read_start(&b->st);
     if (rc == 0 && p->tls.client) {
         rc = start_tls(b);
         if (rc < 0 && b->state != BCONN_CLOSING) {
@@ -450,7 +453,7 @@ static int open_connection(struct proxy *p, int idx)
         p->stats.fd_limit_refusals++;
         return -EMFILE;
     }
-    struct bconn *b = calloc(1, sizeof(*b));
+    struct bconn *b = fault_hit(FAULT_BACKEND_ALLOC) ? NULL : calloc(1, sizeof(*b));
     if (!b)
         return -ENOMEM;
     b->p = p;
@@ -477,7 +480,9 @@ static int open_connection(struct proxy *p, int idx)
     b->state = BCONN_CLOSING; /* so that set_state counts it as a new connecting one */
     set_state(b, BCONN_CONNECTING);
     p->stats.backend_connects++;
-    rc = stream_connect(&b->st, &b->connect_req, (const struct sockaddr *)&pl->addr);
+    rc = fault_hit(FAULT_BACKEND_CONNECT)
+             ? UV_EADDRNOTAVAIL
+             : stream_connect(&b->st, &b->connect_req, (const struct sockaddr *)&pl->addr);
     if (rc < 0) {
         bconn_close(b, "connect could not start");
         return rc;

@@ -18,8 +18,9 @@ import pymongo
 import pytest
 
 from harness import recv_msg, send_msg
-from mongolb_harness import (DEFAULT_BINARY, CustomMongolb, SimAndMongolb, read_outcome,
-                             stop_quietly, wait_for)
+from harness import start_sim
+from mongolb_harness import (DEFAULT_BINARY, IO_TEST_DEFAULTS, CustomMongolb, SimAndMongolb,
+                             read_outcome, start_mongolb_clean, stop_quietly, wait_for)
 
 
 class FaultMongolb(CustomMongolb):
@@ -172,3 +173,201 @@ def test_exit_leaves_a_socket_file_another_instance_made():
                     assert hello(s)["ok"] == 1
     finally:
         shutil.rmtree(d, ignore_errors=True)
+
+
+# --- backend connections ------------------------------------------------------------------------
+
+def test_backend_connections_that_cannot_be_allocated_become_an_error_document():
+    """No backend connection can get its memory: a find is tried three times, then the
+    application gets HostUnreachable naming the reason, as a mongos would send; mongolb itself
+    goes on answering."""
+    with faulty("backend_alloc:1:0") as (sim, lb):
+        client = pymongo.MongoClient(lb.uri, serverSelectionTimeoutMS=5000, retryReads=False)
+        try:
+            with pytest.raises(pymongo.errors.OperationFailure) as e:
+                client.test.c.find_one()
+            assert e.value.code == 6, e.value.details
+            assert "cannot open a connection to %s: not enough memory" % sim.servers[0] \
+                in e.value.details["errmsg"], e.value.details
+            # What mongolb answers itself still works.
+            assert client.admin.command("hello")["ok"] == 1
+        finally:
+            client.close()
+        assert count_lines(lb, "cannot open a connection: not enough memory") >= 3
+        assert lb.status()["ok"] == 1
+
+
+@pytest.mark.parametrize("fault,line", [
+    ("backend_alloc:1", "cannot open a connection: not enough memory"),
+    ("backend_connect:1", "cannot open a connection: address not available"),
+    ("backend_sockopt:1", "cannot set keepalive/TCP_USER_TIMEOUT: invalid argument"),
+    ("backend_read:1", "marked unknown: cannot read"),
+    ("backend_hello:1", "marked unknown: handshake could not be sent"),
+])
+def test_a_backend_connection_failing_once_is_logged_and_the_request_still_succeeds(fault, line):
+    """One backend connection fails as it is opened (memory, connect, socket options, reading,
+    its hello): the log says why, and the application's find still succeeds, on a connection
+    opened again (a connection that could not be introduced marks the server unknown until its
+    next check, and the request waits for it)."""
+    with faulty(fault) as (sim, lb):
+        client = pymongo.MongoClient(lb.uri, serverSelectionTimeoutMS=5000, retryReads=False)
+        try:
+            sim_direct = pymongo.MongoClient("mongodb://%s/" % sim.servers[0], directConnection=True)
+            sim_direct.test.c.insert_one({"_id": 1})
+            sim_direct.close()
+            assert client.test.c.find_one({"_id": 1}) == {"_id": 1}
+        finally:
+            client.close()
+        wait_for(lambda: count_lines(lb, line) == 1, what="the log line %r" % line)
+
+
+# --- monitors -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("fault,line", [
+    ("monitor_alloc:1", "check failed: out of memory"),
+    ("monitor_connect:1", "check failed: address not available"),
+    ("monitor_read:1", "check failed: cannot read"),
+    # The second hello (the first check after the server became known) cannot be sent.
+    ("monitor_write:2", "check failed: broken pipe"),
+])
+def test_a_check_failing_once_is_logged_and_the_next_one_recovers(fault, line):
+    """A check fails as its connection is set up or its hello sent: the log says why, and the
+    server is known again after the next check, so requests reach it."""
+    with faulty(fault) as (sim, lb):
+        wait_for(lambda: count_lines(lb, line) == 1, what="the log line %r" % line)
+        lb.wait_known(1)
+        client = pymongo.MongoClient(lb.uri, serverSelectionTimeoutMS=5000)
+        try:
+            assert client.test.c.count_documents({}) == 0
+        finally:
+            client.close()
+
+
+def test_a_seed_that_does_not_resolve_is_reported_and_the_others_serve():
+    """A seed whose name does not resolve stays Unknown with the resolver's reason in
+    mongolbStatus and in the log; the other seed serves."""
+    sim = start_sim("--mongos", "1")
+    try:
+        bad = "nosuch.invalid:27017"
+        lb = start_mongolb_clean([sim.servers[0], bad], IO_TEST_DEFAULTS, expect_known=1)
+        try:
+            def bad_error():
+                for srv in lb.status()["servers"]:
+                    if srv["address"] == bad:
+                        assert srv["type"] == "Unknown"
+                        return srv.get("lastError") or ""
+                raise AssertionError("the seed %s is missing from mongolbStatus" % bad)
+            wait_for(lambda: bad_error().startswith("cannot resolve nosuch.invalid: "),
+                     what="the resolver's error in lastError")
+            assert count_lines(lb, "check failed: cannot resolve nosuch.invalid") >= 1
+            client = pymongo.MongoClient(lb.uri, serverSelectionTimeoutMS=5000)
+            try:
+                assert client.test.c.count_documents({}) == 0
+            finally:
+                client.close()
+        finally:
+            stop_quietly(lb)
+    finally:
+        sim.stop()
+
+
+# --- backend socket options and max_lifetime_ms -------------------------------------------------
+
+def sockets_of(pid):
+    """Duplicates of the TCP sockets process pid holds (pidfd_getfd(2)), as socket objects."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    try:
+        pidfd = os.pidfd_open(pid)
+    except (AttributeError, OSError) as e:
+        pytest.skip("pidfd_open is not available: %s" % e)
+    socks = []
+    try:
+        for name in os.listdir("/proc/%d/fd" % pid):
+            try:
+                if not os.readlink("/proc/%d/fd/%s" % (pid, name)).startswith("socket:"):
+                    continue
+            except OSError:
+                continue
+            fd = libc.syscall(438, pidfd, int(name), 0)  # SYS_pidfd_getfd on x86-64 and arm64
+            if fd < 0:
+                err = ctypes.get_errno()
+                for s in socks:
+                    s.close()
+                pytest.skip("pidfd_getfd refused: %s" % os.strerror(err))
+            s = socket.socket(fileno=fd)
+            if s.family in (socket.AF_INET, socket.AF_INET6) and s.type == socket.SOCK_STREAM:
+                socks.append(s)
+            else:
+                s.close()
+    finally:
+        os.close(pidfd)
+    return socks
+
+
+def peer_port(s):
+    try:
+        return s.getpeername()[1]
+    except OSError:  # a listener
+        return None
+
+
+@pytest.mark.parametrize("keepalive_s,user_timeout_ms", [(7, 4321), (0, 0)])
+def test_backend_connections_carry_keepalive_and_tcp_user_timeout(keepalive_s, user_timeout_ms):
+    """Pooled connections to a server have SO_KEEPALIVE with tcp_keepalive_s as the idle time and
+    TCP_USER_TIMEOUT as tcp_user_timeout_ms (0 turns both off), read from mongolb's own
+    sockets."""
+    cfg = {"upstream.tcp_keepalive_s": keepalive_s,
+           "upstream.tcp_user_timeout_ms": user_timeout_ms}
+    with SimAndMongolb(("--mongos", "1"), config=cfg) as (sim, lb):
+        client = pymongo.MongoClient(lb.uri, serverSelectionTimeoutMS=5000)
+        try:
+            assert client.test.c.count_documents({}) == 0
+            assert lb.status()["servers"][0]["pool"]["total"] == 1
+            sim_port = int(sim.servers[0].rsplit(":", 1)[1])
+            socks = sockets_of(lb.proc.pid)
+            try:
+                to_sim = [s for s in socks if peer_port(s) == sim_port]
+                # The monitoring connection and the pooled one.
+                assert len(to_sim) == 2, [peer_port(s) for s in socks]
+                tuned = [s for s in to_sim
+                         if s.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT)
+                         == user_timeout_ms
+                         and s.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE)
+                         == (1 if keepalive_s else 0)]
+                assert tuned, "no connection to the server has the configured options"
+                if keepalive_s:
+                    assert all(s.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE)
+                               == keepalive_s for s in tuned)
+            finally:
+                for s in socks:
+                    s.close()
+        finally:
+            client.close()
+
+
+def test_a_pooled_connection_older_than_max_lifetime_ms_is_replaced():
+    """With max_lifetime_ms = 1500, requests reuse a pooled connection and the connection is
+    replaced once it is older than that (on release, on being taken from the pool, or by the
+    janitor while idle), so a stream of requests over 4 s opens a few connections, not one per
+    request; an idle pool past the lifetime is emptied."""
+    cfg = {"upstream.max_lifetime_ms": 1500, "mongolb.log_level": "debug"}
+    with SimAndMongolb(("--mongos", "1"), config=cfg) as (sim, lb):
+        client = pymongo.MongoClient(lb.uri, serverSelectionTimeoutMS=5000, maxPoolSize=1)
+        try:
+            before = lb.counters()["backendConnects"]
+            finds = 0
+            t0 = time.monotonic()
+            while time.monotonic() - t0 < 4.0:
+                client.test.c.find_one()
+                finds += 1
+                time.sleep(0.01)
+            opened = lb.counters()["backendConnects"] - before
+            assert finds >= 20
+            assert 2 <= opened <= finds // 4, (opened, finds)
+            assert count_lines(lb, "closing: max_lifetime_ms reached") >= 1
+            # Idle past its lifetime, the pooled connection is closed by the janitor.
+            wait_for(lambda: lb.status()["servers"][0]["pool"]["total"] == 0, timeout=10,
+                     what="the pool to be emptied")
+            assert client.test.c.find_one() is None
+        finally:
+            client.close()
