@@ -17,10 +17,10 @@ import time
 import pymongo
 import pytest
 
-from harness import recv_msg, send_msg
-from harness import start_sim
+from harness import recv_msg, send_msg, start_sim
 from mongolb_harness import (DEFAULT_BINARY, IO_TEST_DEFAULTS, CustomMongolb, SimAndMongolb,
-                             read_outcome, start_mongolb_clean, stop_quietly, wait_for)
+                             free_port, read_outcome, start_mongolb_clean, stop_quietly, wait_for)
+from tls_certs import tls_certs  # noqa: F401  (a fixture)
 
 
 class FaultMongolb(CustomMongolb):
@@ -371,3 +371,39 @@ def test_a_pooled_connection_older_than_max_lifetime_ms_is_replaced():
             assert client.test.c.find_one() is None
         finally:
             client.close()
+
+
+# --- TLS towards the servers --------------------------------------------------------------------
+
+@pytest.mark.parametrize("fault,line", [
+    ("monitor_tls:1", "check failed: TLS: cannot prepare a connection"),
+    ("backend_tls:1", "marked unknown: TLS: not enough memory"),
+])
+def test_a_tls_connection_that_cannot_be_prepared_is_logged_and_recovers(tls_certs, fault, line):
+    """The first TLS connection of a monitor, or of the pool, cannot get its SSL object: the log
+    says so, and requests succeed once the connection is made again."""
+    from test_proxy_tls import server_side, tls_sim
+
+    with tls_sim(tls_certs, "--mongos", "1") as sim:
+        lb = FaultMongolb(sim.servers, config=dict(IO_TEST_DEFAULTS, **server_side(tls_certs)),
+                          env={"MONGOLB_FAULT": fault})
+        try:
+            client = pymongo.MongoClient(lb.uri, serverSelectionTimeoutMS=5000)
+            try:
+                client.test.c.insert_one({"_id": 1})
+                assert client.test.c.find_one() == {"_id": 1}
+            finally:
+                client.close()
+            wait_for(lambda: count_lines(lb, line) == 1, what="the log line %r" % line)
+        finally:
+            assert stop_quietly(lb) == 0, lb.log_tail()
+
+
+def test_a_tls_context_that_cannot_be_created_stops_the_start(tls_certs):
+    """mongolb cannot make its TLS context towards the servers: it does not start, and says
+    why; --check-config says the same."""
+    conf = ("[mongolb]\nlisten = 127.0.0.1:%d\n[upstream]\nseeds = 127.0.0.1:2\ntls = true\n"
+            "tls_ca_file = %s\n" % (free_port(), tls_certs.ca))
+    code, out = run_mongolb(conf, env={"MONGOLB_FAULT": "tls_context:1"})
+    assert code == 1, out
+    assert "cannot create the TLS context towards the servers (out of memory)" in out, out
