@@ -67,6 +67,10 @@ struct sim_txn {
     int64_t txn_number;
     enum sim_txn_state state;
     struct store_txn *undo; /* NULL once committed or aborted */
+    /* Snapshot isolation: the transaction runs on snap, a copy of live (the server's store) taken
+     * at its first statement, and its writes reach live only at commit (store_txn_publish). */
+    struct store *snap;
+    struct store *live;
 };
 
 /* A saved reply of a retryable write, shared by all servers of the deployment. */

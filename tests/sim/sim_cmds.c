@@ -341,9 +341,11 @@ static void txn_end(struct sim_server *srv, struct sim_txn *t, bool commit)
 {
     struct sim *s = srv->sim;
     if (commit)
-        store_txn_commit(srv->store, t->undo);
+        store_txn_publish(t->live, t->snap, t->undo);
     else
-        store_txn_abort(srv->store, t->undo);
+        store_txn_abort(t->snap, t->undo);
+    store_free(t->snap);
+    t->snap = NULL;
     t->undo = NULL;
     t->state = commit ? SIM_TXN_COMMITTED : SIM_TXN_ABORTED;
     store_txn_outcome_set(s->store, t->lsid, t->txn_number,
@@ -366,10 +368,51 @@ static struct sim_txn *txn_create(struct sim_server *srv, const uint8_t *lsid, i
         t->next = srv->txns[b];
         srv->txns[b] = t;
     }
+    /* The snapshot the transaction reads and writes: the data as of its first statement. */
     t->undo = store_txn_new();
+    t->snap = store_clone(srv->store);
+    t->live = srv->store;
     t->txn_number = number;
+    if (!t->undo || !t->snap) {
+        store_txn_abort(t->snap, t->undo);
+        store_free(t->snap);
+        t->undo = NULL;
+        t->snap = NULL;
+        t->state = SIM_TXN_ABORTED;
+        return NULL;
+    }
     t->state = SIM_TXN_ACTIVE;
     return t;
+}
+
+/*
+ * Whether the writes of t from number `from` on conflict (store_txn_conflicts): a document changed
+ * in t's store since its snapshot, or written by another open transaction on that store, on any
+ * server of the deployment (the mongos routers share one store).
+ */
+static bool txn_conflicts(struct sim *s, const struct sim_txn *t, size_t from)
+{
+    if (store_txn_conflicts(t->undo, from, t->live, NULL, 0))
+        return true;
+    for (int i = 0; i < s->nservers; i++)
+        for (size_t b = 0; b < SIM_TXN_BUCKETS; b++)
+            for (const struct sim_txn *o = s->servers[i].txns[b]; o; o = o->next) {
+                const struct store_txn *other = o->undo;
+                if (o != t && o->state == SIM_TXN_ACTIVE && o->live == t->live &&
+                    store_txn_conflicts(t->undo, from, t->live, &other, 1))
+                    return true;
+            }
+    return false;
+}
+
+/* MongoDB's answer to a write that conflicts inside a transaction; the labels are added with the
+ * others (TransientTransactionError: the driver runs the transaction again). */
+static void write_conflict(bson_t *reply)
+{
+    bson_reinit(reply);
+    sim_error(reply, 112, "WriteConflict",
+              "Write conflict during plan execution and yielding is disabled. :: Please retry "
+              "your operation or multi-document transaction.");
 }
 
 void sim_abort_txns(struct sim_server *srv)
@@ -432,8 +475,10 @@ void sim_free_server_state(struct sim_server *srv)
         struct sim_txn *t = srv->txns[b];
         while (t) {
             struct sim_txn *n = t->next;
-            if (t->state == SIM_TXN_ACTIVE)
-                store_txn_abort(srv->store, t->undo);
+            if (t->state == SIM_TXN_ACTIVE) {
+                store_txn_abort(t->snap, t->undo);
+                store_free(t->snap);
+            }
             free(t);
             t = n;
         }
@@ -1397,6 +1442,14 @@ static void finish_txn(struct sim_server *srv, const char *name, const struct se
         return;
     }
     if (t->state == SIM_TXN_ACTIVE) {
+        /* A write made outside the transaction, since its own write, to a document it wrote:
+         * MongoDB makes such a write wait for the transaction to end; the simulator lets it run
+         * and fails the commit instead, so that neither write is lost. */
+        if (commit && txn_conflicts(s, t, 0)) {
+            txn_end(srv, t, false);
+            write_conflict(reply);
+            return;
+        }
         txn_end(srv, t, commit);
     } else if (t->state == SIM_TXN_COMMITTED && !commit) {
         txn_committed_error(reply);
@@ -1709,6 +1762,7 @@ static bool run_one(struct sim_server *srv, struct sim_conn *conn, const struct 
     }
 
     struct store_txn *undo = NULL;
+    struct sim_txn *txn = NULL;
     if (si->in_txn) {
         if (!si->has_lsid || !si->has_txn_number) {
             sim_error(reply, 50768, "Location50768",
@@ -1730,6 +1784,7 @@ static bool run_one(struct sim_server *srv, struct sim_conn *conn, const struct 
             }
         }
         undo = t->undo;
+        txn = t;
     } else if (retryable) {
         struct sim_retry *r = retry_find(s, si->lsid);
         if (r && si->txn_number < r->txn_number) {
@@ -1758,8 +1813,16 @@ static bool run_one(struct sim_server *srv, struct sim_conn *conn, const struct 
     char ns[256];
     ns[0] = '\0';
     memset(&err, 0, sizeof(err));
-    int rc = store_exec(srv->store, req->db, &req->cmd, req->seq_docs, req->n_seq, reply, &res,
-                        &is_cursor, ns, sizeof(ns), undo, &err);
+    size_t writes_before = store_txn_len(undo);
+    int rc = store_exec(txn ? txn->snap : srv->store, req->db, &req->cmd, req->seq_docs, req->n_seq,
+                        reply, &res, &is_cursor, ns, sizeof(ns), undo, &err);
+    if (rc == 0 && txn && txn_conflicts(s, txn, writes_before)) {
+        /* As in MongoDB, the transaction is aborted and the statement fails. */
+        store_results_free(&res);
+        txn_end(srv, txn, false);
+        write_conflict(reply);
+        return true;
+    }
     if (rc < 0) {
         store_results_free(&res);
         sim_error(reply, err.code ? err.code : 1, err.code_name[0] ? err.code_name : NULL,
