@@ -132,3 +132,145 @@ def test_with_transaction_retries_a_write_conflict(deployment):
         s.with_transaction(callback)
     assert len(attempts) == 2
     assert coll.find_one({"_id": 1}) == {"_id": 1, "n": 101}
+
+
+# --- rollback on election -----------------------------------------------------------------------
+
+def direct(sim, i, **kw):
+    host, port = sim.host_port(i)
+    kw.setdefault("serverSelectionTimeoutMS", 5000)
+    return pymongo.MongoClient(host, port, directConnection=True, **kw)
+
+
+def raw(sim, i, cmd, db="t"):
+    """One command on member i over a raw socket (for a chosen lsid and txnNumber)."""
+    from harness import recv_msg, send_msg
+    import socket
+
+    cmd = dict(cmd)
+    cmd["$db"] = db
+    with socket.create_connection(sim.host_port(i), timeout=10) as s:
+        send_msg(s, cmd, request_id=1)
+        return recv_msg(s)[1]
+
+
+def wait_primary(sim, candidates, timeout=10.0):
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for i in candidates:
+            try:
+                if raw(sim, i, {"hello": 1}, db="admin").get("isWritablePrimary"):
+                    return i
+            except OSError:
+                pass
+        time.sleep(0.05)
+    raise AssertionError("no primary among %s" % (candidates,))
+
+
+def ids(client, i=None):
+    return sorted(d["_id"] for d in client.t.d.find())
+
+
+def test_writes_a_dead_primary_had_not_replicated_are_rolled_back():
+    """The primary dies with writes no secondary has applied (w:1): the new primary has only what
+    the live members had, the rest is rolled back (also on the old primary when it is back), a
+    retryable write that was rolled back runs again when retried, and a w:majority write is
+    never rolled back."""
+    import uuid
+
+    from bson.binary import Binary, UUID_SUBTYPE
+    from bson.int64 import Int64
+
+    with start_sim("--replset", "rs0", "--members", "3", "--lag-ms", "0,200,200") as sim:
+        p = direct(sim, 0)
+        try:
+            p.t.get_collection("d", write_concern=WriteConcern("majority")).insert_one(
+                {"_id": "majority"})
+            for i in (1, 2):
+                assert sim.command(0, {"simSetLag": {"server": i, "ms": 60000}})["ok"] == 1
+            p.t.get_collection("d", write_concern=WriteConcern(w=1)).insert_one({"_id": "lost"})
+            lsid = {"id": Binary(uuid.uuid4().bytes, UUID_SUBTYPE)}
+            retried = {"insert": "d", "documents": [{"_id": "retried"}], "lsid": lsid,
+                       "txnNumber": Int64(1), "writeConcern": {"w": 1}}
+            assert raw(sim, 0, retried)["n"] == 1
+            assert ids(p) == ["lost", "majority", "retried"]
+        finally:
+            p.close()
+        assert sim.command(1, {"simKill": 0})["ok"] == 1
+        new = wait_primary(sim, (1, 2))
+        np_ = direct(sim, new)
+        try:
+            assert ids(np_) == ["majority"]
+            assert sim.command(new, {"simStats": 1})["rolledBack"] == 2
+            # The retryable write's record was rolled back with it: the retry runs it again.
+            assert raw(sim, new, retried)["n"] == 1
+            assert ids(np_) == ["majority", "retried"]
+        finally:
+            np_.close()
+        # The old primary, back, has rolled back its lost write and follows the new primary.
+        assert sim.command(new, {"simSetLag": {"server": 0, "ms": 0}})["ok"] == 1
+        assert sim.command(new, {"simRevive": 0})["ok"] == 1
+        old = direct(sim, 0)
+        try:
+            assert ids(old) == ["majority", "retried"]
+        finally:
+            old.close()
+
+
+def test_a_step_down_rolls_nothing_back():
+    """A primary that steps down hands everything over (catch-up): nothing is rolled back."""
+    with start_sim("--replset", "rs0", "--members", "3", "--lag-ms", "0,60000,60000") as sim:
+        p = direct(sim, 0, w=1)
+        try:
+            p.t.d.insert_one({"_id": 1})
+        finally:
+            p.close()
+        assert sim.command(0, {"simStepDown": {"to": 1}})["ok"] == 1
+        np_ = direct(sim, 1)
+        try:
+            assert ids(np_) == [1]
+            assert sim.command(1, {"simStats": 1})["rolledBack"] == 0
+        finally:
+            np_.close()
+
+
+# --- readConcern majority -----------------------------------------------------------------------
+
+def test_majority_reads_see_only_what_a_majority_has_applied():
+    """readConcern majority reads the data as of the majority commit point (given each member's
+    lag); a local read on the primary sees everything."""
+    import time
+
+    with start_sim("--replset", "rs0", "--members", "3", "--lag-ms", "0,60000,60000") as sim:
+        p = direct(sim, 0, w=1)
+        try:
+            p.t.m.insert_one({"_id": 1})  # w:1: only the primary has it
+            majority = p.t.get_collection("m", read_concern=ReadConcern("majority"))
+            assert [d["_id"] for d in p.t.m.find()] == [1]
+            assert list(majority.find()) == []
+            assert majority.count_documents({}) == 0
+            # Member 1 catches up: the primary and it are a majority.
+            assert sim.command(0, {"simSetLag": {"server": 1, "ms": 0}})["ok"] == 1
+            deadline = time.monotonic() + 5
+            while [d["_id"] for d in majority.find()] != [1]:
+                assert time.monotonic() < deadline, "the majority read never saw the write"
+                time.sleep(0.02)
+            p.t.m.insert_one({"_id": 2})
+            # Member 1 has no lag: a w:1 write is on a majority at once.
+            assert [d["_id"] for d in majority.find()] == [1, 2]
+            # A write only the primary has again (member 1 lags once more) stays invisible.
+            assert sim.command(0, {"simSetLag": {"server": 1, "ms": 60000}})["ok"] == 1
+            p.t.m.insert_one({"_id": 3})
+            assert [d["_id"] for d in majority.find()] == [1, 2]
+            assert [d["_id"] for d in p.t.m.find()] == [1, 2, 3]
+        finally:
+            p.close()
+        # The member that lags reads its own (older) data, all of it majority-committed.
+        s2 = direct(sim, 2)
+        try:
+            lagging = s2.t.get_collection("m", read_concern=ReadConcern("majority"))
+            assert list(lagging.find()) == []
+        finally:
+            s2.close()

@@ -452,6 +452,24 @@ static void retry_save(struct sim *s, const uint8_t *lsid, int64_t number, const
     }
     r->txn_number = number;
     r->reply = bson_copy(reply);
+    r->oplog_end = s->oplog ? store_oplog_count(s->oplog) : 0;
+}
+
+void sim_forget_retries_after(struct sim *s, uint64_t upto)
+{
+    for (size_t b = 0; b < SIM_RETRY_BUCKETS; b++) {
+        struct sim_retry **pp = &s->retries[b];
+        while (*pp) {
+            struct sim_retry *r = *pp;
+            if (r->oplog_end > upto) {
+                *pp = r->next;
+                bson_destroy(r->reply);
+                free(r);
+            } else {
+                pp = &r->next;
+            }
+        }
+    }
 }
 
 void sim_free_retries(struct sim *s)
@@ -999,8 +1017,10 @@ static bool handle_sim(struct sim_server *srv, struct sim_conn *conn, const char
             bson_append_document_end(&arr, &doc);
         }
         bson_append_array_end(reply, &arr);
-        if (!log)
+        if (!log) {
             BSON_APPEND_INT64(reply, "retriedWritesDeduplicated", (int64_t)s->retries_deduplicated);
+            BSON_APPEND_INT64(reply, "rolledBack", (int64_t)s->rolled_back);
+        }
         if (get_bool(cmd, "reset")) {
             for (int i = 0; i < s->nservers; i++)
                 reset_stats(&s->servers[i]);
@@ -1252,6 +1272,15 @@ static bool is_write_command(const char *n)
 {
     return strcmp(n, "insert") == 0 || strcmp(n, "update") == 0 || strcmp(n, "delete") == 0 ||
            strcmp(n, "findAndModify") == 0 || strcmp(n, "findandmodify") == 0;
+}
+
+/* Whether the command asks for readConcern {level: "majority"}. */
+static bool read_concern_majority(const bson_t *cmd)
+{
+    bson_iter_t it, rc;
+    return bson_iter_init_find(&it, cmd, "readConcern") && BSON_ITER_HOLDS_DOCUMENT(&it) &&
+           bson_iter_recurse(&it, &rc) && bson_iter_find(&rc, "level") &&
+           BSON_ITER_HOLDS_UTF8(&rc) && strcmp(bson_iter_utf8(&rc, NULL), "majority") == 0;
 }
 
 static bool needs_primary(const char *n)
@@ -1814,8 +1843,18 @@ static bool run_one(struct sim_server *srv, struct sim_conn *conn, const struct 
     ns[0] = '\0';
     memset(&err, 0, sizeof(err));
     size_t writes_before = store_txn_len(undo);
-    int rc = store_exec(txn ? txn->snap : srv->store, req->db, &req->cmd, req->seq_docs, req->n_seq,
-                        reply, &res, &is_cursor, ns, sizeof(ns), undo, &err);
+    /* A transaction reads and writes its snapshot; a read with readConcern majority reads the
+     * majority-committed data. */
+    struct store *data = srv->store;
+    if (txn) {
+        data = txn->snap;
+    } else if (!needs_primary(name) && read_concern_majority(&req->cmd)) {
+        struct store *maj = sim_repl_majority_store(srv);
+        if (maj)
+            data = maj;
+    }
+    int rc = store_exec(data, req->db, &req->cmd, req->seq_docs, req->n_seq, reply, &res,
+                        &is_cursor, ns, sizeof(ns), undo, &err);
     if (rc == 0 && txn && txn_conflicts(s, txn, writes_before)) {
         /* As in MongoDB, the transaction is aborted and the statement fails. */
         store_results_free(&res);

@@ -4184,3 +4184,32 @@ int store_txn_publish(struct store *live, const struct store *snap, struct store
     txn_free(t);
     return rc;
 }
+
+/* ------------------------------------------------------------------------------------------ */
+/* Rollback and the majority snapshot                                                         */
+/* ------------------------------------------------------------------------------------------ */
+
+void store_oplog_truncate(struct store_oplog *log, uint64_t upto)
+{
+    if (upto < log->first)
+        upto = log->first;
+    size_t keep = (size_t)(upto - log->first);
+    while (log->list.n > keep)
+        entry_free(&log->list.e[--log->list.n]);
+}
+
+int store_oplog_apply_upto(struct store *s, const struct store_oplog *log, uint64_t *applied,
+                           uint64_t upto)
+{
+    if (*applied < log->first)
+        return -ERANGE;
+    int n = 0;
+    while (*applied < upto && *applied < log->first + log->list.n) {
+        int rc = apply_entry(s, &log->list.e[*applied - log->first]);
+        if (rc < 0)
+            return rc;
+        (*applied)++;
+        n++;
+    }
+    return n;
+}

@@ -202,6 +202,15 @@ int store_oplog_apply(struct store *s, const struct store_oplog *log, uint64_t *
 /* Forgets the entries numbered below upto, which every member has applied. */
 void store_oplog_trim(struct store_oplog *log, uint64_t upto);
 
+/* Forgets the entries numbered upto and above: a dead primary's writes that no live member had
+ * when another was elected, which a replica set rolls back. */
+void store_oplog_truncate(struct store_oplog *log, uint64_t upto);
+
+/* Like store_oplog_apply, but bounded by entry number rather than time: applies entries up to
+ * number upto - 1. */
+int store_oplog_apply_upto(struct store *s, const struct store_oplog *log, uint64_t *applied,
+                           uint64_t upto);
+
 /* A copy of every database, collection (with its UUID) and document of src, for a new secondary;
  * no oplog and no transaction outcomes. NULL if memory is exhausted. */
 struct store *store_clone(const struct store *src);
