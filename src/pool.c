@@ -126,9 +126,22 @@ void bconn_close(struct bconn *b, const char *why)
     refill(b->p, b->server);
 }
 
-/* Tells the user of b (if any) that b failed, after closing it. */
+/*
+ * Tells the user of b (if any) that b failed, after closing it. While the user holds a reply
+ * frame, its client is still being sent bytes that live in b's buffer, and it could not answer
+ * until that write ends: the failure waits for bconn_reply_done (and the frame loop stays
+ * stopped), so that the client gets the rest of what it was sent and then the error.
+ */
 static void fail_user(struct bconn *b, int status, const char *why)
 {
+    if (b->cur_frame && b->user) {
+        if (!b->fail_pending) {
+            b->fail_pending = true;
+            b->fail_status = status;
+            snprintf(b->fail_why, sizeof(b->fail_why), "%s", why);
+        }
+        return;
+    }
     void *user = b->user;
     b->user = NULL;
     bconn_close(b, why);
@@ -161,6 +174,8 @@ static const char *retire_reason(struct proxy *p, struct bconn *b)
         return "pool was cleared";
     if (p->shutting_down)
         return "shutting down";
+    if (b->fail_pending)
+        return b->fail_why;
     if (stream_pending_bytes(&b->st) != b->cur_frame)
         return "unexpected bytes after a reply";
     if (p->cfg.max_lifetime_ms > 0 && proxy_now(p) - b->created_ms >= p->cfg.max_lifetime_ms)
@@ -195,9 +210,22 @@ void pool_abandon(struct proxy *p, struct bconn *b, bool reply_held)
     bconn_close(b, "its client left during the exchange");
 }
 
+static void on_failed_later(uv_timer_t *t)
+{
+    struct bconn *b = t->data;
+    if (b->state != BCONN_CLOSING)
+        fail_user(b, b->fail_status, b->fail_why);
+}
+
 void bconn_reply_done(struct bconn *b)
 {
     b->cur_frame = 0;
+    if (b->fail_pending) {
+        /* From the loop, not from inside the user's own write completion. */
+        if (b->state != BCONN_CLOSING)
+            uv_timer_start(&b->timer, on_failed_later, 0, 0);
+        return;
+    }
     stream_release(&b->st);
 }
 
@@ -572,7 +600,7 @@ void pool_clear(struct proxy *p, int idx, bool interrupt, const char *why)
         e = e->next;
         if (b->state == BCONN_CONNECTING || b->state == BCONN_HANDSHAKE) {
             bconn_close(b, "pool cleared");
-        } else if (interrupt) {
+        } else if (interrupt && !b->fail_pending) {
             p->stats.backend_interrupted++;
             char msg[200];
             snprintf(msg, sizeof(msg), "interrupted: %s", why);

@@ -3,6 +3,7 @@ getMore, whose reply streams in several messages, and a transaction whose mongos
 middle, which the driver's with_transaction must be able to retry."""
 
 import struct
+import time
 
 import bson
 import pymongo
@@ -178,6 +179,9 @@ def test_exhaust_stream_whose_server_dies_ends_in_an_error_document(cluster71):
 
             parts = 1
             while True:
+                # A slow reader: mongolb is still writing a part out when the server's end of
+                # stream reaches it, the case where the error must wait for that write.
+                time.sleep(0.02)
                 prev = rid
                 rid, to, flags, reply = recv_msg(sock)
                 assert to == prev, "each part answers the one before it"
@@ -204,3 +208,64 @@ def test_exhaust_stream_whose_server_dies_ends_in_an_error_document(cluster71):
         assert coll.find_one({"_id": 95}, {"_id": 1}) == {"_id": 95}
     finally:
         client.close()
+
+
+def test_exhaust_stream_cut_while_a_part_is_being_relayed():
+    """A server sends two parts of an exhaust stream, the second of 8 MB, and closes the
+    connection right after them, while this client reads nothing: mongolb notices the end of
+    stream while it is still writing a part out to the client. The client gets the parts and
+    then the error document, answering the last part it got, rather than a closed connection."""
+    import socket as socket_mod
+
+    from fake_server import HELLO_NAMES, FakeServer, msg_frame
+    from mongolb_harness import IO_TEST_DEFAULTS, start_mongolb_clean, stop_quietly
+
+    big = "x" * (8 * 1024 * 1024)
+
+    def cut_stream(conn, rid):
+        part1 = msg_frame({"cursor": {"nextBatch": [{"_id": 1}], "id": bson.int64.Int64(77),
+                                      "ns": "t.c"}, "ok": 1.0}, 501, rid, flags=MORE_TO_COME)
+        part2 = msg_frame({"cursor": {"nextBatch": [{"_id": 2, "big": big}],
+                                      "id": bson.int64.Int64(77), "ns": "t.c"}, "ok": 1.0},
+                          502, 501, flags=MORE_TO_COME)
+        conn.sendall(part1 + part2)
+        conn.shutdown(socket_mod.SHUT_RDWR)
+
+    def handler(fs, cmd):
+        name = next(iter(cmd), "")
+        if name in HELLO_NAMES:
+            return fs.mongos_hello(legacy=name != "hello")
+        if name == "find":
+            return {"cursor": {"firstBatch": [], "id": bson.int64.Int64(77), "ns": "t.c"},
+                    "ok": 1.0}
+        if name == "getMore":
+            return cut_stream
+        return {"ok": 1.0}
+
+    with FakeServer(handler, mongos=True) as fs:
+        lb = start_mongolb_clean([fs.address], dict(IO_TEST_DEFAULTS))
+        try:
+            with lb.connect(timeout=10) as sock:
+                send_msg(sock, 1, {"find": "c", "$db": "t"})
+                _, to, _, reply = recv_msg(sock)
+                assert to == 1 and reply["cursor"]["id"] == 77
+                send_msg(sock, 2, {"getMore": bson.int64.Int64(77), "collection": "c",
+                                   "$db": "t"}, flags=EXHAUST_ALLOWED)
+                time.sleep(1.0)  # mongolb's write of the 8 MB part cannot finish meanwhile
+                expect_to, parts = 2, 0
+                while True:
+                    rid, to, flags, reply = recv_msg(sock)
+                    assert to == expect_to, "each reply answers the one before it"
+                    if not flags & MORE_TO_COME:
+                        break
+                    assert reply["ok"] == 1
+                    expect_to, parts = rid, parts + 1
+                assert parts >= 1
+                assert reply["ok"] == 0 and reply["code"] == 6, reply
+                assert "during a streamed reply" in reply["errmsg"], reply
+                # The connection stays usable.
+                send_msg(sock, 3, {"ping": 1, "$db": "admin"})
+                _, to, _, reply = recv_msg(sock)
+                assert to == 3 and reply["ok"] == 1
+        finally:
+            assert stop_quietly(lb) == 0, lb.log_tail()
