@@ -154,6 +154,49 @@ def test_a_stale_unix_socket_is_replaced_and_removed_at_exit():
         shutil.rmtree(d, ignore_errors=True)
 
 
+@pytest.mark.parametrize("case", ["missing directory", "path too long"])
+def test_a_unix_path_that_cannot_be_bound_fails_the_start_with_its_reason(case):
+    d = tempfile.mkdtemp(prefix="mlb-sock-")
+    try:
+        if case == "missing directory":
+            path = os.path.join(d, "no-such-dir", "mongolb.sock")
+            reason = "no such file or directory"
+        else:
+            path = os.path.join(d, "x" * 120 + ".sock")
+            reason = "name too long"
+        code, out = run_mongolb("[mongolb]\nlisten = 127.0.0.1:%d,unix:%s\n[upstream]\nseeds = "
+                                "127.0.0.1:1\n" % (free_port(), path))
+        assert code == 1, out
+        if case == "missing directory":
+            assert "listen unix:%s: %s" % (path, reason) in out, out
+        else:  # the configuration's own check says so before anything is bound
+            assert "a unix socket path has at most 107 characters" in out, out
+        assert not os.path.exists(path)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def test_a_unix_client_that_cannot_be_set_up_is_refused():
+    """As over TCP: the connection is closed with a log line and the listener goes on."""
+    d = tempfile.mkdtemp(prefix="mlb-sock-")
+    path = os.path.join(d, "mongolb.sock")
+    try:
+        # expect_known=0: the harness's first probe (over TCP) is connection 1.
+        with SimAndMongolb(("--mongos", "1"), mongolb_class=FaultMongolb, expect_known=0,
+                           env={"MONGOLB_FAULT": "client_alloc:2"},
+                           extra_listen=["unix:" + path]) as (sim, lb):
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                s.connect(path)
+                assert read_outcome(s, timeout=5)[0] == "closed"
+            wait_for(lambda: count_lines(lb, "[unix:%s] cannot take a connection" % path) == 1,
+                     what="the refusal's log line")
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                s.connect(path)
+                assert hello(s)["ok"] == 1
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
 def test_exit_leaves_a_socket_file_another_instance_made():
     """The file at a unix listener's path was replaced while mongolb ran (an operator removed it
     and another instance bound the path): at exit mongolb removes only its own file, so the
