@@ -9,7 +9,15 @@
  * store and a write is visible everywhere at once (the fast default). Once a member is given a lag
  * (--lag-ms, simSetLag), every member keeps its own copy and the secondaries apply the primary's
  * oplog lag_ms late (sim_repl.c): stale reads, lastWrite, causal reads and write concern then
- * behave as on a real replica set.
+ * behave as on a real replica set, including rollback of a killed primary's unreplicated writes
+ * and readConcern majority.
+ *
+ * Transactions (sim_cmds.c, store.h): snapshot isolation and WriteConflict as on mongod. A write
+ * outside a transaction to a document an open transaction wrote is not made to wait for it, as
+ * mongod makes it; the transaction's commit then fails with WriteConflict instead, so that neither
+ * write is lost. Each transaction works on a copy of the data (store_clone), which is fine for the
+ * data sets of tests. What remains simplified: a transaction committed with w:1 whose oplog entry
+ * is then rolled back still counts as committed for a retried commitTransaction.
  *
  * Versions (--version, sim_version.c): the MongoDB version a deployment claims decides its
  * maxWireVersion and what depends on it: legacy opcodes refused from 5.1, exhaust getMore on a
