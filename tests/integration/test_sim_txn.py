@@ -274,3 +274,46 @@ def test_majority_reads_see_only_what_a_majority_has_applied():
             assert list(lagging.find()) == []
         finally:
             s2.close()
+
+
+@pytest.mark.parametrize("commit_w", [1, "majority"])
+def test_a_commit_rolled_back_is_unknown_to_the_new_primary(commit_w):
+    """A transaction committed with w:1 whose commit no secondary applied is rolled back when its
+    primary dies: a retried commitTransaction on the new primary gets NoSuchTransaction and its
+    write is gone. Committed with w:majority, it survives and the retried commit succeeds."""
+    import uuid
+
+    from bson.binary import Binary, UUID_SUBTYPE
+    from bson.int64 import Int64
+
+    with start_sim("--replset", "rs0", "--members", "3", "--lag-ms", "0,200,200") as sim:
+        p = direct(sim, 0)
+        try:
+            p.t.get_collection("d", write_concern=WriteConcern("majority")).insert_one(
+                {"_id": "seed"})
+        finally:
+            p.close()
+        if commit_w == 1:
+            for i in (1, 2):
+                assert sim.command(0, {"simSetLag": {"server": i, "ms": 60000}})["ok"] == 1
+        lsid = {"id": Binary(uuid.uuid4().bytes, UUID_SUBTYPE)}
+        txn = {"lsid": lsid, "txnNumber": Int64(1), "autocommit": False}
+        r = raw(sim, 0, dict({"insert": "d", "documents": [{"_id": "txn"}],
+                              "startTransaction": True}, **txn))
+        assert r["ok"] == 1 and r["n"] == 1, r
+        commit = dict({"commitTransaction": 1, "writeConcern": {"w": commit_w}}, **txn)
+        assert raw(sim, 0, commit, db="admin")["ok"] == 1
+        assert sim.command(1, {"simKill": 0})["ok"] == 1
+        new = wait_primary(sim, (1, 2))
+        r = raw(sim, new, commit, db="admin")
+        np_ = direct(sim, new)
+        try:
+            if commit_w == 1:
+                assert r["ok"] == 0 and r["code"] == 251, r
+                assert "TransientTransactionError" in r.get("errorLabels", []), r
+                assert ids(np_) == ["seed"]
+            else:
+                assert r["ok"] == 1, r
+                assert ids(np_) == ["seed", "txn"]
+        finally:
+            np_.close()

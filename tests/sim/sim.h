@@ -16,8 +16,7 @@
  * outside a transaction to a document an open transaction wrote is not made to wait for it, as
  * mongod makes it; the transaction's commit then fails with WriteConflict instead, so that neither
  * write is lost. Each transaction works on a copy of the data (store_clone), which is fine for the
- * data sets of tests. What remains simplified: a transaction committed with w:1 whose oplog entry
- * is then rolled back still counts as committed for a retried commitTransaction.
+ * data sets of tests.
  *
  * Versions (--version, sim_version.c): the MongoDB version a deployment claims decides its
  * maxWireVersion and what depends on it: legacy opcodes refused from 5.1, exhaust getMore on a
@@ -79,6 +78,7 @@ struct sim_txn {
      * at its first statement, and its writes reach live only at commit (store_txn_publish). */
     struct store *snap;
     struct store *live;
+    uint64_t oplog_end; /* committed: the oplog's length after its commit (for a rollback) */
 };
 
 /* A saved reply of a retryable write, shared by all servers of the deployment. */
@@ -340,6 +340,8 @@ void sim_free_retries(struct sim *s);
 /* Forgets the retryable writes whose oplog entries from number upto on were rolled back, as
  * MongoDB rolls back their config.transactions records with them: a retry runs them again. */
 void sim_forget_retries_after(struct sim *s, uint64_t upto);
+/* The same for transactions whose commit entered the oplog at number upto or later. */
+void sim_forget_commits_after(struct sim *s, uint64_t upto);
 /* Sets roles after start: member 0 primary. */
 void sim_elect(struct sim *s, int index);
 /* Delay between the loss of the primary and the election of the next live member. */

@@ -348,8 +348,22 @@ static void txn_end(struct sim_server *srv, struct sim_txn *t, bool commit)
     t->snap = NULL;
     t->undo = NULL;
     t->state = commit ? SIM_TXN_COMMITTED : SIM_TXN_ABORTED;
+    t->oplog_end = commit && s->oplog ? store_oplog_count(s->oplog) : 0;
     store_txn_outcome_set(s->store, t->lsid, t->txn_number,
                           commit ? STORE_TXN_COMMITTED : STORE_TXN_ABORTED);
+}
+
+void sim_forget_commits_after(struct sim *s, uint64_t upto)
+{
+    for (int i = 0; i < s->nservers; i++)
+        for (size_t b = 0; b < SIM_TXN_BUCKETS; b++)
+            for (struct sim_txn *t = s->servers[i].txns[b]; t; t = t->next)
+                if (t->state == SIM_TXN_COMMITTED && t->oplog_end > upto) {
+                    /* Its commit was rolled back with its config.transactions record: the
+                     * transaction is unknown now, and a retried commit gets NoSuchTransaction. */
+                    t->state = SIM_TXN_ABORTED;
+                    store_txn_outcome_set(s->store, t->lsid, t->txn_number, STORE_TXN_ABORTED);
+                }
 }
 
 static struct sim_txn *txn_create(struct sim_server *srv, const uint8_t *lsid, int64_t number)

@@ -22,8 +22,9 @@
  *  - an election after a step-down gives the new primary everything the old one wrote (MongoDB's
  *    catch-up phase). After the primary died, the new primary catches up only to the newest live
  *    member: the dead primary's writes that no live member had applied are rolled back (its data
- *    is reset to that point for when it returns, and the retryable-write records of those writes
- *    are forgotten, so that a retry runs them again). A w:majority write was acknowledged once a
+ *    is reset to that point for when it returns, and the records of those retryable writes and
+ *    transaction commits are forgotten, so that a retry runs the write again and a retried commit
+ *    gets NoSuchTransaction). A w:majority write was acknowledged once a
  *    majority had applied it, so it survives while a majority of the members does;
  *  - a read with readConcern majority sees the data as of the majority commit point: the newest
  *    entry that a majority of the members has applied.
@@ -244,6 +245,7 @@ static void rollback(struct sim *s, int lost, const struct sim_server *src, uint
     store_oplog_truncate(s->oplog, reach);
     s->rolled_back += count - reach;
     sim_forget_retries_after(s, reach);
+    sim_forget_commits_after(s, reach);
     struct sim_server *o = &s->servers[lost];
     struct store *copy = store_clone(src->store);
     if (copy) {
