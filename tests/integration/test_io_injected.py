@@ -400,12 +400,11 @@ def test_a_pooled_connection_older_than_max_lifetime_ms_is_replaced():
             before = lb.counters()["backendConnects"]
             finds = 0
             t0 = time.monotonic()
-            while time.monotonic() - t0 < 4.0:
+            while time.monotonic() - t0 < 4.0 or finds < 20:
                 client.test.c.find_one()
                 finds += 1
                 time.sleep(0.01)
             opened = lb.counters()["backendConnects"] - before
-            assert finds >= 20
             assert 2 <= opened <= finds // 4, (opened, finds)
             assert count_lines(lb, "closing: max_lifetime_ms reached") >= 1
             # Idle past its lifetime, the pooled connection is closed by the janitor.
