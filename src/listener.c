@@ -24,6 +24,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "fault.h"
 #include "log.h"
 
 /* Repeated accept errors (the fd limit) are logged at most once per this many ms. */
@@ -55,6 +56,12 @@ static void on_connection(uv_stream_t *server, int status)
 {
     struct listener *l = server->data;
     struct proxy *p = l->p;
+    if (status == 0 && fault_hit(FAULT_ACCEPT)) {
+        /* Test-only: as if accept(2) had failed at the descriptor limit, where libuv closes the
+         * pending connection and reports UV_EMFILE. */
+        reject(server, l->is_unix);
+        status = UV_EMFILE;
+    }
     if (status < 0) {
         int64_t now = proxy_now(p);
         if (now - p->last_fd_warn_ms >= ACCEPT_WARN_INTERVAL_MS) {
@@ -71,7 +78,7 @@ static void on_connection(uv_stream_t *server, int status)
             p->stats.fd_limit_refusals++;
         return;
     }
-    int rc = client_accept(p, server, l->is_unix);
+    int rc = fault_hit(FAULT_CLIENT_ALLOC) ? UV_ENOMEM : client_accept(p, server, l->is_unix);
     if (rc < 0) {
         log_warn(l->name, "cannot take a connection (%s); closing it", uv_strerror(rc));
         p->stats.clients_refused++;
@@ -213,7 +220,9 @@ static int unix_bind(uv_pipe_t *pipe, const char *path)
     struct sockaddr_un sa;
     memset(&sa, 0, sizeof(sa));
     sa.sun_family = AF_UNIX;
-    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+    if (strlen(path) >= sizeof(sa.sun_path))
+        return -ENAMETOOLONG;
+    memcpy(sa.sun_path, path, strlen(path) + 1);
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd == -1)
         return -errno;

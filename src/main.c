@@ -23,6 +23,7 @@
 #include <openssl/crypto.h>
 
 #include "authfile.h"
+#include "fault.h"
 #include "log.h"
 #include "tls.h"
 
@@ -172,6 +173,14 @@ int main(int argc, char **argv)
         return 2;
     }
     static char err[16384];
+    /* Test-only fault injection (fault.h): inert unless the variable is set. */
+    const char *faults = getenv("MONGOLB_FAULT");
+    if (fault_init(faults, err, sizeof(err)) < 0) {
+        fprintf(stderr, "%s\n", err);
+        return 2;
+    }
+    if (fault_armed)
+        log_warn(NULL, "MONGOLB_FAULT=%s: fault injection is on (for tests only)", faults);
     if (config_load_file(config_path, &proxy.cfg, err, sizeof(err)) < 0) {
         fprintf(stderr, "%s\n", err);
         return 1;

@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fault.h"
 #include "log.h"
 #include "srv.h"
 
@@ -220,7 +221,7 @@ static void send_hello(struct monitor *m)
     m->state = MON_CHECKING;
     m->sent_ns = uv_hrtime();
     uv_buf_t buf = uv_buf_init((char *)mc->wbuf.data, (unsigned)mc->wbuf.len);
-    rc = stream_write(&mc->st, &buf, 1);
+    rc = fault_hit(FAULT_MONITOR_WRITE) ? UV_EPIPE : stream_write(&mc->st, &buf, 1);
     if (rc < 0) {
         check_failed(m, uv_strerror(rc), false);
         return;
@@ -240,14 +241,14 @@ static void on_connect(struct stream *st, int status)
         check_failed(m, why, false);
         return;
     }
-    if (stream_read_start(&mc->st) < 0) {
+    if (fault_hit(FAULT_MONITOR_READ) || stream_read_start(&mc->st) < 0) {
         check_failed(m, "cannot read", false);
         return;
     }
     struct proxy *p = m->p;
     if (p->tls.client) {
         /* The hello follows the TLS handshake (on_secure); the connect deadline still runs. */
-        SSL *ssl = SSL_new(p->tls.client);
+        SSL *ssl = fault_hit(FAULT_MONITOR_TLS) ? NULL : SSL_new(p->tls.client);
         const struct server *s = &p->topo.servers[m->idx];
         if (!ssl ||
             tls_client_prepare(ssl, s->host, !p->cfg.upstream_tls_allow_invalid_hostnames) < 0) {
@@ -310,7 +311,7 @@ static void connect_resolved(struct monitor *m)
 {
     struct proxy *p = m->p;
     struct pool *pl = &p->pools[m->idx];
-    struct mon_conn *mc = calloc(1, sizeof(*mc));
+    struct mon_conn *mc = fault_hit(FAULT_MONITOR_ALLOC) ? NULL : calloc(1, sizeof(*mc));
     if (!mc || stream_init_tcp(&p->sctx, &mc->st, &mon_stream_cb, mc, WIRE_MAX_MESSAGE_SIZE) < 0) {
         free(mc);
         check_failed(m, "out of memory", false);
@@ -321,7 +322,9 @@ static void connect_resolved(struct monitor *m)
     p->fds_in_use++;
     m->conn = mc;
     m->state = MON_CONNECTING;
-    int rc = stream_connect(&mc->st, &mc->connect_req, (const struct sockaddr *)&pl->addr);
+    int rc = fault_hit(FAULT_MONITOR_CONNECT)
+                 ? UV_EADDRNOTAVAIL
+                 : stream_connect(&mc->st, &mc->connect_req, (const struct sockaddr *)&pl->addr);
     if (rc < 0) {
         check_failed(m, uv_strerror(rc), false);
         return;

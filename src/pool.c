@@ -31,6 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fault.h"
 #include "log.h"
 
 /* Replies may be as large as a maximal message plus a little: the header's length may go up to
@@ -222,9 +223,25 @@ void bconn_close(struct bconn *b, const char *why)
     refill(b->p, b->server);
 }
 
-/* Tells the user of b (if any) that b failed, after closing it. */
+/*
+ * Tells the user of b (if any) that b failed, after closing it. While the user holds a reply
+ * frame, its client is still being sent bytes that live in b's buffer, and it could not answer
+ * until that write ends: the failure waits for bconn_reply_done (and the frame loop stays
+ * stopped), so that the client gets the rest of what it was sent and then the error.
+ */
 static void fail_user(struct bconn *b, int status, const char *why)
 {
+    if (b->cur_frame && b->user) {
+        if (!b->fail_pending) {
+            b->fail_pending = true;
+            b->fail_status = status;
+            /* why may be fail_why itself (a pending failure told again): memmove, not snprintf. */
+            size_t n = strnlen(why, sizeof(b->fail_why) - 1);
+            memmove(b->fail_why, why, n);
+            b->fail_why[n] = '\0';
+        }
+        return;
+    }
     void *user = b->user;
     b->user = NULL;
     bconn_close(b, why);
@@ -384,6 +401,8 @@ static const char *retire_reason(struct proxy *p, struct bconn *b)
         return "pool was cleared";
     if (p->shutting_down)
         return "shutting down";
+    if (b->fail_pending)
+        return b->fail_why;
     if (stream_pending_bytes(&b->st) != b->cur_frame)
         return "unexpected bytes after a reply";
     if (p->cfg.max_lifetime_ms > 0 && proxy_now(p) - b->created_ms >= p->cfg.max_lifetime_ms)
@@ -419,9 +438,22 @@ void pool_abandon(struct proxy *p, struct bconn *b, bool reply_held)
     bconn_close(b, "its client left during the exchange");
 }
 
+static void on_failed_later(uv_timer_t *t)
+{
+    struct bconn *b = t->data;
+    if (b->state != BCONN_CLOSING)
+        fail_user(b, b->fail_status, b->fail_why);
+}
+
 void bconn_reply_done(struct bconn *b)
 {
     b->cur_frame = 0;
+    if (b->fail_pending) {
+        /* From the loop, not from inside the user's own write completion. */
+        if (b->state != BCONN_CLOSING)
+            uv_timer_start(&b->timer, on_failed_later, 0, 0);
+        return;
+    }
     stream_release(&b->st);
 }
 
@@ -640,7 +672,7 @@ static void send_handshake(struct bconn *b)
 {
     struct proxy *p = b->p;
     int idx = b->server;
-    int rc = build_handshake(b);
+    int rc = fault_hit(FAULT_BACKEND_HELLO) ? -ENOMEM : build_handshake(b);
     if (rc == 0)
         rc = send_hbuf(b);
     if (rc < 0) {
@@ -663,7 +695,7 @@ static int start_tls(struct bconn *b)
 {
     struct proxy *p = b->p;
     struct pool *pl = &p->pools[b->server];
-    SSL *ssl = SSL_new(p->tls.client);
+    SSL *ssl = fault_hit(FAULT_BACKEND_TLS) ? NULL : SSL_new(p->tls.client);
     if (!ssl)
         return -ENOMEM;
     if (tls_client_prepare(ssl, p->topo.servers[b->server].host,
@@ -690,11 +722,13 @@ static void on_connect(struct stream *s, int status)
         proxy_connect_failed(p, idx, why);
         return;
     }
-    int rc = stream_tcp_tune(&b->st, p->cfg.tcp_keepalive_s, p->cfg.tcp_user_timeout_ms);
+    int rc = fault_hit(FAULT_BACKEND_SOCKOPT)
+                 ? UV_EINVAL
+                 : stream_tcp_tune(&b->st, p->cfg.tcp_keepalive_s, p->cfg.tcp_user_timeout_ms);
     if (rc < 0)
         log_warn(b->prefix, "cannot set keepalive/TCP_USER_TIMEOUT: %s", uv_strerror(rc));
     set_state(b, BCONN_HANDSHAKE);
-    rc = stream_read_start(&b->st);
+    rc = fault_hit(FAULT_BACKEND_READ) ? UV_ENOBUFS : stream_read_start(&b->st);
     if (rc == 0 && p->tls.client) {
         rc = start_tls(b);
         if (rc < 0 && b->state != BCONN_CLOSING) {
@@ -734,7 +768,7 @@ static int open_connection(struct proxy *p, int idx, struct auth_user *au)
         p->stats.fd_limit_refusals++;
         return -EMFILE;
     }
-    struct bconn *b = calloc(1, sizeof(*b));
+    struct bconn *b = fault_hit(FAULT_BACKEND_ALLOC) ? NULL : calloc(1, sizeof(*b));
     if (!b)
         return -ENOMEM;
     b->p = p;
@@ -767,7 +801,9 @@ static int open_connection(struct proxy *p, int idx, struct auth_user *au)
     b->state = BCONN_CLOSING; /* so that set_state counts it as a new connecting one */
     set_state(b, BCONN_CONNECTING);
     p->stats.backend_connects++;
-    rc = stream_connect(&b->st, &b->connect_req, (const struct sockaddr *)&pl->addr);
+    rc = fault_hit(FAULT_BACKEND_CONNECT)
+             ? UV_EADDRNOTAVAIL
+             : stream_connect(&b->st, &b->connect_req, (const struct sockaddr *)&pl->addr);
     if (rc < 0) {
         bconn_close(b, "connect could not start");
         return rc;
@@ -878,7 +914,7 @@ void pool_clear(struct proxy *p, int idx, bool interrupt, const char *why)
         e = e->next;
         if (b->state == BCONN_CONNECTING || b->state == BCONN_HANDSHAKE) {
             bconn_close(b, "pool cleared");
-        } else if (interrupt) {
+        } else if (interrupt && !b->fail_pending) {
             p->stats.backend_interrupted++;
             char msg[200];
             snprintf(msg, sizeof(msg), "interrupted: %s", why);

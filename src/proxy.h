@@ -263,6 +263,11 @@ struct bconn {
     struct auth_backend *ab; /* the login in progress */
     bool reply_expected;     /* a reply is due for the request in flight */
     size_t cur_frame;        /* the reply frame being handed to or held by the user */
+    /* A failure that came while the user held a reply frame (its client still being sent it):
+     * told to the user once the frame is released (pool.c, fail_user). */
+    bool fail_pending;
+    int fail_status;
+    char fail_why[240];
     int handles_open;
     int64_t created_ms;
     int64_t idle_since_ms;

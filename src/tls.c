@@ -13,6 +13,8 @@
  */
 #include "tls.h"
 
+#include "fault.h"
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -374,10 +376,10 @@ static SSL_CTX *new_context(struct problems *p, const SSL_METHOD *method, const 
 {
     char reason[1024];
     ERR_clear_error();
-    SSL_CTX *ctx = SSL_CTX_new(method);
+    SSL_CTX *ctx = fault_hit(FAULT_TLS_CONTEXT) ? NULL : SSL_CTX_new(method);
     if (!ctx) {
         problem(p, -ENOMEM, "cannot create the TLS context towards %s (%s)", side,
-                tls_last_error(reason, sizeof(reason)));
+                ERR_peek_error() ? tls_last_error(reason, sizeof(reason)) : "out of memory");
         return NULL;
     }
     if (SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1) {

@@ -146,3 +146,54 @@ def test_getmore_of_a_dead_mongos_inside_a_transaction_is_transient(cluster):  #
         cluster.sim.command(other, {"simRevive": owner})
     finally:
         client.close()
+
+
+def test_write_conflicts_reach_the_application_with_their_label(cluster):  # noqa: F811
+    """Two transactions through mongolb write one document: the second gets mongod's
+    WriteConflict (112) with TransientTransactionError, as relayed by mongolb, and its next
+    attempt (a new txnNumber, pinned afresh) commits after the first; the counter is exact."""
+    cluster.need_sim()
+    client = pymongo.MongoClient(cluster.lb.uri, serverSelectionTimeoutMS=5000)
+    try:
+        coll = client.failover_txn_wc.counter
+        coll.drop()
+        coll.insert_one({"_id": 1, "n": 0})
+        with client.start_session() as a, client.start_session() as b:
+            a.start_transaction()
+            b.start_transaction()
+            coll.update_one({"_id": 1}, {"$inc": {"n": 1}}, session=a)
+            try:
+                coll.update_one({"_id": 1}, {"$inc": {"n": 1}}, session=b)
+                raise AssertionError("no WriteConflict")
+            except pymongo.errors.OperationFailure as e:
+                assert e.code == 112, e.details
+                assert e.has_error_label("TransientTransactionError"), e.details
+            b.abort_transaction()
+            a.commit_transaction()
+            b.with_transaction(
+                lambda s: coll.update_one({"_id": 1}, {"$inc": {"n": 1}}, session=s))
+        assert coll.find_one({"_id": 1})["n"] == 2
+
+        # Many transactions on one document at once: conflicts are retried by the driver, and
+        # every increment is applied exactly once.
+        errors = []
+
+        def worker():
+            try:
+                with client.start_session() as s:
+                    for _ in range(10):
+                        s.with_transaction(lambda ss: coll.update_one(
+                            {"_id": 1}, {"$inc": {"n": 1}}, session=ss))
+            except Exception as e:  # noqa: BLE001  (reported below)
+                errors.append(repr(e))
+
+        threads = [threading.Thread(target=worker) for _ in range(6)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join(60)
+        assert not any(th.is_alive() for th in threads), "transaction threads hung"
+        assert errors == [], errors
+        assert coll.find_one({"_id": 1})["n"] == 2 + 60
+    finally:
+        client.close()

@@ -3,6 +3,7 @@ getMore, whose reply streams in several messages, and a transaction whose mongos
 middle, which the driver's with_transaction must be able to retry."""
 
 import struct
+import time
 
 import bson
 import pymongo
@@ -133,3 +134,138 @@ def test_transaction_survives_its_mongos_dying(cluster):
         assert sorted(d["_id"] for d in coll.find({})) == ["a", "b", "seed"]
     finally:
         client.close()
+
+
+def test_exhaust_stream_whose_server_dies_ends_in_an_error_document(cluster71):
+    """The mongos streaming an exhaust getMore dies in the middle of the stream. The client has
+    some parts already, so nothing can be retried: it gets, as the answer to the last part it
+    received, an error document (HostUnreachable, no moreToCome) as a mongos would send, never
+    a hung or silently closed socket; its connection stays usable and other clients, on the
+    other mongoses, go on unaffected."""
+    cluster71.need_sim()
+    client = pymongo.MongoClient(cluster71.lb.uri, serverSelectionTimeoutMS=10000)
+    try:
+        coll = client.test_exhaust_dies.c
+        coll.drop()
+        # 24 MB in all, 256 KB per document: far more than the loopback socket buffers between
+        # the simulator, mongolb and this client hold, so most of the stream is still in the
+        # simulator when it dies.
+        pad = "x" * (256 * 1024)
+        for i in range(0, 96, 8):
+            coll.insert_many([{"_id": j, "pad": pad} for j in range(i, i + 8)])
+        before = cluster71.command_counts("find")
+        sock = cluster71.lb.connect(timeout=20)
+        try:
+            send_msg(sock, 1, {"find": "c", "batchSize": 1, "$db": "test_exhaust_dies"})
+            _, to, _, reply = recv_msg(sock)
+            assert to == 1 and reply["ok"] == 1
+            cursor_id = reply["cursor"]["id"]
+            after = cluster71.command_counts("find")
+            owner = [i for i in after if after[i] > before.get(i, 0)]
+            assert len(owner) == 1, (before, after)
+            owner = owner[0]
+
+            send_msg(sock, 2, {"getMore": bson.int64.Int64(cursor_id), "collection": "c",
+                               "batchSize": 1, "$db": "test_exhaust_dies"},
+                     flags=EXHAUST_ALLOWED)
+            rid, to, flags, reply = recv_msg(sock)
+            assert to == 2 and reply["ok"] == 1 and flags & MORE_TO_COME
+            # The stream has begun; its server dies while the rest is on its way.
+            other = (owner + 1) % len(cluster71.sim.servers)
+            cluster71.sim_command({"simKill": owner}, other)
+
+            # Meanwhile another client goes on through the other mongoses.
+            assert coll.count_documents({}) == 96
+
+            parts = 1
+            while True:
+                # A slow reader: mongolb is still writing a part out when the server's end of
+                # stream reaches it, the case where the error must wait for that write.
+                time.sleep(0.02)
+                prev = rid
+                rid, to, flags, reply = recv_msg(sock)
+                assert to == prev, "each part answers the one before it"
+                if reply["ok"] != 1:
+                    break
+                assert flags & MORE_TO_COME, "the stream ended normally despite the kill"
+                parts += 1
+            assert not flags & MORE_TO_COME
+            assert reply["code"] == 6 and reply["codeName"] == "HostUnreachable", reply
+            assert "during a streamed reply" in reply["errmsg"], reply
+            assert parts < 95, "the whole stream arrived before the kill"
+
+            # The client's connection is still usable, and its cursor is forgotten (its server
+            # is gone): a getMore on it gets CursorNotFound at once.
+            send_msg(sock, 3, {"ping": 1, "$db": "admin"})
+            _, to, _, reply = recv_msg(sock)
+            assert to == 3 and reply["ok"] == 1
+            send_msg(sock, 4, {"getMore": bson.int64.Int64(cursor_id), "collection": "c",
+                               "$db": "test_exhaust_dies"})
+            _, to, _, reply = recv_msg(sock)
+            assert to == 4 and reply["ok"] == 0 and reply["code"] == 43, reply
+        finally:
+            sock.close()
+        assert coll.find_one({"_id": 95}, {"_id": 1}) == {"_id": 95}
+    finally:
+        client.close()
+
+
+def test_exhaust_stream_cut_while_a_part_is_being_relayed():
+    """A server sends two parts of an exhaust stream, the second of 8 MB, and closes the
+    connection right after them, while this client reads nothing: mongolb notices the end of
+    stream while it is still writing a part out to the client. The client gets the parts and
+    then the error document, answering the last part it got, rather than a closed connection."""
+    import socket as socket_mod
+
+    from fake_server import HELLO_NAMES, FakeServer, msg_frame
+    from mongolb_harness import IO_TEST_DEFAULTS, start_mongolb_clean, stop_quietly
+
+    big = "x" * (8 * 1024 * 1024)
+
+    def cut_stream(conn, rid):
+        part1 = msg_frame({"cursor": {"nextBatch": [{"_id": 1}], "id": bson.int64.Int64(77),
+                                      "ns": "t.c"}, "ok": 1.0}, 501, rid, flags=MORE_TO_COME)
+        part2 = msg_frame({"cursor": {"nextBatch": [{"_id": 2, "big": big}],
+                                      "id": bson.int64.Int64(77), "ns": "t.c"}, "ok": 1.0},
+                          502, 501, flags=MORE_TO_COME)
+        conn.sendall(part1 + part2)
+        conn.shutdown(socket_mod.SHUT_RDWR)
+
+    def handler(fs, cmd):
+        name = next(iter(cmd), "")
+        if name in HELLO_NAMES:
+            return fs.mongos_hello(legacy=name != "hello")
+        if name == "find":
+            return {"cursor": {"firstBatch": [], "id": bson.int64.Int64(77), "ns": "t.c"},
+                    "ok": 1.0}
+        if name == "getMore":
+            return cut_stream
+        return {"ok": 1.0}
+
+    with FakeServer(handler, mongos=True) as fs:
+        lb = start_mongolb_clean([fs.address], dict(IO_TEST_DEFAULTS))
+        try:
+            with lb.connect(timeout=10) as sock:
+                send_msg(sock, 1, {"find": "c", "$db": "t"})
+                _, to, _, reply = recv_msg(sock)
+                assert to == 1 and reply["cursor"]["id"] == 77
+                send_msg(sock, 2, {"getMore": bson.int64.Int64(77), "collection": "c",
+                                   "$db": "t"}, flags=EXHAUST_ALLOWED)
+                time.sleep(1.0)  # mongolb's write of the 8 MB part cannot finish meanwhile
+                expect_to, parts = 2, 0
+                while True:
+                    rid, to, flags, reply = recv_msg(sock)
+                    assert to == expect_to, "each reply answers the one before it"
+                    if not flags & MORE_TO_COME:
+                        break
+                    assert reply["ok"] == 1
+                    expect_to, parts = rid, parts + 1
+                assert parts >= 1
+                assert reply["ok"] == 0 and reply["code"] == 6, reply
+                assert "during a streamed reply" in reply["errmsg"], reply
+                # The connection stays usable.
+                send_msg(sock, 3, {"ping": 1, "$db": "admin"})
+                _, to, _, reply = recv_msg(sock)
+                assert to == 3 and reply["ok"] == 1
+        finally:
+            assert stop_quietly(lb) == 0, lb.log_tail()

@@ -217,4 +217,35 @@ describe('two mongos routers', () => {
     assert.deepEqual(inTxn, ['insert', 'commitTransaction']);
     assert.equal(log.servers[1].entries.filter((e) => e.inTxn).length, 0);
   });
+
+  // Last in this block: the tests above count the commands each router received.
+  test('transactions: snapshot reads, invisible writes, WriteConflict across routers', async () => {
+    const ca = a.db('test').collection('iso');
+    const cb = b.db('test').collection('iso');
+    await ca.insertOne({ _id: 1, v: 'before' });
+    const sa = a.startSession();
+    const sb = b.startSession();
+    try {
+      sa.startTransaction();
+      assert.deepEqual(await ca.findOne({ _id: 1 }, { session: sa }), { _id: 1, v: 'before' });
+      await cb.insertOne({ _id: 2 }); // outside, on the other router, after the snapshot
+      assert.equal(await ca.countDocuments({}, { session: sa }), 1);
+      await ca.updateOne({ _id: 1 }, { $set: { v: 'a' } }, { session: sa });
+      assert.deepEqual(await cb.findOne({ _id: 1 }), { _id: 1, v: 'before' });
+      // A second transaction, through the other router, writing the same document.
+      sb.startTransaction();
+      await assert.rejects(cb.updateOne({ _id: 1 }, { $set: { v: 'b' } }, { session: sb }), (e) => {
+        assert.equal(e.code, 112);
+        assert.equal(e.codeName, 'WriteConflict');
+        assert.ok(e.hasErrorLabel('TransientTransactionError'));
+        return true;
+      });
+      await sb.abortTransaction();
+      await sa.commitTransaction();
+      assert.deepEqual(await cb.findOne({ _id: 1 }), { _id: 1, v: 'a' });
+    } finally {
+      await sa.endSession();
+      await sb.endSession();
+    }
+  });
 });

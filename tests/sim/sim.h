@@ -9,7 +9,14 @@
  * store and a write is visible everywhere at once (the fast default). Once a member is given a lag
  * (--lag-ms, simSetLag), every member keeps its own copy and the secondaries apply the primary's
  * oplog lag_ms late (sim_repl.c): stale reads, lastWrite, causal reads and write concern then
- * behave as on a real replica set.
+ * behave as on a real replica set, including rollback of a killed primary's unreplicated writes
+ * and readConcern majority.
+ *
+ * Transactions (sim_cmds.c, store.h): snapshot isolation and WriteConflict as on mongod. A write
+ * outside a transaction to a document an open transaction wrote is not made to wait for it, as
+ * mongod makes it; the transaction's commit then fails with WriteConflict instead, so that neither
+ * write is lost. Each transaction works on a copy of the data (store_clone), which is fine for the
+ * data sets of tests.
  *
  * Versions (--version, sim_version.c): the MongoDB version a deployment claims decides its
  * maxWireVersion and what depends on it: legacy opcodes refused from 5.1, exhaust getMore on a
@@ -71,6 +78,11 @@ struct sim_txn {
     enum sim_txn_state state;
     struct store_txn *undo;         /* NULL once committed or aborted */
     char owner[SIM_AUTH_OWNER_MAX]; /* the session's user: with --auth, part of its key */
+    /* Snapshot isolation: the transaction runs on snap, a copy of live (the server's store) taken
+     * at its first statement, and its writes reach live only at commit (store_txn_publish). */
+    struct store *snap;
+    struct store *live;
+    uint64_t oplog_end; /* committed: the oplog's length after its commit (for a rollback) */
 };
 
 /* A saved reply of a retryable write, shared by all servers of the deployment. */
@@ -80,6 +92,7 @@ struct sim_retry {
     int64_t txn_number;
     bson_t *reply;
     char owner[SIM_AUTH_OWNER_MAX]; /* the session's user: with --auth, part of its key */
+    uint64_t oplog_end; /* the oplog's length after the write: a rollback below it forgets it */
 };
 
 /* One line of the per-server log of commands that carried a txnNumber. */
@@ -225,6 +238,16 @@ struct sim {
     /* Replica sets: an election pending after the primary was killed (see sim_primary_lost). */
     uv_timer_t election_timer;
     int election_after; /* the lost primary's index: the search for a live member starts after it */
+    /* Rollback (sim_repl.c): a primary that died may have written what no other member has; the
+     * next election gives the new primary only what the live members have, and rolls the rest
+     * back. lost_primary is that member's index while such an election is pending. */
+    bool lost_primary_pending;
+    int lost_primary;
+    uint64_t rolled_back; /* oplog entries rolled back so far (simStats) */
+    /* readConcern majority (sim_repl.c): the data as of the majority commit point, a copy that
+     * applies the oplog only as far as a majority of the members has; NULL until replication. */
+    struct store *majority_store;
+    uint64_t majority_applied;
     uint64_t start_ms;
 
     uint64_t next_conn_id;
@@ -345,6 +368,11 @@ void sim_error(bson_t *reply, int32_t code, const char *code_name, const char *e
 void sim_abort_txns(struct sim_server *srv);
 void sim_free_server_state(struct sim_server *srv);
 void sim_free_retries(struct sim *s);
+/* Forgets the retryable writes whose oplog entries from number upto on were rolled back, as
+ * MongoDB rolls back their config.transactions records with them: a retry runs them again. */
+void sim_forget_retries_after(struct sim *s, uint64_t upto);
+/* The same for transactions whose commit entered the oplog at number upto or later. */
+void sim_forget_commits_after(struct sim *s, uint64_t upto);
 /* Sets roles after start: member 0 primary. */
 void sim_elect(struct sim *s, int index);
 /* Delay between the loss of the primary and the election of the next live member. */
@@ -388,6 +416,9 @@ int sim_repl_start(struct sim *s, bool at_start);
 void sim_repl_free(struct sim *s);
 /* Brings srv's copy up to date with what its lag lets it have applied by now. */
 void sim_repl_catch_up(struct sim_server *srv);
+/* What a read with readConcern majority on srv reads: the majority snapshot when srv has applied
+ * entries that a majority has not, else NULL (srv's own data, all majority-committed). */
+struct store *sim_repl_majority_store(struct sim_server *srv);
 /* The primary moves from old to next (either may be -1): the new one first applies everything
  * the old one wrote (MongoDB's catch-up phase), then records the oplog. */
 void sim_repl_elect(struct sim *s, int old, int next);

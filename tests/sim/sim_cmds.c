@@ -354,13 +354,29 @@ static void txn_end(struct sim_server *srv, struct sim_txn *t, bool commit)
 {
     struct sim *s = srv->sim;
     if (commit)
-        store_txn_commit(srv->store, t->undo);
+        store_txn_publish(t->live, t->snap, t->undo);
     else
-        store_txn_abort(srv->store, t->undo);
+        store_txn_abort(t->snap, t->undo);
+    store_free(t->snap);
+    t->snap = NULL;
     t->undo = NULL;
     t->state = commit ? SIM_TXN_COMMITTED : SIM_TXN_ABORTED;
+    t->oplog_end = commit && s->oplog ? store_oplog_count(s->oplog) : 0;
     store_txn_outcome_set(s->store, t->lsid, t->txn_number,
                           commit ? STORE_TXN_COMMITTED : STORE_TXN_ABORTED);
+}
+
+void sim_forget_commits_after(struct sim *s, uint64_t upto)
+{
+    for (int i = 0; i < s->nservers; i++)
+        for (size_t b = 0; b < SIM_TXN_BUCKETS; b++)
+            for (struct sim_txn *t = s->servers[i].txns[b]; t; t = t->next)
+                if (t->state == SIM_TXN_COMMITTED && t->oplog_end > upto) {
+                    /* Its commit was rolled back with its config.transactions record: the
+                     * transaction is unknown now, and a retried commit gets NoSuchTransaction. */
+                    t->state = SIM_TXN_ABORTED;
+                    store_txn_outcome_set(s->store, t->lsid, t->txn_number, STORE_TXN_ABORTED);
+                }
 }
 
 static struct sim_txn *txn_create(struct sim_server *srv, const uint8_t *lsid, int64_t number,
@@ -381,10 +397,51 @@ static struct sim_txn *txn_create(struct sim_server *srv, const uint8_t *lsid, i
         t->next = srv->txns[b];
         srv->txns[b] = t;
     }
+    /* The snapshot the transaction reads and writes: the data as of its first statement. */
     t->undo = store_txn_new();
+    t->snap = store_clone(srv->store);
+    t->live = srv->store;
     t->txn_number = number;
+    if (!t->undo || !t->snap) {
+        store_txn_abort(t->snap, t->undo);
+        store_free(t->snap);
+        t->undo = NULL;
+        t->snap = NULL;
+        t->state = SIM_TXN_ABORTED;
+        return NULL;
+    }
     t->state = SIM_TXN_ACTIVE;
     return t;
+}
+
+/*
+ * Whether the writes of t from number `from` on conflict (store_txn_conflicts): a document changed
+ * in t's store since its snapshot, or written by another open transaction on that store, on any
+ * server of the deployment (the mongos routers share one store).
+ */
+static bool txn_conflicts(struct sim *s, const struct sim_txn *t, size_t from)
+{
+    if (store_txn_conflicts(t->undo, from, t->live, NULL, 0))
+        return true;
+    for (int i = 0; i < s->nservers; i++)
+        for (size_t b = 0; b < SIM_TXN_BUCKETS; b++)
+            for (const struct sim_txn *o = s->servers[i].txns[b]; o; o = o->next) {
+                const struct store_txn *other = o->undo;
+                if (o != t && o->state == SIM_TXN_ACTIVE && o->live == t->live &&
+                    store_txn_conflicts(t->undo, from, t->live, &other, 1))
+                    return true;
+            }
+    return false;
+}
+
+/* MongoDB's answer to a write that conflicts inside a transaction; the labels are added with the
+ * others (TransientTransactionError: the driver runs the transaction again). */
+static void write_conflict(bson_t *reply)
+{
+    bson_reinit(reply);
+    sim_error(reply, 112, "WriteConflict",
+              "Write conflict during plan execution and yielding is disabled. :: Please retry "
+              "your operation or multi-document transaction.");
 }
 
 void sim_abort_txns(struct sim_server *srv)
@@ -426,6 +483,24 @@ static void retry_save(struct sim *s, const uint8_t *lsid, int64_t number, const
     }
     r->txn_number = number;
     r->reply = bson_copy(reply);
+    r->oplog_end = s->oplog ? store_oplog_count(s->oplog) : 0;
+}
+
+void sim_forget_retries_after(struct sim *s, uint64_t upto)
+{
+    for (size_t b = 0; b < SIM_RETRY_BUCKETS; b++) {
+        struct sim_retry **pp = &s->retries[b];
+        while (*pp) {
+            struct sim_retry *r = *pp;
+            if (r->oplog_end > upto) {
+                *pp = r->next;
+                bson_destroy(r->reply);
+                free(r);
+            } else {
+                pp = &r->next;
+            }
+        }
+    }
 }
 
 void sim_free_retries(struct sim *s)
@@ -449,8 +524,10 @@ void sim_free_server_state(struct sim_server *srv)
         struct sim_txn *t = srv->txns[b];
         while (t) {
             struct sim_txn *n = t->next;
-            if (t->state == SIM_TXN_ACTIVE)
-                store_txn_abort(srv->store, t->undo);
+            if (t->state == SIM_TXN_ACTIVE) {
+                store_txn_abort(t->snap, t->undo);
+                store_free(t->snap);
+            }
             free(t);
             t = n;
         }
@@ -988,8 +1065,10 @@ static bool handle_sim(struct sim_server *srv, struct sim_conn *conn, const char
             bson_append_document_end(&arr, &doc);
         }
         bson_append_array_end(reply, &arr);
-        if (!log)
+        if (!log) {
             BSON_APPEND_INT64(reply, "retriedWritesDeduplicated", (int64_t)s->retries_deduplicated);
+            BSON_APPEND_INT64(reply, "rolledBack", (int64_t)s->rolled_back);
+        }
         if (get_bool(cmd, "reset")) {
             for (int i = 0; i < s->nservers; i++)
                 reset_stats(&s->servers[i]);
@@ -1265,6 +1344,15 @@ static bool is_write_command(const char *n)
            strcmp(n, "findAndModify") == 0 || strcmp(n, "findandmodify") == 0;
 }
 
+/* Whether the command asks for readConcern {level: "majority"}. */
+static bool read_concern_majority(const bson_t *cmd)
+{
+    bson_iter_t it, rc;
+    return bson_iter_init_find(&it, cmd, "readConcern") && BSON_ITER_HOLDS_DOCUMENT(&it) &&
+           bson_iter_recurse(&it, &rc) && bson_iter_find(&rc, "level") &&
+           BSON_ITER_HOLDS_UTF8(&rc) && strcmp(bson_iter_utf8(&rc, NULL), "majority") == 0;
+}
+
 static bool needs_primary(const char *n)
 {
     return is_write_command(n) || strcmp(n, "create") == 0 || strcmp(n, "drop") == 0 ||
@@ -1454,6 +1542,14 @@ static void finish_txn(struct sim_server *srv, const char *name, const struct se
         return;
     }
     if (t->state == SIM_TXN_ACTIVE) {
+        /* A write made outside the transaction, since its own write, to a document it wrote:
+         * MongoDB makes such a write wait for the transaction to end; the simulator lets it run
+         * and fails the commit instead, so that neither write is lost. */
+        if (commit && txn_conflicts(s, t, 0)) {
+            txn_end(srv, t, false);
+            write_conflict(reply);
+            return;
+        }
         txn_end(srv, t, commit);
     } else if (t->state == SIM_TXN_COMMITTED && !commit) {
         txn_committed_error(reply);
@@ -1757,6 +1853,7 @@ static bool run_one(struct sim_server *srv, struct sim_conn *conn, const struct 
     }
 
     struct store_txn *undo = NULL;
+    struct sim_txn *txn = NULL;
     if (si->in_txn) {
         if (!si->has_lsid || !si->has_txn_number) {
             sim_error(reply, 50768, "Location50768",
@@ -1778,6 +1875,7 @@ static bool run_one(struct sim_server *srv, struct sim_conn *conn, const struct 
             }
         }
         undo = t->undo;
+        txn = t;
     } else if (retryable) {
         struct sim_retry *r = retry_find(s, si->lsid, si->owner);
         if (r && si->txn_number < r->txn_number) {
@@ -1806,8 +1904,26 @@ static bool run_one(struct sim_server *srv, struct sim_conn *conn, const struct 
     char ns[256];
     ns[0] = '\0';
     memset(&err, 0, sizeof(err));
-    int rc = store_exec(srv->store, req->db, &req->cmd, req->seq_docs, req->n_seq, reply, &res,
+    size_t writes_before = store_txn_len(undo);
+    /* A transaction reads and writes its snapshot; a read with readConcern majority reads the
+     * majority-committed data. */
+    struct store *data = srv->store;
+    if (txn) {
+        data = txn->snap;
+    } else if (!needs_primary(name) && read_concern_majority(&req->cmd)) {
+        struct store *maj = sim_repl_majority_store(srv);
+        if (maj)
+            data = maj;
+    }
+    int rc = store_exec(data, req->db, &req->cmd, req->seq_docs, req->n_seq, reply, &res,
                         &is_cursor, ns, sizeof(ns), undo, &err);
+    if (rc == 0 && txn && txn_conflicts(s, txn, writes_before)) {
+        /* As in MongoDB, the transaction is aborted and the statement fails. */
+        store_results_free(&res);
+        txn_end(srv, txn, false);
+        write_conflict(reply);
+        return true;
+    }
     if (rc < 0) {
         store_results_free(&res);
         sim_error(reply, err.code ? err.code : 1, err.code_name[0] ? err.code_name : NULL,

@@ -19,8 +19,15 @@
  *    once enough members have applied it, or with a WriteConcernFailed writeConcernError after
  *    wtimeout;
  *  - a member that is down or removed from the set applies nothing until it is back;
- *  - an election first gives the new primary everything the old one wrote (MongoDB's catch-up
- *    phase), so no write is ever rolled back: the simplification that remains.
+ *  - an election after a step-down gives the new primary everything the old one wrote (MongoDB's
+ *    catch-up phase). After the primary died, the new primary catches up only to the newest live
+ *    member: the dead primary's writes that no live member had applied are rolled back (its data
+ *    is reset to that point for when it returns, and the records of those retryable writes and
+ *    transaction commits are forgotten, so that a retry runs the write again and a retried commit
+ *    gets NoSuchTransaction). A w:majority write was acknowledged once a
+ *    majority had applied it, so it survives while a majority of the members does;
+ *  - a read with readConcern majority sees the data as of the majority commit point: the newest
+ *    entry that a majority of the members has applied.
  *
  * Optimes: oplog entry number k (from 0) has optime Timestamp(its second, k + 1), and a member that
  * applied n entries, and everything the primary did up to time t, is at Timestamp(t / 1000, n).
@@ -39,6 +46,8 @@
 /* How long a write waits for a write concern that the live members cannot satisfy, when it has no
  * wtimeout. A real server waits until they can; the client's own timeout ends the wait first. */
 #define SIM_WC_FOREVER_MS (24ull * 3600 * 1000)
+
+static uint64_t majority_point(const struct sim *s);
 
 int64_t sim_wall_ms(void)
 {
@@ -106,6 +115,11 @@ int sim_repl_start(struct sim *s, bool at_start)
         srv->applied = 0;
         srv->applied_ms = at_start && !srv->primary ? now - (int64_t)srv->lag_ms : now;
     }
+    /* The data as of the majority commit point: everything so far, which every member has. */
+    s->majority_store = store_clone(s->store);
+    s->majority_applied = 0;
+    if (!s->majority_store)
+        log_warn(NULL, "replication: out of memory; readConcern majority reads the member's data");
     s->oplog = log;
     if (p >= 0)
         store_set_oplog(s->servers[p].store, log);
@@ -122,12 +136,61 @@ void sim_repl_free(struct sim *s)
     }
     store_oplog_free(s->oplog);
     s->oplog = NULL;
+    store_free(s->majority_store);
+    s->majority_store = NULL;
 }
 
-/* Forgets the oplog entries that every member has applied. */
+struct store *sim_repl_majority_store(struct sim_server *srv)
+{
+    struct sim *s = srv->sim;
+    if (!s->oplog || !s->majority_store)
+        return NULL;
+    for (int i = 0; i < s->nservers; i++)
+        sim_repl_catch_up(&s->servers[i]);
+    uint64_t point = majority_point(s);
+    /* A member that has nothing beyond the point reads its own data, which is all committed. */
+    if (srv->applied <= point)
+        return NULL;
+    if (store_oplog_apply_upto(s->majority_store, s->oplog, &s->majority_applied, point) < 0)
+        return NULL;
+    return s->majority_store;
+}
+
+static int cmp_u64_desc(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x > y ? -1 : x < y;
+}
+
+/* The majority commit point: how many entries a majority of the configured members has applied
+ * (as last known; the primary has them all). */
+static uint64_t majority_point(const struct sim *s)
+{
+    uint64_t count = store_oplog_count(s->oplog), a[SIM_MAX_SERVERS];
+    size_t n = 0;
+    for (int i = 0; i < s->nservers; i++)
+        if (!s->servers[i].removed)
+            a[n++] = s->servers[i].primary ? count : s->servers[i].applied;
+    if (n == 0)
+        return count;
+    qsort(a, n, sizeof(a[0]), cmp_u64_desc);
+    return a[n / 2]; /* the majority's slowest: n/2 + 1 members have at least this */
+}
+
+/* Forgets the oplog entries that every member, and the majority snapshot, has applied. The
+ * majority snapshot is brought to the majority point first: it never holds trimming back. */
 static void trim(struct sim *s)
 {
+    if (s->majority_store) {
+        int rc = store_oplog_apply_upto(s->majority_store, s->oplog, &s->majority_applied,
+                                        majority_point(s));
+        if (rc < 0)
+            log_warn(NULL, "replication: the majority snapshot cannot apply entry %llu: %s",
+                     (unsigned long long)s->majority_applied, strerror(-rc));
+    }
     uint64_t min = store_oplog_count(s->oplog);
+    if (s->majority_store && s->majority_applied < min)
+        min = s->majority_applied;
     for (int i = 0; i < s->nservers; i++)
         if (!s->servers[i].primary && s->servers[i].applied < min)
             min = s->servers[i].applied;
@@ -167,6 +230,43 @@ void sim_repl_catch_up(struct sim_server *srv)
         trim(s);
 }
 
+/*
+ * Rolls back the entries from number reach on, which the dead primary lost wrote and no live
+ * member has: the oplog forgets them, lost's data becomes that of src (a member at reach), which
+ * lost applies from when it is back, and the retryable-write records of those writes go.
+ */
+static void rollback(struct sim *s, int lost, const struct sim_server *src, uint64_t reach)
+{
+    uint64_t count = store_oplog_count(s->oplog);
+    log_info(NULL,
+             "rollback: member %d's last %llu oplog entries reached no live member; rolled "
+             "back",
+             lost, (unsigned long long)(count - reach));
+    store_oplog_truncate(s->oplog, reach);
+    s->rolled_back += count - reach;
+    sim_forget_retries_after(s, reach);
+    sim_forget_commits_after(s, reach);
+    struct sim_server *o = &s->servers[lost];
+    struct store *copy = store_clone(src->store);
+    if (copy) {
+        /* The shared store also keeps the deployment's transaction outcomes: it stays. */
+        if (o->store != s->store)
+            store_free(o->store);
+        o->store = copy;
+        o->applied = reach;
+    } else {
+        log_warn(NULL, "rollback: out of memory; member %d keeps its data", lost);
+    }
+    if (s->majority_store && s->majority_applied > reach) {
+        copy = store_clone(src->store);
+        if (copy) {
+            store_free(s->majority_store);
+            s->majority_store = copy;
+            s->majority_applied = reach;
+        }
+    }
+}
+
 void sim_repl_elect(struct sim *s, int old, int next)
 {
     if (!s->oplog)
@@ -178,8 +278,26 @@ void sim_repl_elect(struct sim *s, int old, int next)
         o->applied = store_oplog_count(s->oplog);
         o->applied_ms = now;
         store_set_oplog(o->store, NULL);
+        /* A dead primary's newest writes may be on no other member. */
+        s->lost_primary_pending = !o->listening;
+        s->lost_primary = old;
+    }
+    if (next >= 0 && s->lost_primary_pending && !s->servers[s->lost_primary].listening) {
+        /* MongoDB's catch-up phase takes what the live members have: the newest of them. */
+        const struct sim_server *src = NULL;
+        for (int i = 0; i < s->nservers; i++) {
+            struct sim_server *m = &s->servers[i];
+            if (i == s->lost_primary || !m->listening || m->removed)
+                continue;
+            sim_repl_catch_up(m);
+            if (!src || m->applied > src->applied)
+                src = m;
+        }
+        if (src && src->applied < store_oplog_count(s->oplog))
+            rollback(s, s->lost_primary, src, src->applied);
     }
     if (next >= 0) {
+        s->lost_primary_pending = false;
         struct sim_server *n = &s->servers[next];
         int rc = store_oplog_apply(n->store, s->oplog, &n->applied, INT64_MAX);
         if (rc < 0)

@@ -4126,3 +4126,155 @@ fail:
     store_free(s);
     return NULL;
 }
+
+/* ------------------------------------------------------------------------------------------ */
+/* Snapshot isolation for transactions                                                        */
+/* ------------------------------------------------------------------------------------------ */
+
+/* The _id an undo entry is about, or false for a collection creation. */
+static bool undo_id(const struct undo *u, bson_iter_t *id)
+{
+    return u->kind != UNDO_CREATE && u->doc && doc_id(u->doc, id);
+}
+
+static bool same_id(const bson_iter_t *a, const bson_iter_t *b)
+{
+    return bson_iter_type(a) == bson_iter_type(b) && store_compare_values(a, b) == 0;
+}
+
+/* The first undo entry of t about db.coll _id, or NULL. */
+static const struct undo *txn_first_touch(const struct store_txn *t, const char *db,
+                                          const char *coll, const bson_iter_t *id)
+{
+    for (size_t i = 0; i < t->n; i++) {
+        const struct undo *u = &t->entries[i];
+        bson_iter_t uid;
+        if (undo_id(u, &uid) && strcmp(u->db, db) == 0 && strcmp(u->coll, coll) == 0 &&
+            same_id(&uid, id))
+            return u;
+    }
+    return NULL;
+}
+
+/* The document db.coll _id in s, or NULL. */
+static const bson_t *doc_lookup(const struct store *s, const char *db, const char *coll,
+                                const bson_iter_t *id)
+{
+    struct coll *c = coll_find(s, db, coll);
+    size_t slot = c ? index_find(c, id) : SIZE_MAX;
+    return slot == SIZE_MAX ? NULL : c->docs[slot];
+}
+
+size_t store_txn_len(const struct store_txn *t)
+{
+    return t ? t->n : 0;
+}
+
+bool store_txn_conflicts(const struct store_txn *t, size_t from, const struct store *live,
+                         const struct store_txn *const *others, size_t n_others)
+{
+    for (size_t i = from; t && i < t->n; i++) {
+        const struct undo *u = &t->entries[i];
+        bson_iter_t id;
+        if (!undo_id(u, &id))
+            continue;
+        /* The document as the snapshot had it: its image before this transaction's first write
+         * to it (absent for an insert). */
+        const struct undo *first = txn_first_touch(t, u->db, u->coll, &id);
+        const bson_t *then = first->kind == UNDO_INSERT ? NULL : first->doc;
+        const bson_t *now = doc_lookup(live, u->db, u->coll, &id);
+        if ((then == NULL) != (now == NULL) ||
+            (then && (then->len != now->len ||
+                      memcmp(bson_get_data(then), bson_get_data(now), then->len) != 0)))
+            return true;
+        for (size_t k = 0; k < n_others; k++)
+            if (others[k] && others[k] != t && txn_first_touch(others[k], u->db, u->coll, &id))
+                return true;
+    }
+    return false;
+}
+
+int store_txn_publish(struct store *live, const struct store *snap, struct store_txn *t)
+{
+    if (!t)
+        return 0;
+    struct entry_list redo = {0};
+    int rc = 0;
+    for (size_t i = 0; i < t->n && rc == 0; i++) {
+        const struct undo *u = &t->entries[i];
+        if (u->kind == UNDO_CREATE) {
+            const struct coll *c = coll_find(snap, u->db, u->coll);
+            if (c && !coll_find(live, u->db, u->coll))
+                rc = entries_push(&redo, OPLOG_CREATE, u->db, u->coll, NULL, c->uuid, 0);
+            continue;
+        }
+        bson_iter_t id;
+        if (!undo_id(u, &id))
+            continue;
+        /* Only the last state matters: a document written twice is published once, at the
+         * entry of its last write. */
+        bool later = false;
+        for (size_t k = i + 1; k < t->n && !later; k++) {
+            bson_iter_t kid;
+            later = undo_id(&t->entries[k], &kid) && strcmp(t->entries[k].db, u->db) == 0 &&
+                    strcmp(t->entries[k].coll, u->coll) == 0 && same_id(&kid, &id);
+        }
+        if (later)
+            continue;
+        const bson_t *final = doc_lookup(snap, u->db, u->coll, &id);
+        if (final) {
+            rc = entries_push(&redo, OPLOG_UPDATE, u->db, u->coll, final, NULL, 0);
+        } else {
+            bson_t key = BSON_INITIALIZER;
+            bson_append_iter(&key, "_id", 3, &id);
+            rc = entries_push(&redo, OPLOG_DELETE, u->db, u->coll, &key, NULL, 0);
+            bson_destroy(&key);
+        }
+    }
+    for (size_t i = 0; i < redo.n && rc == 0; i++)
+        rc = apply_entry(live, &redo.e[i]);
+    if (rc == 0 && live->oplog && redo.n) {
+        /* One commit time for all of them, as store_txn_commit does. */
+        struct entry_list *l = &live->oplog->list;
+        int64_t now = oplog_now(live->oplog);
+        if (grow((void **)&l->e, &l->cap, l->n + redo.n, sizeof(*l->e)) == 0) {
+            for (size_t i = 0; i < redo.n; i++) {
+                redo.e[i].wall_ms = now;
+                l->e[l->n++] = redo.e[i];
+            }
+            redo.n = 0;
+        }
+    }
+    entries_clear(&redo);
+    txn_free(t);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Rollback and the majority snapshot                                                         */
+/* ------------------------------------------------------------------------------------------ */
+
+void store_oplog_truncate(struct store_oplog *log, uint64_t upto)
+{
+    if (upto < log->first)
+        upto = log->first;
+    size_t keep = (size_t)(upto - log->first);
+    while (log->list.n > keep)
+        entry_free(&log->list.e[--log->list.n]);
+}
+
+int store_oplog_apply_upto(struct store *s, const struct store_oplog *log, uint64_t *applied,
+                           uint64_t upto)
+{
+    if (*applied < log->first)
+        return -ERANGE;
+    int n = 0;
+    while (*applied < upto && *applied < log->first + log->list.n) {
+        int rc = apply_entry(s, &log->list.e[*applied - log->first]);
+        if (rc < 0)
+            return rc;
+        (*applied)++;
+        n++;
+    }
+    return n;
+}

@@ -77,6 +77,30 @@ void store_txn_commit(struct store *s, struct store_txn *t);
 void store_txn_abort(struct store *s, struct store_txn *t);
 
 /*
+ * Snapshot isolation (as MongoDB's transactions have it). The simulator runs a transaction on a
+ * private copy of the data taken at its first statement (store_clone), with an undo log that
+ * names every document it wrote; nobody else sees those writes until store_txn_publish copies the
+ * final state of each into the live store at commit, as one oplog batch.
+ */
+
+/* How many writes t has recorded (a statement's writes are those past the count before it). */
+size_t store_txn_len(const struct store_txn *t);
+
+/*
+ * Whether the writes of t from number `from` on conflict, as MongoDB's WriteConflict: a document
+ * written that live holds in another state than the transaction's snapshot had (someone changed
+ * it since; compared by value), or that one of the other open transactions (others, n_others;
+ * t itself and NULLs are skipped) has written too.
+ */
+bool store_txn_conflicts(const struct store_txn *t, size_t from, const struct store *live,
+                         const struct store_txn *const *others, size_t n_others);
+
+/* Copies the writes of t, made on snap, into live (the final state in snap of every document t
+ * wrote, and the collections it created), recording them in live's oplog with one commit time;
+ * frees t. Returns 0 or -ENOMEM. */
+int store_txn_publish(struct store *live, const struct store *snap, struct store_txn *t);
+
+/*
  * The outcomes of finished transactions, by session id (lsid.id, 16 bytes) and txnNumber: the
  * deployment-wide knowledge that a real deployment keeps in config.transactions and replicates, so
  * that a new primary, or the shard a mongos asks with a recoveryToken, can tell whether a
@@ -177,6 +201,15 @@ int store_oplog_apply(struct store *s, const struct store_oplog *log, uint64_t *
 
 /* Forgets the entries numbered below upto, which every member has applied. */
 void store_oplog_trim(struct store_oplog *log, uint64_t upto);
+
+/* Forgets the entries numbered upto and above: a dead primary's writes that no live member had
+ * when another was elected, which a replica set rolls back. */
+void store_oplog_truncate(struct store_oplog *log, uint64_t upto);
+
+/* Like store_oplog_apply, but bounded by entry number rather than time: applies entries up to
+ * number upto - 1. */
+int store_oplog_apply_upto(struct store *s, const struct store_oplog *log, uint64_t *applied,
+                           uint64_t upto);
 
 /* A copy of every database, collection (with its UUID) and document of src, for a new secondary;
  * no oplog and no transaction outcomes. NULL if memory is exhausted. */

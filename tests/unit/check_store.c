@@ -1171,6 +1171,134 @@ START_TEST(clone_is_a_separate_identical_copy)
 }
 END_TEST
 
+/* Runs a command of transaction t on its snapshot snap (database db); it must succeed. */
+static void ok_txn(struct store *snap, const char *json, struct store_txn *t)
+{
+    struct store *saved = st;
+    st = snap;
+    int rc = exec_txn("db", json, t);
+    st = saved;
+    ck_assert_msg(rc == 0, "%s failed: %d %s", json, err.code, err.errmsg);
+}
+
+START_TEST(snapshot_transaction_publishes_its_final_state)
+{
+    seed(3);
+    struct store_oplog *log = store_oplog_new(fake_clock, NULL);
+    store_set_oplog(st, log);
+    uint64_t before = store_oplog_count(log);
+    struct store *snap = store_clone(st);
+    struct store_txn *t = store_txn_new();
+    ok_txn(snap, "{\"insert\": \"c\", \"documents\": [{\"_id\": 10}]}", t);
+    ok_txn(
+        snap,
+        "{\"update\": \"c\", \"updates\": [{\"q\": {\"_id\": 1}, \"u\": {\"$inc\": {\"a\": 5}}}]}",
+        t);
+    ok_txn(
+        snap,
+        "{\"update\": \"c\", \"updates\": [{\"q\": {\"_id\": 1}, \"u\": {\"$inc\": {\"a\": 1}}}]}",
+        t);
+    ok_txn(snap, "{\"delete\": \"c\", \"deletes\": [{\"q\": {\"_id\": 2}, \"limit\": 1}]}", t);
+    ok_txn(snap, "{\"insert\": \"made\", \"documents\": [{\"_id\": 1}]}", t);
+    ck_assert_uint_eq(store_txn_len(t), 6); /* 4 writes, a creation and its insert */
+    /* Nothing reached the live store yet. */
+    ok("{\"find\": \"c\", \"filter\": {\"_id\": 1}}");
+    ck_assert_int_eq(res_int(0, "a"), 1);
+    ck_assert(!store_has_collection(st, "db", "made"));
+    /* No conflict: live still holds what the snapshot had. */
+    ck_assert(!store_txn_conflicts(t, 0, st, NULL, 0));
+    fake_now = 700;
+    ck_assert_int_eq(store_txn_publish(st, snap, t), 0);
+    char *a = dump(st), *b = dump(snap);
+    ck_assert_str_eq(a, b);
+    free(a);
+    free(b);
+    /* One oplog entry per document (its last state) and the creation, all at the commit time. */
+    ck_assert_uint_eq(store_oplog_count(log) - before, 5);
+    for (uint64_t i = before; i < store_oplog_count(log); i++)
+        ck_assert_int_eq(store_oplog_time(log, i), 700);
+    store_free(snap);
+    store_set_oplog(st, NULL);
+    store_oplog_free(log);
+}
+END_TEST
+
+START_TEST(snapshot_transaction_conflicts)
+{
+    seed(3);
+    struct store *snap_a = store_clone(st), *snap_b = store_clone(st);
+    struct store_txn *a = store_txn_new(), *b = store_txn_new();
+    ok_txn(
+        snap_a,
+        "{\"update\": \"c\", \"updates\": [{\"q\": {\"_id\": 1}, \"u\": {\"$set\": {\"x\": 1}}}]}",
+        a);
+    ok_txn(
+        snap_b,
+        "{\"update\": \"c\", \"updates\": [{\"q\": {\"_id\": 2}, \"u\": {\"$set\": {\"x\": 1}}}]}",
+        b);
+    const struct store_txn *others_of_b[] = {a};
+    ck_assert(!store_txn_conflicts(b, 0, st, others_of_b, 1));
+    /* b writes the document a wrote: a conflict, for b's new write only. */
+    size_t mark = store_txn_len(b);
+    ok_txn(
+        snap_b,
+        "{\"update\": \"c\", \"updates\": [{\"q\": {\"_id\": 1}, \"u\": {\"$set\": {\"y\": 1}}}]}",
+        b);
+    ck_assert(store_txn_conflicts(b, mark, st, others_of_b, 1));
+    /* Both inserting one _id conflict too. */
+    mark = store_txn_len(b);
+    ok_txn(snap_a, "{\"insert\": \"c\", \"documents\": [{\"_id\": 50}]}", a);
+    ok_txn(snap_b, "{\"insert\": \"c\", \"documents\": [{\"_id\": 50}]}", b);
+    ck_assert(store_txn_conflicts(b, mark, st, others_of_b, 1));
+    store_txn_abort(snap_b, b);
+    /* A write outside any transaction to a document a wrote: a's write conflicts now, by value. */
+    ck_assert(!store_txn_conflicts(a, 0, st, NULL, 0));
+    ok("{\"update\": \"c\", \"updates\": [{\"q\": {\"_id\": 1}, \"u\": {\"$set\": {\"z\": 1}}}]}");
+    ck_assert(store_txn_conflicts(a, 0, st, NULL, 0));
+    /* ... and so does one that creates a document a inserted. */
+    struct store_txn *c = store_txn_new();
+    struct store *snap_c = store_clone(st);
+    ok_txn(snap_c, "{\"insert\": \"c\", \"documents\": [{\"_id\": 60}]}", c);
+    ck_assert(!store_txn_conflicts(c, 0, st, NULL, 0));
+    ok("{\"insert\": \"c\", \"documents\": [{\"_id\": 60}]}");
+    ck_assert(store_txn_conflicts(c, 0, st, NULL, 0));
+    store_txn_abort(snap_c, c);
+    store_txn_abort(snap_a, a);
+    store_free(snap_a);
+    store_free(snap_b);
+    store_free(snap_c);
+    ck_assert_uint_eq(store_txn_len(NULL), 0);
+}
+END_TEST
+
+START_TEST(oplog_truncate_and_apply_upto)
+{
+    struct store_oplog *log = store_oplog_new(fake_clock, NULL);
+    struct store *sec = store_clone(st);
+    store_set_oplog(st, log);
+    seed(5); /* a creation and five inserts: entries 0 .. 5 */
+    ck_assert_uint_eq(store_oplog_count(log), 6);
+    uint64_t applied = 0;
+    ck_assert_int_eq(store_oplog_apply_upto(sec, log, &applied, 3), 3);
+    ck_assert_uint_eq(store_count_docs(sec, "db", "c"), 2);
+    ck_assert_int_eq(store_oplog_apply_upto(sec, log, &applied, 3), 0);
+    /* A rollback forgets entries 4 and 5; what was applied stays, the rest stops at 4. */
+    store_oplog_truncate(log, 4);
+    ck_assert_uint_eq(store_oplog_count(log), 4);
+    ck_assert_int_eq(store_oplog_apply_upto(sec, log, &applied, 100), 1);
+    ck_assert_uint_eq(store_count_docs(sec, "db", "c"), 3);
+    /* Truncating below what was trimmed keeps nothing but never underflows. */
+    store_oplog_trim(log, 2);
+    store_oplog_truncate(log, 1);
+    ck_assert_uint_eq(store_oplog_count(log), 2);
+    applied = 0;
+    ck_assert_int_eq(store_oplog_apply_upto(sec, log, &applied, 100), -ERANGE);
+    store_set_oplog(st, NULL);
+    store_oplog_free(log);
+    store_free(sec);
+}
+END_TEST
+
 START_TEST(find_by_id_is_fast)
 {
     enum { N = 100000 };
@@ -1219,6 +1347,9 @@ static Suite *store_suite(void)
     TCase *tc = tcase_create("core");
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, insert_and_find_by_id);
+    tcase_add_test(tc, snapshot_transaction_publishes_its_final_state);
+    tcase_add_test(tc, snapshot_transaction_conflicts);
+    tcase_add_test(tc, oplog_truncate_and_apply_upto);
     tcase_add_test(tc, find_missing_collection);
     tcase_add_test(tc, update_set_inc);
     tcase_add_test(tc, delete_and_count);

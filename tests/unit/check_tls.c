@@ -25,6 +25,7 @@
 #include "check_main.h"
 #include "test_dir.h"
 #include "config.h"
+#include "fault.h"
 
 /* The password of the encrypted client key; no error message may ever contain it. */
 #define PASSWORD       "Tr0ub4dor&3 horse"
@@ -491,6 +492,55 @@ START_TEST(test_last_error)
 }
 END_TEST
 
+/* A context that cannot be created (no memory: fault.h's tls_context point) is a problem with
+ * its side named, and nothing is left half built. */
+START_TEST(test_context_cannot_be_created)
+{
+    struct mlb_config c;
+    base_config(&c);
+    c.tls_mode = MLB_TLS_REQUIRE;
+    set_path(&c.tls_certificate_key_file, test_path("server.pem"));
+    c.upstream_tls = true;
+    set_path(&c.upstream_tls_ca_file, test_path("ca.pem"));
+    char ferr[128];
+    ck_assert_int_eq(fault_init("tls_context:1", ferr, sizeof(ferr)), 0);
+    expect_failure(&c, -ENOMEM,
+                   (const char *const[]){
+                       "cannot create the TLS context towards applications (out of memory)", NULL});
+    /* The second context (towards the servers) fails after the first was made: it is freed. */
+    ck_assert_int_eq(fault_init("tls_context:2", ferr, sizeof(ferr)), 0);
+    expect_failure(&c, -ENOMEM,
+                   (const char *const[]){
+                       "cannot create the TLS context towards the servers (out of memory)", NULL});
+    ck_assert_int_eq(fault_init(NULL, ferr, sizeof(ferr)), 0);
+    struct tls_contexts t;
+    ck_assert_msg(tls_build(&c, &t, err, sizeof(err)) == 0, "%s", err);
+    tls_free(&t);
+    config_free(&c);
+}
+END_TEST
+
+/* tls_client_certificates without a CA file to check them against is refused, with both keys
+ * named (the configuration's own check says so too; tls_build must not rely on it). */
+START_TEST(test_client_certificates_need_a_ca)
+{
+    struct mlb_config c;
+    base_config(&c);
+    c.tls_mode = MLB_TLS_REQUIRE;
+    set_path(&c.tls_certificate_key_file, test_path("server.pem"));
+    c.tls_client_certificates = MLB_TLS_CERTS_REQUIRED;
+    expect_failure(&c, -EINVAL,
+                   (const char *const[]){"[mongolb] tls_ca_file: not set, but "
+                                         "tls_client_certificates = required needs it",
+                                         NULL});
+    /* An empty buffer gets nothing written and is handed back. */
+    char none[1] = {'x'};
+    ck_assert_ptr_eq(tls_last_error(none, 0), none);
+    ck_assert_int_eq(none[0], 'x');
+    config_free(&c);
+}
+END_TEST
+
 START_TEST(test_warnings)
 {
     struct mlb_config c;
@@ -840,6 +890,8 @@ Suite *tls_suite(void)
     tcase_add_test(tc, test_every_problem_reported);
     tcase_add_test(tc, test_last_error);
     tcase_add_test(tc, test_warnings);
+    tcase_add_test(tc, test_context_cannot_be_created);
+    tcase_add_test(tc, test_client_certificates_need_a_ca);
     tcase_add_test(tc, test_client_prepare);
     tcase_add_test(tc, test_handshakes);
     tcase_add_test(tc, test_check_config_cli);
