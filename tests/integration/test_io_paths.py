@@ -319,7 +319,7 @@ def test_sighup_keeps_a_change_that_needs_a_restart_and_applies_the_rest():
     with sim_and_mongolb(("--mongos", "1")) as (sim, lb):
         line = reload_with(lb, {"mongolb.log_level": "debug", "upstream.mode": "replicaset",
                                 "upstream.replica_set": "rs0"},
-                           r"reload: mode needs a restart")
+                           r"reload: \[upstream\] mode needs a restart")
         assert "kept mongos" in line, line
         assert log_lines(lb, r"reload: replica_set needs a restart")
         # The reloadable key was applied all the same.

@@ -96,7 +96,7 @@ def test_live_and_restart_only_changes_in_one_sighup():
         # Each restart-only key is named with the value it keeps ...
         assert log_lines(lb, r"reload: listen needs a restart; kept 127\.0\.0\.1:%d "
                              r"\(the file now says 127\.0\.0\.1:%d\)" % (port, other))
-        assert log_lines(lb, r"reload: mode needs a restart; kept mongos")
+        assert log_lines(lb, r"reload: \[upstream\] mode needs a restart; kept mongos")
         assert log_lines(lb, r"reload: replica_set needs a restart; kept \(none\)")
         # ... and each live change is logged with its old and new value.
         for key, old, new in (("log_level", "info", "debug"), ("max_pool_size", "100", "50"),
