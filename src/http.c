@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <stdbool.h>
 #include <string.h>
+#include <strings.h>
 
 /* tchar of RFC 9110: the characters of a token (a method, a header name). */
 static bool is_tchar(uint8_t c)
@@ -100,7 +101,10 @@ int http_parse_head(const uint8_t *buf, size_t len, size_t max_head, struct http
         /* No name (a folded line starts with white space) or no colon right after it. */
         if (i == name || i >= end || buf[i] != ':')
             return fail(status, 400);
+        bool is_auth =
+            i - name == 13 && strncasecmp((const char *)buf + name, "Authorization", 13) == 0;
         i++;
+        size_t value = i;
         while (i < end && buf[i] != '\r') {
             uint8_t c = buf[i];
             if (c != '\t' && (c < 0x20 || c == 0x7f))
@@ -109,6 +113,19 @@ int http_parse_head(const uint8_t *buf, size_t len, size_t max_head, struct http
         }
         if (i + 1 >= end || buf[i + 1] != '\n')
             return fail(status, 400);
+        if (is_auth) {
+            if (req->has_auth)
+                return fail(status, 400);
+            /* The field value without the optional white space around it (RFC 9110 5.5). */
+            size_t a = value, b = i;
+            while (a < b && (buf[a] == ' ' || buf[a] == '\t'))
+                a++;
+            while (b > a && (buf[b - 1] == ' ' || buf[b - 1] == '\t'))
+                b--;
+            req->has_auth = 1;
+            req->auth_off = a;
+            req->auth_len = b - a;
+        }
         i += 2;
         if (++req->n_headers > HTTP_MAX_HEADERS)
             return fail(status, 431);
@@ -123,6 +140,10 @@ const char *http_reason(int status)
         return "OK";
     case 400:
         return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
     case 404:
         return "Not Found";
     case 405:

@@ -28,6 +28,12 @@ struct http_request {
     int minor;                /* 0 or 1: HTTP/1.0 or HTTP/1.1 */
     int n_headers;
     size_t head_len; /* bytes of the head, the blank line included */
+    /* The value of the Authorization field, without surrounding white space, as an offset and
+     * length into the parsed buffer; auth_len 0 when there is none. A second Authorization field
+     * is refused (400), so that no two parts of mongolb could read different credentials. */
+    size_t auth_off;
+    size_t auth_len;
+    int has_auth;
 };
 
 /* What http_parse_head returns besides 0 (complete). */
