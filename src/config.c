@@ -918,6 +918,12 @@ static const struct config_enum auth_mode_names[] = {
     {NULL, 0},
 };
 
+static const struct config_enum http_auth_names[] = {
+    {"basic", MLB_HTTP_AUTH_BASIC},
+    {"none", MLB_HTTP_AUTH_NONE},
+    {NULL, 0},
+};
+
 static const struct config_enum service_mech_names[] = {
     {"SCRAM-SHA-256", MLB_SVC_SCRAM_SHA_256},
     {"SCRAM-SHA-1", MLB_SVC_SCRAM_SHA_1},
@@ -1105,7 +1111,13 @@ static const struct config_key keys[] = {
 
     ROW("admin", http_allow_remote, type_bool, "false", 0, 0, 0, NULL,
         "Allow http_listen on addresses other than loopback (127.0.0.0/8, ::1): the endpoints "
-        "have no authentication, so only with a firewall in front."),
+        "are plain HTTP (and have no authentication with [auth] mode = off), so only with a "
+        "firewall in front."),
+    ROW("admin", http_auth, type_enum, "basic", RELOAD, 0, 0, http_auth_names,
+        "With [auth] mode = service or passthrough, /metrics and /readyz need HTTP Basic "
+        "credentials of one of [auth] admin_users found in the auth_file (basic), or nothing "
+        "(none: a loopback address or unix socket protected by other means). /healthz is always "
+        "open. Ignored with mode = off."),
     ROW("admin", http_listen, type_listen_opt, "", 0, 0, 0, NULL,
         "Where to serve /metrics (Prometheus), /healthz and /readyz over HTTP: 127.0.0.1:port, "
         "[::1]:port or unix:/path, comma-separated; empty (the default) turns it off."),
@@ -1116,7 +1128,8 @@ static const struct config_key keys[] = {
         "An admin HTTP request must arrive whole, and its response be taken, within this."),
     ROW("auth", admin_users, type_string, "", RELOAD, 0, MLB_NAME_LIST_MAX, NULL,
         "With mode = service or passthrough, the users (user@db, comma-separated) who may run "
-        "mongolbStatus; nobody else may."),
+        "mongolbStatus and, with [admin] http_auth = basic, read /metrics and /readyz; nobody "
+        "else may."),
     ROW("auth", allow_commands, type_string, "", RELOAD, 0, MLB_NAME_LIST_MAX, NULL,
         "When set, the only commands (comma-separated, spelled as the command name) passed on to "
         "the servers; any other gets 13 Unauthorized from mongolb. getMore, killCursors and the "
@@ -1794,18 +1807,38 @@ static bool is_loopback(const char *host)
     return inet_pton(AF_INET6, addr, &a6) == 1 && IN6_IS_ADDR_LOOPBACK(&a6);
 }
 
-/* The admin endpoints have no authentication: other addresses than loopback only on request. */
+/* The admin endpoints are plain HTTP: other addresses than loopback only on request, and never
+ * without credentials once authentication is on. */
 static void validate_http_listen(struct load_ctx *x)
 {
-    int i = find_key("admin", "http_listen");
-    if (x->failed[i] || !usable(x, "admin", "http_allow_remote") || x->c->http_allow_remote)
-        return;
+    int i = find_key("admin", "http_listen"), ha = find_key("admin", "http_auth");
     const struct mlb_listen_list *l = &x->c->http_listen;
+    if (x->failed[i] || x->failed[ha] || !usable(x, "auth", "mode"))
+        return;
+    bool auth_on = x->c->auth_mode != MLB_AUTH_OFF;
+    if (auth_on && l->count && x->c->http_auth == MLB_HTTP_AUTH_BASIC &&
+        usable(x, "auth", "admin_users") && !x->c->admin_users[0])
+        key_error(x, x->seen_line[ha] ? x->seen_line[ha] : x->seen_line[i], ha,
+                  "basic needs [auth] admin_users (with their verifiers in auth_file): nobody "
+                  "could read /metrics and /readyz; set admin_users, or http_auth = none");
+    if (auth_on && x->c->http_auth == MLB_HTTP_AUTH_NONE) {
+        for (size_t j = 0; j < l->count; j++) {
+            if (l->addr[j].kind == MLB_LISTEN_TCP && !is_loopback(l->addr[j].host)) {
+                key_error(x, x->seen_line[ha], ha,
+                          "none, but http_listen has '%s', which is not a loopback address; "
+                          "anyone who reaches it would read the metrics without credentials",
+                          l->addr[j].host);
+                break;
+            }
+        }
+    }
+    if (!usable(x, "admin", "http_allow_remote") || x->c->http_allow_remote)
+        return;
     for (size_t j = 0; j < l->count; j++) {
         if (l->addr[j].kind == MLB_LISTEN_TCP && !is_loopback(l->addr[j].host)) {
             key_error(x, x->seen_line[i], i,
-                      "'%s' is not a loopback address; the endpoints have no authentication, so "
-                      "set http_allow_remote = true to serve them there",
+                      "'%s' is not a loopback address; the endpoints are plain HTTP, so set "
+                      "http_allow_remote = true to serve them there",
                       l->addr[j].host);
             return;
         }

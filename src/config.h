@@ -86,6 +86,12 @@ enum mlb_auth_mode {
     MLB_AUTH_PASSTHROUGH, /* apps log in as cluster users; backends see that same user */
 };
 
+/* [admin] http_auth: whether /metrics and /readyz ask for credentials when [auth] mode is on. */
+enum mlb_http_auth {
+    MLB_HTTP_AUTH_BASIC, /* HTTP Basic by one of [auth] admin_users, checked with the auth_file */
+    MLB_HTTP_AUTH_NONE,  /* none: the socket is protected by other means (loopback only) */
+};
+
 /* [auth] service_mechanism: how backend connections log in as service_user. */
 enum mlb_service_mech {
     MLB_SVC_SCRAM_SHA_256,
@@ -193,6 +199,7 @@ struct mlb_config {
 
     /* [admin] */
     int http_allow_remote;              /* 0 or 1 */
+    enum mlb_http_auth http_auth;       /* only with [auth] mode other than off */
     struct mlb_listen_list http_listen; /* count 0: no admin listener */
     int http_max_connections;
     int http_timeout_ms;
