@@ -1013,3 +1013,14 @@ void auth_status(struct proxy *p, bson_t *doc)
     }
     bson_append_document_end(doc, &sub);
 }
+
+/* --- the admin listener ----------------------------------------------------------------------- */
+
+const struct scram_verifier *auth_file_verifier(struct proxy *p, const char *db, const char *user)
+{
+    struct auth_state *a = p->auth;
+    if (!a || !a->have_file)
+        return NULL;
+    const struct scram_verifier *v = authfile_lookup(&a->file, db, user, SCRAM_SHA_256);
+    return v ? v : authfile_lookup(&a->file, db, user, SCRAM_SHA_1);
+}

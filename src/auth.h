@@ -142,6 +142,11 @@ int auth_backend_step(struct proxy *p, struct auth_backend *ab, const uint8_t *f
                       struct wire_buf *out, int32_t rid, char *why, size_t why_len);
 void auth_backend_free(struct auth_backend *ab);
 
+/* The auth_file's verifier of (db, user) for the admin listener's Basic authentication:
+ * SCRAM-SHA-256's when the file has one, else SCRAM-SHA-1's, else NULL. Valid until the next
+ * auth_reload. */
+const struct scram_verifier *auth_file_verifier(struct proxy *p, const char *db, const char *user);
+
 /* Counters and the users, for mongolbStatus (names only). */
 void auth_status(struct proxy *p, bson_t *doc);
 
