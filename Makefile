@@ -216,7 +216,8 @@ $(B)/fuzz_srv_txt: $(B)/obj/src/srv_parse.o
 $(B)/fuzz_killcursors: $(B)/obj/src/killcursors.o $(B)/obj/src/request.o $(B)/obj/src/wire.o \
                        $(B)/obj/src/bson_check.o $(B)/obj/src/cursors.o
 $(B)/fuzz_compress: $(B)/obj/src/compress.o $(B)/obj/src/wire.o
-$(B)/fuzz_http: $(B)/obj/src/http.o
+$(B)/fuzz_http: $(B)/obj/src/http.o $(B)/obj/src/basic_auth.o $(B)/obj/src/authfile.o \
+                 $(B)/obj/src/scram.o
 $(B)/fuzz_scram: $(B)/obj/src/scram.o
 $(B)/fuzz_authfile: $(B)/obj/src/authfile.o $(B)/obj/src/scram.o
 $(B)/fuzz_auth_parse: $(B)/obj/src/auth_parse.o $(B)/obj/src/scram.o $(B)/obj/src/wire.o

@@ -540,7 +540,11 @@ static int listen_one(struct admin *a, struct admin_listener *l, const struct ml
         log_error(NULL, "admin http_listen %s: %s", l->name, uv_strerror(rc));
         return rc;
     }
-    log_info(NULL, "admin endpoints (/metrics, /healthz, /readyz) on http://%s", l->name);
+    bool basic = p->cfg.auth_mode != MLB_AUTH_OFF && p->cfg.http_auth == MLB_HTTP_AUTH_BASIC;
+    log_info(NULL, "admin endpoints (/metrics, /healthz, /readyz) on http://%s%s", l->name,
+             basic ? "; /metrics and /readyz need the Basic credentials of an [auth] admin_users "
+                     "user"
+                   : "");
     return 0;
 }
 

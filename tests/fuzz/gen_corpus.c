@@ -590,6 +590,20 @@ static void gen_http(void)
     http_seed("tls_hello", "\x16\x03\x01\x02\x01\x01\r\n\r\n");
     http_seed("mongo_frame", "\x3a\x01\x01\x01\x01\x01\x01\x01\xdd\x07\x01\x01\r\n\r\n");
     http_seed("long_method", "PROPPATCHPROPPATCH / HTTP/1.1\r\n\r\n");
+    /* Authorization fields for basic_auth_parse: Prometheus's, odd spacing and case, a user-id
+     * with two '@', no colon, bad base64, another scheme, two fields. */
+    http_seed("auth_basic", "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:9216\r\nAuthorization: "
+                            "Basic b3BzQGFkbWluOnMzY3JldA==\r\n\r\n");
+    http_seed("auth_spaces", "GET /readyz HTTP/1.1\r\nauthorization:\t bAsIc    "
+                             "b3BzOmE6Yjpj \t\r\n\r\n");
+    http_seed("auth_two_at", "GET /metrics HTTP/1.1\r\nAuthorization: Basic "
+                             "YWxpY2VAZXhhbXBsZS5jb21AJGV4dGVybmFsOnB3\r\n\r\n");
+    http_seed("auth_no_colon", "GET /metrics HTTP/1.1\r\nAuthorization: Basic b3BzcHc=\r\n\r\n");
+    http_seed("auth_bad_b64", "GET /metrics HTTP/1.1\r\nAuthorization: Basic b3BzOnB\r\n\r\n");
+    http_seed("auth_bearer", "GET /metrics HTTP/1.1\r\nAuthorization: Bearer abc.def\r\n\r\n");
+    http_seed("auth_empty", "GET /metrics HTTP/1.1\r\nAuthorization:\r\n\r\n");
+    http_seed("auth_twice", "GET /metrics HTTP/1.1\r\nAuthorization: Basic b3BzOnB3\r\n"
+                            "AUTHORIZATION: Basic b3BzOnB3\r\n\r\n");
 }
 
 /* --- fuzz_scram and fuzz_authfile ------------------------------------------------------------ */
