@@ -4,8 +4,9 @@
  *
  * It reads the bytes received so far and says whether the head is complete, and if so what the
  * method and path are, or why the request is refused, as the HTTP status to answer with. It never
- * reads past len, allocates nothing and never recurses; what it returns points into nothing (the
- * method and path are copied into the result). Pure: no I/O.
+ * reads past len, allocates nothing and never recurses; what it returns holds no pointer (the
+ * method and path are copied into the result, the Authorization field is an offset and length
+ * into the caller's buffer). Pure: no I/O.
  *
  * Strict where leniency would only hide a broken client: lines end with CRLF; no control
  * characters; header names are tokens; obsolete line folding is refused; at most
