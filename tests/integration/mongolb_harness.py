@@ -519,6 +519,32 @@ IO_TEST_DEFAULTS = {"mongolb.shutdown_timeout_ms": 1000,
                     "upstream.server_selection_timeout_ms": 5000}
 
 
+def reload_with(lb, config, expect, raw=None):
+    """Rewrites mongolb's configuration (IO_TEST_DEFAULTS updated by config, or the raw text),
+    sends SIGHUP and waits for a new log line matching expect; returns it."""
+    seen = len(log_lines(lb, expect))
+    if raw is None:
+        cfg = dict(IO_TEST_DEFAULTS)
+        cfg.update(config)
+        lb._write_config(cfg)
+    else:
+        with open(lb.conf_path, "w") as f:
+            f.write(raw)
+    lb.proc.send_signal(signal.SIGHUP)
+    return wait_for(lambda: log_lines(lb, expect)[seen:], 10, what="a log line /%s/" % expect)[0]
+
+
+PING_DEBUG = r"OP_MSG admin\.ping"
+
+
+def ping_logged_at_debug(lb):
+    """Sends a ping; True if mongolb logged it at debug level."""
+    before = len(log_lines(lb, PING_DEBUG))
+    assert raw_command(lb.host, lb.port, {"ping": 1})["ok"] == 1
+    time.sleep(0.2)  # the log line is written before the reply; this is only slack for stderr
+    return len(log_lines(lb, PING_DEBUG)) > before
+
+
 class SimAndMongolb:
     """mongolb (started with IO_TEST_DEFAULTS updated by config) in front of a new simulator.
     Always cleans up with stop_quietly (never raises on a crashed or hung mongolb) and prints
