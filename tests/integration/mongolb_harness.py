@@ -519,6 +519,44 @@ IO_TEST_DEFAULTS = {"mongolb.shutdown_timeout_ms": 1000,
                     "upstream.server_selection_timeout_ms": 5000}
 
 
+def run_threads(threads, what="threads", timeout=60):
+    """Starts the threads, waits for each up to timeout seconds, and fails if one still runs."""
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(timeout)
+    assert not any(th.is_alive() for th in threads), "%s hung" % what
+
+
+def run_mongolb_conf(conf_text, wait=3.0, env=None):
+    """Runs mongolb on a configuration written to a temporary directory and waits up to `wait`
+    seconds for it to exit. Returns (exit status, or None if it was still running and had to be
+    stopped; its output)."""
+    d = tempfile.mkdtemp(prefix="mlb-conf-")
+    try:
+        conf = os.path.join(d, "mongolb.ini")
+        with open(conf, "w") as f:
+            f.write(conf_text)
+        full_env = dict(os.environ)
+        full_env.update(env or {})
+        proc = subprocess.Popen([os.environ.get("MONGOLB", DEFAULT_BINARY), "-c", conf],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, env=full_env)
+        try:
+            out, _ = proc.communicate(timeout=wait)
+            return proc.returncode, out.decode("utf-8", "replace")
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                out, _ = proc.communicate(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                out, _ = proc.communicate()
+            return None, out.decode("utf-8", "replace")
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
 def reload_with(lb, config, expect, raw=None):
     """Rewrites mongolb's configuration (IO_TEST_DEFAULTS updated by config, or the raw text),
     sends SIGHUP and waits for a new log line matching expect; returns it."""
