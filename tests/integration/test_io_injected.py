@@ -61,6 +61,20 @@ def unix_hello(path, timeout=5.0):
         return hello(s, timeout=timeout)
 
 
+def refused_then_served(lb, log_text, what):
+    """The next TCP connection is closed without a reply and logged once with log_text; the one
+    after it is served."""
+    s = socket.create_connection((lb.host, lb.port), timeout=5)
+    try:
+        kind, _, _ = read_outcome(s, timeout=5)
+        assert kind == "closed", kind
+    finally:
+        s.close()
+    wait_for(lambda: count_lines(lb, log_text) == 1, what=what)
+    with socket.create_connection((lb.host, lb.port), timeout=5) as s2:
+        assert hello(s2)["ok"] == 1
+
+
 # --- the listener -------------------------------------------------------------------------------
 
 def test_a_client_that_cannot_be_set_up_is_refused_and_the_listener_goes_on():
@@ -69,16 +83,8 @@ def test_a_client_that_cannot_be_set_up_is_refused_and_the_listener_goes_on():
     # expect_known=0: the harness's first status probe (connection 1) succeeds at once.
     with faulty("client_alloc:2", expect_known=0) as (sim, lb):
         assert "MONGOLB_FAULT=client_alloc:2: fault injection is on" in lb.log()
-        s = socket.create_connection((lb.host, lb.port), timeout=5)
-        try:
-            kind, _, _ = read_outcome(s, timeout=5)
-            assert kind == "closed", kind
-        finally:
-            s.close()
-        wait_for(lambda: count_lines(lb, "cannot take a connection (not enough memory); closing "
-                                         "it") == 1, what="the refusal's log line")
-        with socket.create_connection((lb.host, lb.port), timeout=5) as s2:
-            assert hello(s2)["ok"] == 1
+        refused_then_served(lb, "cannot take a connection (not enough memory); closing it",
+                            "the refusal's log line")
         assert lb.counters()["clientsRefused"] == 1
 
 
@@ -86,16 +92,8 @@ def test_accept_at_the_descriptor_limit_is_logged_and_the_listener_goes_on():
     """accept(2) fails as at the descriptor limit: the pending connection is closed (as libuv
     does), the log names the limit, fdLimitRefusals counts it, and later connections work."""
     with faulty("accept:2", expect_known=0) as (sim, lb):
-        s = socket.create_connection((lb.host, lb.port), timeout=5)
-        try:
-            kind, _, _ = read_outcome(s, timeout=5)
-            assert kind == "closed", kind
-        finally:
-            s.close()
-        wait_for(lambda: count_lines(lb, "accept: too many open files: the file descriptor limit")
-                 == 1, what="the accept failure's log line")
-        with socket.create_connection((lb.host, lb.port), timeout=5) as s2:
-            assert hello(s2)["ok"] == 1
+        refused_then_served(lb, "accept: too many open files: the file descriptor limit",
+                            "the accept failure's log line")
         assert lb.counters()["fdLimitRefusals"] == 1
 
 
