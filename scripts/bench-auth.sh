@@ -48,30 +48,10 @@ TARGETS=(direct-off direct-auth mongolb-off mongolb-pass mongolb-svc)
 run_one() {
   local round=$1 target=$2
   shift 2
-  local out rc=0 t0 t1 c0 c1 pid=${PIDOF[$target]}
-  t0=$(date +%s%N)
-  c0=$(cpu_ticks "$pid")
   # CREDS holds several words (or none) on purpose.
   # shellcheck disable=SC2086
-  out=$("$MLBENCH" --uri "${ADDR[$target]}" ${CREDS[$target]} --warmup-ms "$WARMUP_MS" "$@" \
-    2>"$LIB_TMP/mlbench.err") || rc=$?
-  c1=$(cpu_ticks "$pid")
-  t1=$(date +%s%N)
-  if [ "$rc" -ge 2 ] || [ -z "$out" ]; then
-    FAILED=1
-    echo "  FAILED: mlbench $* against $target: $(tr '\n' ' ' <"$LIB_TMP/mlbench.err")" >&2
-    out='{"failed":true}'
-  elif [ "$rc" -eq 1 ]; then
-    echo "  errors: mlbench $* against $target: $(head -n 1 "$LIB_TMP/mlbench.err")" >&2
-  fi
-  "$PY" -c 'import json, sys
-r = json.loads(sys.argv[1])
-r.update(round=int(sys.argv[2]), target=sys.argv[3], args=sys.argv[4])
-ticks, hz, ns = int(sys.argv[5]), int(sys.argv[6]), int(sys.argv[7])
-r["cpu"] = ticks / hz / (ns / 1e9) if ns > 0 else 0
-print(json.dumps(r))' "$out" "$round" "$target" "$*" "$((c1 - c0))" "$CLK_TCK" "$((t1 - t0))" \
-    >>"$RESULTS"
-  printf '.'
+  mlbench_record round "$round" "$target" "$target" "${PIDOF[$target]}" "$*" \
+    --uri "${ADDR[$target]}" ${CREDS[$target]} --warmup-ms "$WARMUP_MS" "$@"
 }
 
 # start_auth_mongolb TARGET NAME SEEDS AUTH_LINES: starts mongolb with an [auth] section in front

@@ -42,28 +42,8 @@ FAILED=0
 run_one() {
   local set=$1 target=$2 uri=$3 pid=$4
   shift 4
-  local out rc=0 t0 t1 c0 c1
-  t0=$(date +%s%N)
-  c0=$(cpu_ticks "$pid")
-  out=$("$MLBENCH" --uri "$uri" --warmup-ms "$WARMUP_MS" --cpu-pid "$pid" "$@" \
-    2>"$LIB_TMP/mlbench.err") || rc=$?
-  c1=$(cpu_ticks "$pid")
-  t1=$(date +%s%N)
-  if [ "$rc" -ge 2 ] || [ -z "$out" ]; then
-    FAILED=1
-    echo "  FAILED: mlbench $* against $target ($uri): $(tr '\n' ' ' <"$LIB_TMP/mlbench.err")" >&2
-    out='{"failed":true}'
-  elif [ "$rc" -eq 1 ]; then
-    echo "  errors: mlbench $* against $target: $(head -n 1 "$LIB_TMP/mlbench.err")" >&2
-  fi
-  "$PY" -c 'import json, sys
-r = json.loads(sys.argv[1])
-r.update(set=sys.argv[2], target=sys.argv[3], args=sys.argv[4])
-ticks, hz, ns = int(sys.argv[5]), int(sys.argv[6]), int(sys.argv[7])
-r["cpu"] = ticks / hz / (ns / 1e9) if ns > 0 else 0
-print(json.dumps(r))' "$out" "$set" "$target" "$*" "$((c1 - c0))" "$CLK_TCK" "$((t1 - t0))" \
-    >>"$RESULTS"
-  printf '.'
+  mlbench_record set "$set" "$target" "$target ($uri)" "$pid" "$*" \
+    --uri "$uri" --warmup-ms "$WARMUP_MS" --cpu-pid "$pid" "$@"
 }
 
 echo "mongolb benchmark: ${SECS} s per run after ${WARMUP_MS} ms of warm-up, 127.0.0.1 only."

@@ -182,3 +182,36 @@ cpu_ticks() {
 }
 CLK_TCK=$(getconf CLK_TCK)
 export CLK_TCK
+
+# mlbench_record KEY VALUE TARGET WHERE PID SHOWN MLBENCH_ARGS...: runs $MLBENCH with
+# MLBENCH_ARGS and appends its JSON to $RESULTS, tagged with KEY (VALUE, a whole number when KEY
+# is round), the target and SHOWN (the arguments as the report names them), and the share of a CPU
+# core that process PID used during the run. A failed run is recorded as {"failed": true}, sets
+# FAILED=1 and is reported, naming the target as WHERE.
+mlbench_record() {
+  local key=$1 value=$2 target=$3 where=$4 pid=$5 shown=$6
+  shift 6
+  local out rc=0 t0 t1 c0 c1
+  t0=$(date +%s%N)
+  c0=$(cpu_ticks "$pid")
+  out=$("$MLBENCH" "$@" 2>"$LIB_TMP/mlbench.err") || rc=$?
+  c1=$(cpu_ticks "$pid")
+  t1=$(date +%s%N)
+  if [ "$rc" -ge 2 ] || [ -z "$out" ]; then
+    # shellcheck disable=SC2034  # read by the script that sources this file
+    FAILED=1
+    echo "  FAILED: mlbench $shown against $where: $(tr '\n' ' ' <"$LIB_TMP/mlbench.err")" >&2
+    out='{"failed":true}'
+  elif [ "$rc" -eq 1 ]; then
+    echo "  errors: mlbench $shown against $target: $(head -n 1 "$LIB_TMP/mlbench.err")" >&2
+  fi
+  "$PY" -c 'import json, sys
+r = json.loads(sys.argv[1])
+r[sys.argv[2]] = int(sys.argv[3]) if sys.argv[2] == "round" else sys.argv[3]
+r.update(target=sys.argv[4], args=sys.argv[5])
+ticks, hz, ns = int(sys.argv[6]), int(sys.argv[7]), int(sys.argv[8])
+r["cpu"] = ticks / hz / (ns / 1e9) if ns > 0 else 0
+print(json.dumps(r))' "$out" "$key" "$value" "$target" "$shown" "$((c1 - c0))" "$CLK_TCK" \
+    "$((t1 - t0))" >>"$RESULTS"
+  printf '.'
+}

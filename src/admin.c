@@ -153,15 +153,24 @@ static void on_timeout(uv_timer_t *t)
 
 /* --- responses ------------------------------------------------------------------------------ */
 
+/* The common start of the write and shutdown callbacks: true when the connection is closing,
+ * or closed now because the request failed. */
+static bool req_failed(struct admin_conn *c, int status)
+{
+    if (c->state == ADMIN_CLOSING)
+        return true;
+    if (status < 0) {
+        conn_close(c, uv_strerror(status));
+        return true;
+    }
+    return false;
+}
+
 static void on_shutdown(uv_shutdown_t *req, int status)
 {
     struct admin_conn *c = req->data;
-    if (c->state == ADMIN_CLOSING)
+    if (req_failed(c, status))
         return;
-    if (status < 0) {
-        conn_close(c, uv_strerror(status));
-        return;
-    }
     /* Wait for the client to close (EOF), dropping what it sends, or for the timer. */
     c->state = ADMIN_DRAINING;
 }
@@ -169,12 +178,8 @@ static void on_shutdown(uv_shutdown_t *req, int status)
 static void on_written(uv_write_t *req, int status)
 {
     struct admin_conn *c = req->data;
-    if (c->state == ADMIN_CLOSING)
+    if (req_failed(c, status))
         return;
-    if (status < 0) {
-        conn_close(c, uv_strerror(status));
-        return;
-    }
     c->sreq.data = c;
     if (uv_shutdown(&c->sreq, &c->h.stream, on_shutdown) < 0)
         conn_close(c, "shutdown failed");
@@ -466,21 +471,9 @@ static void on_connection(uv_stream_t *server, int status)
         return;
     }
     if (!l->is_unix) {
-        struct sockaddr_storage ss;
-        int sl = sizeof(ss);
-        char ip[64] = "?";
-        int port = 0;
-        if (uv_tcp_getpeername(&c->h.tcp, (struct sockaddr *)&ss, &sl) == 0) {
-            if (ss.ss_family == AF_INET6) {
-                uv_ip6_name((struct sockaddr_in6 *)&ss, ip, sizeof(ip));
-                port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
-            } else {
-                uv_ip4_name((struct sockaddr_in *)&ss, ip, sizeof(ip));
-                port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
-            }
-        }
-        snprintf(c->prefix, sizeof(c->prefix), "a%llu %s:%d", (unsigned long long)a->next_id, ip,
-                 port);
+        char peer[72] = "?:0";
+        (void)listener_peer_name(&c->h.tcp, peer, sizeof(peer));
+        snprintf(c->prefix, sizeof(c->prefix), "a%llu %s", (unsigned long long)a->next_id, peer);
     } else {
         snprintf(c->prefix, sizeof(c->prefix), "a%llu unix", (unsigned long long)a->next_id);
     }

@@ -1455,20 +1455,7 @@ int client_accept(struct proxy *p, uv_stream_t *server, bool is_unix)
     }
     char peer[64] = "unix";
     if (!is_unix) {
-        struct sockaddr_storage ss;
-        int sl = sizeof(ss);
-        if (uv_tcp_getpeername(&c->st.h.tcp, (struct sockaddr *)&ss, &sl) == 0) {
-            char ip[48] = "?";
-            int port = 0;
-            if (ss.ss_family == AF_INET6) {
-                uv_ip6_name((struct sockaddr_in6 *)&ss, ip, sizeof(ip));
-                port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
-            } else {
-                uv_ip4_name((struct sockaddr_in *)&ss, ip, sizeof(ip));
-                port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
-            }
-            snprintf(peer, sizeof(peer), "%s:%d", ip, port);
-        }
+        (void)listener_peer_name(&c->st.h.tcp, peer, sizeof(peer));
         uv_tcp_nodelay(&c->st.h.tcp, 1);
     }
     snprintf(c->prefix, sizeof(c->prefix), "c%llu %s", (unsigned long long)c->id, peer);

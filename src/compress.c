@@ -27,11 +27,6 @@ static const char *const names[COMPRESSOR_COUNT] = {"noop", "snappy", "zlib", "z
 static ZSTD_CCtx *zstd_cctx;
 static ZSTD_DCtx *zstd_dctx;
 
-const char *compress_name(int id)
-{
-    return id >= 0 && id < COMPRESSOR_COUNT ? names[id] : NULL;
-}
-
 int compress_id(const char *name, size_t n)
 {
     for (int i = 0; i < COMPRESSOR_COUNT; i++)
@@ -449,12 +444,4 @@ const char *compress_strerror(int rc)
     default:
         return "compression error";
     }
-}
-
-void compress_cleanup(void)
-{
-    ZSTD_freeCCtx(zstd_cctx);
-    ZSTD_freeDCtx(zstd_dctx);
-    zstd_cctx = NULL;
-    zstd_dctx = NULL;
 }

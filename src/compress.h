@@ -64,8 +64,6 @@ struct compress_levels {
     int zstd;
 };
 
-/* The handshake name of an id ("zstd"), or NULL for an id that has none. */
-const char *compress_name(int id);
 /* The id of a handshake name of n bytes, or COMPRESSOR_NONE. */
 int compress_id(const char *name, size_t n);
 /* A bit per id in l, for the allowed set of compress_decode. */
@@ -146,8 +144,5 @@ MLB_MUSTCHECK int compress_decode(const uint8_t *frame, size_t len, int32_t max_
 
 /* A short text for a negative code of this module, for log lines. */
 const char *compress_strerror(int rc);
-
-/* Frees the compression contexts kept between calls (at exit, so leak checkers stay quiet). */
-void compress_cleanup(void);
 
 #endif

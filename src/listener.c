@@ -323,3 +323,23 @@ int listener_unix_prepare(const char *path)
 {
     return unix_prepare(path);
 }
+
+int listener_peer_name(uv_tcp_t *h, char *out, size_t cap)
+{
+    struct sockaddr_storage ss;
+    int sl = sizeof(ss);
+    int rc = uv_tcp_getpeername(h, (struct sockaddr *)&ss, &sl);
+    if (rc < 0)
+        return rc;
+    char ip[64] = "?";
+    int port = 0;
+    if (ss.ss_family == AF_INET6) {
+        uv_ip6_name((struct sockaddr_in6 *)&ss, ip, sizeof(ip));
+        port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+    } else {
+        uv_ip4_name((struct sockaddr_in *)&ss, ip, sizeof(ip));
+        port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+    }
+    snprintf(out, cap, "%s:%d", ip, port);
+    return 0;
+}

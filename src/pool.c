@@ -278,10 +278,13 @@ static void give_out(struct proxy *p, struct bconn *b)
     set_state(b, BCONN_IDLE);
 }
 
-/* Fails the waiters of one user (its login was refused) with status, before anything is opened
- * for them. */
-static void fail_user_waiters(struct proxy *p, int idx, struct auth_user *au, int status,
-                              const char *why)
+/*
+ * Fails the waiters of the pool with status: all of them (all_users), or those of one user (its
+ * login was refused) before anything is opened for them. The list is taken over first: a waiter
+ * told to fail may queue again on another pool.
+ */
+static void fail_waiters_of(struct proxy *p, int idx, bool all_users, struct auth_user *au,
+                            int status, const char *why)
 {
     struct pool *pl = &p->pools[idx];
     struct list pending;
@@ -290,7 +293,7 @@ static void fail_user_waiters(struct proxy *p, int idx, struct auth_user *au, in
     while (e != &pl->waiters) {
         struct pool_waiter *w = list_entry(e, struct pool_waiter, link);
         e = e->next;
-        if (!same_user(w->au, au))
+        if (!all_users && !same_user(w->au, au))
             continue;
         list_remove(&w->link);
         list_push_back(&pending, &w->link);
@@ -302,6 +305,17 @@ static void fail_user_waiters(struct proxy *p, int idx, struct auth_user *au, in
         w->pool = -1;
         user_ops->on_ready(w->user, NULL, status, why);
     }
+}
+
+static void fail_user_waiters(struct proxy *p, int idx, struct auth_user *au, int status,
+                              const char *why)
+{
+    fail_waiters_of(p, idx, false, au, status, why);
+}
+
+static void fail_waiters(struct proxy *p, int idx, int status, const char *why)
+{
+    fail_waiters_of(p, idx, true, NULL, status, why);
 }
 
 /* The first wait after a refused service login, doubled at each refusal in a row up to the last. */
@@ -878,26 +892,6 @@ void pool_cancel_wait(struct proxy *p, struct pool_waiter *w)
     list_remove(&w->link);
     p->pools[w->pool].n_waiters--;
     w->pool = -1;
-}
-
-static void fail_waiters(struct proxy *p, int idx, int status, const char *why)
-{
-    struct pool *pl = &p->pools[idx];
-    /* Take the list over first: a waiter told to fail may queue again on another pool. */
-    struct list pending;
-    list_init(&pending);
-    while (!list_empty(&pl->waiters)) {
-        struct list *e = pl->waiters.next;
-        list_remove(e);
-        list_push_back(&pending, e);
-        pl->n_waiters--;
-    }
-    while (!list_empty(&pending)) {
-        struct pool_waiter *w = list_entry(pending.next, struct pool_waiter, link);
-        list_remove(&w->link);
-        w->pool = -1;
-        user_ops->on_ready(w->user, NULL, status, why);
-    }
 }
 
 void pool_clear(struct proxy *p, int idx, bool interrupt, const char *why)

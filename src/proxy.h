@@ -222,6 +222,9 @@ int listeners_set_access(struct proxy *p);
 /* Makes sure a unix socket path may be bound: refuses a non-socket and a live socket, removes a
  * stale one. Returns 0 or a negative errno. */
 int listener_unix_prepare(const char *path);
+/* Writes an accepted TCP connection's peer as "ip:port" (for log prefixes). Returns 0, or a
+ * negative errno code (out untouched) when the peer is unknown. */
+int listener_peer_name(uv_tcp_t *h, char *out, size_t cap);
 
 /* --- pool.c --- */
 

@@ -375,6 +375,13 @@ static int iterations_ok(uint32_t i)
     return i >= SCRAM_MIN_ITERATIONS && i <= SCRAM_MAX_ITERATIONS;
 }
 
+/* A verifier a conversation of mechanism mech may use: its mechanism, a salt, a sane count. */
+static int verifier_fits(const struct scram_verifier *v, enum scram_mech mech)
+{
+    return v->mech == mech && v->salt_len > 0 && v->salt_len <= SCRAM_MAX_SALT &&
+           iterations_ok(v->iterations);
+}
+
 int scram_verifier_derive(enum scram_mech mech, const char *user, const char *password,
                           const uint8_t *salt, size_t salt_len, uint32_t iterations,
                           struct scram_verifier *out)
@@ -484,6 +491,25 @@ static int attr_next(struct attr_reader *r, char *attr, const char **val, size_t
     *vlen = end - start;
     r->pos = end;
     return 1;
+}
+
+/*
+ * The optional extensions that end a message: they only need to be well formed, and there may be
+ * at most 64 of them. Returns 0 when the message ends there, SCRAM_EPROTO otherwise.
+ */
+static int attr_skip_rest(struct attr_reader *r)
+{
+    char a;
+    const char *v;
+    size_t vl;
+    for (int i = 0; i < 64; i++) {
+        int k = attr_next(r, &a, &v, &vl);
+        if (k == 0)
+            break;
+        if (k < 0)
+            return SCRAM_EPROTO;
+    }
+    return r->pos == r->len ? 0 : SCRAM_EPROTO;
 }
 
 /* RFC 5802's printable: %x21-2B / %x2D-7E. */
@@ -608,6 +634,23 @@ static int auth_hmac(enum scram_mech mech, const uint8_t *key, const char *cfb, 
     return rc;
 }
 
+/* Hands a conversation's ClientKey to the caller (a buffer of SCRAM_MAX_KEY bytes). */
+static void copy_key(enum scram_mech mech, const uint8_t *client_key, uint8_t *key, size_t *key_len)
+{
+    size_t kl = scram_key_len(mech);
+    memcpy(key, client_key, kl);
+    *key_len = kl;
+}
+
+/* Frees a conversation object after wiping every secret it holds. */
+static void free_wiped(void *conv, size_t size)
+{
+    if (!conv)
+        return;
+    OPENSSL_cleanse(conv, size);
+    free(conv);
+}
+
 /* --- server side ------------------------------------------------------------------------------ */
 
 enum conv_state {
@@ -707,15 +750,7 @@ int scram_server_start(struct scram_server *s, const uint8_t *msg, size_t len)
         goto fail;
     memcpy(s->nonce, v, vl);
     s->cnonce_len = vl;
-    /* Optional extensions follow; they only need to be well formed. */
-    for (int i = 0; i < 64; i++) {
-        k = attr_next(&r, &a, &v, &vl);
-        if (k == 0)
-            break;
-        if (k < 0)
-            goto fail;
-    }
-    if (r.pos != r.len)
+    if (attr_skip_rest(&r) < 0)
         goto fail;
     memcpy(s->cfb, bare, bare_len);
     s->cfb_len = bare_len;
@@ -740,8 +775,7 @@ int scram_server_first(struct scram_server *s, const struct scram_verifier *v, u
         return -EINVAL;
     int rc;
     if (v) {
-        if (v->mech != s->mech || v->salt_len == 0 || v->salt_len > SCRAM_MAX_SALT ||
-            !iterations_ok(v->iterations))
+        if (!verifier_fits(v, s->mech))
             return -EINVAL;
         s->v = *v;
     } else {
@@ -875,15 +909,14 @@ int scram_server_final(struct scram_server *s, const uint8_t *msg, size_t len, u
     if (rc < 0)
         goto fail;
     s->state = CONV_DONE;
-    OPENSSL_cleanse(proof, sizeof(proof));
-    OPENSSL_cleanse(sig, sizeof(sig));
-    OPENSSL_cleanse(check, sizeof(check));
-    return 0;
+    rc = 0;
+    goto out;
 fail:
+    server_fail(s);
+out:
     OPENSSL_cleanse(proof, sizeof(proof));
     OPENSSL_cleanse(sig, sizeof(sig));
     OPENSSL_cleanse(check, sizeof(check));
-    server_fail(s);
     return rc;
 }
 
@@ -896,18 +929,13 @@ int scram_server_client_key(const struct scram_server *s, uint8_t *key, size_t *
 {
     if (!s || s->state != CONV_DONE || !key || !key_len)
         return -EINVAL;
-    size_t kl = scram_key_len(s->mech);
-    memcpy(key, s->client_key, kl);
-    *key_len = kl;
+    copy_key(s->mech, s->client_key, key, key_len);
     return 0;
 }
 
 void scram_server_free(struct scram_server *s)
 {
-    if (!s)
-        return;
-    OPENSSL_cleanse(s, sizeof(*s));
-    free(s);
+    free_wiped(s, sizeof(*s));
 }
 
 /* --- client side ------------------------------------------------------------------------------ */
@@ -961,9 +989,8 @@ int scram_client_set_password(struct scram_client *c, const char *password)
 int scram_client_set_key(struct scram_client *c, const uint8_t *key, size_t key_len,
                          const struct scram_verifier *v)
 {
-    if (!c || c->state != CONV_NEW || c->have_password || !key || !v || v->mech != c->mech ||
-        key_len != scram_key_len(c->mech) || v->salt_len == 0 || v->salt_len > SCRAM_MAX_SALT ||
-        !iterations_ok(v->iterations))
+    if (!c || c->state != CONV_NEW || c->have_password || !key || !v ||
+        key_len != scram_key_len(c->mech) || !verifier_fits(v, c->mech))
         return -EINVAL;
     uint8_t stored[SCRAM_MAX_KEY];
     int rc = digest(c->mech, key, key_len, stored);
@@ -1071,14 +1098,7 @@ int scram_client_final(struct scram_client *c, const uint8_t *msg, size_t len, u
     if (rc < 0)
         goto fail;
     rc = SCRAM_EPROTO;
-    for (int i = 0; i < 64; i++) {
-        k = attr_next(&r, &a, &v, &vl);
-        if (k == 0)
-            break;
-        if (k < 0)
-            goto fail;
-    }
-    if (r.pos != r.len)
+    if (attr_skip_rest(&r) < 0)
         goto fail;
     if (!iterations_ok(iterations)) {
         rc = SCRAM_EWEAK;
@@ -1168,25 +1188,19 @@ int scram_client_verify(struct scram_client *c, const uint8_t *msg, size_t len)
     size_t sl = 0;
     if (k != 1 || a != 'v' || scram_b64_decode(v, vl, sig, sizeof(sig), &sl) < 0 || sl != kl)
         goto fail;
-    for (int i = 0; i < 64; i++) {
-        k = attr_next(&r, &a, &v, &vl);
-        if (k == 0)
-            break;
-        if (k < 0)
-            goto fail;
-    }
-    if (r.pos != r.len)
+    if (attr_skip_rest(&r) < 0)
         goto fail;
     if (CRYPTO_memcmp(sig, c->server_sig, kl) != 0) {
         rc = SCRAM_EAUTH;
         goto fail;
     }
-    OPENSSL_cleanse(sig, sizeof(sig));
     c->state = CONV_DONE;
-    return 0;
+    rc = 0;
+    goto out;
 fail:
-    OPENSSL_cleanse(sig, sizeof(sig));
     client_fail(c);
+out:
+    OPENSSL_cleanse(sig, sizeof(sig));
     return rc;
 }
 
@@ -1206,17 +1220,12 @@ int scram_client_export_key(const struct scram_client *c, uint8_t *key, size_t *
      */
     if (!c || !key || !key_len || !v || (c->state != CONV_FIRST && c->state != CONV_DONE))
         return -EINVAL;
-    size_t kl = scram_key_len(c->mech);
-    memcpy(key, c->client_key, kl);
-    *key_len = kl;
+    copy_key(c->mech, c->client_key, key, key_len);
     *v = c->v;
     return 0;
 }
 
 void scram_client_free(struct scram_client *c)
 {
-    if (!c)
-        return;
-    OPENSSL_cleanse(c, sizeof(*c));
-    free(c);
+    free_wiped(c, sizeof(*c));
 }

@@ -19,14 +19,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    uint8_t *f = malloc(size ? size : 1);
-    FUZZ_CHECK(f != NULL);
-    if (size)
-        memcpy(f, data, size);
-    if (size >= WIRE_HEADER_LEN && size <= INT32_MAX) {
-        wire_put_i32(f, (int32_t)size);
+    uint8_t *f = fuzz_frame(data, size);
+    if (size >= WIRE_HEADER_LEN && size <= INT32_MAX)
         wire_put_i32(f + 12, WIRE_OP_COMPRESSED);
-    }
     struct wire_buf out = {0}, again = {0}, back = {0};
     int id = -1;
     int rc = compress_decode(f, size, FUZZ_MAX_FRAME, 0xfu, &out, &id);

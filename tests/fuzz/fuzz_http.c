@@ -75,10 +75,7 @@ static void check_one(const uint8_t *data, size_t len, size_t max_head)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    /* A copy of exactly size bytes, so that ASan sees any read past the end. */
-    uint8_t *copy = malloc(size ? size : 1);
-    FUZZ_CHECK(copy != NULL);
-    memcpy(copy, data, size);
+    uint8_t *copy = fuzz_copy(data, size);
     check_one(copy, size, 8192);
     check_one(copy, size, 64);
     size_t step = size > 256 ? size / 64 : 1;

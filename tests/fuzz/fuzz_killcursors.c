@@ -42,15 +42,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (cut > size)
         cut = size;
     size_t req_len = cut - 1, ans_len = size - cut;
-    uint8_t *req = malloc(req_len ? req_len : 1);
-    uint8_t *ans = malloc(ans_len ? ans_len : 1);
-    FUZZ_CHECK(req && ans);
-    memcpy(req, data + 1, req_len);
-    memcpy(ans, data + cut, ans_len);
-    if (req_len >= WIRE_HEADER_LEN)
-        wire_put_i32(req, (int32_t)req_len);
-    if (ans_len >= WIRE_HEADER_LEN)
-        wire_put_i32(ans, (int32_t)ans_len);
+    uint8_t *req = fuzz_frame(data + 1, req_len);
+    uint8_t *ans = fuzz_frame(data + cut, ans_len);
 
     struct cursor_table t;
     FUZZ_CHECK(cursors_init(&t, 64, 60000) == 0);

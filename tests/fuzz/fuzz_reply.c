@@ -15,12 +15,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    uint8_t *f = malloc(size ? size : 1);
-    FUZZ_CHECK(f != NULL);
-    if (size)
-        memcpy(f, data, size);
-    if (size >= WIRE_HEADER_LEN && size <= INT32_MAX)
-        wire_put_i32(f, (int32_t)size);
+    uint8_t *f = fuzz_frame(data, size);
     for (int command = 0; command < 2; command++) {
         struct reply_info r;
         int rc = reply_inspect(f, size, command, &r);

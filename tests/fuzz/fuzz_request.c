@@ -43,12 +43,7 @@ static void check_documents(const uint8_t *f, size_t len, int32_t opcode)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    uint8_t *f = malloc(size ? size : 1);
-    FUZZ_CHECK(f != NULL);
-    if (size)
-        memcpy(f, data, size);
-    if (size >= WIRE_HEADER_LEN && size <= INT32_MAX)
-        wire_put_i32(f, (int32_t)size);
+    uint8_t *f = fuzz_frame(data, size);
 
     struct request_info ri;
     char err[160];

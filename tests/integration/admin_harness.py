@@ -7,7 +7,12 @@ import re
 import socket
 import subprocess
 
+import pymongo
+
 from mongolb_harness import Mongolb, free_port, stop_quietly
+
+# Defaults for these tests: a quick graceful stop and short selection waits.
+BASE = {"mongolb.shutdown_timeout_ms": 1000, "upstream.server_selection_timeout_ms": 3000}
 
 
 class AdminMongolb(Mongolb):
@@ -55,6 +60,20 @@ class AdminMongolb(Mongolb):
         status, _, body = self.http("/metrics")
         assert status == 200, (status, body)
         return parse_prometheus(body.decode())
+
+
+def start(sim_or_seeds, config=None, **kw):
+    """An AdminMongolb with BASE updated by config, in front of a simulator or a seed list."""
+    cfg = dict(BASE)
+    cfg.update(config or {})
+    seeds = sim_or_seeds.servers if hasattr(sim_or_seeds, "servers") else sim_or_seeds
+    return AdminMongolb(seeds, cfg, **kw)
+
+
+def client_for(lb, **kw):
+    """A PyMongo client of lb that gives up selecting a server after 5 s."""
+    kw.setdefault("serverSelectionTimeoutMS", 5000)
+    return pymongo.MongoClient(lb.uri, **kw)
 
 
 def http_connect(addr, timeout=5.0):

@@ -519,6 +519,70 @@ IO_TEST_DEFAULTS = {"mongolb.shutdown_timeout_ms": 1000,
                     "upstream.server_selection_timeout_ms": 5000}
 
 
+def run_threads(threads, what="threads", timeout=60):
+    """Starts the threads, waits for each up to timeout seconds, and fails if one still runs."""
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(timeout)
+    assert not any(th.is_alive() for th in threads), "%s hung" % what
+
+
+def run_mongolb_conf(conf_text, wait=3.0, env=None):
+    """Runs mongolb on a configuration written to a temporary directory and waits up to `wait`
+    seconds for it to exit. Returns (exit status, or None if it was still running and had to be
+    stopped; its output)."""
+    d = tempfile.mkdtemp(prefix="mlb-conf-")
+    try:
+        conf = os.path.join(d, "mongolb.ini")
+        with open(conf, "w") as f:
+            f.write(conf_text)
+        full_env = dict(os.environ)
+        full_env.update(env or {})
+        proc = subprocess.Popen([os.environ.get("MONGOLB", DEFAULT_BINARY), "-c", conf],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, env=full_env)
+        try:
+            out, _ = proc.communicate(timeout=wait)
+            return proc.returncode, out.decode("utf-8", "replace")
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                out, _ = proc.communicate(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                out, _ = proc.communicate()
+            return None, out.decode("utf-8", "replace")
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def reload_with(lb, config, expect, raw=None):
+    """Rewrites mongolb's configuration (IO_TEST_DEFAULTS updated by config, or the raw text),
+    sends SIGHUP and waits for a new log line matching expect; returns it."""
+    seen = len(log_lines(lb, expect))
+    if raw is None:
+        cfg = dict(IO_TEST_DEFAULTS)
+        cfg.update(config)
+        lb._write_config(cfg)
+    else:
+        with open(lb.conf_path, "w") as f:
+            f.write(raw)
+    lb.proc.send_signal(signal.SIGHUP)
+    return wait_for(lambda: log_lines(lb, expect)[seen:], 10, what="a log line /%s/" % expect)[0]
+
+
+PING_DEBUG = r"OP_MSG admin\.ping"
+
+
+def ping_logged_at_debug(lb):
+    """Sends a ping; True if mongolb logged it at debug level."""
+    before = len(log_lines(lb, PING_DEBUG))
+    assert raw_command(lb.host, lb.port, {"ping": 1})["ok"] == 1
+    time.sleep(0.2)  # the log line is written before the reply; this is only slack for stderr
+    return len(log_lines(lb, PING_DEBUG)) > before
+
+
 class SimAndMongolb:
     """mongolb (started with IO_TEST_DEFAULTS updated by config) in front of a new simulator.
     Always cleans up with stop_quietly (never raises on a crashed or hung mongolb) and prints

@@ -9,30 +9,14 @@ import subprocess
 import tempfile
 import time
 
-import pymongo
 import pytest
 from bson.int64 import Int64
 from pymongo.errors import OperationFailure
 
-from admin_harness import (AdminMongolb, finish, histogram_ok, http_connect, http_get,
-                           parse_prometheus, read_response)
+from admin_harness import (client_for, finish, histogram_ok, http_connect, http_get,
+                           parse_prometheus, read_response, start)
 from harness import start_sim
 from mongolb_harness import free_port, wait_for
-
-BASE = {"mongolb.shutdown_timeout_ms": 1000, "upstream.server_selection_timeout_ms": 3000}
-
-
-def start(sim_or_seeds, config=None, **kw):
-    cfg = dict(BASE)
-    cfg.update(config or {})
-    seeds = sim_or_seeds.servers if hasattr(sim_or_seeds, "servers") else sim_or_seeds
-    return AdminMongolb(seeds, cfg, **kw)
-
-
-def client_for(lb, **kw):
-    kw.setdefault("serverSelectionTimeoutMS", 5000)
-    return pymongo.MongoClient(lb.uri, **kw)
-
 
 def test_metrics_parse_and_move_with_traffic():
     with start_sim("--mongos", "2") as sim:

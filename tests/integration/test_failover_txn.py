@@ -9,6 +9,7 @@ import time
 import pymongo
 
 from mongolb_harness import cluster  # noqa: F401  (a fixture)
+from mongolb_harness import run_threads
 
 THREADS = 8
 PER_THREAD = 25
@@ -49,11 +50,7 @@ def test_transactions_each_stay_on_one_mongos(cluster):  # noqa: F811
                 errors.append((t, repr(e)))
 
         threads = [threading.Thread(target=worker, args=(t,)) for t in range(THREADS)]
-        for th in threads:
-            th.start()
-        for th in threads:
-            th.join(60)
-        assert not any(th.is_alive() for th in threads), "transaction threads hung"
+        run_threads(threads, "transaction threads")
         assert errors == [], errors
 
         for t in range(THREADS):
@@ -188,11 +185,7 @@ def test_write_conflicts_reach_the_application_with_their_label(cluster):  # noq
                 errors.append(repr(e))
 
         threads = [threading.Thread(target=worker) for _ in range(6)]
-        for th in threads:
-            th.start()
-        for th in threads:
-            th.join(60)
-        assert not any(th.is_alive() for th in threads), "transaction threads hung"
+        run_threads(threads, "transaction threads")
         assert errors == [], errors
         assert coll.find_one({"_id": 1})["n"] == 2 + 60
     finally:

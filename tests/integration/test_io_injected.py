@@ -18,8 +18,9 @@ import pymongo
 import pytest
 
 from harness import recv_msg, send_msg, start_sim
-from mongolb_harness import (DEFAULT_BINARY, IO_TEST_DEFAULTS, CustomMongolb, SimAndMongolb,
-                             free_port, read_outcome, start_mongolb_clean, stop_quietly, wait_for)
+from mongolb_harness import (IO_TEST_DEFAULTS, CustomMongolb, SimAndMongolb, free_port,
+                             read_outcome, run_mongolb_conf, start_mongolb_clean, stop_quietly,
+                             wait_for)
 from tls_certs import tls_certs  # noqa: F401  (a fixture)
 
 
@@ -53,6 +54,27 @@ def hello(sock, request_id=7, timeout=5.0):
     return recv_msg(sock)[1]
 
 
+def unix_hello(path, timeout=5.0):
+    """hello's reply over a new connection to the unix socket at path."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.connect(path)
+        return hello(s, timeout=timeout)
+
+
+def refused_then_served(lb, log_text, what):
+    """The next TCP connection is closed without a reply and logged once with log_text; the one
+    after it is served."""
+    s = socket.create_connection((lb.host, lb.port), timeout=5)
+    try:
+        kind, _, _ = read_outcome(s, timeout=5)
+        assert kind == "closed", kind
+    finally:
+        s.close()
+    wait_for(lambda: count_lines(lb, log_text) == 1, what=what)
+    with socket.create_connection((lb.host, lb.port), timeout=5) as s2:
+        assert hello(s2)["ok"] == 1
+
+
 # --- the listener -------------------------------------------------------------------------------
 
 def test_a_client_that_cannot_be_set_up_is_refused_and_the_listener_goes_on():
@@ -61,16 +83,8 @@ def test_a_client_that_cannot_be_set_up_is_refused_and_the_listener_goes_on():
     # expect_known=0: the harness's first status probe (connection 1) succeeds at once.
     with faulty("client_alloc:2", expect_known=0) as (sim, lb):
         assert "MONGOLB_FAULT=client_alloc:2: fault injection is on" in lb.log()
-        s = socket.create_connection((lb.host, lb.port), timeout=5)
-        try:
-            kind, _, _ = read_outcome(s, timeout=5)
-            assert kind == "closed", kind
-        finally:
-            s.close()
-        wait_for(lambda: count_lines(lb, "cannot take a connection (not enough memory); closing "
-                                         "it") == 1, what="the refusal's log line")
-        with socket.create_connection((lb.host, lb.port), timeout=5) as s2:
-            assert hello(s2)["ok"] == 1
+        refused_then_served(lb, "cannot take a connection (not enough memory); closing it",
+                            "the refusal's log line")
         assert lb.counters()["clientsRefused"] == 1
 
 
@@ -78,40 +92,14 @@ def test_accept_at_the_descriptor_limit_is_logged_and_the_listener_goes_on():
     """accept(2) fails as at the descriptor limit: the pending connection is closed (as libuv
     does), the log names the limit, fdLimitRefusals counts it, and later connections work."""
     with faulty("accept:2", expect_known=0) as (sim, lb):
-        s = socket.create_connection((lb.host, lb.port), timeout=5)
-        try:
-            kind, _, _ = read_outcome(s, timeout=5)
-            assert kind == "closed", kind
-        finally:
-            s.close()
-        wait_for(lambda: count_lines(lb, "accept: too many open files: the file descriptor limit")
-                 == 1, what="the accept failure's log line")
-        with socket.create_connection((lb.host, lb.port), timeout=5) as s2:
-            assert hello(s2)["ok"] == 1
+        refused_then_served(lb, "accept: too many open files: the file descriptor limit",
+                            "the accept failure's log line")
         assert lb.counters()["fdLimitRefusals"] == 1
 
 
 def run_mongolb(conf_text, wait=3.0, env=None):
     """Runs mongolb on a configuration; (exit status or None if still running, output)."""
-    d = tempfile.mkdtemp(prefix="mlb-conf-")
-    try:
-        conf = os.path.join(d, "mongolb.ini")
-        with open(conf, "w") as f:
-            f.write(conf_text)
-        full_env = dict(os.environ)
-        full_env.update(env or {})
-        proc = subprocess.Popen([os.environ.get("MONGOLB", DEFAULT_BINARY), "-c", conf],
-                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, env=full_env)
-        try:
-            out, _ = proc.communicate(timeout=wait)
-            return proc.returncode, out.decode("utf-8", "replace")
-        except subprocess.TimeoutExpired:
-            proc.terminate()
-            out, _ = proc.communicate(timeout=15)
-            return None, out.decode("utf-8", "replace")
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
+    return run_mongolb_conf(conf_text, wait, env)
 
 
 def test_a_listen_port_in_use_fails_the_start_with_its_reason():
@@ -143,9 +131,7 @@ def test_a_stale_unix_socket_is_replaced_and_removed_at_exit():
         try:
             lb = ctx.lb
             assert "listen unix:%s: removing a stale socket" % path in lb.log()
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-                s.connect(path)
-                assert hello(s)["ok"] == 1
+            assert unix_hello(path)["ok"] == 1
             assert stop_quietly(lb) == 0, lb.log_tail()
             assert not os.path.exists(path), "the socket file is left after exit"
         finally:
@@ -190,9 +176,7 @@ def test_a_unix_client_that_cannot_be_set_up_is_refused():
                 assert read_outcome(s, timeout=5)[0] == "closed"
             wait_for(lambda: count_lines(lb, "[unix:%s] cannot take a connection" % path) == 1,
                      what="the refusal's log line")
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-                s.connect(path)
-                assert hello(s)["ok"] == 1
+            assert unix_hello(path)["ok"] == 1
     finally:
         shutil.rmtree(d, ignore_errors=True)
 
@@ -211,9 +195,7 @@ def test_exit_leaves_a_socket_file_another_instance_made():
                                extra_listen=["unix:" + path]) as (sim2, second):
                 assert stop_quietly(first) == 0, first.log_tail()
                 assert os.path.exists(path), "the first mongolb removed the second one's socket"
-                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-                    s.connect(path)
-                    assert hello(s)["ok"] == 1
+                assert unix_hello(path)["ok"] == 1
     finally:
         shutil.rmtree(d, ignore_errors=True)
 

@@ -13,10 +13,8 @@ import os
 import resource
 import select
 import shutil
-import signal
 import socket
 import struct
-import subprocess
 import tempfile
 import threading
 import time
@@ -24,8 +22,8 @@ import time
 import pymongo
 
 from harness import OP_MSG, recv_msg, send_msg
-from mongolb_harness import (DEFAULT_BINARY, CustomMongolb, SimAndMongolb, decode_msg_body,
-                             log_lines, raw_command, read_outcome, rss_kb, stop_quietly,
+from mongolb_harness import (CustomMongolb, SimAndMongolb, decode_msg_body, log_lines,
+                             raw_command, read_outcome, rss_kb, run_mongolb_conf, stop_quietly,
                              wait_for)
 
 MAX_RSS_KB = 200 * 1024
@@ -323,28 +321,8 @@ def test_fd_limit_closes_excess_connections_and_recovers():
 def run_mongolb(listen, seeds, wait=3.0):
     """Starts mongolb with this listen value and waits up to `wait` seconds for it to exit.
     Returns (exit status or None if it was still running and had to be stopped, its output)."""
-    d = tempfile.mkdtemp(prefix="mlb-conf-")
-    try:
-        conf = os.path.join(d, "mongolb.ini")
-        with open(conf, "w") as f:
-            f.write("[mongolb]\nlisten = %s\nshutdown_timeout_ms = 1000\n[upstream]\nseeds = %s\n"
-                    "heartbeat_interval_ms = 500\n" % (listen, seeds))
-        binary = os.environ.get("MONGOLB", DEFAULT_BINARY)
-        proc = subprocess.Popen([binary, "-c", conf], stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        try:
-            out, _ = proc.communicate(timeout=wait)
-            return proc.returncode, out.decode("utf-8", "replace")
-        except subprocess.TimeoutExpired:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                out, _ = proc.communicate(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                out, _ = proc.communicate()
-            return None, out.decode("utf-8", "replace")
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
+    return run_mongolb_conf("[mongolb]\nlisten = %s\nshutdown_timeout_ms = 1000\n[upstream]\n"
+                            "seeds = %s\nheartbeat_interval_ms = 500\n" % (listen, seeds), wait)
 
 
 def unix_hello_ok(path, timeout=5.0):

@@ -30,8 +30,8 @@ from fake_server import HELLO_NAMES, FakeServer, msg_frame
 from harness import (OP_GET_MORE, OP_KILL_CURSORS, OP_MSG, OP_QUERY, OP_REPLY, SimError, frame,
                      parse_reply, query_payload, recv_frame, send_msg, start_sim)
 from mongolb_harness import (IO_TEST_DEFAULTS, CustomMongolb, SimAndMongolb, decode_msg_body,
-                             log_lines, raw_command, read_outcome, start_mongolb_clean,
-                             stop_quietly, wait_for)
+                             log_lines, ping_logged_at_debug, raw_command, read_outcome,
+                             reload_with, start_mongolb_clean, stop_quietly, wait_for)
 
 
 def fail_command(sim, i, commands, mode="alwaysOn", **data):
@@ -264,33 +264,6 @@ def test_a_second_sigterm_exits_at_once():
 
 
 # --- 3. SIGHUP reload ----------------------------------------------------------------------------
-
-PING_DEBUG = r"OP_MSG admin\.ping"
-
-
-def reload_with(lb, config, expect, raw=None):
-    """Rewrites mongolb's configuration (IO_TEST_DEFAULTS updated by config, or the raw text),
-    sends SIGHUP and waits for a new log line matching expect; returns it."""
-    seen = len(log_lines(lb, expect))
-    if raw is None:
-        cfg = dict(IO_TEST_DEFAULTS)
-        cfg.update(config)
-        lb._write_config(cfg)
-    else:
-        with open(lb.conf_path, "w") as f:
-            f.write(raw)
-    lb.proc.send_signal(signal.SIGHUP)
-    lines = wait_for(lambda: log_lines(lb, expect)[seen:], 5, what="a log line /%s/" % expect)
-    return lines[0]
-
-
-def ping_logged_at_debug(lb):
-    """Sends a ping; True if mongolb logged it at debug level."""
-    before = len(log_lines(lb, PING_DEBUG))
-    assert raw_command(lb.host, lb.port, {"ping": 1})["ok"] == 1
-    time.sleep(0.2)  # the log line is written before the reply; this is only slack for stderr
-    return len(log_lines(lb, PING_DEBUG)) > before
-
 
 def test_sighup_changes_reloadable_keys_live():
     with sim_and_mongolb(("--mongos", "1")) as (sim, lb):

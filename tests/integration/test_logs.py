@@ -15,23 +15,14 @@ import pytest
 from bson.int64 import Int64
 from pymongo.errors import OperationFailure
 
-from admin_harness import AdminMongolb, finish
+from admin_harness import client_for, finish
+from admin_harness import start as start_admin
 from harness import send_msg, start_sim
 from mongolb_harness import wait_for
 
-BASE = {"mongolb.shutdown_timeout_ms": 1000, "upstream.server_selection_timeout_ms": 3000}
-
-
 def start(sim, config=None, **kw):
-    cfg = dict(BASE)
-    cfg.update(config or {})
     kw.setdefault("admin_http", False)
-    return AdminMongolb(sim.servers, cfg, **kw)
-
-
-def client_for(lb, **kw):
-    kw.setdefault("serverSelectionTimeoutMS", 5000)
-    return pymongo.MongoClient(lb.uri, **kw)
+    return start_admin(sim, config, **kw)
 
 
 def unknown_get_more(c, n=1):

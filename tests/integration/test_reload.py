@@ -13,38 +13,15 @@ Every mongolb must exit 0 on SIGTERM at the end.
 """
 
 import re
-import signal
 import socket
 import threading
-import time
 
 import pymongo
 
 from harness import start_sim
-from mongolb_harness import (IO_TEST_DEFAULTS, SimAndMongolb, free_port, log_lines, raw_command,
-                             start_mongolb_clean, stop_quietly, wait_for)
-
-
-def reload_with(lb, config, expect, raw=None):
-    """Rewrites the configuration (IO_TEST_DEFAULTS updated by config, or raw text), sends SIGHUP
-    and waits for a new log line matching expect; returns it."""
-    seen = len(log_lines(lb, expect))
-    if raw is None:
-        cfg = dict(IO_TEST_DEFAULTS)
-        cfg.update(config)
-        lb._write_config(cfg)
-    else:
-        with open(lb.conf_path, "w") as f:
-            f.write(raw)
-    lb.proc.send_signal(signal.SIGHUP)
-    return wait_for(lambda: log_lines(lb, expect)[seen:], 10, what="a log line /%s/" % expect)[0]
-
-
-def ping_logged_at_debug(lb):
-    before = len(log_lines(lb, r"OP_MSG admin\.ping"))
-    assert raw_command(lb.host, lb.port, {"ping": 1})["ok"] == 1
-    time.sleep(0.2)
-    return len(log_lines(lb, r"OP_MSG admin\.ping")) > before
+from mongolb_harness import (IO_TEST_DEFAULTS, SimAndMongolb, free_port, log_lines,
+                             ping_logged_at_debug, raw_command, reload_with, start_mongolb_clean,
+                             stop_quietly, wait_for)
 
 
 def pool_of(lb):
@@ -84,14 +61,11 @@ def test_live_and_restart_only_changes_in_one_sighup():
     with SimAndMongolb(("--mongos", "1")) as (sim, lb):
         port = lb.port
         other = free_port()
-        line = reload_with(lb, {"mongolb.log_level": "debug",
-                                "mongolb.listen": "127.0.0.1:%d" % other,
-                                "upstream.max_pool_size": 50,
-                                "upstream.heartbeat_interval_ms": 700,
-                                "upstream.server_selection_timeout_ms": 1234,
-                                "upstream.mode": "replicaset",
-                                "upstream.replica_set": "rs0"},
-                           r"reloaded .*: \d+ keys? changed, \d+ kept")
+        changes = {"mongolb.log_level": "debug", "mongolb.listen": "127.0.0.1:%d" % other,
+                   "upstream.max_pool_size": 50, "upstream.heartbeat_interval_ms": 700,
+                   "upstream.server_selection_timeout_ms": 1234, "upstream.mode": "replicaset",
+                   "upstream.replica_set": "rs0"}
+        line = reload_with(lb, changes, r"reloaded .*: \d+ keys? changed, \d+ kept")
         assert re.search(r": 4 keys changed, 3 kept until a restart", line), line
         # Each restart-only key is named with the value it keeps ...
         assert log_lines(lb, r"reload: listen needs a restart; kept 127\.0\.0\.1:%d "
@@ -110,14 +84,7 @@ def test_live_and_restart_only_changes_in_one_sighup():
         # Nothing else changed, so nothing else was logged as changed.
         assert len(log_lines(lb, r"reload: \S+ .* -> ")) == 4, log_lines(lb, r"reload: ")
         # The same file again changes nothing, and says so.
-        line = reload_with(lb, {"mongolb.log_level": "debug",
-                                "mongolb.listen": "127.0.0.1:%d" % other,
-                                "upstream.max_pool_size": 50,
-                                "upstream.heartbeat_interval_ms": 700,
-                                "upstream.server_selection_timeout_ms": 1234,
-                                "upstream.mode": "replicaset",
-                                "upstream.replica_set": "rs0"},
-                           r"reloaded .*: \d+ keys? changed")
+        line = reload_with(lb, changes, r"reloaded .*: \d+ keys? changed")
         assert ": 0 keys changed, 3 kept" in line, line
 
 

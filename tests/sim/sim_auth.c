@@ -667,6 +667,34 @@ static void append_payload(bson_t *reply, const char *msg)
                        (uint32_t)strlen(msg));
 }
 
+/* A SASL step's answer: the conversation, whether it is done, the payload. */
+static void sasl_reply(bson_t *reply, bool done, const char *payload)
+{
+    BSON_APPEND_INT32(reply, "conversationId", CONVERSATION_ID);
+    BSON_APPEND_BOOL(reply, "done", done);
+    append_payload(reply, payload);
+    BSON_APPEND_DOUBLE(reply, "ok", 1.0);
+}
+
+/* 334 MechanismUnavailable, as mongod words it. Returns -1. */
+static int mech_unavailable(bson_t *reply, const char *mechanism)
+{
+    char msg[256];
+    snprintf(msg, sizeof(msg), "Received authentication for mechanism %.64s which is not enabled",
+             mechanism);
+    sim_error(reply, 334, "MechanismUnavailable", msg);
+    return -1;
+}
+
+/* Ends a conversation that failed: nothing of it is kept, the reply is 18, and it counts. */
+static int conv_failed(struct sim_server *srv, struct sim_conn_auth *a, bson_t *reply)
+{
+    sim_auth_conn_reset(a);
+    auth_failed(reply);
+    srv->auth_stats.failures++;
+    return -1;
+}
+
 /*
  * The first step: client-first "n,,n=user,r=nonce" -> server-first "r=nonce+snonce,s=salt,i=n".
  * Returns 0 with the reply built, or an error code put in reply (18, 17, 334).
@@ -678,13 +706,8 @@ static int sasl_start(struct sim_server *srv, struct sim_conn_auth *a, const cha
     sim_auth_conn_reset(a);
     srv->auth_stats.sasl_starts++;
     enum sim_scram_mech m = mech_parse(mechanism);
-    if (m == SIM_SCRAM_NONE) {
-        char msg[256];
-        snprintf(msg, sizeof(msg),
-                 "Received authentication for mechanism %.64s which is not enabled", mechanism);
-        sim_error(reply, 334, "MechanismUnavailable", msg);
-        return -1;
-    }
+    if (m == SIM_SCRAM_NONE)
+        return mech_unavailable(reply, mechanism);
     char msg[SIM_AUTH_MSG_MAX];
     int len = get_payload(cmd, msg, sizeof(msg));
     if (len == -1) {
@@ -766,17 +789,11 @@ static int sasl_start(struct sim_server *srv, struct sim_conn_auth *a, const cha
     a->skip_empty = skip;
     a->step = 1;
     OPENSSL_cleanse(msg, sizeof(msg));
-    BSON_APPEND_INT32(reply, "conversationId", CONVERSATION_ID);
-    BSON_APPEND_BOOL(reply, "done", false);
-    append_payload(reply, a->server_first);
-    BSON_APPEND_DOUBLE(reply, "ok", 1.0);
+    sasl_reply(reply, false, a->server_first);
     return 0;
 fail:
     OPENSSL_cleanse(msg, sizeof(msg));
-    sim_auth_conn_reset(a);
-    auth_failed(reply);
-    srv->auth_stats.failures++;
-    return -1;
+    return conv_failed(srv, a, reply);
 }
 
 /* Makes the conversation's user the connection's user. Returns -1 (reply: 18) when the
@@ -785,10 +802,7 @@ static int login(struct sim_server *srv, struct sim_conn_auth *a, bson_t *reply)
 {
     if (a->authenticated &&
         (strcmp(a->user, a->conv_user) != 0 || strcmp(a->db, a->conv_db) != 0)) {
-        sim_auth_conn_reset(a);
-        auth_failed(reply);
-        srv->auth_stats.failures++;
-        return -1;
+        return conv_failed(srv, a, reply);
     }
     srv->auth_stats.successes++;
     a->authenticated = true;
@@ -818,10 +832,7 @@ static int sasl_continue(struct sim_server *srv, struct sim_conn_auth *a, const 
         if (login(srv, a, reply) < 0)
             return -1;
         sim_auth_conn_reset(a);
-        BSON_APPEND_INT32(reply, "conversationId", CONVERSATION_ID);
-        BSON_APPEND_BOOL(reply, "done", true);
-        append_payload(reply, "");
-        BSON_APPEND_DOUBLE(reply, "ok", 1.0);
+        sasl_reply(reply, true, "");
         return 0;
     }
     enum sim_scram_mech m = a->mech;
@@ -879,17 +890,11 @@ static int sasl_continue(struct sim_server *srv, struct sim_conn_auth *a, const 
         a->step = 2;
     }
     OPENSSL_cleanse(msg, sizeof(msg));
-    BSON_APPEND_INT32(reply, "conversationId", CONVERSATION_ID);
-    BSON_APPEND_BOOL(reply, "done", a->step == 0);
-    append_payload(reply, final);
-    BSON_APPEND_DOUBLE(reply, "ok", 1.0);
+    sasl_reply(reply, a->step == 0, final);
     return 0;
 fail:
     OPENSSL_cleanse(msg, sizeof(msg));
-    sim_auth_conn_reset(a);
-    auth_failed(reply);
-    srv->auth_stats.failures++;
-    return -1;
+    return conv_failed(srv, a, reply);
 }
 
 /* --- commands ------------------------------------------------------------------------------ */
@@ -1284,14 +1289,8 @@ static int x509_authenticate(struct sim_server *srv, struct sim_conn *conn, cons
 {
     struct sim_conn_auth *a = sim_conn_auth(conn);
     const char *mech = get_utf8(cmd, "mechanism");
-    if (!mech || strcmp(mech, "MONGODB-X509") != 0) {
-        char msg[256];
-        snprintf(msg, sizeof(msg),
-                 "Received authentication for mechanism %.64s which is not enabled",
-                 mech ? mech : "");
-        sim_error(out, 334, "MechanismUnavailable", msg);
-        return -1;
-    }
+    if (!mech || strcmp(mech, "MONGODB-X509") != 0)
+        return mech_unavailable(out, mech ? mech : "");
     char subject[SIM_AUTH_NAME_MAX];
     const char *user = get_utf8(cmd, "user");
     if (strcmp(db, "$external") != 0 || !sim_conn_peer_subject(conn, subject, sizeof(subject)) ||

@@ -893,16 +893,15 @@ static void reply_query_failure(struct sim_conn *c, int32_t response_to, int32_t
     ". The client driver may require an upgrade. For more details see "                            \
     "https://dochub.mongodb.org/core/legacy-opcode-removal"
 
-/* MongoDB 5.1+'s answer to an OP_QUERY on a collection or an OP_GET_MORE: an OP_REPLY with
- * QueryFailure and {$err, code: 5739101, ok: 0} (makeErrorResponseToUnsupportedOpQuery). */
-static void reply_legacy_removed(struct sim_conn *c, int32_t response_to, const char *what)
+/* An OP_REPLY with QueryFailure and {$err: msg, code, ok: 0}: how mongod fails a legacy
+ * request. */
+static void reply_legacy_failure(struct sim_conn *c, int32_t response_to, const char *msg,
+                                 int32_t code)
 {
     bson_t doc;
     bson_init(&doc);
-    char msg[256];
-    snprintf(msg, sizeof(msg), "%s%s", what, LEGACY_REMOVED_HINT);
     BSON_APPEND_UTF8(&doc, "$err", msg);
-    BSON_APPEND_INT32(&doc, "code", 5739101);
+    BSON_APPEND_INT32(&doc, "code", code);
     BSON_APPEND_DOUBLE(&doc, "ok", 0.0);
     size_t start = c->out.len;
     const bson_t *docs[1] = {&doc};
@@ -916,28 +915,22 @@ static void reply_legacy_removed(struct sim_conn *c, int32_t response_to, const 
     finish_reply(c, start);
 }
 
-/* An OP_REPLY with QueryFailure and {$err, code: 13, ok: 0}: a legacy OP_GET_MORE on a cursor of
- * another user (or before login), under --auth. */
+/* MongoDB 5.1+'s answer to an OP_QUERY on a collection or an OP_GET_MORE: code 5739101
+ * (makeErrorResponseToUnsupportedOpQuery). */
+static void reply_legacy_removed(struct sim_conn *c, int32_t response_to, const char *what)
+{
+    char msg[256];
+    snprintf(msg, sizeof(msg), "%s%s", what, LEGACY_REMOVED_HINT);
+    reply_legacy_failure(c, response_to, msg, 5739101);
+}
+
+/* Code 13: a legacy OP_GET_MORE on a cursor of another user (or before login), under --auth. */
 static void reply_legacy_unauthorized(struct sim_conn *c, int32_t response_to, int64_t id)
 {
-    bson_t doc;
-    bson_init(&doc);
     char msg[128];
     snprintf(msg, sizeof(msg), "cursor id %lld was not created by the authenticated user",
              (long long)id);
-    BSON_APPEND_UTF8(&doc, "$err", msg);
-    BSON_APPEND_INT32(&doc, "code", 13);
-    BSON_APPEND_DOUBLE(&doc, "ok", 0.0);
-    size_t start = c->out.len;
-    const bson_t *docs[1] = {&doc};
-    int rc = wire_append_reply(&c->out, next_request_id(), response_to, WIRE_REPLY_QUERY_FAILURE, 0,
-                               0, docs, 1);
-    bson_destroy(&doc);
-    if (rc < 0) {
-        conn_close(c);
-        return;
-    }
-    finish_reply(c, start);
+    reply_legacy_failure(c, response_to, msg, 13);
 }
 
 /* The commands MongoDB 5.1+ still takes over OP_QUERY (checkAllowedOpQueryCommand): the

@@ -642,17 +642,20 @@ START_TEST(malformed_client_first)
 }
 END_TEST
 
+/* One malformed message of a case table: cases[k] (printf-formatted) and the code it must give,
+ * rcs[k]; k counts them. */
+#define CASE(rc_, ...)                                                                             \
+    do {                                                                                           \
+        snprintf(cases[k], sizeof(cases[k]), __VA_ARGS__);                                         \
+        rcs[k++] = rc_;                                                                            \
+    } while (0)
+
 START_TEST(malformed_client_final)
 {
     const char *n = "rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0";
     const char *p = "dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=";
     char cases[24][256];
     int rcs[24], k = 0;
-#define CASE(rc_, ...)                                                                             \
-    do {                                                                                           \
-        snprintf(cases[k], sizeof(cases[k]), __VA_ARGS__);                                         \
-        rcs[k++] = rc_;                                                                            \
-    } while (0)
     CASE(SCRAM_EPROTO, "%s", "");
     CASE(SCRAM_EPROTO, "r=%s,p=%s", n, p);        /* no c= */
     CASE(SCRAM_EPROTO, "c=eSws,r=%s,p=%s", n, p); /* "y,," but the client sent "n,," */
@@ -672,7 +675,6 @@ START_TEST(malformed_client_final)
     CASE(SCRAM_EPROTO, "r=%s,c=biws,p=%s", n, p);                 /* order */
     CASE(SCRAM_EAUTH, "c=biws,r=%s,p=%c%s", n, p[0] == 'A' ? 'B' : 'A', p + 1); /* wrong proof */
     CASE(SCRAM_EAUTH, "c=biws,r=%s,x=1,p=%s", n, p); /* an extension changes AuthMessage */
-#undef CASE
     uint8_t out[BUF];
     size_t on;
     for (int i = 0; i < k; i++) {
@@ -706,11 +708,6 @@ START_TEST(malformed_server_first)
     const char *salt = "W22ZaJ0SNY7soEsUEjb6gQ==";
     char cases[32][256];
     int rcs[32], k = 0;
-#define CASE(rc_, ...)                                                                             \
-    do {                                                                                           \
-        snprintf(cases[k], sizeof(cases[k]), __VA_ARGS__);                                         \
-        rcs[k++] = rc_;                                                                            \
-    } while (0)
     CASE(SCRAM_EPROTO, "%s", "");
     CASE(SCRAM_EPROTO, "r=%s,s=%s,i=4096", n, salt);            /* no server part */
     CASE(SCRAM_EPROTO, "r=X%s,s=%s,i=4096", n + 1, salt);       /* not our nonce */
@@ -734,7 +731,6 @@ START_TEST(malformed_server_first)
     CASE(SCRAM_EWEAK, "r=%sabc,s=%s,i=4294967295", n, salt); /* absurdly many */
     CASE(SCRAM_EWEAK, "r=%sabc,s=%s,i=9999999999", n, salt); /* beyond 32 bits */
     CASE(SCRAM_EPROTO, "e=other-error");
-#undef CASE
     uint8_t out[BUF];
     size_t on;
     for (int i = 0; i < k; i++) {
