@@ -757,19 +757,18 @@ enum auth_result auth_hello(struct proxy *p, struct auth_session *s, const bson_
         unsigned mechs = p->auth->have_file ? authfile_mechs(&p->auth->file, db, user) : 0;
         if (!mechs && p->cfg.auth_mode == MLB_AUTH_PASSTHROUGH && p->cfg.service_user[0]) {
             const struct auth_users_info *ci = NULL;
-            if (!have_fetched(s->login, db, user))
-                ci = cached_info(p, db, user);
-            if (ci) {
+            if (have_fetched(s->login, db, user)) {
+                /* The answer stays for the saslStart that follows. */
+                mechs = s->login->answer.mechs;
+            } else if ((ci = cached_info(p, db, user)) != NULL) {
                 mechs = ci->mechs;
-            } else if (!have_fetched(s->login, db, user)) {
+            } else {
                 struct auth_login *l = login_state(s);
                 if (!l)
                     return AUTH_REPLY; /* out of memory: no mechanisms listed */
                 want_fetch(l, db, user);
                 return AUTH_FETCH;
             }
-            /* The answer stays for the saslStart that follows. */
-            mechs = s->login->answer.mechs;
         }
         if (mechs) {
             bson_t arr;
