@@ -48,7 +48,8 @@ struct auth_login {
     bool cluster_monitor; /* roles of the user the conversation is for */
     bool cached;          /* the verifier came from the user's cached usersInfo answer */
     char db[AUTHFILE_MAX_DB + 1];
-    struct scram_verifier v; /* the verifier the conversation checks against */
+    char user[SCRAM_MAX_USER + 1]; /* the conversation's user (scram.c forgets it on a failure) */
+    struct scram_verifier v;       /* the verifier the conversation checks against */
     /* A verifier fetch with usersInfo (passthrough with service_user). */
     char fetch_db[AUTHFILE_MAX_DB + 1];
     char fetch_user[SCRAM_MAX_USER + 1];
@@ -610,6 +611,7 @@ static enum auth_result sasl_start(struct proxy *p, struct auth_session *s, cons
     if (strlen(db) > AUTHFILE_MAX_DB)
         return auth_failed(s, reply);
     snprintf(l->db, sizeof(l->db), "%s", db);
+    snprintf(l->user, sizeof(l->user), "%s", user);
     bool fetch;
     const struct scram_verifier *v = find_verifier(p, l, db, user, mech, &fetch);
     if (fetch) {
@@ -701,8 +703,8 @@ static enum auth_result sasl_continue(struct proxy *p, struct auth_session *s, c
         log_info(NULL,
                  "a login of %s@%s failed against its cached verifier: the next one reads "
                  "it from the cluster again",
-                 scram_server_user(l->ss), l->db);
-        forget_info(p, l->db, scram_server_user(l->ss));
+                 l->user, l->db);
+        forget_info(p, l->db, l->user);
     }
     if (rc < 0 || login(p, s) < 0)
         return auth_failed(s, reply);
