@@ -46,8 +46,10 @@ struct auth_login {
     bool skip_empty;      /* the client asked for skipEmptyExchange */
     bool unknown_user;    /* the conversation runs on made-up values: it will fail */
     bool cluster_monitor; /* roles of the user the conversation is for */
+    bool cached;          /* the verifier came from the user's cached usersInfo answer */
     char db[AUTHFILE_MAX_DB + 1];
-    struct scram_verifier v; /* the verifier the conversation checks against */
+    char user[SCRAM_MAX_USER + 1]; /* the conversation's user (scram.c forgets it on a failure) */
+    struct scram_verifier v;       /* the verifier the conversation checks against */
     /* A verifier fetch with usersInfo (passthrough with service_user). */
     char fetch_db[AUTHFILE_MAX_DB + 1];
     char fetch_user[SCRAM_MAX_USER + 1];
@@ -71,6 +73,7 @@ struct auth_state {
     uint32_t next_uid;
     struct auth_fail fails[AUTH_FAIL_SLOTS];
     uint64_t logins, login_failures, refused, fetches, backend_logins, backend_login_failures;
+    uint64_t cache_hits, cache_drops;
 };
 
 /* --- files ----------------------------------------------------------------------------------- */
@@ -188,10 +191,15 @@ int auth_init(struct proxy *p, char *err, size_t err_len)
     return load_files(a, &p->cfg, err, err_len);
 }
 
+static void flush_infos(struct proxy *p);
+
 void auth_reload(struct proxy *p)
 {
     if (p->cfg.auth_mode == MLB_AUTH_OFF)
         return;
+    /* A reload is also how an operator makes a password change or dropUser count at once: every
+     * login after it reads its verifier from the cluster again. */
+    flush_infos(p);
     char err[2048];
     if (load_files(p->auth, &p->cfg, err, sizeof(err)) < 0)
         log_error(NULL, "reload: keeping the running auth_file and password: %s", err);
@@ -256,8 +264,8 @@ void auth_user_unref(struct proxy *p, struct auth_user *au)
     trim_cache(p);
 }
 
-/* The user (db, user), created when unknown; NULL when out of memory. Not referenced. */
-static struct auth_user *user_get(struct proxy *p, const char *db, const char *user)
+/* The user (db, user) when known, else NULL. Not referenced. */
+static struct auth_user *user_find(struct proxy *p, const char *db, const char *user)
 {
     struct auth_state *a = p->auth;
     for (struct list *e = a->users.next; e != &a->users; e = e->next) {
@@ -265,7 +273,17 @@ static struct auth_user *user_get(struct proxy *p, const char *db, const char *u
         if (strcmp(au->db, db) == 0 && strcmp(au->user, user) == 0)
             return au;
     }
-    struct auth_user *au = calloc(1, sizeof(*au));
+    return NULL;
+}
+
+/* The user (db, user), created when unknown; NULL when out of memory. Not referenced. */
+static struct auth_user *user_get(struct proxy *p, const char *db, const char *user)
+{
+    struct auth_state *a = p->auth;
+    struct auth_user *au = user_find(p, db, user);
+    if (au)
+        return au;
+    au = calloc(1, sizeof(*au));
     if (!au)
         return NULL;
     au->uid = ++a->next_uid;
@@ -275,6 +293,73 @@ static struct auth_user *user_get(struct proxy *p, const char *db, const char *u
     list_push_back(&a->users, &au->link);
     a->n_users++;
     return au;
+}
+
+/* --- cached verifiers (passthrough with service_user) ----------------------------------------
+ *
+ * usersInfo's answer for a user is kept in its struct auth_user, so that a login within
+ * verifier_cache_ms of the last read costs no round trip to the cluster. The price is that for
+ * that long a password changed (or a user dropped) in the cluster may still pass mongolb's own
+ * check; three rules shorten it. A proof that fails against a cached verifier drops it, so that
+ * the next attempt reads it again (the attempt itself cannot be saved: the salt and iteration
+ * count it was answered with are the cached ones, and the client's proof was computed from them,
+ * so a fresh verifier cannot check that proof). A server that refuses the key recovered with it,
+ * or whose salt or iteration count differ from it, drops it (drop_key). A read that finds no such
+ * user drops it. Only known users are cached: a name that does not exist is read every time, so
+ * that made-up names cannot push real users out of the cache, and a user just created can log in
+ * at once. */
+
+static void drop_info(struct auth_user *au)
+{
+    au->have_info = false;
+    au->info_ms = 0;
+    OPENSSL_cleanse(&au->info, sizeof(au->info));
+}
+
+static void flush_infos(struct proxy *p)
+{
+    struct auth_state *a = p->auth;
+    for (struct list *e = a->users.next; e != &a->users; e = e->next)
+        drop_info(list_entry(e, struct auth_user, link));
+}
+
+/* The cached usersInfo answer of db.user while it is fresh, else NULL (an expired one is wiped). */
+static const struct auth_users_info *cached_info(struct proxy *p, const char *db, const char *user)
+{
+    int64_t ttl = p->cfg.verifier_cache_ms;
+    struct auth_user *au = user_find(p, db, user);
+    if (!au || !au->have_info)
+        return NULL;
+    if (ttl <= 0 || proxy_now(p) - au->info_ms >= ttl) {
+        drop_info(au);
+        return NULL;
+    }
+    return &au->info;
+}
+
+/* A cached verifier proved wrong (or its user was not found): the next login reads it again. */
+static void forget_info(struct proxy *p, const char *db, const char *user)
+{
+    struct auth_user *au = user_find(p, db, user);
+    if (au && au->have_info) {
+        drop_info(au);
+        p->auth->cache_drops++;
+    }
+}
+
+/* Keeps a known user's usersInfo answer for later logins. */
+static void cache_info(struct proxy *p, const char *db, const char *user,
+                       const struct auth_users_info *info)
+{
+    if (p->cfg.verifier_cache_ms <= 0)
+        return;
+    struct auth_user *au = user_get(p, db, user);
+    if (!au)
+        return; /* out of memory: the next login reads it again */
+    au->info = *info;
+    au->info_ms = proxy_now(p);
+    au->have_info = true;
+    trim_cache(p); /* a new entry may take the cache past max_cached_users */
 }
 
 uint32_t auth_owner(const struct auth_session *s)
@@ -330,7 +415,7 @@ static void end_conversation(struct auth_session *s)
     settle(s);
 }
 
-/* A fetched verifier serves one login only, so that a changed password is seen at once. */
+/* The session's fetched answer serves one login only; later logins find it in the user cache. */
 static void forget_fetch(struct auth_login *l)
 {
     l->fetching = false;
@@ -453,6 +538,7 @@ static const struct scram_verifier *find_verifier(struct proxy *p, struct auth_l
     struct auth_state *a = p->auth;
     *fetch = false;
     l->cluster_monitor = false;
+    l->cached = false;
     if (a->have_file) {
         const struct scram_verifier *v = authfile_lookup(&a->file, db, user, mech);
         if (v || p->cfg.auth_mode == MLB_AUTH_SERVICE || !p->cfg.service_user[0])
@@ -461,9 +547,18 @@ static const struct scram_verifier *find_verifier(struct proxy *p, struct auth_l
     if (p->cfg.auth_mode != MLB_AUTH_PASSTHROUGH || !p->cfg.service_user[0])
         return NULL;
     if (!have_fetched(l, db, user)) {
-        want_fetch(l, db, user);
-        *fetch = true;
-        return NULL;
+        /* A cached answer serves only if it has this mechanism: one without it may be older than
+         * the user's credentials, so it is read again rather than failed on. */
+        const struct auth_users_info *ci = cached_info(p, db, user);
+        if (!ci || !(ci->mechs & (1u << mech))) {
+            want_fetch(l, db, user);
+            *fetch = true;
+            return NULL;
+        }
+        l->cached = true;
+        p->auth->cache_hits++;
+        l->cluster_monitor = ci->monitor;
+        return &ci->v[mech];
     }
     l->cluster_monitor = l->answer.monitor;
     return (l->answer.mechs & (1u << mech)) ? &l->answer.v[mech] : NULL;
@@ -516,6 +611,7 @@ static enum auth_result sasl_start(struct proxy *p, struct auth_session *s, cons
     if (strlen(db) > AUTHFILE_MAX_DB)
         return auth_failed(s, reply);
     snprintf(l->db, sizeof(l->db), "%s", db);
+    snprintf(l->user, sizeof(l->user), "%s", user);
     bool fetch;
     const struct scram_verifier *v = find_verifier(p, l, db, user, mech, &fetch);
     if (fetch) {
@@ -600,6 +696,16 @@ static enum auth_result sasl_continue(struct proxy *p, struct auth_session *s, c
         error_doc(reply, scram_error_code(rc), scram_strerror(rc));
         return AUTH_REPLY;
     }
+    if (rc < 0 && l->cached) {
+        /* Perhaps the password was changed in the cluster since the verifier was read: the next
+         * attempt reads it again. This one cannot be retried with a fresh verifier, since the
+         * client computed its proof from the cached salt and iteration count it was sent. */
+        log_info(NULL,
+                 "a login of %s@%s failed against its cached verifier: the next one reads "
+                 "it from the cluster again",
+                 l->user, l->db);
+        forget_info(p, l->db, l->user);
+    }
     if (rc < 0 || login(p, s) < 0)
         return auth_failed(s, reply);
     BSON_APPEND_INT32(reply, "conversationId", AUTH_CONVERSATION_ID);
@@ -652,15 +758,19 @@ enum auth_result auth_hello(struct proxy *p, struct auth_session *s, const bson_
         const char *db = h.mechs_db, *user = h.mechs_user;
         unsigned mechs = p->auth->have_file ? authfile_mechs(&p->auth->file, db, user) : 0;
         if (!mechs && p->cfg.auth_mode == MLB_AUTH_PASSTHROUGH && p->cfg.service_user[0]) {
-            if (!have_fetched(s->login, db, user)) {
+            const struct auth_users_info *ci = NULL;
+            if (have_fetched(s->login, db, user)) {
+                /* The answer stays for the saslStart that follows. */
+                mechs = s->login->answer.mechs;
+            } else if ((ci = cached_info(p, db, user)) != NULL) {
+                mechs = ci->mechs;
+            } else {
                 struct auth_login *l = login_state(s);
                 if (!l)
                     return AUTH_REPLY; /* out of memory: no mechanisms listed */
                 want_fetch(l, db, user);
                 return AUTH_FETCH;
             }
-            /* The answer stays for the saslStart that follows. */
-            mechs = s->login->answer.mechs;
         }
         if (mechs) {
             bson_t arr;
@@ -726,7 +836,6 @@ int auth_build_fetch(struct proxy *p, struct auth_session *s, struct wire_buf *o
 int auth_fetch_reply(struct proxy *p, struct auth_session *s, const uint8_t *frame, size_t len,
                      char *why, size_t why_len)
 {
-    (void)p;
     struct auth_login *l = s->login;
     if (!l) {
         snprintf(why, why_len, "usersInfo: no login in progress");
@@ -740,6 +849,10 @@ int auth_fetch_reply(struct proxy *p, struct auth_session *s, const uint8_t *fra
         return rc;
     }
     l->fetched = true;
+    if (l->answer.mechs)
+        cache_info(p, l->fetch_db, l->fetch_user, &l->answer);
+    else
+        forget_info(p, l->fetch_db, l->fetch_user);
     return 0;
 }
 
@@ -903,12 +1016,18 @@ int auth_backend_begin(struct proxy *p, struct auth_user *au, struct auth_backen
     return send_cmd(&cmd, ab->db, out, rid) < 0 ? -ENOMEM : 1;
 }
 
-/* After a refused login: a kept key is dropped, so that the next login starts afresh. */
+/* After a refused login: a kept key is dropped, so that the next login starts afresh, and so is
+ * the user's cached verifier (the key was recovered with it: the password may have changed), so
+ * that the next login reads the verifier from the cluster again. */
 static void drop_key(struct proxy *p, struct auth_backend *ab)
 {
     if (ab->au) {
         ab->au->have_key = false;
         OPENSSL_cleanse(ab->au->key, sizeof(ab->au->key));
+        if (ab->au->have_info) {
+            drop_info(ab->au);
+            p->auth->cache_drops++;
+        }
     } else if (ab->with_key) {
         p->auth->svc_have_key = false;
         OPENSSL_cleanse(p->auth->svc_key, sizeof(p->auth->svc_key));
@@ -1006,6 +1125,8 @@ void auth_status(struct proxy *p, bson_t *doc)
         BSON_APPEND_INT64(&sub, "loginFailures", (int64_t)a->login_failures);
         BSON_APPEND_INT64(&sub, "commandsRefused", (int64_t)a->refused);
         BSON_APPEND_INT64(&sub, "verifierFetches", (int64_t)a->fetches);
+        BSON_APPEND_INT64(&sub, "verifierCacheHits", (int64_t)a->cache_hits);
+        BSON_APPEND_INT64(&sub, "verifierCacheDrops", (int64_t)a->cache_drops);
         BSON_APPEND_INT64(&sub, "backendLogins", (int64_t)a->backend_logins);
         BSON_APPEND_INT64(&sub, "backendLoginFailures", (int64_t)a->backend_login_failures);
         BSON_APPEND_INT64(&sub, "cachedUsers", (int64_t)a->n_users);

@@ -10,7 +10,9 @@
  *    MONGODB-X509 with the [upstream] TLS certificate).
  *  - passthrough: applications log in as their own cluster users. The verifier comes from the
  *    auth_file or, with service_user set, from usersInfo (showCredentials) run on a backend
- *    connection logged in as service_user, fresh for every login. The ClientKey recovered from the
+ *    connection logged in as service_user, kept in the user's struct auth_user for
+ *    verifier_cache_ms (0: read for every login) and dropped sooner when a proof fails against it
+ *    or a server refuses the key recovered with it. The ClientKey recovered from the
  *    application's proof is kept in memory only (struct auth_user, wiped when freed) and backend
  *    connections log in as that same user with it; pool.c never gives a connection logged in as
  *    one user to another (pools per server and user).
@@ -31,6 +33,7 @@
 
 #include <bson/bson.h>
 
+#include "auth_parse.h"
 #include "authfile.h"
 #include "config.h"
 #include "list.h"
@@ -52,6 +55,11 @@ struct auth_user {
     uint8_t key[SCRAM_MAX_KEY];
     size_t key_len;
     bool cluster_monitor; /* usersInfo listed a role that may read server status */
+    /* Passthrough with service_user: usersInfo's answer for this user, read at info_ms and used
+     * instead of a new read until verifier_cache_ms have passed (never a secret to log). */
+    bool have_info;
+    int64_t info_ms;
+    struct auth_users_info info;
 };
 
 /* A login in progress (auth.c): the SCRAM conversation, the verifier it checks against and a
@@ -92,7 +100,8 @@ enum auth_result auth_hello(struct proxy *p, struct auth_session *s, const bson_
                             bson_t *reply);
 /* The usersInfo command for the pending fetch, as an OP_MSG. Returns 0 or -ENOMEM. */
 int auth_build_fetch(struct proxy *p, struct auth_session *s, struct wire_buf *out, int32_t rid);
-/* Takes usersInfo's reply. Returns 0 (s->fetched is set; an unknown user has no mechanisms) or a
+/* Takes usersInfo's reply. Returns 0 (the session holds the answer, and a known user's is cached
+ * for verifier_cache_ms; an unknown user has no mechanisms and drops any cached answer) or a
  * negative errno with the reason in why. */
 int auth_fetch_reply(struct proxy *p, struct auth_session *s, const uint8_t *frame, size_t len,
                      char *why, size_t why_len);

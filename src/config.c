@@ -1164,6 +1164,11 @@ static const struct config_key keys[] = {
     ROW("auth", service_user, type_string, "", 0, 0, MLB_AUTH_NAME_MAX, NULL,
         "The user backend connections log in as in service mode; in passthrough, the user (with "
         "viewUser) that reads verifiers with usersInfo."),
+    ROW("auth", verifier_cache_ms, type_int, "30000", RELOAD, 0, 86400000, NULL,
+        "In passthrough with service_user, how long a verifier read with usersInfo serves later "
+        "logins of its user without being read again; for that long at most an old password "
+        "may still pass mongolb's own check after a password change or dropUser (a failed proof "
+        "or a server refusing the key drops it sooner). 0 reads it for every login."),
 };
 
 #define KEY_COUNT (sizeof(keys) / sizeof(keys[0]))

@@ -216,6 +216,7 @@ struct mlb_config {
     enum mlb_service_mech service_mechanism;
     char *service_password_file;
     char service_user[MLB_AUTH_NAME_MAX];
+    int verifier_cache_ms; /* passthrough: how long a usersInfo answer serves logins; 0 never */
 };
 
 /* config_key.flags */

@@ -7,7 +7,10 @@ wrong passwords and unknown users (18, one message), commands before a login (13
 of any login in mode off (naming the setting), deny_commands and allow_commands, service mode with
 an auth_file made by `mongolb --make-verifier`, the privilege separation of passthrough (a read
 user and a readWrite user hammering the same collection from many threads, each on its own
-pool), another user's cursor refused, and a password changed in the cluster.
+pool), another user's cursor refused, and a password changed in the cluster: the verifier cache
+of passthrough ([auth] verifier_cache_ms) refreshed by a failed attempt, by its expiry and by a
+server refusing the recovered key, turned off (a read for every login), and a verifier that
+cannot be read because the service user's login is refused.
 """
 
 import os
@@ -21,7 +24,7 @@ import pymongo
 import pytest
 from pymongo.errors import OperationFailure
 
-from harness import connect, recv_msg, send_msg, start_sim
+from harness import connect, recv_msg, scram_sha256_login, send_msg, start_sim
 from mongolb_harness import DEFAULT_BINARY, start_mongolb, wait_for
 from tls_certs import tls_certs  # noqa: F401 (a pytest fixture)
 
@@ -269,33 +272,173 @@ def test_other_users_cursor_is_refused(sim, files):
         assert len(list(cur)) == 19
 
 
+def on_cluster(sim, *cmd, **kw):
+    """Runs a user-management command on the cluster (the simulated mongos share their users)."""
+    with pymongo.MongoClient(sim.uri_as("admin", ADMIN_PWD, 0),
+                             serverSelectionTimeoutMS=5000) as d:
+        d.admin.command(*cmd, **kw)
+
+
+class cluster_user:
+    """with cluster_user(sim, name, pwd): a readWrite@test user defined in admin on every server,
+    dropped at the end."""
+
+    def __init__(self, sim, name, pwd):
+        self.sim, self.name, self.pwd = sim, name, pwd
+
+    def __enter__(self):
+        on_cluster(self.sim, "createUser", self.name, pwd=self.pwd,
+                        roles=[{"role": "readWrite", "db": "test"}])
+        return self
+
+    def __exit__(self, *exc):
+        try:
+            on_cluster(self.sim, "dropUser", self.name)
+        except OperationFailure:
+            pass
+        return False
+
+
+def auth_counters(lb):
+    return lb.status()["auth"]
+
+
+def login_fails(uri, code=18):
+    """A login (and a first command) with uri fails with code; returns the error's text."""
+    with client(uri, retryReads=False) as c:
+        with pytest.raises(OperationFailure) as e:
+            c.test.chg.find_one()
+        assert e.value.code == code, e.value
+        return str(e.value)
+
+
 def test_password_change_in_the_cluster(sim, files):
+    """With the default verifier_cache_ms (30 s) a verifier read for one login serves the next
+    ones. After a password change the first login with the new password fails against the cached
+    verifier, which drops it (the attempt itself cannot be saved: its proof was made with the
+    cached salt); the next attempt reads the verifier again and succeeds, and from then on the old
+    password fails at mongolb."""
     _, pw = files
-    direct = pymongo.MongoClient(sim.uri_as("admin", ADMIN_PWD, 0), serverSelectionTimeoutMS=5000)
-    direct.admin.command("createUser", "changer", pwd="old-pw",
-                         roles=[{"role": "readWrite", "db": "test"}])
-    try:
-        with checked(passthrough(sim, pw)) as lb:
-            c = client(lb.uri_as("changer", "old-pw"))
+    with cluster_user(sim, "changer", "old-pw"), checked(passthrough(sim, pw)) as lb:
+        with client(lb.uri_as("changer", "old-pw")) as c:
             c.test.chg.insert_one({"v": 1})
-            for i in range(len(sim.servers)):
-                pymongo.MongoClient(sim.uri_as("admin", ADMIN_PWD, i),
-                                    serverSelectionTimeoutMS=5000).admin.command(
-                    "updateUser", "changer", pwd="new-pw")
-            # Each login reads the verifier afresh: the new password works at once...
-            assert client(lb.uri_as("changer", "new-pw")).test.chg.count_documents({}) >= 1
-            # ...and the old one no longer does.
-            with pytest.raises(OperationFailure) as e:
-                client(lb.uri_as("changer", "old-pw")).test.chg.find_one()
-            assert e.value.code == 18
-    finally:
-        for i in range(len(sim.servers)):
-            try:
-                pymongo.MongoClient(sim.uri_as("admin", ADMIN_PWD, i),
-                                    serverSelectionTimeoutMS=5000).admin.command(
-                    "dropUser", "changer")
-            except OperationFailure:
-                pass
+        on_cluster(sim, "updateUser", "changer", pwd="new-pw")
+        # The cached verifier is the old one: at most one failed attempt...
+        before = auth_counters(lb)
+        login_fails(lb.uri_as("changer", "new-pw"))
+        assert "failed against its cached verifier" in lb.log()
+        # ...then the new password works: the verifier was read again.
+        with client(lb.uri_as("changer", "new-pw")) as c:
+            assert c.test.chg.count_documents({}) >= 1
+        after = auth_counters(lb)
+        assert after["verifierCacheDrops"] == before["verifierCacheDrops"] + 1
+        assert after["verifierFetches"] == before["verifierFetches"] + 1
+        # The old password no longer passes mongolb, whose cached verifier is now the new one.
+        login_fails(lb.uri_as("changer", "old-pw"))
+        assert "old-pw" not in lb.log() and "new-pw" not in lb.log()
+
+
+def test_verifier_cache_ttl_after_a_password_change(sim, files):
+    """Once verifier_cache_ms has passed, the next login reads the verifier again: after a
+    password change the new password works at the first attempt and the old one fails."""
+    _, pw = files
+    with cluster_user(sim, "ttl", "old-pw"), \
+            checked(passthrough(sim, pw, **{"auth.verifier_cache_ms": "300"})) as lb:
+        with client(lb.uri_as("ttl", "old-pw")) as c:
+            c.test.chg.insert_one({"v": 1})
+        on_cluster(sim, "updateUser", "ttl", pwd="new-pw")
+        time.sleep(0.6)
+        before = auth_counters(lb)
+        with client(lb.uri_as("ttl", "new-pw")) as c:
+            assert c.test.chg.count_documents({}) >= 1
+        after = auth_counters(lb)
+        # At the first attempt: no failed login, and the verifier was read again.
+        assert after["loginFailures"] == before["loginFailures"], (before, after)
+        assert after["verifierFetches"] > before["verifierFetches"], (before, after)
+        assert "ttl@admin failed against its cached verifier" not in lb.log()
+        login_fails(lb.uri_as("ttl", "old-pw"))
+
+
+def test_verifier_cache_old_password_refused_by_the_server(sim, files):
+    """Within verifier_cache_ms the old password still passes mongolb's own check (the trade-off
+    the README describes), but a server connection cannot log in with the key it yields: the
+    request gets 18 naming the refusal, the cached verifier and key are dropped, and the next
+    login reads the verifier again (the new password works at the first attempt, the old one
+    fails at mongolb)."""
+    _, pw = files
+    with cluster_user(sim, "stale", "old-pw"), checked(passthrough(sim, pw)) as lb:
+        # A login alone (a raw socket: a driver would end its sessions on a server when it
+        # closes) caches the verifier and opens no server connection of the user, so the next
+        # request needs a new one.
+        with lb.connect(login=False) as sock:
+            scram_sha256_login(sock, "stale", "old-pw")
+        on_cluster(sim, "updateUser", "stale", pwd="new-pw")
+        before = auth_counters(lb)
+        msg = login_fails(lb.uri_as("stale", "old-pw"))
+        assert "login as stale" in msg or "refused the login of stale" in msg, msg
+        after = auth_counters(lb)
+        assert after["backendLoginFailures"] > before["backendLoginFailures"]
+        assert after["verifierCacheDrops"] == before["verifierCacheDrops"] + 1
+        with client(lb.uri_as("stale", "new-pw")) as c:
+            c.test.chg.insert_one({"v": 2})
+        login_fails(lb.uri_as("stale", "old-pw"))
+
+
+def test_verifier_cache_second_login_does_not_fetch(sim, files):
+    _, pw = files
+    with checked(passthrough(sim, pw)) as lb:
+        auth_counters(lb)  # the admin's verifier, read once, is cached too
+        with client(lb.uri_as("writer", "wpw")) as c:
+            c.test.vc.insert_one({"x": 1})
+        first = auth_counters(lb)
+        for mech in ("SCRAM-SHA-256", "SCRAM-SHA-1", "SCRAM-SHA-256"):
+            with client(lb.uri_as("writer", "wpw", authMechanism=mech)) as c:
+                assert c.test.vc.count_documents({}) >= 1
+        then = auth_counters(lb)
+        assert then["verifierFetches"] == first["verifierFetches"], (first, then)
+        assert then["verifierCacheHits"] >= first["verifierCacheHits"] + 4
+        assert then["logins"] == first["logins"] + 4
+
+
+def test_verifier_cache_off_fetches_every_login(sim, files):
+    _, pw = files
+    with checked(passthrough(sim, pw, **{"auth.verifier_cache_ms": "0"})) as lb:
+        first = auth_counters(lb)
+        for _ in range(3):
+            with client(lb.uri_as("writer", "wpw")) as c:
+                c.test.vc.find_one()
+        then = auth_counters(lb)
+        # One read for each of the three logins and one for the admin login of status().
+        assert then["verifierFetches"] == first["verifierFetches"] + 4, (first, then)
+        assert then["verifierCacheHits"] == 0
+
+
+def test_passthrough_verifier_read_refused(sim, files):
+    """A wrong service password in passthrough: the verifier of an application's user cannot be
+    read. Its login gets an error that says why, at once (no hang), and the password never
+    reaches the log."""
+    d, _ = files
+    bad = os.path.join(d, "bad.password")
+    with open(bad, "w") as f:
+        f.write("not-the-password\n")
+    os.chmod(bad, 0o600)
+    # The admin's verifier comes from the auth_file, so that status() can log in.
+    path = os.path.join(d, "users.auth")
+    with open(path, "w") as f:
+        f.write(cluster_lines(sim, "admin"))
+    os.chmod(path, 0o600)
+    with checked(passthrough(sim, bad, **{"auth.auth_file": path})) as lb:
+        for _ in range(3):
+            t0 = time.monotonic()
+            with client(lb.uri_as("writer", "wpw"), retryReads=False) as c:
+                with pytest.raises(OperationFailure) as e:
+                    c.test.vc.find_one()
+            assert time.monotonic() - t0 < 10
+            assert e.value.code == 6, e.value
+            assert "cannot read the verifier of writer@admin" in str(e.value), e.value
+            assert "refused the login of admin" in str(e.value), e.value
+        assert "cannot read the verifier of writer@admin" in lb.log()
+        assert "not-the-password" not in lb.log()
 
 
 def cluster_lines(sim, user, db="admin"):
