@@ -90,11 +90,13 @@ $(B)/mlbench: $(BENCH_SRCS:%.c=$(B)/obj/%.o) $(B)/libmongolb.a
 # One Check binary per suite file; each check_*.c has its own main (tests/unit/check_main.h).
 $(B)/tests/%: $(B)/obj/tests/unit/%.o $(SIMLIB) $(B)/libmongolb.a
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) $(CHECK_CFLAGS) -o $@ $^ $(CHECK_LIBS) $(PKG_LIBS) -lm
+	$(say) LD $@
+	$(Q)$(CC) $(ALL_CFLAGS) $(CHECK_CFLAGS) -o $@ $^ $(CHECK_LIBS) $(PKG_LIBS) -lm
 
 $(B)/obj/tests/unit/%.o: tests/unit/%.c
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) $(CHECK_CFLAGS) -MMD -MP -c $< -o $@
+	$(say) CC $<
+	$(Q)$(CC) $(ALL_CFLAGS) $(CHECK_CFLAGS) -MMD -MP -c $< -o $@
 
 -include $(shell find $(B)/obj -name '*.d' 2>/dev/null)
 
@@ -194,7 +196,7 @@ coverage: deps
 # ASan and UBSan, in their own tree (build/fuzz). A crash, leak or sanitizer report fails the run;
 # the input is kept under build/fuzz/artifacts/ (scripts/fuzz.sh says how to replay it).
 FUZZ_SECONDS       ?= 60
-FUZZ_SMOKE_SECONDS ?= 10
+FUZZ_SMOKE_SECONDS ?= 6
 FUZZ_B             := build/fuzz
 FUZZ_CFLAGS        := -O1 -g -fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer \
                       -fno-sanitize-recover=all
@@ -222,7 +224,8 @@ $(B)/fuzz_scram: $(B)/obj/src/scram.o
 $(B)/fuzz_authfile: $(B)/obj/src/authfile.o $(B)/obj/src/scram.o
 $(B)/fuzz_auth_parse: $(B)/obj/src/auth_parse.o $(B)/obj/src/scram.o $(B)/obj/src/wire.o
 $(B)/fuzz_%: $(B)/obj/tests/fuzz/fuzz_%.o
-	$(CC) $(ALL_CFLAGS) $(FUZZ_LDFLAGS) -o $@ $^ $(PKG_LIBS) -lm
+	$(say) LD $@
+	$(Q)$(CC) $(ALL_CFLAGS) $(FUZZ_LDFLAGS) -o $@ $^ $(PKG_LIBS) -lm
 
 fuzz-bins: $(FUZZ_TARGETS:%=$(B)/%)
 	@:
@@ -237,7 +240,8 @@ fuzz-smoke: fuzz-build
 	@./scripts/fuzz.sh smoke $(FUZZ_SMOKE_SECONDS) $(FUZZ_B) $(FUZZ_TARGETS)
 
 $(B)/gen_fuzz_corpus: $(B)/obj/tests/fuzz/gen_corpus.o $(B)/obj/src/wire.o $(B)/obj/src/compress.o
-	$(CC) $(ALL_CFLAGS) -o $@ $^ $(PKG_LIBS) -lm
+	$(say) LD $@
+	$(Q)$(CC) $(ALL_CFLAGS) -o $@ $^ $(PKG_LIBS) -lm
 
 fuzz-corpus: $(B)/gen_fuzz_corpus
 	$(B)/gen_fuzz_corpus tests/fuzz/corpus

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 pkgs=(build-essential pkg-config libuv1-dev libbson-dev libssl-dev libinih-dev check
       clang clang-format libclang-rt-14-dev libc-ares-dev libzstd-dev libsnappy-dev
-      zlib1g-dev haproxy strace python3 python3-pymongo python3-pytest python3-zstandard
+      zlib1g-dev haproxy strace python3 python3-pymongo python3-pytest python3-pytest-xdist python3-zstandard
       python3-snappy nodejs npm)
 missing=()
 for p in "${pkgs[@]}"; do
