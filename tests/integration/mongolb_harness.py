@@ -30,6 +30,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 DEFAULT_BINARY = os.path.join(ROOT, "build", "mongolb")
 
 
+def mongolb_binary():
+    """The mongolb under test: $MONGOLB (the ASan build in make check, the gcov build in make
+    coverage) or build/mongolb."""
+    return os.environ.get("MONGOLB", DEFAULT_BINARY)
+
+
 class MongolbError(RuntimeError):
     pass
 
@@ -71,7 +77,7 @@ class Mongolb:
 
     def __init__(self, seeds, config=None, expect_known=None, timeout=15.0, tls_ca=None,
                  tls_client=None, admin=None):
-        self.binary = os.environ.get("MONGOLB", DEFAULT_BINARY)
+        self.binary = mongolb_binary()
         if not os.path.exists(self.binary):
             raise MongolbError("mongolb not found at %s (run make)" % self.binary)
         self.seeds = list(seeds)
@@ -539,7 +545,7 @@ def run_mongolb_conf(conf_text, wait=3.0, env=None):
             f.write(conf_text)
         full_env = dict(os.environ)
         full_env.update(env or {})
-        proc = subprocess.Popen([os.environ.get("MONGOLB", DEFAULT_BINARY), "-c", conf],
+        proc = subprocess.Popen([mongolb_binary(), "-c", conf],
                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, env=full_env)
         try:

@@ -18,7 +18,7 @@ import pytest
 
 from admin_harness import AdminMongolb, finish, http_connect, parse_prometheus, read_response
 from harness import start_sim
-from mongolb_harness import DEFAULT_BINARY, wait_for
+from mongolb_harness import mongolb_binary, wait_for
 
 ADMIN_PWD = "s3cret"
 
@@ -30,7 +30,7 @@ def sim():
 
 
 def make_verifier(name, password):
-    out = subprocess.run([DEFAULT_BINARY, "--make-verifier", name], input=password + "\n",
+    out = subprocess.run([mongolb_binary(), "--make-verifier", name], input=password + "\n",
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stderr
     return out.stdout
@@ -210,7 +210,7 @@ def test_none_refused_on_a_remote_address(users, tmp_path):
                     "service_user = admin\nservice_password_file = %s\n[admin]\n"
                     "http_listen = 0.0.0.0:9216\nhttp_allow_remote = true\nhttp_auth = none\n"
                     % (path, pw))
-    r = subprocess.run([DEFAULT_BINARY, "--check-config", "-c", str(conf)], capture_output=True,
+    r = subprocess.run([mongolb_binary(), "--check-config", "-c", str(conf)], capture_output=True,
                        timeout=30)
     assert r.returncode != 0
     assert b"http_auth: none, but http_listen has '0.0.0.0'" in r.stderr, r.stderr

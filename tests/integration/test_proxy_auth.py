@@ -25,7 +25,7 @@ import pytest
 from pymongo.errors import OperationFailure
 
 from harness import connect, recv_msg, scram_sha256_login, send_msg, start_sim
-from mongolb_harness import DEFAULT_BINARY, start_mongolb, wait_for
+from mongolb_harness import mongolb_binary, start_mongolb, wait_for
 from tls_certs import tls_certs  # noqa: F401 (a pytest fixture)
 
 ADMIN_PWD = "s3cret"
@@ -91,7 +91,7 @@ def raw(lb, doc, db="admin"):
 
 
 def make_verifier(name, password):
-    out = subprocess.run([DEFAULT_BINARY, "--make-verifier", name], input=password + "\n",
+    out = subprocess.run([mongolb_binary(), "--make-verifier", name], input=password + "\n",
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stderr
     return out.stdout
@@ -543,17 +543,17 @@ def test_files_readable_by_others_are_refused(files):
     with open(conf, "w") as f:
         f.write("[upstream]\nseeds = 127.0.0.1:1\n[auth]\nmode = service\nauth_file = %s\n"
                 "service_user = admin\nservice_password_file = %s\n" % (path, pw))
-    out = subprocess.run([DEFAULT_BINARY, "--check-config", "-c", conf], capture_output=True,
+    out = subprocess.run([mongolb_binary(), "--check-config", "-c", conf], capture_output=True,
                          text=True, timeout=30)
     assert out.returncode == 1 and path in out.stderr
     os.chmod(path, 0o600)
     os.chmod(pw, 0o640)
-    out = subprocess.run([DEFAULT_BINARY, "--check-config", "-c", conf], capture_output=True,
+    out = subprocess.run([mongolb_binary(), "--check-config", "-c", conf], capture_output=True,
                          text=True, timeout=30)
     assert out.returncode == 1 and "service_password_file" in out.stderr
     assert ADMIN_PWD not in out.stderr
     os.chmod(pw, 0o600)
-    out = subprocess.run([DEFAULT_BINARY, "--check-config", "-c", conf], capture_output=True,
+    out = subprocess.run([mongolb_binary(), "--check-config", "-c", conf], capture_output=True,
                          text=True, timeout=30)
     assert out.returncode == 0, out.stderr
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600

@@ -222,7 +222,7 @@ def test_srv_tls_on_by_default(dns):
 
 def test_srv_config_errors(tmp_path):
     import subprocess
-    from mongolb_harness import DEFAULT_BINARY
+    from mongolb_harness import mongolb_binary
     cases = {
         "seeds = mongodb+srv://a.b.c:27017": "takes no port",
         "seeds = mongodb+srv://a.b.c,d.e.f": "names one host",
@@ -234,7 +234,7 @@ def test_srv_config_errors(tmp_path):
     for body, want in cases.items():
         f = tmp_path / "m.ini"
         f.write_text("[upstream]\n" + body + "\n")
-        r = subprocess.run([DEFAULT_BINARY, "--check-config", "-c", str(f)],
+        r = subprocess.run([mongolb_binary(), "--check-config", "-c", str(f)],
                            capture_output=True, text=True)
         assert r.returncode != 0 and want in (r.stdout + r.stderr), (body, r.stdout, r.stderr)
 
