@@ -14,14 +14,17 @@ import base64
 import hashlib
 import hmac
 import os
+import struct
 import subprocess
 import tempfile
+import threading
 
 import bson
 import pymongo
 import pytest
 from pymongo.errors import OperationFailure
 
+from fake_server import HELLO_NAMES, FakeServer
 from harness import recv_msg, scram_sha256_login, send_msg, start_sim
 from mongolb_harness import free_port, mongolb_binary, run_mongolb_conf, start_mongolb, wait_for
 from test_proxy_auth import ADMIN_PWD, USERS, checked, cluster_lines, make_verifier
@@ -363,3 +366,308 @@ def test_reload_keeps_the_running_password(sim, files):
             assert c.test.autherr.find_one({"before": 1}) is not None
         assert ADMIN_PWD not in lb.log()
         os.chmod(pw, 0o600)
+
+
+# --- servers that answer mongolb's logins and usersInfo oddly --------------------------------------
+
+
+def verifier(mech, user, password, salt=b"0123456789abcdef", iters=4096):
+    """A user's SCRAM credentials as a server keeps them (and usersInfo shows them)."""
+    salted = salted_password(mech, user, password, salt, iters)
+    stored = HASHES[mech](mac(mech, salted, b"Client Key")).digest()
+    return {"iterationCount": iters, "salt": base64.b64encode(salt).decode(),
+            "storedKey": base64.b64encode(stored).decode(),
+            "serverKey": base64.b64encode(mac(mech, salted, b"Server Key")).decode()}
+
+
+class ScramFake:
+    """A fake mongos whose logins are real SCRAM (both mechanisms) for the users given as
+    {name: password}, all defined in admin. The test's hooks change what it answers:
+    on_start(cmd) and on_continue(cmd) may return a reply instead of the SCRAM one; users_info(cmd)
+    answers usersInfo; done_false makes the proof's answer done: false (an empty last step
+    follows); bad_signature answers the proof with a signature made with another key. Other
+    commands get an empty cursor or ok: 1."""
+
+    def __init__(self, users, on_start=None, users_info=None, done_false=False,
+                 bad_signature=False):
+        self.users = users
+        self.bad_signature = bad_signature
+        self.on_start = on_start
+        self.users_info = users_info
+        self.done_false = done_false
+        self.convs = {}
+        self.ids = iter(range(1, 1 << 30))
+        self.lock = threading.Lock()
+        self.fs = FakeServer(self.handle, mongos=True)
+
+    def handle(self, fs, cmd):
+        name = next(iter(cmd), "")
+        if name in HELLO_NAMES:
+            return fs.mongos_hello(legacy=name != "hello")
+        if name == "saslStart":
+            if self.on_start:
+                r = self.on_start(cmd)
+                if r is not None:
+                    return r
+            return self.start(cmd)
+        if name == "saslContinue":
+            return self.cont(cmd)
+        if name == "usersInfo" and self.users_info:
+            return self.users_info(cmd)
+        if name == "find":
+            return {"cursor": {"id": 0, "ns": "test." + cmd["find"], "firstBatch": []}, "ok": 1}
+        return {"ok": 1}
+
+    def start(self, cmd):
+        mech = cmd["mechanism"]
+        first = bytes(cmd["payload"]).decode()
+        bare = first.split(",", 2)[2]
+        f = dict(kv.split("=", 1) for kv in bare.split(","))
+        user = f["n"]
+        if user not in self.users:
+            return {"ok": 0, "code": 18, "codeName": "AuthenticationFailed",
+                    "errmsg": "Authentication failed."}
+        v = verifier(mech, user, self.users[user])
+        nonce = f["r"] + base64.b64encode(os.urandom(18)).decode()
+        server_first = "r=%s,s=%s,i=%d" % (nonce, v["salt"], v["iterationCount"])
+        with self.lock:
+            cid = next(self.ids)
+            self.convs[cid] = (mech, v, bare, server_first, False)
+        return {"conversationId": cid, "done": False,
+                "payload": bson.Binary(server_first.encode()), "ok": 1}
+
+    def cont(self, cmd):
+        cid = cmd["conversationId"]
+        with self.lock:
+            conv = self.convs.get(cid)
+        if conv is None:
+            return {"ok": 0, "code": 17, "errmsg": "No SASL session state found"}
+        mech, v, bare, server_first, proven = conv
+        if proven:  # the empty last step
+            assert bytes(cmd["payload"]) == b""
+            return {"conversationId": cid, "done": True, "payload": bson.Binary(b""), "ok": 1}
+        final = bytes(cmd["payload"]).decode()
+        without_proof, proof = final.rsplit(",p=", 1)
+        am = ",".join((bare, server_first, without_proof)).encode()
+        stored = base64.b64decode(v["storedKey"])
+        sig = mac(mech, stored, am)
+        ck = bytes(a ^ b for a, b in zip(base64.b64decode(proof), sig))
+        if HASHES[mech](ck).digest() != stored:
+            return {"ok": 0, "code": 18, "codeName": "AuthenticationFailed",
+                    "errmsg": "Authentication failed."}
+        server_key = base64.b64decode(v["serverKey"])
+        if self.bad_signature:
+            server_key = bytes(len(server_key))
+        server_sig = base64.b64encode(mac(mech, server_key, am)).decode()
+        with self.lock:
+            self.convs[cid] = (mech, v, bare, server_first, True)
+        return {"conversationId": cid, "done": not self.done_false,
+                "payload": bson.Binary(("v=" + server_sig).encode()), "ok": 1}
+
+    def sent(self, name):
+        with self.fs.lock:
+            return [c for c in self.fs.received if next(iter(c), "") == name]
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.fs.close()
+
+
+def fake_service(fake, pw, path, **extra):
+    cfg = {"auth.mode": "service", "auth.auth_file": path, "auth.service_user": "admin",
+           "auth.service_password_file": pw, "auth.admin_users": "ops@admin",
+           "upstream.server_selection_timeout_ms": "3000"}
+    cfg.update(extra)
+    return start_mongolb([fake.fs.address], cfg, admin=("ops", OPS_PWD, "admin"))
+
+
+def test_service_login_scram_sha1_with_an_empty_last_step(files):
+    """service_mechanism = SCRAM-SHA-1 logs mongolb in with SHA-1; a server that answers the proof
+    with done: false gets the empty last step, and the connection then serves requests."""
+    _, pw, path = files
+    with ScramFake({"admin": ADMIN_PWD}, done_false=True) as fake, \
+            checked(fake_service(fake, pw, path,
+                                 **{"auth.service_mechanism": "SCRAM-SHA-1"})) as lb:
+        with pymongo.MongoClient(lb.uri_as("app", APP_PWD), serverSelectionTimeoutMS=5000) as c:
+            assert c.test.autherr.find_one() is None
+        starts = fake.sent("saslStart")
+        assert starts and all(s["mechanism"] == "SCRAM-SHA-1" for s in starts), starts
+        assert all(s["options"] == {"skipEmptyExchange": True} for s in starts)
+        conts = fake.sent("saslContinue")
+        assert any(bytes(c["payload"]) == b"" for c in conts), conts
+        st = lb.status()["auth"]
+        assert st["backendLogins"] >= 1 and st["backendLoginFailures"] == 0, st
+        assert fake.sent("find")
+
+
+BAD_SERVER_FIRST = {
+    "unreadable": None,  # an OP_REPLY where an OP_MSG is due
+    "conversation-id": {"conversationId": 1 << 40, "done": False,
+                        "payload": bson.Binary(b"r=x,s=AAAA,i=4096"), "ok": 1},
+    "no-payload": {"conversationId": 1, "done": False, "ok": 1},
+    "foreign-nonce": {"conversationId": 1, "done": False,
+                      "payload": bson.Binary(b"r=notmynonce,s=MDEyMzQ1Njc4OWFiY2RlZg==,i=4096"),
+                      "ok": 1},
+}
+BAD_SERVER_WHY = {
+    "unreadable": "login as admin: unreadable reply",
+    "conversation-id": "login as admin: conversationId 1099511627776 out of range",
+    "no-payload": "login as admin: a reply without a payload",
+    "foreign-nonce": "login as admin: ",
+}
+
+
+def test_service_login_server_signature_wrong(files):
+    """A server that accepts mongolb's proof but cannot prove it knows the service user's key (its
+    signature is wrong: not the cluster mongolb means to talk to) is refused as a failed login:
+    no request reaches it, the application gets 6 naming the reason, the server's logins back
+    off."""
+    _, pw, path = files
+    with ScramFake({"admin": ADMIN_PWD}, bad_signature=True) as fake, \
+            checked(fake_service(fake, pw, path)) as lb:
+        with pymongo.MongoClient(lb.uri_as("app", APP_PWD), serverSelectionTimeoutMS=5000,
+                                 retryReads=False) as c:
+            with pytest.raises(OperationFailure) as e:
+                c.test.autherr.find_one()
+        # The reason says the server failed to prove itself: "authentication failed" alone
+        # reads as mongolb's credential refused, and sends the operator to the wrong file.
+        assert e.value.code == 6, e.value
+        assert "login as admin: the server's signature is wrong" in str(e.value), e.value
+        assert "login retried in" in str(e.value), e.value
+        wait_for(lambda: "no new connection as admin for" in lb.log(), what="the back-off line")
+        assert lb.status()["auth"]["backendLoginFailures"] >= 1
+        assert not fake.sent("find") and "marked unknown" not in lb.log()
+
+
+def op_reply_writer(conn, request_id):
+    doc = bson.BSON.encode({"ok": 1})
+    payload = struct.pack("<iqii", 0, 0, 0, 1) + doc
+    conn.sendall(struct.pack("<iiii", 16 + len(payload), 7, request_id, 1) + payload)
+
+
+@pytest.mark.parametrize("case", sorted(BAD_SERVER_FIRST))
+def test_service_login_odd_server_answers(files, case):
+    """A server whose answer to mongolb's saslStart cannot be a SCRAM server's: the login fails
+    with a log line naming what was wrong, the application gets an error document rather than a
+    hang or a dropped connection, and mongolb stays up."""
+    _, pw, path = files
+
+    def on_start(cmd):
+        if case == "unreadable":
+            return op_reply_writer
+        return BAD_SERVER_FIRST[case]
+
+    with ScramFake({"admin": ADMIN_PWD}, on_start=on_start) as fake, \
+            checked(fake_service(fake, pw, path)) as lb:
+        with pymongo.MongoClient(lb.uri_as("app", APP_PWD), serverSelectionTimeoutMS=5000,
+                                 retryReads=False) as c:
+            with pytest.raises(pymongo.errors.PyMongoError) as e:
+                c.test.autherr.find_one()
+        # HostUnreachable naming the failed login, as for a server that cannot be reached.
+        assert isinstance(e.value, OperationFailure) and e.value.code == 6, e.value
+        assert "no connection: " + BAD_SERVER_WHY[case] in str(e.value), e.value
+        wait_for(lambda: BAD_SERVER_WHY[case] in lb.log(), what="the login failure's log line")
+        if case == "foreign-nonce":
+            # A proof mongolb cannot compute is a refused login: the server stays known, and
+            # its new logins back off.
+            assert "malformed SCRAM message (login retried in" in str(e.value), e.value
+            assert lb.status()["auth"]["backendLoginFailures"] >= 1
+            assert "marked unknown" not in lb.log()
+        else:
+            # A server that does not speak the protocol is failed as a server.
+            assert "marked unknown: " + BAD_SERVER_WHY[case] in lb.log()
+        assert not fake.sent("find")
+        assert ADMIN_PWD not in lb.log()
+
+
+def test_passthrough_odd_users_info_answers(files):
+    """usersInfo answers a real cluster can give: refused (the service user lacks viewUser), a
+    user without credentials (an $external user), a user with SCRAM-SHA-1 credentials only.
+    Each login gets what a driver can act on, and nothing is cached that should not be."""
+    _, pw, _ = files
+    users = {"admin": ADMIN_PWD, "sha1only": "s1pw", "nocreds": "x", "denied": "y"}
+
+    def users_info(cmd):
+        who = cmd["usersInfo"]["user"]
+        if who == "denied":
+            return {"ok": 0, "code": 13, "codeName": "Unauthorized",
+                    "errmsg": "not authorized on admin to execute command { usersInfo: ... }"}
+        doc = {"_id": "admin." + who, "user": who, "db": "admin", "roles": []}
+        if who == "admin":
+            doc["roles"] = [{"role": "root", "db": "admin"}]
+            doc["credentials"] = {m: verifier(m, who, users[who]) for m in HASHES}
+        elif who == "sha1only":
+            doc["credentials"] = {"SCRAM-SHA-1": verifier("SCRAM-SHA-1", who, users[who])}
+        elif who == "nocreds":
+            doc["credentials"] = {"external": True}
+        else:
+            return {"users": [], "ok": 1}
+        return {"users": [doc], "ok": 1}
+
+    with ScramFake(users, users_info=users_info) as fake:
+        cfg = {"auth.mode": "passthrough", "auth.service_user": "admin",
+               "auth.service_password_file": pw, "auth.admin_users": "admin@admin",
+               "upstream.server_selection_timeout_ms": "3000"}
+        with checked(start_mongolb([fake.fs.address], cfg,
+                                   admin=("admin", ADMIN_PWD, "admin"))) as lb:
+            # Refused: 6 with the server's reason, at once.
+            with pymongo.MongoClient(lb.uri_as("denied", "y"), serverSelectionTimeoutMS=5000,
+                                     retryReads=False) as c:
+                with pytest.raises(OperationFailure) as e:
+                    c.test.autherr.find_one()
+            assert e.value.code == 6, e.value
+            assert "cannot read the verifier of denied@admin: usersInfo as service_user " \
+                   "failed: 13 not authorized" in str(e.value), e.value
+            # No SCRAM credentials: a failed login like any unknown user, read every time.
+            before = lb.status()["auth"]
+            for _ in range(2):
+                with pymongo.MongoClient(lb.uri_as("nocreds", "x"),
+                                         serverSelectionTimeoutMS=5000) as c:
+                    with pytest.raises(OperationFailure) as e:
+                        c.test.autherr.find_one()
+                assert e.value.code == 18 and "Authentication failed." in str(e.value)
+            after = lb.status()["auth"]
+            # Each login read the verifier (none was cached); the one hit is the admin's own
+            # login for the second status().
+            assert after["verifierCacheHits"] == before["verifierCacheHits"] + 1, (before, after)
+            assert after["verifierFetches"] >= before["verifierFetches"] + 2, (before, after)
+            # SCRAM-SHA-1 only: hello lists it alone, a driver picks it, and the login and the
+            # server connection (SHA-1 with the recovered key) work; SHA-256 fails.
+            with lb.connect(login=False) as s:
+                r = call(s, {"hello": 1, "saslSupportedMechs": "admin.sha1only"})
+                assert r["saslSupportedMechs"] == ["SCRAM-SHA-1"], r
+            with pymongo.MongoClient(lb.uri_as("sha1only", "s1pw"),
+                                     serverSelectionTimeoutMS=5000) as c:
+                assert c.test.autherr.find_one() is None
+            assert any(s["mechanism"] == "SCRAM-SHA-1" and b"n=sha1only" in bytes(s["payload"])
+                       for s in fake.sent("saslStart"))
+            with pymongo.MongoClient(lb.uri_as("sha1only", "s1pw", authMechanism="SCRAM-SHA-256"),
+                                     serverSelectionTimeoutMS=5000) as c:
+                with pytest.raises(OperationFailure) as e:
+                    c.test.autherr.find_one()
+                assert e.value.code == 18
+            assert "s1pw" not in lb.log() and ADMIN_PWD not in lb.log()
+
+
+def test_refused_key_then_the_next_request(sim, files):
+    """After a server refused the key recovered from a login (the password changed), the same
+    connection's next request is for a user without a key: 18 telling it to log in again, with no
+    login sent to a server; a new login then works."""
+    _, pw, _ = files
+    from test_proxy_auth import cluster_user, on_cluster, passthrough, sasl_starts
+
+    with cluster_user(sim, "rekey", "old-pw"), checked(passthrough(sim, pw)) as lb:
+        with lb.connect(login=False) as s:
+            scram_sha256_login(s, "rekey", "old-pw")
+            on_cluster(sim, "updateUser", "rekey", pwd="new-pw")
+            r = find(s)
+            assert r["ok"] == 0 and r["code"] == 18, r
+            assert "rekey" in r["errmsg"], r
+            starts = sasl_starts(sim)
+            r = find(s)
+            assert_error(r, 18, "the server refused rekey@admin's credentials; log in again")
+            assert sasl_starts(sim) == starts
+            scram_sha256_login(s, "rekey", "new-pw")
+            assert find(s)["ok"] == 1
