@@ -1090,8 +1090,17 @@ int auth_backend_step(struct proxy *p, struct auth_backend *ab, const uint8_t *f
         }
     } else {
         rc = scram_client_verify(ab->sc, payload, plen);
-        if (rc < 0) {
+        if (rc == SCRAM_EAUTH) {
+            /* The server accepted our proof but its own does not match (or it sent e=): said
+             * plainly, since "authentication failed" would read as our credential refused. */
+            snprintf(why, why_len,
+                     "login as %s: the server's signature is wrong: it did not prove it holds "
+                     "this user's credentials",
+                     who);
+        } else if (rc < 0) {
             snprintf(why, why_len, "login as %s: %s", who, scram_strerror(rc));
+        }
+        if (rc < 0) {
             a->backend_login_failures++;
             drop_key(p, ab);
             return -EACCES;
