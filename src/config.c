@@ -2271,6 +2271,22 @@ static char *value_text(const struct config_key *k, const struct mlb_config *c)
     return buf;
 }
 
+/*
+ * Whether changing key k from its running value to the loaded one needs a restart. seeds change
+ * live from one list to another, but not between a list and mongodb+srv://, nor to another SRV
+ * name: srv.c looks up one name for the life of the process, and dns_server, the srv_* keys and
+ * TLS's default follow that choice. Such a change is kept like any restart-only key, so that the
+ * rest of the file still applies.
+ */
+static bool needs_restart(const struct config_key *k, const struct mlb_config *running,
+                          const struct mlb_config *loaded)
+{
+    if (!(k->flags & CONFIG_RELOADABLE))
+        return true;
+    return k->offset == offsetof(struct mlb_config, seeds) &&
+           strcasecmp(running->seeds.srv, loaded->seeds.srv) != 0;
+}
+
 int config_check_reload(const struct mlb_config *running, const struct mlb_config *loaded,
                         char *err, size_t err_len)
 {
@@ -2280,7 +2296,7 @@ int config_check_reload(const struct mlb_config *running, const struct mlb_confi
     int ret = 0;
     for (size_t i = 0; i < KEY_COUNT; i++) {
         const struct config_key *k = &keys[i];
-        if (k->flags & CONFIG_RELOADABLE)
+        if (!needs_restart(k, running, loaded))
             continue;
         char *a = value_text(k, running), *b = value_text(k, loaded);
         if (!a || !b) {
@@ -2316,7 +2332,7 @@ static int walk_changes(const struct mlb_config *running, struct mlb_config *loa
         if (!a || !b) {
             rc = -ENOMEM;
         } else if (strcmp(a, b) != 0) {
-            bool kept = keep && !(k->flags & CONFIG_RELOADABLE);
+            bool kept = keep && needs_restart(k, running, loaded);
             if (kept) {
                 char why[256];
                 rc = k->type->parse(k, a, field_of(loaded, k), why, sizeof(why));
