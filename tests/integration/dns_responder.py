@@ -14,14 +14,14 @@ As a real server may, it can also fail: dns.rcode(name, type, 2) answers SERVFAI
 code), dns.drop(name, type, n) ignores the next n UDP questions (the resolver times out and asks
 again), and an answer longer than 512 bytes asked over UDP comes back truncated (TC set, no
 records), as from a server without EDNS, so that the resolver asks again over TCP (counted in
-tcp_queries).
+tcp_queries). dns.cname(name, target) answers every question for name with that CNAME alone.
 """
 
 import socket
 import struct
 import threading
 
-TYPE_A, TYPE_SRV, TYPE_TXT, TYPE_AAAA = 1, 33, 16, 28
+TYPE_A, TYPE_CNAME, TYPE_SRV, TYPE_TXT, TYPE_AAAA = 1, 5, 33, 16, 28
 UDP_MAX = 512  # RFC 1035's limit of a UDP answer without EDNS
 
 
@@ -53,6 +53,7 @@ class DnsResponder:
         self.tcp_queries = []  # the same, of the questions asked over TCP
         self.rcodes = {}  # (lower name, type) -> response code answered instead of the records
         self.drops = {}  # (lower name, type) -> how many more UDP questions go unanswered
+        self.cnames = {}  # lower name -> the target its CNAME record names
         self.lock = threading.Lock()
         for _ in range(50):  # a UDP port whose TCP twin is free too
             self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -110,6 +111,13 @@ class DnsResponder:
     def aaaa(self, name, ip="::1", ttl=60):
         self._set(name, TYPE_AAAA, [(socket.inet_pton(socket.AF_INET6, ip), ttl)])
 
+    def cname(self, name, target, ttl=60):
+        """Gives name a CNAME record: every question for it is answered with that record alone,
+        as from a server that does not hold the target (no recursion)."""
+        with self.lock:
+            self.names.add(name.lower().rstrip("."))
+            self.cnames[name.lower().rstrip(".")] = (target, ttl)
+
     def rcode(self, name, rtype, code):
         """Answers questions for (name, rtype) with response code `code` (2 SERVFAIL, 5 REFUSED)
         and no records; None goes back to the tables."""
@@ -148,9 +156,12 @@ class DnsResponder:
             known = key[0] in self.names
             rdatas = list(self.records.get(key, []))
             forced = self.rcodes.get(key)
+            alias = self.cnames.get(key[0])
         rcode = 0 if known else 3  # NXDOMAIN
         if forced is not None:
             rcode, rdatas = forced, []
+        elif alias:
+            rdatas, qtype = [(_encode_name(alias[0]), alias[1])], TYPE_CNAME
         # QR, AA, RD copied, RA.
         out_flags = 0x8000 | 0x0400 | (flags & 0x0100) | 0x0080 | rcode
         out = struct.pack("!HHHHHH", qid, out_flags, 1, len(rdatas), 0, 0) + question

@@ -16,7 +16,7 @@ import signal
 import pymongo
 import pytest
 
-from dns_responder import TYPE_A, TYPE_SRV, TYPE_TXT, DnsResponder
+from dns_responder import TYPE_A, TYPE_AAAA, TYPE_SRV, TYPE_TXT, DnsResponder
 from harness import start_sim
 from mongolb_harness import wait_for
 from test_srv import (SRV_HOST, SRV_NAME, in_use, known, log_has, port_of, publish, srv_config,
@@ -246,3 +246,51 @@ def test_srv_a_records_are_asked_of_dns_server(dns):
         with start_mongolb(["mongodb+srv://" + SRV_HOST], config=srv_config(dns),
                            expect_known=1):
             assert dns.count("m0.mongolb.test", TYPE_A) >= 1
+
+
+def test_srv_host_with_only_an_ipv6_address(dns):
+    """A host dns_server knows only an AAAA record for is reached over IPv6 (the simulator
+    listens on ::1 only)."""
+    with start_sim("--mongos", "1", "--host", "::1") as sim:
+        port = port_of(sim.servers[0])
+        dns.aaaa("v6.mongolb.test", "::1")
+        dns.srv(SRV_NAME, [("v6.mongolb.test", port)])
+        with start_mongolb(["mongodb+srv://" + SRV_HOST], config=srv_config(dns),
+                           expect_known=1) as lb:
+            assert known(lb) == ["v6.mongolb.test:%d" % port]
+            assert dns.count("v6.mongolb.test", TYPE_AAAA) >= 1
+            client = pymongo.MongoClient(lb.uri, serverSelectionTimeoutMS=5000)
+            client.t.c.insert_one({"x": 1})
+            assert client.t.c.count_documents({}) == 1
+
+
+def test_srv_txt_answer_holding_only_a_cname_means_no_options(dns):
+    """The TXT question answered with a CNAME alone (no TXT record in the answer) is a name
+    without options, not a failure."""
+    with start_sim("--mongos", "1") as sim:
+        want = publish(dns, sim, [0])
+        dns.cname(SRV_HOST, "elsewhere.example.org")
+        with start_mongolb(["mongodb+srv://" + SRV_HOST], config=srv_config(dns),
+                           expect_known=1) as lb:
+            assert known(lb) == want
+            assert dns.count(SRV_HOST, TYPE_TXT) >= 1
+            assert not log_has(lb, r"TXT"), lb.log_tail()
+
+
+def test_srv_host_name_too_long_once_escaped(dns):
+    """Labels of control bytes are legal DNS but come out of c-ares escaped (\\001): an answer
+    naming such a host, longer than a host name may be, fails the first lookup with a line
+    saying so."""
+    with start_sim("--mongos", "1") as sim:
+        port = port_of(sim.servers[0])
+        dns.a("m0.mongolb.test")
+        odd = ".".join(["\x01" * 60] * 3) + ".mongolb.test"
+        dns.srv(SRV_NAME, [("m0.mongolb.test", port), (odd, port)])
+        with start_mongolb(["mongodb+srv://" + SRV_HOST], config=srv_config(dns),
+                           expect_known=0) as lb:
+            wait_for(lambda: log_has(lb, r"_mongodb\._tcp\.cluster\.mongolb\.test names a host "
+                                     r"name longer than 255; no server is known yet"), 10,
+                     what="the refusal")
+            assert in_use(lb) == []
+            dns.srv(SRV_NAME, [("m0.mongolb.test", port)])
+            wait_for(lambda: len(known(lb)) == 1, 10, what="the lookup once DNS is fixed")
