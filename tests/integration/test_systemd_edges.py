@@ -19,6 +19,12 @@ from mongolb_harness import (IO_TEST_DEFAULTS, log_lines, raw_command, start_mon
 from test_systemd import FakeSystemd, NotifiedMongolb, Setup
 
 
+def assert_clean(lb):
+    """No sanitizer report in mongolb's log (make check runs these against the ASan build)."""
+    log = lb.log()
+    assert "AddressSanitizer" not in log and "runtime error:" not in log, log[-6000:]
+
+
 def run_notified(notify_address, env=None):
     """A mongolb with NOTIFY_SOCKET = notify_address (and env) against one simulated mongos;
     returns (sim, lb)."""
@@ -44,6 +50,7 @@ def test_notify_socket_that_is_not_a_path_is_refused_with_a_warning():
         finally:
             assert stop_quietly(lb) == 0, lb.log_tail()
             sim.stop()
+        assert_clean(lb)
 
 
 def test_unreachable_notify_socket_is_logged_once():
@@ -69,6 +76,7 @@ def test_unreachable_notify_socket_is_logged_once():
     finally:
         assert stop_quietly(lb) == 0, lb.log_tail()
         sim.stop()
+    assert_clean(lb)
 
 
 def test_watchdog_variables_that_are_not_numbers_turn_it_off():
@@ -81,3 +89,5 @@ def test_watchdog_variables_that_are_not_numbers_turn_it_off():
             time.sleep(0.8)  # four pings at 200 ms if the watchdog were on
             assert not s.sd.having("WATCHDOG"), (env, s.sd.poll())
             assert not log_lines(s.lb, r"systemd watchdog"), (env, s.lb.log_tail())
+        assert s.lb.proc.returncode == 0, s.lb.log_tail()
+        assert_clean(s.lb)
