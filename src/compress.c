@@ -60,7 +60,9 @@ int compress_parse_list(const char *text, struct compress_list *out, char *why, 
         if (*p == ',')
             p++;
         if (n == 0) {
-            if (*p || end != text) {
+            /* Only blanks, or blanks after a last comma, end the list as "" and "zlib," do;
+             * an empty name with more names after it is a mistake. */
+            if (*p) {
                 snprintf(why, why_len, "an empty name in the list of compressors");
                 return -EINVAL;
             }

@@ -1018,7 +1018,8 @@ static const struct config_key keys[] = {
     ROW("upstream", connect_timeout_ms, type_int, "5000", RELOAD, 1, INT_MAX, NULL,
         "How long opening a connection to a server may take."),
     ROW("upstream", dns_server, type_string, "", 0, 0, 256, NULL,
-        "With mongodb+srv:// seeds: the DNS servers (ip:port, comma-separated) asked for the SRV "
+        "With mongodb+srv:// seeds: the DNS servers (IP addresses, each with an optional port: "
+        "10.0.0.2:53, [::1]:53; comma-separated) asked for the SRV "
         "and TXT records and the hosts' addresses, instead of the system's resolver; for tests "
         "and split DNS."),
     ROW("upstream", heartbeat_interval_ms, type_int, "1000", RELOAD, 500, INT_MAX, NULL,
@@ -1720,6 +1721,66 @@ static void validate_replica_set(struct load_ctx *x)
  */
 static char *value_text(const struct config_key *k, const struct mlb_config *c);
 
+/*
+ * dns_server: IP literals, each with an optional port (ADDR, ADDR:PORT, IPV6 or [IPV6]:PORT),
+ * comma-separated. c-ares takes more (1.2.3 as 1.2.0.3, port 99999) and less (no spaces after a
+ * comma) than a reader would guess, and a value it refuses would only be found at start, so the
+ * value is checked here and kept without spaces, the form c-ares parses. Returns 0, or -EINVAL
+ * with the reason in why.
+ */
+static int check_dns_server(char *v, char *why, size_t why_len)
+{
+    char out[sizeof(((struct mlb_config *)0)->dns_server)];
+    size_t used = 0;
+    const char *p = v, *item;
+    size_t n;
+    while (next_item(&p, ',', &item, &n)) {
+        char buf[INET6_ADDRSTRLEN + 8], *addr = buf;
+        if (n == 0) {
+            snprintf(why, why_len, "an empty address between commas");
+            return -EINVAL;
+        }
+        if (!copy_item(buf, sizeof(buf), item, n))
+            goto bad;
+        const char *port = NULL;
+        int family = AF_INET;
+        if (buf[0] == '[') {
+            char *close = strchr(buf, ']');
+            if (!close || close[1] != ':')
+                goto bad;
+            *close = '\0';
+            addr = buf + 1;
+            port = close + 2;
+            family = AF_INET6;
+        } else if (strchr(buf, ':') != strrchr(buf, ':')) {
+            family = AF_INET6; /* IPv6 without a port */
+        } else {
+            char *colon = strchr(buf, ':');
+            if (colon) {
+                *colon = '\0';
+                port = colon + 1;
+            }
+        }
+        unsigned char bin[sizeof(struct in6_addr)];
+        long long pn;
+        if (inet_pton(family, addr, bin) != 1)
+            goto bad;
+        if (port && (parse_whole(port, &pn) < 0 || pn < 1 || pn > 65535))
+            goto bad;
+        used += (size_t)snprintf(out + used, sizeof(out) - used, "%s%.*s", used ? "," : "", (int)n,
+                                 item);
+        continue;
+    bad:
+        snprintf(why, why_len,
+                 "'%.*s' is not an IP address with an optional port (127.0.0.1:53, [::1]:53)",
+                 (int)n, item);
+        return -EINVAL;
+    }
+    if (used < sizeof(out))
+        memcpy(v, out, used + 1);
+    return 0;
+}
+
 static void validate_srv(struct load_ctx *x)
 {
     static const char *const srv_only[] = {"srv_max_hosts", "srv_rescan_ms", "srv_service_name",
@@ -1753,6 +1814,11 @@ static void validate_srv(struct load_ctx *x)
     else if (!x->failed[svc] && n + strlen(c->seeds.srv) + 7 > 253)
         key_error(x, x->seen_line[seeds], seeds, "_%s._tcp.%s is longer than a DNS name may be",
                   c->srv_service_name, c->seeds.srv);
+    int dns = find_key("upstream", "dns_server");
+    char why[300];
+    if (!x->failed[dns] && c->dns_server[0] &&
+        check_dns_server(c->dns_server, why, sizeof(why)) < 0)
+        key_error(x, x->seen_line[dns], dns, "%s", why);
     int max = find_key("upstream", "srv_max_hosts");
     if (!x->failed[max] && c->srv_max_hosts > 0 && usable(x, "upstream", "mode") &&
         c->mode == MLB_MODE_REPLICASET)
@@ -2205,6 +2271,22 @@ static char *value_text(const struct config_key *k, const struct mlb_config *c)
     return buf;
 }
 
+/*
+ * Whether changing key k from its running value to the loaded one needs a restart. seeds change
+ * live from one list to another, but not between a list and mongodb+srv://, nor to another SRV
+ * name: srv.c looks up one name for the life of the process, and dns_server, the srv_* keys and
+ * TLS's default follow that choice. Such a change is kept like any restart-only key, so that the
+ * rest of the file still applies.
+ */
+static bool needs_restart(const struct config_key *k, const struct mlb_config *running,
+                          const struct mlb_config *loaded)
+{
+    if (!(k->flags & CONFIG_RELOADABLE))
+        return true;
+    return k->offset == offsetof(struct mlb_config, seeds) &&
+           strcasecmp(running->seeds.srv, loaded->seeds.srv) != 0;
+}
+
 int config_check_reload(const struct mlb_config *running, const struct mlb_config *loaded,
                         char *err, size_t err_len)
 {
@@ -2214,7 +2296,7 @@ int config_check_reload(const struct mlb_config *running, const struct mlb_confi
     int ret = 0;
     for (size_t i = 0; i < KEY_COUNT; i++) {
         const struct config_key *k = &keys[i];
-        if (k->flags & CONFIG_RELOADABLE)
+        if (!needs_restart(k, running, loaded))
             continue;
         char *a = value_text(k, running), *b = value_text(k, loaded);
         if (!a || !b) {
@@ -2250,7 +2332,7 @@ static int walk_changes(const struct mlb_config *running, struct mlb_config *loa
         if (!a || !b) {
             rc = -ENOMEM;
         } else if (strcmp(a, b) != 0) {
-            bool kept = keep && !(k->flags & CONFIG_RELOADABLE);
+            bool kept = keep && needs_restart(k, running, loaded);
             if (kept) {
                 char why[256];
                 rc = k->type->parse(k, a, field_of(loaded, k), why, sizeof(why));

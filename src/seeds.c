@@ -138,17 +138,11 @@ static bool same_list(const struct mlb_seed_list *a, const struct mlb_seed_list 
 void seeds_reloaded(struct proxy *p, const struct mlb_config *old)
 {
     const struct mlb_seed_list *now = &p->cfg.seeds, *was = &old->seeds;
-    if (now->srv[0] || was->srv[0]) {
-        if (strcasecmp(now->srv, was->srv) != 0) {
-            log_error(NULL,
-                      "reload: [upstream] seeds: changing between a list and mongodb+srv://, or "
-                      "the SRV name, needs a restart; keeping %s%s",
-                      was->srv[0] ? "mongodb+srv://" : "the running list",
-                      was->srv[0] ? was->srv : "");
-            p->cfg.seeds = *was;
-        }
+    /* A change between a list and mongodb+srv://, or of the SRV name, never gets here: the
+     * reload kept it as needing a restart (config_reload_merge). An SRV name's hosts come from
+     * its polls. */
+    if (now->srv[0])
         return;
-    }
     if (!same_list(now, was))
         (void)proxy_apply_seeds(p, now, "reload");
 }

@@ -35,8 +35,8 @@ int proxy_apply_seeds(struct proxy *p, const struct mlb_seed_list *seeds, const 
 
 /*
  * After a reload swapped in p->cfg: applies a changed seed list. A change between a list and
- * mongodb+srv://, or of the SRV name, needs a restart: the running seeds are put back into
- * p->cfg with a log line saying so.
+ * mongodb+srv://, or of the SRV name, needs a restart: config_reload_merge kept the running seeds
+ * with the other restart-only keys (and a log line saying so), so it never reaches this.
  */
 void seeds_reloaded(struct proxy *p, const struct mlb_config *old);
 

@@ -6,16 +6,23 @@
         dns.a("m1.mongolb.test", "127.0.0.1")
         ... mongolb with dns_server = 127.0.0.1:<dns.port> ...
 
-It answers SRV, TXT and A questions from its tables (which a test may change at any time), with
-NXDOMAIN for a name it does not know and an empty answer for a type it has none of. Every
+It answers SRV, TXT, A and AAAA questions from its tables (which a test may change at any time),
+with NXDOMAIN for a name it does not know and an empty answer for a type it has none of. Every
 question it gets is counted in queries, so a test can wait for a poll. Standard library only.
+
+As a real server may, it can also fail: dns.rcode(name, type, 2) answers SERVFAIL (any response
+code), dns.drop(name, type, n) ignores the next n UDP questions (the resolver times out and asks
+again), and an answer longer than 512 bytes asked over UDP comes back truncated (TC set, no
+records), as from a server without EDNS, so that the resolver asks again over TCP (counted in
+tcp_queries). dns.cname(name, target) answers every question for name with that CNAME alone.
 """
 
 import socket
 import struct
 import threading
 
-TYPE_A, TYPE_SRV, TYPE_TXT, TYPE_AAAA = 1, 33, 16, 28
+TYPE_A, TYPE_CNAME, TYPE_SRV, TYPE_TXT, TYPE_AAAA = 1, 5, 33, 16, 28
+UDP_MAX = 512  # RFC 1035's limit of a UDP answer without EDNS
 
 
 def _encode_name(name):
@@ -43,6 +50,10 @@ class DnsResponder:
         self.records = {}  # (lower name, type) -> [(rdata bytes, ttl)]
         self.names = set()
         self.queries = []  # (name, type) in arrival order
+        self.tcp_queries = []  # the same, of the questions asked over TCP
+        self.rcodes = {}  # (lower name, type) -> response code answered instead of the records
+        self.drops = {}  # (lower name, type) -> how many more UDP questions go unanswered
+        self.cnames = {}  # lower name -> the target its CNAME record names
         self.lock = threading.Lock()
         for _ in range(50):  # a UDP port whose TCP twin is free too
             self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -97,13 +108,39 @@ class DnsResponder:
     def a(self, name, ip="127.0.0.1", ttl=60):
         self._set(name, TYPE_A, [(socket.inet_aton(ip), ttl)])
 
+    def aaaa(self, name, ip="::1", ttl=60):
+        self._set(name, TYPE_AAAA, [(socket.inet_pton(socket.AF_INET6, ip), ttl)])
+
+    def cname(self, name, target, ttl=60):
+        """Gives name a CNAME record: every question for it is answered with that record alone,
+        as from a server that does not hold the target (no recursion)."""
+        with self.lock:
+            self.names.add(name.lower().rstrip("."))
+            self.cnames[name.lower().rstrip(".")] = (target, ttl)
+
+    def rcode(self, name, rtype, code):
+        """Answers questions for (name, rtype) with response code `code` (2 SERVFAIL, 5 REFUSED)
+        and no records; None goes back to the tables."""
+        key = (name.lower().rstrip("."), rtype)
+        with self.lock:
+            if code is None:
+                self.rcodes.pop(key, None)
+            else:
+                self.rcodes[key] = code
+
+    def drop(self, name, rtype, n=1):
+        """Leaves the next n UDP questions for (name, rtype) unanswered."""
+        with self.lock:
+            self.drops[(name.lower().rstrip("."), rtype)] = n
+
     def count(self, name, rtype=TYPE_SRV):
         with self.lock:
             return sum(1 for q in self.queries if q == (name.lower(), rtype))
 
     # --- answering ------------------------------------------------------------------------------
 
-    def answer(self, msg):
+    def answer(self, msg, tcp=False):
+        """The reply to one question, or None to leave it unanswered."""
         qid, flags, qd = struct.unpack("!HHH", msg[:6])
         name, pos = _read_name(msg, 12)
         qtype, qclass = struct.unpack("!HH", msg[pos:pos + 4])
@@ -111,21 +148,37 @@ class DnsResponder:
         key = (name.lower(), qtype)
         with self.lock:
             self.queries.append(key)
+            if tcp:
+                self.tcp_queries.append(key)
+            elif self.drops.get(key, 0) > 0:
+                self.drops[key] -= 1
+                return None
             known = key[0] in self.names
             rdatas = list(self.records.get(key, []))
+            forced = self.rcodes.get(key)
+            alias = self.cnames.get(key[0])
         rcode = 0 if known else 3  # NXDOMAIN
+        if forced is not None:
+            rcode, rdatas = forced, []
+        elif alias:
+            rdatas, qtype = [(_encode_name(alias[0]), alias[1])], TYPE_CNAME
         # QR, AA, RD copied, RA.
         out_flags = 0x8000 | 0x0400 | (flags & 0x0100) | 0x0080 | rcode
         out = struct.pack("!HHHHHH", qid, out_flags, 1, len(rdatas), 0, 0) + question
         for rdata, ttl in rdatas:
             out += struct.pack("!HHHIH", 0xC00C, qtype, 1, ttl, len(rdata)) + rdata
+        if not tcp and len(out) > UDP_MAX:
+            # Truncated: the header with TC (0x0200) and the question only.
+            out = struct.pack("!HHHHHH", qid, out_flags | 0x0200, 1, 0, 0, 0) + question
         return out
 
     def _serve_udp(self):
         while not self.stopped:
             try:
                 msg, peer = self.udp.recvfrom(4096)
-                self.udp.sendto(self.answer(msg), peer)
+                reply = self.answer(msg)
+                if reply is not None:
+                    self.udp.sendto(reply, peer)
             except (OSError, ValueError, struct.error, IndexError):
                 if self.stopped:
                     return
@@ -152,7 +205,7 @@ class DnsResponder:
                         if not chunk:
                             return
                         msg += chunk
-                    reply = self.answer(msg)
+                    reply = self.answer(msg, tcp=True)
                     conn.sendall(struct.pack("!H", len(reply)) + reply)
             except (OSError, ValueError, struct.error, IndexError):
                 return

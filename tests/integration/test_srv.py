@@ -230,6 +230,8 @@ def test_srv_config_errors(tmp_path):
         "seeds = a:1\nsrv_service_name = x": "only for seeds = mongodb+srv",
         "seeds = mongodb+srv://a.b.c\nsrv_service_name = a.b": "is not a service name",
         "seeds = mongodb+srv://a.b.c\nmode = replicaset\nsrv_max_hosts = 2": "replica set",
+        # c-ares would refuse it only at start, after --check-config had called it valid.
+        "seeds = mongodb+srv://a.b.c\ndns_server = localhost:53": "is not an IP address",
     }
     for body, want in cases.items():
         f = tmp_path / "m.ini"

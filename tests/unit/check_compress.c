@@ -393,6 +393,111 @@ START_TEST(hello_doc_from_frames)
 }
 END_TEST
 
+/* The edges of the helpers: an empty list, frames too short or of another opcode, an unknown
+ * compressor id, a frame whose length field lies, every error code's own text, and a zstd frame
+ * that does not say its size and decompresses to more than the declared size. */
+START_TEST(helper_edges)
+{
+    struct compress_list l;
+    char why[128];
+    ck_assert_int_eq(compress_parse_list("", &l, why, sizeof(why)), 0);
+    ck_assert_int_eq(l.n, 0);
+    /* Blanks alone, and blanks after a last comma, end the list as "" and "zlib," do. */
+    ck_assert_int_eq(compress_parse_list("  ", &l, why, sizeof(why)), 0);
+    ck_assert_int_eq(l.n, 0);
+    ck_assert_int_eq(compress_parse_list("zlib, ", &l, why, sizeof(why)), 0);
+    ck_assert_int_eq(l.n, 1);
+    ck_assert_int_eq(compress_parse_list("zlib,", &l, why, sizeof(why)), 0);
+    ck_assert_int_eq(l.n, 1);
+    ck_assert_int_eq(compress_parse_list(" ,zlib", &l, why, sizeof(why)), -EINVAL);
+    ck_assert_str_eq(why, "an empty name in the list of compressors");
+    ck_assert_int_eq(compress_parse_list("", &l, why, sizeof(why)), 0);
+    char text[32] = "x";
+    compress_format_list(&l, text, sizeof(text));
+    ck_assert_str_eq(text, "");
+    bson_t d = BSON_INITIALIZER;
+    compress_append_names(&d, "compression", &l);
+    ck_assert_uint_eq(bson_count_keys(&d), 0);
+    bson_destroy(&d);
+
+    /* hello documents: too short, an OP_REPLY, a malformed OP_QUERY. */
+    struct wire_buf f = {0};
+    uint8_t shortf[8] = {0};
+    bson_t out;
+    ck_assert(!compress_hello_doc(shortf, sizeof(shortf), &out));
+    ck_assert(!compress_frame_allowed(shortf, sizeof(shortf)));
+    bson_t *one = doc("{\"ok\": 1}");
+    const bson_t *docs[] = {one};
+    ck_assert_int_eq(wire_append_reply(&f, 1, 2, 0, 0, 0, docs, 1), 0);
+    ck_assert(!compress_hello_doc(f.data, f.len, &out));
+    ck_assert(compress_frame_allowed(f.data, f.len));
+    wire_buf_reset(&f);
+    ck_assert_int_eq(wire_append_query(&f, 1, 0, "admin.$cmd", 0, -1, one), 0);
+    f.data[f.len - 1] = 7; /* the query document loses its terminating NUL */
+    ck_assert(!compress_hello_doc(f.data, f.len, &out));
+    /* A frame nobody can read holds no command to protect: it may be compressed. */
+    ck_assert(compress_frame_allowed(f.data, f.len));
+    ck_assert(compress_command_allowed(NULL));
+
+    /* Encoding: an unknown compressor, a length field that is not the frame's. */
+    msg(&f, "{\"ping\": 1, \"$db\": \"admin\"}");
+    struct wire_buf z = {0};
+    ck_assert_uint_eq(compress_bound(COMPRESSOR_COUNT, f.len), 0);
+    ck_assert_int_eq(compress_encode(COMPRESSOR_COUNT, &levels, f.data, f.len, &z), -EINVAL);
+    ck_assert_int_eq(compress_encode(COMPRESSOR_ZLIB, &levels, f.data, f.len - 1, &z), -EINVAL);
+    ck_assert_int_eq(compress_encode(COMPRESSOR_ZLIB, &levels, f.data, 10, &z), -EINVAL);
+    ck_assert_uint_eq(z.len, 0);
+    /* Default levels when none are given. */
+    ck_assert_int_eq(compress_encode(COMPRESSOR_ZLIB, NULL, f.data, f.len, &z), 0);
+    wire_buf_reset(&z);
+    ck_assert_int_eq(compress_encode(COMPRESSOR_ZSTD, NULL, f.data, f.len, &z), 0);
+
+    /* A streamed zstd frame (no content size) holding more than declared. */
+    uint8_t plain[200], packed[400];
+    memset(plain, 'a', sizeof(plain));
+    ZSTD_CCtx *cc = ZSTD_createCCtx();
+    ck_assert(!ZSTD_isError(ZSTD_CCtx_setParameter(cc, ZSTD_c_contentSizeFlag, 0)));
+    size_t zlen = ZSTD_compress2(cc, packed, sizeof(packed), plain, sizeof(plain));
+    ck_assert(!ZSTD_isError(zlen));
+    ZSTD_freeCCtx(cc);
+    ck_assert(ZSTD_getFrameContentSize(packed, zlen) == ZSTD_CONTENTSIZE_UNKNOWN);
+    struct wire_buf bad = {0}, back = {0};
+    raw(&bad, WIRE_OP_MSG, 100, COMPRESSOR_ZSTD, packed, zlen);
+    ck_assert_int_eq(
+        compress_decode(bad.data, bad.len, WIRE_MAX_MESSAGE_SIZE, ALL_MASK, &back, NULL),
+        COMPRESS_ERR_SIZE);
+    raw(&bad, WIRE_OP_MSG, 300, COMPRESSOR_ZSTD, packed, zlen);
+    ck_assert_int_eq(
+        compress_decode(bad.data, bad.len, WIRE_MAX_MESSAGE_SIZE, ALL_MASK, &back, NULL),
+        COMPRESS_ERR_SIZE);
+    raw(&bad, WIRE_OP_MSG, 200, COMPRESSOR_ZSTD, packed, zlen);
+    ck_assert_int_eq(
+        compress_decode(bad.data, bad.len, WIRE_MAX_MESSAGE_SIZE, ALL_MASK, &back, NULL), 0);
+    ck_assert_uint_eq(back.len, 216);
+
+    /* Each code has its own text. */
+    const int codes[] = {COMPRESS_ERR_TRUNCATED,
+                         COMPRESS_ERR_TOO_LARGE,
+                         COMPRESS_ERR_UNKNOWN,
+                         COMPRESS_ERR_OPCODE,
+                         COMPRESS_ERR_SIZE,
+                         COMPRESS_ERR_CORRUPT,
+                         -ENOMEM,
+                         -EINVAL,
+                         -E2BIG};
+    size_t nc = sizeof(codes) / sizeof(codes[0]);
+    for (size_t i = 0; i < nc; i++)
+        for (size_t j = i + 1; j < nc; j++)
+            ck_assert_str_ne(compress_strerror(codes[i]), compress_strerror(codes[j]));
+    ck_assert_str_eq(compress_strerror(-E2BIG), "compression error");
+    bson_destroy(one);
+    wire_buf_free(&f);
+    wire_buf_free(&z);
+    wire_buf_free(&bad);
+    wire_buf_free(&back);
+}
+END_TEST
+
 /* zconn: buffers above 64 KiB count against max_buffer_bytes, a frame that would take the budget
  * past it is refused with -ENOBUFS before its buffer is made, and trim/free give the charge back.
  */
@@ -467,6 +572,7 @@ static Suite *compress_suite(void)
     tcase_add_test(tc, never_compressed_commands);
     tcase_add_test(tc, lists_and_negotiation);
     tcase_add_test(tc, hello_doc_from_frames);
+    tcase_add_test(tc, helper_edges);
     suite_add_tcase(s, tc);
     tc = tcase_create("zconn");
     tcase_add_test(tc, zconn_charges_the_budget);

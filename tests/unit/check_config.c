@@ -1474,6 +1474,33 @@ START_TEST(test_reload_merge)
     ck_assert_ptr_nonnull(strstr(err, "tls_ca_file"));
     config_free(&b);
     config_free(&a);
+    /* seeds between a list and mongodb+srv://, or to another SRV name, need a restart: they are
+     * kept with the keys that depend on them, and the rest still applies. */
+    ck_assert_int_eq(load("[upstream]\nseeds = mongodb+srv://a.example.net\n"
+                          "dns_server = 127.0.0.1:5353\n",
+                          &a),
+                     0);
+    ck_assert_int_eq(load(MINIMAL "max_pool_size = 7\n", &b), 0);
+    seen[0] = '\0';
+    ck_assert_int_eq(config_reload_merge(&a, &b, collect_change, seen, err, sizeof(err)), 3);
+    ck_assert_str_eq(seen, "dns_server:127.0.0.1:5353::1\n"
+                           "seeds:mongodb+srv://a.example.net:10.0.0.1:27017:1\n"
+                           "tls:true:false:1\n");
+    ck_assert_str_eq(b.seeds.srv, "a.example.net");
+    ck_assert_int_eq(b.max_pool_size, 7);
+    config_free(&b);
+    ck_assert_int_eq(load("[upstream]\nseeds = mongodb+srv://b.example.net\n"
+                          "dns_server = 127.0.0.1:5353\n",
+                          &b),
+                     0);
+    ck_assert_int_eq(config_check_reload(&a, &b, err, sizeof(err)), -EINVAL);
+    ck_assert_str_eq(err, "[upstream] seeds: changed from 'mongodb+srv://a.example.net' to "
+                          "'mongodb+srv://b.example.net', which needs a restart");
+    seen[0] = '\0';
+    ck_assert_int_eq(config_reload_merge(&a, &b, collect_change, seen, err, sizeof(err)), 1);
+    ck_assert_str_eq(seen, "seeds:mongodb+srv://a.example.net:mongodb+srv://b.example.net:1\n");
+    config_free(&b);
+    config_free(&a);
 }
 END_TEST
 

@@ -176,6 +176,51 @@ START_TEST(config_srv_forms)
 }
 END_TEST
 
+/* dns_server takes IP literals with optional ports, and is kept in the form c-ares parses. */
+START_TEST(config_dns_server)
+{
+    struct mlb_config c;
+    const char *good[][2] = {
+        {"127.0.0.1", "127.0.0.1"},
+        {"127.0.0.1:5353", "127.0.0.1:5353"},
+        {"::1", "::1"},
+        {"[::1]:53", "[::1]:53"},
+        {"10.0.0.1:53 , [fe80::1]:5300,8.8.8.8", "10.0.0.1:53,[fe80::1]:5300,8.8.8.8"},
+    };
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+        char text[256];
+        snprintf(text, sizeof(text), "[upstream]\nseeds = mongodb+srv://a.b\ndns_server = %s\n",
+                 good[i][0]);
+        ck_assert_msg(config_load_string(text, "t.ini", &c, err, sizeof(err)) == 0, "%s: %s",
+                      good[i][0], err);
+        ck_assert_str_eq(c.dns_server, good[i][1]);
+        config_free(&c);
+    }
+    const char *bad[][2] = {
+        {"localhost:53", "'localhost:53' is not an IP address"},
+        {"1.2.3", "'1.2.3' is not an IP address"},
+        {"127.0.0.1:0", "'127.0.0.1:0' is not"},
+        {"127.0.0.1:65536", "'127.0.0.1:65536' is not"},
+        {"127.0.0.1:", "'127.0.0.1:' is not"},
+        {"127.0.0.1:5x", "'127.0.0.1:5x' is not"},
+        {"[::1]", "'[::1]' is not"},
+        {"[::1]53", "'[::1]53' is not"},
+        {"[127.0.0.1]:53", "'[127.0.0.1]:53' is not"},
+        {"127.0.0.1,,127.0.0.2", "an empty address between commas"},
+        {"2001:db8::1:2:3:4:5:6:7:8:9:10:11:12:13", "is not an IP address"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char text[256];
+        snprintf(text, sizeof(text), "[upstream]\nseeds = mongodb+srv://a.b\ndns_server = %s\n",
+                 bad[i][0]);
+        ck_assert_msg(config_load_string(text, "t.ini", &c, err, sizeof(err)) == -EINVAL,
+                      "accepted: %s", bad[i][0]);
+        ck_assert_msg(strstr(err, "dns_server") && strstr(err, bad[i][1]), "%s: %s", bad[i][0],
+                      err);
+    }
+}
+END_TEST
+
 Suite *srv_parse_suite(void)
 {
     Suite *s = suite_create("srv_parse");
@@ -186,6 +231,7 @@ Suite *srv_parse_suite(void)
     tcase_add_test(tc, min_ttl);
     tcase_add_test(tc, choose_keeps_current);
     tcase_add_test(tc, config_srv_forms);
+    tcase_add_test(tc, config_dns_server);
     suite_add_tcase(s, tc);
     return s;
 }
