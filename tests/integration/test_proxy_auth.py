@@ -32,23 +32,33 @@ ADMIN_PWD = "s3cret"
 USERS = ("admin:%s" % ADMIN_PWD, "reader:rpw:read@test", "writer:wpw:readWrite@test")
 
 
-@pytest.fixture(scope="module")
-def sim():
-    args = ["--mongos", "2", "--auth"]
+def start_auth_sim(mongos):
+    """mongosim with --auth and the users of USERS."""
+    args = ["--mongos", str(mongos), "--auth"]
     for u in USERS:
         args += ["--auth-user", u]
-    with start_sim(*args) as s:
-        yield s
+    return start_sim(*args)
 
 
-@pytest.fixture
-def files():
-    d = tempfile.mkdtemp(prefix="mongolb-auth-")
+def password_dir(prefix):
+    """A temporary directory holding the service user's password file (mode 0600)."""
+    d = tempfile.mkdtemp(prefix=prefix)
     pw = os.path.join(d, "service.password")
     with open(pw, "w") as f:
         f.write(ADMIN_PWD + "\n")
     os.chmod(pw, 0o600)
     return d, pw
+
+
+@pytest.fixture(scope="module")
+def sim():
+    with start_auth_sim(2) as s:
+        yield s
+
+
+@pytest.fixture
+def files():
+    return password_dir("mongolb-auth-")
 
 
 def passthrough(sim, pw, **extra):

@@ -16,7 +16,6 @@ import hmac
 import os
 import struct
 import subprocess
-import tempfile
 import threading
 
 import bson
@@ -25,9 +24,10 @@ import pytest
 from pymongo.errors import OperationFailure
 
 from fake_server import HELLO_NAMES, FakeServer
-from harness import recv_msg, scram_sha256_login, send_msg, start_sim
+from harness import recv_msg, scram_sha256_login, send_msg
 from mongolb_harness import free_port, mongolb_binary, run_mongolb_conf, start_mongolb, wait_for
-from test_proxy_auth import ADMIN_PWD, USERS, checked, cluster_lines, make_verifier
+from test_proxy_auth import (ADMIN_PWD, checked, cluster_lines, make_verifier,
+                             password_dir, start_auth_sim)
 
 APP_PWD = "app-pw"
 OPS_PWD = "ops-pw"
@@ -35,20 +35,13 @@ OPS_PWD = "ops-pw"
 
 @pytest.fixture(scope="module")
 def sim():
-    args = ["--mongos", "1", "--auth"]
-    for u in USERS:
-        args += ["--auth-user", u]
-    with start_sim(*args) as s:
+    with start_auth_sim(1) as s:
         yield s
 
 
 @pytest.fixture
 def files():
-    d = tempfile.mkdtemp(prefix="mongolb-autherr-")
-    pw = os.path.join(d, "service.password")
-    with open(pw, "w") as f:
-        f.write(ADMIN_PWD + "\n")
-    os.chmod(pw, 0o600)
+    d, pw = password_dir("mongolb-autherr-")
     path = os.path.join(d, "users.auth")
     with open(path, "w") as f:
         f.write(make_verifier("app@admin", APP_PWD))
