@@ -224,6 +224,15 @@ static int classify_command(const bson_t *cmd, struct request_info *ri, char *er
 /*
  * Checks one document a client sent with bson_check(), at mongod's depth limit. what names the
  * document in the reason written to err. Returns 0, -EPROTO or -EOVERFLOW.
+ *
+ * Why every document is checked whole rather than only the fields routing reads: the documents
+ * are forwarded as they are to servers shared by every client, and mongolb itself walks parts of
+ * them later (a killCursors' ids, a hello's fields, an error's labels), so a malformed or too
+ * deep document must cost its sender the connection here, with mongod's own error, before it
+ * reaches anything shared. The check is one linear pass without recursion or allocation; under
+ * a find-by-_id load it is about 0.2% of mongolb's CPU time (perf record, make bench's find_id
+ * at 64 connections), against about 88% in the kernel, so checking less would gain nothing
+ * measurable. The fuzz targets fuzz_request and fuzz_bson_check keep it honest.
  */
 static int check_doc(const uint8_t *doc, size_t len, const char *what, char *err, size_t err_len)
 {
