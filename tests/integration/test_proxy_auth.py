@@ -40,13 +40,18 @@ def start_auth_sim(mongos):
     return start_sim(*args)
 
 
+def write_private(path, text):
+    """Writes a secret file as mongolb requires it: readable by its owner only."""
+    with open(path, "w") as f:
+        f.write(text)
+    os.chmod(path, 0o600)
+
+
 def password_dir(prefix):
     """A temporary directory holding the service user's password file (mode 0600)."""
     d = tempfile.mkdtemp(prefix=prefix)
     pw = os.path.join(d, "service.password")
-    with open(pw, "w") as f:
-        f.write(ADMIN_PWD + "\n")
-    os.chmod(pw, 0o600)
+    write_private(pw, ADMIN_PWD + "\n")
     return d, pw
 
 
@@ -429,14 +434,10 @@ def test_passthrough_verifier_read_refused(sim, files):
     reaches the log."""
     d, _ = files
     bad = os.path.join(d, "bad.password")
-    with open(bad, "w") as f:
-        f.write("not-the-password\n")
-    os.chmod(bad, 0o600)
+    write_private(bad, "not-the-password\n")
     # The admin's verifier comes from the auth_file, so that status() can log in.
     path = os.path.join(d, "users.auth")
-    with open(path, "w") as f:
-        f.write(cluster_lines(sim, "admin"))
-    os.chmod(path, 0o600)
+    write_private(path, cluster_lines(sim, "admin"))
     with checked(passthrough(sim, bad, **{"auth.auth_file": path})) as lb:
         for _ in range(3):
             t0 = time.monotonic()
@@ -590,13 +591,9 @@ def test_service_user_refused_backs_off_without_marking_servers_unknown(sim, fil
     it at once."""
     d, _ = files
     bad = os.path.join(d, "bad.password")
-    with open(bad, "w") as f:
-        f.write("not-the-password\n")
-    os.chmod(bad, 0o600)
+    write_private(bad, "not-the-password\n")
     path = os.path.join(d, "users.auth")
-    with open(path, "w") as f:
-        f.write(make_verifier("app@admin", "app-pw"))
-    os.chmod(path, 0o600)
+    write_private(path, make_verifier("app@admin", "app-pw"))
     cfg = {"auth.mode": "service", "auth.auth_file": path, "auth.service_user": "admin",
            "auth.service_password_file": bad, "upstream.server_selection_timeout_ms": "5000",
            "auth.admin_users": "app@admin"}
@@ -661,9 +658,7 @@ def test_service_mode_with_x509(tls_certs, files):  # noqa: F811 (a fixture)
     d, _ = files
     subject = "CN=mongosim-client"
     path = os.path.join(d, "users.auth")
-    with open(path, "w") as f:
-        f.write(make_verifier("app@admin", "app-pw"))
-    os.chmod(path, 0o600)
+    write_private(path, make_verifier("app@admin", "app-pw"))
     with start_sim("--mongos", "2", "--auth", "--auth-user", "admin:%s" % ADMIN_PWD,
                    "--auth-user", subject + "@$external::readWrite@test",
                    "--tls-cert", tls_certs.server, "--tls-ca", tls_certs.ca,
