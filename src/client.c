@@ -88,8 +88,7 @@ struct client {
     int attempts;
     int64_t deadline_ms;
     struct bconn *bc;
-    size_t relay_len;      /* the reply frame being relayed from bc */
-    bool relay_more;       /* that reply has moreToCome: more will follow */
+    bool relay_more;       /* the reply relayed from bc has moreToCome: more follows */
     bool relay_from_bc;    /* the write in progress is bc's reply (else our own wbuf) */
     int32_t last_reply_id; /* requestID of the last reply relayed, for exhaust chains */
     struct kc kill;
@@ -1070,7 +1069,6 @@ static int on_reply(void *user, struct bconn *b, uint8_t *frame, size_t len)
         c->m_relayed = r.code;
         metrics_codes_add(&p->metrics.relayed_errors, r.code);
     }
-    c->relay_len = len;
     c->relay_more = r.more_to_come;
     c->last_reply_id = r.more_to_come ? r.request_id : 0;
     write_to_client(c, frame, len, true);
@@ -1226,7 +1224,6 @@ static int on_frame(struct stream *s, uint8_t *frame, size_t len)
     c->raw_len = len;
     c->z.reply_with = COMPRESSOR_NONE;
     if (len >= WIRE_HEADER_LEN && wire_get_i32(frame + 12) == WIRE_OP_COMPRESSED) {
-        c->last_active_ms = proxy_now(c->p);
         if (decompress_request(c, frame, len) < 0)
             return -ECANCELED;
         frame = c->z.in.data;
