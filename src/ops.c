@@ -103,13 +103,14 @@ void ops_request_done(struct proxy *p, const char *prefix, const struct request_
 {
     uint64_t ns = uv_hrtime() - start_ns;
     const char *addr = slot_addr(p, server);
-    metrics_request_done(&p->metrics, ops_class(ri), addr ? server : -1, addr, ns);
+    enum metrics_class cls = ops_class(ri);
+    metrics_request_done(&p->metrics, cls, addr ? server : -1, addr, ns);
     int slow = p->cfg.slow_request_ms;
     if (slow <= 0 || ns < (uint64_t)slow * 1000000u)
         return;
     /* A getMore with maxTimeMS is an awaitData getMore (change streams, tailable cursors): it
      * waits by design. */
-    if (ops_class(ri) == METRICS_GETMORE && ri->max_time_ms > 0)
+    if (cls == METRICS_GETMORE && ri->max_time_ms > 0)
         return;
     p->metrics.slow_requests++;
     if (LOG_INFO > log_current_level)
