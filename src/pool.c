@@ -542,17 +542,9 @@ static int on_frame(struct stream *s, uint8_t *frame, size_t len)
         len = b->z.in.len;
     }
     pl->traffic.raw_in += len;
-    int rc;
-    if (!b->user) {
-        /* Nobody wants this exchange any more: a streamed reply continues, anything else ends. */
-        bool more = len >= 20 && wire_get_i32(frame + 12) == WIRE_OP_MSG &&
-                    ((uint32_t)wire_get_i32(frame + 16) & WIRE_MSG_MORE_TO_COME);
-        if (!more)
-            pool_release(p, b);
-        rc = STREAM_NEXT;
-    } else {
-        rc = user_ops->on_reply(b->user, b, frame, len);
-    }
+    /* A busy connection always has its user: one whose user leaves is closed (pool_abandon), never
+     * left to drain a reply nobody wants. */
+    int rc = user_ops->on_reply(b->user, b, frame, len);
     if (rc != STREAM_HOLD)
         b->cur_frame = 0;
     return rc;
@@ -613,10 +605,7 @@ static void on_written(struct stream *s, int status)
     if (b->state != BCONN_BUSY || b->reply_expected)
         return;
     /* A request that expects no reply (moreToCome, OP_KILL_CURSORS) is complete. */
-    if (b->user)
-        user_ops->on_sent(b->user, b);
-    else
-        pool_release(p, b);
+    user_ops->on_sent(b->user, b);
 }
 
 int bconn_send(struct bconn *b, const uint8_t *data, size_t len, bool reply_expected)
