@@ -664,30 +664,6 @@ static void handle_get_more(struct client *c)
 static void handle_kill_cursors(struct client *c)
 {
     struct proxy *p = c->p;
-    if (p->cfg.auth_mode != MLB_AUTH_OFF && c->ri.n_kill_ids > 0 &&
-        c->ri.n_kill_ids <= KC_MAX_IDS) {
-        /* Another user's cursor is refused before any part is sent, as mongod refuses it. */
-        int64_t *ids = malloc(sizeof(int64_t) * (size_t)c->ri.n_kill_ids);
-        if (!ids) {
-            client_close(c, "out of memory reading killCursors");
-            return;
-        }
-        int n = request_kill_ids(c->frame, c->frame_len, ids, c->ri.n_kill_ids);
-        for (int i = 0; i < n; i++) {
-            struct cursor_entry *e = cursors_find(&p->cursors, ids[i], proxy_now(p));
-            if (e && e->owner != c->ri.owner) {
-                long long id = (long long)ids[i];
-                free(ids);
-                log_warn(c->prefix, "killCursors of another user's cursor %lld refused", id);
-                reply_error(c, MONGO_ERR_UNAUTHORIZED,
-                            "not authorized to kill cursor id %lld: it was not created by the "
-                            "authenticated user",
-                            id);
-                return;
-            }
-        }
-        free(ids);
-    }
     int rc = kc_begin(&c->kill, c->frame, c->frame_len, c->ri.opcode, c->ri.n_kill_ids, &p->cursors,
                       proxy_now(p));
     if (rc == -E2BIG) {
@@ -699,6 +675,22 @@ static void handle_kill_cursors(struct client *c)
         p->stats.bad_frames++;
         client_close_warn(c, "malformed killCursors");
         return;
+    }
+    if (p->cfg.auth_mode != MLB_AUTH_OFF) {
+        /* Another user's cursor is refused before any part is sent, as mongod refuses it. */
+        for (int i = 0; i < c->kill.n; i++) {
+            struct cursor_entry *e = cursors_find(&p->cursors, c->kill.ids[i], proxy_now(p));
+            if (e && e->owner != c->ri.owner) {
+                long long id = (long long)c->kill.ids[i];
+                kc_end(&c->kill);
+                log_warn(c->prefix, "killCursors of another user's cursor %lld refused", id);
+                reply_error(c, MONGO_ERR_UNAUTHORIZED,
+                            "not authorized to kill cursor id %lld: it was not created by the "
+                            "authenticated user",
+                            id);
+                return;
+            }
+        }
     }
     kill_next(c);
 }
