@@ -808,7 +808,10 @@ static int open_connection(struct proxy *p, int idx, struct auth_user *au)
              ? UV_EADDRNOTAVAIL
              : stream_connect(&b->st, &b->connect_req, (const struct sockaddr *)&pl->addr);
     if (rc < 0) {
-        bconn_close(b, "connect could not start");
+        /* Without a refill: the caller acts on the error, and a refill from here would open the
+         * next connection from inside this call, recursing until the descriptors ran out while
+         * connect keeps failing at once (no route, no local port). */
+        close_quietly(b, "connect could not start");
         return rc;
     }
     uv_timer_start(&b->timer, on_deadline, (uint64_t)p->cfg.connect_timeout_ms, 0);

@@ -222,6 +222,25 @@ def test_backend_connections_that_cannot_be_allocated_become_an_error_document()
         assert lb.status()["ok"] == 1
 
 
+def test_backend_connections_whose_connect_always_fails_are_tried_once_per_attempt():
+    """connect() fails at once, every time (no route, no local port): each attempt of a request
+    opens one connection, not one connection after another from inside the failure until the
+    file descriptors run out."""
+    with faulty("backend_connect:1:0") as (sim, lb):
+        client = pymongo.MongoClient(lb.uri, serverSelectionTimeoutMS=5000, retryReads=False)
+        try:
+            with pytest.raises(pymongo.errors.OperationFailure) as e:
+                client.test.c.find_one()
+            assert e.value.code == 6, e.value.details
+            assert client.admin.command("hello")["ok"] == 1
+        finally:
+            client.close()
+        counters = lb.status()["counters"]
+        # Three attempts for the find, three for the driver's endSessions at close.
+        assert counters["backendConnects"] <= 6, counters
+        assert counters["fdLimitRefusals"] == 0, counters
+
+
 @pytest.mark.parametrize("fault,line", [
     ("backend_alloc:1", "cannot open a connection: not enough memory"),
     ("backend_connect:1", "cannot open a connection: address not available"),
