@@ -416,11 +416,6 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 
 /* --- accepting ------------------------------------------------------------------------------- */
 
-static void on_reject_closed(uv_handle_t *h)
-{
-    free(h);
-}
-
 static void on_connection(uv_stream_t *server, int status)
 {
     struct admin_listener *l = server->data;
@@ -433,16 +428,7 @@ static void on_connection(uv_stream_t *server, int status)
     bool refuse = a->n_conns >= p->cfg.http_max_connections || a->stopped;
     struct admin_conn *c = refuse ? NULL : calloc(1, sizeof(*c));
     if (!c) {
-        /* Accepted and closed, so that the listener goes on. */
-        union stream_handle *h = malloc(sizeof(*h));
-        if (!h)
-            return;
-        if (l->is_unix)
-            uv_pipe_init(p->loop, &h->pipe, 0);
-        else
-            uv_tcp_init(p->loop, &h->tcp);
-        (void)uv_accept(server, &h->stream);
-        uv_close(&h->handle, on_reject_closed);
+        listener_reject(server, l->is_unix);
         int64_t now = proxy_now(p);
         if (now - a->last_refuse_log_ms >= ADMIN_REFUSE_LOG_MS) {
             a->last_refuse_log_ms = now;

@@ -35,8 +35,7 @@ static void on_reject_closed(uv_handle_t *h)
     free(h);
 }
 
-/* Accepts a connection we cannot serve and closes it, so that the listener goes on. */
-static void reject(uv_stream_t *server, bool is_unix)
+void listener_reject(uv_stream_t *server, bool is_unix)
 {
     union {
         uv_tcp_t tcp;
@@ -59,7 +58,7 @@ static void on_connection(uv_stream_t *server, int status)
     if (status == 0 && fault_hit(FAULT_ACCEPT)) {
         /* Test-only: as if accept(2) had failed at the descriptor limit, where libuv closes the
          * pending connection and reports UV_EMFILE. */
-        reject(server, l->is_unix);
+        listener_reject(server, l->is_unix);
         status = UV_EMFILE;
     }
     if (status < 0) {
@@ -82,7 +81,7 @@ static void on_connection(uv_stream_t *server, int status)
     if (rc < 0) {
         log_warn(l->name, "cannot take a connection (%s); closing it", uv_strerror(rc));
         p->stats.clients_refused++;
-        reject(server, l->is_unix);
+        listener_reject(server, l->is_unix);
     }
 }
 

@@ -225,6 +225,9 @@ int listener_unix_prepare(const char *path);
 /* Writes an accepted TCP connection's peer as "ip:port" (for log prefixes). Returns 0, or a
  * negative errno code (out untouched) when the peer is unknown. */
 int listener_peer_name(uv_tcp_t *h, char *out, size_t cap);
+/* Accepts a connection we cannot serve and closes it at once, since libuv stops watching a
+ * listener whose pending connection was not accepted. */
+void listener_reject(uv_stream_t *server, bool is_unix);
 
 /* --- pool.c --- */
 
