@@ -49,10 +49,8 @@
 #define ADMIN_MAX_HEAD      8192
 #define ADMIN_REFUSE_LOG_MS 1000
 #define ADMIN_UNIX_MODE     0660
-/* Failed Basic authentications before the 401 is delayed, the first delay, and how long a quiet
- * spell makes the count be forgotten: the figures of failed logins (auth.c). */
-#define ADMIN_FAIL_FREE      2
-#define ADMIN_FAIL_FIRST_MS  125
+/* How long a quiet spell makes the count of failed Basic authentications be forgotten: the figure
+ * of failed logins (auth.c), whose delays (auth_backoff_ms) the 401 gets too. */
 #define ADMIN_FAIL_FORGET_MS (10 * 60 * 1000)
 
 enum admin_conn_state {
@@ -248,12 +246,7 @@ static void refuse_auth(struct admin_conn *c, const char *who, const char *why, 
         a->last_fail_ms = now;
         if (a->fail_count < INT32_MAX)
             a->fail_count++;
-        int64_t max = p->cfg.login_failure_delay_ms;
-        if (a->fail_count > ADMIN_FAIL_FREE && max > 0) {
-            int shift = a->fail_count - ADMIN_FAIL_FREE - 1;
-            delay = shift > 20 ? max : (int64_t)ADMIN_FAIL_FIRST_MS << shift;
-            delay = delay < max ? delay : max;
-        }
+        delay = auth_backoff_ms(a->fail_count, p->cfg.login_failure_delay_ms);
         log_warn(c->prefix, "admin %s refused (401): %s%s%s; %d failed in a row%s", c->path,
                  who ? who : "", who ? " " : "", why, a->fail_count,
                  delay ? ", answer delayed" : "");
