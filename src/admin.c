@@ -66,7 +66,7 @@ struct admin_listener {
     struct admin *a;
     bool is_unix;
     bool bound;
-    uint64_t ino;
+    struct unix_file_id id;
     char path[MLB_UNIX_PATH_MAX];
     char name[300];
 };
@@ -477,14 +477,12 @@ static int listen_one(struct admin *a, struct admin_listener *l, const struct ml
         uv_pipe_init(p->loop, &l->h.pipe, 0);
         l->h.handle.data = l;
         a->n_listeners++;
-        rc = uv_pipe_bind(&l->h.pipe, ad->path);
+        rc = listener_unix_bind(&l->h.pipe, ad->path);
         if (rc == 0) {
-            struct stat st;
             l->bound = true;
-            if (stat(ad->path, &st) == 0)
-                l->ino = (uint64_t)st.st_ino;
             /* The owner and its group: a scraper runs as a user an operator chooses. */
             chmod(ad->path, ADMIN_UNIX_MODE);
+            listener_unix_remember(ad->path, &l->id); /* after chmod, which changes its ctime */
         }
     } else {
         struct sockaddr_storage ss;
@@ -590,9 +588,8 @@ void admin_cleanup(struct proxy *p)
         return;
     for (int i = 0; i < a->n_listeners; i++) {
         struct admin_listener *l = &a->l[i];
-        struct stat st;
         /* Only the file we created: another instance may have replaced a stale one since. */
-        if (l->bound && stat(l->path, &st) == 0 && (uint64_t)st.st_ino == l->ino)
+        if (l->bound && listener_unix_is_ours(l->path, &l->id))
             unlink(l->path);
         l->bound = false;
     }
