@@ -49,10 +49,8 @@
 #define ADMIN_MAX_HEAD      8192
 #define ADMIN_REFUSE_LOG_MS 1000
 #define ADMIN_UNIX_MODE     0660
-/* Failed Basic authentications before the 401 is delayed, the first delay, and how long a quiet
- * spell makes the count be forgotten: the figures of failed logins (auth.c). */
-#define ADMIN_FAIL_FREE      2
-#define ADMIN_FAIL_FIRST_MS  125
+/* How long a quiet spell makes the count of failed Basic authentications be forgotten: the figure
+ * of failed logins (auth.c), whose delays (auth_backoff_ms) the 401 gets too. */
 #define ADMIN_FAIL_FORGET_MS (10 * 60 * 1000)
 
 enum admin_conn_state {
@@ -68,7 +66,7 @@ struct admin_listener {
     struct admin *a;
     bool is_unix;
     bool bound;
-    uint64_t ino;
+    struct unix_file_id id;
     char path[MLB_UNIX_PATH_MAX];
     char name[300];
 };
@@ -248,12 +246,7 @@ static void refuse_auth(struct admin_conn *c, const char *who, const char *why, 
         a->last_fail_ms = now;
         if (a->fail_count < INT32_MAX)
             a->fail_count++;
-        int64_t max = p->cfg.login_failure_delay_ms;
-        if (a->fail_count > ADMIN_FAIL_FREE && max > 0) {
-            int shift = a->fail_count - ADMIN_FAIL_FREE - 1;
-            delay = shift > 20 ? max : (int64_t)ADMIN_FAIL_FIRST_MS << shift;
-            delay = delay < max ? delay : max;
-        }
+        delay = auth_backoff_ms(a->fail_count, p->cfg.login_failure_delay_ms);
         log_warn(c->prefix, "admin %s refused (401): %s%s%s; %d failed in a row%s", c->path,
                  who ? who : "", who ? " " : "", why, a->fail_count,
                  delay ? ", answer delayed" : "");
@@ -416,11 +409,6 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 
 /* --- accepting ------------------------------------------------------------------------------- */
 
-static void on_reject_closed(uv_handle_t *h)
-{
-    free(h);
-}
-
 static void on_connection(uv_stream_t *server, int status)
 {
     struct admin_listener *l = server->data;
@@ -433,16 +421,7 @@ static void on_connection(uv_stream_t *server, int status)
     bool refuse = a->n_conns >= p->cfg.http_max_connections || a->stopped;
     struct admin_conn *c = refuse ? NULL : calloc(1, sizeof(*c));
     if (!c) {
-        /* Accepted and closed, so that the listener goes on. */
-        union stream_handle *h = malloc(sizeof(*h));
-        if (!h)
-            return;
-        if (l->is_unix)
-            uv_pipe_init(p->loop, &h->pipe, 0);
-        else
-            uv_tcp_init(p->loop, &h->tcp);
-        (void)uv_accept(server, &h->stream);
-        uv_close(&h->handle, on_reject_closed);
+        listener_reject(server, l->is_unix);
         int64_t now = proxy_now(p);
         if (now - a->last_refuse_log_ms >= ADMIN_REFUSE_LOG_MS) {
             a->last_refuse_log_ms = now;
@@ -498,14 +477,12 @@ static int listen_one(struct admin *a, struct admin_listener *l, const struct ml
         uv_pipe_init(p->loop, &l->h.pipe, 0);
         l->h.handle.data = l;
         a->n_listeners++;
-        rc = uv_pipe_bind(&l->h.pipe, ad->path);
+        rc = listener_unix_bind(&l->h.pipe, ad->path);
         if (rc == 0) {
-            struct stat st;
             l->bound = true;
-            if (stat(ad->path, &st) == 0)
-                l->ino = (uint64_t)st.st_ino;
             /* The owner and its group: a scraper runs as a user an operator chooses. */
             chmod(ad->path, ADMIN_UNIX_MODE);
+            listener_unix_remember(ad->path, &l->id); /* after chmod, which changes its ctime */
         }
     } else {
         struct sockaddr_storage ss;
@@ -611,9 +588,8 @@ void admin_cleanup(struct proxy *p)
         return;
     for (int i = 0; i < a->n_listeners; i++) {
         struct admin_listener *l = &a->l[i];
-        struct stat st;
         /* Only the file we created: another instance may have replaced a stale one since. */
-        if (l->bound && stat(l->path, &st) == 0 && (uint64_t)st.st_ino == l->ino)
+        if (l->bound && listener_unix_is_ours(l->path, &l->id))
             unlink(l->path);
         l->bound = false;
     }

@@ -494,13 +494,18 @@ int64_t auth_failure_delay(struct proxy *p, const char *ip)
         f->count = 0;
     f->count++;
     f->last_ms = now;
-    int64_t max = p->cfg.login_failure_delay_ms;
-    if (f->count <= AUTH_FAIL_FREE || max <= 0)
-        return 0;
-    int shift = f->count - AUTH_FAIL_FREE - 1;
-    int64_t d = shift > 20 ? max : (int64_t)AUTH_FAIL_FIRST_MS << shift;
-    if (f->count == AUTH_FAIL_FREE + 1)
+    int64_t d = auth_backoff_ms(f->count, p->cfg.login_failure_delay_ms);
+    if (d > 0 && f->count == AUTH_FAIL_FREE + 1)
         log_warn(NULL, "%s: %d failed logins in a row; its replies are now delayed", ip, f->count);
+    return d;
+}
+
+int64_t auth_backoff_ms(int count, int64_t max)
+{
+    if (count <= AUTH_FAIL_FREE || max <= 0)
+        return 0;
+    int shift = count - AUTH_FAIL_FREE - 1;
+    int64_t d = shift > 20 ? max : (int64_t)AUTH_FAIL_FIRST_MS << shift;
     return d < max ? d : max;
 }
 

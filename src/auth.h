@@ -129,6 +129,10 @@ const char *auth_gate(struct proxy *p, const struct auth_session *s, const struc
 
 /* A failed login from ip: returns how long its reply waits (ms). A success clears the count. */
 int64_t auth_failure_delay(struct proxy *p, const char *ip);
+/* The delay (ms) that count failures in a row earn, at most max: none for the first
+ * AUTH_FAIL_FREE, then doubling from AUTH_FAIL_FIRST_MS. The admin listener's Basic
+ * authentication uses the same figures. */
+int64_t auth_backoff_ms(int count, int64_t max);
 void auth_login_ok(struct proxy *p, const char *ip);
 
 void auth_user_ref(struct auth_user *au);

@@ -35,8 +35,7 @@ static void on_reject_closed(uv_handle_t *h)
     free(h);
 }
 
-/* Accepts a connection we cannot serve and closes it, so that the listener goes on. */
-static void reject(uv_stream_t *server, bool is_unix)
+void listener_reject(uv_stream_t *server, bool is_unix)
 {
     union {
         uv_tcp_t tcp;
@@ -59,7 +58,7 @@ static void on_connection(uv_stream_t *server, int status)
     if (status == 0 && fault_hit(FAULT_ACCEPT)) {
         /* Test-only: as if accept(2) had failed at the descriptor limit, where libuv closes the
          * pending connection and reports UV_EMFILE. */
-        reject(server, l->is_unix);
+        listener_reject(server, l->is_unix);
         status = UV_EMFILE;
     }
     if (status < 0) {
@@ -82,7 +81,7 @@ static void on_connection(uv_stream_t *server, int status)
     if (rc < 0) {
         log_warn(l->name, "cannot take a connection (%s); closing it", uv_strerror(rc));
         p->stats.clients_refused++;
-        reject(server, l->is_unix);
+        listener_reject(server, l->is_unix);
     }
 }
 
@@ -147,22 +146,20 @@ static int64_t ctime_ns(const struct stat *st)
     return (int64_t)st->st_ctim.tv_sec * 1000000000 + st->st_ctim.tv_nsec;
 }
 
-/* Whether the file at l->path is still the socket this process bound (see struct listener). */
-static bool unix_is_ours(const struct listener *l)
+bool listener_unix_is_ours(const char *path, const struct unix_file_id *id)
 {
     struct stat st;
-    return stat(l->path, &st) == 0 && (uint64_t)st.st_dev == l->dev &&
-           (uint64_t)st.st_ino == l->ino && ctime_ns(&st) == l->ctime_ns;
+    return stat(path, &st) == 0 && (uint64_t)st.st_dev == id->dev &&
+           (uint64_t)st.st_ino == id->ino && ctime_ns(&st) == id->ctime_ns;
 }
 
-/* Records the identity of the file at l->path (just bound, or just changed by us). */
-static void unix_remember(struct listener *l)
+void listener_unix_remember(const char *path, struct unix_file_id *id)
 {
     struct stat st;
-    if (stat(l->path, &st) == 0) {
-        l->dev = (uint64_t)st.st_dev;
-        l->ino = (uint64_t)st.st_ino;
-        l->ctime_ns = ctime_ns(&st);
+    if (stat(path, &st) == 0) {
+        id->dev = (uint64_t)st.st_dev;
+        id->ino = (uint64_t)st.st_ino;
+        id->ctime_ns = ctime_ns(&st);
     }
 }
 
@@ -175,7 +172,7 @@ static int unix_set_access(struct proxy *p, struct listener *l)
     if (g < 0)
         return g;
     struct stat st;
-    if (!unix_is_ours(l) || stat(l->path, &st) == -1)
+    if (!listener_unix_is_ours(l->path, &l->id) || stat(l->path, &st) == -1)
         return 0;
     if (g == 0 && st.st_gid != gid && chown(l->path, (uid_t)-1, gid) == -1) {
         int err = errno;
@@ -187,7 +184,7 @@ static int unix_set_access(struct proxy *p, struct listener *l)
     }
     int rc = chmod(l->path, (mode_t)p->cfg.unix_socket_mode);
     int err = errno;
-    unix_remember(l); /* chown and chmod changed its ctime */
+    listener_unix_remember(l->path, &l->id); /* chown and chmod changed its ctime */
     if (rc == -1) {
         log_error(NULL, "listen %s: cannot set mode %04o: %s", l->name,
                   (unsigned)p->cfg.unix_socket_mode, strerror(err));
@@ -215,7 +212,7 @@ int listeners_set_access(struct proxy *p)
  * than with uv_pipe_bind because libuv unlinks the path of a pipe it bound when the handle closes,
  * whoever the file belongs to by then; listeners_cleanup removes it only while it is ours.
  */
-static int unix_bind(uv_pipe_t *pipe, const char *path)
+int listener_unix_bind(uv_pipe_t *pipe, const char *path)
 {
     struct sockaddr_un sa;
     memset(&sa, 0, sizeof(sa));
@@ -253,10 +250,10 @@ static int listen_one(struct proxy *p, struct listener *l, const struct mlb_list
         uv_pipe_init(p->loop, &l->h.pipe, 0);
         l->h.handle.data = l;
         p->n_listeners++;
-        rc = unix_bind(&l->h.pipe, a->path);
+        rc = listener_unix_bind(&l->h.pipe, a->path);
         if (rc == 0) {
             l->bound = true;
-            unix_remember(l);
+            listener_unix_remember(l->path, &l->id);
             /* Before listen: no client connects under the umask's mode meanwhile. */
             rc = unix_set_access(p, l);
         }
@@ -314,7 +311,7 @@ void listeners_cleanup(struct proxy *p)
             continue;
         l->bound = false;
         /* Only the file we created: another instance may have replaced a stale one since. */
-        if (unix_is_ours(l))
+        if (listener_unix_is_ours(l->path, &l->id))
             unlink(l->path);
     }
 }

@@ -115,15 +115,19 @@ struct proxy_stats {
 
 #define PROXY_MAX_LISTENERS MLB_MAX_LISTEN
 
+/* A unix socket file's identity, so that we never remove another's: an inode number alone is not
+ * enough, since a file created after ours was unlinked may get the same one. */
+struct unix_file_id {
+    uint64_t dev, ino;
+    int64_t ctime_ns; /* the file's ctime after our last chmod/chown of it */
+};
+
 struct listener {
     union stream_handle h;
     struct proxy *p;
     bool is_unix;
     bool bound; /* a unix socket file we created, to be removed at exit */
-    /* That file's identity, so that we never remove another's: an inode number alone is not
-     * enough, since a file created after ours was unlinked may get the same one. */
-    uint64_t dev, ino;
-    int64_t ctime_ns; /* the file's ctime after our last chmod/chown of it */
+    struct unix_file_id id;
     char path[MLB_UNIX_PATH_MAX];
     char name[300];
 };
@@ -222,9 +226,19 @@ int listeners_set_access(struct proxy *p);
 /* Makes sure a unix socket path may be bound: refuses a non-socket and a live socket, removes a
  * stale one. Returns 0 or a negative errno. */
 int listener_unix_prepare(const char *path);
+/* Binds a unix socket at path for pipe without uv_pipe_bind, whose close unlinks the path whoever
+ * owns it by then. Returns 0 or a negative errno. */
+int listener_unix_bind(uv_pipe_t *pipe, const char *path);
+/* Records the identity of the file at path (just bound, or just changed by us). */
+void listener_unix_remember(const char *path, struct unix_file_id *id);
+/* Whether the file at path is still the one id was recorded from (safe to remove at exit). */
+bool listener_unix_is_ours(const char *path, const struct unix_file_id *id);
 /* Writes an accepted TCP connection's peer as "ip:port" (for log prefixes). Returns 0, or a
  * negative errno code (out untouched) when the peer is unknown. */
 int listener_peer_name(uv_tcp_t *h, char *out, size_t cap);
+/* Accepts a connection we cannot serve and closes it at once, since libuv stops watching a
+ * listener whose pending connection was not accepted. */
+void listener_reject(uv_stream_t *server, bool is_unix);
 
 /* --- pool.c --- */
 

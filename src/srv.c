@@ -46,7 +46,6 @@ struct srv_addr {
 struct srv {
     struct proxy *p;
     ares_channel ch;
-    bool have_channel;
     bool stopping;
     int handles_open; /* timers and watches not yet closed: srv is freed when none is left */
     uv_timer_t ares_timer;
@@ -522,7 +521,6 @@ int srv_start(struct proxy *p)
             return -EINVAL;
         }
     }
-    srv->have_channel = true;
     uv_timer_init(p->loop, &srv->ares_timer);
     srv->ares_timer.data = srv;
     uv_timer_init(p->loop, &srv->poll_timer);

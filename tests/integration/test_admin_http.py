@@ -5,6 +5,7 @@ connection, the connection bound and timeout; and ping, buildInfo and mongolbSta
 mongolb itself while every backend is down, through PyMongo."""
 
 import os
+import socket
 import subprocess
 import tempfile
 import time
@@ -200,6 +201,30 @@ def test_unix_socket_listener():
         finally:
             finish(lb)
             assert not os.path.exists(path), "the admin socket was not removed at exit"
+            os.rmdir(d)
+
+
+def test_an_admin_socket_replaced_by_someone_else_is_not_removed_at_exit():
+    """As for a client listener (test_unix_socket.py): another instance took the admin socket's
+    path over while mongolb ran; at exit mongolb leaves that file alone."""
+    with start_sim("--mongos", "1") as sim:
+        d = tempfile.mkdtemp(prefix="mlb-admin-")
+        path = os.path.join(d, "admin.sock")
+        lb = start(sim, {"admin.http_listen": "unix:" + path}, admin_http=False)
+        newer = None
+        try:
+            assert http_get(path, "/healthz")[0] == 200
+            os.unlink(path)
+            newer = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            newer.bind(path)
+            newer.listen(1)
+            finish(lb)
+            assert os.path.exists(path), "mongolb removed an admin socket file it did not create"
+        finally:
+            if newer:
+                newer.close()
+            if os.path.exists(path):
+                os.unlink(path)
             os.rmdir(d)
 
 
