@@ -83,8 +83,10 @@ static int read_password_file(const char *path, char *out, size_t cap, char *err
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
     if (fd < 0) {
-        snprintf(err, err_len, "cannot open service_password_file %s: %s", path, strerror(errno));
-        return -errno;
+        int open_errno = errno;
+        snprintf(err, err_len, "cannot open service_password_file %s: %s", path,
+                 strerror(open_errno));
+        return -open_errno;
     }
     struct stat st;
     if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
@@ -102,10 +104,12 @@ static int read_password_file(const char *path, char *out, size_t cap, char *err
     }
     char buf[SCRAM_MAX_PASSWORD + 2];
     ssize_t n = read(fd, buf, sizeof(buf) - 1);
+    int read_errno = errno; /* close() may change errno */
     close(fd);
     if (n < 0) {
-        snprintf(err, err_len, "cannot read service_password_file %s: %s", path, strerror(errno));
-        return -EIO;
+        snprintf(err, err_len, "cannot read service_password_file %s: %s", path,
+                 strerror(read_errno));
+        return -read_errno;
     }
     buf[n] = '\0';
     size_t len = strcspn(buf, "\r\n");
@@ -167,7 +171,9 @@ static int load_files(struct auth_state *a, const struct mlb_config *cfg, char *
     authfile_free(&a->file);
     a->file = f;
     a->have_file = have_file;
-    if (!have_pw || strcmp(pw, a->password) != 0) {
+    /* Secrets are compared in constant time, as everywhere else (both buffers are the same size
+     * and zero-filled past the password). */
+    if (!have_pw || CRYPTO_memcmp(pw, a->password, sizeof(pw)) != 0) {
         /* A new password: the key derived from the old one is no longer ours to use. */
         a->svc_have_key = false;
         OPENSSL_cleanse(a->svc_key, sizeof(a->svc_key));
