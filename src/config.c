@@ -469,6 +469,21 @@ static bool copy_item(char *buf, size_t buf_len, const char *item, size_t n)
 }
 
 /*
+ * Parses an IPv6 literal that may end in a %zone suffix: inet_pton() knows no such suffix, while
+ * uv_ip6_addr() takes it as the scope, so it is dropped before the check.
+ */
+static bool parse_ipv6_scoped(const char *host, struct in6_addr *a6)
+{
+    char addr[INET6_ADDRSTRLEN];
+    size_t n = strcspn(host, "%");
+    if (n >= sizeof(addr))
+        return false;
+    memcpy(addr, host, n);
+    addr[n] = '\0';
+    return inet_pton(AF_INET6, addr, a6) == 1;
+}
+
+/*
  * Checks that a listen address's host (brackets removed) is an IP literal. The listener binds
  * with uv_ip4_addr() or uv_ip6_addr(), which never look a name up, so a host name would pass the
  * check and then fail at start. item is the address as written, for the message.
@@ -476,16 +491,9 @@ static bool copy_item(char *buf, size_t buf_len, const char *item, size_t n)
 static int check_listen_ip(const char *host, int port, const char *item, char *why, size_t why_len)
 {
     if (strchr(host, ':')) {
-        /* inet_pton() knows no %zone suffix; uv_ip6_addr() takes it as the scope, so drop it. */
-        char addr[INET6_ADDRSTRLEN];
         struct in6_addr a6;
-        size_t n = strcspn(host, "%");
-        if (n < sizeof(addr)) {
-            memcpy(addr, host, n);
-            addr[n] = '\0';
-            if (inet_pton(AF_INET6, addr, &a6) == 1)
-                return 0;
-        }
+        if (parse_ipv6_scoped(host, &a6))
+            return 0;
         snprintf(why, why_len, "'%s' is not a valid IPv6 address", item);
         return -EINVAL;
     }
@@ -1869,13 +1877,7 @@ static bool is_loopback(const char *host)
     struct in6_addr a6;
     if (inet_pton(AF_INET, host, &a4) == 1)
         return (ntohl(a4.s_addr) >> 24) == 127;
-    char addr[INET6_ADDRSTRLEN];
-    size_t n = strcspn(host, "%");
-    if (n >= sizeof(addr))
-        return false;
-    memcpy(addr, host, n);
-    addr[n] = '\0';
-    return inet_pton(AF_INET6, addr, &a6) == 1 && IN6_IS_ADDR_LOOPBACK(&a6);
+    return parse_ipv6_scoped(host, &a6) && IN6_IS_ADDR_LOOPBACK(&a6);
 }
 
 /* The admin endpoints are plain HTTP: other addresses than loopback only on request, and never
