@@ -1880,6 +1880,15 @@ static bool is_loopback(const char *host)
     return parse_ipv6_scoped(host, &a6) && IN6_IS_ADDR_LOOPBACK(&a6);
 }
 
+/* The host of the first TCP address in l that is not a loopback address, or NULL. */
+static const char *first_remote_tcp(const struct mlb_listen_list *l)
+{
+    for (size_t j = 0; j < l->count; j++)
+        if (l->addr[j].kind == MLB_LISTEN_TCP && !is_loopback(l->addr[j].host))
+            return l->addr[j].host;
+    return NULL;
+}
+
 /* The admin endpoints are plain HTTP: other addresses than loopback only on request, and never
  * without credentials once authentication is on. */
 static void validate_http_listen(struct load_ctx *x)
@@ -1894,28 +1903,19 @@ static void validate_http_listen(struct load_ctx *x)
         key_error(x, x->seen_line[ha] ? x->seen_line[ha] : x->seen_line[i], ha,
                   "basic needs [auth] admin_users (with their verifiers in auth_file): nobody "
                   "could read /metrics and /readyz; set admin_users, or http_auth = none");
-    if (auth_on && x->c->http_auth == MLB_HTTP_AUTH_NONE) {
-        for (size_t j = 0; j < l->count; j++) {
-            if (l->addr[j].kind == MLB_LISTEN_TCP && !is_loopback(l->addr[j].host)) {
-                key_error(x, x->seen_line[ha], ha,
-                          "none, but http_listen has '%s', which is not a loopback address; "
-                          "anyone who reaches it would read the metrics without credentials",
-                          l->addr[j].host);
-                break;
-            }
-        }
-    }
+    const char *remote = first_remote_tcp(l);
+    if (auth_on && x->c->http_auth == MLB_HTTP_AUTH_NONE && remote)
+        key_error(x, x->seen_line[ha], ha,
+                  "none, but http_listen has '%s', which is not a loopback address; "
+                  "anyone who reaches it would read the metrics without credentials",
+                  remote);
     if (!usable(x, "admin", "http_allow_remote") || x->c->http_allow_remote)
         return;
-    for (size_t j = 0; j < l->count; j++) {
-        if (l->addr[j].kind == MLB_LISTEN_TCP && !is_loopback(l->addr[j].host)) {
-            key_error(x, x->seen_line[i], i,
-                      "'%s' is not a loopback address; the endpoints are plain HTTP, so set "
-                      "http_allow_remote = true to serve them there",
-                      l->addr[j].host);
-            return;
-        }
-    }
+    if (remote)
+        key_error(x, x->seen_line[i], i,
+                  "'%s' is not a loopback address; the endpoints are plain HTTP, so set "
+                  "http_allow_remote = true to serve them there",
+                  remote);
 }
 
 /* True if key i of the table was parsed cleanly and holds something other than its default. */
