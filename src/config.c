@@ -312,14 +312,20 @@ static int parse_enum(const struct config_key *k, const char *v, void *field, ch
     return -EINVAL;
 }
 
+/* The name an enum table gives value v, or NULL when it gives none. */
+static const char *find_enum_name(const struct config_enum *names, int v)
+{
+    for (const struct config_enum *e = names; e->name; e++)
+        if (e->value == v)
+            return e->name;
+    return NULL;
+}
+
 static void print_enum(const struct config_key *k, const void *field, FILE *f)
 {
-    for (const struct config_enum *e = k->enums; e->name; e++) {
-        if (e->value == *(const int *)field) {
-            fputs(e->name, f);
-            return;
-        }
-    }
+    const char *name = find_enum_name(k->enums, *(const int *)field);
+    if (name)
+        fputs(name, f);
 }
 
 static const struct config_type type_enum = {parse_enum, print_enum, NULL, 0};
@@ -1195,10 +1201,8 @@ const struct config_key *config_key_at(size_t i)
 /* The name an enum table gives value v, or "?". */
 static const char *enum_name(const struct config_enum *names, int v)
 {
-    for (const struct config_enum *e = names; e->name; e++)
-        if (e->value == v)
-            return e->name;
-    return "?";
+    const char *name = find_enum_name(names, v);
+    return name ? name : "?";
 }
 
 const char *config_mode_name(enum mlb_mode m)
