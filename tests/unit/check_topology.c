@@ -91,6 +91,15 @@ static void draw_many(const struct topology *t, const struct select_request *req
     }
 }
 
+/* Draws draws times and asserts that every draw picked server idx. */
+static void always_picks(const struct topology *t, const struct select_request *req, int draws,
+                         int idx)
+{
+    int counts[TOPOLOGY_MAX_SERVERS];
+    draw_many(t, req, draws, counts);
+    ck_assert_int_eq(counts[idx], draws);
+}
+
 /* --- classification ---------------------------------------------------------------------- */
 
 START_TEST(classify_sdam_table)
@@ -299,9 +308,7 @@ START_TEST(select_fastest_alone_in_window)
     hello(&t, 1, MONGOS_HELLO, 3);
     hello(&t, 2, MONGOS_HELLO, 9);
     struct select_request req = {.write = false, .exclude_idx = -1};
-    int counts[TOPOLOGY_MAX_SERVERS];
-    draw_many(&t, &req, 1000, counts);
-    ck_assert_int_eq(counts[1], 1000);
+    always_picks(&t, &req, 1000, 1);
 }
 END_TEST
 
@@ -316,11 +323,9 @@ START_TEST(select_fewer_in_flight_wins)
     t.servers[1].in_flight = 1;
     struct select_request req = {.write = false, .exclude_idx = -1};
     int counts[TOPOLOGY_MAX_SERVERS];
-    draw_many(&t, &req, 1000, counts);
-    ck_assert_int_eq(counts[1], 1000);
+    always_picks(&t, &req, 1000, 1);
     t.servers[0].in_flight = 0;
-    draw_many(&t, &req, 1000, counts);
-    ck_assert_int_eq(counts[0], 1000);
+    always_picks(&t, &req, 1000, 0);
 
     /* With three in the window, the busiest loses every pair it is drawn into, and the idlest
      * wins every pair it is in (two pairs of three). */
@@ -350,9 +355,7 @@ START_TEST(select_never_unknown)
     topology_on_failure(&t, 1, "gone", 2000);
     /* A standalone is not a mongos: not selectable in mongos mode. */
     hello(&t, 2, "{\"ok\": 1, \"isWritablePrimary\": true}", 1);
-    int counts[TOPOLOGY_MAX_SERVERS];
-    draw_many(&t, &req, 500, counts);
-    ck_assert_int_eq(counts[0], 500);
+    always_picks(&t, &req, 500, 0);
     topology_on_failure(&t, 0, "gone", 2000);
     ck_assert_int_eq(topology_select(&t, &req, xorshift, &state), -EAGAIN);
     /* Empty topology. */
@@ -379,8 +382,7 @@ START_TEST(select_exclude)
     /* The excluded server is the only one left: it is used. */
     topology_on_failure(&t, 0, "x", 1);
     topology_on_failure(&t, 2, "x", 1);
-    draw_many(&t, &req, 100, counts);
-    ck_assert_int_eq(counts[1], 100);
+    always_picks(&t, &req, 100, 1);
 }
 END_TEST
 
@@ -394,12 +396,9 @@ START_TEST(select_exclude_widens_window)
     hello(&t, 0, MONGOS_HELLO, 5);
     hello(&t, 1, MONGOS_HELLO, 100);
     struct select_request req = {.write = false, .exclude_idx = 0};
-    int counts[TOPOLOGY_MAX_SERVERS];
-    draw_many(&t, &req, 100, counts);
-    ck_assert_int_eq(counts[1], 100);
+    always_picks(&t, &req, 100, 1);
     req.exclude_idx = -1;
-    draw_many(&t, &req, 100, counts);
-    ck_assert_int_eq(counts[0], 100);
+    always_picks(&t, &req, 100, 0);
 }
 END_TEST
 
@@ -417,17 +416,14 @@ START_TEST(select_replicaset_writes_primary_only)
     int counts[TOPOLOGY_MAX_SERVERS];
 
     struct select_request w = {.write = true, .exclude_idx = -1};
-    draw_many(&t, &w, 1000, counts);
-    ck_assert_int_eq(counts[1], 1000);
+    always_picks(&t, &w, 1000, 1);
     /* A retried write whose primary is excluded still goes to the only primary. */
     w.exclude_idx = 1;
-    draw_many(&t, &w, 100, counts);
-    ck_assert_int_eq(counts[1], 100);
+    always_picks(&t, &w, 100, 1);
 
     /* Reads without a read preference go to the primary. */
     struct select_request r = {.write = false, .exclude_idx = -1};
-    draw_many(&t, &r, 100, counts);
-    ck_assert_int_eq(counts[1], 100);
+    always_picks(&t, &r, 100, 1);
 
     /* Reads that allow secondaries use the ones in the window; arbiters, hidden members and ghosts
      * never. */
@@ -522,12 +518,10 @@ START_TEST(read_preference_modes)
     int counts[TOPOLOGY_MAX_SERVERS];
     struct read_pref rp = {.mode = READ_PRIMARY, .max_staleness_s = -1};
     struct select_request r = {.write = false, .exclude_idx = -1, .rp = &rp};
-    draw_many(&t, &r, 200, counts);
-    ck_assert_int_eq(counts[0], 200);
+    always_picks(&t, &r, 200, 0);
 
     rp.mode = READ_PRIMARY_PREFERRED;
-    draw_many(&t, &r, 200, counts);
-    ck_assert_int_eq(counts[0], 200);
+    always_picks(&t, &r, 200, 0);
 
     rp.mode = READ_SECONDARY_PREFERRED;
     draw_many(&t, &r, 2000, counts);
@@ -550,23 +544,20 @@ START_TEST(read_preference_modes)
     rp.sets[1].n = 1;
     snprintf(rp.sets[1].tags[0].name, sizeof(rp.sets[1].tags[0].name), "dc");
     snprintf(rp.sets[1].tags[0].value, sizeof(rp.sets[1].tags[0].value), "west");
-    draw_many(&t, &r, 200, counts);
-    ck_assert_int_eq(counts[2], 200);
+    always_picks(&t, &r, 200, 2);
     /* No set matches: secondary fails, secondaryPreferred falls back to the primary. */
     rp.n_sets = 1;
     uint32_t state = 3;
     ck_assert_int_eq(topology_select(&t, &r, xorshift, &state), -EAGAIN);
     rp.mode = READ_SECONDARY_PREFERRED;
-    draw_many(&t, &r, 100, counts);
-    ck_assert_int_eq(counts[0], 100);
+    always_picks(&t, &r, 100, 0);
 
     /* Without secondaries, primaryPreferred and secondaryPreferred both use the primary, and
      * without a primary, primaryPreferred uses a secondary. */
     rp.n_sets = 0;
     topology_on_failure(&t, 1, "x", 1);
     topology_on_failure(&t, 2, "x", 1);
-    draw_many(&t, &r, 100, counts);
-    ck_assert_int_eq(counts[0], 100);
+    always_picks(&t, &r, 100, 0);
     replica_set(&t, 15);
     topology_on_failure(&t, 0, "x", 1);
     rp.mode = READ_PRIMARY_PREFERRED;
@@ -591,8 +582,7 @@ START_TEST(read_preference_max_staleness)
     struct read_pref rp = {.mode = READ_SECONDARY, .max_staleness_s = 120};
     struct select_request r = {.write = false, .exclude_idx = -1, .rp = &rp};
     int counts[TOPOLOGY_MAX_SERVERS];
-    draw_many(&t, &r, 200, counts);
-    ck_assert_int_eq(counts[2], 200);
+    always_picks(&t, &r, 200, 2);
     rp.max_staleness_s = 300;
     draw_many(&t, &r, 1000, counts);
     ck_assert_int_gt(counts[1], 0);
@@ -1252,8 +1242,7 @@ START_TEST(released_slots_never_selected)
     /* Even as the one excluded server's only alternative, or by a tag only it had. */
     rp.mode = READ_SECONDARY;
     r.exclude_idx = 1;
-    draw_many(&t, &r, 100, counts);
-    ck_assert_int_eq(counts[1], 100);
+    always_picks(&t, &r, 100, 1);
     r.exclude_idx = -1;
     rp.n_sets = 1;
     rp.sets[0].n = 1;
@@ -1271,8 +1260,7 @@ START_TEST(released_slots_never_selected)
     ck_assert(topology_limits(&t, &l));
     ck_assert_int_ne(l.max_wire, 1);
     struct select_request w = {.write = true, .exclude_idx = -1};
-    draw_many(&t, &w, 100, counts);
-    ck_assert_int_eq(counts[0], 100);
+    always_picks(&t, &w, 100, 0);
     /* The primary's list no longer counts a free slot as a member to remove. */
     int bits = hello(&t, 0,
                      "{\"ok\": 1, \"setName\": \"rs\", \"isWritablePrimary\": true, \"hosts\": "
@@ -1403,13 +1391,10 @@ START_TEST(wire_floor_refuses_an_old_mongos)
     ck_assert_str_eq(t.servers[1].last_error, TOO_OLD_12);
     ck_assert(!topology_is_selectable(&t, &t.servers[1]));
     struct select_request req = {.write = false, .exclude_idx = -1};
-    int counts[TOPOLOGY_MAX_SERVERS];
-    draw_many(&t, &req, 200, counts);
-    ck_assert_int_eq(counts[0], 200);
+    always_picks(&t, &req, 200, 0);
     /* Even when it is the one a retry should avoid, the old server is not a fallback. */
     req.exclude_idx = 0;
-    draw_many(&t, &req, 50, counts);
-    ck_assert_int_eq(counts[0], 50);
+    always_picks(&t, &req, 50, 0);
     struct topology_limits l;
     ck_assert(topology_limits(&t, &l));
     ck_assert_int_eq(l.max_wire, 21);
@@ -1432,8 +1417,7 @@ START_TEST(wire_floor_refuses_an_old_mongos)
     ck_assert(topology_limits(&t, &l));
     ck_assert_int_eq(l.max_wire, 13);
     req.exclude_idx = 0;
-    draw_many(&t, &req, 50, counts);
-    ck_assert_int_eq(counts[1], 50);
+    always_picks(&t, &req, 50, 1);
 
     /* Downgraded again: a new refusal, reported, and the type change with it. */
     bits = hello(&t, 1, "{\"ok\": 1, \"msg\": \"isdbgrid\", \"maxWireVersion\": 9}", 1);
@@ -1500,9 +1484,7 @@ START_TEST(wire_floor_refuses_an_old_primary_as_a_whole)
     ck_assert(!t.servers[1].removed);
     struct read_pref rp = {.mode = READ_SECONDARY_PREFERRED, .max_staleness_s = -1};
     struct select_request req = {.write = false, .exclude_idx = -1, .rp = &rp};
-    int counts[TOPOLOGY_MAX_SERVERS];
-    draw_many(&t, &req, 50, counts);
-    ck_assert_int_eq(counts[0], 50);
+    always_picks(&t, &req, 50, 0);
 }
 END_TEST
 
