@@ -76,6 +76,16 @@ static void add_servers_from(struct topology *t, int from, int to)
     }
 }
 
+/* A mongos topology with the given latency window (local threshold): servers h0..h<n - 1>, each
+ * known from a mongos hello with round-trip time rtts[i]. */
+static void mongos_servers(struct topology *t, int local_threshold_ms, const double *rtts, int n)
+{
+    topology_init(t, TOPOLOGY_MONGOS, local_threshold_ms);
+    add_servers(t, n);
+    for (int i = 0; i < n; i++)
+        hello(t, i, MONGOS_HELLO, rtts[i]);
+}
+
 /* Runs `draws` selections and counts how often each server was chosen; -EAGAIN counts nowhere
  * and fails the test. */
 static void draw_many(const struct topology *t, const struct select_request *req, int draws,
@@ -283,11 +293,7 @@ END_TEST
 START_TEST(select_latency_window)
 {
     struct topology t;
-    topology_init(&t, TOPOLOGY_MONGOS, 15);
-    add_servers(&t, 3);
-    hello(&t, 0, MONGOS_HELLO, 20);
-    hello(&t, 1, MONGOS_HELLO, 35);
-    hello(&t, 2, MONGOS_HELLO, 40);
+    mongos_servers(&t, 15, (const double[]){20, 35, 40}, 3);
     struct select_request req = {.write = false, .exclude_idx = -1};
     int counts[TOPOLOGY_MAX_SERVERS];
     draw_many(&t, &req, 10000, counts);
@@ -302,11 +308,7 @@ END_TEST
 START_TEST(select_fastest_alone_in_window)
 {
     struct topology t;
-    topology_init(&t, TOPOLOGY_MONGOS, 5);
-    add_servers(&t, 3);
-    hello(&t, 0, MONGOS_HELLO, 30);
-    hello(&t, 1, MONGOS_HELLO, 3);
-    hello(&t, 2, MONGOS_HELLO, 9);
+    mongos_servers(&t, 5, (const double[]){30, 3, 9}, 3);
     struct select_request req = {.write = false, .exclude_idx = -1};
     always_picks(&t, &req, 1000, 1);
 }
@@ -315,10 +317,7 @@ END_TEST
 START_TEST(select_fewer_in_flight_wins)
 {
     struct topology t;
-    topology_init(&t, TOPOLOGY_MONGOS, 15);
-    add_servers(&t, 2);
-    hello(&t, 0, MONGOS_HELLO, 5);
-    hello(&t, 1, MONGOS_HELLO, 6);
+    mongos_servers(&t, 15, (const double[]){5, 6}, 2);
     t.servers[0].in_flight = 4;
     t.servers[1].in_flight = 1;
     struct select_request req = {.write = false, .exclude_idx = -1};
@@ -368,11 +367,7 @@ END_TEST
 START_TEST(select_exclude)
 {
     struct topology t;
-    topology_init(&t, TOPOLOGY_MONGOS, 15);
-    add_servers(&t, 3);
-    hello(&t, 0, MONGOS_HELLO, 5);
-    hello(&t, 1, MONGOS_HELLO, 6);
-    hello(&t, 2, MONGOS_HELLO, 7);
+    mongos_servers(&t, 15, (const double[]){5, 6, 7}, 3);
     struct select_request req = {.write = false, .exclude_idx = 1};
     int counts[TOPOLOGY_MAX_SERVERS];
     draw_many(&t, &req, 2000, counts);
@@ -391,10 +386,7 @@ START_TEST(select_exclude_widens_window)
     /* Deprioritising the fast server that failed: the window is measured from the fastest of the
      * others, so a slower server outside the original window takes the retry. */
     struct topology t;
-    topology_init(&t, TOPOLOGY_MONGOS, 15);
-    add_servers(&t, 2);
-    hello(&t, 0, MONGOS_HELLO, 5);
-    hello(&t, 1, MONGOS_HELLO, 100);
+    mongos_servers(&t, 15, (const double[]){5, 100}, 2);
     struct select_request req = {.write = false, .exclude_idx = 0};
     always_picks(&t, &req, 100, 1);
     req.exclude_idx = -1;
@@ -448,10 +440,7 @@ END_TEST
 START_TEST(select_mongos_ignores_write_flag)
 {
     struct topology t;
-    topology_init(&t, TOPOLOGY_MONGOS, 15);
-    add_servers(&t, 2);
-    hello(&t, 0, MONGOS_HELLO, 5);
-    hello(&t, 1, MONGOS_HELLO, 5);
+    mongos_servers(&t, 15, (const double[]){5, 5}, 2);
     struct select_request w = {.write = true, .exclude_idx = -1};
     int counts[TOPOLOGY_MAX_SERVERS];
     draw_many(&t, &w, 1000, counts);
