@@ -86,6 +86,23 @@ static void mongos_servers(struct topology *t, int local_threshold_ms, const dou
         hello(t, i, MONGOS_HELLO, rtts[i]);
 }
 
+/*
+ * Feeds server idx the hello of a primary of set "rs" with the given setVersion and electionId
+ * (24 hex digits), and maxWireVersion when max_wire >= 0. Returns what hello() returns.
+ */
+static int elected_primary(struct topology *t, int idx, int set_version, const char *election_id,
+                           int max_wire)
+{
+    char json[256], wire[32] = "";
+    if (max_wire >= 0)
+        snprintf(wire, sizeof(wire), ", \"maxWireVersion\": %d", max_wire);
+    snprintf(json, sizeof(json),
+             "{\"ok\": 1, \"setName\": \"rs\", \"isWritablePrimary\": true, \"setVersion\": %d, "
+             "\"electionId\": {\"$oid\": \"%s\"}%s}",
+             set_version, election_id, wire);
+    return hello(t, idx, json, 1);
+}
+
 /* Runs `draws` selections and counts how often each server was chosen; -EAGAIN counts nowhere
  * and fails the test. */
 static void draw_many(const struct topology *t, const struct select_request *req, int draws,
@@ -843,22 +860,13 @@ START_TEST(replicaset_new_primary_demotes_old)
     struct topology t;
     topology_init(&t, TOPOLOGY_REPLICASET, 15);
     add_servers(&t, 2);
-    hello(&t, 0,
-          "{\"ok\": 1, \"setName\": \"rs\", \"isWritablePrimary\": true, \"setVersion\": 1, "
-          "\"electionId\": {\"$oid\": \"7fffffff0000000000000001\"}}",
-          1);
+    elected_primary(&t, 0, 1, "7fffffff0000000000000001", -1);
     ck_assert_int_eq(topology_primary(&t), 0);
-    hello(&t, 1,
-          "{\"ok\": 1, \"setName\": \"rs\", \"isWritablePrimary\": true, \"setVersion\": 1, "
-          "\"electionId\": {\"$oid\": \"7fffffff0000000000000002\"}}",
-          1);
+    elected_primary(&t, 1, 1, "7fffffff0000000000000002", -1);
     ck_assert_int_eq(topology_primary(&t), 1);
     ck_assert_int_eq(t.servers[0].type, SERVER_UNKNOWN);
     /* The old primary's late reply is stale: refused. */
-    int bits = hello(&t, 0,
-                     "{\"ok\": 1, \"setName\": \"rs\", \"isWritablePrimary\": true, "
-                     "\"setVersion\": 1, \"electionId\": {\"$oid\": \"7fffffff0000000000000001\"}}",
-                     1);
+    int bits = elected_primary(&t, 0, 1, "7fffffff0000000000000001", -1);
     ck_assert(bits & TOPO_REFUSED);
     ck_assert_int_eq(topology_primary(&t), 1);
     ck_assert_int_eq(t.servers[0].type, SERVER_UNKNOWN);
@@ -878,23 +886,12 @@ START_TEST(replicaset_election_id_precedes_set_version)
     struct topology t;
     topology_init(&t, TOPOLOGY_REPLICASET, 15);
     add_servers(&t, 2);
-    hello(&t, 0,
-          "{\"ok\": 1, \"setName\": \"rs\", \"isWritablePrimary\": true, \"setVersion\": 2, "
-          "\"electionId\": {\"$oid\": \"000000000000000000000001\"}, \"maxWireVersion\": 17}",
-          1);
-    int bits = hello(&t, 1,
-                     "{\"ok\": 1, \"setName\": \"rs\", \"isWritablePrimary\": true, "
-                     "\"setVersion\": 1, \"electionId\": {\"$oid\": \"000000000000000000000002\"}, "
-                     "\"maxWireVersion\": 17}",
-                     1);
+    elected_primary(&t, 0, 2, "000000000000000000000001", 17);
+    int bits = elected_primary(&t, 1, 1, "000000000000000000000002", 17);
     ck_assert(!(bits & TOPO_REFUSED));
     ck_assert_int_eq(topology_primary(&t), 1);
     /* The new primary's next heartbeat, identical, must not be refused. */
-    bits = hello(&t, 1,
-                 "{\"ok\": 1, \"setName\": \"rs\", \"isWritablePrimary\": true, "
-                 "\"setVersion\": 1, \"electionId\": {\"$oid\": \"000000000000000000000002\"}, "
-                 "\"maxWireVersion\": 17}",
-                 1);
+    bits = elected_primary(&t, 1, 1, "000000000000000000000002", 17);
     ck_assert(!(bits & TOPO_REFUSED));
     ck_assert_int_eq(topology_primary(&t), 1);
     ck_assert_int_eq(t.max_set_version, 1); /* the spec's expected maxSetVersion */
@@ -1485,26 +1482,15 @@ START_TEST(replicaset_pre_6_0_set_version_precedes_election_id)
     struct topology t;
     topology_init(&t, TOPOLOGY_REPLICASET, 15);
     add_servers(&t, 2);
-    hello(&t, 0,
-          "{\"ok\": 1, \"setName\": \"rs\", \"isWritablePrimary\": true, \"setVersion\": 2, "
-          "\"electionId\": {\"$oid\": \"000000000000000000000001\"}, \"maxWireVersion\": 16}",
-          1);
-    int bits = hello(&t, 1,
-                     "{\"ok\": 1, \"setName\": \"rs\", \"isWritablePrimary\": true, "
-                     "\"setVersion\": 1, \"electionId\": {\"$oid\": \"000000000000000000000002\"}, "
-                     "\"maxWireVersion\": 16}",
-                     1);
+    elected_primary(&t, 0, 2, "000000000000000000000001", 16);
+    int bits = elected_primary(&t, 1, 1, "000000000000000000000002", 16);
     ck_assert(bits & TOPO_REFUSED);
     ck_assert_int_eq(topology_primary(&t), 0);
     ck_assert_str_eq(t.servers[1].last_error,
                      "h1:27017 claims to be primary with an older setVersion or electionId");
     ck_assert_int_eq(t.max_set_version, 2);
     /* The same pair at wire version 17 is the newer primary. */
-    bits = hello(&t, 1,
-                 "{\"ok\": 1, \"setName\": \"rs\", \"isWritablePrimary\": true, "
-                 "\"setVersion\": 1, \"electionId\": {\"$oid\": \"000000000000000000000002\"}, "
-                 "\"maxWireVersion\": 17}",
-                 1);
+    bits = elected_primary(&t, 1, 1, "000000000000000000000002", 17);
     ck_assert(!(bits & TOPO_REFUSED));
     ck_assert_int_eq(topology_primary(&t), 1);
     ck_assert_int_eq(t.max_set_version, 1);
