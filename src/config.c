@@ -1930,7 +1930,17 @@ static bool is_set(const struct load_ctx *x, int i)
     const void *f = cfield_of(x->c, &keys[i]);
     if (keys[i].type == &type_path)
         return *(char *const *)f != NULL;
+    if (keys[i].type == &type_string)
+        return *(const char *)f != '\0';
     return *(const int *)f != 0; /* booleans and the enums below, whose default is 0 */
+}
+
+/* Reports, with msg, each of the n keys ids[] that is set (is_set) where it would be ignored. */
+static void refuse_set_keys(struct load_ctx *x, const int *ids, size_t n, const char *msg)
+{
+    for (size_t j = 0; j < n; j++)
+        if (is_set(x, ids[j]))
+            key_error(x, x->seen_line[ids[j]], ids[j], "%s", msg);
 }
 
 /*
@@ -1950,12 +1960,8 @@ static void validate_tls_server(struct load_ctx *x)
         return;
     const char *mode_name = config_tls_mode_name(c->tls_mode);
     if (c->tls_mode == MLB_TLS_DISABLED) {
-        if (is_set(x, cert))
-            key_error(x, x->seen_line[cert], cert,
-                      "set, but tls_mode = disabled; set tls_mode or remove it");
-        if (is_set(x, ca))
-            key_error(x, x->seen_line[ca], ca,
-                      "set, but tls_mode = disabled; set tls_mode or remove it");
+        const int files[] = {cert, ca};
+        refuse_set_keys(x, files, 2, "set, but tls_mode = disabled; set tls_mode or remove it");
         if (is_set(x, certs))
             key_error(x, x->seen_line[certs], certs,
                       "'%s' needs TLS, but tls_mode = disabled; set tls_mode or remove it",
@@ -1991,13 +1997,12 @@ static void validate_tls_upstream(struct load_ctx *x)
     };
     const struct mlb_config *c = x->c;
     if (usable(x, "upstream", "tls") && !c->upstream_tls) {
-        for (size_t j = 0; j < sizeof(needs_tls) / sizeof(needs_tls[0]); j++) {
-            int i = find_key("upstream", needs_tls[j]);
-            if (is_set(x, i))
-                key_error(x, x->seen_line[i], i,
-                          "set, but tls = false; set tls = true to use TLS towards the servers, "
-                          "or remove it");
-        }
+        int ids[sizeof(needs_tls) / sizeof(needs_tls[0])];
+        for (size_t j = 0; j < sizeof(ids) / sizeof(ids[0]); j++)
+            ids[j] = find_key("upstream", needs_tls[j]);
+        refuse_set_keys(x, ids, sizeof(ids) / sizeof(ids[0]),
+                        "set, but tls = false; set tls = true to use TLS towards the servers, or "
+                        "remove it");
         return;
     }
     int pw = find_key("upstream", "tls_certificate_key_file_password");
@@ -2022,15 +2027,8 @@ static void validate_auth(struct load_ctx *x)
     bool x509 = c->service_mechanism == MLB_SVC_X509;
     if (c->auth_mode == MLB_AUTH_OFF) {
         const int off_keys[] = {af, su, pw, adm};
-        for (size_t j = 0; j < sizeof(off_keys) / sizeof(off_keys[0]); j++) {
-            int i = off_keys[j];
-            bool set = keys[i].type == &type_path
-                           ? is_set(x, i)
-                           : !x->failed[i] && *(const char *)cfield_of(c, &keys[i]);
-            if (set)
-                key_error(x, x->seen_line[i], i,
-                          "set, but mode = off; set mode = service or passthrough, or remove it");
-        }
+        refuse_set_keys(x, off_keys, sizeof(off_keys) / sizeof(off_keys[0]),
+                        "set, but mode = off; set mode = service or passthrough, or remove it");
         return;
     }
     bool have_user = !x->failed[su] && c->service_user[0];
