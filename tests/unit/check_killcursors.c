@@ -265,6 +265,14 @@ static void part_body(const struct wire_buf *part, int32_t request_id, bson_t *b
     ck_assert(wire_msg_body(&m, body));
 }
 
+/* Builds owner's part of the request in f, with request id request_id, and views its body. */
+static void build_part_body(struct kc *k, int owner, const struct wire_buf *f, int32_t request_id,
+                            struct cursor_table *t, struct wire_buf *part, bson_t *body)
+{
+    ck_assert_int_eq(kc_build_part(k, owner, f->data, f->len, request_id, t, NOW, part), 0);
+    part_body(part, request_id, body);
+}
+
 START_TEST(build_part_keeps_fields_real_ids_only)
 {
     struct cursor_table t;
@@ -273,9 +281,8 @@ START_TEST(build_part_keeps_fields_real_ids_only)
     begin_request(&t, &f, &k, WIRE_OP_MSG);
 
     /* Server 2: 9002 goes as its real id 77, then 31, 32. */
-    ck_assert_int_eq(kc_build_part(&k, 2, f.data, f.len, 4001, &t, NOW, &part), 0);
     bson_t body;
-    part_body(&part, 4001, &body);
+    build_part_body(&k, 2, &f, 4001, &t, &part, &body);
     static const char *const keys[] = {"killCursors", "$db", "lsid", "comment", "cursors"};
     bson_iter_t it;
     ck_assert(bson_iter_init(&it, &body));
@@ -298,16 +305,14 @@ START_TEST(build_part_keeps_fields_real_ids_only)
     expect_array(&body, "cursors", ids2, 3);
 
     /* Server 0: its 77 is the client's 77. */
-    ck_assert_int_eq(kc_build_part(&k, 0, f.data, f.len, 4002, &t, NOW, &part), 0);
-    part_body(&part, 4002, &body);
+    build_part_body(&k, 0, &f, 4002, &t, &part, &body);
     static const int64_t ids0[] = {11, 12, 77, 13, 14};
     expect_array(&body, "cursors", ids0, 5);
     ck_assert(bson_iter_init(&it, &body) && bson_iter_next(&it));
     ck_assert_str_eq(bson_iter_key(&it), "killCursors");
 
     /* Server 1. */
-    ck_assert_int_eq(kc_build_part(&k, 1, f.data, f.len, 4003, &t, NOW, &part), 0);
-    part_body(&part, 4003, &body);
+    build_part_body(&k, 1, &f, 4003, &t, &part, &body);
     static const int64_t ids1[] = {21, 22};
     expect_array(&body, "cursors", ids1, 2);
 
@@ -330,9 +335,8 @@ START_TEST(real_ids_kept_from_the_start)
     struct kc k;
     begin_request(&t, &f, &k, WIRE_OP_MSG);
     ck_assert_int_eq(cursors_remove(&t, 9002), 0);
-    ck_assert_int_eq(kc_build_part(&k, 2, f.data, f.len, 4101, &t, NOW, &part), 0);
     bson_t body;
-    part_body(&part, 4101, &body);
+    build_part_body(&k, 2, &f, 4101, &t, &part, &body);
     static const int64_t ids2[] = {77, 31, 32};
     expect_array(&body, "cursors", ids2, 3);
     wire_buf_free(&part);
@@ -564,9 +568,8 @@ START_TEST(merge_many_ids)
     struct kc k;
     ck_assert_int_eq(kc_begin(&k, f.data, f.len, WIRE_OP_MSG, n, &t, NOW), 0);
     ck_assert_int_eq(kc_next_owner(&k), 1);
-    ck_assert_int_eq(kc_build_part(&k, 1, f.data, f.len, 1, &t, NOW, &part), 0);
     bson_t body;
-    part_body(&part, 1, &body);
+    build_part_body(&k, 1, &f, 1, &t, &part, &body);
     bson_iter_t it, arr;
     ck_assert(bson_iter_init_find(&it, &body, "cursors") && bson_iter_recurse(&it, &arr));
     int count = 0;
