@@ -312,14 +312,20 @@ static int parse_enum(const struct config_key *k, const char *v, void *field, ch
     return -EINVAL;
 }
 
+/* The name an enum table gives value v, or NULL when it gives none. */
+static const char *find_enum_name(const struct config_enum *names, int v)
+{
+    for (const struct config_enum *e = names; e->name; e++)
+        if (e->value == v)
+            return e->name;
+    return NULL;
+}
+
 static void print_enum(const struct config_key *k, const void *field, FILE *f)
 {
-    for (const struct config_enum *e = k->enums; e->name; e++) {
-        if (e->value == *(const int *)field) {
-            fputs(e->name, f);
-            return;
-        }
-    }
+    const char *name = find_enum_name(k->enums, *(const int *)field);
+    if (name)
+        fputs(name, f);
 }
 
 static const struct config_type type_enum = {parse_enum, print_enum, NULL, 0};
@@ -469,6 +475,21 @@ static bool copy_item(char *buf, size_t buf_len, const char *item, size_t n)
 }
 
 /*
+ * Parses an IPv6 literal that may end in a %zone suffix: inet_pton() knows no such suffix, while
+ * uv_ip6_addr() takes it as the scope, so it is dropped before the check.
+ */
+static bool parse_ipv6_scoped(const char *host, struct in6_addr *a6)
+{
+    char addr[INET6_ADDRSTRLEN];
+    size_t n = strcspn(host, "%");
+    if (n >= sizeof(addr))
+        return false;
+    memcpy(addr, host, n);
+    addr[n] = '\0';
+    return inet_pton(AF_INET6, addr, a6) == 1;
+}
+
+/*
  * Checks that a listen address's host (brackets removed) is an IP literal. The listener binds
  * with uv_ip4_addr() or uv_ip6_addr(), which never look a name up, so a host name would pass the
  * check and then fail at start. item is the address as written, for the message.
@@ -476,16 +497,9 @@ static bool copy_item(char *buf, size_t buf_len, const char *item, size_t n)
 static int check_listen_ip(const char *host, int port, const char *item, char *why, size_t why_len)
 {
     if (strchr(host, ':')) {
-        /* inet_pton() knows no %zone suffix; uv_ip6_addr() takes it as the scope, so drop it. */
-        char addr[INET6_ADDRSTRLEN];
         struct in6_addr a6;
-        size_t n = strcspn(host, "%");
-        if (n < sizeof(addr)) {
-            memcpy(addr, host, n);
-            addr[n] = '\0';
-            if (inet_pton(AF_INET6, addr, &a6) == 1)
-                return 0;
-        }
+        if (parse_ipv6_scoped(host, &a6))
+            return 0;
         snprintf(why, why_len, "'%s' is not a valid IPv6 address", item);
         return -EINVAL;
     }
@@ -1187,10 +1201,8 @@ const struct config_key *config_key_at(size_t i)
 /* The name an enum table gives value v, or "?". */
 static const char *enum_name(const struct config_enum *names, int v)
 {
-    for (const struct config_enum *e = names; e->name; e++)
-        if (e->value == v)
-            return e->name;
-    return "?";
+    const char *name = find_enum_name(names, v);
+    return name ? name : "?";
 }
 
 const char *config_mode_name(enum mlb_mode m)
@@ -1869,13 +1881,16 @@ static bool is_loopback(const char *host)
     struct in6_addr a6;
     if (inet_pton(AF_INET, host, &a4) == 1)
         return (ntohl(a4.s_addr) >> 24) == 127;
-    char addr[INET6_ADDRSTRLEN];
-    size_t n = strcspn(host, "%");
-    if (n >= sizeof(addr))
-        return false;
-    memcpy(addr, host, n);
-    addr[n] = '\0';
-    return inet_pton(AF_INET6, addr, &a6) == 1 && IN6_IS_ADDR_LOOPBACK(&a6);
+    return parse_ipv6_scoped(host, &a6) && IN6_IS_ADDR_LOOPBACK(&a6);
+}
+
+/* The host of the first TCP address in l that is not a loopback address, or NULL. */
+static const char *first_remote_tcp(const struct mlb_listen_list *l)
+{
+    for (size_t j = 0; j < l->count; j++)
+        if (l->addr[j].kind == MLB_LISTEN_TCP && !is_loopback(l->addr[j].host))
+            return l->addr[j].host;
+    return NULL;
 }
 
 /* The admin endpoints are plain HTTP: other addresses than loopback only on request, and never
@@ -1892,28 +1907,19 @@ static void validate_http_listen(struct load_ctx *x)
         key_error(x, x->seen_line[ha] ? x->seen_line[ha] : x->seen_line[i], ha,
                   "basic needs [auth] admin_users (with their verifiers in auth_file): nobody "
                   "could read /metrics and /readyz; set admin_users, or http_auth = none");
-    if (auth_on && x->c->http_auth == MLB_HTTP_AUTH_NONE) {
-        for (size_t j = 0; j < l->count; j++) {
-            if (l->addr[j].kind == MLB_LISTEN_TCP && !is_loopback(l->addr[j].host)) {
-                key_error(x, x->seen_line[ha], ha,
-                          "none, but http_listen has '%s', which is not a loopback address; "
-                          "anyone who reaches it would read the metrics without credentials",
-                          l->addr[j].host);
-                break;
-            }
-        }
-    }
+    const char *remote = first_remote_tcp(l);
+    if (auth_on && x->c->http_auth == MLB_HTTP_AUTH_NONE && remote)
+        key_error(x, x->seen_line[ha], ha,
+                  "none, but http_listen has '%s', which is not a loopback address; "
+                  "anyone who reaches it would read the metrics without credentials",
+                  remote);
     if (!usable(x, "admin", "http_allow_remote") || x->c->http_allow_remote)
         return;
-    for (size_t j = 0; j < l->count; j++) {
-        if (l->addr[j].kind == MLB_LISTEN_TCP && !is_loopback(l->addr[j].host)) {
-            key_error(x, x->seen_line[i], i,
-                      "'%s' is not a loopback address; the endpoints are plain HTTP, so set "
-                      "http_allow_remote = true to serve them there",
-                      l->addr[j].host);
-            return;
-        }
-    }
+    if (remote)
+        key_error(x, x->seen_line[i], i,
+                  "'%s' is not a loopback address; the endpoints are plain HTTP, so set "
+                  "http_allow_remote = true to serve them there",
+                  remote);
 }
 
 /* True if key i of the table was parsed cleanly and holds something other than its default. */
@@ -1924,7 +1930,17 @@ static bool is_set(const struct load_ctx *x, int i)
     const void *f = cfield_of(x->c, &keys[i]);
     if (keys[i].type == &type_path)
         return *(char *const *)f != NULL;
+    if (keys[i].type == &type_string)
+        return *(const char *)f != '\0';
     return *(const int *)f != 0; /* booleans and the enums below, whose default is 0 */
+}
+
+/* Reports, with msg, each of the n keys ids[] that is set (is_set) where it would be ignored. */
+static void refuse_set_keys(struct load_ctx *x, const int *ids, size_t n, const char *msg)
+{
+    for (size_t j = 0; j < n; j++)
+        if (is_set(x, ids[j]))
+            key_error(x, x->seen_line[ids[j]], ids[j], "%s", msg);
 }
 
 /*
@@ -1944,12 +1960,8 @@ static void validate_tls_server(struct load_ctx *x)
         return;
     const char *mode_name = config_tls_mode_name(c->tls_mode);
     if (c->tls_mode == MLB_TLS_DISABLED) {
-        if (is_set(x, cert))
-            key_error(x, x->seen_line[cert], cert,
-                      "set, but tls_mode = disabled; set tls_mode or remove it");
-        if (is_set(x, ca))
-            key_error(x, x->seen_line[ca], ca,
-                      "set, but tls_mode = disabled; set tls_mode or remove it");
+        const int files[] = {cert, ca};
+        refuse_set_keys(x, files, 2, "set, but tls_mode = disabled; set tls_mode or remove it");
         if (is_set(x, certs))
             key_error(x, x->seen_line[certs], certs,
                       "'%s' needs TLS, but tls_mode = disabled; set tls_mode or remove it",
@@ -1985,13 +1997,12 @@ static void validate_tls_upstream(struct load_ctx *x)
     };
     const struct mlb_config *c = x->c;
     if (usable(x, "upstream", "tls") && !c->upstream_tls) {
-        for (size_t j = 0; j < sizeof(needs_tls) / sizeof(needs_tls[0]); j++) {
-            int i = find_key("upstream", needs_tls[j]);
-            if (is_set(x, i))
-                key_error(x, x->seen_line[i], i,
-                          "set, but tls = false; set tls = true to use TLS towards the servers, "
-                          "or remove it");
-        }
+        int ids[sizeof(needs_tls) / sizeof(needs_tls[0])];
+        for (size_t j = 0; j < sizeof(ids) / sizeof(ids[0]); j++)
+            ids[j] = find_key("upstream", needs_tls[j]);
+        refuse_set_keys(x, ids, sizeof(ids) / sizeof(ids[0]),
+                        "set, but tls = false; set tls = true to use TLS towards the servers, or "
+                        "remove it");
         return;
     }
     int pw = find_key("upstream", "tls_certificate_key_file_password");
@@ -2016,15 +2027,8 @@ static void validate_auth(struct load_ctx *x)
     bool x509 = c->service_mechanism == MLB_SVC_X509;
     if (c->auth_mode == MLB_AUTH_OFF) {
         const int off_keys[] = {af, su, pw, adm};
-        for (size_t j = 0; j < sizeof(off_keys) / sizeof(off_keys[0]); j++) {
-            int i = off_keys[j];
-            bool set = keys[i].type == &type_path
-                           ? is_set(x, i)
-                           : !x->failed[i] && *(const char *)cfield_of(c, &keys[i]);
-            if (set)
-                key_error(x, x->seen_line[i], i,
-                          "set, but mode = off; set mode = service or passthrough, or remove it");
-        }
+        refuse_set_keys(x, off_keys, sizeof(off_keys) / sizeof(off_keys[0]),
+                        "set, but mode = off; set mode = service or passthrough, or remove it");
         return;
     }
     bool have_user = !x->failed[su] && c->service_user[0];

@@ -612,6 +612,22 @@ static int emit(const char *msg, size_t n, uint8_t *out, size_t cap, size_t *out
 }
 
 /*
+ * Ends both final messages the same way: appends the attribute prefix (",p=" for the
+ * client's proof, "v=" for the server's signature) and the base64 of the key-sized value,
+ * then copies the message to the caller's buffer.
+ */
+static int emit_b64_attr(char *buf, size_t buf_cap, size_t *len, const char *prefix,
+                         const uint8_t *p, size_t n, uint8_t *out, size_t cap, size_t *out_len)
+{
+    int rc = put_str(buf, buf_cap, len, prefix);
+    if (rc == 0)
+        rc = put_b64(buf, buf_cap, len, p, n);
+    if (rc == 0)
+        rc = emit(buf, *len, out, cap, out_len);
+    return rc;
+}
+
+/*
  * AuthMessage = client-first-message-bare + "," + server-first-message + "," +
  * client-final-message-without-proof, then ClientSignature or ServerSignature over it.
  */
@@ -901,11 +917,7 @@ int scram_server_final(struct scram_server *s, const uint8_t *msg, size_t len, u
     rc = auth_hmac(s->mech, s->v.server_key, s->cfb, s->cfb_len, s->sf, s->sf_len, m, without_proof,
                    sig);
     if (rc == 0)
-        rc = put_str(reply, sizeof(reply), &reply_len, "v=");
-    if (rc == 0)
-        rc = put_b64(reply, sizeof(reply), &reply_len, sig, kl);
-    if (rc == 0)
-        rc = emit(reply, reply_len, out, cap, out_len);
+        rc = emit_b64_attr(reply, sizeof(reply), &reply_len, "v=", sig, kl, out, cap, out_len);
     if (rc < 0)
         goto fail;
     s->state = CONV_DONE;
@@ -1144,11 +1156,7 @@ int scram_client_final(struct scram_client *c, const uint8_t *msg, size_t len, u
     rc = auth_hmac(c->mech, server_key, c->cfb, c->cfb_len, m, len, reply, without_proof,
                    c->server_sig);
     if (rc == 0)
-        rc = put_str(reply, sizeof(reply), &reply_len, ",p=");
-    if (rc == 0)
-        rc = put_b64(reply, sizeof(reply), &reply_len, proof, kl);
-    if (rc == 0)
-        rc = emit(reply, reply_len, out, cap, out_len);
+        rc = emit_b64_attr(reply, sizeof(reply), &reply_len, ",p=", proof, kl, out, cap, out_len);
     if (rc < 0)
         goto fail;
     c->state = CONV_FIRST;

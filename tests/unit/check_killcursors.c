@@ -132,6 +132,28 @@ static void owner_reply(struct wire_buf *b, const char *const *names, const int6
     bson_destroy(&body);
 }
 
+/*
+ * The start most tests share: the table, the client's request for REQ_IDS (OP_MSG, or
+ * OP_KILL_CURSORS when opcode says so), and a kc begun over it.
+ */
+static void begin_request(struct cursor_table *t, struct wire_buf *f, struct kc *k, int32_t opcode)
+{
+    table(t);
+    if (opcode == WIRE_OP_KILL_CURSORS)
+        kill_legacy(f, REQ_IDS, N_REQ);
+    else
+        kill_msg(f, REQ_IDS, N_REQ);
+    ck_assert_int_eq(kc_begin(k, f->data, f->len, opcode, N_REQ, t, NOW), 0);
+}
+
+/* Ends the kc and frees the request and the table. */
+static void end_request(struct kc *k, struct wire_buf *f, struct cursor_table *t)
+{
+    kc_end(k);
+    wire_buf_free(f);
+    cursors_free(t);
+}
+
 /* Asserts that doc's array key holds exactly the ids want, in that order. */
 static void expect_array(const bson_t *doc, const char *key, const int64_t *want, int n)
 {
@@ -165,11 +187,9 @@ static void expect_kc_array(const bson_t *arr, const int64_t *want, int n)
 START_TEST(begin_groups_by_owner)
 {
     struct cursor_table t;
-    table(&t);
     struct wire_buf f = {0};
-    kill_msg(&f, REQ_IDS, N_REQ);
     struct kc k;
-    ck_assert_int_eq(kc_begin(&k, f.data, f.len, WIRE_OP_MSG, N_REQ, &t, NOW), 0);
+    begin_request(&t, &f, &k, WIRE_OP_MSG);
     ck_assert(k.active);
     ck_assert(!k.legacy);
     ck_assert_int_eq(k.n, N_REQ);
@@ -209,20 +229,16 @@ START_TEST(begin_groups_by_owner)
     ck_assert_int_eq(kc_begin(&k, f.data, f.len, WIRE_OP_MSG, 0, &t, NOW), 0);
     ck_assert_int_eq(k.n, 0);
     ck_assert_int_eq(kc_next_owner(&k), -1);
-    kc_end(&k);
-    wire_buf_free(&f);
-    cursors_free(&t);
+    end_request(&k, &f, &t);
 }
 END_TEST
 
 START_TEST(next_owner_order)
 {
     struct cursor_table t;
-    table(&t);
     struct wire_buf f = {0};
-    kill_msg(&f, REQ_IDS, N_REQ);
     struct kc k;
-    ck_assert_int_eq(kc_begin(&k, f.data, f.len, WIRE_OP_MSG, N_REQ, &t, NOW), 0);
+    begin_request(&t, &f, &k, WIRE_OP_MSG);
     /* The owner of the first unsettled id in request order: 1 (21), then 0 (11), then 2. */
     ck_assert_int_eq(kc_next_owner(&k), 1);
     kc_merge(&k, 1, NULL, 0, &t, NOW);
@@ -232,9 +248,7 @@ START_TEST(next_owner_order)
     ck_assert_int_eq(kc_next_owner(&k), 2);
     kc_merge(&k, 2, NULL, 0, &t, NOW);
     ck_assert_int_eq(kc_next_owner(&k), -1);
-    kc_end(&k);
-    wire_buf_free(&f);
-    cursors_free(&t);
+    end_request(&k, &f, &t);
 }
 END_TEST
 
@@ -251,19 +265,24 @@ static void part_body(const struct wire_buf *part, int32_t request_id, bson_t *b
     ck_assert(wire_msg_body(&m, body));
 }
 
+/* Builds owner's part of the request in f, with request id request_id, and views its body. */
+static void build_part_body(struct kc *k, int owner, const struct wire_buf *f, int32_t request_id,
+                            struct cursor_table *t, struct wire_buf *part, bson_t *body)
+{
+    ck_assert_int_eq(kc_build_part(k, owner, f->data, f->len, request_id, t, NOW, part), 0);
+    part_body(part, request_id, body);
+}
+
 START_TEST(build_part_keeps_fields_real_ids_only)
 {
     struct cursor_table t;
-    table(&t);
     struct wire_buf f = {0}, part = {0};
-    kill_msg(&f, REQ_IDS, N_REQ);
     struct kc k;
-    ck_assert_int_eq(kc_begin(&k, f.data, f.len, WIRE_OP_MSG, N_REQ, &t, NOW), 0);
+    begin_request(&t, &f, &k, WIRE_OP_MSG);
 
     /* Server 2: 9002 goes as its real id 77, then 31, 32. */
-    ck_assert_int_eq(kc_build_part(&k, 2, f.data, f.len, 4001, &t, NOW, &part), 0);
     bson_t body;
-    part_body(&part, 4001, &body);
+    build_part_body(&k, 2, &f, 4001, &t, &part, &body);
     static const char *const keys[] = {"killCursors", "$db", "lsid", "comment", "cursors"};
     bson_iter_t it;
     ck_assert(bson_iter_init(&it, &body));
@@ -286,16 +305,14 @@ START_TEST(build_part_keeps_fields_real_ids_only)
     expect_array(&body, "cursors", ids2, 3);
 
     /* Server 0: its 77 is the client's 77. */
-    ck_assert_int_eq(kc_build_part(&k, 0, f.data, f.len, 4002, &t, NOW, &part), 0);
-    part_body(&part, 4002, &body);
+    build_part_body(&k, 0, &f, 4002, &t, &part, &body);
     static const int64_t ids0[] = {11, 12, 77, 13, 14};
     expect_array(&body, "cursors", ids0, 5);
     ck_assert(bson_iter_init(&it, &body) && bson_iter_next(&it));
     ck_assert_str_eq(bson_iter_key(&it), "killCursors");
 
     /* Server 1. */
-    ck_assert_int_eq(kc_build_part(&k, 1, f.data, f.len, 4003, &t, NOW, &part), 0);
-    part_body(&part, 4003, &body);
+    build_part_body(&k, 1, &f, 4003, &t, &part, &body);
     static const int64_t ids1[] = {21, 22};
     expect_array(&body, "cursors", ids1, 2);
 
@@ -304,10 +321,8 @@ START_TEST(build_part_keeps_fields_real_ids_only)
         ck_assert_int_eq(k.owner[i], REQ_OWNERS[i]);
     ck_assert_uint_eq(t.n, 10);
     ck_assert_int_eq(kc_next_owner(&k), 1);
-    kc_end(&k);
     wire_buf_free(&part);
-    wire_buf_free(&f);
-    cursors_free(&t);
+    end_request(&k, &f, &t);
 }
 END_TEST
 
@@ -316,32 +331,25 @@ END_TEST
 START_TEST(real_ids_kept_from_the_start)
 {
     struct cursor_table t;
-    table(&t);
     struct wire_buf f = {0}, part = {0};
-    kill_msg(&f, REQ_IDS, N_REQ);
     struct kc k;
-    ck_assert_int_eq(kc_begin(&k, f.data, f.len, WIRE_OP_MSG, N_REQ, &t, NOW), 0);
+    begin_request(&t, &f, &k, WIRE_OP_MSG);
     ck_assert_int_eq(cursors_remove(&t, 9002), 0);
-    ck_assert_int_eq(kc_build_part(&k, 2, f.data, f.len, 4101, &t, NOW, &part), 0);
     bson_t body;
-    part_body(&part, 4101, &body);
+    build_part_body(&k, 2, &f, 4101, &t, &part, &body);
     static const int64_t ids2[] = {77, 31, 32};
     expect_array(&body, "cursors", ids2, 3);
-    kc_end(&k);
     wire_buf_free(&part);
-    wire_buf_free(&f);
-    cursors_free(&t);
+    end_request(&k, &f, &t);
 }
 END_TEST
 
 START_TEST(legacy_parts_settle_at_once)
 {
     struct cursor_table t;
-    table(&t);
     struct wire_buf f = {0}, part = {0};
-    kill_legacy(&f, REQ_IDS, N_REQ);
     struct kc k;
-    ck_assert_int_eq(kc_begin(&k, f.data, f.len, WIRE_OP_KILL_CURSORS, N_REQ, &t, NOW), 0);
+    begin_request(&t, &f, &k, WIRE_OP_KILL_CURSORS);
     ck_assert(k.legacy);
     ck_assert_int_eq(k.n, N_REQ);
     ck_assert_int_eq(k.n_not_found, 2);
@@ -375,21 +383,17 @@ START_TEST(legacy_parts_settle_at_once)
     ck_assert_int_eq(kc_next_owner(&k), -1);
     ck_assert_uint_eq(t.n, 0);
     kc_end(&k);
-    kc_end(&k);
     wire_buf_free(&part);
-    wire_buf_free(&f);
-    cursors_free(&t);
+    end_request(&k, &f, &t);
 }
 END_TEST
 
 START_TEST(merge_maps_back_to_client_ids)
 {
     struct cursor_table t;
-    table(&t);
     struct wire_buf f = {0}, r = {0};
-    kill_msg(&f, REQ_IDS, N_REQ);
     struct kc k;
-    ck_assert_int_eq(kc_begin(&k, f.data, f.len, WIRE_OP_MSG, N_REQ, &t, NOW), 0);
+    begin_request(&t, &f, &k, WIRE_OP_MSG);
 
     /* Server 2 answers in its own (real) ids, in its own order: 77 is its cursor, the client's
      * 9002. Server 0's 77 must not be touched. */
@@ -449,10 +453,8 @@ START_TEST(merge_maps_back_to_client_ids)
     for (size_t i = 0; i < sizeof(gone) / sizeof(gone[0]); i++)
         ck_assert_ptr_null(cursors_find(&t, gone[i], NOW));
     kc_end(&k);
-    kc_end(&k);
     wire_buf_free(&r);
-    wire_buf_free(&f);
-    cursors_free(&t);
+    end_request(&k, &f, &t);
 }
 END_TEST
 
@@ -490,10 +492,8 @@ START_TEST(merge_unreachable_or_unreadable_is_unknown)
     for (int i = 0; i < 5; i++)
         ck_assert_ptr_null(cursors_find(&t, ids[i], NOW));
     ck_assert_uint_eq(t.n, 5);
-    kc_end(&k);
     wire_buf_free(&r);
-    wire_buf_free(&f);
-    cursors_free(&t);
+    end_request(&k, &f, &t);
 }
 END_TEST
 
@@ -568,9 +568,8 @@ START_TEST(merge_many_ids)
     struct kc k;
     ck_assert_int_eq(kc_begin(&k, f.data, f.len, WIRE_OP_MSG, n, &t, NOW), 0);
     ck_assert_int_eq(kc_next_owner(&k), 1);
-    ck_assert_int_eq(kc_build_part(&k, 1, f.data, f.len, 1, &t, NOW, &part), 0);
     bson_t body;
-    part_body(&part, 1, &body);
+    build_part_body(&k, 1, &f, 1, &t, &part, &body);
     bson_iter_t it, arr;
     ck_assert(bson_iter_init_find(&it, &body, "cursors") && bson_iter_recurse(&it, &arr));
     int count = 0;
@@ -703,9 +702,7 @@ START_TEST(end_is_idempotent)
     ck_assert_int_eq(kc_begin(&k, f.data, f.len, WIRE_OP_MSG, N_REQ, &t, NOW), 0);
     ck_assert_int_eq(kc_next_owner(&k), 1);
     kc_end(&k);
-    kc_end(&k);
-    wire_buf_free(&f);
-    cursors_free(&t);
+    end_request(&k, &f, &t);
 }
 END_TEST
 

@@ -76,6 +76,33 @@ static void add_servers_from(struct topology *t, int from, int to)
     }
 }
 
+/* A mongos topology with the given latency window (local threshold): servers h0..h<n - 1>, each
+ * known from a mongos hello with round-trip time rtts[i]. */
+static void mongos_servers(struct topology *t, int local_threshold_ms, const double *rtts, int n)
+{
+    topology_init(t, TOPOLOGY_MONGOS, local_threshold_ms);
+    add_servers(t, n);
+    for (int i = 0; i < n; i++)
+        hello(t, i, MONGOS_HELLO, rtts[i]);
+}
+
+/*
+ * Feeds server idx the hello of a primary of set "rs" with the given setVersion and electionId
+ * (24 hex digits), and maxWireVersion when max_wire >= 0. Returns what hello() returns.
+ */
+static int elected_primary(struct topology *t, int idx, int set_version, const char *election_id,
+                           int max_wire)
+{
+    char json[256], wire[32] = "";
+    if (max_wire >= 0)
+        snprintf(wire, sizeof(wire), ", \"maxWireVersion\": %d", max_wire);
+    snprintf(json, sizeof(json),
+             "{\"ok\": 1, \"setName\": \"rs\", \"isWritablePrimary\": true, \"setVersion\": %d, "
+             "\"electionId\": {\"$oid\": \"%s\"}%s}",
+             set_version, election_id, wire);
+    return hello(t, idx, json, 1);
+}
+
 /* Runs `draws` selections and counts how often each server was chosen; -EAGAIN counts nowhere
  * and fails the test. */
 static void draw_many(const struct topology *t, const struct select_request *req, int draws,
@@ -89,6 +116,15 @@ static void draw_many(const struct topology *t, const struct select_request *req
         ck_assert_int_lt(idx, t->n);
         counts[idx]++;
     }
+}
+
+/* Draws draws times and asserts that every draw picked server idx. */
+static void always_picks(const struct topology *t, const struct select_request *req, int draws,
+                         int idx)
+{
+    int counts[TOPOLOGY_MAX_SERVERS];
+    draw_many(t, req, draws, counts);
+    ck_assert_int_eq(counts[idx], draws);
 }
 
 /* --- classification ---------------------------------------------------------------------- */
@@ -274,11 +310,7 @@ END_TEST
 START_TEST(select_latency_window)
 {
     struct topology t;
-    topology_init(&t, TOPOLOGY_MONGOS, 15);
-    add_servers(&t, 3);
-    hello(&t, 0, MONGOS_HELLO, 20);
-    hello(&t, 1, MONGOS_HELLO, 35);
-    hello(&t, 2, MONGOS_HELLO, 40);
+    mongos_servers(&t, 15, (const double[]){20, 35, 40}, 3);
     struct select_request req = {.write = false, .exclude_idx = -1};
     int counts[TOPOLOGY_MAX_SERVERS];
     draw_many(&t, &req, 10000, counts);
@@ -293,34 +325,23 @@ END_TEST
 START_TEST(select_fastest_alone_in_window)
 {
     struct topology t;
-    topology_init(&t, TOPOLOGY_MONGOS, 5);
-    add_servers(&t, 3);
-    hello(&t, 0, MONGOS_HELLO, 30);
-    hello(&t, 1, MONGOS_HELLO, 3);
-    hello(&t, 2, MONGOS_HELLO, 9);
+    mongos_servers(&t, 5, (const double[]){30, 3, 9}, 3);
     struct select_request req = {.write = false, .exclude_idx = -1};
-    int counts[TOPOLOGY_MAX_SERVERS];
-    draw_many(&t, &req, 1000, counts);
-    ck_assert_int_eq(counts[1], 1000);
+    always_picks(&t, &req, 1000, 1);
 }
 END_TEST
 
 START_TEST(select_fewer_in_flight_wins)
 {
     struct topology t;
-    topology_init(&t, TOPOLOGY_MONGOS, 15);
-    add_servers(&t, 2);
-    hello(&t, 0, MONGOS_HELLO, 5);
-    hello(&t, 1, MONGOS_HELLO, 6);
+    mongos_servers(&t, 15, (const double[]){5, 6}, 2);
     t.servers[0].in_flight = 4;
     t.servers[1].in_flight = 1;
     struct select_request req = {.write = false, .exclude_idx = -1};
     int counts[TOPOLOGY_MAX_SERVERS];
-    draw_many(&t, &req, 1000, counts);
-    ck_assert_int_eq(counts[1], 1000);
+    always_picks(&t, &req, 1000, 1);
     t.servers[0].in_flight = 0;
-    draw_many(&t, &req, 1000, counts);
-    ck_assert_int_eq(counts[0], 1000);
+    always_picks(&t, &req, 1000, 0);
 
     /* With three in the window, the busiest loses every pair it is drawn into, and the idlest
      * wins every pair it is in (two pairs of three). */
@@ -350,9 +371,7 @@ START_TEST(select_never_unknown)
     topology_on_failure(&t, 1, "gone", 2000);
     /* A standalone is not a mongos: not selectable in mongos mode. */
     hello(&t, 2, "{\"ok\": 1, \"isWritablePrimary\": true}", 1);
-    int counts[TOPOLOGY_MAX_SERVERS];
-    draw_many(&t, &req, 500, counts);
-    ck_assert_int_eq(counts[0], 500);
+    always_picks(&t, &req, 500, 0);
     topology_on_failure(&t, 0, "gone", 2000);
     ck_assert_int_eq(topology_select(&t, &req, xorshift, &state), -EAGAIN);
     /* Empty topology. */
@@ -365,11 +384,7 @@ END_TEST
 START_TEST(select_exclude)
 {
     struct topology t;
-    topology_init(&t, TOPOLOGY_MONGOS, 15);
-    add_servers(&t, 3);
-    hello(&t, 0, MONGOS_HELLO, 5);
-    hello(&t, 1, MONGOS_HELLO, 6);
-    hello(&t, 2, MONGOS_HELLO, 7);
+    mongos_servers(&t, 15, (const double[]){5, 6, 7}, 3);
     struct select_request req = {.write = false, .exclude_idx = 1};
     int counts[TOPOLOGY_MAX_SERVERS];
     draw_many(&t, &req, 2000, counts);
@@ -379,8 +394,7 @@ START_TEST(select_exclude)
     /* The excluded server is the only one left: it is used. */
     topology_on_failure(&t, 0, "x", 1);
     topology_on_failure(&t, 2, "x", 1);
-    draw_many(&t, &req, 100, counts);
-    ck_assert_int_eq(counts[1], 100);
+    always_picks(&t, &req, 100, 1);
 }
 END_TEST
 
@@ -389,17 +403,11 @@ START_TEST(select_exclude_widens_window)
     /* Deprioritising the fast server that failed: the window is measured from the fastest of the
      * others, so a slower server outside the original window takes the retry. */
     struct topology t;
-    topology_init(&t, TOPOLOGY_MONGOS, 15);
-    add_servers(&t, 2);
-    hello(&t, 0, MONGOS_HELLO, 5);
-    hello(&t, 1, MONGOS_HELLO, 100);
+    mongos_servers(&t, 15, (const double[]){5, 100}, 2);
     struct select_request req = {.write = false, .exclude_idx = 0};
-    int counts[TOPOLOGY_MAX_SERVERS];
-    draw_many(&t, &req, 100, counts);
-    ck_assert_int_eq(counts[1], 100);
+    always_picks(&t, &req, 100, 1);
     req.exclude_idx = -1;
-    draw_many(&t, &req, 100, counts);
-    ck_assert_int_eq(counts[0], 100);
+    always_picks(&t, &req, 100, 0);
 }
 END_TEST
 
@@ -417,17 +425,14 @@ START_TEST(select_replicaset_writes_primary_only)
     int counts[TOPOLOGY_MAX_SERVERS];
 
     struct select_request w = {.write = true, .exclude_idx = -1};
-    draw_many(&t, &w, 1000, counts);
-    ck_assert_int_eq(counts[1], 1000);
+    always_picks(&t, &w, 1000, 1);
     /* A retried write whose primary is excluded still goes to the only primary. */
     w.exclude_idx = 1;
-    draw_many(&t, &w, 100, counts);
-    ck_assert_int_eq(counts[1], 100);
+    always_picks(&t, &w, 100, 1);
 
     /* Reads without a read preference go to the primary. */
     struct select_request r = {.write = false, .exclude_idx = -1};
-    draw_many(&t, &r, 100, counts);
-    ck_assert_int_eq(counts[1], 100);
+    always_picks(&t, &r, 100, 1);
 
     /* Reads that allow secondaries use the ones in the window; arbiters, hidden members and ghosts
      * never. */
@@ -452,10 +457,7 @@ END_TEST
 START_TEST(select_mongos_ignores_write_flag)
 {
     struct topology t;
-    topology_init(&t, TOPOLOGY_MONGOS, 15);
-    add_servers(&t, 2);
-    hello(&t, 0, MONGOS_HELLO, 5);
-    hello(&t, 1, MONGOS_HELLO, 5);
+    mongos_servers(&t, 15, (const double[]){5, 5}, 2);
     struct select_request w = {.write = true, .exclude_idx = -1};
     int counts[TOPOLOGY_MAX_SERVERS];
     draw_many(&t, &w, 1000, counts);
@@ -522,12 +524,10 @@ START_TEST(read_preference_modes)
     int counts[TOPOLOGY_MAX_SERVERS];
     struct read_pref rp = {.mode = READ_PRIMARY, .max_staleness_s = -1};
     struct select_request r = {.write = false, .exclude_idx = -1, .rp = &rp};
-    draw_many(&t, &r, 200, counts);
-    ck_assert_int_eq(counts[0], 200);
+    always_picks(&t, &r, 200, 0);
 
     rp.mode = READ_PRIMARY_PREFERRED;
-    draw_many(&t, &r, 200, counts);
-    ck_assert_int_eq(counts[0], 200);
+    always_picks(&t, &r, 200, 0);
 
     rp.mode = READ_SECONDARY_PREFERRED;
     draw_many(&t, &r, 2000, counts);
@@ -550,23 +550,20 @@ START_TEST(read_preference_modes)
     rp.sets[1].n = 1;
     snprintf(rp.sets[1].tags[0].name, sizeof(rp.sets[1].tags[0].name), "dc");
     snprintf(rp.sets[1].tags[0].value, sizeof(rp.sets[1].tags[0].value), "west");
-    draw_many(&t, &r, 200, counts);
-    ck_assert_int_eq(counts[2], 200);
+    always_picks(&t, &r, 200, 2);
     /* No set matches: secondary fails, secondaryPreferred falls back to the primary. */
     rp.n_sets = 1;
     uint32_t state = 3;
     ck_assert_int_eq(topology_select(&t, &r, xorshift, &state), -EAGAIN);
     rp.mode = READ_SECONDARY_PREFERRED;
-    draw_many(&t, &r, 100, counts);
-    ck_assert_int_eq(counts[0], 100);
+    always_picks(&t, &r, 100, 0);
 
     /* Without secondaries, primaryPreferred and secondaryPreferred both use the primary, and
      * without a primary, primaryPreferred uses a secondary. */
     rp.n_sets = 0;
     topology_on_failure(&t, 1, "x", 1);
     topology_on_failure(&t, 2, "x", 1);
-    draw_many(&t, &r, 100, counts);
-    ck_assert_int_eq(counts[0], 100);
+    always_picks(&t, &r, 100, 0);
     replica_set(&t, 15);
     topology_on_failure(&t, 0, "x", 1);
     rp.mode = READ_PRIMARY_PREFERRED;
@@ -591,8 +588,7 @@ START_TEST(read_preference_max_staleness)
     struct read_pref rp = {.mode = READ_SECONDARY, .max_staleness_s = 120};
     struct select_request r = {.write = false, .exclude_idx = -1, .rp = &rp};
     int counts[TOPOLOGY_MAX_SERVERS];
-    draw_many(&t, &r, 200, counts);
-    ck_assert_int_eq(counts[2], 200);
+    always_picks(&t, &r, 200, 2);
     rp.max_staleness_s = 300;
     draw_many(&t, &r, 1000, counts);
     ck_assert_int_gt(counts[1], 0);
@@ -864,22 +860,13 @@ START_TEST(replicaset_new_primary_demotes_old)
     struct topology t;
     topology_init(&t, TOPOLOGY_REPLICASET, 15);
     add_servers(&t, 2);
-    hello(&t, 0,
-          "{\"ok\": 1, \"setName\": \"rs\", \"isWritablePrimary\": true, \"setVersion\": 1, "
-          "\"electionId\": {\"$oid\": \"7fffffff0000000000000001\"}}",
-          1);
+    elected_primary(&t, 0, 1, "7fffffff0000000000000001", -1);
     ck_assert_int_eq(topology_primary(&t), 0);
-    hello(&t, 1,
-          "{\"ok\": 1, \"setName\": \"rs\", \"isWritablePrimary\": true, \"setVersion\": 1, "
-          "\"electionId\": {\"$oid\": \"7fffffff0000000000000002\"}}",
-          1);
+    elected_primary(&t, 1, 1, "7fffffff0000000000000002", -1);
     ck_assert_int_eq(topology_primary(&t), 1);
     ck_assert_int_eq(t.servers[0].type, SERVER_UNKNOWN);
     /* The old primary's late reply is stale: refused. */
-    int bits = hello(&t, 0,
-                     "{\"ok\": 1, \"setName\": \"rs\", \"isWritablePrimary\": true, "
-                     "\"setVersion\": 1, \"electionId\": {\"$oid\": \"7fffffff0000000000000001\"}}",
-                     1);
+    int bits = elected_primary(&t, 0, 1, "7fffffff0000000000000001", -1);
     ck_assert(bits & TOPO_REFUSED);
     ck_assert_int_eq(topology_primary(&t), 1);
     ck_assert_int_eq(t.servers[0].type, SERVER_UNKNOWN);
@@ -899,23 +886,12 @@ START_TEST(replicaset_election_id_precedes_set_version)
     struct topology t;
     topology_init(&t, TOPOLOGY_REPLICASET, 15);
     add_servers(&t, 2);
-    hello(&t, 0,
-          "{\"ok\": 1, \"setName\": \"rs\", \"isWritablePrimary\": true, \"setVersion\": 2, "
-          "\"electionId\": {\"$oid\": \"000000000000000000000001\"}, \"maxWireVersion\": 17}",
-          1);
-    int bits = hello(&t, 1,
-                     "{\"ok\": 1, \"setName\": \"rs\", \"isWritablePrimary\": true, "
-                     "\"setVersion\": 1, \"electionId\": {\"$oid\": \"000000000000000000000002\"}, "
-                     "\"maxWireVersion\": 17}",
-                     1);
+    elected_primary(&t, 0, 2, "000000000000000000000001", 17);
+    int bits = elected_primary(&t, 1, 1, "000000000000000000000002", 17);
     ck_assert(!(bits & TOPO_REFUSED));
     ck_assert_int_eq(topology_primary(&t), 1);
     /* The new primary's next heartbeat, identical, must not be refused. */
-    bits = hello(&t, 1,
-                 "{\"ok\": 1, \"setName\": \"rs\", \"isWritablePrimary\": true, "
-                 "\"setVersion\": 1, \"electionId\": {\"$oid\": \"000000000000000000000002\"}, "
-                 "\"maxWireVersion\": 17}",
-                 1);
+    bits = elected_primary(&t, 1, 1, "000000000000000000000002", 17);
     ck_assert(!(bits & TOPO_REFUSED));
     ck_assert_int_eq(topology_primary(&t), 1);
     ck_assert_int_eq(t.max_set_version, 1); /* the spec's expected maxSetVersion */
@@ -1252,8 +1228,7 @@ START_TEST(released_slots_never_selected)
     /* Even as the one excluded server's only alternative, or by a tag only it had. */
     rp.mode = READ_SECONDARY;
     r.exclude_idx = 1;
-    draw_many(&t, &r, 100, counts);
-    ck_assert_int_eq(counts[1], 100);
+    always_picks(&t, &r, 100, 1);
     r.exclude_idx = -1;
     rp.n_sets = 1;
     rp.sets[0].n = 1;
@@ -1271,8 +1246,7 @@ START_TEST(released_slots_never_selected)
     ck_assert(topology_limits(&t, &l));
     ck_assert_int_ne(l.max_wire, 1);
     struct select_request w = {.write = true, .exclude_idx = -1};
-    draw_many(&t, &w, 100, counts);
-    ck_assert_int_eq(counts[0], 100);
+    always_picks(&t, &w, 100, 0);
     /* The primary's list no longer counts a free slot as a member to remove. */
     int bits = hello(&t, 0,
                      "{\"ok\": 1, \"setName\": \"rs\", \"isWritablePrimary\": true, \"hosts\": "
@@ -1403,13 +1377,10 @@ START_TEST(wire_floor_refuses_an_old_mongos)
     ck_assert_str_eq(t.servers[1].last_error, TOO_OLD_12);
     ck_assert(!topology_is_selectable(&t, &t.servers[1]));
     struct select_request req = {.write = false, .exclude_idx = -1};
-    int counts[TOPOLOGY_MAX_SERVERS];
-    draw_many(&t, &req, 200, counts);
-    ck_assert_int_eq(counts[0], 200);
+    always_picks(&t, &req, 200, 0);
     /* Even when it is the one a retry should avoid, the old server is not a fallback. */
     req.exclude_idx = 0;
-    draw_many(&t, &req, 50, counts);
-    ck_assert_int_eq(counts[0], 50);
+    always_picks(&t, &req, 50, 0);
     struct topology_limits l;
     ck_assert(topology_limits(&t, &l));
     ck_assert_int_eq(l.max_wire, 21);
@@ -1432,8 +1403,7 @@ START_TEST(wire_floor_refuses_an_old_mongos)
     ck_assert(topology_limits(&t, &l));
     ck_assert_int_eq(l.max_wire, 13);
     req.exclude_idx = 0;
-    draw_many(&t, &req, 50, counts);
-    ck_assert_int_eq(counts[1], 50);
+    always_picks(&t, &req, 50, 1);
 
     /* Downgraded again: a new refusal, reported, and the type change with it. */
     bits = hello(&t, 1, "{\"ok\": 1, \"msg\": \"isdbgrid\", \"maxWireVersion\": 9}", 1);
@@ -1500,9 +1470,7 @@ START_TEST(wire_floor_refuses_an_old_primary_as_a_whole)
     ck_assert(!t.servers[1].removed);
     struct read_pref rp = {.mode = READ_SECONDARY_PREFERRED, .max_staleness_s = -1};
     struct select_request req = {.write = false, .exclude_idx = -1, .rp = &rp};
-    int counts[TOPOLOGY_MAX_SERVERS];
-    draw_many(&t, &req, 50, counts);
-    ck_assert_int_eq(counts[0], 50);
+    always_picks(&t, &req, 50, 0);
 }
 END_TEST
 
@@ -1514,26 +1482,15 @@ START_TEST(replicaset_pre_6_0_set_version_precedes_election_id)
     struct topology t;
     topology_init(&t, TOPOLOGY_REPLICASET, 15);
     add_servers(&t, 2);
-    hello(&t, 0,
-          "{\"ok\": 1, \"setName\": \"rs\", \"isWritablePrimary\": true, \"setVersion\": 2, "
-          "\"electionId\": {\"$oid\": \"000000000000000000000001\"}, \"maxWireVersion\": 16}",
-          1);
-    int bits = hello(&t, 1,
-                     "{\"ok\": 1, \"setName\": \"rs\", \"isWritablePrimary\": true, "
-                     "\"setVersion\": 1, \"electionId\": {\"$oid\": \"000000000000000000000002\"}, "
-                     "\"maxWireVersion\": 16}",
-                     1);
+    elected_primary(&t, 0, 2, "000000000000000000000001", 16);
+    int bits = elected_primary(&t, 1, 1, "000000000000000000000002", 16);
     ck_assert(bits & TOPO_REFUSED);
     ck_assert_int_eq(topology_primary(&t), 0);
     ck_assert_str_eq(t.servers[1].last_error,
                      "h1:27017 claims to be primary with an older setVersion or electionId");
     ck_assert_int_eq(t.max_set_version, 2);
     /* The same pair at wire version 17 is the newer primary. */
-    bits = hello(&t, 1,
-                 "{\"ok\": 1, \"setName\": \"rs\", \"isWritablePrimary\": true, "
-                 "\"setVersion\": 1, \"electionId\": {\"$oid\": \"000000000000000000000002\"}, "
-                 "\"maxWireVersion\": 17}",
-                 1);
+    bits = elected_primary(&t, 1, 1, "000000000000000000000002", 17);
     ck_assert(!(bits & TOPO_REFUSED));
     ck_assert_int_eq(topology_primary(&t), 1);
     ck_assert_int_eq(t.max_set_version, 1);
